@@ -1,0 +1,36 @@
+//! `shmkit`: list, inspect and clean up shared-memory segments; read and write values and
+//! arrays; send and receive over queues; benchmark every mechanism.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod segments;
+
+/// Inter-process communication toolkit for Linux.
+#[derive(Parser, Debug)]
+#[command(name = "shmkit", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    #[command(flatten)]
+    Segments(segments::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Segments(c) => segments::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shmkit: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

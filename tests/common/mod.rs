@@ -1,0 +1,100 @@
+//! Shared helpers for the integration tests: unique names, cleanup guards, and running a
+//! test's own binary as a child process in a given role.
+//!
+//! Pattern:
+//! ```ignore
+//! #[test]
+//! fn adds_from_children() {
+//!     if let Some(role) = common::role() {          // we are a child
+//!         match role.as_str() { "adder" => { /* ... */ } _ => unreachable!() }
+//!         std::process::exit(0);
+//!     }
+//!     let name = common::unique("adds");
+//!     let _guard = common::ShmGuard::new(&name);
+//!     let mut c = common::child("adds_from_children", "adder", &[&name]).spawn().unwrap();
+//!     common::wait_ok(&mut c, std::time::Duration::from_secs(30));
+//! }
+//! ```
+#![allow(dead_code)]
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const ROLE_VAR: &str = "SHMKIT_TEST_ROLE";
+const ARGS_VAR: &str = "SHMKIT_TEST_ARGS";
+
+/// A name unique to this process and call: `shmkit-test-TAG-PID-N`.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("shmkit-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Unlinks a POSIX shm object when dropped (also on panic).
+pub struct ShmGuard(pub String);
+
+impl ShmGuard {
+    pub fn new(name: &str) -> Self {
+        ShmGuard(name.to_owned())
+    }
+}
+
+impl Drop for ShmGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0.trim_start_matches('/')));
+    }
+}
+
+/// Removes a file path when dropped.
+pub struct PathGuard(pub std::path::PathBuf);
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The role this process plays when it was started by [`child`], if any.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE_VAR).ok()
+}
+
+/// The arguments passed to [`child`].
+pub fn args() -> Vec<String> {
+    std::env::var(ARGS_VAR)
+        .map(|s| s.split('\u{1f}').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// A command that re-runs this test binary, only the test `test_name`, as `role`.
+pub fn child(test_name: &str, role: &str, args: &[&str]) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut c = Command::new(exe);
+    c.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_VAR, role)
+        .env(ARGS_VAR, args.join("\u{1f}"))
+        .stdin(Stdio::null());
+    c
+}
+
+/// Waits for a child at most `limit`, killing it (and failing) if it takes longer.
+pub fn wait_bounded(c: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = c.try_wait().expect("try_wait") {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("child {} did not finish within {limit:?}", c.id());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits (bounded) and asserts success.
+pub fn wait_ok(c: &mut Child, limit: Duration) {
+    let st = wait_bounded(c, limit);
+    assert!(st.success(), "child {} failed: {st:?}", c.id());
+}

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod segments;
 
 /// Inter-process communication toolkit for Linux.
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Segments(segments::Command),
+    /// Benchmark every IPC mechanism against the others and the hardware floor.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segments(c) => segments::run(c),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

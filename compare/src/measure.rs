@@ -1,0 +1,487 @@
+//! The workloads: rtt, stream, wake (over a [`Channel`]) and lock (over a [`Lock`]), each
+//! with a forked peer pinned to another core. Every message is stamped and checksummed on
+//! both ends; a mismatch fails the run.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shmkit::{Error, Result};
+
+use crate::channel::{Channel, ChannelParams, ChannelSpec, Side, Style};
+use crate::locks::LockSpec;
+use crate::payload::Pattern;
+use crate::proc::{EXIT_WAIT, Peer, Pinned, Placement, now_ns};
+use crate::shm::SharedMem;
+use crate::slot::WAIT_LIMIT;
+
+/// Round trips per clock reading when timing spinning mechanisms.
+pub const BATCH: u32 = 64;
+
+/// Messages in flight per direction in the stream workload (ring slots / queue depth).
+pub const STREAM_DEPTH: usize = 8;
+
+/// How a figure was timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timing {
+    /// One `clock_gettime` pair around each batch of [`BATCH`] operations; the sample is
+    /// the batch mean (percentiles of batch means understate the tails).
+    Batch,
+    /// One `clock_gettime` pair around each operation.
+    PerOp,
+    /// Timestamps taken in the two processes on the shared CLOCK_MONOTONIC.
+    CrossProcess,
+    /// Total time over all operations (throughput).
+    Total,
+}
+
+/// The result of one workload run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measurement {
+    /// Median per operation, in nanoseconds.
+    pub median_ns: f64,
+    /// 99th percentile, when the timing gives a distribution.
+    pub p99_ns: Option<f64>,
+    /// 99.9th percentile, when there are enough samples.
+    pub p999_ns: Option<f64>,
+    /// Bytes per second (stream).
+    pub throughput_bytes_per_s: Option<f64>,
+    /// Messages (or lock operations) per second.
+    pub ops_per_s: Option<f64>,
+    /// Number of samples behind the percentiles.
+    pub samples: usize,
+    /// Sum of all samples (ns): for callers that need a total (criterion's `iter_custom`).
+    pub sum_ns: f64,
+    /// Operations measured in total.
+    pub operations: u64,
+    /// How it was timed.
+    pub timing: Timing,
+    /// Where the two processes ran.
+    pub placement: Placement,
+}
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn summarise(
+    mut samples: Vec<f64>,
+    operations: u64,
+    timing: Timing,
+    placement: Placement,
+) -> Measurement {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    let sum_ns = samples.iter().sum();
+    Measurement {
+        median_ns: percentile(&samples, 0.5),
+        p99_ns: (n >= 100).then(|| percentile(&samples, 0.99)),
+        p999_ns: (n >= 1000).then(|| percentile(&samples, 0.999)),
+        throughput_bytes_per_s: None,
+        ops_per_s: None,
+        samples: n,
+        sum_ns,
+        operations,
+        timing,
+        placement,
+    }
+}
+
+/// A small shared control block: readiness and completion flags for the two processes.
+struct Control {
+    mem: SharedMem,
+}
+
+impl Control {
+    fn new() -> Result<Control> {
+        Ok(Control {
+            mem: SharedMem::anonymous(256)?,
+        })
+    }
+    fn word(&self, i: usize) -> &AtomicU32 {
+        assert!(i < 16);
+        // SAFETY: i < 16 keeps the word inside the 256-byte mapping; each word sits on its
+        // own 16-byte slot, aligned; the mapping outlives the reference.
+        unsafe { &*(self.mem.ptr().add(i * 16) as *const AtomicU32) }
+    }
+    fn plain(&self) -> *mut u64 {
+        self.mem.ptr().wrapping_add(128).cast()
+    }
+    fn set(&self, i: usize) {
+        self.word(i).store(1, Ordering::Release);
+    }
+    /// Spins (yielding) until flag `i` is set, bounded by WAIT_LIMIT.
+    fn wait(&self, i: usize, what: &'static str) -> Result<()> {
+        let w = self.word(i);
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while w.load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins & 0x3FF == 0 && start.elapsed() > WAIT_LIMIT {
+                return Err(Error::Timeout {
+                    resource: "bench control block".into(),
+                    op: what,
+                    timeout: WAIT_LIMIT,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+const READY: usize = 0;
+const WARM: usize = 1;
+const DONE: usize = 2;
+const GO: usize = 3;
+
+fn corrupt(mech: &str, seq: u64) -> Error {
+    Error::corrupt(
+        mech.to_string(),
+        format!("message {seq}: payload checksum or sequence mismatch"),
+    )
+}
+
+/// The child's side of rtt and wake: receive, check, reply. In wake mode the reply carries
+/// the wake-up latency measured against the parent's timestamp.
+fn echo_loop(ch: &mut dyn Channel, id: &str, size: usize, total: u64, wake: bool) -> Result<()> {
+    ch.attach(Side::Child, nix::unistd::getppid())?;
+    let mut pat = Pattern::new(size);
+    let mut buf = vec![0u8; size];
+    for seq in 0..total {
+        ch.recv(Side::Child, &mut buf)?;
+        let t1 = now_ns();
+        let extra = pat.check(&buf, seq).ok_or_else(|| corrupt(id, seq))?;
+        let reply = if wake { t1.wrapping_sub(extra) } else { 0 };
+        ch.send(Side::Child, pat.stamp(seq, reply))?;
+    }
+    Ok(())
+}
+
+/// Round-trip latency: `warmup` untimed round trips, then `iters` timed ones, in batches of
+/// [`BATCH`] for spinning mechanisms and one by one for sleeping ones.
+pub fn rtt(
+    spec: &ChannelSpec,
+    size: usize,
+    warmup: u64,
+    iters: u64,
+    placement: Placement,
+) -> Result<Measurement> {
+    let batch = if spec.style == Style::Spinning {
+        BATCH as u64
+    } else {
+        1
+    };
+    let iters = iters.div_ceil(batch) * batch;
+    let mut ch = (spec.make)(ChannelParams { size, depth: 1 })?;
+    let total = warmup + iters;
+    let _pin = Pinned::to(placement.parent)?;
+    let id = spec.id;
+    let peer = Peer::spawn(placement.child, || {
+        echo_loop(&mut *ch, id, size, total, false)
+    })?;
+    ch.attach(Side::Parent, peer.pid())?;
+    let mut pat = Pattern::new(size);
+    let mut buf = vec![0u8; size];
+    let mut seq = 0u64;
+    let mut round_trip = |ch: &mut Box<dyn Channel>, seq: u64| -> Result<()> {
+        ch.send(Side::Parent, pat.stamp(seq, 0))?;
+        ch.recv(Side::Parent, &mut buf)?;
+        pat.check(&buf, seq)
+            .map(|_| ())
+            .ok_or_else(|| corrupt(id, seq))
+    };
+    while seq < warmup {
+        round_trip(&mut ch, seq)?;
+        seq += 1;
+    }
+    let mut samples = Vec::with_capacity((iters / batch) as usize);
+    while seq < total {
+        let t0 = Instant::now();
+        for _ in 0..batch {
+            round_trip(&mut ch, seq)?;
+            seq += 1;
+        }
+        samples.push(t0.elapsed().as_nanos() as f64 / batch as f64);
+    }
+    peer.join(EXIT_WAIT)?;
+    let timing = if batch > 1 {
+        Timing::Batch
+    } else {
+        Timing::PerOp
+    };
+    Ok(summarise(samples, iters, timing, placement))
+}
+
+/// Total time of `iters` round trips (after `warmup`), for criterion's `iter_custom`.
+pub fn rtt_total(
+    spec: &ChannelSpec,
+    size: usize,
+    warmup: u64,
+    iters: u64,
+    placement: Placement,
+) -> Result<Duration> {
+    let mut ch = (spec.make)(ChannelParams { size, depth: 1 })?;
+    let total = warmup + iters;
+    let _pin = Pinned::to(placement.parent)?;
+    let id = spec.id;
+    let peer = Peer::spawn(placement.child, || {
+        echo_loop(&mut *ch, id, size, total, false)
+    })?;
+    ch.attach(Side::Parent, peer.pid())?;
+    let mut pat = Pattern::new(size);
+    let mut buf = vec![0u8; size];
+    let mut t0 = Instant::now();
+    for seq in 0..total {
+        if seq == warmup {
+            t0 = Instant::now();
+        }
+        ch.send(Side::Parent, pat.stamp(seq, 0))?;
+        ch.recv(Side::Parent, &mut buf)?;
+        pat.check(&buf, seq).ok_or_else(|| corrupt(id, seq))?;
+    }
+    let elapsed = t0.elapsed();
+    peer.join(EXIT_WAIT)?;
+    Ok(elapsed)
+}
+
+/// Wake-up latency: the parent waits until the peer sleeps in the kernel (state `S` in
+/// `/proc/PID/stat`, for sleeping mechanisms), writes CLOCK_MONOTONIC into the message and
+/// sends it; the peer reads the clock as soon as its receive returns and sends back the
+/// difference. `samples` wake-ups are measured after `warmup`.
+pub fn wake(
+    spec: &ChannelSpec,
+    warmup: u64,
+    samples: u64,
+    placement: Placement,
+) -> Result<Measurement> {
+    let size = 64;
+    let mut ch = (spec.make)(ChannelParams { size, depth: 1 })?;
+    let total = warmup + samples;
+    let _pin = Pinned::to(placement.parent)?;
+    let id = spec.id;
+    let peer = Peer::spawn(placement.child, || {
+        echo_loop(&mut *ch, id, size, total, true)
+    })?;
+    ch.attach(Side::Parent, peer.pid())?;
+    let mut pat = Pattern::new(size);
+    let mut buf = vec![0u8; size];
+    let mut out = Vec::with_capacity(samples as usize);
+    for seq in 0..total {
+        if spec.style == Style::Sleeping {
+            // Bounded: a waiter that spins before parking gets 50 ms to fall asleep.
+            let start = Instant::now();
+            while peer.sched_state() != Some(b'S') && start.elapsed() < Duration::from_millis(50) {
+                std::thread::yield_now();
+            }
+        }
+        let t0 = now_ns();
+        ch.send(Side::Parent, pat.stamp(seq, t0))?;
+        ch.recv(Side::Parent, &mut buf)?;
+        let latency = pat.check(&buf, seq).ok_or_else(|| corrupt(id, seq))?;
+        if seq >= warmup {
+            out.push(latency as f64);
+        }
+    }
+    peer.join(EXIT_WAIT)?;
+    Ok(summarise(out, samples, Timing::CrossProcess, placement))
+}
+
+/// One-way throughput: the parent sends `msgs` messages of `size` bytes (after a warm-up
+/// that touches every ring slot), the peer receives and checks each one; the time runs
+/// from the first timed send until the peer has checked the last message.
+pub fn stream_total(
+    spec: &ChannelSpec,
+    size: usize,
+    msgs: u64,
+    placement: Placement,
+) -> Result<Duration> {
+    let depth = STREAM_DEPTH;
+    let warm = 2 * depth as u64;
+    let mut ch = (spec.make)(ChannelParams { size, depth })?;
+    let ctl = Control::new()?;
+    let _pin = Pinned::to(placement.parent)?;
+    let id = spec.id;
+    let total = warm + msgs;
+    let peer = Peer::spawn(placement.child, || {
+        ch.attach(Side::Child, nix::unistd::getppid())?;
+        let pat = Pattern::new(size);
+        let mut buf = vec![0u8; size];
+        for seq in 0..total {
+            ch.recv(Side::Child, &mut buf)?;
+            pat.check(&buf, seq).ok_or_else(|| corrupt(id, seq))?;
+            if seq + 1 == warm {
+                ctl.set(WARM);
+            }
+        }
+        ctl.set(DONE);
+        Ok(())
+    })?;
+    ch.attach(Side::Parent, peer.pid())?;
+    let mut pat = Pattern::new(size);
+    for seq in 0..warm {
+        ch.send(Side::Parent, pat.stamp(seq, 0))?;
+    }
+    ctl.wait(WARM, "stream warm-up")?;
+    let t0 = Instant::now();
+    for seq in warm..total {
+        ch.send(Side::Parent, pat.stamp(seq, 0))?;
+    }
+    ctl.wait(DONE, "stream completion")?;
+    let elapsed = t0.elapsed();
+    peer.join(EXIT_WAIT)?;
+    Ok(elapsed)
+}
+
+/// Stream throughput: a calibration run sizes the message count for `target` per run,
+/// then `reps` runs; the median run gives the figures.
+pub fn stream(
+    spec: &ChannelSpec,
+    size: usize,
+    target: Duration,
+    max_bytes: u64,
+    reps: usize,
+    placement: Placement,
+) -> Result<Measurement> {
+    let probe = 64u64;
+    let t = stream_total(spec, size, probe, placement)?;
+    let per_msg = (t.as_secs_f64() / probe as f64).max(1e-9);
+    let max_msgs = (max_bytes / size as u64).max(16);
+    let msgs = ((target.as_secs_f64() / per_msg) as u64).clamp(16, max_msgs);
+    let mut per_msg_ns = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = stream_total(spec, size, msgs, placement)?;
+        per_msg_ns.push(t.as_nanos() as f64 / msgs as f64);
+    }
+    let mut m = summarise(
+        per_msg_ns,
+        msgs * reps.max(1) as u64,
+        Timing::Total,
+        placement,
+    );
+    m.p99_ns = None;
+    m.p999_ns = None;
+    m.ops_per_s = Some(1e9 / m.median_ns);
+    m.throughput_bytes_per_s = Some(size as f64 * 1e9 / m.median_ns);
+    Ok(m)
+}
+
+/// Single-process `memcpy` bandwidth at `size` (source and destination private, hot in
+/// cache when they fit): the stream workload's ceiling.
+pub fn memcpy_bandwidth(size: usize, target: Duration) -> Measurement {
+    let src = vec![0x5au8; size];
+    let mut dst = vec![0u8; size];
+    let mut n = 0u64;
+    let start = Instant::now();
+    let mut elapsed;
+    loop {
+        for _ in 0..16 {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+        }
+        n += 16;
+        elapsed = start.elapsed();
+        if elapsed >= target {
+            break;
+        }
+    }
+    let per = elapsed.as_nanos() as f64 / n as f64;
+    let mut m = summarise(
+        vec![per],
+        n,
+        Timing::Total,
+        Placement {
+            parent: None,
+            child: None,
+        },
+    );
+    m.ops_per_s = Some(1e9 / per);
+    m.throughput_bytes_per_s = Some(size as f64 * 1e9 / per);
+    m
+}
+
+/// Uncontended lock + unlock in one process, timed in batches of [`BATCH`].
+pub fn lock_uncontended(
+    spec: &LockSpec,
+    warmup: u64,
+    iters: u64,
+    placement: Placement,
+) -> Result<Measurement> {
+    let lock = (spec.make)()?;
+    let _pin = Pinned::to(placement.parent)?;
+    for _ in 0..warmup {
+        lock.lock()?;
+        lock.unlock()?;
+    }
+    let batches = iters.div_ceil(BATCH as u64).max(1);
+    let mut samples = Vec::with_capacity(batches as usize);
+    for _ in 0..batches {
+        let t0 = Instant::now();
+        for _ in 0..BATCH {
+            lock.lock()?;
+            lock.unlock()?;
+        }
+        samples.push(t0.elapsed().as_nanos() as f64 / BATCH as f64);
+    }
+    Ok(summarise(
+        samples,
+        batches * BATCH as u64,
+        Timing::Batch,
+        placement,
+    ))
+}
+
+/// Contended: both processes run `iters` lock / increment a plain shared counter / unlock
+/// cycles at once; the figure is wall time per cycle over both (so lower is better), and
+/// the counter must end at `2 * iters` (mutual exclusion held).
+pub fn lock_contended(spec: &LockSpec, iters: u64, placement: Placement) -> Result<Measurement> {
+    let lock = (spec.make)()?;
+    let ctl = Control::new()?;
+    let _pin = Pinned::to(placement.parent)?;
+    let cycle = |lock: &dyn crate::locks::Lock, ctl: &Control| -> Result<()> {
+        for _ in 0..iters {
+            lock.lock()?;
+            let p = ctl.plain();
+            // SAFETY: `p` is an aligned u64 inside the control mapping; the lock serialises
+            // the two processes' accesses (that is what the final count checks).
+            unsafe { p.write_volatile(p.read_volatile() + 1) };
+            lock.unlock()?;
+        }
+        Ok(())
+    };
+    let peer = Peer::spawn(placement.child, || {
+        ctl.set(READY);
+        ctl.wait(GO, "lock start")?;
+        cycle(&*lock, &ctl)?;
+        ctl.set(DONE);
+        Ok(())
+    })?;
+    ctl.wait(READY, "lock peer ready")?;
+    let t0 = Instant::now();
+    ctl.set(GO);
+    cycle(&*lock, &ctl)?;
+    ctl.wait(DONE, "lock peer done")?;
+    let elapsed = t0.elapsed();
+    peer.join(EXIT_WAIT)?;
+    // SAFETY: both processes are done; the aligned u64 is read once.
+    let count = unsafe { ctl.plain().read_volatile() };
+    if count != 2 * iters {
+        return Err(Error::corrupt(
+            spec.id,
+            format!(
+                "counter is {count}, expected {}: mutual exclusion broken",
+                2 * iters
+            ),
+        ));
+    }
+    let per = elapsed.as_nanos() as f64 / (2 * iters) as f64;
+    let mut m = summarise(vec![per], 2 * iters, Timing::Total, placement);
+    m.ops_per_s = Some(1e9 / per);
+    Ok(m)
+}

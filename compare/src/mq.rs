@@ -1,0 +1,147 @@
+//! `posix-mq`: two POSIX message queues (one per direction), opened with `O_EXCL`, mode
+//! 0600, `mq_maxmsg` 10 and `mq_msgsize` = the message size, and unlinked at once (the
+//! forked peer inherits the descriptors). Sends and receives are `mq_timedsend` /
+//! `mq_timedreceive` with a deadline. Messages above `msgsize_max` (8192 here) cannot be
+//! sent: the workloads report the limit instead of a number.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::errno::Errno;
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_open, mq_timedreceive, mq_unlink};
+use nix::sys::stat::Mode;
+use nix::sys::time::TimeSpec;
+use nix::unistd::Pid;
+use shmkit::{Error, Result};
+
+use crate::channel::{Channel, ChannelParams, Side};
+use crate::slot::WAIT_LIMIT;
+
+/// The message size limit in force (`/proc/sys/fs/mqueue/msgsize_max`), 8192 when the file
+/// cannot be read.
+pub fn msgsize_max() -> usize {
+    read_knob("msgsize_max").unwrap_or(8192)
+}
+
+/// The queue depth limit in force (`/proc/sys/fs/mqueue/msg_max`), 10 when unreadable.
+pub fn msg_max() -> usize {
+    read_knob("msg_max").unwrap_or(10)
+}
+
+fn read_knob(name: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Two message queues, one per direction.
+pub struct MqChannel {
+    queues: [MqdT; 2],
+}
+
+impl MqChannel {
+    /// Opens and unlinks two queues for messages of `p.size` bytes.
+    pub fn boxed(p: ChannelParams) -> Result<Box<dyn Channel>> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let max = msgsize_max();
+        if p.size > max {
+            return Err(Error::MessageTooLarge {
+                resource: "posix-mq".into(),
+                op: "mq_open",
+                len: p.size,
+                max,
+                advice: Some(
+                    "raise /proc/sys/fs/mqueue/msgsize_max (needs CAP_SYS_RESOURCE)".into(),
+                ),
+            });
+        }
+        let depth = p.depth.clamp(1, msg_max().max(1));
+        let attr = MqAttr::new(0, depth as _, p.size as _, 0);
+        let open_one = || -> Result<MqdT> {
+            let name = format!(
+                "/shmkit-bench-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            );
+            let q = mq_open(
+                name.as_str(),
+                MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR,
+                Mode::S_IRUSR | Mode::S_IWUSR,
+                Some(&attr),
+            )
+            .map_err(|e| {
+                Error::os_with_advice(
+                    name.clone(),
+                    "mq_open(O_CREAT|O_EXCL)",
+                    e,
+                    "queues are limited by /proc/sys/fs/mqueue/{msg_max,msgsize_max,queues_max} and RLIMIT_MSGQUEUE (819200 bytes per user here)",
+                )
+            })?;
+            mq_unlink(name.as_str()).map_err(|e| Error::os(name, "mq_unlink", e))?;
+            Ok(q)
+        };
+        Ok(Box::new(MqChannel {
+            queues: [open_one()?, open_one()?],
+        }))
+    }
+}
+
+impl Channel for MqChannel {
+    fn attach(&mut self, _: Side, _: Pid) -> Result<()> {
+        Ok(())
+    }
+
+    fn send(&mut self, side: Side, msg: &[u8]) -> Result<()> {
+        let q = &self.queues[side.index()];
+        loop {
+            let ts = crate::bells::abs_realtime(WAIT_LIMIT);
+            // SAFETY: `q` is an open queue descriptor, `msg` a valid buffer of `msg.len()`
+            // bytes, `ts` a valid absolute timeout.
+            let r = unsafe {
+                libc::mq_timedsend(q.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, &ts)
+            };
+            if r == 0 {
+                return Ok(());
+            }
+            match Errno::last() {
+                Errno::EINTR => {}
+                Errno::ETIMEDOUT => {
+                    return Err(Error::Timeout {
+                        resource: "posix-mq".into(),
+                        op: "mq_timedsend",
+                        timeout: WAIT_LIMIT,
+                    });
+                }
+                e => return Err(Error::os("posix-mq", "mq_timedsend", e)),
+            }
+        }
+    }
+
+    fn recv(&mut self, side: Side, buf: &mut [u8]) -> Result<()> {
+        let q = &self.queues[side.peer().index()];
+        loop {
+            let ts = TimeSpec::from(crate::bells::abs_realtime(WAIT_LIMIT));
+            let mut prio = 0;
+            match mq_timedreceive(q, buf, &mut prio, &ts) {
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(n) => {
+                    return Err(Error::corrupt(
+                        "posix-mq",
+                        format!("received {n} bytes, expected {}", buf.len()),
+                    ));
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::ETIMEDOUT) => {
+                    return Err(Error::Timeout {
+                        resource: "posix-mq".into(),
+                        op: "mq_timedreceive",
+                        timeout: WAIT_LIMIT,
+                    });
+                }
+                Err(e) => return Err(Error::os("posix-mq", "mq_timedreceive", e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The list of mechanisms. Adding one = one adapter (a [`Doorbell`](crate::slot::Doorbell),
+//! a [`Channel`] or a [`Lock`](crate::locks::Lock)) plus one line here.
+
+use crate::bells::{CondVar, EventFd, Futex, RawSyncEvent, RtSignal, Sem, Spin};
+use crate::channel::{Channel, ChannelSpec, Style};
+use crate::fdchan::FdChannel;
+use crate::locks::{CasSpinlock, LockSpec, PthreadMutex, RawSyncMutex};
+use crate::mq::MqChannel;
+use crate::shm::SharedMem;
+use crate::slot::SlotChannel;
+use crate::suite::Workload;
+
+fn boxed<C: Channel + 'static>(c: C) -> Box<dyn Channel> {
+    Box::new(c)
+}
+
+/// Every message-passing mechanism, the floor first. Used by rtt, stream and wake.
+pub fn channels() -> Vec<ChannelSpec> {
+    use Style::{Sleeping, Spinning};
+    vec![
+        ChannelSpec {
+            id: "spin-floor",
+            style: Spinning,
+            max_msg: None,
+            note: "both sides spin on the slot's cache line; the floor",
+            make: |p| Ok(boxed(SlotChannel::<Spin>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "futex",
+            style: Sleeping,
+            max_msg: None,
+            note: "raw FUTEX_WAIT/WAKE on the slot word, no spin phase",
+            make: |p| Ok(boxed(SlotChannel::<Futex>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "pipe",
+            style: Sleeping,
+            max_msg: None,
+            note: "two pipe(2)s, blocking read/write",
+            make: FdChannel::pipe,
+        },
+        ChannelSpec {
+            id: "fifo",
+            style: Sleeping,
+            max_msg: None,
+            note: "two mkfifo(3) FIFOs, blocking read/write",
+            make: FdChannel::fifo,
+        },
+        ChannelSpec {
+            id: "unix-socket",
+            style: Sleeping,
+            max_msg: None,
+            note: "socketpair(AF_UNIX, SOCK_STREAM)",
+            make: FdChannel::unix_socket,
+        },
+        ChannelSpec {
+            id: "eventfd",
+            style: Sleeping,
+            max_msg: None,
+            note: "payload in shm, eventfd poll+read/write",
+            make: |p| Ok(boxed(SlotChannel::<EventFd>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "posix-mq",
+            style: Sleeping,
+            max_msg: Some(crate::mq::msgsize_max()),
+            note: "mq_timedsend/mq_timedreceive, depth <= msg_max",
+            make: MqChannel::boxed,
+        },
+        ChannelSpec {
+            id: "rt-signal",
+            style: Sleeping,
+            max_msg: None,
+            note: "payload in shm, sigqueue + sigtimedwait",
+            make: |p| Ok(boxed(SlotChannel::<RtSignal>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "sem-pshared",
+            style: Sleeping,
+            max_msg: None,
+            note: "payload in shm, sem_post/sem_timedwait",
+            make: |p| Ok(boxed(SlotChannel::<Sem>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "pthread-mutex-condvar",
+            style: Sleeping,
+            max_msg: None,
+            note: "payload in shm, pshared mutex + condvar",
+            make: |p| Ok(boxed(SlotChannel::<CondVar>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "raw_sync-event",
+            style: Sleeping,
+            max_msg: None,
+            note: "peer crate raw_sync 0.1.5 Event (auto-reset)",
+            make: |p| Ok(boxed(SlotChannel::<RawSyncEvent>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "shared_memory",
+            style: Spinning,
+            max_msg: None,
+            note: "peer crate shared_memory 0.12.4 mapping, spin slots",
+            make: |p| {
+                Ok(boxed(SlotChannel::<Spin>::with_mem(
+                    p,
+                    SharedMem::shared_memory_crate,
+                )?))
+            },
+        },
+    ]
+}
+
+/// Every lock mechanism, the CAS spinlock (the lock floor) first.
+pub fn locks() -> Vec<LockSpec> {
+    vec![
+        LockSpec {
+            id: "cas-spinlock",
+            style: Style::Spinning,
+            note: "test-and-test-and-set on one AtomicU32",
+            make: CasSpinlock::boxed,
+        },
+        LockSpec {
+            id: "pthread-mutex",
+            style: Style::Sleeping,
+            note: "pshared pthread_mutex_t",
+            make: PthreadMutex::plain,
+        },
+        LockSpec {
+            id: "pthread-robust-mutex",
+            style: Style::Sleeping,
+            note: "pshared + PTHREAD_MUTEX_ROBUST",
+            make: PthreadMutex::robust,
+        },
+        LockSpec {
+            id: "raw_sync-mutex",
+            style: Style::Sleeping,
+            note: "peer crate raw_sync 0.1.5 Mutex (pshared, not robust)",
+            make: RawSyncMutex::boxed,
+        },
+    ]
+}
+
+/// A mechanism that cannot run here, with the reason (listed, never dropped silently).
+#[derive(Debug, Clone, Copy)]
+pub struct Unavailable {
+    /// Stable id.
+    pub id: &'static str,
+    /// The workloads it would appear in.
+    pub workloads: &'static [Workload],
+    /// Why it is not measured.
+    pub reason: &'static str,
+}
+
+/// Mechanisms from the issue that are not measured in this build.
+pub fn unavailable() -> Vec<Unavailable> {
+    use Workload::{Rtt, Stream, Wake};
+    vec![
+        Unavailable {
+            id: "iceoryx2",
+            workloads: &[Rtt, Stream],
+            reason: "not built: its dependency tree (~100 crates) exceeds the harness's compile budget on this 2-core machine",
+        },
+        Unavailable {
+            id: "ipc-channel",
+            workloads: &[Rtt, Stream, Wake],
+            reason: "not built: left out of this first harness (time budget); add an adapter in compare/src",
+        },
+    ]
+}

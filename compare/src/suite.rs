@@ -1,0 +1,399 @@
+//! One run of every workload for every mechanism: the plan (a list of tasks, for a
+//! progress bar), the runner, and the rows (with ratios) that the CLI prints and writes.
+
+use std::time::Duration;
+
+use crate::channel::{ChannelSpec, Style};
+use crate::locks::LockSpec;
+use crate::measure::{self, Measurement};
+use crate::proc::Placement;
+use crate::registry;
+
+/// The four workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Round-trip latency.
+    Rtt,
+    /// One-way throughput.
+    Stream,
+    /// Lock + unlock, uncontended and contended.
+    Lock,
+    /// Wake-up latency of a sleeping waiter.
+    Wake,
+}
+
+impl Workload {
+    /// All, in table order.
+    pub const ALL: [Workload; 4] = [
+        Workload::Rtt,
+        Workload::Stream,
+        Workload::Lock,
+        Workload::Wake,
+    ];
+
+    /// `rtt`, `stream`, `lock` or `wake`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::Rtt => "rtt",
+            Workload::Stream => "stream",
+            Workload::Lock => "lock",
+            Workload::Wake => "wake",
+        }
+    }
+
+    /// Parses a workload name.
+    pub fn parse(s: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+}
+
+/// Message sizes of the rtt workload.
+pub const RTT_SIZES: [usize; 2] = [64, 4096];
+/// Message sizes of the stream workload.
+pub const STREAM_SIZES: [usize; 4] = [64, 4096, 64 << 10, 1 << 20];
+
+/// The mechanism id every rtt and wake ratio is relative to.
+pub const FLOOR: &str = "spin-floor";
+/// The stream baseline's id.
+pub const MEMCPY: &str = "memcpy";
+/// The lock baseline.
+pub const LOCK_FLOOR: &str = "cas-spinlock";
+
+/// What to run and how long.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The quick budget (whole suite well under a minute on 2 cores).
+    pub quick: bool,
+    /// Only these mechanism ids (the baselines always run, for the ratios).
+    pub only: Option<Vec<String>>,
+    /// Only these workloads.
+    pub workloads: Vec<Workload>,
+    /// Where the two processes run.
+    pub placement: Placement,
+}
+
+impl Options {
+    /// Everything, with the quick or full budget, default placement.
+    pub fn new(quick: bool) -> Options {
+        Options {
+            quick,
+            only: None,
+            workloads: Workload::ALL.to_vec(),
+            placement: Placement::detect(),
+        }
+    }
+
+    fn wants(&self, id: &str) -> bool {
+        id == FLOOR
+            || id == MEMCPY
+            || id == LOCK_FLOOR
+            || self.only.as_ref().is_none_or(|o| o.iter().any(|x| x == id))
+    }
+
+    fn explicitly(&self, id: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| o.iter().any(|x| x == id))
+    }
+}
+
+/// What a task measures.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Round trips through a channel.
+    Rtt(ChannelSpec, usize),
+    /// One-way stream through a channel.
+    Stream(ChannelSpec, usize),
+    /// The single-process memcpy baseline.
+    Memcpy(usize),
+    /// Wake-up latency.
+    Wake(ChannelSpec),
+    /// Lock + unlock in one process.
+    LockUncontended(LockSpec),
+    /// Lock + unlock from two processes at once.
+    LockContended(LockSpec),
+    /// Not runnable: the row carries the reason.
+    Skip(String),
+}
+
+/// One unit of work: one row of the table.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// The workload.
+    pub workload: Workload,
+    /// Mechanism id.
+    pub mechanism: String,
+    /// Message size, when the workload has one.
+    pub size: Option<usize>,
+    /// `uncontended` / `contended` for locks.
+    pub variant: Option<&'static str>,
+    /// Spinning or sleeping.
+    pub style: Option<Style>,
+    /// The adapter's note.
+    pub note: String,
+    /// What to do.
+    pub job: Job,
+}
+
+/// One table / JSON row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    /// `rtt`, `stream`, `lock`, `wake`.
+    pub workload: Workload,
+    /// Stable mechanism id.
+    pub mechanism: String,
+    /// Message size in bytes (rtt, stream, wake).
+    pub size: Option<usize>,
+    /// Lock variant.
+    pub variant: Option<&'static str>,
+    /// Median per operation (ns): round trip, message, wake-up, lock+unlock.
+    pub median_ns: Option<f64>,
+    /// 99th percentile (ns), when the timing gives one.
+    pub p99_ns: Option<f64>,
+    /// 99.9th percentile (ns), when there are at least 1000 samples.
+    pub p999_ns: Option<f64>,
+    /// Bytes per second (stream).
+    pub throughput_bytes_per_s: Option<f64>,
+    /// Operations per second.
+    pub ops_per_s: Option<f64>,
+    /// Ratio to the baseline named in `ratio_to` (time ratio for rtt/wake/lock, so 1.0 is
+    /// the floor and bigger is slower; bandwidth ratio for stream, so 1.0 is memcpy and
+    /// smaller is slower).
+    pub ratio: Option<f64>,
+    /// The baseline of `ratio`.
+    pub ratio_to: Option<&'static str>,
+    /// Spinning or sleeping.
+    pub style: Option<Style>,
+    /// How it was timed.
+    pub timing: Option<measure::Timing>,
+    /// Samples behind the percentiles.
+    pub samples: Option<usize>,
+    /// Cores of the measuring process and of the peer.
+    pub cores: Option<Placement>,
+    /// What the adapter does.
+    pub note: String,
+    /// Why there is no number (limit, error, unavailable).
+    pub error: Option<String>,
+}
+
+/// The tasks of one run, in table order.
+pub fn plan(opts: &Options) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    let chans: Vec<ChannelSpec> = registry::channels()
+        .into_iter()
+        .filter(|c| opts.wants(c.id))
+        .collect();
+    let locks: Vec<LockSpec> = registry::locks()
+        .into_iter()
+        .filter(|l| opts.wants(l.id))
+        .collect();
+    let unavailable: Vec<_> = registry::unavailable()
+        .into_iter()
+        .filter(|u| opts.explicitly(u.id))
+        .collect();
+    let task = |workload, c: &ChannelSpec, size: Option<usize>, job| Task {
+        workload,
+        mechanism: c.id.to_string(),
+        size,
+        variant: None,
+        style: Some(c.style),
+        note: c.note.to_string(),
+        job,
+    };
+    for &w in &opts.workloads {
+        match w {
+            Workload::Rtt => {
+                for size in RTT_SIZES {
+                    for c in &chans {
+                        let job = match c.max_msg {
+                            Some(max) if size > max => Job::Skip(format!("limit {max} B")),
+                            _ => Job::Rtt(*c, size),
+                        };
+                        tasks.push(task(w, c, Some(size), job));
+                    }
+                }
+            }
+            Workload::Stream => {
+                for size in STREAM_SIZES {
+                    tasks.push(Task {
+                        workload: w,
+                        mechanism: MEMCPY.into(),
+                        size: Some(size),
+                        variant: None,
+                        style: None,
+                        note: "single-process memcpy, the ceiling".into(),
+                        job: Job::Memcpy(size),
+                    });
+                    for c in &chans {
+                        let job = match c.max_msg {
+                            Some(max) if size > max => Job::Skip(format!("limit {max} B")),
+                            _ => Job::Stream(*c, size),
+                        };
+                        tasks.push(task(w, c, Some(size), job));
+                    }
+                }
+            }
+            Workload::Wake => {
+                for c in &chans {
+                    tasks.push(task(w, c, Some(64), Job::Wake(*c)));
+                }
+            }
+            Workload::Lock => {
+                for (variant, contended) in [("uncontended", false), ("contended", true)] {
+                    for l in &locks {
+                        tasks.push(Task {
+                            workload: w,
+                            mechanism: l.id.into(),
+                            size: None,
+                            variant: Some(variant),
+                            style: Some(l.style),
+                            note: l.note.into(),
+                            job: if contended {
+                                Job::LockContended(*l)
+                            } else {
+                                Job::LockUncontended(*l)
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        for u in unavailable.iter().filter(|u| u.workloads.contains(&w)) {
+            tasks.push(Task {
+                workload: w,
+                mechanism: u.id.into(),
+                size: None,
+                variant: None,
+                style: None,
+                note: String::new(),
+                job: Job::Skip(format!("unavailable: {}", u.reason)),
+            });
+        }
+    }
+    tasks
+}
+
+/// Runs one task. Errors become rows with `error` set.
+pub fn run(task: &Task, opts: &Options) -> Row {
+    let q = opts.quick;
+    let p = opts.placement;
+    let spinning = task.style == Some(Style::Spinning);
+    let result: Result<Measurement, String> = match &task.job {
+        Job::Rtt(c, size) => {
+            let (warm, iters) = match (q, spinning) {
+                (true, true) => (4_000, 64 * 400),
+                (true, false) => (200, 2_000),
+                (false, true) => (50_000, 64 * 5_000),
+                (false, false) => (1_000, 20_000),
+            };
+            measure::rtt(c, *size, warm, iters, p).map_err(|e| e.to_string())
+        }
+        Job::Stream(c, size) => {
+            let (target, max_bytes, reps) = if q {
+                (Duration::from_millis(25), 64 << 20, 3)
+            } else {
+                (Duration::from_millis(250), 1 << 30, 7)
+            };
+            measure::stream(c, *size, target, max_bytes, reps, p).map_err(|e| e.to_string())
+        }
+        Job::Memcpy(size) => Ok(measure::memcpy_bandwidth(
+            *size,
+            Duration::from_millis(if q { 20 } else { 200 }),
+        )),
+        Job::Wake(c) => {
+            let n = if q { 300 } else { 3_000 };
+            measure::wake(c, 20, n, p).map_err(|e| e.to_string())
+        }
+        Job::LockUncontended(l) => {
+            let n = if q { 64 * 2_000 } else { 64 * 50_000 };
+            measure::lock_uncontended(l, 10_000, n, p).map_err(|e| e.to_string())
+        }
+        Job::LockContended(l) => {
+            let n = if q { 20_000 } else { 500_000 };
+            measure::lock_contended(l, n, p).map_err(|e| e.to_string())
+        }
+        Job::Skip(reason) => Err(reason.clone()),
+    };
+    let mut row = Row {
+        workload: task.workload,
+        mechanism: task.mechanism.clone(),
+        size: task.size,
+        variant: task.variant,
+        median_ns: None,
+        p99_ns: None,
+        p999_ns: None,
+        throughput_bytes_per_s: None,
+        ops_per_s: None,
+        ratio: None,
+        ratio_to: None,
+        style: task.style,
+        timing: None,
+        samples: None,
+        cores: None,
+        note: task.note.clone(),
+        error: None,
+    };
+    match result {
+        Ok(m) => {
+            row.median_ns = Some(m.median_ns);
+            row.p99_ns = m.p99_ns;
+            row.p999_ns = m.p999_ns;
+            row.throughput_bytes_per_s = m.throughput_bytes_per_s;
+            row.ops_per_s = m.ops_per_s;
+            row.timing = Some(m.timing);
+            row.samples = Some(m.samples);
+            row.cores = (m.placement.parent.is_some()).then_some(m.placement);
+        }
+        Err(e) => row.error = Some(e),
+    }
+    row
+}
+
+/// Fills in the ratios: rtt and wake to `spin-floor` at the same size, stream to memcpy at
+/// the same size, locks to `cas-spinlock` in the same variant. All baselines come from the
+/// same run.
+pub fn add_ratios(rows: &mut [Row]) {
+    let base = |rows: &[Row], w: Workload, id: &str, size: Option<usize>, variant: Option<&str>| {
+        rows.iter()
+            .find(|r| {
+                r.workload == w && r.mechanism == id && r.size == size && r.variant == variant
+            })
+            .and_then(|r| {
+                if w == Workload::Stream {
+                    r.throughput_bytes_per_s
+                } else {
+                    r.median_ns
+                }
+            })
+    };
+    let ratios: Vec<(Option<f64>, Option<&'static str>)> = rows
+        .iter()
+        .map(|r| {
+            let (id, value) = match r.workload {
+                Workload::Rtt | Workload::Wake => (FLOOR, r.median_ns),
+                Workload::Stream => (MEMCPY, r.throughput_bytes_per_s),
+                Workload::Lock => (LOCK_FLOOR, r.median_ns),
+            };
+            match (value, base(rows, r.workload, id, r.size, r.variant)) {
+                (Some(v), Some(b)) if b > 0.0 => (Some(v / b), Some(id)),
+                _ => (None, None),
+            }
+        })
+        .collect();
+    for (r, (ratio, to)) in rows.iter_mut().zip(ratios) {
+        r.ratio = ratio;
+        r.ratio_to = to;
+    }
+}
+
+/// Plans and runs everything, calling `progress` before each task; returns the rows with
+/// ratios.
+pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) -> Vec<Row> {
+    let tasks = plan(opts);
+    let mut rows = Vec::with_capacity(tasks.len());
+    for (i, t) in tasks.iter().enumerate() {
+        progress(i, tasks.len(), t);
+        rows.push(run(t, opts));
+    }
+    add_ratios(&mut rows);
+    rows
+}

@@ -1,0 +1,218 @@
+//! Runs every adapter for a few iterations with real processes (fork) and checks payload
+//! integrity, mutual exclusion and cleanup. A custom `main` (harness = false) runs the
+//! checks one after the other in a single thread, as `shmkit bench` does.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::kill;
+use shmkit_compare::measure::{self, Timing};
+use shmkit_compare::payload::Pattern;
+use shmkit_compare::proc::Peer;
+use shmkit_compare::suite::{self, Job, Options, Workload};
+use shmkit_compare::{ChannelParams, Placement, Side, Style, registry};
+
+type Check = (&'static str, fn() -> Result<(), String>);
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let checks: &[Check] = &[
+        (
+            "every_channel_round_trips_with_intact_payloads",
+            every_channel_round_trips,
+        ),
+        (
+            "every_channel_streams_every_size_it_accepts",
+            every_channel_streams,
+        ),
+        ("every_channel_measures_wake_ups", every_channel_wakes),
+        ("every_lock_excludes_across_processes", every_lock_excludes),
+        (
+            "a_corrupting_channel_is_detected",
+            corrupting_channel_is_detected,
+        ),
+        (
+            "dropping_a_peer_kills_and_reaps_it",
+            dropping_a_peer_kills_it,
+        ),
+        (
+            "quick_plan_lists_every_mechanism_and_the_limits",
+            quick_plan_lists_everything,
+        ),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, f) in checks {
+        if !filter.is_empty() && !filter.iter().any(|p| name.contains(p.as_str())) {
+            continue;
+        }
+        let t = Instant::now();
+        match f() {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1?})", t.elapsed());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED: {e}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn placement() -> Placement {
+    Placement::detect()
+}
+
+fn every_channel_round_trips() -> Result<(), String> {
+    for c in registry::channels() {
+        for size in [64, 4096] {
+            if c.max_msg.is_some_and(|m| size > m) {
+                continue;
+            }
+            let m = measure::rtt(&c, size, 10, 128, placement())
+                .map_err(|e| format!("{} rtt {size}: {e}", c.id))?;
+            let expect = if c.style == Style::Spinning {
+                Timing::Batch
+            } else {
+                Timing::PerOp
+            };
+            if m.timing != expect
+                || m.median_ns.is_nan()
+                || m.median_ns <= 0.0
+                || m.operations < 128
+            {
+                return Err(format!("{} rtt {size}: implausible {m:?}", c.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn every_channel_streams() -> Result<(), String> {
+    for c in registry::channels() {
+        for size in suite::STREAM_SIZES {
+            if c.max_msg.is_some_and(|m| size > m) {
+                // The mq adapter must refuse such messages with a clear error.
+                let Err(e) = (c.make)(ChannelParams { size, depth: 2 }) else {
+                    return Err(format!("{} accepted {size} B above its limit", c.id));
+                };
+                if !e.to_string().contains("exceeds the limit") {
+                    return Err(format!("{}: unclear limit error: {e}", c.id));
+                }
+                continue;
+            }
+            let msgs = if size >= 1 << 20 { 4 } else { 40 };
+            let d = measure::stream_total(&c, size, msgs, placement())
+                .map_err(|e| format!("{} stream {size}: {e}", c.id))?;
+            if d.is_zero() {
+                return Err(format!("{} stream {size}: zero time", c.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn every_channel_wakes() -> Result<(), String> {
+    for c in registry::channels() {
+        let m = measure::wake(&c, 2, 10, placement()).map_err(|e| format!("{} wake: {e}", c.id))?;
+        // Cross-process timestamps on one clock: a wake-up takes more than 0 and far less
+        // than the 10 s wait limit.
+        if m.median_ns.is_nan() || m.median_ns <= 0.0 || m.median_ns >= 5e9 {
+            return Err(format!("{} wake: implausible median {}", c.id, m.median_ns));
+        }
+    }
+    Ok(())
+}
+
+fn every_lock_excludes() -> Result<(), String> {
+    for l in registry::locks() {
+        measure::lock_uncontended(&l, 10, 640, placement())
+            .map_err(|e| format!("{} uncontended: {e}", l.id))?;
+        // lock_contended fails if the shared counter misses an increment.
+        measure::lock_contended(&l, 5_000, placement())
+            .map_err(|e| format!("{} contended: {e}", l.id))?;
+    }
+    Ok(())
+}
+
+fn corrupting_channel_is_detected() -> Result<(), String> {
+    // A channel whose peer flips a byte: the parent's check must reject the reply.
+    let floor = registry::channels()
+        .into_iter()
+        .find(|c| c.id == "spin-floor")
+        .ok_or("no floor")?;
+    let mut ch = (floor.make)(ChannelParams { size: 64, depth: 1 }).map_err(|e| e.to_string())?;
+    let peer = Peer::spawn(placement().child, || {
+        ch.attach(Side::Child, nix::unistd::getppid())?;
+        let mut buf = vec![0u8; 64];
+        ch.recv(Side::Child, &mut buf)?;
+        buf[40] ^= 1;
+        ch.send(Side::Child, &buf)
+    })
+    .map_err(|e| e.to_string())?;
+    ch.attach(Side::Parent, peer.pid())
+        .map_err(|e| e.to_string())?;
+    let mut pat = Pattern::new(64);
+    ch.send(Side::Parent, pat.stamp(0, 0))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 64];
+    ch.recv(Side::Parent, &mut buf).map_err(|e| e.to_string())?;
+    peer.join(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    match pat.check(&buf, 0) {
+        None => Ok(()),
+        Some(_) => Err("flipped byte not detected".into()),
+    }
+}
+
+fn dropping_a_peer_kills_it() -> Result<(), String> {
+    let peer = Peer::spawn(placement().child, || {
+        loop {
+            std::hint::spin_loop();
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let pid = peer.pid();
+    drop(peer);
+    // Reaped: the pid no longer exists (not even as a zombie).
+    match kill(pid, None) {
+        Err(nix::errno::Errno::ESRCH) => Ok(()),
+        other => Err(format!("peer {pid} still exists after drop: {other:?}")),
+    }
+}
+
+fn quick_plan_lists_everything() -> Result<(), String> {
+    let tasks = suite::plan(&Options::new(true));
+    for c in registry::channels() {
+        for w in [Workload::Rtt, Workload::Stream, Workload::Wake] {
+            if !tasks.iter().any(|t| t.workload == w && t.mechanism == c.id) {
+                return Err(format!("{} missing from {w:?}", c.id));
+            }
+        }
+    }
+    for u in registry::unavailable() {
+        if !tasks.iter().any(|t| {
+            t.mechanism == u.id && matches!(&t.job, Job::Skip(r) if r.starts_with("unavailable"))
+        }) {
+            return Err(format!("{} not listed as unavailable", u.id));
+        }
+    }
+    let mq_1m = tasks
+        .iter()
+        .find(|t| {
+            t.workload == Workload::Stream && t.mechanism == "posix-mq" && t.size == Some(1 << 20)
+        })
+        .ok_or("posix-mq 1 MiB row missing")?;
+    match &mq_1m.job {
+        Job::Skip(r) if r.starts_with("limit ") => Ok(()),
+        other => Err(format!(
+            "posix-mq 1 MiB should show its limit, got {other:?}"
+        )),
+    }
+}

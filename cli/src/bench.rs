@@ -164,6 +164,14 @@ fn fmt_ops(o: f64, unit: &str) -> String {
     }
 }
 
+fn fmt_ratio(x: f64) -> String {
+    if x >= 0.1 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
 fn notes(r: &Row) -> String {
     let mut n = Vec::new();
     if let Some(s) = r.style {
@@ -219,7 +227,7 @@ fn table(rows: &[Row]) -> String {
                 fmt_ns(r.p99_ns),
                 fmt_ns(r.p999_ns),
                 fmt_rate(r),
-                r.ratio.map_or("-".into(), |x| format!("{x:.2}")),
+                r.ratio.map_or("-".into(), fmt_ratio),
                 notes(r),
             ]);
         }

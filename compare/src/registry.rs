@@ -4,6 +4,7 @@
 use crate::bells::{CondVar, EventFd, Futex, RawSyncEvent, RtSignal, Sem, Spin};
 use crate::channel::{Channel, ChannelSpec, Style};
 use crate::fdchan::FdChannel;
+use crate::ipcchan::IpcChannel;
 use crate::locks::{CasSpinlock, LockSpec, PthreadMutex, RawSyncMutex};
 use crate::mq::MqChannel;
 use crate::shm::SharedMem;
@@ -107,6 +108,13 @@ pub fn channels() -> Vec<ChannelSpec> {
                 )?))
             },
         },
+        ChannelSpec {
+            id: "ipc-channel",
+            style: Sleeping,
+            max_msg: None,
+            note: "peer crate ipc-channel 0.23 bytes_channel (SOCK_SEQPACKET), a Vec per recv",
+            make: IpcChannel::boxed,
+        },
     ]
 }
 
@@ -154,16 +162,11 @@ pub struct Unavailable {
 /// Mechanisms from the issue that are not measured in this build.
 pub fn unavailable() -> Vec<Unavailable> {
     use Workload::{Rtt, Stream, Wake};
-    vec![
-        Unavailable {
-            id: "iceoryx2",
-            workloads: &[Rtt, Stream],
-            reason: "not built: its dependency tree (~100 crates) exceeds the harness's compile budget on this 2-core machine",
-        },
-        Unavailable {
-            id: "ipc-channel",
-            workloads: &[Rtt, Stream, Wake],
-            reason: "not built: left out of this first harness (time budget); add an adapter in compare/src",
-        },
-    ]
+    vec![Unavailable {
+        id: "iceoryx2",
+        workloads: &[Rtt, Stream, Wake],
+        reason: "not built: iceoryx2 0.10 resolves to ~90 crates including bindgen + clang-sys \
+                 (libclang) and C code built with cc, far over the ~2 min extra compile budget \
+                 on this shared 2-core machine",
+    }]
 }

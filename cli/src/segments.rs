@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value as Json, json};
-use shmkit::process::Liveness;
+use shmkit::process::{FileId, Liveness};
 use shmkit::segment::{Inspection, SHM_DIR, inspect_path};
 use shmkit::{Array, Error, Name, Segment, Value};
 
@@ -39,6 +39,9 @@ pub enum Command {
         /// Only print what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Only consider names starting with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -191,7 +194,7 @@ pub enum ValueCmd {
         #[arg(long = "type", value_enum)]
         ty: Ty,
         /// Initial value (default 0).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         init: Option<String>,
         #[command(flatten)]
         mode: ModeArg,
@@ -236,7 +239,7 @@ pub enum ArrayCmd {
         #[arg(long)]
         len: usize,
         /// Initial value of every element (default 0).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         fill: Option<String>,
         #[command(flatten)]
         mode: ModeArg,
@@ -323,7 +326,11 @@ pub fn run(cmd: Command) -> Result<(), Error> {
         Command::Ls { json } => ls(json),
         Command::Info { name, json } => info(&name, json),
         Command::Rm { names } => rm(&names),
-        Command::Gc { dry_run, json } => gc(dry_run, json),
+        Command::Gc {
+            dry_run,
+            prefix,
+            json,
+        } => gc(dry_run, prefix.as_deref(), json),
         Command::Value(c) => value(c),
         Command::Array(c) => array(c),
     }
@@ -347,12 +354,14 @@ fn shm_objects() -> Result<Vec<PathBuf>, Error> {
 }
 
 /// A JSON description of one object, shared by `ls`, `info` and `gc`.
-fn describe(path: &Path, maps: &HashMap<PathBuf, Vec<u32>>) -> Json {
+fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
     let file_name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut attached = maps.get(path).cloned().unwrap_or_default();
+    let mut attached = shmkit::process::file_id(path)
+        .and_then(|id| maps.get(&id).cloned())
+        .unwrap_or_default();
     attached.sort_unstable();
     let ins = match inspect_path(path) {
         Ok(i) => i,
@@ -433,8 +442,8 @@ fn ls(as_json: bool) -> Result<(), Error> {
         return Ok(());
     }
     println!(
-        "{:<32} {:<10} {:<8} {:>8} {:>10} {:<16} {}",
-        "NAME", "KIND", "TYPE", "LEN", "SIZE", "CREATOR", "ATTACHED"
+        "{:<32} {:<10} {:<8} {:>8} {:>10} {:<16} ATTACHED",
+        "NAME", "KIND", "TYPE", "LEN", "SIZE", "CREATOR"
     );
     for r in &rows {
         let s = |k: &str| r.get(k).and_then(Json::as_str).unwrap_or("-").to_owned();
@@ -535,10 +544,9 @@ fn rm(names: &[String]) -> Result<(), Error> {
     for n in &valid {
         match Segment::unlink(n.as_str()) {
             Ok(()) => println!("removed {n}"),
-            Err(e) => {
-                eprintln!("shmkit: {e}");
-                first_err.get_or_insert(e);
-            }
+            // The first error is returned (and printed by main); later ones print here.
+            Err(e) if first_err.is_some() => eprintln!("shmkit: {e}"),
+            Err(e) => first_err = Some(e),
         }
     }
     first_err.map_or(Ok(()), Err)
@@ -567,7 +575,7 @@ fn gc_reason(ins: &Inspection, attached: &[u32], file_name: &str) -> Option<Stri
     }
 }
 
-fn gc(dry_run: bool, as_json: bool) -> Result<(), Error> {
+fn gc(dry_run: bool, prefix: Option<&str>, as_json: bool) -> Result<(), Error> {
     let maps = shmkit::process::mapped_files();
     let mut removed = Vec::new();
     for path in shm_objects()? {
@@ -575,10 +583,15 @@ fn gc(dry_run: bool, as_json: bool) -> Result<(), Error> {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if prefix.is_some_and(|p| !file_name.starts_with(p.trim_start_matches('/'))) {
+            continue;
+        }
         let Ok(ins) = inspect_path(&path) else {
             continue;
         };
-        let attached = maps.get(&path).cloned().unwrap_or_default();
+        let attached = shmkit::process::file_id(&path)
+            .and_then(|id| maps.get(&id).cloned())
+            .unwrap_or_default();
         let Some(reason) = gc_reason(&ins, &attached, &file_name) else {
             continue;
         };

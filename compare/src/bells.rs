@@ -305,6 +305,10 @@ impl Doorbell for CondVar {
 /// A real-time signal (`SIGRTMIN+2`) sent with `sigqueue` (the slot's sequence value as the
 /// payload), received with `sigtimedwait`; the signal is blocked in both processes, so no
 /// handler runs. The message bytes travel in shared memory.
+///
+/// The signal is sent to the process, so every thread of the measuring process must block
+/// it: the harness is single-threaded (a second thread with the signal unblocked would be
+/// killed by its default action).
 pub struct RtSignal {
     sig: libc::c_int,
     peer: Option<Pid>,

@@ -277,7 +277,15 @@ pub fn run(task: &Task, opts: &Options) -> Row {
     let q = opts.quick;
     let p = opts.placement;
     let spinning = task.style == Some(Style::Spinning);
+    let one_core = p.parent.is_some() && p.parent == p.child;
+    let needs_two = !matches!(
+        task.job,
+        Job::LockUncontended(_) | Job::Memcpy(_) | Job::Skip(_)
+    );
     let result: Result<Measurement, String> = match &task.job {
+        _ if spinning && one_core && needs_two => {
+            Err("not run: a spinning peer needs its own core and only one is available".into())
+        }
         Job::Rtt(c, size) => {
             let (warm, iters) = match (q, spinning) {
                 (true, true) => (4_000, 64 * 400),
@@ -396,4 +404,93 @@ pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) ->
     }
     add_ratios(&mut rows);
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(w: Workload, id: &str, size: Option<usize>, median: f64, bw: Option<f64>) -> Row {
+        Row {
+            workload: w,
+            mechanism: id.into(),
+            size,
+            variant: None,
+            median_ns: Some(median),
+            p99_ns: None,
+            p999_ns: None,
+            throughput_bytes_per_s: bw,
+            ops_per_s: None,
+            ratio: None,
+            ratio_to: None,
+            style: None,
+            timing: None,
+            samples: None,
+            cores: None,
+            note: String::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn ratios_use_the_baseline_of_the_same_workload_and_size() {
+        let mut rows = vec![
+            row(Workload::Rtt, FLOOR, Some(64), 100.0, None),
+            row(Workload::Rtt, FLOOR, Some(4096), 400.0, None),
+            row(Workload::Rtt, "pipe", Some(64), 3000.0, None),
+            row(Workload::Rtt, "pipe", Some(4096), 4000.0, None),
+            row(Workload::Stream, MEMCPY, Some(64), 5.0, Some(10e9)),
+            row(Workload::Stream, "pipe", Some(64), 500.0, Some(1e8)),
+            row(Workload::Wake, "pipe", Some(64), 10_000.0, None),
+        ];
+        add_ratios(&mut rows);
+        assert_eq!(rows[0].ratio, Some(1.0));
+        assert_eq!(rows[2].ratio, Some(30.0));
+        assert_eq!(rows[3].ratio, Some(10.0));
+        assert_eq!(rows[3].ratio_to, Some(FLOOR));
+        // Stream: bandwidth ratio, not time ratio.
+        assert_eq!(rows[5].ratio, Some(0.01));
+        assert_eq!(rows[5].ratio_to, Some(MEMCPY));
+        // No wake floor in this run: no ratio rather than a wrong one.
+        assert_eq!(rows[6].ratio, None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
+        assert_eq!(measure::percentile(&v, 0.5), 500.0);
+        assert_eq!(measure::percentile(&v, 0.99), 990.0);
+        assert_eq!(measure::percentile(&v, 0.999), 999.0);
+        assert_eq!(measure::percentile(&[7.0], 0.99), 7.0);
+        assert!(measure::percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn only_keeps_the_baselines_and_lists_limits() {
+        let opts = Options {
+            only: Some(vec!["posix-mq".into()]),
+            ..Options::new(true)
+        };
+        let tasks = plan(&opts);
+        assert!(
+            tasks
+                .iter()
+                .all(|t| [FLOOR, MEMCPY, LOCK_FLOOR, "posix-mq"].contains(&t.mechanism.as_str()))
+        );
+        let limited: Vec<_> = tasks
+            .iter()
+            .filter(|t| {
+                t.mechanism == "posix-mq"
+                    && matches!(&t.job, Job::Skip(r) if r.starts_with("limit"))
+            })
+            .map(|t| (t.workload, t.size))
+            .collect();
+        assert_eq!(
+            limited,
+            vec![
+                (Workload::Stream, Some(64 << 10)),
+                (Workload::Stream, Some(1 << 20))
+            ]
+        );
+    }
 }

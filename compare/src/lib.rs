@@ -50,6 +50,7 @@
 pub mod bells;
 pub mod channel;
 pub mod fdchan;
+pub mod floor;
 pub mod ipcchan;
 pub mod locks;
 pub mod measure;

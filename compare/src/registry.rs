@@ -4,6 +4,7 @@
 use crate::bells::{CondVar, EventFd, Futex, RawSyncEvent, RtSignal, Sem, Spin};
 use crate::channel::{Channel, ChannelSpec, Style};
 use crate::fdchan::FdChannel;
+use crate::floor::FloorChannel;
 use crate::ipcchan::IpcChannel;
 use crate::locks::{CasSpinlock, LockSpec, PthreadMutex, RawSyncMutex};
 use crate::mq::MqChannel;
@@ -23,8 +24,8 @@ pub fn channels() -> Vec<ChannelSpec> {
             id: "spin-floor",
             style: Spinning,
             max_msg: None,
-            note: "both sides spin on the slot's cache line; the floor",
-            make: |p| Ok(boxed(SlotChannel::<Spin>::new(p)?)),
+            note: "strict-alternation ping-pong on one shared region, both sides spin; the floor",
+            make: FloorChannel::boxed,
         },
         ChannelSpec {
             id: "futex",

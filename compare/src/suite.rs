@@ -225,6 +225,10 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                     });
                     for c in &chans {
                         let job = match c.max_msg {
+                            _ if c.id == FLOOR => Job::Skip(
+                                "n/a: the floor is a ping-pong reference; the stream ceiling is memcpy"
+                                    .into(),
+                            ),
                             Some(max) if size > max => Job::Skip(format!("limit {max} B")),
                             _ => Job::Stream(*c, size),
                         };

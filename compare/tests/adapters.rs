@@ -96,6 +96,14 @@ fn every_channel_round_trips() -> Result<(), String> {
 
 fn every_channel_streams() -> Result<(), String> {
     for c in registry::channels() {
+        if c.id == suite::FLOOR {
+            // A strict-alternation reference: it must refuse stream depths clearly.
+            match (c.make)(ChannelParams { size: 64, depth: 8 }) {
+                Err(e) if e.to_string().contains("ping-pong") => continue,
+                Err(e) => return Err(format!("spin-floor: unclear refusal: {e}")),
+                Ok(_) => return Err("spin-floor accepted a stream depth".into()),
+            }
+        }
         for size in suite::STREAM_SIZES {
             if c.max_msg.is_some_and(|m| size > m) {
                 // The mq adapter must refuse such messages with a clear error.

@@ -24,7 +24,7 @@ pub fn channels() -> Vec<ChannelSpec> {
             id: "spin-floor",
             style: Spinning,
             max_msg: None,
-            note: "strict-alternation ping-pong on one shared region, both sides spin; the floor",
+            note: "classic ping-pong: turn word + message per direction, receiver spins; the floor",
             make: FloorChannel::boxed,
         },
         ChannelSpec {

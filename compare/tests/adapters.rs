@@ -28,6 +28,10 @@ fn main() {
             every_channel_streams,
         ),
         ("every_channel_measures_wake_ups", every_channel_wakes),
+        (
+            "spin_floor_refuses_to_break_alternation",
+            floor_refuses_double_send,
+        ),
         ("every_lock_excludes_across_processes", every_lock_excludes),
         (
             "a_corrupting_channel_is_detected",
@@ -176,6 +180,23 @@ fn corrupting_channel_is_detected() -> Result<(), String> {
     match pat.check(&buf, 0) {
         None => Ok(()),
         Some(_) => Err("flipped byte not detected".into()),
+    }
+}
+
+fn floor_refuses_double_send() -> Result<(), String> {
+    let floor = registry::channels()
+        .into_iter()
+        .find(|c| c.id == "spin-floor")
+        .ok_or("no floor")?;
+    let mut ch = (floor.make)(ChannelParams { size: 64, depth: 1 }).map_err(|e| e.to_string())?;
+    ch.attach(Side::Parent, nix::unistd::getpid())
+        .map_err(|e| e.to_string())?;
+    let mut pat = Pattern::new(64);
+    ch.send(Side::Parent, pat.stamp(0, 0))
+        .map_err(|e| e.to_string())?;
+    match ch.send(Side::Parent, pat.stamp(1, 0)) {
+        Err(e) if e.to_string().contains("alternation") => Ok(()),
+        other => Err(format!("second send without a reply: {other:?}")),
     }
 }
 

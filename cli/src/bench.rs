@@ -66,6 +66,10 @@ pub fn run(args: Args) -> shmkit::Result<()> {
             }
         }
     }
+    // Fail on an unwritable output path now, not after the whole run.
+    for path in [&args.json, &args.plot].into_iter().flatten() {
+        write(path, "")?;
+    }
     eprintln!(
         "shmkit bench: measuring process on core {}, peer on core {}{}",
         core(placement.parent),

@@ -155,6 +155,7 @@ fn fmt_ns(ns: Option<f64>) -> String {
 fn fmt_rate(r: &Row) -> String {
     match (r.throughput_bytes_per_s, r.ops_per_s) {
         (Some(b), Some(m)) => format!("{:.2} GB/s {}", b / 1e9, fmt_ops(m, "msg")),
+        (None, Some(o)) if r.workload == Workload::Rtt => fmt_ops(o, "rt"),
         (None, Some(o)) => fmt_ops(o, "op"),
         _ => "-".into(),
     }

@@ -216,7 +216,10 @@ pub fn rtt(
     } else {
         Timing::PerOp
     };
-    Ok(summarise(samples, iters, timing, placement))
+    let mut m = summarise(samples, iters, timing, placement);
+    // Round trips per second over the whole timed run (the mean, not the median).
+    m.ops_per_s = (m.sum_ns > 0.0).then(|| m.samples as f64 * 1e9 / m.sum_ns);
+    Ok(m)
 }
 
 /// Total time of `iters` round trips (after `warmup`), for criterion's `iter_custom`.

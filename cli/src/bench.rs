@@ -96,6 +96,24 @@ pub fn run(args: Args) -> shmkit::Result<()> {
     });
     bar.finish_and_clear();
     print!("{}", table(&rows));
+    let failed: Vec<&Row> = rows
+        .iter()
+        .filter(|r| {
+            r.error.as_deref().is_some_and(|e| {
+                !["limit ", "unavailable:", "n/a:", "not run:"]
+                    .iter()
+                    .any(|p| e.starts_with(p))
+            })
+        })
+        .collect();
+    for r in &failed {
+        eprintln!(
+            "shmkit bench: {} {} failed: {}",
+            r.workload.as_str(),
+            r.mechanism,
+            r.error.as_deref().unwrap_or_default()
+        );
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&rows)
             .map_err(|e| shmkit::Error::invalid("rows", "serialize JSON", e.to_string()))?;

@@ -355,3 +355,15 @@ pub(super) fn describe_segment(seg: &Segment) -> Option<Vec<(String, String)>> {
         ),
     ])
 }
+
+impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RwLockReadGuard").field(&**self).finish()
+    }
+}
+
+impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RwLockWriteGuard").field(&**self).finish()
+    }
+}

@@ -319,6 +319,8 @@ fn waiter_blocked_on_a_killed_holder_gets_owner_died() {
     }
     killer.join().unwrap();
     let _ = c.wait();
+    let rows = shmkit::sync::describe(m.segment()).unwrap();
+    assert_eq!(rows[0].1, "unlocked", "{rows:?}");
     assert_eq!(m.lock().unwrap().into_guard()[0], 42);
     assert!(!m.lock().unwrap().owner_died());
 }

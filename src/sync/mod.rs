@@ -109,6 +109,9 @@ fn describe_mutex(m: &RawRobustMutex, out: &mut Vec<(String, String)>) {
     let o = m.owner();
     let state = if o.unrecoverable {
         "NOT RECOVERABLE (a holder died and nobody repaired it; recreate the object)".into()
+    } else if o.tid == 0 && o.owner_died {
+        "free, but its last holder DIED holding it: the next locker gets OwnerDied and must repair"
+            .to_string()
     } else if o.tid == 0 {
         "unlocked".to_string()
     } else {

@@ -161,7 +161,8 @@ pub fn describe(seg: &Segment) -> Option<Vec<(String, String)>> {
     match seg.header().kind() {
         Kind::Mutex => {
             // Any element type: check the fixed part of the layout (params) only.
-            if raw.params[1] != RawRobustMutex::SIZE as u64
+            if raw.params[0] != mutex::MUTEX_PARAMS_TAG
+                || raw.params[1] != RawRobustMutex::SIZE as u64
                 || seg.payload_len() < RawRobustMutex::SIZE
             {
                 return None;

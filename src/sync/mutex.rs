@@ -454,7 +454,7 @@ impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for MutexGuard<'_, T> {
 }
 
 /// Format tag in `Layout::params[0]` of mutex segments.
-const MUTEX_PARAMS_TAG: u64 = 0x6d75_7478_0001; // "mutx" v1
+pub(crate) const MUTEX_PARAMS_TAG: u64 = 0x6d75_7478_0001; // "mutx" v1
 
 /// Offset of the data after the lock in a mutex segment's payload.
 const fn data_offset(align: usize) -> usize {
@@ -822,6 +822,15 @@ mod tests {
         drop(r); // not repaired
         assert!(matches!(m.lock(), Err(Error::Unrecoverable { .. })));
         assert!(m.raw().owner().unrecoverable);
+    }
+
+    #[test]
+    fn unit_mutex_is_a_plain_lock() {
+        let m = Mutex::<()>::anonymous(()).unwrap();
+        let g = m.lock().unwrap().into_guard();
+        assert!(m.try_lock().is_err());
+        drop(g);
+        assert!(m.try_lock().is_ok());
     }
 
     #[test]

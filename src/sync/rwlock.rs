@@ -50,6 +50,8 @@ const GLIBC_CUR_WRITER_OFFSET: usize = 24;
 const GLIBC_READER_SHIFT: u32 = 3;
 const _: () = assert!(RW_SIZE >= GLIBC_CUR_WRITER_OFFSET + 4);
 
+const RW_PARAMS_TAG: u64 = 0x7277_6c6b_0001;
+
 /// Data offset after the lock.
 const fn data_offset(align: usize) -> usize {
     let a = if align > 64 { align } else { 64 };
@@ -60,7 +62,7 @@ fn rw_layout<T: Pod>() -> Layout {
     let off = data_offset(align_of::<T>()) as u64;
     Layout::new(Kind::RwLock, ElemInfo::of::<T>(1))
         .with_payload_len(off + size_of::<T>() as u64)
-        .with_params([0x7277_6c6b_0001, RW_SIZE as u64, off, 0])
+        .with_params([RW_PARAMS_TAG, RW_SIZE as u64, off, 0])
 }
 
 fn rw_init<T: Pod>(value: T) -> impl FnOnce(&mut [u8]) -> Result<()> {
@@ -321,7 +323,10 @@ impl<T> Drop for RwLockWriteGuard<'_, T> {
 /// Rows for `shmkit info` (any element type).
 pub(super) fn describe_segment(seg: &Segment) -> Option<Vec<(String, String)>> {
     let raw = &seg.header().raw;
-    if raw.params[1] != RW_SIZE as u64 || seg.payload_len() < RW_SIZE {
+    if raw.params[0] != RW_PARAMS_TAG
+        || raw.params[1] != RW_SIZE as u64
+        || seg.payload_len() < RW_SIZE
+    {
         return None;
     }
     let p = seg.payload_ptr();

@@ -376,3 +376,40 @@ fn named_semaphore_interoperates_with_c() {
     NamedSemaphore::unlink(&name).unwrap();
     let _ = std::fs::remove_dir(&dir);
 }
+
+#[test]
+fn rwlock_dead_writer_is_detected_by_timeout_and_info() {
+    const T: &str = "rwlock_dead_writer_is_detected_by_timeout_and_info";
+    if common::role().is_some() {
+        let l = shmkit::sync::RwLock::<u64>::open(&common::args()[0]).unwrap();
+        let mut g = l.write().unwrap();
+        *g = 1;
+        loop {
+            std::thread::park(); // killed holding the write lock
+        }
+    }
+    let name = common::unique("rw");
+    let _g = common::ShmGuard::new(&name);
+    let l = shmkit::sync::RwLock::<u64>::create(&name, 0).unwrap();
+    {
+        // Many readers at once, across handles.
+        let other = shmkit::sync::RwLock::<u64>::open(&name).unwrap();
+        let (_r1, _r2) = (l.read().unwrap(), other.read().unwrap());
+        let rows = shmkit::sync::describe(l.segment()).unwrap();
+        assert!(rows[0].1.contains("2 reader"), "{rows:?}");
+    }
+    let mut c = spawn(T, "writer", &[&name]);
+    until("writer holds the lock", || l.try_read().is_err());
+    let pid = c.id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let _ = c.wait();
+    let d = Duration::from_millis(30);
+    assert!(l.read_timeout(d).unwrap_err().is_timeout());
+    assert!(l.write_timeout(d).unwrap_err().is_timeout());
+    let rows = shmkit::sync::describe(l.segment()).unwrap();
+    assert!(
+        rows[0].1.contains(&format!("pid {pid}")) || rows[0].1.contains("DEAD"),
+        "{rows:?}"
+    );
+    assert!(rows[0].1.contains("DEAD"), "{rows:?}");
+}

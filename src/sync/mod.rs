@@ -33,6 +33,8 @@ pub mod barrier;
 pub mod condvar;
 pub mod event;
 pub mod futex;
+#[cfg(test)]
+mod model;
 pub mod mutex;
 pub mod rwlock;
 pub mod semaphore;

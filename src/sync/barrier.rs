@@ -202,6 +202,13 @@ impl Barrier {
         Self::from_segment(opts.create(name, &Self::layout(parties), Self::init(parties))?)
     }
 
+    /// Opens the barrier (which must be for `parties`) or creates it.
+    pub fn open_or_create(name: &str, parties: u32) -> Result<(Self, bool)> {
+        let (seg, created) =
+            Segment::open_or_create(name, &Self::layout(parties), Self::init(parties))?;
+        Ok((Self::from_segment(seg)?, created))
+    }
+
     /// Opens a named barrier (the party count is read from the segment).
     pub fn open(name: &str) -> Result<Self> {
         Self::from_segment(Segment::open(name)?)

@@ -78,6 +78,11 @@ impl RawCondvar {
         guard: &mut MutexGuard<'_, T>,
         timeout: Option<Duration>,
     ) -> Result<(bool, bool)> {
+        if !guard.is_consistent() {
+            // Unlocking an unrepaired mutex would make it unrecoverable for everyone:
+            // return at once (a spurious wake-up) and let the caller repair first.
+            return Ok((false, true));
+        }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let seen = self.seq.load(Ordering::SeqCst);
         guard.lock.unlock();
@@ -126,6 +131,10 @@ impl RawCondvar {
 
     /// Waits for a notification: unlocks the guard's mutex, sleeps, relocks.
     ///
+    /// A guard that is not consistent (an `OwnerDied` not yet repaired) is handed back at
+    /// once as `OwnerDied`, without unlocking: releasing it unrepaired would make the
+    /// mutex unrecoverable.
+    ///
     /// `Err` means the mutex could not be re-acquired (e.g. [`Error::Unrecoverable`]);
     /// the guard is then consumed without unlocking.
     pub fn wait<'a, T: ?Sized>(
@@ -171,6 +180,9 @@ impl RawCondvar {
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> Result<(LockResult<MutexGuard<'a, T>>, WaitTimeoutResult)> {
         let deadline = Deadline::after(timeout);
+        if !guard.is_consistent() {
+            return Ok((wrap(guard, true), WaitTimeoutResult(false)));
+        }
         while condition(&mut *guard) {
             let Some(left) = deadline.remaining() else {
                 return Ok((wrap(guard, false), WaitTimeoutResult(true)));
@@ -326,6 +338,23 @@ mod tests {
     use super::*;
     use crate::sync::Mutex;
     use std::sync::Arc;
+
+    #[test]
+    fn waiting_with_an_unrepaired_guard_returns_it_without_unlocking() {
+        let m = Arc::new(Mutex::<u32>::anonymous(0).unwrap());
+        let m2 = m.clone();
+        std::thread::spawn(move || std::mem::forget(m2.lock().unwrap().into_guard()))
+            .join()
+            .unwrap();
+        let cv = Condvar::anonymous().unwrap();
+        let g = m.lock().unwrap().into_guard();
+        let (r, t) = cv.wait_timeout(g, Duration::from_secs(20)).unwrap();
+        assert!(r.owner_died() && !t.timed_out());
+        let mut g = r.into_guard();
+        g.make_consistent().unwrap();
+        drop(g);
+        assert!(!m.lock().unwrap().owner_died());
+    }
 
     #[test]
     fn notify_all_wakes_every_thread() {

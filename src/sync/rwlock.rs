@@ -1,5 +1,8 @@
 //! [`RwLock<T>`]: a `T` guarded by a glibc process-shared `pthread_rwlock_t`.
 //!
+//! glibc's default policy prefers readers: a steady stream of readers can starve a
+//! writer.
+//!
 //! # Not robust (and how to detect it)
 //! POSIX has no robust reader-writer lock: if a process dies holding it (as reader or
 //! writer), the lock stays held forever. Use [`RwLock::read_timeout`] /
@@ -158,6 +161,12 @@ impl<T: Pod> RwLock<T> {
     /// Opens a named lock.
     pub fn open(name: &str) -> Result<Self> {
         Self::from_segment(Segment::open(name)?)
+    }
+
+    /// Opens the lock or creates it holding `value`; returns whether it was created.
+    pub fn open_or_create(name: &str, value: T) -> Result<(Self, bool)> {
+        let (seg, created) = Segment::open_or_create(name, &Self::layout(), rw_init(value))?;
+        Ok((Self::from_segment(seg)?, created))
     }
 
     /// An anonymous lock, shared with children forked after this call.

@@ -538,6 +538,20 @@ impl<T: Pod> Locked<T> {
     }
 }
 
+fn repaired<'a, T: ?Sized>(
+    r: LockResult<MutexGuard<'a, T>>,
+    repair: impl FnOnce(&mut T),
+) -> Result<MutexGuard<'a, T>> {
+    match r {
+        LockResult::Acquired(g) => Ok(g),
+        LockResult::OwnerDied(mut g) => {
+            repair(&mut g);
+            g.make_consistent()?;
+            Ok(g)
+        }
+    }
+}
+
 fn first<'a, T>(g: MutexGuard<'a, [T]>) -> MutexGuard<'a, T> {
     let g = std::mem::ManuallyDrop::new(g);
     MutexGuard {
@@ -619,6 +633,21 @@ impl<T: Pod> Mutex<T> {
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, T>>> {
         let died = self.inner.raw().lock_in(&self.inner.resource)?;
         Ok(self.inner.guard(died).map(first))
+    }
+
+    /// Locks; if the previous holder died, runs `repair` on the data and marks it
+    /// consistent before handing over the guard. The shape of Python's
+    /// `with v.get_lock():`, with the repair step Python does not have.
+    ///
+    /// ```
+    /// use shmkit::sync::Mutex;
+    /// let m = Mutex::<u64>::anonymous(1)?;
+    /// *m.lock_or_repair(|v| *v = 0)? += 1; // `repair` runs only after an owner died
+    /// assert_eq!(*m.lock()?.into_guard(), 2);
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn lock_or_repair(&self, repair: impl FnOnce(&mut T)) -> Result<MutexGuard<'_, T>> {
+        repaired(self.lock()?, repair)
     }
 
     /// Locks if free now; [`Error::WouldBlock`] if another thread or process holds it.
@@ -748,6 +777,12 @@ impl<T: Pod> MutexArray<T> {
         Ok(self.inner.guard(died))
     }
 
+    /// Locks; if the previous holder died, runs `repair` on the data and marks it
+    /// consistent first. See [`Mutex::lock_or_repair`].
+    pub fn lock_or_repair(&self, repair: impl FnOnce(&mut [T])) -> Result<MutexGuard<'_, [T]>> {
+        repaired(self.lock()?, repair)
+    }
+
     /// Locks if free now; [`Error::WouldBlock`] otherwise.
     pub fn try_lock(&self) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         let died = self.inner.raw().try_lock_in(&self.inner.resource)?;
@@ -822,6 +857,18 @@ mod tests {
         drop(r); // not repaired
         assert!(matches!(m.lock(), Err(Error::Unrecoverable { .. })));
         assert!(m.raw().owner().unrecoverable);
+    }
+
+    #[test]
+    fn lock_or_repair_repairs_only_after_a_death() {
+        let m = std::sync::Arc::new(Mutex::<u32>::anonymous(7).unwrap());
+        *m.lock_or_repair(|_| panic!("nobody died")).unwrap() += 1;
+        let m2 = m.clone();
+        std::thread::spawn(move || std::mem::forget(m2.lock().unwrap().into_guard()))
+            .join()
+            .unwrap();
+        assert_eq!(*m.lock_or_repair(|v| *v = 100).unwrap(), 100);
+        assert!(!m.lock().unwrap().owner_died());
     }
 
     #[test]

@@ -162,16 +162,7 @@ pub fn describe(seg: &Segment) -> Option<Vec<(String, String)>> {
     let raw = &seg.header().raw;
     match seg.header().kind() {
         Kind::Mutex => {
-            // Any element type: check the fixed part of the layout (params) only.
-            if raw.params[0] != mutex::MUTEX_PARAMS_TAG
-                || raw.params[1] != RawRobustMutex::SIZE as u64
-                || seg.payload_len() < RawRobustMutex::SIZE
-            {
-                return None;
-            }
-            // SAFETY: a mutex segment of this ABI starts with a RawRobustMutex at the
-            // 64-aligned payload, in bounds (checked above); owner() only reads atomically.
-            describe_mutex(unsafe { &*(p as *const RawRobustMutex) }, &mut out);
+            describe_mutex(mutex::raw_mutex(seg).ok()?, &mut out);
             out.push((
                 "data".into(),
                 format!(

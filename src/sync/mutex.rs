@@ -453,6 +453,46 @@ impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for MutexGuard<'_, T> {
     }
 }
 
+/// The lock of any mutex segment ([`Mutex<T>`] or [`MutexArray<T>`], whatever `T`), for
+/// tools that do not know the element type (`shmkit mutex repair`). Checks kind, format
+/// tag, lock size and bounds.
+///
+/// ```
+/// let m = shmkit::sync::Mutex::<[u8; 3]>::anonymous([0; 3])?;
+/// let raw = shmkit::sync::mutex::raw_mutex(m.segment())?;
+/// assert_eq!(raw.owner().tid, 0);
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub fn raw_mutex(seg: &Segment) -> Result<&RawRobustMutex> {
+    let raw = &seg.header().raw;
+    if seg.header().kind() != Kind::Mutex {
+        return Err(Error::Mismatch {
+            resource: seg.resource(),
+            what: "kind",
+            expected: Kind::Mutex.name(),
+            found: seg.header().kind().name(),
+        });
+    }
+    if raw.params[0] != MUTEX_PARAMS_TAG
+        || raw.params[1] != RawRobustMutex::SIZE as u64
+        || seg.payload_len() < RawRobustMutex::SIZE
+    {
+        return Err(Error::Mismatch {
+            resource: seg.resource(),
+            what: "mutex format",
+            expected: format!(
+                "tag {MUTEX_PARAMS_TAG:#x}, lock of {} bytes",
+                RawRobustMutex::SIZE
+            ),
+            found: format!("tag {:#x}, lock of {} bytes", raw.params[0], raw.params[1]),
+        });
+    }
+    // SAFETY: a mutex segment of this format and ABI starts with an initialised
+    // RawRobustMutex at the 64-byte aligned payload (checked in bounds above); it lives as
+    // long as the borrowed segment.
+    Ok(unsafe { &*(seg.payload_ptr() as *const RawRobustMutex) })
+}
+
 /// Format tag in `Layout::params[0]` of mutex segments.
 pub(crate) const MUTEX_PARAMS_TAG: u64 = 0x6d75_7478_0001; // "mutx" v1
 

@@ -146,6 +146,22 @@ impl RawBarrier {
         r
     }
 
+    /// Waits until all parties have arrived.
+    pub fn wait(&self) -> Result<BarrierWaitResult> {
+        self.wait_for(None, "barrier")?
+            .ok_or_else(|| Error::corrupt("barrier", "unbounded barrier wait ended"))
+    }
+
+    /// Waits at most `timeout`; on [`Error::Timeout`] this arrival was withdrawn.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
+        self.wait_for(Some(timeout), "barrier")?
+            .ok_or_else(|| Error::Timeout {
+                resource: "barrier".into(),
+                op: "barrier wait",
+                timeout,
+            })
+    }
+
     /// (arrived, parties, generation), for diagnostics.
     pub fn state(&self) -> (u32, u32, u32) {
         let w = self.word.load(Ordering::Relaxed);

@@ -87,9 +87,23 @@ impl RawEvent {
         self.word.fetch_and(!SET, Ordering::SeqCst);
     }
 
+    /// Blocks until the flag is set.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_for(None)
+            .map(|_| ())
+            .map_err(|e| Error::os("event", "futex(FUTEX_WAIT)", e))
+    }
+
+    /// Blocks until the flag is set or `timeout` passes: `Ok(true)` if set (or set and
+    /// cleared again while we slept), `Ok(false)` on timeout.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.wait_for(Some(timeout))
+            .map_err(|e| Error::os("event", "futex(FUTEX_WAIT)", e))
+    }
+
     /// Waits until the flag is set, at most `timeout` (`None`: forever). Returns `true`
     /// if it was set (or set and cleared again while we slept), `false` on timeout.
-    pub fn wait_for(
+    pub(crate) fn wait_for(
         &self,
         timeout: Option<Duration>,
     ) -> std::result::Result<bool, nix::errno::Errno> {

@@ -229,6 +229,82 @@ mod tests {
         assert!((0..1_000_000_000).contains(&t.tv_nsec));
     }
 
+    /// The raw objects as slots of one user-defined layout, used from several threads.
+    #[test]
+    fn raw_objects_work_as_slots_in_a_custom_layout() {
+        use crate::segment::{ElemInfo, Layout};
+        const CV: usize = 64;
+        const EV: usize = 128;
+        const BAR: usize = 192;
+        const SEM: usize = 256;
+        const DATA: usize = 320;
+        let layout = Layout::new(Kind::Custom, ElemInfo::bytes(DATA as u64 + 8));
+        let seg = Segment::anonymous(&layout, |p| {
+            let b = p.as_mut_ptr();
+            // SAFETY: the payload is 64-aligned and DATA + 8 bytes long; every slot offset
+            // is a multiple of 64 with room for its object; nobody else sees it yet.
+            unsafe {
+                RawRobustMutex::init_at(b.cast())?;
+                RawCondvar::init_at(b.add(CV).cast());
+                RawEvent::init_at(b.add(EV).cast());
+                RawBarrier::init_at(b.add(BAR).cast(), 2)?;
+                RawSemaphore::init_at(b.add(SEM).cast(), 0)
+            }
+        })
+        .unwrap();
+        let seg = std::sync::Arc::new(seg);
+        struct Slots<'a> {
+            m: &'a RawRobustMutex,
+            cv: &'a RawCondvar,
+            ev: &'a RawEvent,
+            bar: &'a RawBarrier,
+            sem: &'a RawSemaphore,
+            data: *mut u64,
+        }
+        fn slots(seg: &Segment) -> Slots<'_> {
+            let b = seg.payload_ptr();
+            // SAFETY: initialised above at these offsets; they live as long as `seg`; the
+            // data word is only accessed under the mutex.
+            unsafe {
+                Slots {
+                    m: &*(b as *const RawRobustMutex),
+                    cv: &*(b.add(CV) as *const RawCondvar),
+                    ev: &*(b.add(EV) as *const RawEvent),
+                    bar: &*(b.add(BAR) as *const RawBarrier),
+                    sem: &*(b.add(SEM) as *const RawSemaphore),
+                    data: b.add(DATA).cast(),
+                }
+            }
+        }
+        let seg2 = seg.clone();
+        let t = std::thread::spawn(move || {
+            let s = slots(&seg2);
+            s.bar.wait_timeout(Duration::from_secs(20)).unwrap();
+            let g = s.m.lock().unwrap().into_guard();
+            let (g, _) = s
+                .cv
+                // SAFETY: the data word is only accessed with the mutex held.
+                .wait_while(g, Some(Duration::from_secs(20)), |_| unsafe {
+                    *s.data == 0
+                })
+                .unwrap();
+            drop(g);
+            s.sem.post().unwrap();
+            assert!(s.ev.wait_timeout(Duration::from_secs(20)).unwrap());
+        });
+        let s = slots(&seg);
+        s.bar.wait_timeout(Duration::from_secs(20)).unwrap();
+        {
+            let _g = s.m.lock().unwrap().into_guard();
+            // SAFETY: the mutex is held.
+            unsafe { *s.data = 1 };
+        }
+        s.cv.notify_all();
+        s.sem.wait_timeout(Duration::from_secs(20)).unwrap();
+        s.ev.set();
+        t.join().unwrap();
+    }
+
     #[test]
     fn describe_mutex_shows_owner_pid_alive() {
         let m = Mutex::<u64>::anonymous(0).unwrap();

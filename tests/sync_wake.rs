@@ -413,3 +413,41 @@ fn rwlock_dead_writer_is_detected_by_timeout_and_info() {
     );
     assert!(rows[0].1.contains("DEAD"), "{rows:?}");
 }
+
+#[test]
+fn condvar_waiter_learns_that_the_mutex_holder_died() {
+    const T: &str = "condvar_waiter_learns_that_the_mutex_holder_died";
+    if let Some(role) = common::role() {
+        let a = common::args();
+        let m = Mutex::<u32>::open(&a[0]).unwrap();
+        let cv = Condvar::open(&a[1]).unwrap();
+        if role == "waiter" {
+            let g = m.lock_timeout(LIMIT).unwrap().into_guard();
+            let (r, t) = cv.wait_while(g, Some(LIMIT), |v| *v == 0).unwrap();
+            assert!(!t.timed_out());
+            // The holder that changed the value died before unlocking.
+            let LockResult::OwnerDied(mut g) = r else {
+                panic!("owner death not reported through the condvar");
+            };
+            assert_eq!(*g, 5);
+            g.make_consistent().unwrap();
+            drop(g); // exit() runs no destructors: unlock first
+            std::process::exit(0);
+        }
+        // "dier": lock, change, notify while holding, die holding.
+        let mut g = m.lock_timeout(LIMIT).unwrap().into_guard();
+        *g = 5;
+        cv.notify_all();
+        std::process::exit(0);
+    }
+    let (mn, cn) = (common::unique("cdm"), common::unique("cdc"));
+    let _g = (common::ShmGuard::new(&mn), common::ShmGuard::new(&cn));
+    let m = Mutex::<u32>::create(&mn, 0).unwrap();
+    let cv = Condvar::create(&cn).unwrap();
+    let mut w = spawn(T, "waiter", &[&mn, &cn]);
+    until("waiter registered", || cv.raw().waiters() == 1);
+    let mut d = spawn(T, "dier", &[&mn, &cn]);
+    common::wait_ok(&mut d, LIMIT);
+    common::wait_ok(&mut w, LIMIT);
+    assert!(matches!(m.lock().unwrap(), LockResult::Acquired(_)));
+}

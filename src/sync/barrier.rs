@@ -323,6 +323,22 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_shared_state_is_an_error_not_a_panic() {
+        let b = Barrier::anonymous(2).unwrap();
+        b.raw().parties.store(0, Ordering::Relaxed); // a hostile peer
+        assert!(matches!(
+            b.wait_timeout(Duration::from_millis(1)),
+            Err(Error::Corrupt { .. })
+        ));
+        b.raw().parties.store(2, Ordering::Relaxed);
+        b.raw().word.store(0xffff, Ordering::Relaxed); // 65535 arrivals of 2
+        assert!(matches!(
+            b.wait_timeout(Duration::from_millis(1)),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
     fn timeout_withdraws_arrival() {
         let b = Barrier::anonymous(2).unwrap();
         assert!(

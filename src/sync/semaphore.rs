@@ -602,3 +602,41 @@ impl Drop for NamedSemaphore {
         unsafe { libc::sem_close(self.sem.as_ptr()) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_semaphore_refuses_over_release_and_checks_kind_on_open() {
+        let name = format!("shmkit-unit-bsem-{}", std::process::id());
+        let b = BoundedSemaphore::create(&name, 2).unwrap();
+        assert!(matches!(b.post(), Err(Error::InvalidArgument { .. })));
+        b.wait().unwrap();
+        b.post().unwrap();
+        assert_eq!(BoundedSemaphore::open(&name).unwrap().bound(), 2);
+        // A bounded semaphore is not an unbounded one.
+        assert!(matches!(
+            Semaphore::open(&name),
+            Err(Error::Mismatch { .. })
+        ));
+        let rows = super::super::describe(b.segment()).unwrap();
+        assert_eq!(rows[0], ("count".to_string(), "2".to_string()));
+        assert_eq!(rows[1], ("bound".to_string(), "2".to_string()));
+        Segment::unlink(&name).unwrap();
+        assert!(BoundedSemaphore::anonymous(0).is_err());
+    }
+
+    #[test]
+    fn named_semaphore_rejects_bad_names_before_any_syscall() {
+        assert!(matches!(
+            NamedSemaphore::create("a/b", 0),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(
+            NamedSemaphore::open("shmkit-unit-no-such-sem")
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+}

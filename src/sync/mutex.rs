@@ -654,6 +654,21 @@ impl<T: Pod> Mutex<T> {
         Ok((Self::from_segment(seg)?, created))
     }
 
+    /// Creates a file-backed mutex at `path` (`O_EXCL`, `O_NOFOLLOW`); robust mutexes
+    /// work in any `MAP_SHARED` mapping, the futex is keyed by the file.
+    pub fn create_file(path: impl AsRef<std::path::Path>, init: T) -> Result<Self> {
+        Self::from_segment(Segment::options().create_file(
+            path,
+            &Self::layout(),
+            mutex_init(std::iter::once(init)),
+        )?)
+    }
+
+    /// Opens a file-backed mutex (`O_NOFOLLOW`).
+    pub fn open_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::from_segment(Segment::options().open_file(path)?)
+    }
+
     /// An anonymous mutex, shared with children forked after this call.
     pub fn anonymous(init: T) -> Result<Self> {
         Self::from_segment(Segment::anonymous(
@@ -909,6 +924,17 @@ mod tests {
             .unwrap();
         assert_eq!(*m.lock_or_repair(|v| *v = 100).unwrap(), 100);
         assert!(!m.lock().unwrap().owner_died());
+    }
+
+    #[test]
+    fn file_backed_mutex_round_trip() {
+        let dir = std::env::temp_dir().join(format!("shmkit-unit-fmx-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let m = Mutex::<u64>::create_file(&dir, 3).unwrap();
+        let other = Mutex::<u64>::open_file(&dir).unwrap();
+        *other.lock().unwrap().into_guard() += 1;
+        assert_eq!(*m.lock().unwrap().into_guard(), 4);
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]

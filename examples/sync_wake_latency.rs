@@ -34,7 +34,7 @@ fn peer(pid: &str) -> shmkit::Result<()> {
     let (m, cv) = (Mutex::<u64>::open(&n[4])?, Condvar::open(&n[5])?);
     let mut g = m.lock()?.into_guard();
     for _ in 0..N {
-        let (g2, r) = cv.wait_while(g, Some(LIMIT), |v| *v % 2 == 0)?;
+        let (g2, r) = cv.wait_timeout_while(g, LIMIT, |v| *v % 2 == 0)?;
         g = g2.into_guard();
         assert!(!r.timed_out());
         *g += 1;
@@ -91,7 +91,7 @@ fn main() -> shmkit::Result<()> {
     for _ in 0..N {
         *g += 1; // odd: the peer's turn
         cv.notify_one();
-        let (g2, r) = cv.wait_while(g, Some(LIMIT), |v| *v % 2 == 1)?;
+        let (g2, r) = cv.wait_timeout_while(g, LIMIT, |v| *v % 2 == 1)?;
         g = g2.into_guard();
         assert!(!r.timed_out());
     }

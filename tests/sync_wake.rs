@@ -54,7 +54,7 @@ fn condvar_notify_all_wakes_every_waiting_process() {
         let m = Mutex::<u32>::open(&a[0]).unwrap();
         let cv = Condvar::open(&a[1]).unwrap();
         let g = m.lock_timeout(LIMIT).unwrap().into_guard();
-        let (g, r) = cv.wait_while(g, Some(LIMIT), |v| *v == 0).unwrap();
+        let (g, r) = cv.wait_timeout_while(g, LIMIT, |v| *v == 0).unwrap();
         assert!(!r.timed_out());
         assert_eq!(*g.into_guard(), 7);
         std::process::exit(0);
@@ -83,7 +83,7 @@ fn killed_waiter_does_not_hang_notify_all_or_set() {
         let ev = Event::open(&a[2]).unwrap();
         if role == "cv" {
             let g = m.lock_timeout(LIMIT).unwrap().into_guard();
-            let (g, r) = cv.wait_while(g, Some(LIMIT), |v| *v == 0).unwrap();
+            let (g, r) = cv.wait_timeout_while(g, LIMIT, |v| *v == 0).unwrap();
             assert!(!r.timed_out());
             drop(g);
         } else {
@@ -423,7 +423,7 @@ fn condvar_waiter_learns_that_the_mutex_holder_died() {
         let cv = Condvar::open(&a[1]).unwrap();
         if role == "waiter" {
             let g = m.lock_timeout(LIMIT).unwrap().into_guard();
-            let (r, t) = cv.wait_while(g, Some(LIMIT), |v| *v == 0).unwrap();
+            let (r, t) = cv.wait_timeout_while(g, LIMIT, |v| *v == 0).unwrap();
             assert!(!t.timed_out());
             // The holder that changed the value died before unlocking.
             let LockResult::OwnerDied(mut g) = r else {

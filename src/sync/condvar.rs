@@ -18,7 +18,7 @@
 //! it, so it sees `waiters > 0` and bumps `seq` after the waiter read it: the waiter's
 //! `FUTEX_WAIT` either finds `seq` changed (returns at once) or is queued before the
 //! wake. No wake-up is lost. Wake-ups may be spurious (as with every condvar): use
-//! [`Condvar::wait_while`] or loop.
+//! [`Condvar::wait_while`] / [`Condvar::wait_timeout_while`] or loop.
 //!
 //! # Robustness
 //! A waiter killed while waiting leaves `waiters` one too high: later notifies make a
@@ -170,10 +170,30 @@ impl RawCondvar {
         }
     }
 
-    /// Waits while `condition` returns true, at most `timeout` in total (`None`: no
-    /// limit). Returns early with `OwnerDied` (condition not re-checked) if a mutex holder
-    /// died, so the caller can repair first.
+    /// Waits while `condition` returns true (std's `wait_while`). Returns early with
+    /// `OwnerDied` (condition not re-checked) if a mutex holder died, so the caller can
+    /// repair first.
     pub fn wait_while<'a, T: ?Sized>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        condition: impl FnMut(&mut T) -> bool,
+    ) -> Result<LockResult<MutexGuard<'a, T>>> {
+        Ok(self.wait_while_inner(guard, None, condition)?.0)
+    }
+
+    /// [`wait_while`](Self::wait_while) for at most `timeout` in total (std's
+    /// `wait_timeout_while`): on timeout the guard comes back with `timed_out()` true
+    /// and the condition still true.
+    pub fn wait_timeout_while<'a, T: ?Sized>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+        condition: impl FnMut(&mut T) -> bool,
+    ) -> Result<(LockResult<MutexGuard<'a, T>>, WaitTimeoutResult)> {
+        self.wait_while_inner(guard, Some(timeout), condition)
+    }
+
+    fn wait_while_inner<'a, T: ?Sized>(
         &self,
         mut guard: MutexGuard<'a, T>,
         timeout: Option<Duration>,
@@ -226,7 +246,7 @@ fn wrap<T: ?Sized>(g: MutexGuard<'_, T>, died: bool) -> LockResult<MutexGuard<'_
 /// let cv = Condvar::anonymous()?;
 /// let g = m.lock()?.into_guard();
 /// // Nobody notifies: the bounded wait times out and hands the guard back.
-/// let (g, res) = cv.wait_while(g, Some(Duration::from_millis(5)), |v| *v == 0)?;
+/// let (g, res) = cv.wait_timeout_while(g, Duration::from_millis(5), |v| *v == 0)?;
 /// assert!(res.timed_out());
 /// drop(g);
 /// cv.notify_all(); // no waiter: no system call
@@ -311,10 +331,19 @@ impl Condvar {
     pub fn wait_while<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,
-        timeout: Option<Duration>,
+        condition: impl FnMut(&mut T) -> bool,
+    ) -> Result<LockResult<MutexGuard<'a, T>>> {
+        self.raw().wait_while(guard, condition)
+    }
+
+    /// See [`RawCondvar::wait_timeout_while`].
+    pub fn wait_timeout_while<'a, T: ?Sized>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
         condition: impl FnMut(&mut T) -> bool,
     ) -> Result<(LockResult<MutexGuard<'a, T>>, WaitTimeoutResult)> {
-        self.raw().wait_while(guard, timeout, condition)
+        self.raw().wait_timeout_while(guard, timeout, condition)
     }
 
     /// Wakes one waiter.
@@ -366,7 +395,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let g = m.lock().unwrap().into_guard();
                     let (g, r) = cv
-                        .wait_while(g, Some(Duration::from_secs(20)), |v| *v == 0)
+                        .wait_timeout_while(g, Duration::from_secs(20), |v| *v == 0)
                         .unwrap();
                     assert!(!r.timed_out());
                     assert_eq!(*g.into_guard(), 1);

@@ -284,9 +284,7 @@ mod tests {
             let (g, _) = s
                 .cv
                 // SAFETY: the data word is only accessed with the mutex held.
-                .wait_while(g, Some(Duration::from_secs(20)), |_| unsafe {
-                    *s.data == 0
-                })
+                .wait_timeout_while(g, Duration::from_secs(20), |_| unsafe { *s.data == 0 })
                 .unwrap();
             drop(g);
             s.sem.post().unwrap();

@@ -146,6 +146,10 @@ impl RawCondvar {
     }
 
     /// [`wait`](Self::wait) for at most `timeout`.
+    ///
+    /// As with `std`, the timeout bounds the sleep; re-acquiring the mutex afterwards is
+    /// not bounded. A holder that *died* is reported at once (`OwnerDied`); only a live
+    /// holder that never unlocks can delay the return.
     pub fn wait_timeout<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod segments;
+mod sync;
 
 /// Inter-process communication toolkit for Linux.
 #[derive(Parser, Debug)]
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Segments(segments::Command),
+    #[command(flatten)]
+    Sync(sync::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segments(c) => segments::run(c),
+        Command::Sync(c) => sync::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@
 //! | [`Segment`] | named / file-backed / anonymous mapping with a header | you define the layout | one `mmap` |
 //! | [`Value`] | one `Pod` value, atomics for integers | a shared counter or flag | an atomic op |
 //! | [`Array`] | `[T; n]` of `Pod` | shared tables, foreign shm objects | memory speed |
+//! | [`sync`] | robust `Mutex<T>`/`MutexArray<T>`, `Condvar`, `Event`, `RwLock`, `Barrier`, semaphores | locking, signalling; survives a holder's death | uncontended lock+unlock ~ a robust pthread mutex |
 //!
 //! shmkit is Linux-only (glibc, x86_64 and aarch64 are tested); it refuses to compile
 //! elsewhere.
@@ -42,6 +43,7 @@ pub mod error;
 pub mod name;
 pub mod process;
 pub mod segment;
+pub mod sync;
 pub mod value;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod segments;
+mod sync;
 
 /// Inter-process communication toolkit for Linux.
 #[derive(Parser, Debug)]
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Segments(segments::Command),
+    #[command(flatten)]
+    Sync(sync::Command),
     /// Benchmark every IPC mechanism against the others and the hardware floor.
     Bench(bench::Args),
 }
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segments(c) => segments::run(c),
+        Command::Sync(c) => sync::run(c),
         Command::Bench(a) => bench::run(a),
     };
     match result {

@@ -59,6 +59,7 @@ pub mod payload;
 pub mod proc;
 pub mod registry;
 pub mod shm;
+pub mod shmkit_own;
 pub mod slot;
 pub mod suite;
 

@@ -10,11 +10,22 @@ use shmkit::{Error, Result};
 use crate::shm::SharedMem;
 
 /// A lock living in shared memory, usable from both sides of a fork.
+///
+/// Lock-and-unlock adapters implement [`Lock::lock`] and [`Lock::unlock`]; guard-based
+/// APIs (shmkit's `Mutex`) override [`Lock::critical`] instead and leave the other two
+/// unreachable through the harness.
 pub trait Lock {
     /// Acquires the lock (bounded: fails rather than waiting forever).
     fn lock(&self) -> Result<()>;
     /// Releases it.
     fn unlock(&self) -> Result<()>;
+    /// Runs `f` with the lock held: what the workloads call.
+    #[inline]
+    fn critical(&self, f: &mut dyn FnMut()) -> Result<()> {
+        self.lock()?;
+        f();
+        self.unlock()
+    }
 }
 
 /// One lock mechanism: stable id, a note, and a constructor (called before the fork).

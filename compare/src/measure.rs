@@ -419,16 +419,14 @@ pub fn lock_uncontended(
     let lock = (spec.make)()?;
     let _pin = Pinned::to(placement.parent)?;
     for _ in 0..warmup {
-        lock.lock()?;
-        lock.unlock()?;
+        lock.critical(&mut || {})?;
     }
     let batches = iters.div_ceil(BATCH as u64).max(1);
     let mut samples = Vec::with_capacity(batches as usize);
     for _ in 0..batches {
         let t0 = Instant::now();
         for _ in 0..BATCH {
-            lock.lock()?;
-            lock.unlock()?;
+            lock.critical(&mut || {})?;
         }
         samples.push(t0.elapsed().as_nanos() as f64 / BATCH as f64);
     }
@@ -448,13 +446,13 @@ pub fn lock_contended(spec: &LockSpec, iters: u64, placement: Placement) -> Resu
     let ctl = Control::new()?;
     let _pin = Pinned::to(placement.parent)?;
     let cycle = |lock: &dyn crate::locks::Lock, ctl: &Control| -> Result<()> {
+        let p = ctl.plain();
         for _ in 0..iters {
-            lock.lock()?;
-            let p = ctl.plain();
-            // SAFETY: `p` is an aligned u64 inside the control mapping; the lock serialises
-            // the two processes' accesses (that is what the final count checks).
-            unsafe { p.write_volatile(p.read_volatile() + 1) };
-            lock.unlock()?;
+            lock.critical(&mut || {
+                // SAFETY: `p` is an aligned u64 inside the control mapping; the lock
+                // serialises the two processes' accesses (the final count checks it).
+                unsafe { p.write_volatile(p.read_volatile() + 1) };
+            })?;
         }
         Ok(())
     };

@@ -9,6 +9,7 @@ use crate::ipcchan::IpcChannel;
 use crate::locks::{CasSpinlock, LockSpec, PthreadMutex, RawSyncMutex};
 use crate::mq::MqChannel;
 use crate::shm::SharedMem;
+use crate::shmkit_own::{ShmkitCondvar, ShmkitEvent, ShmkitMutex, ShmkitSemaphore};
 use crate::slot::SlotChannel;
 use crate::suite::Workload;
 
@@ -91,6 +92,27 @@ pub fn channels() -> Vec<ChannelSpec> {
             make: |p| Ok(boxed(SlotChannel::<CondVar>::new(p)?)),
         },
         ChannelSpec {
+            id: "shmkit-event",
+            style: Sleeping,
+            max_msg: None,
+            note: "payload in shm, shmkit::sync::Event set / wait_timeout + clear",
+            make: |p| Ok(boxed(SlotChannel::<ShmkitEvent>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "shmkit-semaphore",
+            style: Sleeping,
+            max_msg: None,
+            note: "payload in shm, shmkit::sync::Semaphore post / wait_timeout",
+            make: |p| Ok(boxed(SlotChannel::<ShmkitSemaphore>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "shmkit-condvar",
+            style: Sleeping,
+            max_msg: None,
+            note: "payload in shm, shmkit::sync::Mutex + Condvar (futex seq word)",
+            make: |p| Ok(boxed(SlotChannel::<ShmkitCondvar>::new(p)?)),
+        },
+        ChannelSpec {
             id: "raw_sync-event",
             style: Sleeping,
             max_msg: None,
@@ -139,6 +161,12 @@ pub fn locks() -> Vec<LockSpec> {
             style: Style::Sleeping,
             note: "pshared + PTHREAD_MUTEX_ROBUST",
             make: PthreadMutex::robust,
+        },
+        LockSpec {
+            id: "shmkit-mutex",
+            style: Style::Sleeping,
+            note: "shmkit::sync::Mutex<()>: robust + error-checking pshared pthread mutex",
+            make: ShmkitMutex::boxed,
         },
         LockSpec {
             id: "raw_sync-mutex",

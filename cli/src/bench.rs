@@ -95,6 +95,21 @@ pub fn run(args: Args) -> shmkit::Result<()> {
         ));
     });
     bar.finish_and_clear();
+    println!(
+        "# shmkit bench{}: measuring process on core {}, peer on core {}; {} CPUs online; \
+         POSIX mq msgsize_max {} B, msg_max {}",
+        if opts.quick { " --quick" } else { "" },
+        core(placement.parent),
+        core(placement.child),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        shmkit_compare::mq::msgsize_max(),
+        shmkit_compare::mq::msg_max(),
+    );
+    println!(
+        "# timing: spinning mechanisms in batches of {} round trips per clock pair (p99 = p99 of \
+         batch means), sleeping ones per operation; wake = cross-process CLOCK_MONOTONIC stamps",
+        shmkit_compare::measure::BATCH
+    );
     print!("{}", table(&rows));
     let failed: Vec<&Row> = rows
         .iter()

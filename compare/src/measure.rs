@@ -105,9 +105,10 @@ impl Control {
         })
     }
     fn word(&self, i: usize) -> &AtomicU32 {
-        assert!(i < 16);
-        // SAFETY: i < 16 keeps the word inside the 256-byte mapping; each word sits on its
-        // own 16-byte slot, aligned; the mapping outlives the reference.
+        assert!(i < 8, "control flag index out of range");
+        // SAFETY: i < 8 keeps the word in the first 128 bytes of the 256-byte mapping (the
+        // plain counter lives at 128); each word is 16-byte aligned; the mapping outlives
+        // the reference.
         unsafe { &*(self.mem.ptr().add(i * 16) as *const AtomicU32) }
     }
     fn plain(&self) -> *mut u64 {
@@ -116,7 +117,7 @@ impl Control {
     fn set(&self, i: usize) {
         self.word(i).store(1, Ordering::Release);
     }
-    /// Spins (yielding) until flag `i` is set, bounded by WAIT_LIMIT.
+    /// Spins until flag `i` is set, bounded by WAIT_LIMIT.
     fn wait(&self, i: usize, what: &'static str) -> Result<()> {
         let w = self.word(i);
         let start = Instant::now();

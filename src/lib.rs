@@ -13,6 +13,7 @@
 //! | [`Segment`] | named / file-backed / anonymous mapping with a header | you define the layout | one `mmap` |
 //! | [`Value`] | one `Pod` value, atomics for integers | a shared counter or flag | an atomic op |
 //! | [`Array`] | `[T; n]` of `Pod` | shared tables, foreign shm objects | memory speed |
+//! | [`MessageQueue`](mq::MessageQueue) | POSIX `mq_open` queue, priorities, pollable | small prioritised messages, interop with other programs | two copies + syscall per message |
 //!
 //! shmkit is Linux-only (glibc, x86_64 and aarch64 are tested); it refuses to compile
 //! elsewhere.
@@ -39,6 +40,8 @@ compile_error!(
 );
 
 pub mod error;
+mod fdwait;
+pub mod mq;
 pub mod name;
 pub mod process;
 pub mod segment;

@@ -27,7 +27,11 @@ const ARGS_VAR: &str = "SHMKIT_TEST_ARGS";
 /// A name unique to this process and call: `shmkit-test-TAG-PID-N`.
 pub fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("shmkit-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "shmkit-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Unlinks a POSIX shm object when dropped (also on panic).

@@ -1,0 +1,26 @@
+//! Bounded waits for descriptor readiness on the monotonic clock (shared by the kernel
+//! transports).
+
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
+
+/// Waits until `fd` reports one of `events` (or an error/hang-up condition), at most
+/// `timeout` (`None`: forever). Returns the reported events, empty on timeout or `EINTR`
+/// (callers loop and recompute what is left).
+pub(crate) fn wait_fd(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    timeout: Option<Duration>,
+) -> Result<PollFlags, Errno> {
+    let mut fds = [PollFd::new(fd, PollFlags::from_bits_truncate(events))];
+    let ts = timeout.map(TimeSpec::from_duration);
+    match ppoll(&mut fds, ts, None) {
+        Ok(0) | Err(Errno::EINTR) => Ok(PollFlags::empty()),
+        Ok(_) => Ok(fds[0].revents().unwrap_or(PollFlags::empty())),
+        Err(e) => Err(e),
+    }
+}

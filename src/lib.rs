@@ -14,6 +14,7 @@
 //! | [`Value`] | one `Pod` value, atomics for integers | a shared counter or flag | an atomic op |
 //! | [`Array`] | `[T; n]` of `Pod` | shared tables, foreign shm objects | memory speed |
 //! | [`MessageQueue`](mq::MessageQueue) | POSIX `mq_open` queue, priorities, pollable | small prioritised messages, interop with other programs | two copies + syscall per message |
+//! | [`Fifo`](fifo::Fifo) | named pipe, framed messages (atomic up to 4092 B) or bytes | many writers, one reader, any language | two copies + syscall per message |
 //!
 //! shmkit is Linux-only (glibc, x86_64 and aarch64 are tested); it refuses to compile
 //! elsewhere.
@@ -41,6 +42,8 @@ compile_error!(
 
 pub mod error;
 mod fdwait;
+pub mod fifo;
+pub mod frame;
 pub mod mq;
 pub mod name;
 pub mod process;

@@ -15,6 +15,7 @@
 //! | [`Array`] | `[T; n]` of `Pod` | shared tables, foreign shm objects | memory speed |
 //! | [`MessageQueue`](mq::MessageQueue) | POSIX `mq_open` queue, priorities, pollable | small prioritised messages, interop with other programs | two copies + syscall per message |
 //! | [`Pipe`](pipe::Pipe) | anonymous duplex message channel (`SOCK_SEQPACKET`) | parent and child, like Python's `Pipe()` | two copies + syscall per message |
+//! | [`SignalListener`](signal::SignalListener) | real-time signal + 64-bit payload via `signalfd` | wake a known pid, no shared object at all | one signal delivery |
 //! | [`Fifo`](fifo::Fifo) | named pipe, framed messages (atomic up to 4092 B) or bytes | many writers, one reader, any language | two copies + syscall per message |
 //!
 //! shmkit is Linux-only (glibc, x86_64 and aarch64 are tested); it refuses to compile
@@ -50,6 +51,7 @@ pub mod name;
 pub mod pipe;
 pub mod process;
 pub mod segment;
+pub mod signal;
 pub mod value;
 
 pub use error::{Error, Result};

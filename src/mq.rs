@@ -159,8 +159,15 @@ impl MessageQueue {
     /// Removes the queue's name (`mq_unlink`); open descriptors keep working.
     pub fn unlink(name: &str) -> Result<()> {
         let n = Name::mq(name)?;
-        nix::mqueue::mq_unlink(n.to_slashed().as_c_str())
-            .map_err(|e| Error::os(n.as_str(), "mq_unlink", e))
+        nix::mqueue::mq_unlink(n.to_slashed().as_c_str()).map_err(|e| match e {
+            Errno::ENOENT => Error::os_with_advice(
+                n.as_str(),
+                "mq_unlink",
+                e,
+                "no such queue (`shmkit mq ls` lists them)",
+            ),
+            _ => Error::os(n.as_str(), "mq_unlink", e),
+        })
     }
 
     fn open_impl(name: &str, opts: Option<&MqOptions>, excl: bool) -> Result<Self> {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod segments;
+mod transports;
 
 /// Inter-process communication toolkit for Linux.
 #[derive(Parser, Debug)]
@@ -19,12 +20,20 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Segments(segments::Command),
+    /// POSIX message queues: create, send, recv, info, rm, ls.
+    #[command(subcommand)]
+    Mq(transports::MqCommand),
+    /// Named pipes (FIFOs): create, send, recv, rm.
+    #[command(subcommand)]
+    Fifo(transports::FifoCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segments(c) => segments::run(c),
+        Command::Mq(c) => transports::run_mq(c),
+        Command::Fifo(c) => transports::run_fifo(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -333,3 +333,25 @@ assert f.read(1) == b""
     drop(tx);
     common::wait_ok(&mut c, LIMIT);
 }
+
+#[test]
+fn hostile_writer_is_a_corrupt_error() {
+    use std::io::Write;
+    let (path, _g) = new_fifo("fifohostile");
+    let mut rx = Fifo::open_reader(&path).unwrap();
+    let mut raw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    // A valid frame, then a header announcing 1 GiB.
+    raw.write_all(b"\x02\x00\x00\x00ok\x00\x00\x00\x40")
+        .unwrap();
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), b"ok");
+    let e = rx.recv_timeout(LIMIT).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    // A writer that closes in the middle of a frame.
+    let (path, _g2) = new_fifo("fifotrunc");
+    let mut rx = Fifo::open_reader(&path).unwrap();
+    let mut raw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    raw.write_all(b"\x09\x00\x00\x00abc").unwrap();
+    drop(raw);
+    let e = rx.recv_timeout(LIMIT).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}

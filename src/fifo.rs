@@ -13,8 +13,11 @@
 //! stream ([`std::io::Write`]) when there is a single writer.
 //!
 //! # Opening
-//! Both ends are opened with `O_NONBLOCK|O_NOFOLLOW|O_CLOEXEC` and checked to be FIFOs.
-//! A reader opens at once; until a writer connects, receiving waits (bounded). Opening a
+//! Both ends are opened with `O_NONBLOCK|O_NOFOLLOW|O_CLOEXEC`, checked to be FIFOs, then
+//! switched to blocking mode: waiting forever is one plain `read`/`write`, exactly as with a
+//! raw FIFO, while the `try_` and `_timeout` forms use `preadv2`/`pwritev2(RWF_NOWAIT)` per
+//! call plus `ppoll` (falling back to `O_NONBLOCK` on kernels without `RWF_NOWAIT` for
+//! pipes). A reader opens at once; until a writer connects, receiving waits (bounded). Opening a
 //! writer fails with `ENXIO` while no reader has the FIFO open, so
 //! [`Fifo::open_writer`] retries (backing off from 20 µs to 2 ms) until a reader appears
 //! or the timeout passes. All waiting is done with `ppoll` on the monotonic clock.
@@ -48,12 +51,13 @@
 //! `fifo(7)`, `pipe(7)` (atomicity, `PIPE_BUF`), `mkfifo(3)`, `open(2)` (`ENXIO`).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::stat::{Mode, SFlag};
 
 use crate::error::{Error, Result};
@@ -157,7 +161,7 @@ impl Fifo {
         let fd = open_fifo(path, OFlag::O_RDONLY)?;
         Ok(FifoReader {
             path: path.to_owned(),
-            fd,
+            fd: PipeFd::new(fd, path)?,
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -175,7 +179,7 @@ impl Fifo {
                 Ok(fd) => {
                     return Ok(FifoWriter {
                         path: path.to_owned(),
-                        fd,
+                        fd: PipeFd::new(fd, path)?,
                         sigpipe_ignored: sigpipe_ignored(),
                     });
                 }
@@ -235,6 +239,77 @@ fn open_fifo(path: &Path, access: OFlag) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A FIFO descriptor in blocking mode (so that waiting forever is one plain `read` or
+/// `write`, as with a raw FIFO) with per-call non-blocking I/O through
+/// `preadv2`/`pwritev2(RWF_NOWAIT)` for the `try_` and `_timeout` forms. On kernels without
+/// `RWF_NOWAIT` support for pipes (`EOPNOTSUPP`) it switches the descriptor to `O_NONBLOCK`
+/// for good, and waiting forever becomes poll + non-blocking I/O.
+#[derive(Debug)]
+struct PipeFd {
+    fd: OwnedFd,
+    nonblocking: AtomicBool,
+}
+
+impl PipeFd {
+    fn new(fd: OwnedFd, path: &Path) -> Result<Self> {
+        let res = || path.display().to_string();
+        let fl =
+            fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| Error::os(res(), "fcntl(F_GETFL)", e))?;
+        let fl = OFlag::from_bits_truncate(fl) - OFlag::O_NONBLOCK;
+        fcntl(&fd, FcntlArg::F_SETFL(fl)).map_err(|e| Error::os(res(), "fcntl(F_SETFL)", e))?;
+        Ok(PipeFd {
+            fd,
+            nonblocking: AtomicBool::new(false),
+        })
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Gives up on `RWF_NOWAIT`: the descriptor becomes `O_NONBLOCK`.
+    fn fall_back(&self) -> Result<(), Errno> {
+        let fl = OFlag::from_bits_truncate(fcntl(&self.fd, FcntlArg::F_GETFL)?);
+        fcntl(&self.fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+        self.nonblocking.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read(&self, buf: &mut [u8], nowait: bool) -> Result<usize, Errno> {
+        if nowait && !self.nonblocking.load(Ordering::Relaxed) {
+            let iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: `iov` describes `buf`, writable for its length; offset -1 means the
+            // current position (required for pipes).
+            let r = unsafe { libc::preadv2(self.fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+            match Errno::result(r) {
+                Err(Errno::EOPNOTSUPP) => self.fall_back()?,
+                r => return r.map(|n| n as usize),
+            }
+        }
+        nix::unistd::read(&self.fd, buf)
+    }
+
+    fn write(&self, buf: &[u8], nowait: bool) -> Result<usize, Errno> {
+        if nowait && !self.nonblocking.load(Ordering::Relaxed) {
+            let iov = libc::iovec {
+                iov_base: buf.as_ptr().cast_mut().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: `iov` describes `buf`, readable for its length (the kernel only
+            // reads through it); offset -1 means the current position.
+            let r = unsafe { libc::pwritev2(self.fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+            match Errno::result(r) {
+                Err(Errno::EOPNOTSUPP) => self.fall_back()?,
+                r => return r.map(|n| n as usize),
+            }
+        }
+        nix::unistd::write(&self.fd, buf)
+    }
+}
+
 /// Whether `SIGPIPE` is ignored process-wide right now.
 fn sigpipe_ignored() -> bool {
     // SAFETY: a zeroed sigaction is a valid out-parameter; passing a null new action only
@@ -254,7 +329,7 @@ fn sigpipe_ignored() -> bool {
 #[derive(Debug)]
 pub struct FifoReader {
     path: PathBuf,
-    fd: OwnedFd,
+    fd: PipeFd,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -346,7 +421,8 @@ impl FifoReader {
             self.start = 0;
         }
         loop {
-            let eof = match nix::unistd::read(&self.fd, &mut self.buf[self.end..]) {
+            let nowait = !matches!(wait, Wait::Forever);
+            let eof = match self.fd.read(&mut self.buf[self.end..], nowait) {
                 Ok(0) => true,
                 Ok(n) => {
                     self.end += n;
@@ -405,7 +481,7 @@ impl io::Read for FifoReader {
 }
 
 impl AsFd for FifoReader {
-    /// The descriptor (non-blocking); poll it for `POLLIN`. Bytes already buffered by
+    /// The descriptor (blocking mode); poll it for `POLLIN`. Bytes already buffered by
     /// this reader do not show up there: call [`FifoReader::try_recv`] until it reports
     /// `WouldBlock` before polling.
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -419,7 +495,7 @@ impl AsFd for FifoReader {
 #[derive(Debug)]
 pub struct FifoWriter {
     path: PathBuf,
-    fd: OwnedFd,
+    fd: PipeFd,
     sigpipe_ignored: bool,
 }
 
@@ -475,7 +551,7 @@ impl FifoWriter {
     /// One write that transfers at least one byte, waiting for room per `wait`.
     fn write_wait(&self, bytes: &[u8], wait: Wait, op: &'static str) -> Result<usize> {
         loop {
-            match self.raw_write(bytes) {
+            match self.raw_write(bytes, !matches!(wait, Wait::Forever)) {
                 Ok(n) => return Ok(n),
                 Err(Errno::EAGAIN) => {}
                 Err(Errno::EINTR) => continue,
@@ -499,22 +575,23 @@ impl FifoWriter {
     }
 
     /// `write(2)` that never raises a deadly `SIGPIPE` (see the module docs).
-    fn raw_write(&self, bytes: &[u8]) -> Result<usize, Errno> {
+    fn raw_write(&self, bytes: &[u8], nowait: bool) -> Result<usize, Errno> {
         if self.sigpipe_ignored {
-            return nix::unistd::write(&self.fd, bytes);
+            return self.fd.write(bytes, nowait);
         }
-        sigpipe_safe_write(self.fd.as_fd(), bytes)
+        sigpipe_safe(|| self.fd.write(bytes, nowait))
     }
 }
 
-/// Writes with `SIGPIPE` blocked in this thread, consuming the `SIGPIPE` an `EPIPE` raised.
-pub(crate) fn sigpipe_safe_write(fd: BorrowedFd<'_>, bytes: &[u8]) -> Result<usize, Errno> {
+/// Runs `write` with `SIGPIPE` blocked in this thread, consuming the `SIGPIPE` an `EPIPE`
+/// raised.
+fn sigpipe_safe(write: impl FnOnce() -> Result<usize, Errno>) -> Result<usize, Errno> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
     let mut pipe_only = SigSet::empty();
     pipe_only.add(Signal::SIGPIPE);
     let mut old = SigSet::empty();
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe_only), Some(&mut old))?;
-    let r = nix::unistd::write(fd, bytes);
+    let r = write();
     if old.contains(Signal::SIGPIPE) {
         // The caller blocks SIGPIPE itself: leave any pending one to it.
         return r;
@@ -551,7 +628,7 @@ impl io::Write for FifoWriter {
 }
 
 impl AsFd for FifoWriter {
-    /// The descriptor (non-blocking); poll it for `POLLOUT`.
+    /// The descriptor (blocking mode); poll it for `POLLOUT`.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

@@ -231,14 +231,14 @@ impl Pipe {
 
     fn send_packet(&self, head: &[u8], body: &[u8], wait: Wait) -> Result<()> {
         let iov = [IoSlice::new(head), IoSlice::new(body)];
+        // Waiting forever is one blocking sendmsg, as with a raw socket; the other forms
+        // are non-blocking per call (MSG_DONTWAIT) plus ppoll.
+        let flags = match wait {
+            Wait::Forever => MsgFlags::MSG_NOSIGNAL,
+            _ => MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        };
         loop {
-            let r = sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                &iov,
-                &[],
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-                None,
-            );
+            let r = sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[], flags, None);
             match r {
                 Ok(_) => return Ok(()),
                 Err(Errno::EINTR) => continue,
@@ -343,6 +343,10 @@ impl Pipe {
     /// Receives one packet, appending its payload to `out`; returns (tag, payload length).
     fn recv_packet(&self, out: &mut Vec<u8>, wait: Wait) -> Result<(u8, usize)> {
         out.reserve(CHUNK + 8);
+        let flags = match wait {
+            Wait::Forever => libc::MSG_CMSG_CLOEXEC,
+            _ => libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        };
         loop {
             let mut tag = 0u8;
             let spare = out.spare_capacity_mut();
@@ -363,13 +367,7 @@ impl Pipe {
             // SAFETY: both iovecs point to writable memory of the stated lengths (`tag`,
             // and `out`'s spare capacity, which lives until we return); the kernel writes
             // at most that much.
-            let r = unsafe {
-                libc::recvmsg(
-                    self.fd.as_raw_fd(),
-                    &mut mh,
-                    libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-                )
-            };
+            let r = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut mh, flags) };
             match Errno::result(r) {
                 Ok(0) => return Err(self.disconnected("recv")),
                 Ok(n) => {

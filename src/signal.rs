@@ -246,7 +246,9 @@ pub struct SignalMessage {
 }
 
 /// Receives `SIGRTMIN+n` notifications through a `signalfd` (pollable). See the
-/// [module docs](self) for the masking rules.
+/// [module docs](self) for the masking rules. Dropping it closes the `signalfd` but leaves
+/// the signal blocked: a notification arriving later stays queued instead of killing the
+/// process. Two listeners for one signal in one process share one queue.
 #[derive(Debug)]
 pub struct SignalListener {
     signo: libc::c_int,

@@ -203,6 +203,15 @@ fn main() {
         ),
         ("bounded_waits_and_polling", bounded_waits_and_polling),
     ];
+    if std::env::args().any(|a| a == "--ignored") {
+        return; // none of these tests is ignored
+    }
+    if std::env::args().any(|a| a == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

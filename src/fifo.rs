@@ -532,8 +532,17 @@ impl FifoWriter {
                 )),
             });
         }
-        let mut frame_buf = [0u8; PIPE_BUF];
+        // Header and payload go out in one write(2) (atomic up to PIPE_BUF), assembled on
+        // the stack; a small buffer for small messages keeps the zeroing cheap.
         let total = frame::HEADER_LEN + msg.len();
+        let mut small = [0u8; 512];
+        let mut large;
+        let frame_buf: &mut [u8] = if total <= small.len() {
+            &mut small
+        } else {
+            large = [0u8; PIPE_BUF];
+            &mut large
+        };
         // The length was checked above, so the header always fits a u32.
         frame_buf[..frame::HEADER_LEN].copy_from_slice(&(msg.len() as u32).to_le_bytes());
         frame_buf[frame::HEADER_LEN..total].copy_from_slice(msg);

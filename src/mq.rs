@@ -107,6 +107,17 @@ impl MqOptions {
     }
 }
 
+/// Which directions a descriptor opened with [`MessageQueue::open_access`] allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqAccess {
+    /// Send only (`O_WRONLY`).
+    Send,
+    /// Receive only (`O_RDONLY`).
+    Receive,
+    /// Both (`O_RDWR`), what [`MessageQueue::open`] uses.
+    SendReceive,
+}
+
 /// A queue's attributes (`mq_getattr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MqAttributes {
@@ -156,6 +167,26 @@ impl MessageQueue {
         Self::open_impl(name, None, false)
     }
 
+    /// Opens an existing queue with the given access, for queues whose mode grants only
+    /// one direction (e.g. a 0622 queue another user reads). Sending on a receive-only
+    /// descriptor (or the reverse) fails with `EBADF`.
+    ///
+    /// ```
+    /// use shmkit::mq::{MessageQueue, MqAccess};
+    /// let name = format!("doc-mqacc-{}", std::process::id());
+    /// let owner = MessageQueue::create(&name, 2, 16)?;
+    /// let tx = MessageQueue::open_access(&name, MqAccess::Send)?;
+    /// tx.send(b"hi", 0)?;
+    /// let mut buf = [0u8; 16];
+    /// assert!(tx.try_recv(&mut buf).is_err());
+    /// assert_eq!(owner.try_recv(&mut buf)?, (2, 0));
+    /// MessageQueue::unlink(&name)?;
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn open_access(name: &str, access: MqAccess) -> Result<Self> {
+        Self::open_flags(name, None, false, access)
+    }
+
     /// Removes the queue's name (`mq_unlink`); open descriptors keep working.
     pub fn unlink(name: &str) -> Result<()> {
         let n = Name::mq(name)?;
@@ -171,8 +202,22 @@ impl MessageQueue {
     }
 
     fn open_impl(name: &str, opts: Option<&MqOptions>, excl: bool) -> Result<Self> {
+        Self::open_flags(name, opts, excl, MqAccess::SendReceive)
+    }
+
+    fn open_flags(
+        name: &str,
+        opts: Option<&MqOptions>,
+        excl: bool,
+        access: MqAccess,
+    ) -> Result<Self> {
         let n = Name::mq(name)?;
-        let mut flags = MQ_OFlag::O_RDWR | MQ_OFlag::O_CLOEXEC;
+        let mut flags = MQ_OFlag::O_CLOEXEC
+            | match access {
+                MqAccess::Send => MQ_OFlag::O_WRONLY,
+                MqAccess::Receive => MQ_OFlag::O_RDONLY,
+                MqAccess::SendReceive => MQ_OFlag::O_RDWR,
+            };
         let mut attr = None;
         let mut mode = Mode::empty();
         if let Some(o) = opts {
@@ -281,7 +326,7 @@ impl MessageQueue {
             match nix::mqueue::mq_receive(&self.mqd, buf, &mut prio) {
                 Ok(n) => return Ok((n, prio)),
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::os(self.name.as_str(), "mq_receive", e)),
+                Err(e) => return Err(self.recv_error(e)),
             }
         }
     }
@@ -374,9 +419,21 @@ impl MessageQueue {
                 self.name.as_str(),
                 "mq_send",
                 e,
-                "the descriptor is not open for writing",
+                "the descriptor is not open for sending (opened with MqAccess::Receive)",
             ),
             _ => Error::os(self.name.as_str(), "mq_send", e),
+        }
+    }
+
+    fn recv_error(&self, e: Errno) -> Error {
+        match e {
+            Errno::EBADF => Error::os_with_advice(
+                self.name.as_str(),
+                "mq_receive",
+                e,
+                "the descriptor is not open for receiving (opened with MqAccess::Send)",
+            ),
+            _ => Error::os(self.name.as_str(), "mq_receive", e),
         }
     }
 
@@ -422,7 +479,7 @@ impl MessageQueue {
                 Ok(n) => return Ok(Some((n as usize, prio))),
                 Err(Errno::ETIMEDOUT | Errno::EAGAIN) => return Ok(None),
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::os(self.name.as_str(), "mq_receive", e)),
+                Err(e) => return Err(self.recv_error(e)),
             }
         }
     }

@@ -346,3 +346,28 @@ q.close()
         ]
     );
 }
+
+#[test]
+fn interop_queue_created_by_python() {
+    require_posix_ipc();
+    let name = common::unique("mqpycreate");
+    let _g = MqGuard(name.clone());
+    let script = r#"
+import sys, posix_ipc
+q = posix_ipc.MessageQueue("/" + sys.argv[1], posix_ipc.O_CREX, mode=0o600, max_messages=3, max_message_size=32)
+q.send(b"made in python", priority=5)
+q.close()
+"#;
+    let mut c = std::process::Command::new("python3")
+        .args(["-c", script, &name])
+        .spawn()
+        .unwrap();
+    common::wait_ok(&mut c, LIMIT);
+    let q = MessageQueue::open(&name).unwrap();
+    let a = q.attributes().unwrap();
+    assert_eq!((a.capacity, a.msg_size, a.current), (3, 32, 1));
+    assert_eq!(
+        q.recv_vec(Some(LIMIT)).unwrap(),
+        (b"made in python".to_vec(), 5)
+    );
+}

@@ -3,7 +3,7 @@
 //! `SIGPIPE` death.
 //!
 //! # Framing and atomicity
-//! [`FifoWriter::send`] writes one [frame](crate::frame) (4-byte length + payload) with a
+//! [`FifoWriter::send`] writes one frame ([`crate::frame`]: 4-byte length + payload) with a
 //! single `write(2)`. POSIX makes writes of at most `PIPE_BUF` (4096 on Linux) bytes to a
 //! pipe atomic, so frames of up to [`MAX_ATOMIC_PAYLOAD`] (4092) bytes from any number of
 //! writers — other processes, other languages — never interleave. Larger messages would

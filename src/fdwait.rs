@@ -17,7 +17,8 @@ pub(crate) fn wait_fd(
     timeout: Option<Duration>,
 ) -> Result<PollFlags, Errno> {
     let mut fds = [PollFd::new(fd, PollFlags::from_bits_truncate(events))];
-    let ts = timeout.map(TimeSpec::from_duration);
+    // Callers loop and recompute; clamping keeps the timespec representable.
+    let ts = timeout.map(|d| TimeSpec::from_duration(d.min(Duration::from_secs(1 << 30))));
     match ppoll(&mut fds, ts, None) {
         Ok(0) | Err(Errno::EINTR) => Ok(PollFlags::empty()),
         Ok(_) => Ok(fds[0].revents().unwrap_or(PollFlags::empty())),

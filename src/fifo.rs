@@ -97,7 +97,10 @@ impl Wait {
     fn from(timeout: Option<Duration>) -> Self {
         match timeout {
             None => Wait::Forever,
-            Some(d) => Wait::Until(Instant::now() + d, d),
+            // A deadline beyond what Instant can represent is no deadline.
+            Some(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Wait::Forever, |at| Wait::Until(at, d)),
         }
     }
 

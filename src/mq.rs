@@ -307,7 +307,8 @@ impl MessageQueue {
     /// Sends, waiting at most `timeout` for room: [`Error::Timeout`] when none came.
     pub fn send_timeout(&self, msg: &[u8], prio: u32, timeout: Duration) -> Result<()> {
         self.check_send(msg, prio)?;
-        let deadline = Instant::now() + timeout;
+        // A deadline beyond what Instant can represent is no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if self.send_expired(msg, prio)? {
                 return Ok(());
@@ -342,7 +343,8 @@ impl MessageQueue {
     /// came.
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<(usize, u32)> {
         self.check_buf(buf)?;
-        let deadline = Instant::now() + timeout;
+        // A deadline beyond what Instant can represent is no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(r) = self.recv_expired(buf)? {
                 return Ok(r);
@@ -488,19 +490,19 @@ impl MessageQueue {
     fn wait_ready(
         &self,
         events: libc::c_short,
-        deadline: Instant,
+        deadline: Option<Instant>,
         timeout: Duration,
         op: &'static str,
     ) -> Result<()> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
             return Err(Error::Timeout {
                 resource: self.name.as_str().to_owned(),
                 op,
                 timeout,
             });
         }
-        crate::fdwait::wait_fd(self.mqd.as_fd(), events, Some(left))
+        crate::fdwait::wait_fd(self.mqd.as_fd(), events, left)
             .map(drop)
             .map_err(|e| Error::os(self.name.as_str(), "ppoll", e))
     }

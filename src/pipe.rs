@@ -89,7 +89,9 @@ enum Wait {
 
 impl Wait {
     fn from(t: Option<Duration>) -> Self {
-        t.map_or(Wait::Forever, |d| Wait::Until(Instant::now() + d, d))
+        // A deadline beyond what Instant can represent is no deadline.
+        t.and_then(|d| Instant::now().checked_add(d).map(|at| Wait::Until(at, d)))
+            .unwrap_or(Wait::Forever)
     }
 }
 

@@ -309,7 +309,8 @@ impl SignalListener {
                 "the calling thread does not block the signal (it was started before the listener, or unblocked it); block it in main before spawning threads",
             ));
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A deadline beyond what Instant can represent is no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             // SAFETY: a zeroed signalfd_siginfo is a valid buffer of its own size.
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };

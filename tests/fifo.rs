@@ -136,6 +136,9 @@ fn bounded_opens_and_receives() {
     for _ in 0..sent {
         assert_eq!(rx.try_recv().unwrap(), big);
     }
+    // A timeout too large for a deadline means "no deadline", not a panic.
+    tx.send_timeout(b"max", Duration::MAX).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::MAX).unwrap(), b"max");
     // A symlink is refused (O_NOFOLLOW), a regular file is not a FIFO.
     let link = std::env::temp_dir().join(common::unique("fifolink"));
     let _lg = common::PathGuard(link.clone());

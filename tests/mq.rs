@@ -161,6 +161,9 @@ fn timeouts_and_nonblocking() {
     assert!(t.elapsed() >= Duration::from_millis(50));
     assert_eq!(q.attributes().unwrap().current, 2);
     assert_eq!(q.recv_timeout(&mut buf, Duration::ZERO).unwrap(), (1, 0));
+    // A timeout too large for a deadline means "no deadline", not a panic.
+    assert_eq!(q.recv_timeout(&mut buf, Duration::MAX).unwrap(), (1, 0));
+    q.send_timeout(b"4", 0, Duration::MAX).unwrap();
 }
 
 #[test]

@@ -158,6 +158,9 @@ fn bounded_waits() {
         b.try_send(&vec![0; CHUNK + 1]),
         Err(Error::MessageTooLarge { .. })
     ));
+    // A timeout too large for a deadline means "no deadline", not a panic.
+    b.send_timeout(b"big", Duration::MAX).unwrap();
+    assert_eq!(a.recv_timeout(Duration::MAX).unwrap(), b"big");
     // Empty messages are messages, not end-of-stream.
     b.send(b"").unwrap();
     assert_eq!(a.recv_timeout(LIMIT).unwrap(), b"");

@@ -374,3 +374,40 @@ q.close()
         (b"made in python".to_vec(), 5)
     );
 }
+
+#[test]
+fn queues_max_error_names_the_knob() {
+    if let Some(role) = common::role() {
+        assert_eq!(role, "private-ns");
+        // A private IPC namespace has its own queues (and its own queues_max, 256 by
+        // default), so filling it disturbs nobody. unshare(CLONE_NEWIPC) applies to this
+        // thread, which makes all the mq_open calls below.
+        let before = std::fs::read_link("/proc/thread-self/ns/ipc").unwrap();
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC) {
+            eprintln!("cannot create an IPC namespace ({e}); skipping the ENOSPC check");
+            std::process::exit(0);
+        }
+        assert_ne!(
+            before,
+            std::fs::read_link("/proc/thread-self/ns/ipc").unwrap()
+        );
+        for i in 0..2000 {
+            match MessageQueue::create(&format!("q{i}"), 1, 1) {
+                Ok(_) => {} // closed at once; the queue stays in the namespace
+                Err(e) => {
+                    let s = e.to_string();
+                    assert_eq!(e.errno(), Some(nix::errno::Errno::ENOSPC), "{s}");
+                    assert!(s.contains("/proc/sys/fs/mqueue/queues_max"), "{s}");
+                    eprintln!("after {i} queues: {s}");
+                    std::process::exit(0);
+                }
+            }
+        }
+        eprintln!("no ENOSPC after 2000 queues (CAP_SYS_RESOURCE lifts queues_max); skipping");
+        std::process::exit(0);
+    }
+    let mut c = common::child("queues_max_error_names_the_knob", "private-ns", &[])
+        .spawn()
+        .unwrap();
+    common::wait_ok(&mut c, LIMIT);
+}

@@ -8,7 +8,9 @@
 //! pipe atomic, so frames of up to [`MAX_ATOMIC_PAYLOAD`] (4092) bytes from any number of
 //! writers — other processes, other languages — never interleave. Larger messages would
 //! be split by the kernel and could interleave with other writers' frames, so `send`
-//! refuses them with [`Error::MessageTooLarge`]; send big payloads through a
+//! refuses them with [`Error::MessageTooLarge`] (serialising them with a lock would not be
+//! enough: a writer killed half-way would leave a partial frame for the next writer's
+//! bytes to complete, undetectably); send big payloads through a
 //! [`Pipe`](crate::pipe::Pipe), a message queue or shared memory, or use the plain byte
 //! stream ([`std::io::Write`]) when there is a single writer.
 //!
@@ -168,6 +170,7 @@ impl Fifo {
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
             start: 0,
             end: 0,
+            keepalive: None,
         })
     }
 
@@ -328,7 +331,8 @@ fn sigpipe_ignored() -> bool {
 /// ([`std::io::Read`]), buffered.
 ///
 /// End of stream — every writer closed or died — is [`Error::Disconnected`] for messages
-/// and `Ok(0)` for reads. A writer that opens later is picked up again.
+/// and `Ok(0)` for reads; a writer that opens later is picked up again. A long-lived
+/// server that outlives its writers calls [`FifoReader::stay_open`] instead.
 #[derive(Debug)]
 pub struct FifoReader {
     path: PathBuf,
@@ -336,6 +340,8 @@ pub struct FifoReader {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// A write end held by the reader itself (`stay_open`), so the stream never ends.
+    keepalive: Option<OwnedFd>,
 }
 
 impl FifoReader {
@@ -367,6 +373,32 @@ impl FifoReader {
         let r = self.next_frame(Wait::from(timeout))?;
         out.clear();
         out.extend_from_slice(&self.buf[r]);
+        Ok(())
+    }
+
+    /// Server mode: the reader holds a write end of its own FIFO, so writers may come and
+    /// go without ever ending the stream — receives wait (bounded by their timeouts) for
+    /// the next writer instead of reporting [`Error::Disconnected`]. Writers still see
+    /// `Disconnected` when this reader goes away.
+    ///
+    /// ```
+    /// use shmkit::fifo::Fifo;
+    /// use std::time::Duration;
+    /// let path = std::env::temp_dir().join(format!("doc-fifo-srv-{}", std::process::id()));
+    /// Fifo::create(&path, 0o600)?;
+    /// let mut rx = Fifo::open_reader(&path)?;
+    /// rx.stay_open()?;
+    /// Fifo::open_writer(&path, Some(Duration::from_secs(1)))?.send(b"one")?; // closes
+    /// assert_eq!(rx.recv()?, b"one");
+    /// assert!(rx.recv_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// Fifo::remove(&path)?;
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn stay_open(&mut self) -> Result<()> {
+        if self.keepalive.is_none() {
+            // Cannot fail with ENXIO: this reader has the FIFO open.
+            self.keepalive = Some(open_fifo(&self.path, OFlag::O_WRONLY)?);
+        }
         Ok(())
     }
 

@@ -249,6 +249,7 @@ pub struct SignalMessage {
 /// [module docs](self) for the masking rules. Dropping it closes the `signalfd` but leaves
 /// the signal blocked: a notification arriving later stays queued instead of killing the
 /// process. Two listeners for one signal in one process share one queue.
+#[doc(alias = "SignalEvent")]
 #[derive(Debug)]
 pub struct SignalListener {
     signo: libc::c_int,

@@ -358,3 +358,30 @@ fn hostile_writer_is_a_corrupt_error() {
     let e = rx.recv_timeout(LIMIT).unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
 }
+
+#[test]
+fn server_reader_outlives_writers() {
+    if let Some(role) = common::role() {
+        assert_eq!(role, "client");
+        let a = common::args();
+        let tx = Fifo::open_writer(&a[0], Some(LIMIT)).unwrap();
+        tx.send(a[1].as_bytes()).unwrap();
+        std::process::exit(0);
+    }
+    let (path, _g) = new_fifo("fifoserver");
+    let p = path.to_str().unwrap();
+    let mut rx = Fifo::open_reader(&path).unwrap();
+    rx.stay_open().unwrap();
+    // Clients one after the other: each connects, sends, exits; the server never sees
+    // end-of-stream.
+    for i in 0..5 {
+        let msg = format!("client {i}");
+        let mut c = common::child("server_reader_outlives_writers", "client", &[p, &msg])
+            .spawn()
+            .unwrap();
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), msg.as_bytes());
+        common::wait_ok(&mut c, LIMIT);
+    }
+    let e = rx.recv_timeout(Duration::from_millis(30)).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+}

@@ -111,6 +111,10 @@ pub enum FifoCommand {
         /// Give up after this long per message; default: wait forever.
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// Keep receiving when writers come and go (server mode) instead of stopping
+        /// when the last writer closes.
+        #[arg(long, short = 'f')]
+        follow: bool,
         /// Print one JSON object per message.
         #[arg(long)]
         json: bool,
@@ -427,9 +431,13 @@ pub fn run_fifo(cmd: FifoCommand) -> Result<(), Error> {
             path,
             count,
             timeout,
+            follow,
             json,
         } => {
             let mut rx = Fifo::open_reader(&path)?;
+            if follow {
+                rx.stay_open()?;
+            }
             let mut buf = Vec::new();
             let mut got = 0;
             while count.is_none_or(|c| got < c) {

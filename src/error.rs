@@ -57,7 +57,7 @@ pub enum Error {
     },
 
     /// The segment header is corrupt or comes from an incompatible build.
-    #[error("{resource}: {source}; if the object is stale, remove it with `shmkit rm {resource}`")]
+    #[error("{resource}: {source}; {}", source.advice(resource))]
     Header {
         /// The segment.
         resource: String,

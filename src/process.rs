@@ -11,7 +11,7 @@
 //! creator holds, which the kernel releases when it dies.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::segment::header::fnv1a64;
@@ -115,12 +115,17 @@ fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat { state, start_time })
 }
 
+/// A file's identity: (device, inode), as `stat` reports them.
+pub type FileId = (u64, u64);
+
 /// For every file mapped by some process, the pids that map it, read from
 /// `/proc/*/maps` (processes this user may not inspect are skipped).
 ///
-/// Paths of deleted files keep their `" (deleted)"` suffix.
-pub fn mapped_files() -> HashMap<PathBuf, Vec<u32>> {
-    let mut out: HashMap<PathBuf, Vec<u32>> = HashMap::new();
+/// Keyed by device and inode, not by path: a mapping keeps the path it was made through
+/// (shmkit maps a temporary name before publishing the segment under its real one), so
+/// paths in `maps` can be stale.
+pub fn mapped_files() -> HashMap<FileId, Vec<u32>> {
+    let mut out: HashMap<FileId, Vec<u32>> = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
     };
@@ -135,24 +140,48 @@ pub fn mapped_files() -> HashMap<PathBuf, Vec<u32>> {
         let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else {
             continue;
         };
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen: Vec<FileId> = Vec::new();
         for line in maps.lines() {
-            // address perms offset dev inode pathname
-            let Some(path) = line.splitn(6, ' ').nth(5).map(str::trim_start) else {
+            let Some(id) = parse_maps_line(line) else {
                 continue;
             };
-            if path.starts_with('/') && !seen.contains(&path) {
-                seen.push(path);
-                out.entry(PathBuf::from(path)).or_default().push(pid);
+            if !seen.contains(&id) {
+                seen.push(id);
+                out.entry(id).or_default().push(pid);
             }
         }
     }
     out
 }
 
-/// Pids that currently map `path`.
+/// (device, inode) of a `/proc/PID/maps` line that maps a file.
+fn parse_maps_line(line: &str) -> Option<FileId> {
+    // address perms offset dev inode [pathname]
+    let mut f = line.split_ascii_whitespace();
+    let dev = f.nth(3)?;
+    let ino: u64 = f.next()?.parse().ok()?;
+    if ino == 0 {
+        return None;
+    }
+    let (major, minor) = dev.split_once(':')?;
+    let major = u64::from_str_radix(major, 16).ok()?;
+    let minor = u64::from_str_radix(minor, 16).ok()?;
+    Some((nix::sys::stat::makedev(major, minor), ino))
+}
+
+/// The (device, inode) of `path`, without following a final symlink.
+pub fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Pids that currently map the file at `path`.
 pub fn pids_mapping(path: &Path) -> Vec<u32> {
-    mapped_files().remove(path).unwrap_or_default()
+    file_id(path)
+        .and_then(|id| mapped_files().remove(&id))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -168,6 +197,20 @@ mod tests {
         assert_eq!(s.start_time, 987654);
         assert!(parse_stat("garbage").is_none());
         assert!(parse_stat("1 (x) S 1").is_none());
+    }
+
+    #[test]
+    fn maps_lines_give_device_and_inode() {
+        let l = "7f40-7f41 rw-s 00000000 00:1b 87                         /dev/shm/x (deleted)";
+        assert_eq!(
+            parse_maps_line(l),
+            Some((nix::sys::stat::makedev(0, 0x1b), 87))
+        );
+        assert_eq!(parse_maps_line("7f40-7f41 r--p 00000000 00:00 0 "), None);
+        assert_eq!(parse_maps_line("garbage"), None);
+        // This test binary maps itself.
+        let exe = std::env::current_exe().unwrap();
+        assert!(pids_mapping(&exe).contains(&std::process::id()));
     }
 
     #[test]

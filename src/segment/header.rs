@@ -360,6 +360,31 @@ pub enum HeaderError {
     },
 }
 
+impl HeaderError {
+    /// True when the object is simply not a shmkit segment (made by another program).
+    pub fn is_foreign(&self) -> bool {
+        matches!(
+            self,
+            HeaderError::BadMagic { .. } | HeaderError::TooShort { .. }
+        )
+    }
+
+    /// What to do about it, for error messages.
+    pub fn advice(&self, resource: &str) -> String {
+        match self {
+            e if e.is_foreign() => format!(
+                "if it was made by another program, open it without a header (`Array::open_foreign`, `shmkit array dump --raw --type T {resource}`)"
+            ),
+            HeaderError::UnsupportedVersion { .. } | HeaderError::AbiMismatch { .. } => {
+                "open it with the shmkit build (version, architecture) that created it".into()
+            }
+            _ => format!(
+                "the segment is corrupt; remove it with `shmkit rm {resource}` and recreate it"
+            ),
+        }
+    }
+}
+
 /// A validated header, as read from a segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -620,4 +645,146 @@ pub fn describe_abi(tag: u64) -> String {
         b(5),
         b(6)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::{ElemInfo, Layout};
+    use proptest::prelude::*;
+
+    fn valid(
+        kind: u32,
+        size_log: u32,
+        align_log: u32,
+        count: u64,
+        extra: u64,
+        pid: u32,
+    ) -> (RawHeader, u64) {
+        let align = 1u64 << align_log.min(size_log);
+        let size = (1u64 << size_log).max(align);
+        let elem = ElemInfo {
+            size,
+            align,
+            count,
+            tag: 0,
+            name: [0; TYPE_NAME_LEN],
+        }
+        .named("T");
+        let layout = Layout::new(Kind::from_raw(kind), elem)
+            .with_payload_len(size * count + extra)
+            .with_params([1, 2, 3, 4])
+            .with_flags(7);
+        let off = (HEADER_LEN as u64)
+            .max(align)
+            .next_multiple_of(PAYLOAD_ALIGN as u64);
+        let total = off + layout.payload_len;
+        (
+            build(layout.kind, &layout, total, off, pid, 12345, 999, 42),
+            total,
+        )
+    }
+
+    fn arb_valid() -> impl Strategy<Value = (RawHeader, u64)> {
+        (
+            1u32..=12,
+            0u32..=6,
+            0u32..=6,
+            0u64..1000,
+            0u64..300,
+            any::<u32>(),
+        )
+            .prop_map(|(k, s, a, c, e, p)| valid(k, s, a, c, e, p))
+    }
+
+    fn parse_raw(raw: &RawHeader, total: u64) -> Result<Header, HeaderError> {
+        Header::parse(bytemuck::bytes_of(raw), total)
+    }
+
+    proptest! {
+        #[test]
+        fn valid_headers_round_trip((raw, total) in arb_valid(), state in 0u32..4) {
+            let mut raw = raw;
+            raw.state = state;
+            let h = parse_raw(&raw, total).unwrap();
+            prop_assert_eq!(h.raw, raw);
+            prop_assert_eq!(h.state().to_raw(), state);
+            prop_assert_eq!(h.type_name(), "T");
+            prop_assert!(h.payload_range().end as u64 <= total);
+        }
+
+        #[test]
+        fn every_single_byte_change_outside_state_is_refused(
+            (raw, total) in arb_valid(), pos in 0usize..HEADER_LEN, x in 1u8..=255
+        ) {
+            prop_assume!(!(STATE_OFFSET..STATE_OFFSET + 4).contains(&pos));
+            let mut bytes = bytemuck::bytes_of(&raw).to_vec();
+            bytes[pos] ^= x;
+            prop_assert!(Header::parse(&bytes, total).is_err());
+        }
+
+        #[test]
+        fn each_field_corruption_maps_to_its_error((raw, total) in arb_valid(), v in any::<u64>()) {
+            let check = |mutate: &dyn Fn(&mut RawHeader), want: &dyn Fn(&HeaderError) -> bool| {
+                let mut r = raw;
+                mutate(&mut r);
+                let got = parse_raw(&r, total);
+                assert!(matches!(&got, Err(e) if want(e)), "got {got:?}");
+            };
+            check(&|r| r.magic[(v % 8) as usize] ^= 0x55, &|e| matches!(e, HeaderError::BadMagic { .. }));
+            check(&|r| r.version = FORMAT_VERSION + 1 + (v as u32 % 1000), &|e| matches!(e, HeaderError::UnsupportedVersion { .. }));
+            check(&|r| r.header_len = HEADER_LEN as u32 + 1 + (v as u32 % 1000), &|e| matches!(e, HeaderError::BadHeaderLen { .. }));
+            check(&|r| r.abi_tag ^= 1 << (v % 64), &|e| matches!(e, HeaderError::AbiMismatch { .. }));
+            check(&|r| r.state = 4 + (v as u32 % 1000), &|e| matches!(e, HeaderError::BadState { .. }));
+            check(&|r| r.total_len = r.total_len.wrapping_add(1 + v % 4096), &|e| matches!(e, HeaderError::LengthMismatch { .. }));
+            check(&|r| r.payload_offset += 1 + v % 63, &|e| matches!(e, HeaderError::BadPayloadOffset { .. }));
+            check(&|r| r.payload_offset = 64 * (v % 4), &|e| matches!(e, HeaderError::BadPayloadOffset { .. }));
+            check(&|r| r.payload_len = r.total_len - r.payload_offset + 1 + v % 4096, &|e| matches!(e, HeaderError::PayloadOutOfBounds { .. }));
+            check(&|r| r.payload_len = u64::MAX - v % 16, &|e| matches!(e, HeaderError::PayloadOutOfBounds { .. }));
+            check(&|r| r.elem_align = 3 + 2 * (v % 1000), &|e| matches!(e, HeaderError::BadAlignment { .. }));
+            check(&|r| r.elem_align = 8192 << (v % 8), &|e| matches!(e, HeaderError::BadAlignment { .. }));
+            check(&|r| { r.elem_align = 64; r.elem_size = 64 * (v % 100) + 1 + v % 63; }, &|e| matches!(e, HeaderError::BadElementSize { .. }));
+            check(&|r| r.elem_count = r.payload_len / r.elem_size + 1 + v % 1000, &|e| matches!(e, HeaderError::ElementsOutOfBounds { .. }));
+            check(&|r| { r.elem_count = u64::MAX - v % 8; }, &|e| matches!(e, HeaderError::ElementsOutOfBounds { .. }));
+            check(&|r| r.type_name[(v % 32) as usize] = 0x01, &|e| matches!(e, HeaderError::BadTypeName));
+            check(&|r| r.reserved[(v % 64) as usize] = 1 + (v >> 8) as u8 % 255, &|e| matches!(e, HeaderError::ReservedNotZero));
+            // Fields with no structural constraint are covered by the checksum.
+            let cks = |e: &HeaderError| matches!(e, HeaderError::ChecksumMismatch { .. });
+            let d = v | 1;
+            check(&|r| r.kind ^= d as u32 | 1, &cks);
+            check(&|r| r.flags ^= d as u32 | 1, &cks);
+            check(&|r| r.creator_pid ^= d as u32 | 1, &cks);
+            check(&|r| r.creator_start_time ^= d, &cks);
+            check(&|r| r.created_unix_ns ^= d, &cks);
+            check(&|r| r.type_tag ^= d, &cks);
+            check(&|r| r.boot_tag ^= d, &cks);
+            check(&|r| r.checksum ^= d, &cks);
+            check(&|r| r.params[(v % 4) as usize] ^= d, &cks);
+        }
+
+        #[test]
+        fn parse_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..600), len in any::<u64>()) {
+            let _ = Header::parse(&bytes, len);
+        }
+    }
+
+    #[test]
+    fn short_inputs_are_too_short() {
+        for n in [0, 1, 255] {
+            assert_eq!(
+                Header::parse(&vec![0; n], n as u64),
+                Err(HeaderError::TooShort { len: n as u64 })
+            );
+        }
+    }
+
+    #[test]
+    fn abi_tag_describes_this_build() {
+        let d = describe_abi(ABI_TAG);
+        assert!(d.contains("64-bit") || d.contains("32-bit"), "{d}");
+        assert!(
+            d.contains(&format!("mutex {}", size_of::<libc::pthread_mutex_t>())),
+            "{d}"
+        );
+    }
 }

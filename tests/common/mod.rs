@@ -102,3 +102,45 @@ pub fn wait_ok(c: &mut Child, limit: Duration) {
     let st = wait_bounded(c, limit);
     assert!(st.success(), "child {} failed: {st:?}", c.id());
 }
+
+const TAG: &str = "@@shmkit@@ ";
+
+/// Child side: sends one line to the parent over stdout (libtest writes its own lines
+/// there too, so protocol lines carry a tag).
+pub fn tell(msg: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // libtest may have written "test NAME ... " without a newline: start a fresh line.
+    let _ = writeln!(out, "\n{TAG}{msg}");
+    let _ = out.flush();
+}
+
+/// Parent side: reads the next tagged line from a child's stdout; the rest of the output
+/// is drained in the background so the child never dies of a broken pipe.
+pub struct Listener {
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Listener {
+    pub fn new(out: std::process::ChildStdout) -> Self {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find(TAG) {
+                    // A send error only means nobody listens any more: keep draining.
+                    let _ = tx.send(line[i + TAG.len()..].to_owned());
+                }
+            }
+        });
+        Listener { rx }
+    }
+
+    /// The next tagged line, waiting at most `limit`.
+    pub fn next(&self, limit: Duration) -> String {
+        self.rx
+            .recv_timeout(limit)
+            .expect("child did not report in time")
+    }
+}

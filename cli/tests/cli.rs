@@ -1,0 +1,182 @@
+//! The `shmkit` binary on real segments.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shmkit-test-cli-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+struct Guard(Vec<String>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
+        }
+    }
+}
+
+fn shmkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(args)
+        .output()
+        .expect("run shmkit")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = shmkit(args);
+    assert!(
+        o.status.success(),
+        "shmkit {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Fails with exactly one line on stderr, no panic.
+fn fails(args: &[&str]) -> String {
+    let o = shmkit(args);
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(1), "shmkit {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.starts_with("shmkit: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn value_commands() {
+    let v = unique("v");
+    let _g = Guard(vec![v.clone()]);
+    ok(&["value", "create", &v, "--type", "i32", "--init", "-5"]);
+    assert_eq!(ok(&["value", "add", &v, "7"]).trim(), "2");
+    assert_eq!(ok(&["value", "add", &v, "-10"]).trim(), "-8");
+    ok(&["value", "set", &v, "123"]);
+    let j: serde_json::Value = serde_json::from_str(&ok(&["value", "get", &v, "--json"])).unwrap();
+    assert_eq!(j["value"], 123);
+    assert_eq!(j["type"], "i32");
+    assert!(fails(&["value", "set", &v, "1.5"]).contains("is not a i32"));
+    assert!(fails(&["value", "create", &v, "--type", "u8"]).contains("EEXIST"));
+    let f = unique("f");
+    let _g2 = Guard(vec![f.clone()]);
+    ok(&["value", "create", &f, "--type", "f64", "--init", "2.5"]);
+    assert!(fails(&["value", "add", &f, "1"]).contains("integer types"));
+    ok(&["value", "set", &f, "-0.125"]);
+    assert_eq!(ok(&["value", "get", &f]).trim(), "-0.125");
+}
+
+#[test]
+fn array_commands_and_foreign_dump() {
+    let a = unique("a");
+    let _g = Guard(vec![a.clone()]);
+    ok(&[
+        "array", "create", &a, "--type", "u16", "--len", "5", "--fill", "3",
+    ]);
+    ok(&["array", "set", &a, "4", "65535"]);
+    assert_eq!(ok(&["array", "dump", &a]).trim(), "3 3 3 3 65535");
+    assert_eq!(ok(&["array", "get", &a, "4"]).trim(), "65535");
+    assert!(fails(&["array", "set", &a, "5", "1"]).contains("out of bounds"));
+    assert!(fails(&["array", "set", &a, "0", "65536"]).contains("is not a u16"));
+    assert!(fails(&["array", "dump", &a, "--type", "u32"]).contains("mismatch"));
+    // Opened as a value: kind mismatch.
+    assert!(fails(&["value", "get", &a]).contains("kind mismatch"));
+    // A foreign object, read raw.
+    let raw = unique("raw");
+    let _g2 = Guard(vec![raw.clone()]);
+    std::fs::write(format!("/dev/shm/{raw}"), [1u8, 0, 2, 0, 3, 0]).unwrap();
+    assert_eq!(
+        ok(&["array", "dump", &raw, "--raw", "--type", "u16"]).trim(),
+        "1 2 3"
+    );
+    assert!(fails(&["array", "dump", &raw]).contains("--raw"));
+    assert!(fails(&["array", "dump", &raw, "--raw", "--type", "u32"]).contains("multiple of 4"));
+}
+
+#[test]
+fn ls_info_rm_gc() {
+    let live = unique("live");
+    let dead = unique("dead");
+    let _g = Guard(vec![live.clone(), dead.clone()]);
+    // `live` stays mapped by this test process; `dead` was made by a CLI process that exited.
+    let _v = shmkit::Value::<u64>::create(&live, 1).unwrap();
+    ok(&["array", "create", &dead, "--type", "u8", "--len", "3"]);
+    let rows: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    let row = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    let l = row(&live);
+    assert_eq!(l["kind"], "value");
+    assert_eq!(l["type"], "u64");
+    assert_eq!(l["creator_pid"], std::process::id());
+    assert_eq!(l["creator_alive"], "alive");
+    assert!(
+        l["attached_pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(std::process::id()))
+    );
+    let d = row(&dead);
+    assert_eq!(d["creator_alive"], "dead");
+    assert_eq!(d["len"], 3);
+    let text = ok(&["ls"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&live) && l.contains("value")),
+        "{text}"
+    );
+
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", &live, "--json"])).unwrap();
+    assert_eq!(info["state"], "ready");
+    assert_eq!(info["mode"], "0600");
+    assert!(fails(&["info", "no/such"]).contains("invalid name"));
+    assert!(fails(&["info", &unique("missing")]).contains("ENOENT"));
+
+    // gc: the dead creator's unmapped segment goes, the live one stays.
+    // Scoped to this test's names: other tests (and other programs) run concurrently.
+    let prefix = "shmkit-test-cli-";
+    let dry = ok(&[
+        "gc",
+        "--dry-run",
+        "--json",
+        "--prefix",
+        &format!("{prefix}dead-"),
+    ]);
+    assert!(dry.contains(&dead) && !dry.contains(&live), "{dry}");
+    assert!(std::path::Path::new(&format!("/dev/shm/{dead}")).exists());
+    // Only ours: the prefix plus this process's pid.
+    let mine = format!("{prefix}dead-{}-", std::process::id());
+    ok(&["gc", "--prefix", &mine]);
+    assert!(!std::path::Path::new(&format!("/dev/shm/{dead}")).exists());
+    assert!(std::path::Path::new(&format!("/dev/shm/{live}")).exists());
+
+    ok(&["rm", &live]);
+    assert!(!std::path::Path::new(&format!("/dev/shm/{live}")).exists());
+    assert!(fails(&["rm", &live]).contains("ENOENT"));
+}
+
+#[test]
+fn corrupted_header_is_one_clear_line() {
+    let c = unique("corrupt");
+    let _g = Guard(vec![c.clone()]);
+    ok(&["value", "create", &c, "--type", "u64"]);
+    let path = format!("/dev/shm/{c}");
+    let mut b = std::fs::read(&path).unwrap();
+    b[40] ^= 1; // creation time: only the checksum notices
+    std::fs::write(&path, &b).unwrap();
+    assert!(fails(&["value", "get", &c]).contains("checksum mismatch"));
+    assert!(fails(&["info", &c]).contains("checksum"));
+    let rows = ok(&["ls", "--json"]);
+    assert!(rows.contains("\"corrupt\""), "{rows}");
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command: all set-up a fresh machine needs, then every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Interop tests talk to Python's posix_ipc through the same named objects.
+if ! python3 -c "import posix_ipc" 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check posix_ipc
+fi
+
+# Unit, integration (real processes) and doc tests of every crate in the workspace.
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+# No test may leave a named object behind.
+left=$( (ls /dev/shm; ls /dev/mqueue 2>/dev/null) | grep -E '^(shmkit-test-|\.shmkit-init\.)' || true)
+if [ -n "$left" ]; then
+    echo "tests left named objects behind:" >&2
+    echo "$left" >&2
+    exit 1
+fi

@@ -73,6 +73,21 @@ fn mq_commands() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/proc/sys/fs/mqueue/msg_max"));
+    // ls: lists the queue when the mqueue file system is (or can be) mounted, and says
+    // how to mount it otherwise.
+    let o = shmkit(&["mq", "ls", "--json"]);
+    if o.status.success() {
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r["name"] == name.as_str())
+            .expect("queue listed");
+        assert_eq!(row["capacity"], 4);
+        assert_eq!(row["mode"], "600");
+    } else {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("mount -t mqueue"), "{err}");
+    }
     ok(&["mq", "rm", &name]);
     assert!(!shmkit(&["mq", "info", &name]).status.success());
 }

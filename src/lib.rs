@@ -13,6 +13,7 @@
 //! | [`Segment`] | named / file-backed / anonymous mapping with a header | you define the layout | one `mmap` |
 //! | [`Value`] | one `Pod` value, atomics for integers | a shared counter or flag | an atomic op |
 //! | [`Array`] | `[T; n]` of `Pod` | shared tables, foreign shm objects | memory speed |
+//! | [`sync`] | robust `Mutex<T>`/`MutexArray<T>`, `Condvar`, `Event`, `RwLock`, `Barrier`, semaphores | locking, signalling; survives a holder's death | uncontended lock+unlock ~ a robust pthread mutex |
 //! | [`MessageQueue`](mq::MessageQueue) | POSIX `mq_open` queue, priorities, pollable | small prioritised messages, interop with other programs | two copies + syscall per message |
 //! | [`Pipe`](pipe::Pipe) | anonymous duplex message channel (`SOCK_SEQPACKET`) | parent and child, like Python's `Pipe()` | two copies + syscall per message |
 //! | [`SignalListener`](signal::SignalListener) | real-time signal + 64-bit payload via `signalfd` | wake a known pid, no shared object at all | one signal delivery |
@@ -52,6 +53,7 @@ pub mod pipe;
 pub mod process;
 pub mod segment;
 pub mod signal;
+pub mod sync;
 pub mod value;
 
 pub use error::{Error, Result};

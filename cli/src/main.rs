@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod segments;
+mod sync;
 mod transports;
 
 /// Inter-process communication toolkit for Linux.
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Segments(segments::Command),
+    #[command(flatten)]
+    Sync(sync::Command),
     /// POSIX message queues: create, send, recv, info, rm, ls.
     #[command(subcommand)]
     Mq(transports::MqCommand),
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segments(c) => segments::run(c),
+        Command::Sync(c) => sync::run(c),
         Command::Mq(c) => transports::run_mq(c),
         Command::Fifo(c) => transports::run_fifo(c),
     };

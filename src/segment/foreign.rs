@@ -23,11 +23,10 @@ pub struct ForeignMap {
     name: Name,
 }
 
-// SAFETY: a mapping plus a name; shared-memory access goes through raw pointers whose
-// users uphold the synchronisation contract.
-unsafe impl Send for ForeignMap {}
-// SAFETY: as above.
-unsafe impl Sync for ForeignMap {}
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<ForeignMap>();
+};
 
 impl ForeignMap {
     /// Opens and maps the whole object read-write (`O_NOFOLLOW`).

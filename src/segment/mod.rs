@@ -151,11 +151,12 @@ pub struct Segment {
     unlink_on_drop: bool,
 }
 
-// SAFETY: a Segment is a mapping plus immutable metadata; all mutation of shared memory
-// goes through raw pointers and atomics whose users uphold the synchronisation contract.
-unsafe impl Send for Segment {}
-// SAFETY: as above; &Segment only reads immutable metadata or hands out raw pointers.
-unsafe impl Sync for Segment {}
+// A Segment is a mapping plus immutable metadata (MmapRaw is Send + Sync): it may move
+// between and be shared by threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Segment>();
+};
 
 /// Where a named segment lives, with the operations the init protocol needs.
 enum Location {

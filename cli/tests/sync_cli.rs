@@ -1,0 +1,116 @@
+//! `shmkit event`, `shmkit sem`, `shmkit mutex` on real objects.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use shmkit::sync::{Event, Mutex};
+
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shmkit-test-cli-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes the segments and named semaphores when dropped.
+struct Guard(Vec<String>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
+            let _ = std::fs::remove_file(format!("/dev/shm/sem.{n}"));
+        }
+    }
+}
+
+fn shmkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(args)
+        .output()
+        .expect("run shmkit")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = shmkit(args);
+    assert!(
+        o.status.success(),
+        "shmkit {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = shmkit(args);
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(1), "shmkit {args:?}: {err}");
+    assert!(
+        err.starts_with("shmkit: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn event_commands() {
+    let n = unique("ev");
+    let _g = Guard(vec![n.clone()]);
+    ok(&["event", "create", &n]);
+    let err = fails(&["event", "wait", &n, "--timeout", "0.01"]);
+    assert!(err.contains("timed out"), "{err}");
+    ok(&["event", "set", &n]);
+    assert!(Event::open(&n).unwrap().is_set());
+    assert_eq!(ok(&["event", "wait", &n]).trim(), "set");
+    ok(&["event", "clear", &n]);
+    assert!(!Event::open(&n).unwrap().is_set());
+    let err = fails(&["event", "wait", &n, "--timeout=-1"]);
+    assert!(err.contains("--timeout"), "{err}");
+}
+
+fn with<'a>(a: &[&'a str], flag: &[&'a str]) -> Vec<&'a str> {
+    [a, flag].concat()
+}
+
+#[test]
+fn semaphore_commands_in_a_segment_and_named() {
+    for named in [false, true] {
+        let n = unique("sem");
+        let _g = Guard(vec![n.clone()]);
+        let flag: &[&str] = if named { &["--named"] } else { &[] };
+        ok(&with(&["sem", "create", &n, "1"], flag));
+        ok(&with(&["sem", "post", &n], flag));
+        assert_eq!(ok(&with(&["sem", "value", &n], flag)).trim(), "2");
+        ok(&with(&["sem", "wait", &n], flag));
+        ok(&with(&["sem", "wait", &n], flag));
+        let err = fails(&with(&["sem", "wait", &n, "--timeout", "0.01"], flag));
+        assert!(err.contains("timed out"), "{err}");
+        if named {
+            ok(&["sem", "unlink", &n]);
+        }
+    }
+}
+
+#[test]
+fn mutex_status_and_repair_after_a_holder_died() {
+    let n = unique("mx");
+    let _g = Guard(vec![n.clone()]);
+    let m = std::sync::Arc::new(Mutex::<u64>::create(&n, 0).unwrap());
+    assert!(ok(&["mutex", "status", &n]).contains("unlocked"));
+    // A thread that exits holding a robust mutex is a dead owner.
+    let m2 = m.clone();
+    std::thread::spawn(move || std::mem::forget(m2.lock().unwrap().into_guard()))
+        .join()
+        .unwrap();
+    assert!(ok(&["mutex", "status", &n]).contains("DIED"));
+    assert!(ok(&["mutex", "repair", &n]).contains("had died"));
+    assert!(ok(&["mutex", "repair", &n]).contains("nothing to repair"));
+    assert!(!m.lock().unwrap().owner_died());
+    // Not a mutex: a clear error.
+    let e = unique("notmx");
+    let _g2 = Guard(vec![e.clone()]);
+    Event::create(&e).unwrap();
+    let err = fails(&["mutex", "status", &e]);
+    assert!(err.contains("kind"), "{err}");
+}

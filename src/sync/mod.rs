@@ -1,0 +1,321 @@
+//! Synchronisation inside segments: locks and signals that work across processes, and
+//! that tell the survivors when a process died holding one.
+//!
+//! | type | object in shared memory | robust when a process dies? |
+//! |------|-------------------------|-----------------------------|
+//! | [`Mutex<T>`], [`MutexArray<T>`] | [`RawRobustMutex`] (glibc robust pshared `pthread_mutex_t`) + data | **yes**: next locker gets [`LockResult::OwnerDied`] |
+//! | [`Condvar`] | [`RawCondvar`] (futex sequence word) | **yes**: a dead waiter never blocks a notify |
+//! | [`Event`] | [`RawEvent`] (futex word) | **yes**: nobody waits for waiters |
+//! | [`RwLock<T>`] | glibc pshared `pthread_rwlock_t` + data | **no**: a dead holder wedges it; use the `_timeout` forms to detect |
+//! | [`Barrier`] | [`RawBarrier`] (futex word) | **no**: a participant that dies before arriving stalls the rest; `wait_timeout` detects and withdraws cleanly |
+//! | [`Semaphore`], [`BoundedSemaphore`], [`NamedSemaphore`] | glibc `sem_t` | **no**: a dead holder's permit is lost; use a [`Mutex`] for ownership |
+//!
+//! Every type has a handle that owns its own segment (named `create`/`open`/
+//! `open_or_create`, and `anonymous` for sharing with forked children) and a `Raw*`
+//! object with an `init_at` initialiser, usable as a slot inside your own segment layout
+//! (each documents its `SIZE` and `ALIGN`).
+//!
+//! # fork()
+//! A robust pthread mutex is owned by a *thread* (its kernel TID is in the lock word). If
+//! a process forks while another of its threads holds a shmkit [`Mutex`], the child
+//! inherits a locked mutex whose owner is that thread of the parent. The owner is alive,
+//! so the child simply blocks until the parent's thread unlocks: correct mutual
+//! exclusion, no deadlock as long as the parent makes progress (and if the parent's
+//! thread dies, the child gets `OwnerDied`). Contrast a `std::sync::Mutex` (process
+//! private): the child's copy stays locked forever, because the thread that would unlock
+//! it does not exist in the child. What the user must do: never rely on a *private* lock
+//! in the child of a multi-threaded parent; a guard the forking thread itself holds is
+//! copied into the child: the child must not unlock it (it is not the owner: unlock fails
+//! with `EPERM`, which the guard ignores) — drop or `forget` it and lock again. See
+//! `tests/sync_fork.rs`.
+
+pub mod barrier;
+pub mod condvar;
+pub mod event;
+pub mod futex;
+#[cfg(test)]
+mod model;
+pub mod mutex;
+pub mod rwlock;
+pub mod semaphore;
+
+use std::time::{Duration, Instant};
+
+pub use barrier::{Barrier, BarrierWaitResult, RawBarrier};
+pub use condvar::{Condvar, RawCondvar, WaitTimeoutResult};
+pub use event::{Event, RawEvent};
+pub use mutex::{LockResult, Mutex, MutexArray, MutexGuard, OwnerInfo, RawRobustMutex};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use semaphore::{BoundedSemaphore, NamedSemaphore, RawSemaphore, Semaphore};
+
+use crate::segment::{Kind, Segment};
+
+/// An optional deadline on `Instant` (monotonic).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `None`: no limit.
+    pub(crate) fn after(timeout: Option<Duration>) -> Self {
+        Deadline(timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)))
+    }
+
+    /// `None` once expired; `Some(None)` without limit; `Some(Some(left))` otherwise.
+    pub(crate) fn remaining(&self) -> Option<Option<Duration>> {
+        match self.0 {
+            None => Some(None),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then_some(Some(left))
+            }
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// `CLOCK_MONOTONIC` now + `timeout`, as a normalised absolute timespec (saturating).
+pub(crate) fn monotonic_deadline(timeout: Duration) -> libc::timespec {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            Duration::new(
+                t.tv_sec().max(0) as u64,
+                t.tv_nsec().clamp(0, 999_999_999) as u32,
+            )
+        })
+        .unwrap_or_default();
+    futex::duration_to_timespec(now.saturating_add(timeout))
+}
+
+/// Kernel thread id → (thread group id, alive) from `/proc/TID/status`.
+fn thread_owner(tid: u32) -> (Option<u32>, bool) {
+    match std::fs::read_to_string(format!("/proc/{tid}/status")) {
+        Ok(s) => {
+            let tgid = s
+                .lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok());
+            let zombie = s
+                .lines()
+                .find_map(|l| l.strip_prefix("State:"))
+                .is_some_and(|v| v.trim_start().starts_with('Z'));
+            (tgid, !zombie)
+        }
+        Err(_) => (None, false),
+    }
+}
+
+fn describe_mutex(m: &RawRobustMutex, out: &mut Vec<(String, String)>) {
+    let o = m.owner();
+    let state = if o.unrecoverable {
+        "NOT RECOVERABLE (a holder died and nobody repaired it; recreate the object)".into()
+    } else if o.tid == 0 && o.owner_died {
+        "free, but its last holder DIED holding it: the next locker gets OwnerDied and must repair"
+            .to_string()
+    } else if o.tid == 0 {
+        "unlocked".to_string()
+    } else {
+        let (tgid, alive) = thread_owner(o.tid);
+        let who = match tgid {
+            Some(p) if p != o.tid => format!("pid {p} (thread {})", o.tid),
+            Some(p) => format!("pid {p}"),
+            None => format!("thread {}", o.tid),
+        };
+        let died = if o.owner_died || !alive {
+            ", DEAD: the next locker gets OwnerDied and must repair"
+        } else {
+            ""
+        };
+        format!(
+            "locked by {who}, {}{died}",
+            if alive { "alive" } else { "not running" }
+        )
+    };
+    out.push(("lock".into(), state));
+    if o.inconsistent {
+        out.push((
+            "consistency".into(),
+            "inconsistent: the current holder got OwnerDied and has not called make_consistent"
+                .into(),
+        ));
+    }
+}
+
+/// Human-readable state of a synchronisation segment for `shmkit info`: lock owner pid
+/// and whether it is alive, semaphore counts, event state... `None` if the segment is not
+/// one of this module's kinds (or its layout does not match).
+///
+/// Reads are racy snapshots (atomic, never locking), so they are safe on a wedged object.
+///
+/// ```
+/// let ev = shmkit::sync::Event::anonymous()?;
+/// ev.set();
+/// let rows = shmkit::sync::describe(ev.segment()).unwrap();
+/// assert!(rows.iter().any(|(k, v)| k == "event" && v.starts_with("set")));
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub fn describe(seg: &Segment) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let p = seg.payload_ptr();
+    let raw = &seg.header().raw;
+    match seg.header().kind() {
+        Kind::Mutex => {
+            describe_mutex(mutex::raw_mutex(seg).ok()?, &mut out);
+            out.push((
+                "data".into(),
+                format!(
+                    "{} x {} ({} bytes each)",
+                    raw.elem_count,
+                    seg.header().type_name(),
+                    raw.elem_size
+                ),
+            ));
+        }
+        Kind::Event => {
+            seg.check_layout(&Event::layout()).ok()?;
+            // SAFETY: checked layout: the payload is a RawEvent of atomics.
+            let (set, sleepers) = unsafe { &*(p as *const RawEvent) }.state();
+            out.push((
+                "event".into(),
+                format!(
+                    "{}, {sleepers} registered waiter(s)",
+                    if set { "set" } else { "clear" }
+                ),
+            ));
+        }
+        Kind::Condvar => {
+            seg.check_layout(&Condvar::layout()).ok()?;
+            // SAFETY: checked layout: the payload is a RawCondvar of atomics.
+            let w = unsafe { &*(p as *const RawCondvar) }.waiters();
+            out.push((
+                "condvar".into(),
+                format!("{w} registered waiter(s) (waiters killed while waiting stay counted)"),
+            ));
+        }
+        Kind::Semaphore => {
+            let sem = Semaphore::describe_segment(seg)?;
+            out.extend(sem);
+        }
+        Kind::Barrier => {
+            out.extend(Barrier::describe_segment(seg)?);
+        }
+        Kind::RwLock => {
+            out.extend(rwlock::describe_segment(seg)?);
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_expires() {
+        let d = Deadline::after(Some(Duration::ZERO));
+        assert!(d.remaining().is_none());
+        assert_eq!(Deadline::after(None).remaining(), Some(None));
+        assert!(Deadline::after(Some(Duration::MAX)).remaining().is_some());
+    }
+
+    #[test]
+    fn monotonic_deadline_is_normalised() {
+        let t = monotonic_deadline(Duration::from_nanos(999_999_999));
+        assert!((0..1_000_000_000).contains(&t.tv_nsec));
+        let t = monotonic_deadline(Duration::MAX);
+        assert!((0..1_000_000_000).contains(&t.tv_nsec));
+    }
+
+    /// The raw objects as slots of one user-defined layout, used from several threads.
+    #[test]
+    fn raw_objects_work_as_slots_in_a_custom_layout() {
+        use crate::segment::{ElemInfo, Layout};
+        const CV: usize = 64;
+        const EV: usize = 128;
+        const BAR: usize = 192;
+        const SEM: usize = 256;
+        const DATA: usize = 320;
+        let layout = Layout::new(Kind::Custom, ElemInfo::bytes(DATA as u64 + 8));
+        let seg = Segment::anonymous(&layout, |p| {
+            let b = p.as_mut_ptr();
+            // SAFETY: the payload is 64-aligned and DATA + 8 bytes long; every slot offset
+            // is a multiple of 64 with room for its object; nobody else sees it yet.
+            unsafe {
+                RawRobustMutex::init_at(b.cast())?;
+                RawCondvar::init_at(b.add(CV).cast());
+                RawEvent::init_at(b.add(EV).cast());
+                RawBarrier::init_at(b.add(BAR).cast(), 2)?;
+                RawSemaphore::init_at(b.add(SEM).cast(), 0)
+            }
+        })
+        .unwrap();
+        let seg = std::sync::Arc::new(seg);
+        struct Slots<'a> {
+            m: &'a RawRobustMutex,
+            cv: &'a RawCondvar,
+            ev: &'a RawEvent,
+            bar: &'a RawBarrier,
+            sem: &'a RawSemaphore,
+            data: *mut u64,
+        }
+        fn slots(seg: &Segment) -> Slots<'_> {
+            let b = seg.payload_ptr();
+            // SAFETY: initialised above at these offsets; they live as long as `seg`; the
+            // data word is only accessed under the mutex.
+            unsafe {
+                Slots {
+                    m: &*(b as *const RawRobustMutex),
+                    cv: &*(b.add(CV) as *const RawCondvar),
+                    ev: &*(b.add(EV) as *const RawEvent),
+                    bar: &*(b.add(BAR) as *const RawBarrier),
+                    sem: &*(b.add(SEM) as *const RawSemaphore),
+                    data: b.add(DATA).cast(),
+                }
+            }
+        }
+        let seg2 = seg.clone();
+        let t = std::thread::spawn(move || {
+            let s = slots(&seg2);
+            s.bar.wait_timeout(Duration::from_secs(20)).unwrap();
+            let g = s.m.lock().unwrap().into_guard();
+            let (g, _) = s
+                .cv
+                // SAFETY: the data word is only accessed with the mutex held.
+                .wait_timeout_while(g, Duration::from_secs(20), |_| unsafe { *s.data == 0 })
+                .unwrap();
+            drop(g);
+            s.sem.post().unwrap();
+            assert!(s.ev.wait_timeout(Duration::from_secs(20)).unwrap());
+        });
+        let s = slots(&seg);
+        s.bar.wait_timeout(Duration::from_secs(20)).unwrap();
+        {
+            let _g = s.m.lock().unwrap().into_guard();
+            // SAFETY: the mutex is held.
+            unsafe { *s.data = 1 };
+        }
+        s.cv.notify_all();
+        s.sem.wait_timeout(Duration::from_secs(20)).unwrap();
+        s.ev.set();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn describe_mutex_shows_owner_pid_alive() {
+        let m = Mutex::<u64>::anonymous(0).unwrap();
+        let g = m.lock().unwrap().into_guard();
+        let rows = describe(m.segment()).unwrap();
+        let lock = &rows.iter().find(|(k, _)| k == "lock").unwrap().1;
+        assert!(
+            lock.contains(&format!("pid {}", std::process::id())),
+            "{lock}"
+        );
+        assert!(lock.contains("alive"), "{lock}");
+        drop(g);
+        let rows = describe(m.segment()).unwrap();
+        assert_eq!(rows[0].1, "unlocked");
+    }
+}

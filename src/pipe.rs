@@ -77,6 +77,9 @@ pub struct Pipe {
     fd: OwnedFd,
     /// Serialises multi-packet sends from this value (threads sharing `&Pipe`).
     send_lock: Mutex<()>,
+    /// A large message whose receipt ran out of time part-way: (bytes so far, total).
+    /// The next receive resumes it, so a timeout never loses or tears a message.
+    partial: Option<(Vec<u8>, usize)>,
 }
 
 /// How long to wait.
@@ -112,6 +115,7 @@ impl Pipe {
         Pipe {
             fd,
             send_lock: Mutex::new(()),
+            partial: None,
         }
     }
 
@@ -300,6 +304,10 @@ impl Pipe {
     }
 
     /// Receives a message that is already there: [`Error::WouldBlock`] otherwise.
+    ///
+    /// If only part of a large (chunked) message has arrived, this and the timed forms
+    /// keep the part and report `WouldBlock`/`Timeout`; the next receive continues the
+    /// same message, so nothing is lost or torn.
     pub fn try_recv(&mut self) -> Result<Vec<u8>> {
         let mut v = Vec::new();
         self.recv_wait(&mut v, Wait::No)?;
@@ -322,42 +330,54 @@ impl Pipe {
 
     fn recv_wait(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<()> {
         out.clear();
-        match self.recv_packet(out, CHUNK + 9, wait)? {
-            TAG_WHOLE if out.len() <= CHUNK => Ok(()),
-            TAG_FIRST => {
-                let Some(at) = out.len().checked_sub(8) else {
-                    return Err(self.corrupt("first packet of a large message is too short"));
-                };
-                let mut le = [0u8; 8];
-                le.copy_from_slice(&out[at..]);
-                out.truncate(at);
-                let total = u64::from_le_bytes(le);
-                let total = usize::try_from(total)
-                    .ok()
-                    .filter(|t| *t <= MAX_MESSAGE && *t > CHUNK && *t > out.len())
-                    .ok_or_else(|| self.corrupt(&format!("bad message length {total}")))?;
-                // Exactly the message plus one trailing tag byte: a peer that sends more
-                // than announced is caught as a truncated packet, never a reallocation.
-                out.reserve_exact(total - out.len() + 1);
-                // The rest of a message started arriving: wait for it even for try_recv
-                // (the sender is mid-send), within the caller's deadline otherwise.
-                let w = if let Wait::No = wait {
-                    Wait::Forever
-                } else {
-                    wait
-                };
-                while out.len() < total {
-                    let before = out.len();
-                    let max = (total - out.len()).min(CHUNK) + 1;
-                    let tag = self.recv_packet(out, max, w)?;
-                    if tag != TAG_MORE || out.len() == before {
-                        return Err(self.corrupt("large message packets out of sequence"));
-                    }
-                }
-                Ok(())
+        let total = match self.partial.take() {
+            Some((bytes, total)) => {
+                *out = bytes;
+                total
             }
-            t => Err(self.corrupt(&format!("unexpected packet tag {t}"))),
+            None => match self.recv_packet(out, CHUNK + 9, wait)? {
+                TAG_WHOLE if out.len() <= CHUNK => return Ok(()),
+                TAG_FIRST => {
+                    let total = self.first_packet(out)?;
+                    // Exactly the message plus one trailing tag byte: a peer that sends
+                    // more than announced is caught as a truncated packet, never a
+                    // reallocation.
+                    out.reserve_exact(total - out.len() + 1);
+                    total
+                }
+                t => return Err(self.corrupt(&format!("unexpected packet tag {t}"))),
+            },
+        };
+        while out.len() < total {
+            let before = out.len();
+            let max = (total - out.len()).min(CHUNK) + 1;
+            match self.recv_packet(out, max, wait) {
+                Ok(TAG_MORE) if out.len() > before => {}
+                Ok(_) => return Err(self.corrupt("large message packets out of sequence")),
+                Err(e @ (Error::Timeout { .. } | Error::WouldBlock { .. })) => {
+                    // Keep what arrived; the next receive continues from here.
+                    self.partial = Some((std::mem::take(out), total));
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
+    }
+
+    /// Splits the total length off a first packet (already in `out`) and checks it.
+    fn first_packet(&self, out: &mut Vec<u8>) -> Result<usize> {
+        let Some(at) = out.len().checked_sub(8) else {
+            return Err(self.corrupt("first packet of a large message is too short"));
+        };
+        let mut le = [0u8; 8];
+        le.copy_from_slice(&out[at..]);
+        out.truncate(at);
+        let total = u64::from_le_bytes(le);
+        usize::try_from(total)
+            .ok()
+            .filter(|t| *t <= MAX_MESSAGE && *t > CHUNK && *t > out.len())
+            .ok_or_else(|| self.corrupt(&format!("bad message length {total}")))
     }
 
     fn corrupt(&self, what: &str) -> Error {

@@ -200,3 +200,28 @@ fn hostile_packets_are_corrupt_errors() {
     let f = std::fs::File::open("/dev/null").unwrap();
     assert!(Pipe::try_from(OwnedFd::from(f)).is_err());
 }
+
+#[test]
+fn partial_large_message_resumes_after_timeout() {
+    let (mut a, b) = Pipe::pair().unwrap();
+    let raw: OwnedFd = b.into();
+    let total = 3 * CHUNK;
+    let msg = pattern(total, 42);
+    let packet = |body: &[u8], trailer: &[u8]| {
+        let mut p = body.to_vec();
+        p.extend_from_slice(trailer);
+        nix::sys::socket::send(raw.as_raw_fd(), &p, nix::sys::socket::MsgFlags::empty()).unwrap();
+    };
+    let mut first_trailer = (total as u64).to_le_bytes().to_vec();
+    first_trailer.push(2);
+    packet(&msg[..CHUNK], &first_trailer);
+    assert!(matches!(a.try_recv(), Err(Error::WouldBlock { .. })));
+    packet(&msg[CHUNK..2 * CHUNK], &[3]);
+    let e = a.recv_timeout(Duration::from_millis(20)).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    packet(&msg[2 * CHUNK..], &[3]);
+    assert!(a.try_recv().unwrap() == msg, "resumed message differs");
+    // And the stream is in step afterwards.
+    packet(b"next", &[1]);
+    assert_eq!(a.try_recv().unwrap(), b"next");
+}

@@ -14,6 +14,10 @@
 //! | [`Value`] | one `Pod` value, atomics for integers | a shared counter or flag | an atomic op |
 //! | [`Array`] | `[T; n]` of `Pod` | shared tables, foreign shm objects | memory speed |
 //! | [`sync`] | robust `Mutex<T>`/`MutexArray<T>`, `Condvar`, `Event`, `RwLock`, `Barrier`, semaphores | locking, signalling; survives a holder's death | uncontended lock+unlock ~ a robust pthread mutex |
+//! | [`MessageQueue`](mq::MessageQueue) | POSIX `mq_open` queue, priorities, pollable | small prioritised messages, interop with other programs | two copies + syscall per message |
+//! | [`Pipe`](pipe::Pipe) | anonymous duplex message channel (`SOCK_SEQPACKET`) | parent and child, like Python's `Pipe()` | two copies + syscall per message |
+//! | [`SignalListener`](signal::SignalListener) | real-time signal + 64-bit payload via `signalfd` | wake a known pid, no shared object at all | one signal delivery |
+//! | [`Fifo`](fifo::Fifo) | named pipe, framed messages (atomic up to 4092 B) or bytes | many writers, one reader, any language | two copies + syscall per message |
 //!
 //! shmkit is Linux-only (glibc, x86_64 and aarch64 are tested); it refuses to compile
 //! elsewhere.
@@ -40,9 +44,15 @@ compile_error!(
 );
 
 pub mod error;
+mod fdwait;
+pub mod fifo;
+pub mod frame;
+pub mod mq;
 pub mod name;
+pub mod pipe;
 pub mod process;
 pub mod segment;
+pub mod signal;
 pub mod sync;
 pub mod value;
 

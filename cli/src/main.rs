@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod segments;
 mod sync;
+mod transports;
 
 /// Inter-process communication toolkit for Linux.
 #[derive(Parser, Debug)]
@@ -23,6 +24,12 @@ enum Command {
     Segments(segments::Command),
     #[command(flatten)]
     Sync(sync::Command),
+    /// POSIX message queues: create, send, recv, info, rm, ls.
+    #[command(subcommand)]
+    Mq(transports::MqCommand),
+    /// Named pipes (FIFOs): create, send, recv, rm.
+    #[command(subcommand)]
+    Fifo(transports::FifoCommand),
     /// Benchmark every IPC mechanism against the others and the hardware floor.
     Bench(bench::Args),
 }
@@ -32,6 +39,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Segments(c) => segments::run(c),
         Command::Sync(c) => sync::run(c),
+        Command::Mq(c) => transports::run_mq(c),
+        Command::Fifo(c) => transports::run_fifo(c),
         Command::Bench(a) => bench::run(a),
     };
     match result {

@@ -506,7 +506,22 @@ fn info(name: &str, as_json: bool) -> Result<(), Error> {
         _ => e,
     })?;
     let maps = shmkit::process::mapped_files();
-    let j = describe(&path, &maps);
+    let mut j = describe(&path, &maps);
+    // Kind-specific state (lock owner and liveness, semaphore count, event state...).
+    if j.get("state").and_then(Json::as_str) == Some("ready") {
+        let opts = Segment::options().timeout(std::time::Duration::from_millis(200));
+        if let Some(details) = opts
+            .open(n.as_str())
+            .ok()
+            .and_then(|seg| shmkit::sync::describe(&seg))
+        {
+            if let Some(o) = j.as_object_mut() {
+                for (k, v) in details {
+                    o.insert(k, json!(v));
+                }
+            }
+        }
+    }
     if let Some(err) = j.get("error").and_then(Json::as_str) {
         if j.get("kind").and_then(Json::as_str) == Some("corrupt") {
             if as_json {

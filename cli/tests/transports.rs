@@ -1,0 +1,119 @@
+//! `shmkit mq` and `shmkit fifo` end to end, through the built binary.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn shmkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shmkit")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = shmkit(args);
+    assert!(
+        o.status.success(),
+        "shmkit {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+struct MqGuard(String);
+impl Drop for MqGuard {
+    fn drop(&mut self) {
+        let _ = shmkit::mq::MessageQueue::unlink(&self.0);
+    }
+}
+
+#[test]
+fn mq_commands() {
+    let name = format!("shmkit-cli-mq-{}", std::process::id());
+    let _g = MqGuard(name.clone());
+    ok(&["mq", "create", &name, "--capacity", "4", "--msg-size", "64"]);
+    ok(&["mq", "send", &name, "low", "--prio", "1"]);
+    ok(&[
+        "mq",
+        "send",
+        &name,
+        "high",
+        "--prio",
+        "8",
+        "--timeout",
+        "1s",
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["mq", "info", &name, "--json"])).unwrap();
+    assert_eq!(info["capacity"], 4);
+    assert_eq!(info["msg_size"], 64);
+    assert_eq!(info["current"], 2);
+    let out = ok(&["mq", "recv", &name, "-n", "2", "--json"]);
+    let msgs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(msgs[0]["text"], "high");
+    assert_eq!(msgs[0]["priority"], 8);
+    assert_eq!(msgs[1]["text"], "low");
+    // Empty queue: a bounded receive fails with a timeout message.
+    let t = Instant::now();
+    let o = shmkit(&["mq", "recv", &name, "--timeout", "100ms"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("timed out"));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    // Limits name the knob.
+    let o = shmkit(&[
+        "mq",
+        "create",
+        &format!("{name}-big"),
+        "--capacity",
+        "100000",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/proc/sys/fs/mqueue/msg_max"));
+    // ls: lists the queue when the mqueue file system is (or can be) mounted, and says
+    // how to mount it otherwise.
+    let o = shmkit(&["mq", "ls", "--json"]);
+    if o.status.success() {
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r["name"] == name.as_str())
+            .expect("queue listed");
+        assert_eq!(row["capacity"], 4);
+        assert_eq!(row["mode"], "600");
+    } else {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("mount -t mqueue"), "{err}");
+    }
+    ok(&["mq", "rm", &name]);
+    assert!(!shmkit(&["mq", "info", &name]).status.success());
+}
+
+#[test]
+fn fifo_commands() {
+    let path = std::env::temp_dir().join(format!("shmkit-cli-fifo-{}", std::process::id()));
+    let p = path.to_str().unwrap();
+    let _ = std::fs::remove_file(&path);
+    ok(&["fifo", "create", p]);
+    let reader = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(["fifo", "recv", p, "-n", "2", "--json", "--timeout", "30s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(&["fifo", "send", p, "hello", "wörld", "--timeout", "30s"]);
+    let out = reader.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["text"], "hello");
+    assert_eq!(lines[1]["text"], "wörld");
+    ok(&["fifo", "rm", p]);
+    assert!(!path.exists());
+}

@@ -9,7 +9,10 @@ use crate::ipcchan::IpcChannel;
 use crate::locks::{CasSpinlock, LockSpec, PthreadMutex, RawSyncMutex};
 use crate::mq::MqChannel;
 use crate::shm::SharedMem;
-use crate::shmkit_own::{ShmkitCondvar, ShmkitEvent, ShmkitMutex, ShmkitSemaphore};
+use crate::shmkit_own::{
+    ShmkitCondvar, ShmkitEvent, ShmkitFifo, ShmkitMq, ShmkitMutex, ShmkitPipe, ShmkitSemaphore,
+    ShmkitSignal,
+};
 use crate::slot::SlotChannel;
 use crate::suite::Workload;
 
@@ -111,6 +114,34 @@ pub fn channels() -> Vec<ChannelSpec> {
             max_msg: None,
             note: "payload in shm, shmkit::sync::Mutex + Condvar (futex seq word)",
             make: |p| Ok(boxed(SlotChannel::<ShmkitCondvar>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "shmkit-signal",
+            style: Sleeping,
+            max_msg: None,
+            note: "payload in shm, shmkit::signal notify (sigqueue) / signalfd listener",
+            make: |p| Ok(boxed(SlotChannel::<ShmkitSignal>::new(p)?)),
+        },
+        ChannelSpec {
+            id: "shmkit-fifo",
+            style: Sleeping,
+            max_msg: Some(shmkit::fifo::MAX_ATOMIC_PAYLOAD),
+            note: "shmkit::fifo framed messages (atomic frames <= PIPE_BUF)",
+            make: ShmkitFifo::boxed,
+        },
+        ChannelSpec {
+            id: "shmkit-pipe",
+            style: Sleeping,
+            max_msg: None,
+            note: "shmkit::pipe::Pipe (SOCK_SEQPACKET pair, multi-packet messages)",
+            make: ShmkitPipe::boxed,
+        },
+        ChannelSpec {
+            id: "shmkit-mq",
+            style: Sleeping,
+            max_msg: Some(crate::mq::msgsize_max()),
+            note: "shmkit::mq::MessageQueue send_timeout / recv_timeout",
+            make: ShmkitMq::boxed,
         },
         ChannelSpec {
             id: "raw_sync-event",

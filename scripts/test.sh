@@ -13,7 +13,7 @@ cargo test --workspace --all-targets
 cargo test --workspace --doc
 
 # No test may leave a named object behind.
-left=$( (ls /dev/shm; ls /dev/mqueue 2>/dev/null) | grep -E '^(shmkit-test-|\.shmkit-init\.)' || true)
+left=$( (ls -a /dev/shm; ls /dev/mqueue 2>/dev/null; ls "${TMPDIR:-/tmp}") | grep -E '^(shmkit-test-|\.shmkit-init\.)' || true)
 if [ -n "$left" ]; then
     echo "tests left named objects behind:" >&2
     echo "$left" >&2

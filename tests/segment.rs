@@ -363,7 +363,7 @@ fn file_backed_segments_refuse_symlinks_and_work_across_processes() {
     }
     let dir = std::env::temp_dir().join(unique("filedir"));
     std::fs::create_dir(&dir).unwrap();
-    let _dg = DirGuard(dir.clone());
+    let _dg = common::DirGuard(dir.clone());
     let path = dir.join("v.seg");
     let v = Value::<i32>::create_file(&path, 10).unwrap();
     let mut k = child(
@@ -381,13 +381,6 @@ fn file_backed_segments_refuse_symlinks_and_work_across_processes() {
     assert_eq!(e.errno(), Some(nix::errno::Errno::ELOOP), "{e}");
     let e = Value::<i32>::create_file(&link, 0).unwrap_err();
     assert!(e.is_already_exists(), "{e}");
-}
-
-struct DirGuard(std::path::PathBuf);
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

@@ -336,14 +336,11 @@ fn named_semaphore_interoperates_with_python_posix_ipc() {
 
 #[test]
 fn named_semaphore_interoperates_with_c() {
-    let dir = std::env::temp_dir().join(format!("shmkit-csem-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(common::unique("csem"));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("post.c");
     let exe = dir.join("post");
-    let _g = (
-        common::PathGuard(src.clone()),
-        common::PathGuard(exe.clone()),
-    );
+    let _g = common::DirGuard(dir.clone());
     std::fs::write(
         &src,
         "#include <semaphore.h>\n#include <fcntl.h>\n#include <stdio.h>\n\

@@ -58,6 +58,15 @@ impl Drop for PathGuard {
     }
 }
 
+/// Removes a directory tree when dropped.
+pub struct DirGuard(pub std::path::PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The role this process plays when it was started by [`child`], if any.
 pub fn role() -> Option<String> {
     std::env::var(ROLE_VAR).ok()

@@ -134,7 +134,8 @@ impl Pipe {
     /// Arranges for `cmd`'s child to receive this end as descriptor `child_fd` (via
     /// `dup2` between fork and exec; the parent's descriptors stay close-on-exec, so
     /// other children spawned concurrently do not inherit it). In the child, take it
-    /// with `Pipe::try_from(unsafe { OwnedFd::from_raw_fd(child_fd) })`. Drop `cmd` after
+    /// with `Pipe::try_from(OwnedFd::from_raw_fd(child_fd))` (an `unsafe` call: the child
+    /// asserts that it owns that descriptor). Drop `cmd` after
     /// spawning so that the parent's copy of this end is closed.
     ///
     /// ```

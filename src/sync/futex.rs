@@ -63,10 +63,11 @@ pub fn wait(
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // FUTEX_PRIVATE_FLAG is left out on purpose: the word may live in memory shared with
+    // other processes.
     // SAFETY: `word` is a valid, aligned 32-bit word for the duration of the call (the
-    // kernel only reads it); `ts_ptr` is null or points to a live timespec; the remaining
-    // arguments (uaddr2, val3) are ignored by FUTEX_WAIT. FUTEX_PRIVATE_FLAG is left out on
-    // purpose: the word may live in memory shared with other processes.
+    // kernel only reads it); `ts_ptr` is null or points to a live timespec; uaddr2 and
+    // val3 are ignored by FUTEX_WAIT.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_futex,

@@ -183,10 +183,11 @@ impl RawRobustMutex {
             unsafe { libc::pthread_mutexattr_settype(attr.ptr(), libc::PTHREAD_MUTEX_ERRORCHECK) },
             "pthread_mutexattr_settype",
         )?;
-        // SAFETY: the caller guarantees exclusive, aligned, writable memory of the right
-        // size; UnsafeCell<pthread_mutex_t> is repr(transparent) over pthread_mutex_t and
-        // the struct is repr(C) with it as the only field.
+        // UnsafeCell<pthread_mutex_t> is repr(transparent) over pthread_mutex_t and the
+        // struct is repr(C) with it as the only field.
         check(
+            // SAFETY: the caller guarantees exclusive, aligned, writable memory of the
+            // right size for a pthread_mutex_t (see above).
             unsafe { libc::pthread_mutex_init(ptr.cast::<libc::pthread_mutex_t>(), attr.ptr()) },
             "pthread_mutex_init",
         )
@@ -308,9 +309,10 @@ impl RawRobustMutex {
         // 4-byte aligned); other processes access it atomically, so reading it through an
         // atomic is sound.
         let word = unsafe { &*(base as *const AtomicU32) }.load(Ordering::Relaxed);
+        // glibc writes __owner with plain stores while holding the lock; we only read it
+        // atomically (a racy but tear-free snapshot).
         // SAFETY: __owner is an int at byte 8 on every 64-bit glibc target (checked by a
-        // const assertion below on the size); glibc writes it with plain stores while
-        // holding the lock, we only read it atomically (a racy but tear-free snapshot).
+        // const assertion below on the size), 4-byte aligned, inside the mutex.
         let owner =
             unsafe { &*(base.add(GLIBC_OWNER_OFFSET) as *const AtomicI32) }.load(Ordering::Relaxed);
         OwnerInfo {

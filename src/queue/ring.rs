@@ -151,6 +151,19 @@ fn empty(p: u64) -> u64 {
 fn full(p: u64) -> u64 {
     p.wrapping_mul(2).wrapping_add(1)
 }
+/// How many positions the slot state `s` is ahead of position `p` (negative: behind), if
+/// `s` belongs to the same slot as `p` in a ring of `cap` slots; `None` otherwise.
+/// Positions are compared modulo 2^63 (the sequence word doubles them).
+#[inline]
+fn lap_diff(s: u64, p: u64, cap: u64) -> Option<i64> {
+    let q = s >> 1;
+    if (q ^ p) & (cap - 1) != 0 {
+        return None;
+    }
+    let d = q.wrapping_sub(p) << 1;
+    Some((d as i64) >> 1)
+}
+
 /// True if `a` is after `b` in wrapping order.
 #[inline]
 fn after(a: u64, b: u64) -> bool {
@@ -406,11 +419,8 @@ impl Ring {
             } else if s == empty(prev) {
                 // Last lap's claim not yet published: full (consumers recover dead claims).
                 Blocked::Idle
-            } else if s == full(p)
-                || s == empty(p.wrapping_add(cap))
-                || s == full(p.wrapping_add(cap))
-            {
-                // Somebody got further: our tail snapshot is stale.
+            } else if lap_diff(s, p, cap).is_some_and(|d| d >= 0) {
+                // Somebody got further (any number of laps): our tail snapshot is stale.
                 let t = self.tail().load(Ordering::Relaxed);
                 if t == p {
                     return Err(self.corrupt("send", p, s));
@@ -493,9 +503,10 @@ impl Ring {
             } else if s == full(p.wrapping_sub(cap)) {
                 // A slow consumer still reads last lap's message: nothing for us yet.
                 Blocked::Idle
-            } else if s == empty(p.wrapping_add(cap)) || s == full(p.wrapping_add(cap)) {
-                // Released or skipped. If head is still here the slot was skipped (a
-                // cancelled or dead producer's claim): help head past it.
+            } else if lap_diff(s, p, cap).is_some_and(|d| d > 0) {
+                // Released or skipped (possibly laps ago: our head snapshot is stale). If
+                // head is still here the slot was skipped (a cancelled or dead producer's
+                // claim): help head past it.
                 let h = self.head().load(Ordering::Relaxed);
                 if h == p {
                     let _ = self.head().compare_exchange(

@@ -43,7 +43,7 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
@@ -338,6 +338,9 @@ pub(crate) struct Core {
     /// SPSC positions, taken with the role on first use.
     send_pos: Cell<Option<u64>>,
     recv_pos: Cell<Option<u64>>,
+    /// The in-flight claim this handle is blocked by, when it was first seen, and when to
+    /// check its owner next (kept across calls, so `try_` loops recover dead claims too).
+    stuck: Cell<Option<(Blocked, Instant)>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -397,6 +400,7 @@ impl Core {
             pid: id.pid,
             send_pos: Cell::new(None),
             recv_pos: Cell::new(None),
+            stuck: Cell::new(None),
         })
     }
 
@@ -553,6 +557,7 @@ impl Core {
             Ok(r) => return Ok(r),
             Err(b) => b,
         };
+        self.maybe_recover(blocked);
         if timeout == Some(Duration::ZERO) {
             return Err(Error::WouldBlock {
                 resource: self.resource(),
@@ -572,18 +577,12 @@ impl Core {
         blocked: &mut Blocked,
     ) -> Result<R> {
         let mut w = Waiter::new(self.wait, timeout);
-        let mut next_recover = RECOVER_AFTER;
         let mut spins = 0u32;
         loop {
             let next = w.next();
             spins = spins.wrapping_add(1);
-            let check_dead = matches!(next, Next::Park(_)) || spins % 4096 == 0;
-            if check_dead && matches!(blocked, Blocked::InFlight { .. }) {
-                let now = w.elapsed();
-                if now >= next_recover {
-                    next_recover = now + RECOVER_EVERY;
-                    self.ring.recover(*blocked, &owner_alive);
-                }
+            if matches!(next, Next::Park(_)) || spins % 4096 == 0 {
+                self.maybe_recover(*blocked);
             }
             match next {
                 Next::Spin => {}
@@ -613,6 +612,25 @@ impl Core {
                 Ok(r) => return Ok(r),
                 Err(b) => *blocked = b,
             }
+        }
+    }
+
+    /// Recovers the claim that blocks us if it has done so for [`RECOVER_AFTER`] and its
+    /// owner is dead (checked at most every [`RECOVER_EVERY`]).
+    fn maybe_recover(&self, b: Blocked) {
+        if !matches!(b, Blocked::InFlight { .. }) {
+            self.stuck.set(None);
+            return;
+        }
+        let now = Instant::now();
+        match self.stuck.get() {
+            Some((prev, at)) if prev == b => {
+                if now >= at {
+                    self.stuck.set(Some((b, now + RECOVER_EVERY)));
+                    self.ring.recover(b, &owner_alive);
+                }
+            }
+            _ => self.stuck.set(Some((b, now + RECOVER_AFTER))),
         }
     }
 

@@ -304,20 +304,27 @@ impl Ring {
     /// Takes a participant entry for `me` (an owner word, never 0): a free one, or one
     /// whose owner `is_alive` says is dead. `None` if all are taken by live processes.
     pub(crate) fn register(&self, me: u64, is_alive: &dyn Fn(u64) -> bool) -> Option<usize> {
-        for i in 0..self.geo.max_handles {
-            let cur = self.owner(i).load(Ordering::Acquire);
-            if cur != 0 && is_alive(cur) {
-                continue;
-            }
-            if self
-                .owner(i)
-                .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                self.intent(i).store(NO_INTENT, Ordering::Release);
-                self.outstanding(i).store(0, Ordering::Release);
-                self.roles(i).store(0, Ordering::Release);
-                return Some(i);
+        // Free entries first: a dead entry keeps its intent, which tells whoever recovers
+        // its claim which pid died.
+        for pass in 0..2 {
+            for i in 0..self.geo.max_handles {
+                let cur = self.owner(i).load(Ordering::Acquire);
+                let usable = if pass == 0 {
+                    cur == 0
+                } else {
+                    cur != 0 && !is_alive(cur)
+                };
+                if usable
+                    && self
+                        .owner(i)
+                        .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    self.intent(i).store(NO_INTENT, Ordering::Release);
+                    self.outstanding(i).store(0, Ordering::Release);
+                    self.roles(i).store(0, Ordering::Release);
+                    return Some(i);
+                }
             }
         }
         None
@@ -379,7 +386,9 @@ impl Ring {
     /// Counts a recovered claim of a dead peer.
     fn note_death(&self, owner: u64) {
         self.peer_deaths().fetch_add(1, Ordering::AcqRel);
-        self.last_dead_pid().store(owner >> 32, Ordering::Release);
+        if owner != 0 {
+            self.last_dead_pid().store(owner >> 32, Ordering::Release);
+        }
     }
 
     // ---------------------------------------------------------------- MPMC

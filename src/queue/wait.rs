@@ -198,11 +198,6 @@ impl Waiter {
         }
     }
 
-    /// Time since the wait began.
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
     /// Called after a failed attempt.
     #[inline]
     pub(crate) fn next(&mut self) -> Next {

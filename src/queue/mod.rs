@@ -55,7 +55,7 @@ pub use bytes::{ByteQueue, RecvBytes, SendBytes};
 pub use ring::{Corrupt, MAX_CAPACITY, MAX_HANDLES, fuzz_ring};
 pub use wait::WaitStrategy;
 
-use ring::{Blocked, Geometry, ROLE_CONSUMER, ROLE_PRODUCER, Ring};
+use ring::{Blocked, Geometry, ROLE_CONSUMER, ROLE_PRODUCER, Ring, after};
 use wait::{Next, WaitPoint, Waiter};
 
 /// Version of the ring layout, stored in `params[3]`.
@@ -338,6 +338,9 @@ pub(crate) struct Core {
     /// SPSC positions, taken with the role on first use.
     send_pos: Cell<Option<u64>>,
     recv_pos: Cell<Option<u64>>,
+    /// SPSC producer: positions below this are known free (a cached `head + capacity`),
+    /// so the fast path writes without first reading the slot's line.
+    send_limit: Cell<u64>,
     /// The in-flight claim this handle is blocked by, when it was first seen, and when to
     /// check its owner next (kept across calls, so `try_` loops recover dead claims too).
     stuck: Cell<Option<(Blocked, Instant)>>,
@@ -377,6 +380,7 @@ impl Core {
         // lives (we keep an Arc), 64-byte aligned, and every process accesses it through
         // the ring protocol.
         let ring = unsafe { Ring::new(seg.payload_ptr(), geo) };
+        wait::init_fences();
         let id = ProcessId::current();
         let me = ring
             .register(owner_word(id), &owner_alive)
@@ -400,6 +404,7 @@ impl Core {
             pid: id.pid,
             send_pos: Cell::new(None),
             recv_pos: Cell::new(None),
+            send_limit: Cell::new(0),
             stuck: Cell::new(None),
         })
     }
@@ -469,7 +474,12 @@ impl Core {
                         p
                     }
                 };
-                match self.ring.spsc_can_send(p) {
+                if after(self.send_limit.get(), p) {
+                    return Ok(Ok(Claim(p)));
+                }
+                let h = self.ring.head().load(Ordering::Acquire);
+                self.send_limit.set(h.wrapping_add(self.ring.geo.cap));
+                match self.ring.spsc_can_send(p, h) {
                     Ok(true) => Ok(Ok(Claim(p))),
                     Ok(false) => Ok(Err(Blocked::Idle)),
                     Err(c) => Err(self.corrupt(c)),
@@ -557,8 +567,8 @@ impl Core {
             Ok(r) => return Ok(r),
             Err(b) => b,
         };
-        self.maybe_recover(blocked);
         if timeout == Some(Duration::ZERO) {
+            self.maybe_recover(blocked)?;
             return Err(Error::WouldBlock {
                 resource: self.resource(),
                 op,
@@ -582,7 +592,7 @@ impl Core {
             let next = w.next();
             spins = spins.wrapping_add(1);
             if matches!(next, Next::Park(_)) || spins % 4096 == 0 {
-                self.maybe_recover(*blocked);
+                self.maybe_recover(*blocked)?;
             }
             match next {
                 Next::Spin => {}
@@ -617,21 +627,24 @@ impl Core {
 
     /// Recovers the claim that blocks us if it has done so for [`RECOVER_AFTER`] and its
     /// owner is dead (checked at most every [`RECOVER_EVERY`]).
-    fn maybe_recover(&self, b: Blocked) {
+    fn maybe_recover(&self, b: Blocked) -> Result<()> {
         if !matches!(b, Blocked::InFlight { .. }) {
             self.stuck.set(None);
-            return;
+            return Ok(());
         }
         let now = Instant::now();
         match self.stuck.get() {
             Some((prev, at)) if prev == b => {
                 if now >= at {
                     self.stuck.set(Some((b, now + RECOVER_EVERY)));
-                    self.ring.recover(b, &owner_alive);
+                    self.ring
+                        .recover(b, &owner_alive)
+                        .map_err(|c| self.corrupt(c))?;
                 }
             }
             _ => self.stuck.set(Some((b, now + RECOVER_AFTER))),
         }
+        Ok(())
     }
 
     fn claim_send(&self, op: &'static str, timeout: Option<Duration>) -> Result<Claim> {

@@ -166,7 +166,7 @@ fn lap_diff(s: u64, p: u64, cap: u64) -> Option<i64> {
 
 /// True if `a` is after `b` in wrapping order.
 #[inline]
-fn after(a: u64, b: u64) -> bool {
+pub(crate) fn after(a: u64, b: u64) -> bool {
     (a.wrapping_sub(b) as i64) > 0
 }
 
@@ -496,28 +496,26 @@ impl Ring {
                 continue;
             }
             let blocked = if s == empty(p) {
-                let t = self.tail().load(Ordering::Acquire);
-                if t == p {
-                    Blocked::Idle
-                } else if after(t, p) {
-                    Blocked::InFlight {
-                        pos: p,
-                        reader: false,
-                    }
-                } else {
-                    return Err(Corrupt(format!(
-                        "recv: tail {t} is behind head {p} (capacity {cap})"
-                    )));
+                // Empty, or claimed by a producer that has not published yet. Telling the
+                // two apart needs `tail`, a line the producers write: reading it on every
+                // spin would steal it from them, so `recover` reads it, rarely.
+                Blocked::InFlight {
+                    pos: p,
+                    reader: false,
                 }
             } else if s == full(p.wrapping_sub(cap)) {
                 // A slow consumer still reads last lap's message: nothing for us yet.
                 Blocked::Idle
-            } else if lap_diff(s, p, cap).is_some_and(|d| d > 0) {
+            } else if let Some(d) = lap_diff(s, p, cap).filter(|&d| d > 0) {
                 // Released or skipped (possibly laps ago: our head snapshot is stale). If
                 // head is still here the slot was skipped (a cancelled or dead producer's
                 // claim): help head past it.
                 let h = self.head().load(Ordering::Relaxed);
                 if h == p {
+                    if d != cap as i64 {
+                        // With head here, only a skip (one lap ahead) is legal.
+                        return Err(self.corrupt("recv", p, s));
+                    }
                     let _ = self.head().compare_exchange(
                         p,
                         p.wrapping_add(1),
@@ -549,10 +547,27 @@ impl Ring {
     /// Recovers a claim that blocks us if its owner is dead. Returns the dead owner's word
     /// if this call recovered it, `None` if the claim is still (or may still be) live or
     /// was completed meanwhile.
-    pub(crate) fn recover(&self, blocked: Blocked, is_alive: &dyn Fn(u64) -> bool) -> Option<u64> {
+    pub(crate) fn recover(
+        &self,
+        blocked: Blocked,
+        is_alive: &dyn Fn(u64) -> bool,
+    ) -> Result<Option<u64>, Corrupt> {
         let Blocked::InFlight { pos, reader } = blocked else {
-            return None;
+            return Ok(None);
         };
+        if !reader {
+            // Is `pos` claimed at all?
+            let t = self.tail().load(Ordering::Acquire);
+            if t == pos {
+                return Ok(None);
+            }
+            if !after(t, pos) {
+                return Err(Corrupt(format!(
+                    "recv: tail {t} is behind head {pos} (capacity {})",
+                    self.geo.cap
+                )));
+            }
+        }
         let want = pos.wrapping_mul(2) | reader as u64;
         let mut dead_owner = 0u64;
         for i in 0..self.geo.max_handles {
@@ -562,7 +577,7 @@ impl Ring {
             }
             let owner = self.owner(i).load(Ordering::Acquire);
             if owner != 0 && is_alive(owner) {
-                return None;
+                return Ok(None);
             }
             dead_owner = owner;
         }
@@ -576,7 +591,7 @@ impl Ring {
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            return None;
+            return Ok(None);
         }
         if !reader {
             let _ = self.head().compare_exchange(
@@ -591,7 +606,7 @@ impl Ring {
         self.data_wait().wake();
         self.space_wait().wake();
         self.join_wait().wake();
-        Some(dead_owner)
+        Ok(Some(dead_owner))
     }
 
     // ---------------------------------------------------------------- SPSC
@@ -620,14 +635,13 @@ impl Ring {
         self.head().load(Ordering::Acquire)
     }
 
-    /// SPSC producer: is position `p` free?
+    /// SPSC producer: is position `p` free, given the consumer's `head`? (In SPSC mode the
+    /// consumer frees slots by advancing `head` only; the slot keeps `full(p - cap)`.)
     #[inline]
-    pub(crate) fn spsc_can_send(&self, p: u64) -> Result<bool, Corrupt> {
+    pub(crate) fn spsc_can_send(&self, p: u64, head: u64) -> Result<bool, Corrupt> {
         let s = self.seq(p).load(Ordering::Acquire);
-        if s == empty(p) {
-            Ok(true)
-        } else if s == full(p.wrapping_sub(self.geo.cap)) {
-            Ok(false)
+        if s == empty(p) || s == full(p.wrapping_sub(self.geo.cap)) {
+            Ok(after(head.wrapping_add(self.geo.cap), p))
         } else {
             Err(self.corrupt("send (spsc)", p, s))
         }
@@ -657,12 +671,11 @@ impl Ring {
             if s == full(*p) {
                 return Ok(true);
             }
-            if s == empty(*p) {
+            if s == empty(*p) || s == full(p.wrapping_sub(self.geo.cap)) {
                 return Ok(false);
             }
             if s == empty(p.wrapping_add(self.geo.cap)) || s == full(p.wrapping_add(self.geo.cap)) {
-                // Skipped (cancelled), or released by a consumer that died before it
-                // advanced head.
+                // Skipped (cancelled), possibly refilled on the next lap.
                 *p = p.wrapping_add(1);
                 self.head().store(*p, Ordering::Relaxed);
                 continue;
@@ -672,12 +685,13 @@ impl Ring {
         Err(Corrupt("recv (spsc): every slot is marked skipped".into()))
     }
 
-    /// SPSC consumer: releases `p`.
+    /// SPSC consumer: releases `p` by advancing `head` (one store to a line only the
+    /// consumer writes; the slot's own line is left alone, so the consumer's next store
+    /// elsewhere is not queued behind a write to a line the producer is about to take).
     #[inline]
     pub(crate) fn spsc_release(&self, p: u64) {
-        self.seq(p)
-            .store(empty(p.wrapping_add(self.geo.cap)), Ordering::Release);
-        // Release: a joinable consumer's outstanding count is visible with the new head.
+        // Release: the data was read before, and a joinable consumer's outstanding count
+        // is visible with the new head.
         self.head().store(p.wrapping_add(1), Ordering::Release);
         self.space_wait().wake();
     }
@@ -757,7 +771,7 @@ pub fn fuzz_ring(data: &[u8]) {
                     }
                     cp = ring.spsc_consumer_start();
                 }
-                if let Ok(true) = ring.spsc_can_send(sp) {
+                if let Ok(true) = ring.spsc_can_send(sp, ring.head().load(Ordering::Relaxed)) {
                     // SAFETY: data(sp) is valid for data_len (8) bytes.
                     unsafe { ring.data(sp).cast::<u64>().write(sp) };
                     ring.spsc_publish(sp);
@@ -891,13 +905,19 @@ mod tests {
         let mut p = r.spsc_producer_start().unwrap();
         let mut c = r.spsc_consumer_start();
         for v in 0..10u64 {
-            assert_eq!(r.spsc_can_send(p), Ok(true));
+            assert_eq!(
+                r.spsc_can_send(p, r.head().load(Ordering::Relaxed)),
+                Ok(true)
+            );
             // SAFETY: 8 data bytes per slot.
             unsafe { r.data(p).cast::<u64>().write(v) };
             r.spsc_publish(p);
             p += 1;
             if v % 2 == 1 {
-                assert_eq!(r.spsc_can_send(p), Ok(false));
+                assert_eq!(
+                    r.spsc_can_send(p, r.head().load(Ordering::Relaxed)),
+                    Ok(false)
+                );
                 for w in v - 1..=v {
                     assert_eq!(r.spsc_can_recv(&mut c), Ok(true));
                     // SAFETY: as above.
@@ -942,9 +962,9 @@ mod tests {
                 reader: false
             }
         );
-        assert_eq!(r.recover(b, &alive), None, "live claimer: wait");
+        assert_eq!(r.recover(b, &alive), Ok(None), "live claimer: wait");
         dead.store(true, Ordering::Relaxed);
-        assert_eq!(r.recover(b, &alive), Some(22));
+        assert_eq!(r.recover(b, &alive), Ok(Some(22)));
         assert_eq!(r.peer_deaths().load(Ordering::Relaxed), 1);
         assert_eq!(recv(r, cons), Ok(Some(5)));
         assert_eq!(recv(r, cons), Ok(None));
@@ -955,8 +975,9 @@ mod tests {
         for v in 0..4 {
             assert_eq!(recv(r, cons), Ok(Some(v)));
         }
-        // The dead entry is reclaimed by a new participant.
-        assert_eq!(r.register(44, &alive), Some(prod));
+        // Free entries go first, then the dead entry is reclaimed.
+        assert_eq!(r.register(44, &alive), Some(2));
+        assert_eq!(r.register(55, &alive), Some(prod));
     }
 
     #[test]
@@ -980,14 +1001,14 @@ mod tests {
                 reader: true
             }
         );
-        assert_eq!(r.recover(b, &alive), None);
+        assert_eq!(r.recover(b, &alive), Ok(None));
         dead.store(true, Ordering::Relaxed);
         assert_eq!(
             r.unfinished(&alive),
             1,
             "a dead consumer's tasks are abandoned"
         );
-        assert_eq!(r.recover(b, &alive), Some(33));
+        assert_eq!(r.recover(b, &alive), Ok(Some(33)));
         assert_eq!(send(r, prod, 3), Ok(true));
         assert_eq!(recv(r, prod), Ok(Some(2)));
         assert_eq!(recv(r, prod), Ok(Some(3)));
@@ -1014,14 +1035,15 @@ mod tests {
         r.seq(0).store(12345, Ordering::Relaxed);
         assert!(r.mpmc_claim_send(me).is_err());
         assert!(r.mpmc_claim_recv(me, false).is_err());
-        assert!(r.spsc_can_send(0).is_err());
+        assert!(r.spsc_can_send(0, 0).is_err());
         let mut c = 0;
         assert!(r.spsc_can_recv(&mut c).is_err());
         // Tail behind head.
         let t2 = test_ring(4, 1);
         t2.ring.head().store(3, Ordering::Relaxed);
         t2.ring.seq(3).store(6, Ordering::Relaxed);
-        assert!(t2.ring.mpmc_claim_recv(0, false).is_err());
+        let b = t2.ring.mpmc_claim_recv(0, false).unwrap().unwrap_err();
+        assert!(t2.ring.recover(b, &|_| true).is_err());
     }
 
     #[test]

@@ -20,10 +20,23 @@
 //! before the bump gets `EAGAIN` from `futex_wait`), or the sleeper's re-check sees the
 //! published state. A waker that finds nobody asleep makes no system call.
 //!
+//! # Asymmetric fences
+//!
+//! A `SeqCst` fence after every publish costs the fast path dearly: on x86 it waits for
+//! the store buffer to drain, i.e. for the slot's cache line to arrive from the other
+//! core. So the fence is made asymmetric, as in Folly's `asymmetricHeavyBarrier` and
+//! liburcu: every process registers once with `membarrier(2)`
+//! (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`); wakers then need only a compiler fence,
+//! and a sleeper — which is about to spend microseconds in the kernel anyway — issues
+//! `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which runs a full memory barrier on
+//! every CPU currently running a registered process. Where `membarrier` is unavailable
+//! (old kernel, seccomp) the process falls back to `SeqCst` fences on both sides.
+//!
 //! Sleeps are sliced (at most [`PARK_SLICE`]) so that a waiter also notices a peer that
 //! died in the middle of an operation (which wakes nobody) and its own deadline.
 
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, compiler_fence, fence};
 use std::time::{Duration, Instant};
 
 /// Longest single futex sleep; the waiter re-checks the ring (and dead peers) after it.
@@ -126,6 +139,52 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+/// True once this process is registered for expedited global membarriers.
+static LIGHT: AtomicBool = AtomicBool::new(false);
+
+/// Registers this process with `membarrier(2)` (once); afterwards its wakers use compiler
+/// fences only. Returns whether the light path is on.
+pub(crate) fn init_fences() -> bool {
+    static INIT: OnceLock<bool> = OnceLock::new();
+    *INIT.get_or_init(|| {
+        // SAFETY: membarrier takes plain integer arguments and touches no user memory.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+                0,
+                0,
+            )
+        };
+        let ok = r == 0;
+        LIGHT.store(ok, Ordering::Release);
+        ok
+    })
+}
+
+/// The waker's half of the store-then-load handshake.
+#[inline]
+fn light_fence() {
+    if LIGHT.load(Ordering::Relaxed) {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The sleeper's half: a full barrier here and on every CPU running a registered process.
+fn heavy_fence() {
+    fence(Ordering::SeqCst);
+    // SAFETY: plain integer arguments, no user memory.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
+    // On failure, wakers in registered processes may miss this sleeper; its sleep is
+    // sliced (PARK_SLICE), so a wake-up can be late but never lost for good.
+    let _ = r;
+}
+
 /// A wait point in shared memory: the futex word and the sleeper count.
 #[derive(Clone, Copy)]
 pub(crate) struct WaitPoint<'a> {
@@ -138,7 +197,7 @@ impl WaitPoint<'_> {
     /// somebody sleeps.
     #[inline]
     pub(crate) fn wake(&self) {
-        fence(Ordering::SeqCst);
+        light_fence();
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake_slow();
         }
@@ -157,9 +216,10 @@ impl WaitPoint<'_> {
         slice: Duration,
         mut ready: impl FnMut() -> Option<R>,
     ) -> Option<R> {
-        self.sleepers.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        let w = self.word.load(Ordering::Relaxed);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        heavy_fence();
+        // Acquire: a bumped word implies the waker's publication is visible.
+        let w = self.word.load(Ordering::Acquire);
         let r = ready();
         if r.is_none() {
             futex_wait(self.word, w, slice);
@@ -170,10 +230,14 @@ impl WaitPoint<'_> {
 }
 
 /// Spin-then-park loop state for one blocking call.
+///
+/// The clock is read only every 64 spins, and not at all before the first 64: a peer
+/// that answers within a few hundred nanoseconds costs no `clock_gettime`.
 pub(crate) struct Waiter {
-    start: Instant,
-    deadline: Option<Instant>,
-    spin_until: Option<Instant>,
+    strategy: WaitStrategy,
+    timeout: Option<Duration>,
+    /// (deadline, end of spinning), fixed at the first clock reading.
+    times: Option<(Option<Instant>, Option<Instant>)>,
     spins: u32,
 }
 
@@ -189,11 +253,10 @@ pub(crate) enum Next {
 
 impl Waiter {
     pub(crate) fn new(strategy: WaitStrategy, timeout: Option<Duration>) -> Self {
-        let start = Instant::now();
         Waiter {
-            start,
-            deadline: timeout.map(|t| start + t),
-            spin_until: strategy.spin_budget().map(|b| start + b),
+            strategy,
+            timeout,
+            times: None,
             spins: 0,
         }
     }
@@ -202,31 +265,29 @@ impl Waiter {
     #[inline]
     pub(crate) fn next(&mut self) -> Next {
         self.spins = self.spins.wrapping_add(1);
-        // Reading the clock costs ~20 ns: do it every 64 spins only.
-        if self.spins % 64 != 0 && self.spin_until.is_none_or(|s| s > self.start) {
+        let parks_now = self.strategy == WaitStrategy::Park;
+        if self.spins % 64 != 0 && !parks_now {
             std::hint::spin_loop();
             return Next::Spin;
         }
         let now = Instant::now();
-        if let Some(d) = self.deadline {
-            if now >= d {
-                return Next::TimedOut;
-            }
+        let (deadline, spin_until) = *self.times.get_or_insert_with(|| {
+            (
+                self.timeout.map(|t| now + t),
+                self.strategy.spin_budget().map(|b| now + b),
+            )
+        });
+        if deadline.is_some_and(|d| now >= d) {
+            return Next::TimedOut;
         }
-        match self.spin_until {
-            None => {
-                std::hint::spin_loop();
-                Next::Spin
-            }
-            Some(s) if now < s => {
-                std::hint::spin_loop();
-                Next::Spin
-            }
-            Some(_) => {
-                let left = self
-                    .deadline
-                    .map_or(PARK_SLICE, |d| d.saturating_duration_since(now));
+        match spin_until {
+            Some(s) if now >= s => {
+                let left = deadline.map_or(PARK_SLICE, |d| d.saturating_duration_since(now));
                 Next::Park(left.min(PARK_SLICE))
+            }
+            _ => {
+                std::hint::spin_loop();
+                Next::Spin
             }
         }
     }

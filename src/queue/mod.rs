@@ -36,6 +36,8 @@
 //! computed locally from a position modulo the capacity, never read from shared memory.
 
 mod bytes;
+#[cfg(all(test, loom))]
+mod loom;
 mod ring;
 mod wait;
 

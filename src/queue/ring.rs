@@ -32,7 +32,11 @@
 //! into its own participant entry (`intent`), so that a claim whose owner died can be
 //! recognised: see ARCHITECTURE.md, "Queue".
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::Ordering;
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Spacing of control words (two cache lines: adjacent-line prefetch on x86 pulls pairs).
 pub(crate) const LINE: usize = 128;
@@ -137,6 +141,17 @@ pub(crate) enum Blocked {
 pub(crate) struct Ring {
     base: *mut u8,
     pub geo: Geometry,
+    /// Under loom, control words live in loom atomics beside the buffer (loom cannot
+    /// model atomics reinterpreted from raw memory); slot data stays in the buffer.
+    #[cfg(loom)]
+    shadow: &'static Shadow,
+}
+
+#[cfg(loom)]
+#[derive(Debug)]
+struct Shadow {
+    w64: std::collections::BTreeMap<usize, AtomicU64>,
+    w32: std::collections::BTreeMap<usize, AtomicU32>,
 }
 
 // SAFETY: the ring only hands out atomics and raw pointers into memory that is shared by
@@ -175,10 +190,47 @@ impl Ring {
     /// `base` must be valid for reads and writes of `geo.total` bytes for as long as the
     /// ring (or a copy) is used, 64-byte aligned, and accessed by others only through this
     /// protocol (atomics for control words).
+    #[cfg(not(loom))]
     pub(crate) unsafe fn new(base: *mut u8, geo: Geometry) -> Ring {
         Ring { base, geo }
     }
 
+    /// Loom: the control words a ring uses, as loom atomics (leaked: one small table per
+    /// model iteration).
+    #[cfg(loom)]
+    pub(crate) unsafe fn new(base: *mut u8, geo: Geometry) -> Ring {
+        let mut w64 = std::collections::BTreeMap::new();
+        for off in (0..OFF_PARTICIPANTS).step_by(8) {
+            w64.insert(off, AtomicU64::new(0));
+        }
+        for i in 0..geo.max_handles {
+            for k in 0..4 {
+                w64.insert(OFF_PARTICIPANTS + LINE * i + 8 * k, AtomicU64::new(0));
+            }
+        }
+        for p in 0..geo.cap as usize {
+            w64.insert(geo.slots_off + p * geo.stride, AtomicU64::new(0));
+        }
+        let mut w32 = std::collections::BTreeMap::new();
+        for off in [OFF_DATA_WAIT, OFF_SPACE_WAIT, OFF_JOIN_WAIT] {
+            w32.insert(off, AtomicU32::new(0));
+            w32.insert(off + 4, AtomicU32::new(0));
+        }
+        let shadow = Box::leak(Box::new(Shadow { w64, w32 }));
+        Ring { base, geo, shadow }
+    }
+
+    #[cfg(loom)]
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        &self.shadow.w64[&off]
+    }
+
+    #[cfg(loom)]
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        &self.shadow.w32[&off]
+    }
+
+    #[cfg(not(loom))]
     #[inline]
     fn u64_at(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off + 8 <= self.geo.total && off % 8 == 0);
@@ -189,6 +241,7 @@ impl Ring {
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
 
+    #[cfg(not(loom))]
     #[inline]
     fn u32_at(&self, off: usize) -> &AtomicU32 {
         debug_assert!(off + 4 <= self.geo.total && off % 4 == 0);

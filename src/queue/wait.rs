@@ -35,8 +35,12 @@
 //! Sleeps are sliced (at most [`PARK_SLICE`]) so that a waiter also notices a peer that
 //! died in the middle of an operation (which wakes nobody) and its own deadline.
 
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, fence};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, compiler_fence, fence};
+use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU32, compiler_fence, fence};
 use std::time::{Duration, Instant};
 
 /// Longest single futex sleep; the waiter re-checks the ring (and dead peers) after it.
@@ -92,6 +96,7 @@ impl WaitStrategy {
     }
 }
 
+#[cfg(not(loom))]
 /// `futex(FUTEX_WAIT)` on a word in shared memory (not `FUTEX_PRIVATE_FLAG`: the word is
 /// shared between processes). Returns when woken, when `*word != expected`, on a signal,
 /// or after `timeout`. Spurious returns are harmless: callers re-check their condition.
@@ -119,6 +124,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     }
 }
 
+#[cfg(not(loom))]
 /// `futex(FUTEX_WAKE)`: wakes every process sleeping on `word`.
 ///
 /// # References
@@ -139,6 +145,7 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+#[cfg(not(loom))]
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 
@@ -166,6 +173,18 @@ pub(crate) fn init_fences() -> bool {
 }
 
 /// The waker's half of the store-then-load handshake.
+#[cfg(loom)]
+fn light_fence() {
+    // Loom cannot model membarrier: check the symmetric (fallback) protocol.
+    fence(Ordering::SeqCst);
+}
+
+#[cfg(loom)]
+fn heavy_fence() {
+    fence(Ordering::SeqCst);
+}
+
+#[cfg(not(loom))]
 #[inline]
 fn light_fence() {
     if LIGHT.load(Ordering::Relaxed) {
@@ -176,6 +195,7 @@ fn light_fence() {
 }
 
 /// The sleeper's half: a full barrier here and on every CPU running a registered process.
+#[cfg(not(loom))]
 fn heavy_fence() {
     fence(Ordering::SeqCst);
     // SAFETY: plain integer arguments, no user memory.
@@ -183,6 +203,33 @@ fn heavy_fence() {
     // On failure, wakers in registered processes may miss this sleeper; its sleep is
     // sliced (PARK_SLICE), so a wake-up can be late but never lost for good.
     let _ = r;
+}
+
+/// Loom: the futex as the kernel implements it — compare and sleep atomically with
+/// respect to wakers (the hash-bucket lock) — minus timeouts, so that a lost wake-up is a
+/// deadlock loom reports.
+#[cfg(loom)]
+mod emulated {
+    use loom::sync::{Condvar, Mutex};
+    loom::lazy_static! {
+        pub(super) static ref BUCKET: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+    }
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Duration) {
+    let (lock, cv) = &*emulated::BUCKET;
+    let g = lock.lock().unwrap_or_else(|e| e.into_inner());
+    if word.load(Ordering::SeqCst) == expected {
+        let _g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+#[cfg(loom)]
+pub(crate) fn futex_wake_all(_word: &AtomicU32) {
+    let (lock, cv) = &*emulated::BUCKET;
+    let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+    cv.notify_all();
 }
 
 /// A wait point in shared memory: the futex word and the sleeper count.

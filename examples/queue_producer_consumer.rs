@@ -63,14 +63,16 @@ fn main() -> shmkit::Result<()> {
         .args(["consumer", &name])
         .spawn()
         .expect("spawn consumer");
-    for id in 0..10 {
-        q.send(Item {
-            id,
-            value: id as f64 * 1.5,
-        })?;
-    }
-    q.send(SENTINEL)?;
+    let sent = (|| {
+        for id in 0..10 {
+            q.send(Item {
+                id,
+                value: id as f64 * 1.5,
+            })?;
+        }
+        q.send(SENTINEL)
+    })();
     let status = child.wait().expect("wait");
     println!("producer: consumer exited with {status}");
-    Ok(())
+    sent
 }

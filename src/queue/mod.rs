@@ -630,7 +630,15 @@ impl Core {
     /// Recovers the claim that blocks us if it has done so for [`RECOVER_AFTER`] and its
     /// owner is dead (checked at most every [`RECOVER_EVERY`]).
     fn maybe_recover(&self, b: Blocked) -> Result<()> {
-        if !matches!(b, Blocked::InFlight { .. }) {
+        let idle = match b {
+            Blocked::Idle => true,
+            // Empty, or a producer's claim not yet published? `tail` tells.
+            Blocked::InFlight { pos, reader: false } => {
+                self.ring.tail().load(Ordering::Acquire) == pos
+            }
+            Blocked::InFlight { reader: true, .. } => false,
+        };
+        if idle {
             self.stuck.set(None);
             return Ok(());
         }

@@ -386,3 +386,43 @@ fn mpmc_consumers_killed_at_random_points() {
         q.peer_deaths()
     );
 }
+
+#[test]
+fn join_is_not_wedged_by_a_dead_worker() {
+    if common::role().is_some() {
+        let tasks = Queue::<u64>::open(&arg(0)).unwrap();
+        let ready = Queue::<u64>::open(&arg(1)).unwrap();
+        let t = tasks.recv_timeout(LONG).unwrap();
+        ready.send_timeout(t, LONG).unwrap();
+        // Never calls task_done: hangs until killed (bounded).
+        let start = Instant::now();
+        while start.elapsed() < CHILD_LIFETIME {
+            std::hint::spin_loop();
+        }
+        std::process::exit(3);
+    }
+    let tn = common::unique("qk-join");
+    let rn = common::unique("qk-join-ready");
+    let _g = (common::ShmGuard::new(&tn), common::ShmGuard::new(&rn));
+    let tasks = Queue::<u64>::options()
+        .joinable(true)
+        .capacity(4)
+        .create(&tn)
+        .unwrap();
+    let ready = Queue::<u64>::create(&rn, 2).unwrap();
+    let mut c = common::child("join_is_not_wedged_by_a_dead_worker", "w", &[&tn, &rn])
+        .spawn()
+        .unwrap();
+    tasks.send(7).unwrap();
+    assert_eq!(ready.recv_timeout(LONG).unwrap(), 7);
+    assert_eq!(tasks.unfinished(), 1, "received, not done");
+    assert!(
+        tasks
+            .join(Some(Duration::from_millis(30)))
+            .unwrap_err()
+            .is_timeout()
+    );
+    kill(&mut c);
+    tasks.join(Some(LONG)).unwrap();
+    assert_eq!(tasks.unfinished(), 0);
+}

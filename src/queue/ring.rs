@@ -427,10 +427,12 @@ impl Ring {
                     }
                 }
             }
+            // Flag the role in our entry *before* taking the word: whoever sees the word
+            // naming us (Acquire) also sees the flag, and does not take the role from us.
+            self.roles(me).fetch_or(role, Ordering::AcqRel);
             if w.compare_exchange(cur, me as u64 + 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                self.roles(me).fetch_or(role, Ordering::AcqRel);
                 return Ok(());
             }
         }

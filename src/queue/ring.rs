@@ -24,7 +24,11 @@
 //! - `2p + 1` — FULL for position `p`: a consumer may claim `p`;
 //! - `2(p + capacity)` — released (or skipped): EMPTY for the next lap.
 //!
-//! Any other value, for the position a process is at, is corruption.
+//! Any other value, for the position a process is at, is corruption. `head` and `tail`
+//! are read with Acquire (free on x86): whoever claimed the positions before the one we
+//! read synchronised with the slot's previous lap, so a slot read after it is at most one
+//! lap behind — which is what lets the validation be strict. (loom found the Relaxed
+//! version reading a slot two laps stale and calling it corrupt.)
 //!
 //! A producer claims `p` by a CAS of `tail` from `p` to `p + 1`, writes the data and
 //! stores `2p + 1`; a consumer claims `p` by a CAS of `head`, reads, stores
@@ -451,7 +455,7 @@ impl Ring {
     /// MPMC producer: claims the next position for entry `me`.
     pub(crate) fn mpmc_claim_send(&self, me: usize) -> Result<Result<u64, Blocked>, Corrupt> {
         let cap = self.geo.cap;
-        let mut p = self.tail().load(Ordering::Relaxed);
+        let mut p = self.tail().load(Ordering::Acquire);
         loop {
             let s = self.seq(p).load(Ordering::Acquire);
             if s == empty(p) {
@@ -461,7 +465,7 @@ impl Ring {
                     p,
                     p.wrapping_add(1),
                     Ordering::AcqRel,
-                    Ordering::Relaxed,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => return Ok(Ok(p)),
                     Err(t) => p = t,
@@ -485,7 +489,7 @@ impl Ring {
                 Blocked::Idle
             } else if lap_diff(s, p, cap).is_some_and(|d| d >= 0) {
                 // Somebody got further (any number of laps): our tail snapshot is stale.
-                let t = self.tail().load(Ordering::Relaxed);
+                let t = self.tail().load(Ordering::Acquire);
                 if t == p {
                     return Err(self.corrupt("send", p, s));
                 }
@@ -525,7 +529,7 @@ impl Ring {
         count: bool,
     ) -> Result<Result<u64, Blocked>, Corrupt> {
         let cap = self.geo.cap;
-        let mut p = self.head().load(Ordering::Relaxed);
+        let mut p = self.head().load(Ordering::Acquire);
         loop {
             let s = self.seq(p).load(Ordering::Acquire);
             if s == full(p) {
@@ -538,7 +542,7 @@ impl Ring {
                     p,
                     p.wrapping_add(1),
                     Ordering::AcqRel,
-                    Ordering::Relaxed,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => return Ok(Ok(p)),
                     Err(h) => {
@@ -565,7 +569,7 @@ impl Ring {
                 // Released or skipped (possibly laps ago: our head snapshot is stale). If
                 // head is still here the slot was skipped (a cancelled or dead producer's
                 // claim): help head past it.
-                let h = self.head().load(Ordering::Relaxed);
+                let h = self.head().load(Ordering::Acquire);
                 if h == p {
                     if d != cap as i64 {
                         // With head here, only a skip (one lap ahead) is legal.
@@ -575,9 +579,9 @@ impl Ring {
                         p,
                         p.wrapping_add(1),
                         Ordering::AcqRel,
-                        Ordering::Relaxed,
+                        Ordering::Acquire,
                     );
-                    p = self.head().load(Ordering::Relaxed);
+                    p = self.head().load(Ordering::Acquire);
                 } else {
                     p = h;
                 }

@@ -208,6 +208,77 @@ fn queue_rt_of<T: bytemuck::Pod>(
     )
 }
 
+/// A minimal hand-written ring with the same slot layout idea (a sequence word inside
+/// each slot, `stride` bytes per slot), no validation, no waiting strategy, no crash
+/// recovery: what the layout costs by itself on this machine.
+fn raw_ring_rt(batches: usize, slots: usize, stride: usize) -> f64 {
+    use shmkit::segment::{ElemInfo, Kind, Layout};
+    let len = (2 * slots * stride) as u64;
+    let seg =
+        shmkit::Segment::anonymous(&Layout::new(Kind::Bytes, ElemInfo::bytes(len)), |_| Ok(()))
+            .expect("segment");
+    let base = seg.payload_ptr() as usize;
+    let seq = move |ring: usize, i: u64| -> &'static AtomicU64 {
+        let off = ring * slots * stride + (i as usize % slots) * stride;
+        // SAFETY: in bounds of the 2*slots*stride payload, 8-aligned (stride is a multiple
+        // of 8, the payload 64-aligned), alive until `seg` drops after `pair` returns.
+        unsafe { &*((base + off) as *const AtomicU64) }
+    };
+    let data = move |ring: usize, i: u64| -> *mut Msg {
+        (base + ring * slots * stride + (i as usize % slots) * stride + 8) as *mut Msg
+    };
+    for r in 0..2 {
+        for i in 0..slots as u64 {
+            seq(r, i).store(2 * i, Ordering::Relaxed);
+        }
+    }
+    let send = move |r: usize, i: u64, m: Msg| {
+        while seq(r, i).load(Ordering::Acquire) != 2 * i {
+            std::hint::spin_loop();
+        }
+        // SAFETY: the slot is ours (seq says empty for position i), in bounds.
+        unsafe { data(r, i).write_unaligned(m) };
+        seq(r, i).store(2 * i + 1, Ordering::Release);
+    };
+    let recv = move |r: usize, i: u64| -> Msg {
+        while seq(r, i).load(Ordering::Acquire) != 2 * i + 1 {
+            std::hint::spin_loop();
+        }
+        // SAFETY: published for position i, in bounds.
+        let m = unsafe { data(r, i).read_unaligned() };
+        seq(r, i).store(2 * (i + slots as u64), Ordering::Release);
+        m
+    };
+    let total = (batches + 1) * ROUND_TRIPS;
+    let r = pair(
+        || {
+            for i in 0..total as u64 {
+                let m = recv(0, i);
+                send(1, i, m);
+            }
+        },
+        || {
+            let mut i = 0u64;
+            let mut m: Msg = [7; 64];
+            let mut one = || {
+                send(0, i, m);
+                m = recv(1, i);
+                i += 1;
+            };
+            for _ in 0..ROUND_TRIPS {
+                one();
+            }
+            median_ns(batches, || {
+                for _ in 0..ROUND_TRIPS {
+                    one();
+                }
+            })
+        },
+    );
+    drop(seg);
+    r
+}
+
 fn main() {
     let batches: usize = std::env::args()
         .nth(1)
@@ -235,6 +306,21 @@ fn main() {
         (
             "queue spsc spin (4 slots)",
             queue_rt(batches, Mode::Spsc, spin, 4),
+            0.0,
+        ),
+        (
+            "raw ring 256 slots, stride 72",
+            raw_ring_rt(batches, 256, 72),
+            0.0,
+        ),
+        (
+            "raw ring 256 slots, stride 128",
+            raw_ring_rt(batches, 256, 128),
+            0.0,
+        ),
+        (
+            "raw ring 4 slots, stride 72",
+            raw_ring_rt(batches, 4, 72),
             0.0,
         ),
         (

@@ -657,10 +657,12 @@ impl Core {
         Ok(())
     }
 
+    #[inline]
     fn claim_send(&self, op: &'static str, timeout: Option<Duration>) -> Result<Claim> {
         self.wait_for(op, timeout, Ring::space_wait, || self.try_claim_send())
     }
 
+    #[inline]
     fn claim_recv(&self, op: &'static str, timeout: Option<Duration>) -> Result<Claim> {
         self.wait_for(op, timeout, Ring::data_wait, || self.try_claim_recv())
     }
@@ -951,6 +953,7 @@ impl<T: Pod> Queue<T> {
     }
 
     /// Sends `v`, waiting while the queue is full.
+    #[inline]
     pub fn send(&self, v: T) -> Result<()> {
         self.send_with(v, "send", None)
     }
@@ -966,6 +969,7 @@ impl<T: Pod> Queue<T> {
     }
 
     /// Receives the next message, waiting while the queue is empty.
+    #[inline]
     pub fn recv(&self) -> Result<T> {
         self.recv_with("recv", None)
     }

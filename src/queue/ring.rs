@@ -1203,6 +1203,52 @@ mod tests {
         assert_eq!(all, want);
     }
 
+    proptest::proptest! {
+        /// Any single-threaded sequence of sends, receives, cancelled reservations and SPSC
+        /// operations behaves like a bounded FIFO of the same capacity.
+        #[test]
+        fn behaves_like_a_bounded_fifo(
+            cap_log in 0u32..4,
+            ops in proptest::collection::vec(0u8..4, 0..200),
+        ) {
+            let cap = 1u64 << cap_log;
+            let t = test_ring(cap, 2);
+            let r = &t.ring;
+            let me = r.register(1, &|_| true).unwrap();
+            let mut model = std::collections::VecDeque::new();
+            let mut next = 0u64;
+            for op in ops {
+                match op {
+                    0 | 1 => {
+                        let ok = send(r, me, next).unwrap();
+                        proptest::prop_assert_eq!(ok, (model.len() as u64) < cap);
+                        if ok {
+                            model.push_back(next);
+                        }
+                        next += 1;
+                    }
+                    2 => {
+                        let got = recv(r, me).unwrap();
+                        proptest::prop_assert_eq!(got, model.pop_front());
+                    }
+                    _ => {
+                        // Reserve and cancel: takes a position, delivers nothing.
+                        if let Ok(p) = r.mpmc_claim_send(me).unwrap() {
+                            r.mpmc_cancel(me, p);
+                            // The skipped slot frees up only once a consumer passes it.
+                            let drained: Vec<u64> = model.drain(..).collect();
+                            for v in drained {
+                                proptest::prop_assert_eq!(recv(r, me).unwrap(), Some(v));
+                            }
+                            proptest::prop_assert_eq!(recv(r, me).unwrap(), None);
+                        }
+                    }
+                }
+                proptest::prop_assert!(r.len() <= cap);
+            }
+        }
+    }
+
     #[test]
     fn fuzz_entry_survives_garbage() {
         let mut x = 0x1234_5678_9abc_def0u64;

@@ -168,6 +168,30 @@ impl ByteQueue {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The pid of the last dead peer whose claim was recovered, if any.
+    pub fn last_dead_peer(&self) -> Option<u32> {
+        match self
+            .core
+            .ring
+            .last_dead_pid()
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            0 => None,
+            p => Some(p as u32),
+        }
+    }
+
+    /// Whether the queue was created joinable.
+    pub fn is_joinable(&self) -> bool {
+        self.core.joinable
+    }
+
+    /// Messages in the queue plus messages received but not yet marked done by live
+    /// handles (joinable queues; approximate while others run).
+    pub fn unfinished(&self) -> u64 {
+        self.core.unfinished()
+    }
+
     fn len_word(&self, c: Claim) -> *mut u32 {
         self.core.ring.data(c.0) as *mut u32
     }

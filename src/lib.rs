@@ -18,6 +18,7 @@
 //! | [`Pipe`](pipe::Pipe) | anonymous duplex message channel (`SOCK_SEQPACKET`) | parent and child, like Python's `Pipe()` | two copies + syscall per message |
 //! | [`SignalListener`](signal::SignalListener) | real-time signal + 64-bit payload via `signalfd` | wake a known pid, no shared object at all | one signal delivery |
 //! | [`Fifo`](fifo::Fifo) | named pipe, framed messages (atomic up to 4092 B) or bytes | many writers, one reader, any language | two copies + syscall per message |
+//! | [`Queue`], [`ByteQueue`] | bounded SPSC/MPMC ring, spin-then-park, zero-copy, joinable | the fast path between processes | 64-byte round trip 1.9–3x a shared cache line, spinning (README) |
 //!
 //! shmkit is Linux-only (glibc, x86_64 and aarch64 are tested); it refuses to compile
 //! elsewhere.
@@ -51,6 +52,7 @@ pub mod mq;
 pub mod name;
 pub mod pipe;
 pub mod process;
+pub mod queue;
 pub mod segment;
 pub mod signal;
 pub mod sync;
@@ -58,5 +60,6 @@ pub mod value;
 
 pub use error::{Error, Result};
 pub use name::{Name, NameKind};
+pub use queue::{ByteQueue, Queue};
 pub use segment::{ElemInfo, Layout, Segment};
 pub use value::{Array, Value};

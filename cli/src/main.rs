@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod queue;
 mod segments;
 mod sync;
 mod transports;
@@ -32,6 +33,9 @@ enum Command {
     Fifo(transports::FifoCommand),
     /// Benchmark every IPC mechanism against the others and the hardware floor.
     Bench(bench::Args),
+    /// Create, feed, drain and inspect shared-memory queues.
+    #[command(subcommand)]
+    Queue(queue::Command),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Mq(c) => transports::run_mq(c),
         Command::Fifo(c) => transports::run_fifo(c),
         Command::Bench(a) => bench::run(a),
+        Command::Queue(c) => queue::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,406 @@
+//! [`ByteQueue`]: variable-length byte messages over the same slot ring.
+//!
+//! Each slot holds one message: a `u32` length, 4 bytes of padding, then up to
+//! `max_message` bytes. A message never wraps around the end of the ring and never spans
+//! slots, so the crash-recovery protocol of [`Queue`](super::Queue) applies unchanged
+//! (a half-written message is never visible, a dead claimer's slot is skipped). The cost
+//! is space: every slot reserves `max_message` bytes, so size the queue for the largest
+//! message you send. A message longer than `max_message` is [`Error::MessageTooLarge`]
+//! on the sending side; a stored length above `max_message` is [`Error::Corrupt`] on the
+//! receiving side.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::segment::{ElemInfo, Kind, Segment};
+
+use super::{Claim, Core, Mode, QueueOptions, check_segment, init_ring};
+
+/// Bytes before the message in a slot's data (the length word and padding).
+const LEN_HEADER: usize = 8;
+/// Largest `max_message`.
+pub const MAX_MESSAGE: usize = 1 << 30;
+
+/// A bounded queue of byte messages of at most `max_message` bytes.
+///
+/// ```
+/// use shmkit::queue::ByteQueue;
+/// let name = format!("doc-bq-{}", std::process::id());
+/// let tx = ByteQueue::create(&name, 16, 1024)?;
+/// let rx = ByteQueue::open(&name)?;
+/// tx.send(b"hello")?;
+/// tx.send(&[])?;
+/// let mut buf = Vec::new();
+/// rx.recv(&mut buf)?;
+/// assert_eq!(buf, b"hello");
+/// rx.recv(&mut buf)?;
+/// assert!(buf.is_empty());
+/// assert!(tx.send(&[0; 1025]).is_err()); // too large: a clear error
+/// shmkit::Segment::unlink(&name)?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ByteQueue {
+    core: Core,
+    max: usize,
+}
+
+/// Options for byte queues are the same as for typed queues; the type parameter is `u8`.
+pub type ByteQueueOptions = QueueOptions<u8>;
+
+impl QueueOptions<u8> {
+    fn bytes_layout(
+        &self,
+        resource: &str,
+        max_message: usize,
+    ) -> Result<(crate::segment::Layout, super::Geometry)> {
+        if max_message > MAX_MESSAGE {
+            return Err(Error::invalid(
+                resource,
+                "create byte queue",
+                format!("max_message {max_message} exceeds {MAX_MESSAGE}"),
+            ));
+        }
+        let data_len = (LEN_HEADER + max_message) as u64;
+        self.create_layout(resource, Kind::ByteQueue, data_len, 8, |cap| {
+            ElemInfo::bytes(cap * data_len)
+        })
+    }
+
+    /// Creates a named byte queue whose messages are at most `max_message` bytes.
+    pub fn create_bytes(&self, name: &str, max_message: usize) -> Result<ByteQueue> {
+        let (layout, geo) = self.bytes_layout(name, max_message)?;
+        let seg = self.segment.create(name, &layout, init_ring(geo))?;
+        ByteQueue::from_parts(seg, self)
+    }
+
+    /// Opens a named byte queue.
+    pub fn open_bytes(&self, name: &str) -> Result<ByteQueue> {
+        ByteQueue::from_parts(self.segment.open(name)?, self)
+    }
+
+    /// Creates an anonymous byte queue (shared with children forked afterwards).
+    pub fn anonymous_bytes(&self, max_message: usize) -> Result<ByteQueue> {
+        let (layout, geo) = self.bytes_layout("<anonymous byte queue>", max_message)?;
+        let seg = self.segment.anonymous(&layout, init_ring(geo))?;
+        ByteQueue::from_parts(seg, self)
+    }
+}
+
+impl ByteQueue {
+    /// Options (mode, capacity, wait strategy, ...); finish with
+    /// [`create_bytes`](QueueOptions::create_bytes) or [`open_bytes`](QueueOptions::open_bytes).
+    pub fn options() -> ByteQueueOptions {
+        QueueOptions::default()
+    }
+
+    /// Creates a named MPMC byte queue of `capacity` messages of at most `max_message`
+    /// bytes each.
+    pub fn create(name: &str, capacity: u64, max_message: usize) -> Result<Self> {
+        Self::options()
+            .capacity(capacity)
+            .create_bytes(name, max_message)
+    }
+
+    /// Opens a named byte queue.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::options().open_bytes(name)
+    }
+
+    fn from_parts(seg: Segment, opts: &ByteQueueOptions) -> Result<Self> {
+        seg.check_elements(Kind::ByteQueue, &ElemInfo::bytes(0), None)?;
+        let (mode, joinable, geo) = check_segment(&seg, None, 8, opts.mode)?;
+        if geo.data_len < LEN_HEADER {
+            return Err(Error::corrupt(seg.resource(), "byte queue slots too small"));
+        }
+        let max = geo.data_len - LEN_HEADER;
+        Ok(ByteQueue {
+            core: Core::new(Arc::new(seg), mode, joinable, geo, opts.wait)?,
+            max,
+        })
+    }
+
+    /// A second handle (its own participant entry).
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(ByteQueue {
+            core: self.core.try_clone()?,
+            max: self.max,
+        })
+    }
+
+    /// The largest message this queue carries.
+    pub fn max_message(&self) -> usize {
+        self.max
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u64 {
+        self.core.ring.geo.cap
+    }
+
+    /// The mode recorded in the segment.
+    pub fn mode(&self) -> Mode {
+        self.core.mode
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.core.seg
+    }
+
+    /// Approximate number of messages (see [`Queue::len`](super::Queue::len)).
+    pub fn len(&self) -> usize {
+        self.core.ring.len() as usize
+    }
+
+    /// `len() == 0`, approximately.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Recovered claims of dead processes (see [`Queue::peer_deaths`](super::Queue::peer_deaths)).
+    pub fn peer_deaths(&self) -> u64 {
+        self.core
+            .ring
+            .peer_deaths()
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The pid of the last dead peer whose claim was recovered, if any.
+    pub fn last_dead_peer(&self) -> Option<u32> {
+        match self
+            .core
+            .ring
+            .last_dead_pid()
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            0 => None,
+            p => Some(p as u32),
+        }
+    }
+
+    /// Whether the queue was created joinable.
+    pub fn is_joinable(&self) -> bool {
+        self.core.joinable
+    }
+
+    /// Messages in the queue plus messages received but not yet marked done by live
+    /// handles (joinable queues; approximate while others run).
+    pub fn unfinished(&self) -> u64 {
+        self.core.unfinished()
+    }
+
+    fn len_word(&self, c: Claim) -> *mut u32 {
+        self.core.ring.data(c.0) as *mut u32
+    }
+
+    fn body(&self, c: Claim) -> *mut u8 {
+        // SAFETY: the slot's data is LEN_HEADER + max bytes.
+        unsafe { self.core.ring.data(c.0).add(LEN_HEADER) }
+    }
+
+    fn check_len(&self, len: usize, op: &'static str) -> Result<()> {
+        if len > self.max {
+            return Err(Error::MessageTooLarge {
+                resource: self.core.resource(),
+                op,
+                len,
+                max: self.max,
+                advice: Some("create the queue with a larger max_message".into()),
+            });
+        }
+        Ok(())
+    }
+
+    fn send_with(&self, msg: &[u8], op: &'static str, timeout: Option<Duration>) -> Result<()> {
+        self.check_len(msg.len(), op)?;
+        let c = self.core.claim_send(op, timeout)?;
+        // SAFETY: the claim gives exclusive use of the slot; `msg.len() <= max` bytes fit
+        // the body; the length word is 8-aligned.
+        unsafe {
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.body(c), msg.len());
+            self.len_word(c).write(msg.len() as u32);
+        }
+        self.core.publish(c);
+        Ok(())
+    }
+
+    /// Reads the (untrusted) length of a claimed message.
+    fn stored_len(&self, c: Claim) -> Result<usize> {
+        // SAFETY: claimed slot, aligned length word.
+        let len = unsafe { self.len_word(c).read() } as usize;
+        if len > self.max {
+            // Give the slot back so the queue moves on, then report.
+            self.core.release(c);
+            return Err(Error::corrupt(
+                self.core.resource(),
+                format!(
+                    "stored message length {len} exceeds the slot size {}",
+                    self.max
+                ),
+            ));
+        }
+        Ok(len)
+    }
+
+    fn recv_with(
+        &self,
+        buf: &mut Vec<u8>,
+        op: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let c = self.core.claim_recv(op, timeout)?;
+        let len = self.stored_len(c)?;
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: `len <= max` bytes of the claimed slot's body are readable.
+        buf.extend_from_slice(unsafe { std::slice::from_raw_parts(self.body(c), len) });
+        self.core.release(c);
+        Ok(())
+    }
+
+    /// Sends `msg`, waiting while the queue is full.
+    pub fn send(&self, msg: &[u8]) -> Result<()> {
+        self.send_with(msg, "send", None)
+    }
+
+    /// Sends if there is room now ([`Error::WouldBlock`] otherwise).
+    pub fn try_send(&self, msg: &[u8]) -> Result<()> {
+        self.send_with(msg, "try_send", Some(Duration::ZERO))
+    }
+
+    /// Sends, waiting at most `timeout`.
+    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.send_with(msg, "send_timeout", Some(timeout))
+    }
+
+    /// Receives the next message into `buf` (cleared first; reuse it to avoid allocating).
+    pub fn recv(&self, buf: &mut Vec<u8>) -> Result<()> {
+        self.recv_with(buf, "recv", None)
+    }
+
+    /// Receives if a message is there ([`Error::WouldBlock`] otherwise).
+    pub fn try_recv(&self, buf: &mut Vec<u8>) -> Result<()> {
+        self.recv_with(buf, "try_recv", Some(Duration::ZERO))
+    }
+
+    /// Receives, waiting at most `timeout`.
+    pub fn recv_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<()> {
+        self.recv_with(buf, "recv_timeout", Some(timeout))
+    }
+
+    /// Claims a slot to write a message of `len` bytes in place (zero-copy); publish it
+    /// with [`SendBytes::commit`] (dropping it sends nothing).
+    ///
+    /// ```
+    /// use shmkit::queue::ByteQueue;
+    /// let mut q = ByteQueue::options().anonymous_bytes(64)?;
+    /// let mut m = q.reserve(3, None)?;
+    /// m.copy_from_slice(b"abc");
+    /// m.commit();
+    /// assert_eq!(&*q.recv_ref(None)?, b"abc");
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn reserve(&mut self, len: usize, timeout: Option<Duration>) -> Result<SendBytes<'_>> {
+        self.check_len(len, "reserve")?;
+        let c = self.core.claim_send("reserve", timeout)?;
+        Ok(SendBytes {
+            q: self,
+            claim: c,
+            len,
+            done: false,
+        })
+    }
+
+    /// Receives in place (zero-copy); the slot is released when the [`RecvBytes`] drops.
+    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<RecvBytes<'_>> {
+        let c = self.core.claim_recv("recv_ref", timeout)?;
+        let len = self.stored_len(c)?;
+        Ok(RecvBytes {
+            q: self,
+            claim: c,
+            len,
+            _p: PhantomData,
+        })
+    }
+
+    /// Marks a received message processed (joinable queues).
+    pub fn task_done(&self) -> Result<()> {
+        self.core.task_done()
+    }
+
+    /// Waits until every message sent is received and done (joinable queues).
+    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+        self.core.join(timeout)
+    }
+}
+
+/// A message being written in place; see [`ByteQueue::reserve`].
+pub struct SendBytes<'a> {
+    q: &'a ByteQueue,
+    claim: Claim,
+    len: usize,
+    done: bool,
+}
+
+impl SendBytes<'_> {
+    /// Shortens the message to `len` bytes (at most the reserved length).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Publishes the message.
+    pub fn commit(mut self) {
+        self.done = true;
+        // SAFETY: claimed slot, aligned length word; len <= max (checked in reserve).
+        unsafe { self.q.len_word(self.claim).write(self.len as u32) };
+        self.q.core.publish(self.claim);
+    }
+}
+
+impl std::ops::Deref for SendBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: exclusive claim; len <= max bytes of the body.
+        unsafe { std::slice::from_raw_parts(self.q.body(self.claim), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for SendBytes<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for deref; &mut self makes it the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.q.body(self.claim), self.len) }
+    }
+}
+
+impl Drop for SendBytes<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.q.core.cancel(self.claim);
+        }
+    }
+}
+
+/// A message read in place; see [`ByteQueue::recv_ref`].
+pub struct RecvBytes<'a> {
+    q: &'a ByteQueue,
+    claim: Claim,
+    len: usize,
+    _p: PhantomData<&'a [u8]>,
+}
+
+impl std::ops::Deref for RecvBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: claimed slot; len was validated against max.
+        unsafe { std::slice::from_raw_parts(self.q.body(self.claim), self.len) }
+    }
+}
+
+impl Drop for RecvBytes<'_> {
+    fn drop(&mut self) {
+        self.q.core.release(self.claim);
+    }
+}

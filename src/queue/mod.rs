@@ -1,0 +1,1276 @@
+//! Shared-memory queues: shmkit's fast path.
+//!
+//! - [`Queue<T>`]: a bounded ring of fixed-size slots holding `T: Pod`;
+//! - [`ByteQueue`]: variable-length byte messages up to a fixed maximum;
+//!
+//! both in a [`Segment`] of kind [`Kind::Queue`] / [`Kind::ByteQueue`], in one of two
+//! [`Mode`]s (`Spsc`, `Mpmc`, recorded in the header and checked on open), with blocking,
+//! `try_` and `_timeout` forms, zero-copy slots ([`Queue::reserve`], [`Queue::recv_ref`]),
+//! Python's `JoinableQueue` semantics ([`Queue::task_done`], [`Queue::join`]) and a
+//! configurable [`WaitStrategy`] (spin, then sleep on a futex).
+//!
+//! # Algorithm
+//!
+//! Dmitry Vyukov's bounded MPMC queue: a sequence word inside each slot says whether the
+//! slot is empty or full *for a given lap*, so producers and consumers touch the shared
+//! `tail`/`head` words only to claim a position and otherwise meet on the slot's own cache
+//! line. SPSC mode needs no claim at all: the producer and the consumer each keep their
+//! position in the handle. See `ring.rs` and ARCHITECTURE.md, "Queue", for the slot state
+//! machine, the crash-recovery protocol and the sleep/wake handshake.
+//!
+//! # Crash consistency
+//!
+//! A message becomes visible only when its sequence word is published, after the data is
+//! written: a producer killed mid-write leaves nothing torn behind. A position claimed by
+//! a process that dies before finishing is recognised (every claim is announced in the
+//! claimer's participant entry first, and liveness is checked by pid **and** start time)
+//! and skipped (dead producer) or released (dead consumer: the message it was reading is
+//! dropped). Survivors see [`Queue::peer_deaths`] go up. SPSC mode: the producer and
+//! consumer roles are taken over from a dead holder; a consumer that dies while reading
+//! leaves the message in place for its successor (delivered again).
+//!
+//! # Trust
+//!
+//! Every sequence number and length read from the ring is checked against the values that
+//! are legal at that point; anything else is [`Error::Corrupt`]. Slot addresses are always
+//! computed locally from a position modulo the capacity, never read from shared memory.
+
+mod bytes;
+#[cfg(all(test, loom))]
+mod loom;
+mod ring;
+mod wait;
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use crate::error::{Error, Result};
+use crate::process::ProcessId;
+use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
+
+pub use bytes::{ByteQueue, RecvBytes, SendBytes};
+pub use ring::{Corrupt, MAX_CAPACITY, MAX_HANDLES, fuzz_ring};
+pub use wait::WaitStrategy;
+
+use ring::{Blocked, Geometry, ROLE_CONSUMER, ROLE_PRODUCER, Ring, after};
+use wait::{Next, WaitPoint, Waiter};
+
+/// Version of the ring layout, stored in `params[3]`.
+const RING_VERSION: u64 = 1;
+/// Header flag bits.
+const FLAG_MPMC: u32 = 1;
+const FLAG_JOINABLE: u32 = 2;
+const KNOWN_FLAGS: u32 = FLAG_MPMC | FLAG_JOINABLE;
+
+/// After how long a waiter blocked by another process's unfinished claim checks whether
+/// that process is still alive (and again every `RECOVER_EVERY`).
+const RECOVER_AFTER: Duration = Duration::from_millis(2);
+const RECOVER_EVERY: Duration = Duration::from_millis(10);
+
+/// Who may send and receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// One producer handle and one consumer handle at a time (each role is taken by the
+    /// first handle that uses it and passes to another handle when the holder's handle is
+    /// dropped or its process dies). No atomic read-modify-write on the fast path.
+    Spsc,
+    /// Any number of producers and consumers (Vyukov's bounded MPMC algorithm).
+    Mpmc,
+}
+
+impl Mode {
+    fn flags(self) -> u32 {
+        match self {
+            Mode::Spsc => 0,
+            Mode::Mpmc => FLAG_MPMC,
+        }
+    }
+}
+
+/// Options for creating and opening queues.
+///
+/// ```
+/// use shmkit::queue::{Mode, Queue, WaitStrategy};
+/// let name = format!("doc-qopts-{}", std::process::id());
+/// let q: Queue<u64> = Queue::options()
+///     .mode(Mode::Spsc)
+///     .capacity(1024)
+///     .wait(WaitStrategy::Spin)
+///     .create(&name)?;
+/// assert_eq!(q.capacity(), 1024);
+/// assert_eq!(q.mode(), Mode::Spsc);
+/// // Opening with another mode is refused.
+/// assert!(Queue::<u64>::options().mode(Mode::Mpmc).open(&name).is_err());
+/// shmkit::Segment::unlink(&name)?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct QueueOptions<T> {
+    mode: Option<Mode>,
+    capacity: u64,
+    max_handles: u64,
+    wait: WaitStrategy,
+    joinable: bool,
+    segment: SegmentOptions,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Default for QueueOptions<T> {
+    fn default() -> Self {
+        QueueOptions {
+            mode: None,
+            capacity: 256,
+            max_handles: 64,
+            wait: WaitStrategy::default(),
+            joinable: false,
+            segment: SegmentOptions::default(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> QueueOptions<T> {
+    /// The mode (default on create: [`Mode::Mpmc`]); on open, the mode the segment must
+    /// have (default: whatever it has).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// Number of slots, rounded up to a power of two (default 256, at most
+    /// [`MAX_CAPACITY`]).
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// How many handles may have the queue open at once (default 64, at most
+    /// [`MAX_HANDLES`]); each takes a 128-byte participant entry.
+    pub fn max_handles(mut self, n: u64) -> Self {
+        self.max_handles = n;
+        self
+    }
+
+    /// How this handle waits (default [`WaitStrategy::default`]: spin 50 µs, then sleep).
+    pub fn wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Creates a joinable queue: consumers call [`Queue::task_done`], anyone can
+    /// [`Queue::join`]. Costs one uncontended store per receive.
+    pub fn joinable(mut self, yes: bool) -> Self {
+        self.joinable = yes;
+        self
+    }
+
+    /// Segment options (permission mode, open timeout, unlink on drop).
+    pub fn segment(mut self, segment: SegmentOptions) -> Self {
+        self.segment = segment;
+        self
+    }
+
+    fn create_layout(
+        &self,
+        resource: &str,
+        kind: Kind,
+        data_len: u64,
+        data_align: u64,
+        elem: impl Fn(u64) -> ElemInfo,
+    ) -> Result<(Layout, Geometry)> {
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(Error::invalid(
+                resource,
+                "create queue",
+                format!(
+                    "capacity {} is out of range 1..={MAX_CAPACITY}",
+                    self.capacity
+                ),
+            ));
+        }
+        let cap = self.capacity.next_power_of_two();
+        let geo = Geometry::new(cap, data_len, data_align, self.max_handles).ok_or_else(|| {
+            Error::invalid(
+                resource,
+                "create queue",
+                format!(
+                    "no ring fits capacity {cap}, {data_len}-byte slots aligned to {data_align}, \
+                     {} handles (alignment at most 64, at most {MAX_HANDLES} handles, 1 TiB in total)",
+                    self.max_handles
+                ),
+            )
+        })?;
+        let mode = self.mode.unwrap_or(Mode::Mpmc);
+        let flags = mode.flags() | if self.joinable { FLAG_JOINABLE } else { 0 };
+        let layout = Layout::new(kind, elem(cap))
+            .with_payload_len(geo.total as u64)
+            .with_flags(flags)
+            .with_params([cap, self.max_handles, data_len, RING_VERSION]);
+        Ok((layout, geo))
+    }
+}
+
+fn init_ring(geo: Geometry) -> impl FnOnce(&mut [u8]) -> Result<()> {
+    move |payload| {
+        if payload.len() < geo.total {
+            return Err(Error::invalid(
+                "<queue>",
+                "create queue",
+                "payload shorter than the ring",
+            ));
+        }
+        // SAFETY: the payload is ours alone during initialisation, `geo.total` bytes long
+        // and 64-byte aligned (segment payloads are).
+        let ring = unsafe { Ring::new(payload.as_mut_ptr(), geo) };
+        ring.init();
+        Ok(())
+    }
+}
+
+/// Checks a segment's queue parameters and returns mode, joinable flag and geometry.
+fn check_segment(
+    seg: &Segment,
+    data_len: Option<u64>,
+    data_align: u64,
+    expect_mode: Option<Mode>,
+) -> Result<(Mode, bool, Geometry)> {
+    let raw = &seg.header().raw;
+    let bad = |d: String| Error::corrupt(seg.resource(), d);
+    if raw.flags & !KNOWN_FLAGS != 0 {
+        return Err(bad(format!("unknown queue flags {:#x}", raw.flags)));
+    }
+    if raw.params[3] != RING_VERSION {
+        return Err(Error::Mismatch {
+            resource: seg.resource(),
+            what: "queue ring version",
+            expected: RING_VERSION.to_string(),
+            found: raw.params[3].to_string(),
+        });
+    }
+    let mode = if raw.flags & FLAG_MPMC != 0 {
+        Mode::Mpmc
+    } else {
+        Mode::Spsc
+    };
+    if let Some(m) = expect_mode {
+        if m != mode {
+            return Err(Error::Mismatch {
+                resource: seg.resource(),
+                what: "queue mode",
+                expected: format!("{m:?}"),
+                found: format!("{mode:?}"),
+            });
+        }
+    }
+    if let Some(len) = data_len {
+        if raw.params[2] != len {
+            return Err(Error::Mismatch {
+                resource: seg.resource(),
+                what: "slot size",
+                expected: len.to_string(),
+                found: raw.params[2].to_string(),
+            });
+        }
+    }
+    let geo = Geometry::new(raw.params[0], raw.params[2], data_align, raw.params[1]).ok_or_else(
+        || {
+            bad(format!(
+                "queue parameters {:?} are out of range",
+                raw.params
+            ))
+        },
+    )?;
+    if geo.total as u64 != raw.payload_len || seg.payload_len() < geo.total {
+        return Err(bad(format!(
+            "ring needs {} bytes, payload has {}",
+            geo.total, raw.payload_len
+        )));
+    }
+    Ok((mode, raw.flags & FLAG_JOINABLE != 0, geo))
+}
+
+/// The owner word of a process: pid in the high half, low 32 bits of its start time in
+/// the low half (pid reuse gives another start time).
+fn owner_word(id: ProcessId) -> u64 {
+    (id.pid as u64) << 32 | (id.start_time & 0xffff_ffff)
+}
+
+/// Whether the process recorded in an owner word still runs. Unknown counts as alive
+/// (waiting is safe, wrongly skipping a live claim is not).
+pub(crate) fn owner_alive(owner: u64) -> bool {
+    let pid = (owner >> 32) as u32;
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
+        return true;
+    };
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next().and_then(|s| s.chars().next());
+    if matches!(state, Some('Z') | Some('X')) {
+        return false;
+    }
+    match fields.nth(18).and_then(|f| f.parse::<u64>().ok()) {
+        Some(start) => start & 0xffff_ffff == owner & 0xffff_ffff,
+        None => true,
+    }
+}
+
+/// The untyped part of a queue handle: the segment, the ring, this handle's participant
+/// entry and (SPSC) its positions.
+pub(crate) struct Core {
+    seg: Arc<Segment>,
+    ring: Ring,
+    mode: Mode,
+    joinable: bool,
+    wait: WaitStrategy,
+    me: usize,
+    /// The process that registered `me` (a forked child must not unregister it).
+    pid: u32,
+    /// SPSC positions, taken with the role on first use.
+    send_pos: Cell<Option<u64>>,
+    recv_pos: Cell<Option<u64>>,
+    /// SPSC producer: positions below this are known free (a cached `head + capacity`),
+    /// so the fast path writes without first reading the slot's line.
+    send_limit: Cell<u64>,
+    /// The in-flight claim this handle is blocked by, when it was first seen, and when to
+    /// check its owner next (kept across calls, so `try_` loops recover dead claims too).
+    stuck: Cell<Option<(Blocked, Instant)>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("resource", &self.seg.resource())
+            .field("mode", &self.mode)
+            .field("capacity", &self.ring.geo.cap)
+            .field("joinable", &self.joinable)
+            .field("entry", &self.me)
+            .finish()
+    }
+}
+
+/// A position claimed for sending or receiving.
+#[derive(Clone, Copy)]
+pub(crate) struct Claim(u64);
+
+impl Core {
+    fn new(
+        seg: Arc<Segment>,
+        mode: Mode,
+        joinable: bool,
+        geo: Geometry,
+        wait: WaitStrategy,
+    ) -> Result<Core> {
+        if seg.payload_len() < geo.total {
+            return Err(Error::corrupt(
+                seg.resource(),
+                "payload shorter than the ring",
+            ));
+        }
+        // SAFETY: the payload is valid for `payload_len >= geo.total` bytes while `seg`
+        // lives (we keep an Arc), 64-byte aligned, and every process accesses it through
+        // the ring protocol.
+        let ring = unsafe { Ring::new(seg.payload_ptr(), geo) };
+        wait::init_fences();
+        let id = ProcessId::current();
+        let me = ring
+            .register(owner_word(id), &owner_alive)
+            .ok_or_else(|| {
+                Error::invalid(
+                    seg.resource(),
+                    "open queue",
+                    format!(
+                        "all {} participant entries are taken by live handles; create the queue with a larger max_handles",
+                        geo.max_handles
+                    ),
+                )
+            })?;
+        Ok(Core {
+            seg,
+            ring,
+            mode,
+            joinable,
+            wait,
+            me,
+            pid: id.pid,
+            send_pos: Cell::new(None),
+            recv_pos: Cell::new(None),
+            send_limit: Cell::new(0),
+            stuck: Cell::new(None),
+        })
+    }
+
+    fn try_clone(&self) -> Result<Core> {
+        Core::new(
+            self.seg.clone(),
+            self.mode,
+            self.joinable,
+            self.ring.geo,
+            self.wait,
+        )
+    }
+
+    fn resource(&self) -> String {
+        self.seg.resource()
+    }
+
+    fn corrupt(&self, c: Corrupt) -> Error {
+        Error::corrupt(self.resource(), c.0)
+    }
+
+    fn role(&self, role: u64, what: &'static str) -> Result<()> {
+        self.ring
+            .take_role(self.me, role, &owner_alive)
+            .map_err(|holder| {
+                Error::invalid(
+                    self.resource(),
+                    what,
+                    format!(
+                        "this SPSC queue's {} role is held by another live handle (pid {}); \
+                         use an MPMC queue for several {}s",
+                        if role == ROLE_PRODUCER {
+                            "producer"
+                        } else {
+                            "consumer"
+                        },
+                        holder >> 32,
+                        if role == ROLE_PRODUCER {
+                            "producer"
+                        } else {
+                            "consumer"
+                        },
+                    ),
+                )
+            })
+    }
+
+    /// One attempt to claim a position for sending.
+    #[inline]
+    fn try_claim_send(&self) -> Result<std::result::Result<Claim, Blocked>> {
+        match self.mode {
+            Mode::Mpmc => match self.ring.mpmc_claim_send(self.me) {
+                Ok(r) => Ok(r.map(Claim)),
+                Err(c) => Err(self.corrupt(c)),
+            },
+            Mode::Spsc => {
+                let p = match self.send_pos.get() {
+                    Some(p) => p,
+                    None => {
+                        self.role(ROLE_PRODUCER, "send")?;
+                        let p = self
+                            .ring
+                            .spsc_producer_start()
+                            .map_err(|c| self.corrupt(c))?;
+                        self.send_pos.set(Some(p));
+                        p
+                    }
+                };
+                if after(self.send_limit.get(), p) {
+                    return Ok(Ok(Claim(p)));
+                }
+                let h = self.ring.head().load(Ordering::Acquire);
+                self.send_limit.set(h.wrapping_add(self.ring.geo.cap));
+                match self.ring.spsc_can_send(p, h) {
+                    Ok(true) => Ok(Ok(Claim(p))),
+                    Ok(false) => Ok(Err(Blocked::Idle)),
+                    Err(c) => Err(self.corrupt(c)),
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn publish(&self, c: Claim) {
+        match self.mode {
+            Mode::Mpmc => self.ring.mpmc_publish(self.me, c.0),
+            Mode::Spsc => {
+                self.ring.spsc_publish(c.0);
+                self.send_pos.set(Some(c.0.wrapping_add(1)));
+            }
+        }
+    }
+
+    fn cancel(&self, c: Claim) {
+        match self.mode {
+            Mode::Mpmc => self.ring.mpmc_cancel(self.me, c.0),
+            Mode::Spsc => {
+                self.ring.spsc_cancel(c.0);
+                self.send_pos.set(Some(c.0.wrapping_add(1)));
+            }
+        }
+    }
+
+    #[inline]
+    fn try_claim_recv(&self) -> Result<std::result::Result<Claim, Blocked>> {
+        match self.mode {
+            Mode::Mpmc => match self.ring.mpmc_claim_recv(self.me, self.joinable) {
+                Ok(r) => Ok(r.map(Claim)),
+                Err(c) => Err(self.corrupt(c)),
+            },
+            Mode::Spsc => {
+                let mut p = match self.recv_pos.get() {
+                    Some(p) => p,
+                    None => {
+                        self.role(ROLE_CONSUMER, "recv")?;
+                        self.ring.spsc_consumer_start()
+                    }
+                };
+                let r = self.ring.spsc_can_recv(&mut p);
+                self.recv_pos.set(Some(p));
+                match r {
+                    Ok(true) => {
+                        if self.joinable {
+                            self.ring
+                                .outstanding(self.me)
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Ok(Claim(p)))
+                    }
+                    Ok(false) => Ok(Err(Blocked::Idle)),
+                    Err(c) => Err(self.corrupt(c)),
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn release(&self, c: Claim) {
+        match self.mode {
+            Mode::Mpmc => self.ring.mpmc_release(self.me, c.0),
+            Mode::Spsc => {
+                self.ring.spsc_release(c.0);
+                self.recv_pos.set(Some(c.0.wrapping_add(1)));
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, waiting on `wp` between attempts, recovering
+    /// claims of dead peers, up to `timeout` (`Some(ZERO)`: one attempt).
+    #[inline]
+    fn wait_for<R>(
+        &self,
+        op: &'static str,
+        timeout: Option<Duration>,
+        wp: fn(&Ring) -> WaitPoint<'_>,
+        mut attempt: impl FnMut() -> Result<std::result::Result<R, Blocked>>,
+    ) -> Result<R> {
+        let mut blocked = match attempt()? {
+            Ok(r) => return Ok(r),
+            Err(b) => b,
+        };
+        if timeout == Some(Duration::ZERO) {
+            self.maybe_recover(blocked)?;
+            return Err(Error::WouldBlock {
+                resource: self.resource(),
+                op,
+            });
+        }
+        self.wait_slow(op, timeout, wp, &mut attempt, &mut blocked)
+    }
+
+    #[inline(never)]
+    fn wait_slow<R>(
+        &self,
+        op: &'static str,
+        timeout: Option<Duration>,
+        wp: fn(&Ring) -> WaitPoint<'_>,
+        attempt: &mut impl FnMut() -> Result<std::result::Result<R, Blocked>>,
+        blocked: &mut Blocked,
+    ) -> Result<R> {
+        let mut w = Waiter::new(self.wait, timeout);
+        let mut spins = 0u32;
+        loop {
+            let next = w.next();
+            spins = spins.wrapping_add(1);
+            if matches!(next, Next::Park(_)) || spins % 4096 == 0 {
+                self.maybe_recover(*blocked)?;
+            }
+            match next {
+                Next::Spin => {}
+                Next::Park(d) => {
+                    let got = wp(&self.ring).park(d, || match attempt() {
+                        Ok(Ok(r)) => Some(Ok(r)),
+                        Ok(Err(b)) => {
+                            *blocked = b;
+                            None
+                        }
+                        Err(e) => Some(Err(e)),
+                    });
+                    if let Some(r) = got {
+                        return r;
+                    }
+                    continue;
+                }
+                Next::TimedOut => {
+                    return Err(Error::Timeout {
+                        resource: self.resource(),
+                        op,
+                        timeout: timeout.unwrap_or_default(),
+                    });
+                }
+            }
+            match attempt()? {
+                Ok(r) => return Ok(r),
+                Err(b) => *blocked = b,
+            }
+        }
+    }
+
+    /// Recovers the claim that blocks us if it has done so for [`RECOVER_AFTER`] and its
+    /// owner is dead (checked at most every [`RECOVER_EVERY`]).
+    fn maybe_recover(&self, b: Blocked) -> Result<()> {
+        let idle = match b {
+            Blocked::Idle => true,
+            // Empty, or a producer's claim not yet published? `tail` tells.
+            Blocked::InFlight { pos, reader: false } => {
+                self.ring.tail().load(Ordering::Acquire) == pos
+            }
+            Blocked::InFlight { reader: true, .. } => false,
+        };
+        if idle {
+            self.stuck.set(None);
+            return Ok(());
+        }
+        let now = Instant::now();
+        match self.stuck.get() {
+            Some((prev, at)) if prev == b => {
+                if now >= at {
+                    self.stuck.set(Some((b, now + RECOVER_EVERY)));
+                    self.ring
+                        .recover(b, &owner_alive)
+                        .map_err(|c| self.corrupt(c))?;
+                }
+            }
+            _ => self.stuck.set(Some((b, now + RECOVER_AFTER))),
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn claim_send(&self, op: &'static str, timeout: Option<Duration>) -> Result<Claim> {
+        self.wait_for(op, timeout, Ring::space_wait, || self.try_claim_send())
+    }
+
+    #[inline]
+    fn claim_recv(&self, op: &'static str, timeout: Option<Duration>) -> Result<Claim> {
+        self.wait_for(op, timeout, Ring::data_wait, || self.try_claim_recv())
+    }
+
+    fn require_joinable(&self, op: &'static str) -> Result<()> {
+        if self.joinable {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                self.resource(),
+                op,
+                "the queue was created without joinable(true)",
+            ))
+        }
+    }
+
+    fn task_done(&self) -> Result<()> {
+        self.require_joinable("task_done")?;
+        let o = self.ring.outstanding(self.me);
+        if o.load(Ordering::Relaxed) == 0 {
+            return Err(Error::invalid(
+                self.resource(),
+                "task_done",
+                "called more times than this handle received messages",
+            ));
+        }
+        o.fetch_sub(1, Ordering::Release);
+        self.ring.join_wait().wake();
+        Ok(())
+    }
+
+    fn unfinished(&self) -> u64 {
+        self.ring.unfinished(&owner_alive)
+    }
+
+    fn join(&self, timeout: Option<Duration>) -> Result<()> {
+        self.require_joinable("join")?;
+        let mut w = Waiter::new(WaitStrategy::Park, timeout);
+        loop {
+            if self.unfinished() == 0 {
+                return Ok(());
+            }
+            match w.next() {
+                Next::Park(d) => {
+                    if self
+                        .ring
+                        .join_wait()
+                        .park(d, || (self.unfinished() == 0).then_some(()))
+                        .is_some()
+                    {
+                        return Ok(());
+                    }
+                }
+                Next::Spin => {}
+                Next::TimedOut => {
+                    return Err(Error::Timeout {
+                        resource: self.resource(),
+                        op: "join",
+                        timeout: timeout.unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // A handle inherited through fork() belongs to the parent's entry.
+        if std::process::id() == self.pid {
+            self.ring.unregister(self.me);
+        }
+    }
+}
+
+/// What [`stats`] reports about a queue, read without joining it (no participant entry is
+/// taken, nothing is written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    /// `Queue` or `ByteQueue`.
+    pub kind: Kind,
+    /// The mode recorded in the header.
+    pub mode: Mode,
+    /// Whether the queue is joinable.
+    pub joinable: bool,
+    /// Number of slots.
+    pub capacity: u64,
+    /// Bytes of data per slot (`size_of::<T>()`, or `8 + max_message` for a byte queue).
+    pub slot_bytes: u64,
+    /// Participant entries.
+    pub max_handles: u64,
+    /// Messages in the queue, approximately.
+    pub len: u64,
+    /// Total positions claimed by producers so far (`tail`).
+    pub sent: u64,
+    /// Total positions claimed by consumers so far (`head`).
+    pub received: u64,
+    /// Handles whose process is alive.
+    pub live_handles: u64,
+    /// Pids of the processes holding live handles.
+    pub pids: Vec<u32>,
+    /// Claims of dead processes recovered so far.
+    pub peer_deaths: u64,
+    /// Pid of the last dead peer whose claim was recovered.
+    pub last_dead_peer: Option<u32>,
+}
+
+/// Reads a named queue's state (any element type) for monitoring and the CLI.
+///
+/// ```
+/// use shmkit::queue::{ByteQueue, stats};
+/// let name = format!("doc-qstats-{}", std::process::id());
+/// let q = ByteQueue::create(&name, 8, 100)?;
+/// q.send(b"x")?;
+/// let s = stats(&name)?;
+/// assert_eq!((s.capacity, s.len, s.live_handles), (8, 1, 1));
+/// shmkit::Segment::unlink(&name)?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub fn stats(name: &str) -> Result<QueueStats> {
+    let seg = Segment::open(name)?;
+    let kind = seg.header().kind();
+    let align = match kind {
+        Kind::Queue => seg.header().raw.elem_align,
+        Kind::ByteQueue => 8,
+        other => {
+            return Err(Error::Mismatch {
+                resource: seg.resource(),
+                what: "kind",
+                expected: "queue or bytequeue".into(),
+                found: other.name(),
+            });
+        }
+    };
+    let (mode, joinable, geo) = check_segment(&seg, None, align, None)?;
+    // SAFETY: as in Core::new: the payload holds the ring, validated above; we only read
+    // control words atomically.
+    let ring = unsafe { Ring::new(seg.payload_ptr(), geo) };
+    let mut pids = Vec::new();
+    for i in 0..geo.max_handles {
+        let o = ring.owner(i).load(Ordering::Acquire);
+        if o != 0 && owner_alive(o) {
+            pids.push((o >> 32) as u32);
+        }
+    }
+    Ok(QueueStats {
+        kind,
+        mode,
+        joinable,
+        capacity: geo.cap,
+        slot_bytes: geo.data_len as u64,
+        max_handles: geo.max_handles as u64,
+        len: ring.len(),
+        sent: ring.tail().load(Ordering::Acquire),
+        received: ring.head().load(Ordering::Acquire),
+        live_handles: pids.len() as u64,
+        pids,
+        peer_deaths: ring.peer_deaths().load(Ordering::Acquire),
+        last_dead_peer: match ring.last_dead_pid().load(Ordering::Acquire) {
+            0 => None,
+            p => Some(p as u32),
+        },
+    })
+}
+
+/// A bounded queue of `T: Pod` values in shared memory, between processes.
+///
+/// A handle is `Send` but not `Sync`: each thread or process that uses the queue opens
+/// (or [`try_clone`](Self::try_clone)s) its own handle, because a handle owns one
+/// participant entry in the segment, which is how a claim by a dead process is recognised.
+/// Do not use a handle inherited through `fork` in the child: open or clone a new one.
+///
+/// ```
+/// use shmkit::queue::Queue;
+/// let name = format!("doc-queue-{}", std::process::id());
+/// let tx = Queue::<[u32; 4]>::create(&name, 8)?;
+/// let rx = Queue::<[u32; 4]>::open(&name)?;
+/// tx.send([1, 2, 3, 4])?;
+/// assert_eq!(rx.recv()?, [1, 2, 3, 4]);
+/// assert!(rx.try_recv().unwrap_err().to_string().contains("would block"));
+/// shmkit::Segment::unlink(&name)?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Queue<T> {
+    core: Core,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> Queue<T> {
+    /// Options for creating or opening a queue.
+    pub fn options() -> QueueOptions<T> {
+        QueueOptions::default()
+    }
+
+    /// Creates a named MPMC queue of `capacity` slots (rounded up to a power of two).
+    pub fn create(name: &str, capacity: u64) -> Result<Self> {
+        Self::options().capacity(capacity).create(name)
+    }
+
+    /// Opens a named queue (any mode), checking kind and element type.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::options().open(name)
+    }
+
+    /// A second handle on the same queue (its own participant entry), e.g. for another
+    /// thread, or for a child after `fork`.
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(Queue {
+            core: self.core.try_clone()?,
+            _t: PhantomData,
+        })
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.core.seg
+    }
+
+    /// The mode recorded in the segment.
+    pub fn mode(&self) -> Mode {
+        self.core.mode
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u64 {
+        self.core.ring.geo.cap
+    }
+
+    /// Whether the queue was created joinable.
+    pub fn is_joinable(&self) -> bool {
+        self.core.joinable
+    }
+
+    /// Number of messages in the queue, approximately: claimed positions not yet taken by
+    /// a consumer, read without synchronisation; it may be stale as soon as it is returned.
+    pub fn len(&self) -> usize {
+        self.core.ring.len() as usize
+    }
+
+    /// `len() == 0`, as approximate as [`len`](Self::len).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many claims of dead processes survivors have recovered (slots skipped or
+    /// released), over the queue's life, counted by every process.
+    pub fn peer_deaths(&self) -> u64 {
+        self.core.ring.peer_deaths().load(Ordering::Acquire)
+    }
+
+    /// The pid of the last dead peer whose claim was recovered, if any.
+    pub fn last_dead_peer(&self) -> Option<u32> {
+        match self.core.ring.last_dead_pid().load(Ordering::Acquire) {
+            0 => None,
+            p => Some(p as u32),
+        }
+    }
+
+    #[inline]
+    fn write(&self, c: Claim, v: T) {
+        // SAFETY: the claim gives this handle exclusive use of the slot's data, which is
+        // `size_of::<T>()` bytes aligned for T (Geometry was built with T's size and
+        // alignment, checked on open).
+        unsafe { std::ptr::write(self.core.ring.data(c.0) as *mut T, v) };
+    }
+
+    #[inline]
+    fn read(&self, c: Claim) -> T {
+        // SAFETY: as for `write`; any bit pattern is a valid T (Pod).
+        unsafe { std::ptr::read(self.core.ring.data(c.0) as *const T) }
+    }
+
+    #[inline]
+    fn send_with(&self, v: T, op: &'static str, timeout: Option<Duration>) -> Result<()> {
+        let c = self.core.claim_send(op, timeout)?;
+        self.write(c, v);
+        self.core.publish(c);
+        Ok(())
+    }
+
+    #[inline]
+    fn recv_with(&self, op: &'static str, timeout: Option<Duration>) -> Result<T> {
+        let c = self.core.claim_recv(op, timeout)?;
+        let v = self.read(c);
+        self.core.release(c);
+        Ok(v)
+    }
+
+    /// Sends `v`, waiting while the queue is full.
+    #[inline]
+    pub fn send(&self, v: T) -> Result<()> {
+        self.send_with(v, "send", None)
+    }
+
+    /// Sends `v` if there is room now; [`Error::WouldBlock`] otherwise.
+    pub fn try_send(&self, v: T) -> Result<()> {
+        self.send_with(v, "try_send", Some(Duration::ZERO))
+    }
+
+    /// Sends `v`, waiting at most `timeout` for room ([`Error::Timeout`]).
+    pub fn send_timeout(&self, v: T, timeout: Duration) -> Result<()> {
+        self.send_with(v, "send_timeout", Some(timeout))
+    }
+
+    /// Receives the next message, waiting while the queue is empty.
+    #[inline]
+    pub fn recv(&self) -> Result<T> {
+        self.recv_with("recv", None)
+    }
+
+    /// Receives a message if one is there; [`Error::WouldBlock`] otherwise.
+    pub fn try_recv(&self) -> Result<T> {
+        self.recv_with("try_recv", Some(Duration::ZERO))
+    }
+
+    /// Receives, waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        self.recv_with("recv_timeout", Some(timeout))
+    }
+
+    /// Claims a slot to write in place (zero-copy), waiting at most `timeout` (`None`:
+    /// forever). The message is published by [`SendSlot::commit`]; dropping the slot
+    /// uncommitted sends nothing (consumers skip it).
+    ///
+    /// ```
+    /// use shmkit::queue::Queue;
+    /// let mut q = Queue::<[u8; 64]>::anonymous(4)?;
+    /// let mut q2 = q.try_clone()?;
+    /// let mut slot = q2.reserve(None)?;
+    /// slot[..5].copy_from_slice(b"hello"); // written straight into shared memory
+    /// slot.commit();
+    /// let msg = q.recv_ref(None)?;             // read in place
+    /// assert_eq!(&msg[..5], b"hello");
+    /// drop(msg);                               // releases the slot
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn reserve(&mut self, timeout: Option<Duration>) -> Result<SendSlot<'_, T>> {
+        let c = self.core.claim_send("reserve", timeout)?;
+        Ok(SendSlot {
+            q: self,
+            claim: c,
+            done: false,
+        })
+    }
+
+    /// Receives in place (zero-copy), waiting at most `timeout` (`None`: forever); the
+    /// slot is released when the [`RecvSlot`] is dropped.
+    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<RecvSlot<'_, T>> {
+        let c = self.core.claim_recv("recv_ref", timeout)?;
+        Ok(RecvSlot { q: self, claim: c })
+    }
+
+    /// Marks one message received by this handle as processed (joinable queues).
+    pub fn task_done(&self) -> Result<()> {
+        self.core.task_done()
+    }
+
+    /// Waits until every message sent has been received and marked done (joinable
+    /// queues), at most `timeout` (`None`: forever). Tasks held by a process that died are
+    /// abandoned rather than waited for (see [`peer_deaths`](Self::peer_deaths)).
+    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+        self.core.join(timeout)
+    }
+
+    /// Messages in the queue plus messages received but not yet marked done by live
+    /// handles (joinable queues; approximate while others run).
+    pub fn unfinished(&self) -> u64 {
+        self.core.unfinished()
+    }
+
+    /// An anonymous MPMC queue, shared with children forked afterwards (each child should
+    /// [`try_clone`](Self::try_clone) it).
+    pub fn anonymous(capacity: u64) -> Result<Self> {
+        Self::options().capacity(capacity).anonymous()
+    }
+
+    fn from_parts(seg: Segment, opts: &QueueOptions<T>) -> Result<Self> {
+        seg.check_elements(Kind::Queue, &ElemInfo::of::<T>(0), None)?;
+        let (mode, joinable, geo) = check_segment(
+            &seg,
+            Some(size_of::<T>() as u64),
+            align_of::<T>() as u64,
+            opts.mode,
+        )?;
+        Ok(Queue {
+            core: Core::new(Arc::new(seg), mode, joinable, geo, opts.wait)?,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: Pod> QueueOptions<T> {
+    fn layout(&self, resource: &str) -> Result<(Layout, Geometry)> {
+        self.create_layout(
+            resource,
+            Kind::Queue,
+            size_of::<T>() as u64,
+            align_of::<T>() as u64,
+            ElemInfo::of::<T>,
+        )
+    }
+
+    /// Creates a named queue (`O_EXCL`).
+    pub fn create(&self, name: &str) -> Result<Queue<T>> {
+        let (layout, geo) = self.layout(name)?;
+        let seg = self.segment.create(name, &layout, init_ring(geo))?;
+        Queue::from_parts(seg, self)
+    }
+
+    /// Opens a named queue.
+    pub fn open(&self, name: &str) -> Result<Queue<T>> {
+        Queue::from_parts(self.segment.open(name)?, self)
+    }
+
+    /// Opens the queue, or creates it with these options.
+    pub fn open_or_create(&self, name: &str) -> Result<(Queue<T>, bool)> {
+        let (layout, geo) = self.layout(name)?;
+        let (seg, created) = self.segment.open_or_create(name, &layout, init_ring(geo))?;
+        Ok((Queue::from_parts(seg, self)?, created))
+    }
+
+    /// Creates an anonymous queue (shared with children forked afterwards).
+    pub fn anonymous(&self) -> Result<Queue<T>> {
+        let (layout, geo) = self.layout("<anonymous queue>")?;
+        let seg = self.segment.anonymous(&layout, init_ring(geo))?;
+        Queue::from_parts(seg, self)
+    }
+
+    /// Views an opened segment as a queue.
+    pub fn from_segment(&self, seg: Segment) -> Result<Queue<T>> {
+        Queue::from_parts(seg, self)
+    }
+}
+
+/// A claimed slot being written in place; see [`Queue::reserve`].
+///
+/// Derefs to the slot's `T` in shared memory (it holds the bytes of an older message
+/// until overwritten).
+pub struct SendSlot<'a, T: Pod> {
+    q: &'a Queue<T>,
+    claim: Claim,
+    done: bool,
+}
+
+impl<T: Pod> SendSlot<'_, T> {
+    /// Publishes the message.
+    pub fn commit(mut self) {
+        self.done = true;
+        self.q.core.publish(self.claim);
+    }
+
+    /// Writes `v` and publishes it.
+    pub fn send(self, v: T) {
+        self.q.write(self.claim, v);
+        self.commit();
+    }
+}
+
+impl<T: Pod> std::ops::Deref for SendSlot<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the claim gives exclusive use of the slot (see `Queue::write`); the
+        // reference lives no longer than the claim.
+        unsafe { &*(self.q.core.ring.data(self.claim.0) as *const T) }
+    }
+}
+
+impl<T: Pod> std::ops::DerefMut for SendSlot<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`; `&mut self` makes this the only reference.
+        unsafe { &mut *(self.q.core.ring.data(self.claim.0) as *mut T) }
+    }
+}
+
+impl<T: Pod> Drop for SendSlot<'_, T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.q.core.cancel(self.claim);
+        }
+    }
+}
+
+/// A received message read in place; see [`Queue::recv_ref`]. Releases the slot on drop.
+pub struct RecvSlot<'a, T: Pod> {
+    q: &'a Queue<T>,
+    claim: Claim,
+}
+
+impl<T: Pod> std::ops::Deref for RecvSlot<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the claim gives this handle the slot until release (producers do not
+        // write a claimed-for-reading slot); T is Pod and aligned.
+        unsafe { &*(self.q.core.ring.data(self.claim.0) as *const T) }
+    }
+}
+
+impl<T: Pod> Drop for RecvSlot<'_, T> {
+    fn drop(&mut self) {
+        self.q.core.release(self.claim);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_words_and_liveness() {
+        let me = ProcessId::current();
+        let w = owner_word(me);
+        assert!(owner_alive(w));
+        assert!(!owner_alive(w ^ 1), "other start time: pid reused");
+        assert!(!owner_alive(0));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!owner_alive((pid as u64) << 32 | 1));
+    }
+
+    #[test]
+    fn anonymous_queue_roundtrip_and_timeouts() {
+        for mode in [Mode::Spsc, Mode::Mpmc] {
+            let q = Queue::<u64>::options()
+                .mode(mode)
+                .capacity(3)
+                .anonymous()
+                .unwrap();
+            assert_eq!(q.capacity(), 4);
+            for i in 0..4 {
+                q.try_send(i).unwrap();
+            }
+            assert!(matches!(q.try_send(9), Err(Error::WouldBlock { .. })));
+            assert!(
+                q.send_timeout(9, Duration::from_millis(5))
+                    .unwrap_err()
+                    .is_timeout()
+            );
+            assert_eq!(q.len(), 4);
+            for i in 0..4 {
+                assert_eq!(q.recv().unwrap(), i);
+            }
+            assert!(
+                q.recv_timeout(Duration::from_millis(5))
+                    .unwrap_err()
+                    .is_timeout()
+            );
+            assert!(q.is_empty());
+        }
+    }
+
+    #[test]
+    fn spsc_second_producer_is_refused_until_the_first_is_dropped() {
+        let q = Queue::<u32>::options()
+            .mode(Mode::Spsc)
+            .anonymous()
+            .unwrap();
+        let q2 = q.try_clone().unwrap();
+        q.send(1).unwrap();
+        let e = q2.send(2).unwrap_err();
+        assert!(e.to_string().contains("producer role"), "{e}");
+        drop(q);
+        q2.send(2).unwrap();
+        assert_eq!(q2.recv().unwrap(), 1);
+        assert_eq!(q2.recv().unwrap(), 2);
+    }
+
+    #[test]
+    fn zero_copy_and_cancel() {
+        let mut q = Queue::<[u8; 16]>::options()
+            .mode(Mode::Mpmc)
+            .capacity(2)
+            .anonymous()
+            .unwrap();
+        {
+            let mut s = q.reserve(None).unwrap();
+            s[0] = 1;
+            drop(s); // cancelled
+        }
+        let mut s = q.reserve(None).unwrap();
+        s[0] = 2;
+        s.commit();
+        let r = q.recv_ref(Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(r[0], 2);
+        drop(r);
+        assert!(q.try_recv().is_err());
+    }
+
+    #[test]
+    fn joinable_counts() {
+        let q = Queue::<u8>::options().joinable(true).anonymous().unwrap();
+        assert!(q.task_done().is_err());
+        q.send(1).unwrap();
+        q.send(2).unwrap();
+        assert_eq!(q.unfinished(), 2);
+        assert!(
+            q.join(Some(Duration::from_millis(5)))
+                .unwrap_err()
+                .is_timeout()
+        );
+        q.recv().unwrap();
+        q.recv().unwrap();
+        assert_eq!(q.unfinished(), 2);
+        q.task_done().unwrap();
+        q.task_done().unwrap();
+        q.join(Some(Duration::from_secs(1))).unwrap();
+        let plain = Queue::<u8>::anonymous(2).unwrap();
+        assert!(plain.join(None).is_err());
+    }
+}

@@ -1,0 +1,1267 @@
+//! The slot protocol, over raw memory.
+//!
+//! This file knows nothing about segments, types or system calls (except through the
+//! `is_alive` callbacks it is given), so it runs on a plain byte buffer: unit tests, Miri
+//! and the fuzz entry point [`fuzz_ring`] exercise it there.
+//!
+//! # Memory layout (offsets from the start of the ring; every line is 128 bytes)
+//!
+//! | offset | contents |
+//! |-------:|----------|
+//! | 0      | `tail`: next position a producer claims (u64) |
+//! | 128    | `head`: next position a consumer claims (u64) |
+//! | 256    | data wait point: futex word (u32), sleepers (u32) — consumers sleep here |
+//! | 384    | space wait point — producers sleep here |
+//! | 512    | join wait point — `join()` sleeps here |
+//! | 640    | `peer_deaths` (u64), `last_dead_pid` (u64), SPSC `producer`/`consumer` roles (u64 each) |
+//! | 768    | participant table: `max_handles` entries of 128 bytes: `owner`, `intent`, `outstanding`, `roles` |
+//! | 768 + 128·max_handles | `capacity` slots of `stride` bytes: `seq` (u64) then the data |
+//!
+//! # Slot sequence numbers (Vyukov's bounded MPMC queue, doubled)
+//!
+//! The slot for position `p` is `p % capacity`. Its `seq` word says:
+//! - `2p`     — EMPTY for position `p`: a producer may claim `p`;
+//! - `2p + 1` — FULL for position `p`: a consumer may claim `p`;
+//! - `2(p + capacity)` — released (or skipped): EMPTY for the next lap.
+//!
+//! Any other value, for the position a process is at, is corruption. `head` and `tail`
+//! are read with Acquire (free on x86): whoever claimed the positions before the one we
+//! read synchronised with the slot's previous lap, so a slot read after it is at most one
+//! lap behind — which is what lets the validation be strict. (loom found the Relaxed
+//! version reading a slot two laps stale and calling it corrupt.)
+//!
+//! A producer claims `p` by a CAS of `tail` from `p` to `p + 1`, writes the data and
+//! stores `2p + 1`; a consumer claims `p` by a CAS of `head`, reads, stores
+//! `2(p + capacity)`. Before its CAS a process writes the position it is about to claim
+//! into its own participant entry (`intent`), so that a claim whose owner died can be
+//! recognised: see ARCHITECTURE.md, "Queue".
+
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::Ordering;
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Spacing of control words (two cache lines: adjacent-line prefetch on x86 pulls pairs).
+pub(crate) const LINE: usize = 128;
+pub(crate) const OFF_TAIL: usize = 0;
+pub(crate) const OFF_HEAD: usize = LINE;
+pub(crate) const OFF_DATA_WAIT: usize = 2 * LINE;
+pub(crate) const OFF_SPACE_WAIT: usize = 3 * LINE;
+pub(crate) const OFF_JOIN_WAIT: usize = 4 * LINE;
+pub(crate) const OFF_STATS: usize = 5 * LINE;
+pub(crate) const OFF_PARTICIPANTS: usize = 6 * LINE;
+/// Bytes before a slot's data (the `seq` word; ByteQueue adds its length word inside the
+/// data area).
+pub(crate) const SLOT_HEADER: usize = 8;
+
+/// `intent` value meaning "no claim in progress".
+pub(crate) const NO_INTENT: u64 = u64::MAX;
+/// Largest capacity (slots).
+pub const MAX_CAPACITY: u64 = 1 << 24;
+/// Largest number of handles that may have a queue open at once.
+pub const MAX_HANDLES: u64 = 4096;
+
+/// Role bits in a participant entry (SPSC).
+pub(crate) const ROLE_PRODUCER: u64 = 1;
+pub(crate) const ROLE_CONSUMER: u64 = 2;
+
+/// Sizes and offsets of a ring, computed from its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Number of slots (a power of two).
+    pub cap: u64,
+    /// Bytes of data per slot.
+    pub data_len: usize,
+    /// Offset of the data inside a slot (≥ 8, a multiple of the data alignment).
+    pub data_off: usize,
+    /// Bytes per slot.
+    pub stride: usize,
+    /// Participant entries.
+    pub max_handles: usize,
+    /// Offset of slot 0.
+    pub slots_off: usize,
+    /// Total bytes.
+    pub total: usize,
+}
+
+impl Geometry {
+    /// Validates parameters and lays the ring out; `None` if they are out of range.
+    pub(crate) fn new(
+        cap: u64,
+        data_len: u64,
+        data_align: u64,
+        max_handles: u64,
+    ) -> Option<Geometry> {
+        if !cap.is_power_of_two() || cap > MAX_CAPACITY {
+            return None;
+        }
+        if max_handles == 0 || max_handles > MAX_HANDLES {
+            return None;
+        }
+        if !data_align.is_power_of_two() || data_align > 64 || data_len > (1 << 30) {
+            return None;
+        }
+        let data_off = (SLOT_HEADER as u64).next_multiple_of(data_align);
+        // Slots never share a cache line with a neighbour: a slot is a power of two up to
+        // 64 bytes, or a whole number of lines. (Measured here: 64-byte messages in
+        // 72-byte slots round-trip ~1.35x slower than in 128-byte ones; neighbours'
+        // sequence words and data interleave on shared lines.)
+        let packed = (data_off + data_len).next_multiple_of(data_align.max(8));
+        let stride = if packed <= 64 {
+            packed.next_power_of_two()
+        } else {
+            packed.next_multiple_of(64)
+        };
+        let slots_off = (OFF_PARTICIPANTS as u64 + LINE as u64 * max_handles)
+            .next_multiple_of(data_align.max(LINE as u64));
+        let total = stride.checked_mul(cap)?.checked_add(slots_off)?;
+        if total > (1 << 40) {
+            return None;
+        }
+        Some(Geometry {
+            cap,
+            data_len: data_len as usize,
+            data_off: data_off as usize,
+            stride: stride as usize,
+            max_handles: max_handles as usize,
+            slots_off: slots_off as usize,
+            total: total as usize,
+        })
+    }
+}
+
+/// A shared-state inconsistency found by the ring (reported as `Error::Corrupt`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corrupt(pub String);
+
+/// Why a claim could not be made now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// Nothing to receive / no free slot, and no claim by another process is pending.
+    Idle,
+    /// A producer claimed `pos` and has not published it (consumer side), or a consumer
+    /// claimed `pos` and has not released it (producer side).
+    InFlight { pos: u64, reader: bool },
+}
+
+/// The ring over raw memory.
+///
+/// Invariant: `base` is valid for reads and writes of `geo.total` bytes for the lifetime
+/// of the `Ring`, aligned to 128 bytes (64 suffices for the atomics), and every control
+/// word is only accessed atomically by every party.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ring {
+    base: *mut u8,
+    pub geo: Geometry,
+    /// Under loom, control words live in loom atomics beside the buffer (loom cannot
+    /// model atomics reinterpreted from raw memory); slot data stays in the buffer.
+    #[cfg(loom)]
+    shadow: &'static Shadow,
+}
+
+#[cfg(loom)]
+#[derive(Debug)]
+struct Shadow {
+    w64: std::collections::BTreeMap<usize, AtomicU64>,
+    w32: std::collections::BTreeMap<usize, AtomicU32>,
+}
+
+// SAFETY: the ring only hands out atomics and raw pointers into memory that is shared by
+// design; synchronisation is the protocol's job.
+unsafe impl Send for Ring {}
+
+#[inline]
+fn empty(p: u64) -> u64 {
+    p.wrapping_mul(2)
+}
+#[inline]
+fn full(p: u64) -> u64 {
+    p.wrapping_mul(2).wrapping_add(1)
+}
+/// How many positions the slot state `s` is ahead of position `p` (negative: behind), if
+/// `s` belongs to the same slot as `p` in a ring of `cap` slots; `None` otherwise.
+/// Positions are compared modulo 2^63 (the sequence word doubles them).
+#[inline]
+fn lap_diff(s: u64, p: u64, cap: u64) -> Option<i64> {
+    let q = s >> 1;
+    if (q ^ p) & (cap - 1) != 0 {
+        return None;
+    }
+    let d = q.wrapping_sub(p) << 1;
+    Some((d as i64) >> 1)
+}
+
+/// True if `a` is after `b` in wrapping order.
+#[inline]
+pub(crate) fn after(a: u64, b: u64) -> bool {
+    (a.wrapping_sub(b) as i64) > 0
+}
+
+impl Ring {
+    /// # Safety
+    /// `base` must be valid for reads and writes of `geo.total` bytes for as long as the
+    /// ring (or a copy) is used, 64-byte aligned, and accessed by others only through this
+    /// protocol (atomics for control words).
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn new(base: *mut u8, geo: Geometry) -> Ring {
+        Ring { base, geo }
+    }
+
+    /// Loom: the control words a ring uses, as loom atomics (leaked: one small table per
+    /// model iteration).
+    #[cfg(loom)]
+    pub(crate) unsafe fn new(base: *mut u8, geo: Geometry) -> Ring {
+        let mut w64 = std::collections::BTreeMap::new();
+        for off in (0..OFF_PARTICIPANTS).step_by(8) {
+            w64.insert(off, AtomicU64::new(0));
+        }
+        for i in 0..geo.max_handles {
+            for k in 0..4 {
+                w64.insert(OFF_PARTICIPANTS + LINE * i + 8 * k, AtomicU64::new(0));
+            }
+        }
+        for p in 0..geo.cap as usize {
+            w64.insert(geo.slots_off + p * geo.stride, AtomicU64::new(0));
+        }
+        let mut w32 = std::collections::BTreeMap::new();
+        for off in [OFF_DATA_WAIT, OFF_SPACE_WAIT, OFF_JOIN_WAIT] {
+            w32.insert(off, AtomicU32::new(0));
+            w32.insert(off + 4, AtomicU32::new(0));
+        }
+        let shadow = Box::leak(Box::new(Shadow { w64, w32 }));
+        Ring { base, geo, shadow }
+    }
+
+    #[cfg(loom)]
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        &self.shadow.w64[&off]
+    }
+
+    #[cfg(loom)]
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        &self.shadow.w32[&off]
+    }
+
+    #[cfg(not(loom))]
+    #[inline]
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off + 8 <= self.geo.total && off % 8 == 0);
+        // SAFETY: every caller passes a constant control offset or one computed from a
+        // position reduced modulo the capacity, so `off + 8 <= total` (struct invariant);
+        // offsets are multiples of 8 and the base is 64-aligned; the word is only
+        // accessed atomically.
+        unsafe { &*(self.base.add(off) as *const AtomicU64) }
+    }
+
+    #[cfg(not(loom))]
+    #[inline]
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(off + 4 <= self.geo.total && off % 4 == 0);
+        // SAFETY: as for `u64_at`.
+        unsafe { &*(self.base.add(off) as *const AtomicU32) }
+    }
+
+    pub(crate) fn tail(&self) -> &AtomicU64 {
+        self.u64_at(OFF_TAIL)
+    }
+    pub(crate) fn head(&self) -> &AtomicU64 {
+        self.u64_at(OFF_HEAD)
+    }
+    pub(crate) fn data_wait(&self) -> super::wait::WaitPoint<'_> {
+        super::wait::WaitPoint {
+            word: self.u32_at(OFF_DATA_WAIT),
+            sleepers: self.u32_at(OFF_DATA_WAIT + 4),
+        }
+    }
+    pub(crate) fn space_wait(&self) -> super::wait::WaitPoint<'_> {
+        super::wait::WaitPoint {
+            word: self.u32_at(OFF_SPACE_WAIT),
+            sleepers: self.u32_at(OFF_SPACE_WAIT + 4),
+        }
+    }
+    pub(crate) fn join_wait(&self) -> super::wait::WaitPoint<'_> {
+        super::wait::WaitPoint {
+            word: self.u32_at(OFF_JOIN_WAIT),
+            sleepers: self.u32_at(OFF_JOIN_WAIT + 4),
+        }
+    }
+    pub(crate) fn peer_deaths(&self) -> &AtomicU64 {
+        self.u64_at(OFF_STATS)
+    }
+    pub(crate) fn last_dead_pid(&self) -> &AtomicU64 {
+        self.u64_at(OFF_STATS + 8)
+    }
+    fn role_word(&self, role: u64) -> &AtomicU64 {
+        self.u64_at(OFF_STATS + if role == ROLE_PRODUCER { 16 } else { 24 })
+    }
+
+    fn entry(&self, i: usize) -> usize {
+        OFF_PARTICIPANTS + LINE * (i % self.geo.max_handles)
+    }
+    pub(crate) fn owner(&self, i: usize) -> &AtomicU64 {
+        self.u64_at(self.entry(i))
+    }
+    pub(crate) fn intent(&self, i: usize) -> &AtomicU64 {
+        self.u64_at(self.entry(i) + 8)
+    }
+    pub(crate) fn outstanding(&self, i: usize) -> &AtomicU64 {
+        self.u64_at(self.entry(i) + 16)
+    }
+    fn roles(&self, i: usize) -> &AtomicU64 {
+        self.u64_at(self.entry(i) + 24)
+    }
+
+    #[inline]
+    fn slot(&self, p: u64) -> usize {
+        self.geo.slots_off + (p & (self.geo.cap - 1)) as usize * self.geo.stride
+    }
+    #[inline]
+    pub(crate) fn seq(&self, p: u64) -> &AtomicU64 {
+        self.u64_at(self.slot(p))
+    }
+    /// Pointer to the data of position `p`'s slot (`geo.data_len` bytes, aligned to the
+    /// data alignment given to [`Geometry::new`]).
+    #[inline]
+    pub(crate) fn data(&self, p: u64) -> *mut u8 {
+        // SAFETY: slot(p) + data_off + data_len <= slots_off + cap * stride = total.
+        unsafe { self.base.add(self.slot(p) + self.geo.data_off) }
+    }
+
+    /// Writes a fresh ring: zero counters, every slot EMPTY for its first lap, no
+    /// participants. Only for a ring nobody else uses yet.
+    pub(crate) fn init(&self) {
+        for off in (0..OFF_PARTICIPANTS).step_by(8) {
+            self.u64_at(off).store(0, Ordering::Relaxed);
+        }
+        for i in 0..self.geo.max_handles {
+            self.owner(i).store(0, Ordering::Relaxed);
+            self.intent(i).store(NO_INTENT, Ordering::Relaxed);
+            self.outstanding(i).store(0, Ordering::Relaxed);
+            self.roles(i).store(0, Ordering::Relaxed);
+        }
+        for p in 0..self.geo.cap {
+            self.seq(p).store(empty(p), Ordering::Relaxed);
+        }
+    }
+
+    /// Approximate number of messages (claimed positions not yet released).
+    pub(crate) fn len(&self) -> u64 {
+        let h = self.head().load(Ordering::Relaxed);
+        let t = self.tail().load(Ordering::Relaxed);
+        let d = t.wrapping_sub(h);
+        if (d as i64) < 0 {
+            0
+        } else {
+            d.min(self.geo.cap)
+        }
+    }
+
+    fn corrupt(&self, what: &str, p: u64, s: u64) -> Corrupt {
+        Corrupt(format!(
+            "{what}: slot {} holds sequence {s:#x}, which is not legal at position {p} (capacity {})",
+            p & (self.geo.cap - 1),
+            self.geo.cap
+        ))
+    }
+
+    // ---------------------------------------------------------------- participants
+
+    /// Takes a participant entry for `me` (an owner word, never 0): a free one, or one
+    /// whose owner `is_alive` says is dead. `None` if all are taken by live processes.
+    pub(crate) fn register(&self, me: u64, is_alive: &dyn Fn(u64) -> bool) -> Option<usize> {
+        // Free entries first: a dead entry keeps its intent, which tells whoever recovers
+        // its claim which pid died.
+        for pass in 0..2 {
+            for i in 0..self.geo.max_handles {
+                let cur = self.owner(i).load(Ordering::Acquire);
+                let usable = if pass == 0 {
+                    cur == 0
+                } else {
+                    cur != 0 && !is_alive(cur)
+                };
+                if usable
+                    && self
+                        .owner(i)
+                        .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    self.intent(i).store(NO_INTENT, Ordering::Release);
+                    self.outstanding(i).store(0, Ordering::Release);
+                    self.roles(i).store(0, Ordering::Release);
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Gives entry `i` back.
+    pub(crate) fn unregister(&self, i: usize) {
+        for role in [ROLE_PRODUCER, ROLE_CONSUMER] {
+            let _ = self.role_word(role).compare_exchange(
+                i as u64 + 1,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+        self.intent(i).store(NO_INTENT, Ordering::Release);
+        self.outstanding(i).store(0, Ordering::Release);
+        self.roles(i).store(0, Ordering::Release);
+        self.owner(i).store(0, Ordering::Release);
+        self.join_wait().wake();
+    }
+
+    /// SPSC: takes the producer or consumer role for entry `me`. Fails with the holder's
+    /// owner word if a live participant holds it.
+    pub(crate) fn take_role(
+        &self,
+        me: usize,
+        role: u64,
+        is_alive: &dyn Fn(u64) -> bool,
+    ) -> Result<(), u64> {
+        let w = self.role_word(role);
+        loop {
+            let cur = w.load(Ordering::Acquire);
+            if cur == me as u64 + 1 {
+                return Ok(());
+            }
+            if cur != 0 {
+                // Valid holder: an entry in range, still flagged, whose owner is alive.
+                let k = (cur - 1) as usize;
+                if k < self.geo.max_handles {
+                    let owner = self.owner(k).load(Ordering::Acquire);
+                    if owner != 0
+                        && self.roles(k).load(Ordering::Acquire) & role != 0
+                        && is_alive(owner)
+                    {
+                        return Err(owner);
+                    }
+                }
+            }
+            // Flag the role in our entry *before* taking the word: whoever sees the word
+            // naming us (Acquire) also sees the flag, and does not take the role from us.
+            self.roles(me).fetch_or(role, Ordering::AcqRel);
+            if w.compare_exchange(cur, me as u64 + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Counts a recovered claim of a dead peer.
+    fn note_death(&self, owner: u64) {
+        self.peer_deaths().fetch_add(1, Ordering::AcqRel);
+        if owner != 0 {
+            self.last_dead_pid().store(owner >> 32, Ordering::Release);
+        }
+    }
+
+    // ---------------------------------------------------------------- MPMC
+
+    /// MPMC producer: claims the next position for entry `me`.
+    pub(crate) fn mpmc_claim_send(&self, me: usize) -> Result<Result<u64, Blocked>, Corrupt> {
+        let cap = self.geo.cap;
+        let mut p = self.tail().load(Ordering::Acquire);
+        loop {
+            let s = self.seq(p).load(Ordering::Acquire);
+            if s == empty(p) {
+                self.intent(me).store(p.wrapping_mul(2), Ordering::Relaxed);
+                // Release: the intent is visible to whoever sees the new tail.
+                match self.tail().compare_exchange_weak(
+                    p,
+                    p.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Ok(Ok(p)),
+                    Err(t) => p = t,
+                }
+                continue;
+            }
+            let prev = p.wrapping_sub(cap);
+            let blocked = if s == full(prev) {
+                // Last lap's message: unread (full), or claimed by a consumer still reading.
+                let h = self.head().load(Ordering::Acquire);
+                if after(h, prev) {
+                    Blocked::InFlight {
+                        pos: prev,
+                        reader: true,
+                    }
+                } else {
+                    Blocked::Idle
+                }
+            } else if s == empty(prev) {
+                // Last lap's claim not yet published: full (consumers recover dead claims).
+                Blocked::Idle
+            } else if lap_diff(s, p, cap).is_some_and(|d| d >= 0) {
+                // Somebody got further (any number of laps): our tail snapshot is stale.
+                let t = self.tail().load(Ordering::Acquire);
+                if t == p {
+                    return Err(self.corrupt("send", p, s));
+                }
+                p = t;
+                continue;
+            } else {
+                return Err(self.corrupt("send", p, s));
+            };
+            self.intent(me).store(NO_INTENT, Ordering::Release);
+            return Ok(Err(blocked));
+        }
+    }
+
+    /// MPMC producer: publishes position `p` (data written).
+    #[inline]
+    pub(crate) fn mpmc_publish(&self, me: usize, p: u64) {
+        self.seq(p).store(full(p), Ordering::Release);
+        self.intent(me).store(NO_INTENT, Ordering::Release);
+        self.data_wait().wake();
+    }
+
+    /// MPMC producer: gives up claimed position `p` without a message (consumers skip it).
+    pub(crate) fn mpmc_cancel(&self, me: usize, p: u64) {
+        self.seq(p)
+            .store(empty(p.wrapping_add(self.geo.cap)), Ordering::Release);
+        self.intent(me).store(NO_INTENT, Ordering::Release);
+        // Consumers waiting at p must move on; producers may now use the slot.
+        self.data_wait().wake();
+        self.space_wait().wake();
+    }
+
+    /// MPMC consumer: claims the next position for entry `me`. `count` adds one to the
+    /// entry's outstanding tasks (joinable queues) before the claim becomes visible.
+    pub(crate) fn mpmc_claim_recv(
+        &self,
+        me: usize,
+        count: bool,
+    ) -> Result<Result<u64, Blocked>, Corrupt> {
+        let cap = self.geo.cap;
+        let mut p = self.head().load(Ordering::Acquire);
+        loop {
+            let s = self.seq(p).load(Ordering::Acquire);
+            if s == full(p) {
+                self.intent(me)
+                    .store(p.wrapping_mul(2) | 1, Ordering::Relaxed);
+                if count {
+                    self.outstanding(me).fetch_add(1, Ordering::Relaxed);
+                }
+                match self.head().compare_exchange_weak(
+                    p,
+                    p.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Ok(Ok(p)),
+                    Err(h) => {
+                        if count {
+                            self.outstanding(me).fetch_sub(1, Ordering::Relaxed);
+                        }
+                        p = h;
+                    }
+                }
+                continue;
+            }
+            let blocked = if s == empty(p) {
+                // Empty, or claimed by a producer that has not published yet. Telling the
+                // two apart needs `tail`, a line the producers write: reading it on every
+                // spin would steal it from them, so `recover` reads it, rarely.
+                Blocked::InFlight {
+                    pos: p,
+                    reader: false,
+                }
+            } else if s == full(p.wrapping_sub(cap)) {
+                // A slow consumer still reads last lap's message: nothing for us yet.
+                Blocked::Idle
+            } else if let Some(d) = lap_diff(s, p, cap).filter(|&d| d > 0) {
+                // Released or skipped (possibly laps ago: our head snapshot is stale). If
+                // head is still here the slot was skipped (a cancelled or dead producer's
+                // claim): help head past it.
+                let h = self.head().load(Ordering::Acquire);
+                if h == p {
+                    if d != cap as i64 {
+                        // With head here, only a skip (one lap ahead) is legal.
+                        return Err(self.corrupt("recv", p, s));
+                    }
+                    let _ = self.head().compare_exchange(
+                        p,
+                        p.wrapping_add(1),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    p = self.head().load(Ordering::Acquire);
+                } else {
+                    p = h;
+                }
+                continue;
+            } else {
+                return Err(self.corrupt("recv", p, s));
+            };
+            self.intent(me).store(NO_INTENT, Ordering::Release);
+            return Ok(Err(blocked));
+        }
+    }
+
+    /// MPMC consumer: releases position `p` (data read).
+    #[inline]
+    pub(crate) fn mpmc_release(&self, me: usize, p: u64) {
+        self.seq(p)
+            .store(empty(p.wrapping_add(self.geo.cap)), Ordering::Release);
+        self.intent(me).store(NO_INTENT, Ordering::Release);
+        self.space_wait().wake();
+    }
+
+    /// Recovers a claim that blocks us if its owner is dead. Returns the dead owner's word
+    /// if this call recovered it, `None` if the claim is still (or may still be) live or
+    /// was completed meanwhile.
+    pub(crate) fn recover(
+        &self,
+        blocked: Blocked,
+        is_alive: &dyn Fn(u64) -> bool,
+    ) -> Result<Option<u64>, Corrupt> {
+        let Blocked::InFlight { pos, reader } = blocked else {
+            return Ok(None);
+        };
+        if !reader {
+            // Is `pos` claimed at all?
+            let t = self.tail().load(Ordering::Acquire);
+            if t == pos {
+                return Ok(None);
+            }
+            if !after(t, pos) {
+                return Err(Corrupt(format!(
+                    "recv: tail {t} is behind head {pos} (capacity {})",
+                    self.geo.cap
+                )));
+            }
+        }
+        let want = pos.wrapping_mul(2) | reader as u64;
+        let mut dead_owner = 0u64;
+        for i in 0..self.geo.max_handles {
+            // Acquire: an owner that finished and cleared its intent also published.
+            if self.intent(i).load(Ordering::Acquire) != want {
+                continue;
+            }
+            let owner = self.owner(i).load(Ordering::Acquire);
+            if owner != 0 && is_alive(owner) {
+                return Ok(None);
+            }
+            dead_owner = owner;
+        }
+        let (from, to) = if reader {
+            (full(pos), empty(pos.wrapping_add(self.geo.cap)))
+        } else {
+            (empty(pos), empty(pos.wrapping_add(self.geo.cap)))
+        };
+        if self
+            .seq(pos)
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        if !reader {
+            let _ = self.head().compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+        // The dead entry's outstanding count dies with it (see `unfinished`).
+        self.note_death(dead_owner);
+        self.data_wait().wake();
+        self.space_wait().wake();
+        self.join_wait().wake();
+        Ok(Some(dead_owner))
+    }
+
+    // ---------------------------------------------------------------- SPSC
+
+    /// SPSC producer: where to start, skipping positions a dead predecessor published
+    /// without advancing `tail`.
+    pub(crate) fn spsc_producer_start(&self) -> Result<u64, Corrupt> {
+        let mut p = self.tail().load(Ordering::Acquire);
+        for _ in 0..=self.geo.cap {
+            let s = self.seq(p).load(Ordering::Acquire);
+            if s == full(p)
+                || s == empty(p.wrapping_add(self.geo.cap))
+                || s == full(p.wrapping_add(self.geo.cap))
+            {
+                p = p.wrapping_add(1);
+            } else {
+                self.tail().store(p, Ordering::Release);
+                return Ok(p);
+            }
+        }
+        Err(Corrupt("spsc: no free position found from tail".into()))
+    }
+
+    /// SPSC consumer: where to start.
+    pub(crate) fn spsc_consumer_start(&self) -> u64 {
+        self.head().load(Ordering::Acquire)
+    }
+
+    /// SPSC producer: is position `p` free, given the consumer's `head`? (In SPSC mode the
+    /// consumer frees slots by advancing `head` only; the slot keeps `full(p - cap)`.)
+    #[inline]
+    pub(crate) fn spsc_can_send(&self, p: u64, head: u64) -> Result<bool, Corrupt> {
+        let s = self.seq(p).load(Ordering::Acquire);
+        if s == empty(p) || s == full(p.wrapping_sub(self.geo.cap)) {
+            Ok(after(head.wrapping_add(self.geo.cap), p))
+        } else {
+            Err(self.corrupt("send (spsc)", p, s))
+        }
+    }
+
+    /// SPSC producer: publishes `p`.
+    #[inline]
+    pub(crate) fn spsc_publish(&self, p: u64) {
+        self.seq(p).store(full(p), Ordering::Release);
+        self.tail().store(p.wrapping_add(1), Ordering::Release);
+        self.data_wait().wake();
+    }
+
+    /// SPSC producer: gives `p` up without a message.
+    pub(crate) fn spsc_cancel(&self, p: u64) {
+        self.seq(p)
+            .store(empty(p.wrapping_add(self.geo.cap)), Ordering::Release);
+        self.tail().store(p.wrapping_add(1), Ordering::Relaxed);
+        self.data_wait().wake();
+    }
+
+    /// SPSC consumer at `*p`: `Ok(true)` if a message is there; skips skipped slots.
+    #[inline]
+    pub(crate) fn spsc_can_recv(&self, p: &mut u64) -> Result<bool, Corrupt> {
+        for _ in 0..=self.geo.cap {
+            let s = self.seq(*p).load(Ordering::Acquire);
+            if s == full(*p) {
+                return Ok(true);
+            }
+            if s == empty(*p) || s == full(p.wrapping_sub(self.geo.cap)) {
+                return Ok(false);
+            }
+            if s == empty(p.wrapping_add(self.geo.cap)) || s == full(p.wrapping_add(self.geo.cap)) {
+                // Skipped (cancelled), possibly refilled on the next lap.
+                *p = p.wrapping_add(1);
+                self.head().store(*p, Ordering::Relaxed);
+                continue;
+            }
+            return Err(self.corrupt("recv (spsc)", *p, s));
+        }
+        Err(Corrupt("recv (spsc): every slot is marked skipped".into()))
+    }
+
+    /// SPSC consumer: releases `p` by advancing `head` (one store to a line only the
+    /// consumer writes; the slot's own line is left alone, so the consumer's next store
+    /// elsewhere is not queued behind a write to a line the producer is about to take).
+    #[inline]
+    pub(crate) fn spsc_release(&self, p: u64) {
+        // Release: the data was read before, and a joinable consumer's outstanding count
+        // is visible with the new head.
+        self.head().store(p.wrapping_add(1), Ordering::Release);
+        self.space_wait().wake();
+    }
+
+    // ---------------------------------------------------------------- joinable
+
+    /// Tasks received and not yet marked done by live participants, plus messages still
+    /// in the ring. `is_alive` is asked only about entries with outstanding tasks.
+    pub(crate) fn unfinished(&self, is_alive: &dyn Fn(u64) -> bool) -> u64 {
+        let t = self.tail().load(Ordering::Acquire);
+        let h = self.head().load(Ordering::Acquire);
+        let mut n = t.wrapping_sub(h);
+        if (n as i64) < 0 {
+            n = 0;
+        }
+        for i in 0..self.geo.max_handles {
+            let o = self.outstanding(i).load(Ordering::Acquire);
+            if o == 0 {
+                continue;
+            }
+            let owner = self.owner(i).load(Ordering::Acquire);
+            if owner != 0 && is_alive(owner) {
+                n = n.saturating_add(o);
+            }
+        }
+        n
+    }
+}
+
+/// Fuzz entry point: interprets `data` as an initial ring state (a prefix overwrites the
+/// control block and slots of a small ring) followed by a list of operations, and runs
+/// them. Any outcome is fine except a panic, an out-of-bounds access or a hang: hostile
+/// ring states must give [`Corrupt`] or a blocked result.
+///
+/// `fuzz/fuzz_targets/queue.rs` calls this; it is public only for that.
+#[doc(hidden)]
+pub fn fuzz_ring(data: &[u8]) {
+    let (params, rest) = data.split_at(data.len().min(3));
+    let cap = 1u64 << (params.first().copied().unwrap_or(0) % 4);
+    let handles = 1 + params.get(1).copied().unwrap_or(0) as u64 % 3;
+    let spsc = params.get(2).copied().unwrap_or(0) & 1 == 1;
+    let Some(geo) = Geometry::new(cap, 8, 8, handles) else {
+        return;
+    };
+    let mut buf = vec![0u64; geo.total.div_ceil(8) + 16];
+    // Align the base to 128 bytes inside the buffer.
+    let raw = buf.as_mut_ptr() as usize;
+    let pad = (raw.next_multiple_of(128) - raw) / 8;
+    let base = buf[pad..].as_mut_ptr() as *mut u8;
+    // SAFETY: `buf` holds geo.total bytes after `pad` words and outlives `ring`; it is
+    // 128-aligned and only this thread uses it.
+    let ring = unsafe { Ring::new(base, geo) };
+    ring.init();
+    let state_len = rest.len().min(geo.total / 2);
+    let (state, ops) = rest.split_at(state_len);
+    // Overwrite words of the state with fuzz bytes, 9 bytes each: offset byte + value.
+    for chunk in state.chunks_exact(9) {
+        let word = (chunk[0] as usize * 8) % geo.total;
+        let v = u64::from_le_bytes(chunk[1..9].try_into().unwrap_or([0; 8]));
+        // Owners must be plausible for the fake liveness below; any value is allowed.
+        // SAFETY: `word` < total and 8-aligned.
+        unsafe { (base.add(word) as *mut u64).write(v) };
+    }
+    let alive = |owner: u64| owner & 1 == 1;
+    let me = ring.register(3, &alive).unwrap_or(0);
+    let mut sp = 0u64;
+    let mut cp = 0u64;
+    let mut spsc_started = false;
+    for &op in ops.iter().take(256) {
+        match op % 6 {
+            0 if spsc => {
+                if !spsc_started {
+                    spsc_started = true;
+                    match ring.spsc_producer_start() {
+                        Ok(p) => sp = p,
+                        Err(_) => return,
+                    }
+                    cp = ring.spsc_consumer_start();
+                }
+                if let Ok(true) = ring.spsc_can_send(sp, ring.head().load(Ordering::Relaxed)) {
+                    // SAFETY: data(sp) is valid for data_len (8) bytes.
+                    unsafe { ring.data(sp).cast::<u64>().write(sp) };
+                    ring.spsc_publish(sp);
+                    sp = sp.wrapping_add(1);
+                }
+            }
+            1 if spsc => {
+                if let Ok(true) = ring.spsc_can_recv(&mut cp) {
+                    // SAFETY: data(cp) is valid for 8 bytes.
+                    let _ = unsafe { ring.data(cp).cast::<u64>().read() };
+                    ring.spsc_release(cp);
+                    cp = cp.wrapping_add(1);
+                }
+            }
+            0 | 2 => match ring.mpmc_claim_send(me) {
+                Ok(Ok(p)) => {
+                    if op & 0x80 != 0 {
+                        ring.mpmc_cancel(me, p);
+                    } else {
+                        ring.mpmc_publish(me, p);
+                    }
+                }
+                Ok(Err(b)) => {
+                    let _ = ring.recover(b, &alive);
+                }
+                Err(_) => {}
+            },
+            1 | 3 => match ring.mpmc_claim_recv(me, op & 0x40 != 0) {
+                Ok(Ok(p)) => ring.mpmc_release(me, p),
+                Ok(Err(b)) => {
+                    let _ = ring.recover(b, &alive);
+                }
+                Err(_) => {}
+            },
+            4 => {
+                let _ = ring.unfinished(&alive);
+                let _ = ring.len();
+            }
+            _ => {
+                let _ = ring.take_role(me, ROLE_PRODUCER, &alive);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A ring on a heap buffer (Miri-friendly).
+    pub(crate) struct TestRing {
+        _buf: Vec<u64>,
+        pub ring: Ring,
+    }
+
+    pub(crate) fn test_ring(cap: u64, handles: u64) -> TestRing {
+        let geo = Geometry::new(cap, 8, 8, handles).unwrap();
+        let mut buf = vec![0u64; geo.total / 8 + 16];
+        let raw = buf.as_mut_ptr() as usize;
+        let pad = (raw.next_multiple_of(128) - raw) / 8;
+        let base = buf[pad..].as_mut_ptr() as *mut u8;
+        // SAFETY: the buffer outlives the ring (both in TestRing) and is 128-aligned.
+        let ring = unsafe { Ring::new(base, geo) };
+        ring.init();
+        TestRing { _buf: buf, ring }
+    }
+
+    fn send(r: &Ring, me: usize, v: u64) -> Result<bool, Corrupt> {
+        match r.mpmc_claim_send(me)? {
+            Ok(p) => {
+                // SAFETY: 8 data bytes per slot.
+                unsafe { r.data(p).cast::<u64>().write(v) };
+                r.mpmc_publish(me, p);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn recv(r: &Ring, me: usize) -> Result<Option<u64>, Corrupt> {
+        match r.mpmc_claim_recv(me, false)? {
+            Ok(p) => {
+                // SAFETY: 8 data bytes per slot.
+                let v = unsafe { r.data(p).cast::<u64>().read() };
+                r.mpmc_release(me, p);
+                Ok(Some(v))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    #[test]
+    fn geometry_rejects_bad_parameters() {
+        assert!(Geometry::new(3, 8, 8, 4).is_none());
+        assert!(Geometry::new(0, 8, 8, 4).is_none());
+        assert!(Geometry::new(4, 8, 8, 0).is_none());
+        assert!(Geometry::new(4, 8, 3, 4).is_none());
+        assert!(Geometry::new(MAX_CAPACITY * 2, 8, 8, 4).is_none());
+        let g = Geometry::new(4, 64, 8, 4).unwrap();
+        assert_eq!(g.stride, 128);
+        assert_eq!(g.slots_off % 128, 0);
+        assert_eq!(g.total, g.slots_off + 4 * 128);
+        assert_eq!(Geometry::new(4, 8, 8, 4).unwrap().stride, 16);
+        assert_eq!(Geometry::new(4, 20, 4, 4).unwrap().stride, 32);
+        assert_eq!(Geometry::new(4, 200, 8, 4).unwrap().stride, 256);
+        let g = Geometry::new(4, 64, 64, 1).unwrap();
+        assert_eq!((g.data_off, g.stride), (64, 128));
+    }
+
+    #[test]
+    fn mpmc_fifo_full_and_empty() {
+        let t = test_ring(4, 2);
+        let r = &t.ring;
+        let me = r.register(11, &|_| true).unwrap();
+        assert_eq!(recv(r, me), Ok(None));
+        for lap in 0..5u64 {
+            for i in 0..4 {
+                assert_eq!(send(r, me, lap * 10 + i), Ok(true));
+            }
+            assert_eq!(send(r, me, 99), Ok(false));
+            assert_eq!(r.len(), 4);
+            for i in 0..4 {
+                assert_eq!(recv(r, me), Ok(Some(lap * 10 + i)));
+            }
+            assert_eq!(recv(r, me), Ok(None));
+        }
+    }
+
+    #[test]
+    fn spsc_fifo_and_restart() {
+        let t = test_ring(2, 2);
+        let r = &t.ring;
+        let mut p = r.spsc_producer_start().unwrap();
+        let mut c = r.spsc_consumer_start();
+        for v in 0..10u64 {
+            assert_eq!(
+                r.spsc_can_send(p, r.head().load(Ordering::Relaxed)),
+                Ok(true)
+            );
+            // SAFETY: 8 data bytes per slot.
+            unsafe { r.data(p).cast::<u64>().write(v) };
+            r.spsc_publish(p);
+            p += 1;
+            if v % 2 == 1 {
+                assert_eq!(
+                    r.spsc_can_send(p, r.head().load(Ordering::Relaxed)),
+                    Ok(false)
+                );
+                for w in v - 1..=v {
+                    assert_eq!(r.spsc_can_recv(&mut c), Ok(true));
+                    // SAFETY: as above.
+                    assert_eq!(unsafe { r.data(c).cast::<u64>().read() }, w);
+                    r.spsc_release(c);
+                    c += 1;
+                }
+            }
+        }
+        // A producer that published without storing tail: the next one skips ahead.
+        // SAFETY: as above.
+        unsafe { r.data(p).cast::<u64>().write(77) };
+        r.seq(p).store(full(p), Ordering::Release);
+        assert_eq!(r.spsc_producer_start(), Ok(p + 1));
+        // A cancelled slot is skipped by the consumer.
+        r.spsc_cancel(p + 1);
+        assert_eq!(r.spsc_can_recv(&mut c), Ok(true));
+        r.spsc_release(c);
+        c += 1;
+        assert_eq!(r.spsc_can_recv(&mut c), Ok(false));
+        assert_eq!(c, p + 2);
+    }
+
+    #[test]
+    fn dead_producer_claim_is_skipped_and_counted() {
+        let t = test_ring(4, 3);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == 22 && dead.load(Ordering::Relaxed));
+        let prod = r.register(22, &alive).unwrap();
+        let cons = r.register(33, &alive).unwrap();
+        assert_ne!(prod, cons);
+        // The producer claims position 0 and "dies" before publishing.
+        let p = r.mpmc_claim_send(prod).unwrap().unwrap();
+        assert_eq!(p, 0);
+        assert_eq!(send(r, cons, 5), Ok(true)); // another producer sends at 1
+        let b = r.mpmc_claim_recv(cons, false).unwrap().unwrap_err();
+        assert_eq!(
+            b,
+            Blocked::InFlight {
+                pos: 0,
+                reader: false
+            }
+        );
+        assert_eq!(r.recover(b, &alive), Ok(None), "live claimer: wait");
+        dead.store(true, Ordering::Relaxed);
+        assert_eq!(r.recover(b, &alive), Ok(Some(22)));
+        assert_eq!(r.peer_deaths().load(Ordering::Relaxed), 1);
+        assert_eq!(recv(r, cons), Ok(Some(5)));
+        assert_eq!(recv(r, cons), Ok(None));
+        // The slot is usable again.
+        for v in 0..4 {
+            assert_eq!(send(r, cons, v), Ok(true));
+        }
+        for v in 0..4 {
+            assert_eq!(recv(r, cons), Ok(Some(v)));
+        }
+        // Free entries go first, then the dead entry is reclaimed.
+        assert_eq!(r.register(44, &alive), Some(2));
+        assert_eq!(r.register(55, &alive), Some(prod));
+    }
+
+    #[test]
+    fn dead_consumer_claim_is_released() {
+        let t = test_ring(2, 3);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == 33 && dead.load(Ordering::Relaxed));
+        let prod = r.register(22, &alive).unwrap();
+        let cons = r.register(33, &alive).unwrap();
+        assert_eq!(send(r, prod, 1), Ok(true));
+        assert_eq!(send(r, prod, 2), Ok(true));
+        let p = r.mpmc_claim_recv(cons, true).unwrap().unwrap();
+        assert_eq!(p, 0);
+        assert_eq!(r.unfinished(&alive), 2);
+        let b = r.mpmc_claim_send(prod).unwrap().unwrap_err();
+        assert_eq!(
+            b,
+            Blocked::InFlight {
+                pos: 0,
+                reader: true
+            }
+        );
+        assert_eq!(r.recover(b, &alive), Ok(None));
+        dead.store(true, Ordering::Relaxed);
+        assert_eq!(
+            r.unfinished(&alive),
+            1,
+            "a dead consumer's tasks are abandoned"
+        );
+        assert_eq!(r.recover(b, &alive), Ok(Some(33)));
+        assert_eq!(send(r, prod, 3), Ok(true));
+        assert_eq!(recv(r, prod), Ok(Some(2)));
+        assert_eq!(recv(r, prod), Ok(Some(3)));
+    }
+
+    #[test]
+    fn cancelled_claim_is_skipped() {
+        let t = test_ring(2, 1);
+        let r = &t.ring;
+        let me = r.register(5, &|_| true).unwrap();
+        let p = r.mpmc_claim_send(me).unwrap().unwrap();
+        assert_eq!(send(r, me, 9), Ok(true));
+        r.mpmc_cancel(me, p);
+        assert_eq!(recv(r, me), Ok(Some(9)));
+        assert_eq!(recv(r, me), Ok(None));
+        assert_eq!(r.head().load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn garbage_sequence_is_corrupt_not_ub() {
+        let t = test_ring(4, 1);
+        let r = &t.ring;
+        let me = r.register(5, &|_| true).unwrap();
+        r.seq(0).store(12345, Ordering::Relaxed);
+        assert!(r.mpmc_claim_send(me).is_err());
+        assert!(r.mpmc_claim_recv(me, false).is_err());
+        assert!(r.spsc_can_send(0, 0).is_err());
+        let mut c = 0;
+        assert!(r.spsc_can_recv(&mut c).is_err());
+        // Tail behind head.
+        let t2 = test_ring(4, 1);
+        t2.ring.head().store(3, Ordering::Relaxed);
+        t2.ring.seq(3).store(6, Ordering::Relaxed);
+        let b = t2.ring.mpmc_claim_recv(0, false).unwrap().unwrap_err();
+        assert!(t2.ring.recover(b, &|_| true).is_err());
+    }
+
+    #[test]
+    fn registration_is_bounded_and_reclaims_dead() {
+        let t = test_ring(2, 2);
+        let r = &t.ring;
+        assert_eq!(r.register(1, &|_| true), Some(0));
+        assert_eq!(r.register(2, &|_| true), Some(1));
+        assert_eq!(r.register(3, &|_| true), None);
+        assert_eq!(r.register(3, &|o| o != 1), Some(0));
+        r.unregister(1);
+        assert_eq!(r.register(4, &|_| true), Some(1));
+    }
+
+    #[test]
+    fn spsc_roles_are_exclusive_while_alive() {
+        let t = test_ring(2, 3);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == 1 && dead.load(Ordering::Relaxed));
+        let a = r.register(1, &alive).unwrap();
+        let b = r.register(2, &alive).unwrap();
+        assert_eq!(r.take_role(a, ROLE_PRODUCER, &alive), Ok(()));
+        assert_eq!(r.take_role(b, ROLE_CONSUMER, &alive), Ok(()));
+        assert_eq!(r.take_role(b, ROLE_PRODUCER, &alive), Err(1));
+        dead.store(true, Ordering::Relaxed);
+        assert_eq!(r.take_role(b, ROLE_PRODUCER, &alive), Ok(()));
+        r.unregister(b);
+        let c = r.register(3, &alive).unwrap();
+        assert_eq!(r.take_role(c, ROLE_CONSUMER, &alive), Ok(()));
+    }
+
+    #[test]
+    fn threads_mpmc_every_message_once_in_order_per_producer() {
+        const N: u64 = if cfg!(miri) { 50 } else { 20_000 };
+        let t = test_ring(8, 4);
+        let r = t.ring;
+        let ids: Vec<usize> = (0..4)
+            .map(|i| r.register(100 + i, &|_| true).unwrap())
+            .collect();
+        let seen = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for (k, &me) in ids[..2].iter().enumerate() {
+                s.spawn(move || {
+                    let mut i = 0;
+                    while i < N {
+                        if send(&r, me, (k as u64) << 32 | i).unwrap() {
+                            i += 1;
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+            for &me in &ids[2..] {
+                let seen = &seen;
+                s.spawn(move || {
+                    let mut got = Vec::new();
+                    let mut last = [None::<u64>; 2];
+                    while (got.len() as u64) < N {
+                        match recv(&r, me).unwrap() {
+                            Some(v) => {
+                                let (k, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                                assert!(last[k].is_none_or(|l| l < i), "per-producer order");
+                                last[k] = Some(i);
+                                got.push(v);
+                            }
+                            None => {
+                                if r.head().load(Ordering::Relaxed) >= 2 * N {
+                                    break;
+                                }
+                                std::thread::yield_now();
+                            }
+                        }
+                    }
+                    seen.lock().unwrap().extend(got);
+                });
+            }
+        });
+        let mut all = seen.into_inner().unwrap();
+        all.sort_unstable();
+        let mut want: Vec<u64> = (0..2u64)
+            .flat_map(|k| (0..N).map(move |i| k << 32 | i))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(all, want);
+    }
+
+    proptest::proptest! {
+        /// Any single-threaded sequence of sends, receives, cancelled reservations and SPSC
+        /// operations behaves like a bounded FIFO of the same capacity.
+        #[test]
+        fn behaves_like_a_bounded_fifo(
+            cap_log in 0u32..4,
+            ops in proptest::collection::vec(0u8..4, 0..200),
+        ) {
+            let cap = 1u64 << cap_log;
+            let t = test_ring(cap, 2);
+            let r = &t.ring;
+            let me = r.register(1, &|_| true).unwrap();
+            let mut model = std::collections::VecDeque::new();
+            let mut next = 0u64;
+            for op in ops {
+                match op {
+                    0 | 1 => {
+                        let ok = send(r, me, next).unwrap();
+                        proptest::prop_assert_eq!(ok, (model.len() as u64) < cap);
+                        if ok {
+                            model.push_back(next);
+                        }
+                        next += 1;
+                    }
+                    2 => {
+                        let got = recv(r, me).unwrap();
+                        proptest::prop_assert_eq!(got, model.pop_front());
+                    }
+                    _ => {
+                        // Reserve and cancel: takes a position, delivers nothing.
+                        if let Ok(p) = r.mpmc_claim_send(me).unwrap() {
+                            r.mpmc_cancel(me, p);
+                            // The skipped slot frees up only once a consumer passes it.
+                            let drained: Vec<u64> = model.drain(..).collect();
+                            for v in drained {
+                                proptest::prop_assert_eq!(recv(r, me).unwrap(), Some(v));
+                            }
+                            proptest::prop_assert_eq!(recv(r, me).unwrap(), None);
+                        }
+                    }
+                }
+                proptest::prop_assert!(r.len() <= cap);
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_entry_survives_garbage() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in 0..300usize {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            fuzz_ring(&data);
+        }
+    }
+}

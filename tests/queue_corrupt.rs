@@ -1,0 +1,147 @@
+//! A hostile or buggy peer writes garbage into a queue's shared state: the queue must
+//! answer `Error::Corrupt` (or carry on), never panic, never read out of bounds, never
+//! hang.
+
+mod common;
+
+use std::time::Duration;
+
+use shmkit::queue::{ByteQueue, Mode, Queue};
+use shmkit::{Error, Segment};
+
+/// Ring layout (see src/queue/ring.rs): control lines, then 128-byte participant
+/// entries, then the slots (128-aligned).
+fn slots_off(max_handles: usize) -> usize {
+    (768 + 128 * max_handles).next_multiple_of(128)
+}
+
+fn poke(seg: &Segment, off: usize, v: u64) {
+    assert!(off + 8 <= seg.payload_len());
+    // SAFETY: in bounds and 8-aligned (offsets are multiples of 8 from a 64-aligned
+    // payload); the test plays the hostile peer, writing with a volatile store.
+    unsafe { std::ptr::write_volatile(seg.payload_ptr().add(off) as *mut u64, v) };
+}
+
+fn is_corrupt(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. })
+}
+
+#[test]
+fn garbage_sequence_numbers_are_reported() {
+    for mode in [Mode::Spsc, Mode::Mpmc] {
+        let name = common::unique("qc-seq");
+        let _g = common::ShmGuard::new(&name);
+        let q = Queue::<u64>::options()
+            .mode(mode)
+            .capacity(4)
+            .max_handles(2)
+            .create(&name)
+            .unwrap();
+        let raw = Segment::open(&name).unwrap();
+        // u64 slots: 8-byte seq + 8 bytes of data.
+        poke(&raw, slots_off(2), 0xdead_beef_dead_beef);
+        let e = q.try_recv().unwrap_err();
+        assert!(is_corrupt(&e), "{mode:?}: {e}");
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        let e = q.try_send(1).unwrap_err();
+        assert!(is_corrupt(&e), "{mode:?}: {e}");
+        let e = q.recv_timeout(Duration::from_millis(20)).unwrap_err();
+        assert!(is_corrupt(&e), "{mode:?}: {e}");
+    }
+}
+
+#[test]
+fn tail_behind_head_is_reported() {
+    let name = common::unique("qc-tail");
+    let _g = common::ShmGuard::new(&name);
+    let q = Queue::<u64>::options()
+        .capacity(4)
+        .max_handles(2)
+        .create(&name)
+        .unwrap();
+    let raw = Segment::open(&name).unwrap();
+    // head = 5 with slot 1 empty for position 5, tail = 0.
+    poke(&raw, 128, 5);
+    poke(&raw, slots_off(2) + 16, 10);
+    // Telling "empty" from "claimed, unpublished" needs tail, which a waiting receiver
+    // reads after a couple of milliseconds.
+    let e = q.recv_timeout(Duration::from_millis(200)).unwrap_err();
+    assert!(is_corrupt(&e), "{e}");
+}
+
+#[test]
+fn bytequeue_length_larger_than_the_slot_is_reported_and_skipped() {
+    let name = common::unique("qc-len");
+    let _g = common::ShmGuard::new(&name);
+    let q = ByteQueue::options()
+        .capacity(4)
+        .max_handles(2)
+        .create_bytes(&name, 32)
+        .unwrap();
+    q.send(b"first").unwrap();
+    q.send(b"second").unwrap();
+    let raw = Segment::open(&name).unwrap();
+    // Slot 0: seq (8) then the length word.
+    poke(&raw, slots_off(2) + 8, 0xffff_ffff);
+    let mut buf = Vec::new();
+    let e = q.try_recv(&mut buf).unwrap_err();
+    assert!(is_corrupt(&e), "{e}");
+    assert!(e.to_string().contains("length"), "{e}");
+    q.try_recv(&mut buf).unwrap();
+    assert_eq!(buf, b"second");
+}
+
+#[test]
+fn random_garbage_never_panics_or_hangs() {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut corrupt = 0;
+    for round in 0..200 {
+        let name = common::unique("qc-rand");
+        let _g = common::ShmGuard::new(&name);
+        let mode = if round % 2 == 0 {
+            Mode::Spsc
+        } else {
+            Mode::Mpmc
+        };
+        let q = Queue::<[u8; 24]>::options()
+            .mode(mode)
+            .capacity(8)
+            .max_handles(4)
+            .create(&name)
+            .unwrap();
+        for i in 0..5 {
+            q.send([i; 24]).unwrap();
+        }
+        let raw = Segment::open(&name).unwrap();
+        let words = raw.payload_len() / 8;
+        for _ in 0..1 + next() % 6 {
+            let off = (next() as usize % words) * 8;
+            // Small values hit the legal ranges often enough to be interesting.
+            let v = if next() % 2 == 0 { next() % 64 } else { next() };
+            poke(&raw, off, v);
+        }
+        let t = std::time::Instant::now();
+        for _ in 0..20 {
+            for r in [
+                q.try_recv().map(|_| ()),
+                q.try_send([9; 24]),
+                q.recv_timeout(Duration::from_millis(1)).map(|_| ()),
+            ] {
+                if let Err(e) = r {
+                    corrupt += is_corrupt(&e) as u32;
+                }
+            }
+            let _ = q.len();
+        }
+        // A new handle registers among garbage participant entries.
+        let _ = q.try_clone();
+        assert!(t.elapsed() < Duration::from_secs(10), "round {round} hung");
+    }
+    assert!(corrupt > 0, "garbage was never noticed");
+}

@@ -1,0 +1,357 @@
+//! Queue and ByteQueue between real processes: SPSC and MPMC correctness (every message
+//! exactly once, per-producer order, nothing torn), timeouts, byte messages of every
+//! length, joinable worker pools, mismatched opens.
+
+mod common;
+
+use std::time::Duration;
+
+use shmkit::queue::{ByteQueue, Mode, Queue, WaitStrategy};
+use shmkit::{Array, Error};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A 64-byte message whose every word derives from (producer, seq): a torn write or read
+/// cannot pass `check`.
+type Msg = [u64; 8];
+
+fn msg(id: u64, seq: u64) -> Msg {
+    let mut m = [0u64; 8];
+    m[0] = id;
+    m[1] = seq;
+    for (i, w) in m.iter_mut().enumerate().skip(2) {
+        *w = (id << 40) ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64;
+    }
+    m
+}
+
+fn check(m: &Msg) -> (u64, u64) {
+    assert_eq!(*m, msg(m[0], m[1]), "torn message {m:?}");
+    (m[0], m[1])
+}
+
+const SENTINEL: u64 = u64::MAX;
+
+fn arg(i: usize) -> String {
+    common::args()[i].clone()
+}
+
+#[test]
+fn spsc_between_processes_in_order() {
+    if let Some(role) = common::role() {
+        assert_eq!(role, "producer");
+        let q = Queue::<Msg>::options()
+            .mode(Mode::Spsc)
+            .open(&arg(0))
+            .unwrap();
+        let n: u64 = arg(1).parse().unwrap();
+        for i in 0..n {
+            q.send_timeout(msg(7, i), LONG).unwrap();
+        }
+        std::process::exit(0);
+    }
+    let name = common::unique("q-spsc");
+    let _g = common::ShmGuard::new(&name);
+    let q = Queue::<Msg>::options()
+        .mode(Mode::Spsc)
+        .capacity(64)
+        .create(&name)
+        .unwrap();
+    const N: u64 = 50_000;
+    let mut c = common::child(
+        "spsc_between_processes_in_order",
+        "producer",
+        &[&name, &N.to_string()],
+    )
+    .spawn()
+    .unwrap();
+    for i in 0..N {
+        let m = q.recv_timeout(LONG).unwrap();
+        assert_eq!(check(&m), (7, i));
+    }
+    common::wait_ok(&mut c, LONG);
+    assert!(q.try_recv().is_err());
+    assert_eq!(q.peer_deaths(), 0);
+}
+
+#[test]
+fn mpmc_every_message_exactly_once() {
+    if let Some(role) = common::role() {
+        let q = Queue::<Msg>::open(&arg(0)).unwrap();
+        let n: u64 = arg(2).parse().unwrap();
+        match role.as_str() {
+            "producer" => {
+                let id: u64 = arg(1).parse().unwrap();
+                let mut q = q;
+                for i in 0..n {
+                    if i % 3 == 0 {
+                        // Zero-copy path for a third of the messages.
+                        let mut s = q.reserve(Some(LONG)).unwrap();
+                        *s = msg(id, i);
+                        s.commit();
+                    } else {
+                        q.send_timeout(msg(id, i), LONG).unwrap();
+                    }
+                }
+            }
+            "consumer" => {
+                let seen = Array::<u32>::open(&arg(1)).unwrap();
+                let producers = seen.len() as u64 / n;
+                let mut last = vec![None::<u64>; producers as usize];
+                loop {
+                    let m = q.recv_timeout(LONG).unwrap();
+                    if m[0] == SENTINEL {
+                        break;
+                    }
+                    let (id, seq) = check(&m);
+                    assert!(last[id as usize].is_none_or(|l| l < seq), "order");
+                    last[id as usize] = Some(seq);
+                    seen.fetch_add((id * n + seq) as usize, 1).unwrap();
+                }
+            }
+            _ => unreachable!(),
+        }
+        std::process::exit(0);
+    }
+    let name = common::unique("q-mpmc");
+    let seen_name = common::unique("q-mpmc-seen");
+    let _g = (
+        common::ShmGuard::new(&name),
+        common::ShmGuard::new(&seen_name),
+    );
+    const P: u64 = 3;
+    const C: usize = 2;
+    const N: u64 = 20_000;
+    let q = Queue::<Msg>::options()
+        .capacity(16)
+        .wait(WaitStrategy::default())
+        .create(&name)
+        .unwrap();
+    let seen = Array::<u32>::create(&seen_name, (P * N) as usize, 0).unwrap();
+    let t = "mpmc_every_message_exactly_once";
+    let mut consumers: Vec<_> = (0..C)
+        .map(|_| {
+            common::child(t, "consumer", &[&name, &seen_name, &N.to_string()])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut producers: Vec<_> = (0..P)
+        .map(|id| {
+            common::child(t, "producer", &[&name, &id.to_string(), &N.to_string()])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in &mut producers {
+        common::wait_ok(p, LONG);
+    }
+    for _ in 0..C {
+        q.send_timeout([SENTINEL; 8], LONG).unwrap();
+    }
+    for c in &mut consumers {
+        common::wait_ok(c, LONG);
+    }
+    let counts = seen.to_vec();
+    let wrong: Vec<_> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != 1)
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "messages not seen exactly once: {wrong:?}"
+    );
+    assert!(q.is_empty());
+}
+
+#[test]
+fn bytequeue_every_length_between_processes() {
+    fn body(i: usize, max: usize) -> Vec<u8> {
+        let len = (i * 7919) % (max + 1);
+        (0..len).map(|k| (k ^ i) as u8).collect()
+    }
+    const MAX: usize = 300;
+    const N: usize = 5_000;
+    if let Some(_role) = common::role() {
+        let mut q = ByteQueue::open(&arg(0)).unwrap();
+        for i in 0..N {
+            let b = body(i, MAX);
+            if i % 2 == 0 {
+                q.send_timeout(&b, LONG).unwrap();
+            } else {
+                let mut m = q.reserve(MAX, Some(LONG)).unwrap();
+                m[..b.len()].copy_from_slice(&b);
+                m.truncate(b.len());
+                m.commit();
+            }
+        }
+        let too_big = q.send(&[0; MAX + 1]).unwrap_err();
+        assert!(
+            matches!(too_big, Error::MessageTooLarge { len, max, .. } if len == MAX + 1 && max == MAX)
+        );
+        std::process::exit(0);
+    }
+    for mode in [Mode::Spsc, Mode::Mpmc] {
+        let name = common::unique("bq");
+        let _g = common::ShmGuard::new(&name);
+        let mut q = ByteQueue::options()
+            .mode(mode)
+            .capacity(8)
+            .create_bytes(&name, MAX)
+            .unwrap();
+        assert_eq!(q.max_message(), MAX);
+        let mut c = common::child("bytequeue_every_length_between_processes", "p", &[&name])
+            .spawn()
+            .unwrap();
+        let mut buf = Vec::new();
+        for i in 0..N {
+            if i % 3 == 0 {
+                let m = q.recv_ref(Some(LONG)).unwrap();
+                assert_eq!(&*m, &body(i, MAX)[..], "message {i}");
+            } else {
+                q.recv_timeout(&mut buf, LONG).unwrap();
+                assert_eq!(buf, body(i, MAX), "message {i}");
+            }
+        }
+        common::wait_ok(&mut c, LONG);
+        assert!(
+            q.recv_timeout(&mut buf, Duration::from_millis(10))
+                .unwrap_err()
+                .is_timeout()
+        );
+    }
+}
+
+#[test]
+fn joinable_worker_pool() {
+    if let Some(_role) = common::role() {
+        let tasks = Queue::<u64>::open(&arg(0)).unwrap();
+        let results = Queue::<[u64; 2]>::open(&arg(1)).unwrap();
+        loop {
+            let t = tasks.recv_timeout(LONG).unwrap();
+            if t == SENTINEL {
+                tasks.task_done().unwrap();
+                break;
+            }
+            results.send_timeout([t, t * t], LONG).unwrap();
+            tasks.task_done().unwrap();
+        }
+        std::process::exit(0);
+    }
+    let tn = common::unique("jq-tasks");
+    let rn = common::unique("jq-results");
+    let _g = (common::ShmGuard::new(&tn), common::ShmGuard::new(&rn));
+    let tasks = Queue::<u64>::options()
+        .joinable(true)
+        .capacity(8)
+        .create(&tn)
+        .unwrap();
+    let results = Queue::<[u64; 2]>::options()
+        .capacity(256)
+        .create(&rn)
+        .unwrap();
+    let mut workers: Vec<_> = (0..3)
+        .map(|_| {
+            common::child("joinable_worker_pool", "w", &[&tn, &rn])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    const N: u64 = 200;
+    for t in 0..N {
+        tasks.send_timeout(t, LONG).unwrap();
+    }
+    tasks.join(Some(LONG)).unwrap();
+    assert_eq!(tasks.unfinished(), 0);
+    // Every task done means every result was sent before join returned.
+    let mut got: Vec<u64> = (0..N)
+        .map(|_| {
+            let [t, sq] = results.try_recv().unwrap();
+            assert_eq!(sq, t * t);
+            t
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    for _ in &workers {
+        tasks.send_timeout(SENTINEL, LONG).unwrap();
+    }
+    tasks.join(Some(LONG)).unwrap();
+    for w in &mut workers {
+        common::wait_ok(w, LONG);
+    }
+}
+
+#[test]
+fn opening_with_the_wrong_type_or_mode_is_refused() {
+    let name = common::unique("q-mismatch");
+    let _g = common::ShmGuard::new(&name);
+    let _q = Queue::<u64>::options()
+        .mode(Mode::Spsc)
+        .create(&name)
+        .unwrap();
+    assert!(matches!(
+        Queue::<u32>::open(&name).unwrap_err(),
+        Error::Mismatch { .. }
+    ));
+    let e = Queue::<u64>::options()
+        .mode(Mode::Mpmc)
+        .open(&name)
+        .unwrap_err();
+    assert!(e.to_string().contains("queue mode"), "{e}");
+    assert!(matches!(
+        ByteQueue::open(&name).unwrap_err(),
+        Error::Mismatch { .. }
+    ));
+    let ok = Queue::<u64>::options()
+        .mode(Mode::Spsc)
+        .open(&name)
+        .unwrap();
+    assert_eq!(ok.mode(), Mode::Spsc);
+    // Too many handles.
+    let small = common::unique("q-handles");
+    let _g2 = common::ShmGuard::new(&small);
+    let a = Queue::<u8>::options()
+        .max_handles(2)
+        .create(&small)
+        .unwrap();
+    let _b = a.try_clone().unwrap();
+    let e = a.try_clone().unwrap_err();
+    assert!(e.to_string().contains("max_handles"), "{e}");
+}
+
+#[test]
+fn blocked_receiver_in_park_mode_is_woken_across_processes() {
+    if let Some(_role) = common::role() {
+        let q = Queue::<u64>::options()
+            .wait(WaitStrategy::Park)
+            .open(&arg(0))
+            .unwrap();
+        let ready = Queue::<u64>::open(&arg(1)).unwrap();
+        // Tell the parent we are about to block, then block (parked) until it sends.
+        ready.send(1).unwrap();
+        let v = q.recv_timeout(LONG).unwrap();
+        assert_eq!(v, 42);
+        std::process::exit(0);
+    }
+    let a = common::unique("q-park");
+    let b = common::unique("q-park-ready");
+    let _g = (common::ShmGuard::new(&a), common::ShmGuard::new(&b));
+    let q = Queue::<u64>::options()
+        .wait(WaitStrategy::Park)
+        .create(&a)
+        .unwrap();
+    let ready = Queue::<u64>::create(&b, 2).unwrap();
+    let mut c = common::child(
+        "blocked_receiver_in_park_mode_is_woken_across_processes",
+        "r",
+        &[&a, &b],
+    )
+    .spawn()
+    .unwrap();
+    ready.recv_timeout(LONG).unwrap();
+    q.send(42).unwrap();
+    common::wait_ok(&mut c, LONG);
+}

@@ -97,52 +97,17 @@ impl WaitStrategy {
 }
 
 #[cfg(not(loom))]
-/// `futex(FUTEX_WAIT)` on a word in shared memory (not `FUTEX_PRIVATE_FLAG`: the word is
-/// shared between processes). Returns when woken, when `*word != expected`, on a signal,
-/// or after `timeout`. Spurious returns are harmless: callers re-check their condition.
-///
-/// # References
-/// futex(2)
+/// Sleeps on `word` while it holds `expected`, at most `timeout` ([`crate::sync::futex`]:
+/// shared, not `FUTEX_PRIVATE_FLAG`). Spurious returns are harmless: callers re-check
+/// their condition, so errors and early returns are deliberately ignored.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: `word` is a valid, aligned 4-byte atomic for the duration of the call; the
-    // kernel only reads it. `ts` is a valid timespec on our stack. FUTEX_WAIT takes a
-    // relative timeout; the unused arguments (uaddr2, val3) are ignored by the kernel.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
+    let _ = crate::sync::futex::wait(word, expected, Some(timeout));
 }
 
 #[cfg(not(loom))]
-/// `futex(FUTEX_WAKE)`: wakes every process sleeping on `word`.
-///
-/// # References
-/// futex(2)
+/// Wakes every process sleeping on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: `word` is a valid, aligned 4-byte atomic; FUTEX_WAKE does not access memory
-    // beyond looking up the futex key for this address.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-            std::ptr::null::<libc::timespec>(),
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
+    let _ = crate::sync::futex::wake(word, i32::MAX);
 }
 
 #[cfg(not(loom))]

@@ -66,6 +66,24 @@ pub trait Channel {
     fn send(&mut self, side: Side, msg: &[u8]) -> Result<()>;
     /// Receives one message on `side` into `buf` (exactly `buf.len()` bytes).
     fn recv(&mut self, side: Side, buf: &mut [u8]) -> Result<()>;
+    /// True if the workloads should receive through [`Channel::recv_view`] instead of
+    /// [`Channel::recv`]: the mechanism hands the message out in memory of its own (a
+    /// receive buffer it fills, or, zero-copy, the shared slot itself) and copying it into
+    /// the workload's buffer would add a copy its users do not make. Asked once per run.
+    fn has_recv_view(&self) -> bool {
+        false
+    }
+    /// Receives one message of exactly `len` bytes on `side` and calls `read` once with it
+    /// where the mechanism put it; a zero-copy mechanism releases the slot after `read`
+    /// returns. Only called when [`Channel::has_recv_view`] is true.
+    fn recv_view(&mut self, side: Side, len: usize, read: &mut dyn FnMut(&[u8])) -> Result<()> {
+        let _ = (side, len, read);
+        Err(shmkit::Error::invalid(
+            "channel",
+            "recv_view",
+            "this channel has no receive view; use recv",
+        ))
+    }
 }
 
 /// How the workloads use a channel, fixed when it is made.

@@ -60,6 +60,7 @@ pub mod proc;
 pub mod registry;
 pub mod shm;
 pub mod shmkit_own;
+pub mod shmkit_queue;
 pub mod slot;
 pub mod suite;
 

@@ -149,16 +149,53 @@ fn corrupt(mech: &str, seq: u64) -> Error {
     )
 }
 
+/// Receives message `seq` on `side` and checks it (length, sequence number, sum of every
+/// byte) where the receiver has it: in `buf`, or, for a channel with a receive view
+/// ([`Channel::has_recv_view`]), in the mechanism's own receive buffer or in place in the
+/// shared slot. `view` is `ch.has_recv_view()`, asked once per run. When `clock` is set,
+/// `CLOCK_MONOTONIC` is read as soon as the message is there, before the check. Returns
+/// the extra word and that reading (0 without `clock`).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn recv_checked(
+    ch: &mut dyn Channel,
+    view: bool,
+    side: Side,
+    pat: &Pattern,
+    buf: &mut [u8],
+    seq: u64,
+    id: &str,
+    clock: bool,
+) -> Result<(u64, u64)> {
+    let mut t1 = 0;
+    let got = if view {
+        let mut got = None;
+        ch.recv_view(side, buf.len(), &mut |msg| {
+            if clock {
+                t1 = now_ns();
+            }
+            got = pat.check(msg, seq);
+        })?;
+        got
+    } else {
+        ch.recv(side, buf)?;
+        if clock {
+            t1 = now_ns();
+        }
+        pat.check(buf, seq)
+    };
+    got.map(|extra| (extra, t1)).ok_or_else(|| corrupt(id, seq))
+}
+
 /// The child's side of rtt and wake: receive, check, reply. In wake mode the reply carries
 /// the wake-up latency measured against the parent's timestamp.
 fn echo_loop(ch: &mut dyn Channel, id: &str, size: usize, total: u64, wake: bool) -> Result<()> {
     ch.attach(Side::Child, nix::unistd::getppid())?;
+    let view = ch.has_recv_view();
     let mut pat = Pattern::new(size);
     let mut buf = vec![0u8; size];
     for seq in 0..total {
-        ch.recv(Side::Child, &mut buf)?;
-        let t1 = now_ns();
-        let extra = pat.check(&buf, seq).ok_or_else(|| corrupt(id, seq))?;
+        let (extra, t1) = recv_checked(ch, view, Side::Child, &pat, &mut buf, seq, id, true)?;
         let reply = if wake { t1.wrapping_sub(extra) } else { 0 };
         ch.send(Side::Child, pat.stamp(seq, reply))?;
     }
@@ -188,15 +225,23 @@ pub fn rtt(
         echo_loop(&mut *ch, id, size, total, false)
     })?;
     ch.attach(Side::Parent, peer.pid())?;
+    let view = ch.has_recv_view();
     let mut pat = Pattern::new(size);
     let mut buf = vec![0u8; size];
     let mut seq = 0u64;
     let mut round_trip = |ch: &mut Box<dyn Channel>, seq: u64| -> Result<()> {
         ch.send(Side::Parent, pat.stamp(seq, 0))?;
-        ch.recv(Side::Parent, &mut buf)?;
-        pat.check(&buf, seq)
-            .map(|_| ())
-            .ok_or_else(|| corrupt(id, seq))
+        recv_checked(
+            &mut **ch,
+            view,
+            Side::Parent,
+            &pat,
+            &mut buf,
+            seq,
+            id,
+            false,
+        )
+        .map(|_| ())
     };
     while seq < warmup {
         round_trip(&mut ch, seq)?;
@@ -239,6 +284,7 @@ pub fn rtt_total(
         echo_loop(&mut *ch, id, size, total, false)
     })?;
     ch.attach(Side::Parent, peer.pid())?;
+    let view = ch.has_recv_view();
     let mut pat = Pattern::new(size);
     let mut buf = vec![0u8; size];
     let mut t0 = Instant::now();
@@ -247,8 +293,7 @@ pub fn rtt_total(
             t0 = Instant::now();
         }
         ch.send(Side::Parent, pat.stamp(seq, 0))?;
-        ch.recv(Side::Parent, &mut buf)?;
-        pat.check(&buf, seq).ok_or_else(|| corrupt(id, seq))?;
+        recv_checked(&mut *ch, view, Side::Parent, &pat, &mut buf, seq, id, false)?;
     }
     let elapsed = t0.elapsed();
     peer.join(EXIT_WAIT)?;
@@ -274,6 +319,7 @@ pub fn wake(
         echo_loop(&mut *ch, id, size, total, true)
     })?;
     ch.attach(Side::Parent, peer.pid())?;
+    let view = ch.has_recv_view();
     let mut pat = Pattern::new(size);
     let mut buf = vec![0u8; size];
     let mut out = Vec::with_capacity(samples as usize);
@@ -287,8 +333,8 @@ pub fn wake(
         }
         let t0 = now_ns();
         ch.send(Side::Parent, pat.stamp(seq, t0))?;
-        ch.recv(Side::Parent, &mut buf)?;
-        let latency = pat.check(&buf, seq).ok_or_else(|| corrupt(id, seq))?;
+        let (latency, _) =
+            recv_checked(&mut *ch, view, Side::Parent, &pat, &mut buf, seq, id, false)?;
         if seq >= warmup {
             out.push(latency as f64);
         }
@@ -315,11 +361,11 @@ pub fn stream_total(
     let total = warm + msgs;
     let peer = Peer::spawn(placement.child, || {
         ch.attach(Side::Child, nix::unistd::getppid())?;
+        let view = ch.has_recv_view();
         let pat = Pattern::new(size);
         let mut buf = vec![0u8; size];
         for seq in 0..total {
-            ch.recv(Side::Child, &mut buf)?;
-            pat.check(&buf, seq).ok_or_else(|| corrupt(id, seq))?;
+            recv_checked(&mut *ch, view, Side::Child, &pat, &mut buf, seq, id, false)?;
             if seq + 1 == warm {
                 ctl.set(WARM);
             }

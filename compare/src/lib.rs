@@ -25,7 +25,11 @@
 //!      `SlotChannel::<YourBell>`;
 //!    - a mechanism that carries the bytes itself (a queue, a pipe-like object): implement
 //!      [`Channel`] (`attach` after the fork, `send` / `recv` of exactly `size` bytes,
-//!      every wait bounded);
+//!      every wait bounded); a mechanism that hands a received message out in memory of
+//!      its own (its receive buffer, or zero-copy the shared slot) also implements
+//!      [`Channel::has_recv_view`] / [`Channel::recv_view`], and the workloads check the
+//!      message there instead of copying it into their buffer first (see
+//!      `shmkit_queue.rs`);
 //!    - a lock: implement [`locks::Lock`].
 //!
 //!    Create everything in the constructor (the parent, before the fork); the forked peer

@@ -38,6 +38,10 @@ fn main() {
             corrupting_channel_is_detected,
         ),
         (
+            "a_corrupting_peer_is_detected_through_receive_views",
+            corrupting_peer_is_detected_through_views,
+        ),
+        (
             "dropping_a_peer_kills_and_reaps_it",
             dropping_a_peer_kills_it,
         ),
@@ -181,6 +185,57 @@ fn corrupting_channel_is_detected() -> Result<(), String> {
         None => Ok(()),
         Some(_) => Err("flipped byte not detected".into()),
     }
+}
+
+fn corrupting_peer_is_detected_through_views() -> Result<(), String> {
+    // For every channel with a receive view (the message is checked where the mechanism
+    // put it): the view must show the bytes that were sent, so a reply with one flipped
+    // byte fails the check, and an intact one passes.
+    let mut tested = 0;
+    for c in registry::channels() {
+        let mut ch = (c.make)(ChannelParams { size: 64, depth: 1 }).map_err(|e| e.to_string())?;
+        if !ch.has_recv_view() {
+            continue;
+        }
+        tested += 1;
+        let peer = Peer::spawn(placement().child, || {
+            ch.attach(Side::Child, nix::unistd::getppid())?;
+            for flip in [false, true] {
+                let mut got = Vec::new();
+                ch.recv_view(Side::Child, 64, &mut |m| got = m.to_vec())?;
+                if flip {
+                    got[40] ^= 1;
+                }
+                ch.send(Side::Child, &got)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        ch.attach(Side::Parent, peer.pid())
+            .map_err(|e| e.to_string())?;
+        let mut pat = Pattern::new(64);
+        for (seq, flipped) in [(0, false), (1, true)] {
+            ch.send(Side::Parent, pat.stamp(seq, 0))
+                .map_err(|e| e.to_string())?;
+            let mut ok = None;
+            ch.recv_view(Side::Parent, 64, &mut |m| {
+                ok = Some(pat.check(m, seq).is_some())
+            })
+            .map_err(|e| format!("{}: {e}", c.id))?;
+            if ok != Some(!flipped) {
+                return Err(format!(
+                    "{}: message {seq} (flipped: {flipped}) checked as {ok:?}",
+                    c.id
+                ));
+            }
+        }
+        peer.join(Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+    }
+    if tested == 0 {
+        return Err("no channel with a receive view is registered".into());
+    }
+    Ok(())
 }
 
 fn floor_refuses_double_send() -> Result<(), String> {

@@ -218,6 +218,11 @@ fn notes(r: &Row) -> String {
     if let Some(v) = r.variant {
         n.push(v.to_string());
     }
+    if let Some(f) = r.local_floor_ns {
+        n.push(format!(
+            "ratio to the floor measured next to it ({f:.0} ns)"
+        ));
+    }
     if !r.note.is_empty() {
         n.push(r.note.clone());
     }

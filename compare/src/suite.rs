@@ -161,6 +161,11 @@ pub struct Row {
     pub ratio: Option<f64>,
     /// The baseline of `ratio`.
     pub ratio_to: Option<&'static str>,
+    /// For fast (spinning) rtt and wake rows: the floor measured right after this row, at
+    /// the same size. The host may move the two vCPUs during a run (the floor then jumps
+    /// between ~70 ns and ~300 ns), so a spinning mechanism's ratio is taken against this
+    /// neighbour rather than against the `spin-floor` row measured minutes earlier.
+    pub local_floor_ns: Option<f64>,
     /// Spinning or sleeping.
     pub style: Option<Style>,
     /// How it was timed.
@@ -337,6 +342,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         ops_per_s: None,
         ratio: None,
         ratio_to: None,
+        local_floor_ns: None,
         style: task.style,
         timing: None,
         samples: None,
@@ -344,6 +350,17 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         note: task.note.clone(),
         error: None,
     };
+    // Spinning mechanisms, and adaptive ones that answered while still spinning (under
+    // 10 µs: no sleeping wake-up is that fast here), are compared with a floor measured
+    // right next to them.
+    let fast = result.as_ref().is_ok_and(|m| m.median_ns < 10_000.0);
+    let floor_neighbour = fast
+        && task.mechanism != FLOOR
+        && matches!(task.job, Job::Rtt(..) | Job::Wake(_))
+        && !(one_core && needs_two);
+    if floor_neighbour {
+        row.local_floor_ns = local_floor(task, opts);
+    }
     match result {
         Ok(m) => {
             row.median_ns = Some(m.median_ns);
@@ -360,9 +377,23 @@ pub fn run(task: &Task, opts: &Options) -> Row {
     row
 }
 
-/// Fills in the ratios: rtt and wake to `spin-floor` at the same size, stream to memcpy at
-/// the same size, locks to `cas-spinlock` in the same variant. All baselines come from the
-/// same run.
+/// A short `spin-floor` measurement of the same workload and size, taken right after a
+/// spinning mechanism's own (same placement, seconds apart at most).
+fn local_floor(task: &Task, opts: &Options) -> Option<f64> {
+    let floor = registry::channels().into_iter().find(|c| c.id == FLOOR)?;
+    let p = opts.placement;
+    let m = match task.job {
+        Job::Rtt(_, size) => measure::rtt(&floor, size, 4_000, 64 * 400, p),
+        Job::Wake(_) => measure::wake(&floor, 20, 300, p),
+        _ => return None,
+    };
+    m.ok().map(|m| m.median_ns)
+}
+
+/// Fills in the ratios: rtt and wake to `spin-floor` at the same size (for spinning rows,
+/// to the floor measured right next to them, see [`Row::local_floor_ns`]), stream to
+/// memcpy at the same size, locks to `cas-spinlock` in the same variant. All baselines
+/// come from the same run.
 pub fn add_ratios(rows: &mut [Row]) {
     let base = |rows: &[Row], w: Workload, id: &str, size: Option<usize>, variant: Option<&str>| {
         rows.iter()
@@ -385,7 +416,10 @@ pub fn add_ratios(rows: &mut [Row]) {
                 Workload::Stream => (MEMCPY, r.throughput_bytes_per_s),
                 Workload::Lock => (LOCK_FLOOR, r.median_ns),
             };
-            match (value, base(rows, r.workload, id, r.size, r.variant)) {
+            let baseline = r
+                .local_floor_ns
+                .or_else(|| base(rows, r.workload, id, r.size, r.variant));
+            match (value, baseline) {
                 (Some(v), Some(b)) if b > 0.0 => (Some(v / b), Some(id)),
                 _ => (None, None),
             }
@@ -427,6 +461,7 @@ mod tests {
             ops_per_s: None,
             ratio: None,
             ratio_to: None,
+            local_floor_ns: None,
             style: None,
             timing: None,
             samples: None,
@@ -434,6 +469,18 @@ mod tests {
             note: String::new(),
             error: None,
         }
+    }
+
+    #[test]
+    fn a_floor_measured_next_to_a_row_wins_over_the_early_one() {
+        let mut rows = vec![
+            row(Workload::Rtt, FLOOR, Some(64), 70.0, None),
+            row(Workload::Rtt, "q", Some(64), 600.0, None),
+        ];
+        rows[1].local_floor_ns = Some(300.0);
+        add_ratios(&mut rows);
+        assert_eq!(rows[1].ratio, Some(2.0));
+        assert_eq!(rows[1].ratio_to, Some(FLOOR));
     }
 
     #[test]

@@ -303,6 +303,7 @@ impl ByteQueue {
     /// assert_eq!(&*q.recv_ref(None)?, b"abc");
     /// # Ok::<(), shmkit::Error>(())
     /// ```
+    #[inline]
     pub fn reserve(&mut self, len: usize, timeout: Option<Duration>) -> Result<SendBytes<'_>> {
         self.check_len(len, "reserve")?;
         let c = self.core.claim_send("reserve", timeout)?;
@@ -315,6 +316,7 @@ impl ByteQueue {
     }
 
     /// Receives in place (zero-copy); the slot is released when the [`RecvBytes`] drops.
+    #[inline]
     pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<RecvBytes<'_>> {
         let c = self.core.claim_recv("recv_ref", timeout)?;
         let len = self.stored_len(c)?;
@@ -352,6 +354,7 @@ impl SendBytes<'_> {
     }
 
     /// Publishes the message.
+    #[inline]
     pub fn commit(mut self) {
         self.done = true;
         // SAFETY: claimed slot, aligned length word; len <= max (checked in reserve).
@@ -362,6 +365,7 @@ impl SendBytes<'_> {
 
 impl std::ops::Deref for SendBytes<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: exclusive claim; len <= max bytes of the body.
         unsafe { std::slice::from_raw_parts(self.q.body(self.claim), self.len) }
@@ -369,6 +373,7 @@ impl std::ops::Deref for SendBytes<'_> {
 }
 
 impl std::ops::DerefMut for SendBytes<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as for deref; &mut self makes it the only reference.
         unsafe { std::slice::from_raw_parts_mut(self.q.body(self.claim), self.len) }
@@ -376,6 +381,7 @@ impl std::ops::DerefMut for SendBytes<'_> {
 }
 
 impl Drop for SendBytes<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
             self.q.core.cancel(self.claim);
@@ -393,6 +399,7 @@ pub struct RecvBytes<'a> {
 
 impl std::ops::Deref for RecvBytes<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: claimed slot; len was validated against max.
         unsafe { std::slice::from_raw_parts(self.q.body(self.claim), self.len) }
@@ -400,6 +407,7 @@ impl std::ops::Deref for RecvBytes<'_> {
 }
 
 impl Drop for RecvBytes<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.q.core.release(self.claim);
     }

@@ -1000,6 +1000,7 @@ impl<T: Pod> Queue<T> {
     /// drop(msg);                               // releases the slot
     /// # Ok::<(), shmkit::Error>(())
     /// ```
+    #[inline]
     pub fn reserve(&mut self, timeout: Option<Duration>) -> Result<SendSlot<'_, T>> {
         let c = self.core.claim_send("reserve", timeout)?;
         Ok(SendSlot {
@@ -1011,6 +1012,7 @@ impl<T: Pod> Queue<T> {
 
     /// Receives in place (zero-copy), waiting at most `timeout` (`None`: forever); the
     /// slot is released when the [`RecvSlot`] is dropped.
+    #[inline]
     pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<RecvSlot<'_, T>> {
         let c = self.core.claim_recv("recv_ref", timeout)?;
         Ok(RecvSlot { q: self, claim: c })
@@ -1110,6 +1112,7 @@ pub struct SendSlot<'a, T: Pod> {
 
 impl<T: Pod> SendSlot<'_, T> {
     /// Publishes the message.
+    #[inline]
     pub fn commit(mut self) {
         self.done = true;
         self.q.core.publish(self.claim);
@@ -1124,6 +1127,7 @@ impl<T: Pod> SendSlot<'_, T> {
 
 impl<T: Pod> std::ops::Deref for SendSlot<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
         // SAFETY: the claim gives exclusive use of the slot (see `Queue::write`); the
         // reference lives no longer than the claim.
@@ -1132,6 +1136,7 @@ impl<T: Pod> std::ops::Deref for SendSlot<'_, T> {
 }
 
 impl<T: Pod> std::ops::DerefMut for SendSlot<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as for `deref`; `&mut self` makes this the only reference.
         unsafe { &mut *(self.q.core.ring.data(self.claim.0) as *mut T) }
@@ -1139,6 +1144,7 @@ impl<T: Pod> std::ops::DerefMut for SendSlot<'_, T> {
 }
 
 impl<T: Pod> Drop for SendSlot<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
             self.q.core.cancel(self.claim);
@@ -1154,6 +1160,7 @@ pub struct RecvSlot<'a, T: Pod> {
 
 impl<T: Pod> std::ops::Deref for RecvSlot<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
         // SAFETY: the claim gives this handle the slot until release (producers do not
         // write a claimed-for-reading slot); T is Pod and aligned.
@@ -1162,6 +1169,7 @@ impl<T: Pod> std::ops::Deref for RecvSlot<'_, T> {
 }
 
 impl<T: Pod> Drop for RecvSlot<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         self.q.core.release(self.claim);
     }

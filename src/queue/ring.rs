@@ -247,10 +247,10 @@ impl Ring {
     #[inline]
     fn u64_at(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off + 8 <= self.geo.total && off % 8 == 0);
-        // SAFETY: every caller passes a constant control offset or one computed from a
-        // position reduced modulo the capacity, so `off + 8 <= total` (struct invariant);
-        // offsets are multiples of 8 and the base is 64-aligned; the word is only
-        // accessed atomically.
+        // Every caller passes a constant control offset or one computed from a position
+        // reduced modulo the capacity, so `off + 8 <= total` (struct invariant).
+        // SAFETY: in bounds (above), 8-aligned (offsets are multiples of 8, the base is
+        // 64-aligned), and the word is only ever accessed atomically.
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
 

@@ -1,55 +1,8 @@
 //! The `shmkit` binary on real segments.
 
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "shmkit-test-cli-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-struct Guard(Vec<String>);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
-        }
-    }
-}
-
-fn shmkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shmkit"))
-        .args(args)
-        .output()
-        .expect("run shmkit")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = shmkit(args);
-    assert!(
-        o.status.success(),
-        "shmkit {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Fails with exactly one line on stderr, no panic.
-fn fails(args: &[&str]) -> String {
-    let o = shmkit(args);
-    let err = String::from_utf8(o.stderr).unwrap();
-    assert_eq!(o.status.code(), Some(1), "shmkit {args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(
-        err.starts_with("shmkit: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    err
-}
+use common::{Guard, fails, ok, unique};
 
 #[test]
 fn value_commands() {

@@ -1,25 +1,13 @@
 //! `shmkit queue`: create, send, recv, stat on a real queue.
 
-use std::process::{Command, Output};
+mod common;
 
-fn shmkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shmkit"))
-        .args(args)
-        .output()
-        .expect("run shmkit")
-}
-
-struct Guard(String);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
-    }
-}
+use common::{Guard, shmkit};
 
 #[test]
 fn create_send_recv_stat() {
     let name = format!("shmkit-test-cliq-{}", std::process::id());
-    let _g = Guard(name.clone());
+    let _g = Guard(vec![name.clone()]);
     let o = shmkit(&[
         "queue",
         "create",

@@ -1,57 +1,9 @@
 //! `shmkit event`, `shmkit sem`, `shmkit mutex` on real objects.
 
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
+use common::{Guard, fails, ok, unique};
 use shmkit::sync::{Event, Mutex};
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "shmkit-test-cli-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes the segments and named semaphores when dropped.
-struct Guard(Vec<String>);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
-            let _ = std::fs::remove_file(format!("/dev/shm/sem.{n}"));
-        }
-    }
-}
-
-fn shmkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shmkit"))
-        .args(args)
-        .output()
-        .expect("run shmkit")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = shmkit(args);
-    assert!(
-        o.status.success(),
-        "shmkit {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = shmkit(args);
-    let err = String::from_utf8(o.stderr).unwrap();
-    assert_eq!(o.status.code(), Some(1), "shmkit {args:?}: {err}");
-    assert!(
-        err.starts_with("shmkit: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    err
-}
 
 #[test]
 fn event_commands() {

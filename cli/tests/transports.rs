@@ -1,25 +1,10 @@
 //! `shmkit mq` and `shmkit fifo` end to end, through the built binary.
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{ok, shmkit};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn shmkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shmkit"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shmkit")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = shmkit(args);
-    assert!(
-        o.status.success(),
-        "shmkit {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 struct MqGuard(String);
 impl Drop for MqGuard {

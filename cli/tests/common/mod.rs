@@ -1,0 +1,61 @@
+//! Helpers shared by the CLI tests: unique names, cleanup, running the built binary.
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// `shmkit-test-cli-TAG-PID-N`: unique per process and call.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shmkit-test-cli-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes the segments (and named semaphores of the same names) when dropped.
+pub struct Guard(pub Vec<String>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
+            let _ = std::fs::remove_file(format!("/dev/shm/sem.{n}"));
+        }
+    }
+}
+
+/// Runs the built `shmkit` with `args` (stdin closed).
+pub fn shmkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shmkit")
+}
+
+/// Runs `shmkit args`, asserts success, returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let o = shmkit(args);
+    assert!(
+        o.status.success(),
+        "shmkit {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Runs `shmkit args`, asserts it fails with exit status 1 and exactly one line on stderr
+/// (no panic); returns that line.
+pub fn fails(args: &[&str]) -> String {
+    let o = shmkit(args);
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(1), "shmkit {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.starts_with("shmkit: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
+use crate::segment::{Kind, Segment};
 
 use super::Deadline;
 use super::futex::{self, WaitStatus};
@@ -261,59 +261,15 @@ pub struct Condvar {
     seg: Segment,
 }
 
+segment_object_handle!(
+    Condvar,
+    RawCondvar,
+    Kind::Condvar,
+    0x636f_6e64_0001,
+    "condition variable"
+);
+
 impl Condvar {
-    /// The segment layout.
-    pub fn layout() -> Layout {
-        Layout::new(Kind::Condvar, ElemInfo::bytes(0))
-            .with_payload_len(RawCondvar::SIZE as u64)
-            .with_params([0x636f_6e64_0001, RawCondvar::SIZE as u64, 0, 0])
-    }
-
-    fn init(payload: &mut [u8]) -> Result<()> {
-        // SAFETY: 64-byte aligned payload of RawCondvar::SIZE bytes, exclusively ours.
-        unsafe { RawCondvar::init_at(payload.as_mut_ptr().cast()) };
-        Ok(())
-    }
-
-    /// Creates a named condvar.
-    pub fn create(name: &str) -> Result<Self> {
-        Self::create_with(&Segment::options(), name)
-    }
-
-    /// [`create`](Self::create) with options.
-    pub fn create_with(opts: &SegmentOptions, name: &str) -> Result<Self> {
-        Self::from_segment(opts.create(name, &Self::layout(), Self::init)?)
-    }
-
-    /// Opens a named condvar.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::from_segment(Segment::open(name)?)
-    }
-
-    /// Opens or creates; returns whether it was created.
-    pub fn open_or_create(name: &str) -> Result<(Self, bool)> {
-        let (seg, created) = Segment::open_or_create(name, &Self::layout(), Self::init)?;
-        Ok((Self::from_segment(seg)?, created))
-    }
-
-    /// An anonymous condvar, shared with children forked after this call.
-    pub fn anonymous() -> Result<Self> {
-        Self::from_segment(Segment::anonymous(&Self::layout(), Self::init)?)
-    }
-
-    /// Wraps a segment after checking it holds a condvar.
-    pub fn from_segment(seg: Segment) -> Result<Self> {
-        seg.check_layout(&Self::layout())?;
-        Ok(Condvar { seg })
-    }
-
-    /// The condvar object.
-    pub fn raw(&self) -> &RawCondvar {
-        // SAFETY: check_layout verified a condvar segment whose payload is a RawCondvar
-        // (64-aligned, any bits valid); it lives as long as the mapping.
-        unsafe { &*(self.seg.payload_ptr() as *const RawCondvar) }
-    }
-
     /// See [`RawCondvar::wait`].
     pub fn wait<'a, T: ?Sized>(
         &self,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
+use crate::segment::{Kind, Segment};
 
 use super::Deadline;
 use super::futex::{self, WaitStatus};
@@ -157,59 +157,9 @@ pub struct Event {
     seg: Segment,
 }
 
+segment_object_handle!(Event, RawEvent, Kind::Event, 0x6576_6e74_0001, "event");
+
 impl Event {
-    /// The segment layout.
-    pub fn layout() -> Layout {
-        Layout::new(Kind::Event, ElemInfo::bytes(0))
-            .with_payload_len(RawEvent::SIZE as u64)
-            .with_params([0x6576_6e74_0001, RawEvent::SIZE as u64, 0, 0])
-    }
-
-    fn init(payload: &mut [u8]) -> Result<()> {
-        // SAFETY: the payload is 64-byte aligned, RawEvent::SIZE bytes, and ours alone.
-        unsafe { RawEvent::init_at(payload.as_mut_ptr().cast()) };
-        Ok(())
-    }
-
-    /// Creates a named, cleared event.
-    pub fn create(name: &str) -> Result<Self> {
-        Self::create_with(&Segment::options(), name)
-    }
-
-    /// [`create`](Self::create) with options.
-    pub fn create_with(opts: &SegmentOptions, name: &str) -> Result<Self> {
-        Self::from_segment(opts.create(name, &Self::layout(), Self::init)?)
-    }
-
-    /// Opens an existing named event.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::from_segment(Segment::open(name)?)
-    }
-
-    /// Opens the event or creates it cleared; returns whether it was created.
-    pub fn open_or_create(name: &str) -> Result<(Self, bool)> {
-        let (seg, created) = Segment::open_or_create(name, &Self::layout(), Self::init)?;
-        Ok((Self::from_segment(seg)?, created))
-    }
-
-    /// An anonymous event, shared with children forked after this call.
-    pub fn anonymous() -> Result<Self> {
-        Self::from_segment(Segment::anonymous(&Self::layout(), Self::init)?)
-    }
-
-    /// Wraps a segment after checking it holds an event.
-    pub fn from_segment(seg: Segment) -> Result<Self> {
-        seg.check_layout(&Self::layout())?;
-        Ok(Event { seg })
-    }
-
-    /// The event object.
-    pub fn raw(&self) -> &RawEvent {
-        // SAFETY: check_layout verified an event segment (payload = RawEvent, 64-aligned,
-        // all bit patterns valid atomics); it lives as long as the mapping.
-        unsafe { &*(self.seg.payload_ptr() as *const RawEvent) }
-    }
-
     /// True if the flag is set.
     pub fn is_set(&self) -> bool {
         self.raw().is_set()

@@ -29,6 +29,79 @@
 //! with `EPERM`, which the guard ignores) — drop or `forget` it and lock again. See
 //! `tests/sync_fork.rs`.
 
+/// The constructors of a handle that owns a segment holding one parameterless object
+/// (`$raw`, with `SIZE` and `unsafe fn init_at`): `layout`, `create`, `create_with`,
+/// `open`, `open_or_create`, `anonymous`, `from_segment` and `raw`.
+macro_rules! segment_object_handle {
+    ($handle:ident, $raw:ident, $kind:expr, $tag:expr, $what:literal) => {
+        impl $handle {
+            /// The segment layout (kind, size and a format tag in the parameters).
+            pub fn layout() -> $crate::segment::Layout {
+                $crate::segment::Layout::new($kind, $crate::segment::ElemInfo::bytes(0))
+                    .with_payload_len($raw::SIZE as u64)
+                    .with_params([$tag, $raw::SIZE as u64, 0, 0])
+            }
+
+            fn init(payload: &mut [u8]) -> $crate::error::Result<()> {
+                // SAFETY: the payload is 64-byte aligned, `SIZE` bytes (the layout) and
+                // ours alone until the segment is published.
+                unsafe { $raw::init_at(payload.as_mut_ptr().cast()) };
+                Ok(())
+            }
+
+            #[doc = concat!("Creates a named ", $what, ".")]
+            pub fn create(name: &str) -> $crate::error::Result<Self> {
+                Self::create_with(&$crate::segment::Segment::options(), name)
+            }
+
+            /// [`create`](Self::create) with options (mode, timeout, RAII unlink).
+            pub fn create_with(
+                opts: &$crate::segment::SegmentOptions,
+                name: &str,
+            ) -> $crate::error::Result<Self> {
+                Self::from_segment(opts.create(name, &Self::layout(), Self::init)?)
+            }
+
+            #[doc = concat!("Opens an existing named ", $what, ".")]
+            pub fn open(name: &str) -> $crate::error::Result<Self> {
+                Self::from_segment($crate::segment::Segment::open(name)?)
+            }
+
+            /// Opens or creates; returns whether this call created it.
+            pub fn open_or_create(name: &str) -> $crate::error::Result<(Self, bool)> {
+                let (seg, created) = $crate::segment::Segment::open_or_create(
+                    name,
+                    &Self::layout(),
+                    Self::init,
+                )?;
+                Ok((Self::from_segment(seg)?, created))
+            }
+
+            #[doc = concat!("An anonymous ", $what, ", shared with children forked after this call.")]
+            pub fn anonymous() -> $crate::error::Result<Self> {
+                Self::from_segment($crate::segment::Segment::anonymous(
+                    &Self::layout(),
+                    Self::init,
+                )?)
+            }
+
+            #[doc = concat!("Wraps a segment after checking that it holds ", $what, ".")]
+            pub fn from_segment(seg: $crate::segment::Segment) -> $crate::error::Result<Self> {
+                seg.check_layout(&Self::layout())?;
+                Ok($handle { seg })
+            }
+
+            #[doc = concat!("The ", $what, " object in shared memory.")]
+            pub fn raw(&self) -> &$raw {
+                // SAFETY: check_layout verified the kind, size and format tag, so the
+                // 64-aligned payload is a `$raw` (all bit patterns valid atomics); it
+                // lives as long as the mapping.
+                unsafe { &*(self.seg.payload_ptr() as *const $raw) }
+            }
+        }
+    };
+}
+
 pub mod barrier;
 pub mod condvar;
 pub mod event;

@@ -182,11 +182,13 @@ impl fmt::Display for Advice<'_> {
 impl Error {
     /// An OS error with the default advice for its errno.
     pub fn os(resource: impl Into<String>, op: &'static str, errno: Errno) -> Self {
+        let resource = resource.into();
+        let advice = default_advice(&resource, errno);
         Error::Os {
-            resource: resource.into(),
+            resource,
             op,
             errno,
-            advice: default_advice(errno).map(str::to_owned),
+            advice,
         }
     }
 
@@ -250,8 +252,12 @@ impl Error {
     }
 }
 
-/// Advice that holds for an errno whatever the call.
-fn default_advice(errno: Errno) -> Option<&'static str> {
+/// Advice that holds for an errno whatever the call, naming the resource's file system
+/// where that matters.
+fn default_advice(resource: &str, errno: Errno) -> Option<String> {
+    if errno == Errno::ENOSPC {
+        return Some(enospc_advice(resource));
+    }
     Some(match errno {
         Errno::ENOENT => "it does not exist: check the name (`shmkit ls` lists segments)",
         Errno::EEXIST => {
@@ -260,9 +266,6 @@ fn default_advice(errno: Errno) -> Option<&'static str> {
         Errno::EACCES | Errno::EPERM => {
             "permission denied: check the owner and mode of the object (ls -l /dev/shm) or create it with a wider mode"
         }
-        Errno::ENOSPC => {
-            "no space left: /dev/shm (tmpfs) is full or too small; free segments (`shmkit gc`) or enlarge it (mount -o remount,size=... /dev/shm)"
-        }
         Errno::ENOMEM => "out of memory or over the mapping limit (/proc/sys/vm/max_map_count)",
         Errno::EMFILE => "too many open files in this process: raise RLIMIT_NOFILE (ulimit -n)",
         Errno::ENFILE => "too many open files system-wide: raise /proc/sys/fs/file-max",
@@ -270,7 +273,31 @@ fn default_advice(errno: Errno) -> Option<&'static str> {
         Errno::ELOOP => "the path is a symbolic link, which shmkit refuses to follow (O_NOFOLLOW)",
         Errno::EFBIG => "the size exceeds the file size limit (RLIMIT_FSIZE)",
         _ => return None,
-    })
+    }
+    .to_owned())
+}
+
+/// `ENOSPC` advice for the file system actually involved: stdout, a file-backed segment's
+/// directory, an anonymous segment's memory, or /dev/shm for a named segment (a bare name).
+fn enospc_advice(resource: &str) -> String {
+    const SHM: &str = "no space left: /dev/shm (tmpfs) is full or too small; free segments (`shmkit gc`) or enlarge it (mount -o remount,size=... /dev/shm)";
+    if resource == "stdout" {
+        return "no space left on the device stdout writes to (a full disk, or /dev/full): free space there or redirect the output elsewhere".into();
+    }
+    if resource == "<anonymous segment>" {
+        return "no memory left for the anonymous segment (memfd, backed like tmpfs): free memory or make it smaller".into();
+    }
+    let path = std::path::Path::new(resource);
+    if !resource.contains('/') || path.starts_with("/dev/shm") {
+        return SHM.into();
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.display().to_string(),
+        _ => ".".into(),
+    };
+    format!(
+        "no space left on the file system holding {dir}: free space there (`df {dir}`) or put the segment elsewhere"
+    )
 }
 
 impl From<Error> for std::io::Error {
@@ -305,6 +332,21 @@ mod tests {
         assert!(s.contains("errno 17"), "{s}");
         assert!(s.contains("shmkit rm"), "{s}");
         assert!(e.is_already_exists());
+    }
+
+    #[test]
+    fn enospc_advice_names_the_file_system_involved() {
+        let adv = |r: &str| Error::os(r, "write", Errno::ENOSPC).to_string();
+        assert!(adv("seg").contains("/dev/shm"), "{}", adv("seg"));
+        assert!(adv("/dev/shm/x").contains("/dev/shm"));
+        let f = adv("/var/tmp/data/seg.bin");
+        assert!(
+            f.contains("/var/tmp/data") && !f.contains("/dev/shm"),
+            "{f}"
+        );
+        let o = adv("stdout");
+        assert!(o.contains("stdout") && !o.contains("/dev/shm"), "{o}");
+        assert!(!adv("<anonymous segment>").contains("/dev/shm"));
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use shmkit_compare::suite::{self, Options, Row, Workload};
 use shmkit_compare::{Placement, Style};
 
+use crate::out::{Out, note};
+
 /// Options of `shmkit bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -33,7 +35,7 @@ fn parse_workload(s: &str) -> Result<Workload, String> {
 }
 
 /// Runs the suite and reports.
-pub fn run(args: Args) -> shmkit::Result<()> {
+pub fn run(args: Args, out: &mut Out) -> shmkit::Result<()> {
     let placement = Placement::detect();
     let opts = Options {
         quick: args.quick,
@@ -70,7 +72,7 @@ pub fn run(args: Args) -> shmkit::Result<()> {
     for path in [&args.json, &args.plot].into_iter().flatten() {
         write(path, "")?;
     }
-    eprintln!(
+    note(format_args!(
         "shmkit bench: measuring process on core {}, peer on core {}{}",
         core(placement.parent),
         core(placement.child),
@@ -79,7 +81,7 @@ pub fn run(args: Args) -> shmkit::Result<()> {
         } else {
             ""
         }
-    );
+    ));
     let bar = indicatif::ProgressBar::new(suite::plan(&opts).len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
@@ -95,7 +97,8 @@ pub fn run(args: Args) -> shmkit::Result<()> {
         ));
     });
     bar.finish_and_clear();
-    println!(
+    writeln!(
+        out,
         "# shmkit bench{}: measuring process on core {}, peer on core {}; {} CPUs online; \
          POSIX mq msgsize_max {} B, msg_max {}",
         if opts.quick { " --quick" } else { "" },
@@ -104,13 +107,15 @@ pub fn run(args: Args) -> shmkit::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         shmkit_compare::mq::msgsize_max(),
         shmkit_compare::mq::msg_max(),
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "# timing: spinning mechanisms in batches of {} round trips per clock pair (p99 = p99 of \
          batch means), sleeping ones per operation; wake = cross-process CLOCK_MONOTONIC stamps",
         shmkit_compare::measure::BATCH
-    );
-    print!("{}", table(&rows));
+    )?;
+    write!(out, "{}", table(&rows))?;
+    out.flush()?;
     let failed: Vec<&Row> = rows
         .iter()
         .filter(|r| {
@@ -122,22 +127,22 @@ pub fn run(args: Args) -> shmkit::Result<()> {
         })
         .collect();
     for r in &failed {
-        eprintln!(
+        note(format_args!(
             "shmkit bench: {} {} failed: {}",
             r.workload.as_str(),
             r.mechanism,
             r.error.as_deref().unwrap_or_default()
-        );
+        ));
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&rows)
             .map_err(|e| shmkit::Error::invalid("rows", "serialize JSON", e.to_string()))?;
         write(path, &text)?;
-        eprintln!("wrote {}", path.display());
+        note(format_args!("wrote {}", path.display()));
     }
     if let Some(path) = &args.plot {
         write(path, &svg(&rows))?;
-        eprintln!("wrote {}", path.display());
+        note(format_args!("wrote {}", path.display()));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod out;
 mod queue;
 mod segments;
 mod sync;
@@ -39,19 +40,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Segments(c) => segments::run(c),
-        Command::Sync(c) => sync::run(c),
-        Command::Mq(c) => transports::run_mq(c),
-        Command::Fifo(c) => transports::run_fifo(c),
-        Command::Bench(a) => bench::run(a),
-        Command::Queue(c) => queue::run(c),
+    let mut out = out::Out::new();
+    let result = match Cli::try_parse() {
+        Ok(cli) => match cli.command {
+            Command::Segments(c) => segments::run(c, &mut out),
+            Command::Sync(c) => sync::run(c, &mut out),
+            Command::Mq(c) => transports::run_mq(c, &mut out),
+            Command::Fifo(c) => transports::run_fifo(c, &mut out),
+            Command::Bench(a) => bench::run(a, &mut out),
+            Command::Queue(c) => queue::run(c, &mut out),
+        },
+        // --help and --version go to stdout: through the checked writer.
+        Err(e) if !e.use_stderr() => write!(out, "{}", e.render()),
+        // Usage errors keep clap's format and exit status (2).
+        Err(e) => e.exit(),
     };
-    match result {
+    // Flush what was printed even when the command failed (`rm a b` printed `removed a`).
+    match result.and(out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shmkit: {e}");
+            out::warn(format_args!("{e}"));
             ExitCode::FAILURE
         }
     }

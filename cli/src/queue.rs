@@ -3,13 +3,17 @@
 //! Messages are bytes (a `ByteQueue`); `stat` and `rm` also work on typed queues made by
 //! programs (`Queue<T>`).
 
-use std::io::{BufRead, Write};
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 use shmkit::queue::{ByteQueue, Mode, stats};
 use shmkit::{Error, Segment};
+
+use crate::out::{Out, utf8, with_note};
 
 /// Queue modes, as the CLI spells them.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -26,7 +30,7 @@ pub enum Command {
     /// Create a byte queue.
     Create {
         /// Queue name.
-        name: String,
+        name: OsString,
         /// Number of messages it holds (rounded up to a power of two).
         #[arg(long, default_value_t = 64)]
         capacity: u64,
@@ -43,17 +47,19 @@ pub enum Command {
     /// Send messages: each argument is one message; with none, each line of stdin is one.
     Send {
         /// Queue name.
-        name: String,
-        /// Messages.
-        messages: Vec<String>,
+        name: OsString,
+        /// Messages (bytes, UTF-8 or not).
+        messages: Vec<OsString>,
         /// Give up after this many milliseconds of a full queue.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
     },
-    /// Receive messages and print them, one per line.
+    /// Receive messages and print them, one per line. A message is taken off the queue only
+    /// once it is written and flushed to stdout; if the write fails, it is sent back (to the
+    /// end of the queue) and the error says so.
     Recv {
         /// Queue name.
-        name: String,
+        name: OsString,
         /// How many messages to receive.
         #[arg(long, short = 'n', default_value_t = 1)]
         count: usize,
@@ -67,7 +73,7 @@ pub enum Command {
     /// Show a queue's mode, capacity, fill level, live handles and recovered dead peers.
     Stat {
         /// Queue name.
-        name: String,
+        name: OsString,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -75,7 +81,7 @@ pub enum Command {
 }
 
 /// Runs one queue command.
-pub fn run(cmd: Command) -> Result<(), Error> {
+pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
     match cmd {
         Command::Create {
             name,
@@ -84,6 +90,7 @@ pub fn run(cmd: Command) -> Result<(), Error> {
             mode,
             joinable,
         } => {
+            let name = utf8("NAME", &name)?;
             let mode = match mode {
                 CliMode::Spsc => Mode::Spsc,
                 CliMode::Mpmc => Mode::Mpmc,
@@ -93,19 +100,20 @@ pub fn run(cmd: Command) -> Result<(), Error> {
                 .capacity(capacity)
                 .joinable(joinable)
                 .create_bytes(&name, max_message)?;
-            println!(
+            writeln!(
+                out,
                 "created {name}: {:?}, {} messages of at most {} bytes",
                 q.mode(),
                 q.capacity(),
                 q.max_message()
-            );
-            Ok(())
+            )
         }
         Command::Send {
             name,
             messages,
             timeout_ms,
         } => {
+            let name = utf8("NAME", &name)?;
             let q = ByteQueue::open(&name)?;
             let t = Duration::from_millis(timeout_ms);
             if messages.is_empty() {
@@ -116,7 +124,7 @@ pub fn run(cmd: Command) -> Result<(), Error> {
                 }
             } else {
                 for m in &messages {
-                    q.send_timeout(m.as_bytes(), t)?;
+                    q.send_timeout(m.as_os_str().as_bytes(), t)?;
                 }
             }
             Ok(())
@@ -126,33 +134,21 @@ pub fn run(cmd: Command) -> Result<(), Error> {
             count,
             timeout_ms,
             json,
-        } => {
-            let q = ByteQueue::open(&name)?;
-            let t = Duration::from_millis(timeout_ms);
-            let mut buf = Vec::new();
-            let mut out = Vec::new();
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            for _ in 0..count {
-                q.recv_timeout(&mut buf, t)?;
-                if json {
-                    out.push(String::from_utf8_lossy(&buf).into_owned());
-                } else {
-                    let _ = lock.write_all(&buf);
-                    let _ = lock.write_all(b"\n");
-                }
-            }
-            if json {
-                println!("{}", json!(out));
-            }
-            Ok(())
-        }
+        } => recv(
+            &utf8("NAME", &name)?,
+            count,
+            Duration::from_millis(timeout_ms),
+            json,
+            out,
+        ),
         Command::Stat { name, json } => {
+            let name = utf8("NAME", &name)?;
             let s = stats(&name)?;
             let seg = Segment::open(&name)?;
             let ty = seg.header().type_name().to_owned();
             if json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     json!({
                         "name": name,
@@ -171,28 +167,89 @@ pub fn run(cmd: Command) -> Result<(), Error> {
                         "peer_deaths": s.peer_deaths,
                         "last_dead_peer": s.last_dead_peer,
                     })
-                );
+                )
             } else {
-                println!("{name}: {} {ty}", s.kind);
-                println!(
+                writeln!(out, "{name}: {} {ty}", s.kind)?;
+                writeln!(
+                    out,
                     "  mode {:?}{}",
                     s.mode,
                     if s.joinable { ", joinable" } else { "" }
-                );
-                println!(
+                )?;
+                writeln!(
+                    out,
                     "  capacity {} slots of {} bytes, {} in the queue ({} sent, {} received)",
                     s.capacity, s.slot_bytes, s.len, s.sent, s.received
-                );
-                println!(
+                )?;
+                writeln!(
+                    out,
                     "  handles {} live of {} (pids {:?})",
                     s.live_handles, s.max_handles, s.pids
-                );
+                )?;
                 match s.last_dead_peer {
-                    Some(p) => println!("  dead peers recovered: {} (last pid {p})", s.peer_deaths),
-                    None => println!("  dead peers recovered: {}", s.peer_deaths),
+                    Some(p) => writeln!(
+                        out,
+                        "  dead peers recovered: {} (last pid {p})",
+                        s.peer_deaths
+                    ),
+                    None => writeln!(out, "  dead peers recovered: {}", s.peer_deaths),
                 }
             }
-            Ok(())
         }
+    }
+}
+
+/// `queue recv`: each message is received in place, written and flushed to stdout, and
+/// only then released (consumed). The queue cannot put a claimed message back in its
+/// place, so a message whose write fails is sent again, to the end of the queue.
+fn recv(name: &str, count: usize, t: Duration, json: bool, out: &mut Out) -> Result<(), Error> {
+    let mut q = ByteQueue::open(name)?;
+    for i in 0..count {
+        // A pipe whose reader has gone: fail before taking anything.
+        out.check_reader()?;
+        let m = match q.recv_ref(Some(t)) {
+            Ok(m) => m,
+            Err(e) => {
+                // Close the array of what was delivered (best effort: we fail anyway).
+                if json && i > 0 {
+                    let _ = writeln!(out, "]");
+                }
+                return Err(e);
+            }
+        };
+        let written = write_message(out, &m, json, i == 0).and_then(|()| out.flush());
+        let Err(e) = written else {
+            drop(m); // delivered: consume it
+            continue;
+        };
+        let copy = m.to_vec();
+        drop(m);
+        let note = match q.try_send(&copy) {
+            Ok(()) => format!(
+                "queue {name}: the message was not delivered and was put back at the end of the queue"
+            ),
+            Err(e2) => format!(
+                "queue {name}: the message was not delivered and is LOST (putting it back failed: {e2})"
+            ),
+        };
+        return Err(with_note(e, note));
+    }
+    if json {
+        if count == 0 {
+            out.bytes(b"[")?;
+        }
+        writeln!(out, "]")?;
+    }
+    Ok(())
+}
+
+/// One message: a line of bytes, or an element of a JSON array written as it goes.
+fn write_message(out: &mut Out, m: &[u8], json: bool, first: bool) -> Result<(), Error> {
+    if json {
+        out.bytes(if first { b"[" } else { b"," })?;
+        write!(out, "{}", json!(String::from_utf8_lossy(m)))
+    } else {
+        out.bytes(m)?;
+        out.bytes(b"\n")
     }
 }

@@ -1,13 +1,16 @@
 //! `ls`, `info`, `rm`, `gc`, `value`, `array`: segments in /dev/shm.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value as Json, json};
 use shmkit::process::{FileId, Liveness};
-use shmkit::segment::{Inspection, SHM_DIR, inspect_path};
+use shmkit::segment::{Header, Inspection, Kind, SHM_DIR, State, inspect_path};
 use shmkit::{Array, Error, Name, Segment, Value};
+
+use crate::out::{Out, mode_bits, utf8, utf8_all, warn};
 
 /// Segment commands.
 #[derive(Subcommand, Debug)]
@@ -22,7 +25,7 @@ pub enum Command {
     /// Show everything known about one segment.
     Info {
         /// Segment name (with or without the leading slash).
-        name: String,
+        name: OsString,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -31,7 +34,7 @@ pub enum Command {
     Rm {
         /// Names to remove.
         #[arg(required = true)]
-        names: Vec<String>,
+        names: Vec<OsString>,
     },
     /// Remove shmkit segments whose creator is dead and that no live process maps, and
     /// temporary files left by creators that died.
@@ -41,7 +44,7 @@ pub enum Command {
         dry_run: bool,
         /// Only consider names starting with this prefix.
         #[arg(long)]
-        prefix: Option<String>,
+        prefix: Option<OsString>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -189,7 +192,7 @@ pub enum ValueCmd {
     /// Create a value.
     Create {
         /// Name.
-        name: String,
+        name: OsString,
         /// Element type.
         #[arg(long = "type", value_enum)]
         ty: Ty,
@@ -202,7 +205,7 @@ pub enum ValueCmd {
     /// Print the value (atomic load).
     Get {
         /// Name.
-        name: String,
+        name: OsString,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -210,7 +213,7 @@ pub enum ValueCmd {
     /// Store a value (atomic store).
     Set {
         /// Name.
-        name: String,
+        name: OsString,
         /// New value.
         #[arg(allow_hyphen_values = true)]
         value: String,
@@ -218,7 +221,7 @@ pub enum ValueCmd {
     /// Add to an integer value atomically (wrapping); prints the new value.
     Add {
         /// Name.
-        name: String,
+        name: OsString,
         /// Amount (may be negative for signed types).
         #[arg(allow_hyphen_values = true)]
         delta: String,
@@ -231,7 +234,7 @@ pub enum ArrayCmd {
     /// Create an array.
     Create {
         /// Name.
-        name: String,
+        name: OsString,
         /// Element type.
         #[arg(long = "type", value_enum)]
         ty: Ty,
@@ -247,7 +250,7 @@ pub enum ArrayCmd {
     /// Store one element (atomic store).
     Set {
         /// Name.
-        name: String,
+        name: OsString,
         /// Index.
         index: usize,
         /// Value.
@@ -257,14 +260,14 @@ pub enum ArrayCmd {
     /// Print one element.
     Get {
         /// Name.
-        name: String,
+        name: OsString,
         /// Index.
         index: usize,
     },
     /// Print every element.
     Dump {
         /// Name.
-        name: String,
+        name: OsString,
         /// The object is foreign (no shmkit header): read it as raw elements of `--type`.
         #[arg(long, requires = "ty")]
         raw: bool,
@@ -280,19 +283,9 @@ pub enum ArrayCmd {
 /// `--mode` for creation commands.
 #[derive(Args, Debug)]
 pub struct ModeArg {
-    /// Permission bits in octal (default 600).
-    #[arg(long, default_value = "600", value_parser = parse_mode)]
-    mode: u32,
-}
-
-fn parse_mode(s: &str) -> Result<u32, String> {
-    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .map_err(|e| format!("{s:?} is not an octal mode: {e}"))?;
-    if m > 0o7777 {
-        Err(format!("mode {s} out of range"))
-    } else {
-        Ok(m)
-    }
+    /// Permission bits in octal, 0..=777 (default 600).
+    #[arg(long, default_value = "600")]
+    mode: OsString,
 }
 
 fn parse_val<T: std::str::FromStr>(res: &str, s: &str) -> Result<T, Error>
@@ -308,12 +301,12 @@ where
     })
 }
 
-/// The element type recorded in an opened segment's header.
-fn ty_of(seg: &Segment) -> Result<Ty, Error> {
-    let tn = seg.header().type_name();
+/// The element type recorded in a header.
+fn ty_of(resource: &str, h: &Header) -> Result<Ty, Error> {
+    let tn = h.type_name();
     Ty::from_type_name(tn).ok_or_else(|| {
         Error::invalid(
-            seg.resource(),
+            resource,
             "open",
             format!("element type {tn:?} is not one the CLI handles (i8..u64, f32, f64)"),
         )
@@ -321,18 +314,21 @@ fn ty_of(seg: &Segment) -> Result<Ty, Error> {
 }
 
 /// Runs a segment command.
-pub fn run(cmd: Command) -> Result<(), Error> {
+pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
     match cmd {
-        Command::Ls { json } => ls(json),
-        Command::Info { name, json } => info(&name, json),
-        Command::Rm { names } => rm(&names),
+        Command::Ls { json } => ls(json, out),
+        Command::Info { name, json } => info(&utf8("NAME", &name)?, json, out),
+        Command::Rm { names } => rm(&utf8_all("NAMES", &names)?, out),
         Command::Gc {
             dry_run,
             prefix,
             json,
-        } => gc(dry_run, prefix.as_deref(), json),
-        Command::Value(c) => value(c),
-        Command::Array(c) => array(c),
+        } => {
+            let prefix = prefix.map(|p| utf8("--prefix", &p)).transpose()?;
+            gc(dry_run, prefix.as_deref(), json, out)
+        }
+        Command::Value(c) => value(c, out),
+        Command::Array(c) => array(c, out),
     }
 }
 
@@ -378,7 +374,9 @@ fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
         "uid": ins.uid,
         "attached_pids": attached,
     });
-    let o = j.as_object_mut().expect("object");
+    let Some(o) = j.as_object_mut() else {
+        return j;
+    };
     if file_name.starts_with(".shmkit-init.") {
         o.insert("kind".into(), json!("temporary"));
         o.insert("initializing".into(), json!(ins.initializing));
@@ -416,10 +414,9 @@ fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
             }
             o.insert("initializing".into(), json!(ins.initializing));
         }
-        Err(e) if ins.is_foreign() => {
+        Err(_) if ins.is_foreign() => {
             o.insert("foreign".into(), json!(true));
             o.insert("kind".into(), json!("foreign"));
-            let _ = e;
         }
         Err(e) => {
             o.insert("foreign".into(), json!(false));
@@ -430,21 +427,23 @@ fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
     j
 }
 
-fn print_json(j: &Json) {
-    println!("{}", serde_json::to_string_pretty(j).unwrap_or_default());
+fn print_json(out: &mut Out, j: &Json) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(j)
+        .map_err(|e| Error::invalid("stdout", "serialize JSON", e.to_string()))?;
+    writeln!(out, "{text}")
 }
 
-fn ls(as_json: bool) -> Result<(), Error> {
+fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
     let maps = shmkit::process::mapped_files();
     let rows: Vec<Json> = shm_objects()?.iter().map(|p| describe(p, &maps)).collect();
     if as_json {
-        print_json(&Json::Array(rows));
-        return Ok(());
+        return print_json(out, &Json::Array(rows));
     }
-    println!(
+    writeln!(
+        out,
         "{:<32} {:<10} {:<8} {:>8} {:>10} {:<16} ATTACHED",
         "NAME", "KIND", "TYPE", "LEN", "SIZE", "CREATOR"
-    );
+    )?;
     for r in &rows {
         let s = |k: &str| r.get(k).and_then(Json::as_str).unwrap_or("-").to_owned();
         let n = |k: &str| {
@@ -477,7 +476,8 @@ fn ls(as_json: bool) -> Result<(), Error> {
         {
             kind = format!("{kind}!{}", s("state"));
         }
-        println!(
+        writeln!(
+            out,
             "{:<32} {:<10} {:<8} {:>8} {:>10} {:<16} {}",
             s("name"),
             kind,
@@ -490,12 +490,26 @@ fn ls(as_json: bool) -> Result<(), Error> {
             } else {
                 attached.join(",")
             }
-        );
+        )?;
     }
     Ok(())
 }
 
-fn info(name: &str, as_json: bool) -> Result<(), Error> {
+/// Kinds whose `info` shows state read from the payload (which needs a mapping).
+fn has_payload_details(kind: &str) -> bool {
+    [
+        Kind::Mutex,
+        Kind::Event,
+        Kind::Condvar,
+        Kind::RwLock,
+        Kind::Barrier,
+        Kind::Semaphore,
+    ]
+    .iter()
+    .any(|k| k.name() == kind)
+}
+
+fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
     let n = Name::shm(name)?;
     let path = n.fs_path();
     // Surface a clear error (missing, not a file, symlink) before describing.
@@ -507,8 +521,13 @@ fn info(name: &str, as_json: bool) -> Result<(), Error> {
     })?;
     let maps = shmkit::process::mapped_files();
     let mut j = describe(&path, &maps);
-    // Kind-specific state (lock owner and liveness, semaphore count, event state...).
-    if j.get("state").and_then(Json::as_str) == Some("ready") {
+    // Kind-specific state (lock owner and liveness, semaphore count, event state...): only
+    // for the synchronisation kinds, the only ones that need to map the object.
+    let detailed = j.get("state").and_then(Json::as_str) == Some("ready")
+        && j.get("kind")
+            .and_then(Json::as_str)
+            .is_some_and(has_payload_details);
+    if detailed {
         let opts = Segment::options().timeout(std::time::Duration::from_millis(200));
         if let Some(details) = opts
             .open(n.as_str())
@@ -525,7 +544,7 @@ fn info(name: &str, as_json: bool) -> Result<(), Error> {
     if let Some(err) = j.get("error").and_then(Json::as_str) {
         if j.get("kind").and_then(Json::as_str) == Some("corrupt") {
             if as_json {
-                print_json(&j);
+                print_json(out, &j)?;
             }
             return Err(Error::corrupt(
                 n.to_string(),
@@ -534,8 +553,7 @@ fn info(name: &str, as_json: bool) -> Result<(), Error> {
         }
     }
     if as_json {
-        print_json(&j);
-        return Ok(());
+        return print_json(out, &j);
     }
     if let Some(o) = j.as_object() {
         for (k, v) in o {
@@ -543,13 +561,13 @@ fn info(name: &str, as_json: bool) -> Result<(), Error> {
                 Json::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            println!("{k:<18} {shown}");
+            writeln!(out, "{k:<18} {shown}")?;
         }
     }
     Ok(())
 }
 
-fn rm(names: &[String]) -> Result<(), Error> {
+fn rm(names: &[String], out: &mut Out) -> Result<(), Error> {
     // Validate every name before removing anything.
     let valid: Vec<Name> = names
         .iter()
@@ -558,9 +576,9 @@ fn rm(names: &[String]) -> Result<(), Error> {
     let mut first_err = None;
     for n in &valid {
         match Segment::unlink(n.as_str()) {
-            Ok(()) => println!("removed {n}"),
+            Ok(()) => writeln!(out, "removed {n}")?,
             // The first error is returned (and printed by main); later ones print here.
-            Err(e) if first_err.is_some() => eprintln!("shmkit: {e}"),
+            Err(e) if first_err.is_some() => warn(format_args!("{e}")),
             Err(e) => first_err = Some(e),
         }
     }
@@ -590,7 +608,7 @@ fn gc_reason(ins: &Inspection, attached: &[u32], file_name: &str) -> Option<Stri
     }
 }
 
-fn gc(dry_run: bool, prefix: Option<&str>, as_json: bool) -> Result<(), Error> {
+fn gc(dry_run: bool, prefix: Option<&str>, as_json: bool, out: &mut Out) -> Result<(), Error> {
     let maps = shmkit::process::mapped_files();
     let mut removed = Vec::new();
     for path in shm_objects()? {
@@ -612,57 +630,64 @@ fn gc(dry_run: bool, prefix: Option<&str>, as_json: bool) -> Result<(), Error> {
         };
         if !dry_run {
             if let Err(e) = std::fs::remove_file(&path) {
-                eprintln!("shmkit: gc: cannot remove {}: {e}", path.display());
+                warn(format_args!("gc: cannot remove {}: {e}", path.display()));
                 continue;
             }
         }
         removed.push(json!({ "name": file_name, "reason": reason, "removed": !dry_run }));
     }
     if as_json {
-        print_json(&Json::Array(removed));
-    } else {
-        for r in &removed {
-            println!(
-                "{} {}: {}",
-                if dry_run { "would remove" } else { "removed" },
-                r["name"].as_str().unwrap_or(""),
-                r["reason"].as_str().unwrap_or("")
-            );
-        }
-        if removed.is_empty() {
-            println!("nothing to collect");
-        }
+        return print_json(out, &Json::Array(removed));
+    }
+    for r in &removed {
+        writeln!(
+            out,
+            "{} {}: {}",
+            if dry_run { "would remove" } else { "removed" },
+            r["name"].as_str().unwrap_or(""),
+            r["reason"].as_str().unwrap_or("")
+        )?;
+    }
+    if removed.is_empty() {
+        writeln!(out, "nothing to collect")?;
     }
     Ok(())
 }
 
-fn value(cmd: ValueCmd) -> Result<(), Error> {
+fn value(cmd: ValueCmd, out: &mut Out) -> Result<(), Error> {
     match cmd {
         ValueCmd::Create {
             name,
             ty,
             init,
             mode,
-        } => with_ty!(ty, T => {
-            let v: T = match &init { Some(s) => parse_val(&name, s)?, None => T::default() };
-            let opts = Segment::options().mode(mode.mode);
-            Value::<T>::create_with(&opts, &name, v)?;
-            println!("created {name}: {ty:?} = {v}");
-            Ok(())
-        }),
+        } => {
+            let name = utf8("NAME", &name)?;
+            let mode = mode_bits(&mode.mode)?;
+            with_ty!(ty, T => {
+                let v: T = match &init { Some(s) => parse_val(&name, s)?, None => T::default() };
+                let opts = Segment::options().mode(mode);
+                Value::<T>::create_with(&opts, &name, v)?;
+                writeln!(out, "created {name}: {ty:?} = {v}")
+            })
+        }
         ValueCmd::Get { name, json } => {
+            let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg)?;
+            let ty = ty_of(&seg.resource(), seg.header())?;
             with_ty!(ty, T => {
                 let v = Value::<T>::from_segment(seg)?.load();
-                if json { println!("{}", json!({ "name": name, "type": format!("{ty:?}").to_lowercase(), "value": v })); }
-                else { println!("{v}"); }
-                Ok(())
+                if json {
+                    writeln!(out, "{}", json!({ "name": name, "type": ty_name(ty), "value": v }))
+                } else {
+                    writeln!(out, "{v}")
+                }
             })
         }
         ValueCmd::Set { name, value } => {
+            let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg)?;
+            let ty = ty_of(&seg.resource(), seg.header())?;
             with_ty!(ty, T => {
                 let v: T = parse_val(&name, &value)?;
                 Value::<T>::from_segment(seg)?.store(v);
@@ -670,19 +695,23 @@ fn value(cmd: ValueCmd) -> Result<(), Error> {
             })
         }
         ValueCmd::Add { name, delta } => {
+            let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg)?;
+            let ty = ty_of(&seg.resource(), seg.header())?;
             with_int_ty!(ty, name.clone(), T => {
                 let d: T = parse_val(&name, &delta)?;
                 let old = Value::<T>::from_segment(seg)?.fetch_add(d);
-                println!("{}", old.wrapping_add(d));
-                Ok(())
+                writeln!(out, "{}", old.wrapping_add(d))
             })
         }
     }
 }
 
-fn array(cmd: ArrayCmd) -> Result<(), Error> {
+fn ty_name(ty: Ty) -> String {
+    format!("{ty:?}").to_lowercase()
+}
+
+fn array(cmd: ArrayCmd, out: &mut Out) -> Result<(), Error> {
     match cmd {
         ArrayCmd::Create {
             name,
@@ -690,27 +719,32 @@ fn array(cmd: ArrayCmd) -> Result<(), Error> {
             len,
             fill,
             mode,
-        } => with_ty!(ty, T => {
-            let v: T = match &fill { Some(s) => parse_val(&name, s)?, None => T::default() };
-            let opts = Segment::options().mode(mode.mode);
-            Array::<T>::create_with(&opts, &name, len, v)?;
-            println!("created {name}: [{ty:?}; {len}]");
-            Ok(())
-        }),
+        } => {
+            let name = utf8("NAME", &name)?;
+            let mode = mode_bits(&mode.mode)?;
+            with_ty!(ty, T => {
+                let v: T = match &fill { Some(s) => parse_val(&name, s)?, None => T::default() };
+                let opts = Segment::options().mode(mode);
+                Array::<T>::create_with(&opts, &name, len, v)?;
+                writeln!(out, "created {name}: [{ty:?}; {len}]")
+            })
+        }
         ArrayCmd::Set { name, index, value } => {
+            let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg)?;
+            let ty = ty_of(&seg.resource(), seg.header())?;
             with_ty!(ty, T => {
                 let v: T = parse_val(&name, &value)?;
                 Array::<T>::from_segment(seg)?.store(index, v)
             })
         }
         ArrayCmd::Get { name, index } => {
+            let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg)?;
+            let ty = ty_of(&seg.resource(), seg.header())?;
             with_ty!(ty, T => {
-                println!("{}", Array::<T>::from_segment(seg)?.load(index)?);
-                Ok(())
+                let v = Array::<T>::from_segment(seg)?.load(index)?;
+                writeln!(out, "{v}")
             })
         }
         ArrayCmd::Dump {
@@ -718,50 +752,190 @@ fn array(cmd: ArrayCmd) -> Result<(), Error> {
             raw,
             ty,
             json,
-        } => {
-            if raw {
-                let ty =
-                    ty.ok_or_else(|| Error::invalid(&name, "dump --raw", "--type is required"))?;
-                return with_ty!(ty, T => {
-                    let a = Array::<T>::open_foreign(&name)?;
-                    print_elems(&name, ty, &a.to_vec(), json);
-                    Ok(())
-                });
-            }
-            let seg = Segment::open(&name)?;
-            let found = ty_of(&seg)?;
-            if let Some(t) = ty {
-                if t != found {
-                    return Err(Error::Mismatch {
-                        resource: name.clone(),
-                        what: "element type",
-                        expected: format!("{t:?}").to_lowercase(),
-                        found: format!("{found:?}").to_lowercase(),
-                    });
-                }
-            }
-            with_ty!(found, T => {
-                let a = Array::<T>::from_segment(seg)?;
-                print_elems(&name, found, &a.to_vec(), json);
-                Ok(())
-            })
-        }
+        } => dump(&utf8("NAME", &name)?, raw, ty, json, out),
     }
 }
 
-fn print_elems<T: std::fmt::Display + serde::Serialize>(
-    name: &str,
-    ty: Ty,
-    v: &[T],
-    as_json: bool,
-) {
-    if as_json {
-        println!(
-            "{}",
-            json!({ "name": name, "type": format!("{ty:?}").to_lowercase(), "values": v })
-        );
+/// `array dump`: reads the object with `pread` (never a mapping, so a peer that shrinks
+/// the file meanwhile causes a short read, reported, not a SIGBUS) and prints it.
+fn dump(name: &str, raw: bool, ty: Option<Ty>, json: bool, out: &mut Out) -> Result<(), Error> {
+    let n = Name::shm(name)?;
+    let path = n.fs_path();
+    let file = open_for_read(&path)?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::os(name, "fstat", errno_of(&e)))?
+        .len();
+    let (ty, start, count) = if raw {
+        let ty = ty.ok_or_else(|| Error::invalid(name, "dump --raw", "--type is required"))?;
+        let size = ty_size(ty) as u64;
+        if file_len == 0 || file_len % size != 0 {
+            return Err(Error::Mismatch {
+                resource: name.to_owned(),
+                what: "length",
+                expected: format!("a non-zero multiple of {size} bytes ({})", ty_name(ty)),
+                found: format!("{file_len} bytes"),
+            });
+        }
+        (ty, 0, file_len / size)
     } else {
-        let parts: Vec<String> = v.iter().map(|x| x.to_string()).collect();
-        println!("{}", parts.join(" "));
+        let h = read_header(name, &path)?;
+        if h.kind() != Kind::Array {
+            return Err(Error::Mismatch {
+                resource: name.to_owned(),
+                what: "kind",
+                expected: Kind::Array.name(),
+                found: h.kind().name(),
+            });
+        }
+        let found = ty_of(name, &h)?;
+        if let Some(t) = ty.filter(|t| *t != found) {
+            return Err(Error::Mismatch {
+                resource: name.to_owned(),
+                what: "element type",
+                expected: ty_name(t),
+                found: ty_name(found),
+            });
+        }
+        if h.raw.elem_size as usize != ty_size(found) {
+            return Err(Error::corrupt(
+                name,
+                format!(
+                    "element size {} does not match {}",
+                    h.raw.elem_size,
+                    ty_name(found)
+                ),
+            ));
+        }
+        (found, h.raw.payload_offset, h.raw.elem_count)
+    };
+    with_ty!(ty, T => {
+        let mut sep = Separator::new(json);
+        if json {
+            let name_json = Json::String(name.to_owned());
+            write!(out, "{{\"name\":{name_json},\"type\":\"{}\",\"values\":[", ty_name(ty))?;
+        }
+        read_elems::<{ size_of::<T>() }>(&file, name, start, count, |b| {
+            let v = T::from_ne_bytes(b);
+            sep.next(out)?;
+            if json {
+                write!(out, "{}", json!(v))
+            } else {
+                write!(out, "{v}")
+            }
+        })?;
+        if json {
+            writeln!(out, "]}}")
+        } else {
+            writeln!(out)
+        }
+    })
+}
+
+/// Writes `,` (JSON) or ` ` (text) before every element but the first.
+struct Separator {
+    first: bool,
+    json: bool,
+}
+
+impl Separator {
+    fn new(json: bool) -> Self {
+        Separator { first: true, json }
     }
+
+    fn next(&mut self, out: &mut Out) -> Result<(), Error> {
+        if std::mem::take(&mut self.first) {
+            return Ok(());
+        }
+        out.bytes(if self.json { b"," } else { b" " })
+    }
+}
+
+fn ty_size(ty: Ty) -> usize {
+    with_ty!(ty, T => size_of::<T>())
+}
+
+fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Opens an object to read it: no symlinks, no blocking on a FIFO, regular files only.
+fn open_for_read(path: &Path) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let resource = path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::os(&resource, "open(O_RDONLY|O_NOFOLLOW)", errno_of(&e)))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::os(&resource, "fstat", errno_of(&e)))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::invalid(resource, "open", "not a regular file"));
+    }
+    Ok(file)
+}
+
+/// The object's validated header, read by [`inspect_path`]; it must be ready.
+fn read_header(name: &str, path: &Path) -> Result<Header, Error> {
+    let ins = inspect_path(path)?;
+    let initializing = ins.initializing;
+    let h = ins.header.map_err(|source| Error::Header {
+        resource: name.to_owned(),
+        source,
+    })?;
+    match h.state() {
+        State::Ready => Ok(h),
+        State::Abandoned if !initializing => Err(Error::Abandoned {
+            resource: name.to_owned(),
+            pid: h.raw.creator_pid,
+        }),
+        s => Err(Error::invalid(
+            name,
+            "dump",
+            format!("the segment is {s}, not ready: its creator is still initialising it"),
+        )),
+    }
+}
+
+/// Reads `count` elements of `N` bytes from `start` with `pread`, in bounded chunks, and
+/// hands each to `each`; a file that shrinks meanwhile is an error, not a signal.
+fn read_elems<const N: usize>(
+    file: &std::fs::File,
+    name: &str,
+    start: u64,
+    count: u64,
+    mut each: impl FnMut([u8; N]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 1 << 16;
+    let per_chunk = (CHUNK / N as u64).max(1);
+    let mut buf = vec![0u8; (per_chunk as usize) * N];
+    let mut done = 0u64;
+    while done < count {
+        let k = per_chunk.min(count - done);
+        let bytes = &mut buf[..(k as usize) * N];
+        let off = done
+            .checked_mul(N as u64)
+            .and_then(|b| b.checked_add(start))
+            .ok_or_else(|| Error::corrupt(name, "payload offset overflows"))?;
+        file.read_exact_at(bytes, off).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(
+                    name,
+                    "the object is shorter than its header says (shrunk while being read?)",
+                )
+            } else {
+                Error::os(name, "pread", errno_of(&e))
+            }
+        })?;
+        for c in bytes.chunks_exact(N) {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            each(a)?;
+        }
+        done += k;
+    }
+    Ok(())
 }

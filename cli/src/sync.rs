@@ -1,10 +1,13 @@
 //! `event`, `sem`, `mutex`: operate shmkit synchronisation objects from the shell.
 
+use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::Subcommand;
 use shmkit::sync::{Event, LockResult, NamedSemaphore, Semaphore};
 use shmkit::{Error, Segment};
+
+use crate::out::{Out, utf8};
 
 /// Synchronisation commands.
 #[derive(Subcommand, Debug)]
@@ -27,22 +30,22 @@ pub enum EventCmd {
     /// Create a cleared event.
     Create {
         /// Segment name.
-        name: String,
+        name: OsString,
     },
     /// Set the flag, waking every waiter.
     Set {
         /// Segment name.
-        name: String,
+        name: OsString,
     },
     /// Clear the flag.
     Clear {
         /// Segment name.
-        name: String,
+        name: OsString,
     },
     /// Wait until the flag is set; exits 1 on timeout.
     Wait {
         /// Segment name.
-        name: String,
+        name: OsString,
         /// Give up after this many seconds (default: 10).
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
@@ -55,7 +58,7 @@ pub enum SemCmd {
     /// Create a semaphore with an initial count.
     Create {
         /// Name.
-        name: String,
+        name: OsString,
         /// Initial count.
         value: u32,
         /// A POSIX named semaphore (`sem_open`, /dev/shm/sem.NAME).
@@ -65,7 +68,7 @@ pub enum SemCmd {
     /// Increment.
     Post {
         /// Name.
-        name: String,
+        name: OsString,
         /// A POSIX named semaphore.
         #[arg(long)]
         named: bool,
@@ -73,7 +76,7 @@ pub enum SemCmd {
     /// Decrement, waiting at most `--timeout` seconds; exits 1 on timeout.
     Wait {
         /// Name.
-        name: String,
+        name: OsString,
         /// Give up after this many seconds (default: 10).
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
@@ -84,7 +87,7 @@ pub enum SemCmd {
     /// Print the current count.
     Value {
         /// Name.
-        name: String,
+        name: OsString,
         /// A POSIX named semaphore.
         #[arg(long)]
         named: bool,
@@ -92,7 +95,7 @@ pub enum SemCmd {
     /// Remove a POSIX named semaphore (segments: `shmkit rm`).
     Unlink {
         /// Name.
-        name: String,
+        name: OsString,
     },
 }
 
@@ -102,13 +105,13 @@ pub enum MutexCmd {
     /// Print the lock state: owner pid and whether it is alive.
     Status {
         /// Segment name.
-        name: String,
+        name: OsString,
     },
     /// Lock; if the last holder died, mark the data consistent *as it is* (use only when
     /// you know the data needs no repair, or have repaired it by other means).
     Repair {
         /// Segment name.
-        name: String,
+        name: OsString,
         /// Give up after this many seconds (default: 10).
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
@@ -121,23 +124,25 @@ fn secs(name: &str, t: f64) -> Result<Duration, Error> {
 }
 
 /// Runs a synchronisation command.
-pub fn run(cmd: Command) -> Result<(), Error> {
+pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
     match cmd {
-        Command::Event(c) => event(c),
-        Command::Sem(c) => sem(c),
-        Command::Mutex(c) => mutex(c),
+        Command::Event(c) => event(c, out),
+        Command::Sem(c) => sem(c, out),
+        Command::Mutex(c) => mutex(c, out),
     }
 }
 
-fn event(c: EventCmd) -> Result<(), Error> {
+fn event(c: EventCmd, out: &mut Out) -> Result<(), Error> {
     match c {
         EventCmd::Create { name } => {
+            let name = utf8("NAME", &name)?;
             Event::create(&name)?;
-            println!("created event {name}");
+            writeln!(out, "created event {name}")?;
         }
-        EventCmd::Set { name } => Event::open(&name)?.set(),
-        EventCmd::Clear { name } => Event::open(&name)?.clear(),
+        EventCmd::Set { name } => Event::open(&utf8("NAME", &name)?)?.set(),
+        EventCmd::Clear { name } => Event::open(&utf8("NAME", &name)?)?.clear(),
         EventCmd::Wait { name, timeout } => {
+            let name = utf8("NAME", &name)?;
             let d = secs(&name, timeout)?;
             if !Event::open(&name)?.wait_timeout(d)? {
                 return Err(Error::Timeout {
@@ -146,23 +151,25 @@ fn event(c: EventCmd) -> Result<(), Error> {
                     timeout: d,
                 });
             }
-            println!("set");
+            writeln!(out, "set")?;
         }
     }
     Ok(())
 }
 
-fn sem(c: SemCmd) -> Result<(), Error> {
+fn sem(c: SemCmd, out: &mut Out) -> Result<(), Error> {
     match c {
         SemCmd::Create { name, value, named } => {
+            let name = utf8("NAME", &name)?;
             if named {
                 NamedSemaphore::create(&name, value)?;
             } else {
                 Semaphore::create(&name, value)?;
             }
-            println!("created semaphore {name} = {value}");
+            writeln!(out, "created semaphore {name} = {value}")?;
         }
         SemCmd::Post { name, named } => {
+            let name = utf8("NAME", &name)?;
             if named {
                 NamedSemaphore::open(&name)?.post()?;
             } else {
@@ -174,6 +181,7 @@ fn sem(c: SemCmd) -> Result<(), Error> {
             timeout,
             named,
         } => {
+            let name = utf8("NAME", &name)?;
             let d = secs(&name, timeout)?;
             if named {
                 NamedSemaphore::open(&name)?.wait_timeout(d)?;
@@ -182,38 +190,44 @@ fn sem(c: SemCmd) -> Result<(), Error> {
             }
         }
         SemCmd::Value { name, named } => {
+            let name = utf8("NAME", &name)?;
             let v = if named {
                 NamedSemaphore::open(&name)?.value()
             } else {
                 Semaphore::open(&name)?.value()
             };
-            println!("{v}");
+            writeln!(out, "{v}")?;
         }
-        SemCmd::Unlink { name } => NamedSemaphore::unlink(&name)?,
+        SemCmd::Unlink { name } => NamedSemaphore::unlink(&utf8("NAME", &name)?)?,
     }
     Ok(())
 }
 
-fn mutex(c: MutexCmd) -> Result<(), Error> {
+fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
     match c {
         MutexCmd::Status { name } => {
+            let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
             shmkit::sync::mutex::raw_mutex(&seg)?;
             for (k, v) in shmkit::sync::describe(&seg).unwrap_or_default() {
-                println!("{k:<12} {v}");
+                writeln!(out, "{k:<12} {v}")?;
             }
         }
         MutexCmd::Repair { name, timeout } => {
+            let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
             let raw = shmkit::sync::mutex::raw_mutex(&seg)?;
             let d = secs(&name, timeout)?;
             match raw.lock_timeout(d) {
-                Ok(LockResult::Acquired(_)) => println!("{name}: consistent, nothing to repair"),
+                Ok(LockResult::Acquired(_)) => {
+                    writeln!(out, "{name}: consistent, nothing to repair")?
+                }
                 Ok(LockResult::OwnerDied(mut g)) => {
                     g.make_consistent()?;
-                    println!(
+                    writeln!(
+                        out,
                         "{name}: the last holder had died; marked consistent (data kept as is)"
-                    );
+                    )?;
                 }
                 // The raw lock does not know its segment's name: put it back.
                 Err(Error::Unrecoverable { .. }) => {

@@ -1,6 +1,8 @@
 //! `shmkit mq ...` (POSIX message queues) and `shmkit fifo ...` (named pipes).
 
-use std::io::{BufRead, Write};
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,29 +11,31 @@ use shmkit::Error;
 use shmkit::fifo::Fifo;
 use shmkit::mq::{MessageQueue, MqOptions};
 
+use crate::out::{Out, mode_bits, utf8, utf8_all, warn, with_note};
+
 /// Message-queue commands.
 #[derive(Subcommand, Debug)]
 pub enum MqCommand {
     /// Create a queue (fails if it exists).
     Create {
         /// Queue name (with or without the leading slash).
-        name: String,
+        name: OsString,
         /// Most messages held (at most /proc/sys/fs/mqueue/msg_max).
         #[arg(long, default_value_t = 10)]
         capacity: usize,
         /// Largest message in bytes (at most /proc/sys/fs/mqueue/msgsize_max).
         #[arg(long, default_value_t = 8192)]
         msg_size: usize,
-        /// Permission bits, octal.
-        #[arg(long, default_value = "600", value_parser = parse_mode)]
-        mode: u32,
+        /// Permission bits, octal, 0..=777.
+        #[arg(long, default_value = "600")]
+        mode: OsString,
     },
     /// Send one message (`-` reads it from stdin).
     Send {
         /// Queue name.
-        name: String,
-        /// The message text, or `-` for stdin.
-        message: String,
+        name: OsString,
+        /// The message (bytes), or `-` for stdin.
+        message: OsString,
         /// Priority (0 lowest .. 32767).
         #[arg(long, default_value_t = 0)]
         prio: u32,
@@ -43,7 +47,7 @@ pub enum MqCommand {
     /// Receive messages (highest priority first) and print them.
     Recv {
         /// Queue name.
-        name: String,
+        name: OsString,
         /// How many messages to receive.
         #[arg(long, short = 'n', default_value_t = 1)]
         count: usize,
@@ -58,7 +62,7 @@ pub enum MqCommand {
     /// Show a queue's attributes.
     Info {
         /// Queue name.
-        name: String,
+        name: OsString,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -67,7 +71,7 @@ pub enum MqCommand {
     Rm {
         /// Queue names.
         #[arg(required = true)]
-        names: Vec<String>,
+        names: Vec<OsString>,
     },
     /// List queues (/dev/mqueue; mounts the mqueue file system there if needed and
     /// permitted).
@@ -85,17 +89,17 @@ pub enum FifoCommand {
     Create {
         /// Where.
         path: PathBuf,
-        /// Permission bits, octal.
-        #[arg(long, default_value = "600", value_parser = parse_mode)]
-        mode: u32,
+        /// Permission bits, octal, 0..=777.
+        #[arg(long, default_value = "600")]
+        mode: OsString,
     },
     /// Send messages as frames (each argument is one message; `-` sends each stdin line).
     Send {
         /// The FIFO.
         path: PathBuf,
-        /// Messages.
+        /// Messages (bytes).
         #[arg(required = true)]
-        messages: Vec<String>,
+        messages: Vec<OsString>,
         /// Wait at most this long for a reader to open the FIFO and for room (e.g. 5,
         /// 250ms); default 5s.
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
@@ -126,13 +130,6 @@ pub enum FifoCommand {
     },
 }
 
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal mode like 600"))
-}
-
 /// `2`, `1.5`, `2s`, `250ms`, `10us`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
@@ -152,14 +149,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a duration like 2, 1.5s or 250ms"))
 }
 
-fn stdout_err(e: std::io::Error) -> Error {
-    Error::os(
-        "stdout",
-        "write",
-        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-    )
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -177,24 +166,17 @@ fn message_json(data: &[u8], prio: Option<u32>) -> serde_json::Value {
     v
 }
 
-fn print_message(
-    out: &mut impl Write,
-    data: &[u8],
-    prio: Option<u32>,
-    json: bool,
-) -> Result<(), Error> {
+fn print_message(out: &mut Out, data: &[u8], prio: Option<u32>, json: bool) -> Result<(), Error> {
     if json {
-        writeln!(out, "{}", message_json(data, prio)).map_err(stdout_err)
+        writeln!(out, "{}", message_json(data, prio))
     } else {
-        out.write_all(data)
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(stdout_err)
+        out.bytes(data)?;
+        out.bytes(b"\n")
     }
 }
 
 /// Runs an `mq` command.
-pub fn run_mq(cmd: MqCommand) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
+pub fn run_mq(cmd: MqCommand, out: &mut Out) -> Result<(), Error> {
     match cmd {
         MqCommand::Create {
             name,
@@ -202,8 +184,9 @@ pub fn run_mq(cmd: MqCommand) -> Result<(), Error> {
             msg_size,
             mode,
         } => {
+            let name = utf8("NAME", &name)?;
             MqOptions::new(capacity, msg_size)
-                .mode(mode)
+                .mode(mode_bits(&mode)?)
                 .create(&name)?;
             Ok(())
         }
@@ -213,14 +196,14 @@ pub fn run_mq(cmd: MqCommand) -> Result<(), Error> {
             prio,
             timeout,
         } => {
-            let q = MessageQueue::open(&name)?;
+            let q = MessageQueue::open(&utf8("NAME", &name)?)?;
             let msg = if message == "-" {
                 let mut v = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
                     .map_err(|e| Error::invalid("stdin", "read", e.to_string()))?;
                 v
             } else {
-                message.into_bytes()
+                message.into_vec()
             };
             match timeout {
                 None => q.send(&msg, prio),
@@ -234,21 +217,36 @@ pub fn run_mq(cmd: MqCommand) -> Result<(), Error> {
             timeout,
             json,
         } => {
+            let name = utf8("NAME", &name)?;
             let q = MessageQueue::open(&name)?;
             let mut buf = vec![0u8; q.msg_size()];
             for _ in 0..count {
+                // A pipe whose reader has gone: fail before taking a message.
+                out.check_reader()?;
                 let (n, prio) = match timeout {
                     None => q.recv(&mut buf)?,
                     Some(d) if d.is_zero() => q.try_recv(&mut buf)?,
                     Some(d) => q.recv_timeout(&mut buf, d)?,
                 };
-                print_message(&mut out, &buf[..n], Some(prio), json)?;
-                out.flush().map_err(stdout_err)?;
+                if let Err(e) =
+                    print_message(out, &buf[..n], Some(prio), json).and_then(|()| out.flush())
+                {
+                    // Not delivered: send it back (behind the messages of its priority).
+                    let note = match q.try_send(&buf[..n], prio) {
+                        Ok(()) => {
+                            format!("queue {name}: the message was not delivered and was put back")
+                        }
+                        Err(e2) => format!(
+                            "queue {name}: the message was not delivered and is LOST (putting it back failed: {e2})"
+                        ),
+                    };
+                    return Err(with_note(e, note));
+                }
             }
             Ok(())
         }
         MqCommand::Info { name, json } => {
-            let q = MessageQueue::open(&name)?;
+            let q = MessageQueue::open(&utf8("NAME", &name)?)?;
             let a = q.attributes()?;
             if json {
                 let v = serde_json::json!({
@@ -257,7 +255,7 @@ pub fn run_mq(cmd: MqCommand) -> Result<(), Error> {
                     "msg_size": a.msg_size,
                     "current": a.current,
                 });
-                writeln!(out, "{v}").map_err(stdout_err)
+                writeln!(out, "{v}")
             } else {
                 writeln!(
                     out,
@@ -267,22 +265,21 @@ pub fn run_mq(cmd: MqCommand) -> Result<(), Error> {
                     a.msg_size,
                     a.current
                 )
-                .map_err(stdout_err)
             }
         }
         MqCommand::Rm { names } => {
             // Report every failure; the last one is returned (and printed by main).
             let mut last_err = None;
-            for n in names {
+            for n in utf8_all("NAMES", &names)? {
                 if let Err(e) = MessageQueue::unlink(&n) {
                     if let Some(prev) = last_err.replace(e) {
-                        eprintln!("shmkit: {prev}");
+                        warn(format_args!("{prev}"));
                     }
                 }
             }
             last_err.map_or(Ok(()), Err)
         }
-        MqCommand::Ls { json } => mq_ls(&mut out, json),
+        MqCommand::Ls { json } => mq_ls(out, json),
     }
 }
 
@@ -331,11 +328,13 @@ fn mount_mqueue() -> Result<PathBuf, Error> {
     };
     nix::errno::Errno::result(r)
         .map_err(|e| Error::os_with_advice("/dev/mqueue", "mount -t mqueue", e, advice))?;
-    eprintln!("shmkit: mounted the mqueue file system on /dev/mqueue");
+    warn(format_args!(
+        "mounted the mqueue file system on /dev/mqueue"
+    ));
     Ok(dir.to_owned())
 }
 
-fn mq_ls(out: &mut impl Write, json: bool) -> Result<(), Error> {
+fn mq_ls(out: &mut Out, json: bool) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
     let dir = match mqueue_mount() {
         Some(d) => d,
@@ -372,8 +371,7 @@ fn mq_ls(out: &mut impl Write, json: bool) -> Result<(), Error> {
     }
     rows.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     if json {
-        writeln!(out, "{}", serde_json::Value::Array(rows)).map_err(stdout_err)?;
-        return Ok(());
+        return writeln!(out, "{}", serde_json::Value::Array(rows));
     }
     let cell = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "?".to_owned(),
@@ -384,8 +382,7 @@ fn mq_ls(out: &mut impl Write, json: bool) -> Result<(), Error> {
         out,
         "{:<40} {:>5} {:>6} {:>8} {:>8} {:>7}",
         "NAME", "MODE", "UID", "CAPACITY", "MSGSIZE", "CURRENT"
-    )
-    .map_err(stdout_err)?;
+    )?;
     for r in &rows {
         writeln!(
             out,
@@ -396,17 +393,15 @@ fn mq_ls(out: &mut impl Write, json: bool) -> Result<(), Error> {
             cell(&r["capacity"]),
             cell(&r["msg_size"]),
             cell(&r["current"])
-        )
-        .map_err(stdout_err)?;
+        )?;
     }
     Ok(())
 }
 
 /// Runs a `fifo` command.
-pub fn run_fifo(cmd: FifoCommand) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
+pub fn run_fifo(cmd: FifoCommand, out: &mut Out) -> Result<(), Error> {
     match cmd {
-        FifoCommand::Create { path, mode } => Fifo::create(&path, mode),
+        FifoCommand::Create { path, mode } => Fifo::create(&path, mode_bits(&mode)?),
         FifoCommand::Rm { path } => Fifo::remove(&path),
         FifoCommand::Send {
             path,
@@ -441,14 +436,15 @@ pub fn run_fifo(cmd: FifoCommand) -> Result<(), Error> {
             let mut buf = Vec::new();
             let mut got = 0;
             while count.is_none_or(|c| got < c) {
+                out.check_reader()?;
                 match rx.recv_into(&mut buf, timeout) {
                     Ok(()) => {}
                     // Without a count, the end of the stream is the normal end.
                     Err(Error::Disconnected { .. }) if count.is_none() && got > 0 => break,
                     Err(e) => return Err(e),
                 }
-                print_message(&mut out, &buf, None, json)?;
-                out.flush().map_err(stdout_err)?;
+                print_message(out, &buf, None, json)?;
+                out.flush()?;
                 got += 1;
             }
             Ok(())
@@ -461,13 +457,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_modes() {
+    fn durations() {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_mode("644"), Ok(0o644));
-        assert!(parse_mode("999").is_err());
     }
 }

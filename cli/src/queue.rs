@@ -99,6 +99,7 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                 .mode(mode)
                 .capacity(capacity)
                 .joinable(joinable)
+                .segment(Segment::options().persistent(true))
                 .create_bytes(&name, max_message)?;
             writeln!(
                 out,

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value as Json, json};
-use shmkit::process::{FileId, Liveness};
-use shmkit::segment::{Header, Inspection, Kind, SHM_DIR, State, inspect_path};
+use shmkit::process::FileId;
+use shmkit::segment::{
+    Header, Inspection, Kind, Removal, SHM_DIR, State, inspect_path, remove_if_unused,
+};
 use shmkit::{Array, Error, Name, Segment, Value};
 
 use crate::out::{Out, mode_bits, utf8, utf8_all, warn};
@@ -36,16 +38,30 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<OsString>,
     },
-    /// Remove shmkit segments whose creator is dead and that no live process maps, and
-    /// temporary files left by creators that died.
+    /// Remove shmkit objects that nobody uses. An object goes only if: no shmkit handle
+    /// holds it open (a lock the kernel drops when its holder dies, visible from every PID
+    /// namespace), no process visible here maps it (/proc/*/maps, for programs that do not
+    /// use shmkit), no creator is initialising it (also `.shmkit-init.*` temporaries, whatever
+    /// their size), and shmkit can read its header (foreign, corrupt and unreadable objects
+    /// stay). Persistent objects (all those made by `shmkit ... create`) stay unless
+    /// `--older-than` or `--include-persistent` says otherwise. The final check and the
+    /// unlink are atomic with respect to shmkit openers. Not ruled out: a program without
+    /// shmkit that maps the object from a PID namespace this one cannot see.
     Gc {
-        /// Only print what would be removed.
+        /// Only print what would be removed and why each object would go or stay.
         #[arg(long)]
         dry_run: bool,
         /// Only consider names starting with this prefix.
         #[arg(long)]
         prefix: Option<OsString>,
-        /// Print JSON.
+        /// Also remove unused persistent objects created more than DURATION ago (by the
+        /// header's creation time), e.g. 90s, 30m, 12h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<OsString>,
+        /// Also remove unused persistent objects whatever their age.
+        #[arg(long)]
+        include_persistent: bool,
+        /// Print JSON (one object per name considered: action, reason).
         #[arg(long)]
         json: bool,
     },
@@ -322,10 +338,19 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
         Command::Gc {
             dry_run,
             prefix,
+            older_than,
+            include_persistent,
             json,
         } => {
             let prefix = prefix.map(|p| utf8("--prefix", &p)).transpose()?;
-            gc(dry_run, prefix.as_deref(), json, out)
+            let persistent = if include_persistent {
+                Persistent::All
+            } else if let Some(d) = older_than {
+                Persistent::OlderThan(parse_age(&utf8("--older-than", &d)?)?)
+            } else {
+                Persistent::Keep
+            };
+            gc(dry_run, prefix.as_deref(), persistent, json, out)
         }
         Command::Value(c) => value(c, out),
         Command::Array(c) => array(c, out),
@@ -377,6 +402,15 @@ fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
     let Some(o) = j.as_object_mut() else {
         return j;
     };
+    o.insert("in_use".into(), json!(ins.in_use));
+    o.insert(
+        "usage".into(),
+        json!(match ins.in_use {
+            Some(true) => "in use",
+            Some(false) => "unused",
+            None => "unknown",
+        }),
+    );
     if file_name.starts_with(".shmkit-init.") {
         o.insert("kind".into(), json!("temporary"));
         o.insert("initializing".into(), json!(ins.initializing));
@@ -407,10 +441,21 @@ fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
                 "abi".into(),
                 json!(shmkit::segment::header::describe_abi(raw.abi_tag)),
             );
+            o.insert("persistent".into(), json!(h.is_persistent()));
+            // Decided by the kernel (the creator lock), not by the pid.
+            o.insert(
+                "creator".into(),
+                json!(match ins.creator_holds {
+                    Some(true) => "holding",
+                    Some(false) => "gone",
+                    None => "unknown",
+                }),
+            );
+            // Diagnostics only: pids are reused and PID namespaces hide processes.
             if let Some((id, live)) = ins.creator {
                 o.insert("creator_pid".into(), json!(id.pid));
                 o.insert("creator_start_time".into(), json!(id.start_time));
-                o.insert("creator_alive".into(), json!(live.to_string()));
+                o.insert("creator_pid_status".into(), json!(live.to_string()));
             }
             o.insert("initializing".into(), json!(ins.initializing));
         }
@@ -441,8 +486,8 @@ fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
     }
     writeln!(
         out,
-        "{:<32} {:<10} {:<8} {:>8} {:>10} {:<16} ATTACHED",
-        "NAME", "KIND", "TYPE", "LEN", "SIZE", "CREATOR"
+        "{:<32} {:<10} {:<8} {:>8} {:>10} {:<8} {:<20} ATTACHED",
+        "NAME", "KIND", "TYPE", "LEN", "SIZE", "USE", "CREATOR"
     )?;
     for r in &rows {
         let s = |k: &str| r.get(k).and_then(Json::as_str).unwrap_or("-").to_owned();
@@ -452,12 +497,9 @@ fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
                 .map(|v| v.to_string())
                 .unwrap_or("-".into())
         };
-        let creator = match (
-            r.get("creator_pid").and_then(Json::as_u64),
-            r.get("creator_alive"),
-        ) {
-            (Some(pid), Some(a)) => format!("{pid} ({})", a.as_str().unwrap_or("?")),
-            _ => "-".into(),
+        let creator = match (r.get("creator").and_then(Json::as_str), n("creator_pid")) {
+            (Some(c), pid) => format!("{c} (pid {pid})"),
+            (None, _) => "-".into(),
         };
         let attached: Vec<String> = r
             .get("attached_pids")
@@ -478,12 +520,13 @@ fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
         }
         writeln!(
             out,
-            "{:<32} {:<10} {:<8} {:>8} {:>10} {:<16} {}",
+            "{:<32} {:<10} {:<8} {:>8} {:>10} {:<8} {:<20} {}",
             s("name"),
             kind,
             s("type"),
             n("len"),
             n("size"),
+            s("usage"),
             creator,
             if attached.is_empty() {
                 "-".into()
@@ -585,32 +628,105 @@ fn rm(names: &[String], out: &mut Out) -> Result<(), Error> {
     first_err.map_or(Ok(()), Err)
 }
 
-/// Why `gc` may remove an object, or `None` to keep it.
-fn gc_reason(ins: &Inspection, attached: &[u32], file_name: &str) -> Option<String> {
+/// What `gc` does with persistent objects.
+#[derive(Clone, Copy, Debug)]
+enum Persistent {
+    /// Leave them (the default).
+    Keep,
+    /// Remove unused ones created longer ago than this.
+    OlderThan(std::time::Duration),
+    /// Remove unused ones whatever their age.
+    All,
+}
+
+/// `90`, `90s`, `30m`, `12h`, `7d`.
+fn parse_age(s: &str) -> Result<std::time::Duration, Error> {
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => 0,
+    };
+    num.parse::<u64>()
+        .ok()
+        .filter(|_| scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| {
+            Error::invalid(
+                "--older-than",
+                "parse",
+                format!("{s:?} is not a duration like 90s, 30m, 12h or 7d"),
+            )
+        })
+}
+
+/// Whether `gc` removes an object (`Ok(reason)`) or keeps it (`Err(reason)`).
+fn gc_decision(
+    ins: &Inspection,
+    attached: &[u32],
+    file_name: &str,
+    persistent: Persistent,
+) -> Result<String, String> {
+    match ins.in_use {
+        Some(false) => {}
+        Some(true) => return Err("in use: a shmkit handle holds it open".into()),
+        None => return Err("the kernel could not tell whether it is in use".into()),
+    }
     if !attached.is_empty() {
-        return None;
+        return Err(format!("mapped by pid(s) {attached:?} (/proc/*/maps)"));
+    }
+    if ins.initializing {
+        return Err("a live creator is initialising it".into());
     }
     if file_name.starts_with(".shmkit-init.") {
-        // A creator holds the lock while it lives; a free lock means it died.
-        return (!ins.initializing).then(|| "temporary file of a creator that died".into());
+        return Ok("temporary file of a creator that died".into());
     }
-    let h = ins.header.as_ref().ok()?;
-    let (_, live) = ins.creator?;
-    match (live, h.state()) {
-        (Liveness::Dead, _) => Some(format!(
-            "creator pid {} is dead and no process maps it",
-            h.raw.creator_pid
+    let h = match &ins.header {
+        Ok(h) => h,
+        Err(_) if ins.is_foreign() => return Err("not a shmkit segment (foreign)".into()),
+        Err(e) => return Err(format!("unreadable header ({e}); `shmkit rm` removes it")),
+    };
+    if !h.is_persistent() {
+        return Ok("unused: no shmkit handle holds it and no process here maps it".into());
+    }
+    let created = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(h.raw.created_unix_ns);
+    let age = std::time::SystemTime::now()
+        .duration_since(created)
+        .unwrap_or_default();
+    match persistent {
+        Persistent::All => Ok("unused, persistent (--include-persistent)".into()),
+        Persistent::OlderThan(d) if age >= d => Ok(format!(
+            "unused, persistent, created {}s ago (--older-than {}s)",
+            age.as_secs(),
+            d.as_secs()
         )),
-        (_, shmkit::segment::State::Abandoned) if !ins.initializing => {
-            Some("abandoned during initialisation".into())
-        }
-        _ => None,
+        Persistent::OlderThan(d) => Err(format!(
+            "persistent, created {}s ago: younger than --older-than {}s",
+            age.as_secs(),
+            d.as_secs()
+        )),
+        Persistent::Keep => Err(
+            "persistent (made from the CLI): `shmkit rm`, or gc --older-than / --include-persistent"
+                .into(),
+        ),
     }
 }
 
-fn gc(dry_run: bool, prefix: Option<&str>, as_json: bool, out: &mut Out) -> Result<(), Error> {
+fn gc(
+    dry_run: bool,
+    prefix: Option<&str>,
+    persistent: Persistent,
+    as_json: bool,
+    out: &mut Out,
+) -> Result<(), Error> {
     let maps = shmkit::process::mapped_files();
-    let mut removed = Vec::new();
+    let mut rows = Vec::new();
     for path in shm_objects()? {
         let file_name = path
             .file_name()
@@ -619,39 +735,64 @@ fn gc(dry_run: bool, prefix: Option<&str>, as_json: bool, out: &mut Out) -> Resu
         if prefix.is_some_and(|p| !file_name.starts_with(p.trim_start_matches('/'))) {
             continue;
         }
-        let Ok(ins) = inspect_path(&path) else {
-            continue;
-        };
         let attached = shmkit::process::file_id(&path)
             .and_then(|id| maps.get(&id).cloned())
             .unwrap_or_default();
-        let Some(reason) = gc_reason(&ins, &attached, &file_name) else {
-            continue;
+        let decision = match inspect_path(&path) {
+            Ok(ins) => gc_decision(&ins, &attached, &file_name, persistent),
+            Err(e) => Err(format!("cannot inspect it: {e}")),
         };
-        if !dry_run {
-            if let Err(e) = std::fs::remove_file(&path) {
-                warn(format_args!("gc: cannot remove {}: {e}", path.display()));
-                continue;
-            }
-        }
-        removed.push(json!({ "name": file_name, "reason": reason, "removed": !dry_run }));
+        let (action, reason) = match decision {
+            Err(why) => ("keep", why),
+            Ok(why) if dry_run => ("would remove", why),
+            // The last word is the kernel's: unlinked only while no handle holds it.
+            Ok(why) => match remove_if_unused(&path) {
+                Ok(Removal::Removed) => ("removed", why),
+                Ok(other) => ("keep", format!("not removed: {}", removal_reason(other))),
+                Err(e) => {
+                    warn(format_args!("gc: cannot remove {}: {e}", path.display()));
+                    ("keep", format!("not removed: {e}"))
+                }
+            },
+        };
+        rows.push(json!({
+            "name": file_name,
+            "action": action,
+            "reason": reason,
+            "removed": action == "removed",
+        }));
     }
     if as_json {
-        return print_json(out, &Json::Array(removed));
+        return print_json(out, &Json::Array(rows));
     }
-    for r in &removed {
+    let mut any = false;
+    for r in &rows {
+        let action = r["action"].as_str().unwrap_or("");
+        if action == "keep" && !dry_run {
+            continue;
+        }
+        any |= action != "keep";
         writeln!(
             out,
-            "{} {}: {}",
-            if dry_run { "would remove" } else { "removed" },
+            "{action} {}: {}",
             r["name"].as_str().unwrap_or(""),
             r["reason"].as_str().unwrap_or("")
         )?;
     }
-    if removed.is_empty() {
+    if !any {
         writeln!(out, "nothing to collect")?;
     }
     Ok(())
+}
+
+fn removal_reason(r: Removal) -> &'static str {
+    match r {
+        Removal::Removed => "removed",
+        Removal::InUse => "a shmkit handle opened it meanwhile",
+        Removal::Initializing => "a creator is initialising it",
+        Removal::Replaced => "the name now refers to another object",
+        Removal::Gone => "it was removed meanwhile",
+    }
 }
 
 fn value(cmd: ValueCmd, out: &mut Out) -> Result<(), Error> {
@@ -666,7 +807,7 @@ fn value(cmd: ValueCmd, out: &mut Out) -> Result<(), Error> {
             let mode = mode_bits(&mode.mode)?;
             with_ty!(ty, T => {
                 let v: T = match &init { Some(s) => parse_val(&name, s)?, None => T::default() };
-                let opts = Segment::options().mode(mode);
+                let opts = Segment::options().mode(mode).persistent(true);
                 Value::<T>::create_with(&opts, &name, v)?;
                 writeln!(out, "created {name}: {ty:?} = {v}")
             })
@@ -724,7 +865,7 @@ fn array(cmd: ArrayCmd, out: &mut Out) -> Result<(), Error> {
             let mode = mode_bits(&mode.mode)?;
             with_ty!(ty, T => {
                 let v: T = match &fill { Some(s) => parse_val(&name, s)?, None => T::default() };
-                let opts = Segment::options().mode(mode);
+                let opts = Segment::options().mode(mode).persistent(true);
                 Array::<T>::create_with(&opts, &name, len, v)?;
                 writeln!(out, "created {name}: [{ty:?}; {len}]")
             })

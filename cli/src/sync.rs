@@ -136,7 +136,7 @@ fn event(c: EventCmd, out: &mut Out) -> Result<(), Error> {
     match c {
         EventCmd::Create { name } => {
             let name = utf8("NAME", &name)?;
-            Event::create(&name)?;
+            Event::create_with(&Segment::options().persistent(true), &name)?;
             writeln!(out, "created event {name}")?;
         }
         EventCmd::Set { name } => Event::open(&utf8("NAME", &name)?)?.set(),
@@ -164,7 +164,7 @@ fn sem(c: SemCmd, out: &mut Out) -> Result<(), Error> {
             if named {
                 NamedSemaphore::create(&name, value)?;
             } else {
-                Semaphore::create(&name, value)?;
+                Semaphore::create_with(&Segment::options().persistent(true), &name, value)?;
             }
             writeln!(out, "created semaphore {name} = {value}")?;
         }

@@ -73,7 +73,9 @@ fn ls_info_rm_gc() {
     assert_eq!(l["kind"], "value");
     assert_eq!(l["type"], "u64");
     assert_eq!(l["creator_pid"], std::process::id());
-    assert_eq!(l["creator_alive"], "alive");
+    assert_eq!(l["creator"], "holding");
+    assert_eq!(l["usage"], "in use");
+    assert_eq!(l["persistent"], false);
     assert!(
         l["attached_pids"]
             .as_array()
@@ -81,7 +83,9 @@ fn ls_info_rm_gc() {
             .contains(&serde_json::json!(std::process::id()))
     );
     let d = row(&dead);
-    assert_eq!(d["creator_alive"], "dead");
+    assert_eq!(d["creator"], "gone");
+    assert_eq!(d["usage"], "unused");
+    assert_eq!(d["persistent"], true);
     assert_eq!(d["len"], 3);
     let text = ok(&["ls"]);
     assert!(
@@ -96,23 +100,49 @@ fn ls_info_rm_gc() {
     assert!(fails(&["info", "no/such"]).contains("invalid name"));
     assert!(fails(&["info", &unique("missing")]).contains("ENOENT"));
 
-    // gc: the dead creator's unmapped segment goes, the live one stays.
-    // Scoped to this test's names: other tests (and other programs) run concurrently.
-    let prefix = "shmkit-test-cli-";
-    let dry = ok(&[
-        "gc",
-        "--dry-run",
-        "--json",
-        "--prefix",
-        &format!("{prefix}dead-"),
-    ]);
-    assert!(dry.contains(&dead) && !dry.contains(&live), "{dry}");
+    // gc: `dead` is unused but persistent (made by the CLI): kept unless asked; `live` is
+    // in use. Scoped to this test's names: other tests (and programs) run concurrently.
+    let mine = |n: &str| n.rsplit_once('-').map(|(p, _)| format!("{p}-")).unwrap();
+    let plan = |n: &str, extra: &[&str]| {
+        let prefix = mine(n);
+        let mut args = vec!["gc", "--dry-run", "--json", "--prefix", &prefix];
+        args.extend_from_slice(extra);
+        let rows: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(plan(&live, &[])["action"], "keep");
+    assert!(
+        plan(&live, &[])["reason"]
+            .as_str()
+            .unwrap()
+            .contains("in use")
+    );
+    assert_eq!(plan(&dead, &[])["action"], "keep");
+    assert!(
+        plan(&dead, &[])["reason"]
+            .as_str()
+            .unwrap()
+            .contains("persistent")
+    );
+    assert_eq!(plan(&dead, &["--older-than", "1h"])["action"], "keep");
+    assert_eq!(
+        plan(&dead, &["--older-than", "0s"])["action"],
+        "would remove"
+    );
+    assert_eq!(plan(&live, &["--include-persistent"])["action"], "keep");
     assert!(std::path::Path::new(&format!("/dev/shm/{dead}")).exists());
-    // Only ours: the prefix plus this process's pid.
-    let mine = format!("{prefix}dead-{}-", std::process::id());
-    ok(&["gc", "--prefix", &mine]);
+    ok(&["gc", "--prefix", &mine(&dead)]);
+    assert!(std::path::Path::new(&format!("/dev/shm/{dead}")).exists());
+    ok(&["gc", "--include-persistent", "--prefix", &mine(&dead)]);
     assert!(!std::path::Path::new(&format!("/dev/shm/{dead}")).exists());
+    ok(&["gc", "--include-persistent", "--prefix", &mine(&live)]);
     assert!(std::path::Path::new(&format!("/dev/shm/{live}")).exists());
+    assert!(fails(&["gc", "--older-than", "soon"]).contains("--older-than"));
 
     ok(&["rm", &live]);
     assert!(!std::path::Path::new(&format!("/dev/shm/{live}")).exists());

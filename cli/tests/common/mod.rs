@@ -49,13 +49,20 @@ pub fn ok(args: &[&str]) -> String {
 /// Runs `shmkit args`, asserts it fails with exit status 1 and exactly one line on stderr
 /// (no panic); returns that line.
 pub fn fails(args: &[&str]) -> String {
-    let o = shmkit(args);
-    let err = String::from_utf8(o.stderr).unwrap();
-    assert_eq!(o.status.code(), Some(1), "shmkit {args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    one_line_failure(&format!("shmkit {args:?}"), &shmkit(args))
+}
+
+/// Asserts that a run ended with exit status 1 (not a signal) and exactly one line
+/// `shmkit: ...` on stderr (no panic); returns that line.
+pub fn one_line_failure(what: &str, o: &Output) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.signal(), None, "{what}: killed by a signal");
+    assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+    assert_eq!(err.lines().count(), 1, "{what}: not one line: {err}");
     assert!(
         err.starts_with("shmkit: ") && !err.contains("panicked"),
-        "{err}"
+        "{what}: {err}"
     );
     err
 }

@@ -207,38 +207,37 @@ fn gc_never_removes_what_a_live_creator_is_initialising() {
     const TEST: &str = "gc_never_removes_what_a_live_creator_is_initialising";
     let all = ["--include-persistent", "--older-than", "0s"];
     // A temporary (100 bytes, no header yet) under a live creator's lock.
+    // Whatever gc is told, it keeps `name` while `holder` lives; then lets the holder go.
+    let kept_while_held = |name: &str, mut holder: std::process::Child| {
+        let row = plan(name, &all);
+        assert_eq!(row["action"], "keep", "{row}");
+        let why = row["reason"].as_str().unwrap();
+        assert!(
+            why.contains("initialising") || why.contains("in use"),
+            "{row}"
+        );
+        let mut gc = vec!["gc", "--prefix", name];
+        gc.extend_from_slice(&all);
+        ok(&gc);
+        assert!(exists(name), "gc removed {name} under a live creator");
+        drop(holder.stdin.take());
+        harness::wait_ok(&mut holder, Duration::from_secs(30));
+    };
+    // A temporary (100 bytes, no header yet) under a live creator's lock.
     let temp = format!(".shmkit-init.{}", unique("tmp"));
     let _t = Guard(vec![temp.clone()]);
-    let mut holder = start_held(TEST, "temp-holder", &temp, "holding");
-    let row = plan(&temp, &all);
-    assert_eq!(row["action"], "keep", "{row}");
-    assert!(
-        row["reason"].as_str().unwrap().contains("initialising"),
-        "{row}"
-    );
-    let mut gc = vec!["gc", "--prefix", &temp];
-    gc.extend_from_slice(&all);
-    ok(&gc);
-    assert!(exists(&temp), "gc removed a live creator's temporary");
-    // The creator dies: now it is litter, and goes.
-    drop(holder.stdin.take());
-    harness::wait_ok(&mut holder, Duration::from_secs(30));
+    kept_while_held(&temp, start_held(TEST, "temp-holder", &temp, "holding"));
+    // The creator died: now it is litter, and goes.
     assert_eq!(plan(&temp, &[])["action"], "would remove");
     ok(&["gc", "--prefix", &temp]);
     assert!(!exists(&temp), "a dead creator's temporary stayed");
-
     // A published segment whose initialiser is still running.
     let name = unique("gc-init");
     let _g = Guard(vec![name.clone()]);
-    let mut creator = start_held(TEST, "blocked-creator", &name, "initialising");
-    let row = plan(&name, &all);
-    assert_eq!(row["action"], "keep", "{row}");
-    let mut gc = vec!["gc", "--prefix", &name];
-    gc.extend_from_slice(&all);
-    ok(&gc);
-    assert!(exists(&name), "gc removed a segment being initialised");
-    drop(creator.stdin.take());
-    harness::wait_ok(&mut creator, Duration::from_secs(30));
+    kept_while_held(
+        &name,
+        start_held(TEST, "blocked-creator", &name, "initialising"),
+    );
     assert!(exists(&name));
 }
 

@@ -6,9 +6,11 @@
 //! from a previous boot (a file-backed segment) never matches a live process. See
 //! ARCHITECTURE.md, "Knowing that a peer died".
 //!
-//! For the one case where a wrong answer would corrupt data (a creator that died while
-//! initialising a segment) shmkit does not rely on this at all but on an `flock` the
-//! creator holds, which the kernel releases when it dies.
+//! **This is a diagnostic only.** A pid reused within the same clock tick keeps the same
+//! start time, and a process in another PID namespace has another pid: no decision in
+//! shmkit rests on it. Whether a lock owner, a queue participant or a segment's holders
+//! are alive is decided by locks the kernel holds for them ([`crate::liveness`]), and a
+//! creator that died while initialising is detected by the `flock` it held.
 
 use std::collections::HashMap;
 use std::path::Path;

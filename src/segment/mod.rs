@@ -5,7 +5,8 @@
 //!
 //! A named segment is never visible half-made *and unowned*:
 //!
-//! 1. The creator makes a temporary object (`.shmkit-init.PID.N` in the same directory)
+//! 1. The creator makes a temporary object (`.shmkit-init.` + 64 random bits, in the same
+//!    directory, drawn again if taken, so nobody can pre-create it to make our create fail)
 //!    with `O_CREAT|O_EXCL` and the requested mode, takes an exclusive `flock` on it,
 //!    sizes it with `ftruncate` and reserves its pages with `posix_fallocate` (so a full
 //!    `/dev/shm` is `ENOSPC` now, not `SIGBUS` later), maps it and writes the header with
@@ -24,6 +25,17 @@
 //! [`SegmentOptions::open_or_create`] instead takes the exclusive lock and re-initialises
 //! the segment in place.
 //!
+//! # Who holds a segment
+//!
+//! Every handle keeps the object's file open and holds a shared OFD lock on it for its
+//! whole life; the creating handle also holds the creator lock; and each process draws a
+//! token on first need (see [`crate::liveness`]). The kernel drops these locks when the
+//! holder dies and shows them to every PID namespace: [`inspect_path`] reports whether the
+//! object is in use, and [`remove_if_unused`] removes it only when nobody holds it, so
+//! that `shmkit gc` cannot remove what is in use. [`SegmentOptions::persistent`] marks an
+//! object meant to outlive its users (the CLI's objects): `gc` leaves those alone unless
+//! asked.
+//!
 //! # Ownership
 //!
 //! A named segment outlives every handle until somebody unlinks it: call
@@ -34,7 +46,8 @@
 //! # Trust
 //!
 //! Every process that can open a segment can write it. shmkit validates the header on
-//! open (a corrupt one is an [`Error::Header`]) and primitives bounds-check every index
+//! open (a corrupt one is an [`Error::Header`]; the payload offset must suit the element
+//! alignment, so typed views are never misaligned) and primitives bounds-check every index
 //! they read from shared memory. A peer that truncates the object under a live mapping
 //! makes later accesses fault (`SIGBUS`); shmkit cannot prevent that for named objects,
 //! and seals anonymous ones against it (`F_SEAL_SHRINK`).

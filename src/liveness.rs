@@ -23,10 +23,10 @@
 //!
 //! # Tokens
 //!
-//! A token is a random number in `1..=`[`TOKEN_MAX`], drawn the first time a process needs
-//! one on a segment, made exclusive by the lock at `TOKEN_BASE + token` (a collision is
-//! refused by the kernel and another number is drawn), and held on a separate open file
-//! description until the segment handle drops. Shared state records owners by token
+//! A token is a random number in `1..=`[`TOKEN_MAX`], drawn the first time a handle needs
+//! one, made exclusive by the lock at `TOKEN_BASE + token` (a collision is refused by the
+//! kernel and another number is drawn), and held on a separate open file description until
+//! the segment handle drops. Shared state records owners by token
 //! (mutex lock words, queue claims); a waiter that suspects a dead owner asks the kernel
 //! with one `fcntl(F_OFD_GETLK)`. A hostile peer can write any token into shared state:
 //! at worst a live owner is taken for dead (the lock's data is `Pod`, and the victim is
@@ -46,7 +46,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::Once;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -88,13 +87,16 @@ extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
-fn register_atfork() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a handler that only touches atomics and calls close(2), both
-        // safe in the child of a multi-threaded fork.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+fn register_atfork(resource: &str) -> Result<()> {
+    static RC: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+    // SAFETY: registers a handler that only touches atomics and calls close(2), both
+    // safe in the child of a multi-threaded fork.
+    let rc =
+        *RC.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) });
+    if rc != 0 {
+        return Err(Error::os(resource, "pthread_atfork", Errno::from_raw(rc)));
+    }
+    Ok(())
 }
 
 /// 64 random bits from the kernel (`getrandom(2)`), falling back to a mix of the clock,
@@ -176,20 +178,23 @@ pub(crate) fn byte_held(fd: impl AsFd, kind: libc::c_int, byte: i64) -> Result<b
 }
 
 /// The liveness context of one segment handle: the object's file (holding the presence
-/// lock, and the creator lock for the creating handle) and this process's token on it.
+/// lock, and the creator lock for the creating handle) and this handle's token on it.
 ///
-/// Obtained with [`Segment::liveness`](crate::Segment::liveness).
+/// Obtained with [`Segment::liveness`](crate::Segment::liveness). Costs one file
+/// descriptor per handle, plus one more once a token is drawn (locks and queues draw one;
+/// `Value`, `Array` and `Event` never do).
 #[derive(Debug)]
 pub struct Liveness {
     file: File,
-    resource_hint: &'static str,
-    /// `generation << 32 | token` of the token this process holds (0: none yet).
+    resource: String,
+    /// `generation << 32 | token` of the token this handle holds (0: none yet).
     cached: AtomicU64,
-    /// The token's descriptor (-1: none) and its registry entry (`id << 32 | fd`, 0: not
-    /// registered).
+    /// The token's descriptor (-1: none), published only once it is registered for the
+    /// fork handler and locked.
     token_fd: AtomicI32,
-    token_entry: AtomicU64,
+    /// Its registry slot and entry (`id << 32 | fd`), set before `token_fd` is published.
     token_slot: AtomicI32,
+    token_entry: AtomicU64,
     /// Serialises the slow path; holds the fork generation of the thread inside (0: free),
     /// so that a child can take over a slow path its parent was in at fork time.
     slow: AtomicU32,
@@ -197,21 +202,23 @@ pub struct Liveness {
 
 impl Liveness {
     /// Wraps the object's file and takes the presence lock on it (shared), waiting at most
-    /// `timeout` while `gc` holds it exclusively. Returns `Ok(None)` when the object lost
-    /// its name while we waited (removed by `gc` or `rm`: the caller opens again).
+    /// `wait` while `gc` holds it exclusively (`timeout` is what the caller configured, for
+    /// the error). Returns `Ok(None)` for a named object that lost its name meanwhile
+    /// (removed by `gc` or `rm`: the caller opens or creates again).
     pub(crate) fn attach(
         file: File,
         named: bool,
+        wait: Duration,
         timeout: Duration,
         resource: &str,
     ) -> Result<Option<Liveness>> {
-        register_atfork();
-        match lock_byte_bounded(&file, libc::F_RDLCK, PRESENCE_BYTE, timeout) {
+        register_atfork(resource)?;
+        match lock_byte_bounded(&file, libc::F_RDLCK, PRESENCE_BYTE, wait) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(Error::Timeout {
                     resource: resource.to_owned(),
-                    op: "take the presence lock (shmkit gc is removing the object?)",
+                    op: "take the presence lock (is shmkit gc removing the object?)",
                     timeout,
                 });
             }
@@ -225,24 +232,20 @@ impl Liveness {
         }
         Ok(Some(Liveness {
             file,
-            resource_hint: if named {
-                "segment"
-            } else {
-                "<anonymous segment>"
-            },
+            resource: resource.to_owned(),
             cached: AtomicU64::new(0),
             token_fd: AtomicI32::new(-1),
-            token_entry: AtomicU64::new(0),
             token_slot: AtomicI32::new(-1),
+            token_entry: AtomicU64::new(0),
             slow: AtomicU32::new(0),
         }))
     }
 
     /// Marks this handle as the creator's (exclusive lock on [`CREATOR_BYTE`]).
-    pub(crate) fn claim_creator(&self, resource: &str) -> Result<()> {
+    pub(crate) fn claim_creator(&self) -> Result<()> {
         match try_lock_byte(&self.file, libc::F_WRLCK, CREATOR_BYTE) {
             Ok(_) => Ok(()),
-            Err(e) => Err(Error::os(resource, "fcntl(F_OFD_SETLK, creator)", e)),
+            Err(e) => Err(Error::os(&self.resource, "fcntl(F_OFD_SETLK, creator)", e)),
         }
     }
 
@@ -251,10 +254,10 @@ impl Liveness {
         &self.file
     }
 
-    /// This process's token on this object (`1..=TOKEN_MAX`): drawn and locked on the
-    /// first call, held until the segment handle drops. After that, one atomic load and a
-    /// compare: no system call, no allocation. A forked child draws its own on its first
-    /// call.
+    /// This handle's token on this object (`1..=TOKEN_MAX`): drawn and locked on the
+    /// first call, held until the handle drops. After that, one atomic load and a
+    /// compare: no system call, no allocation. In a forked child, the first call draws a
+    /// new one (the parent's was closed by the fork handler).
     #[inline]
     pub fn token(&self) -> Result<u32> {
         let c = self.cached.load(Ordering::Acquire);
@@ -292,9 +295,9 @@ impl Liveness {
             return Ok(c as u32);
         }
         // A token of an earlier generation is the parent's: the fork handler closed our
-        // copy if it was registered; close it here if it was not.
+        // copy; forget it.
         self.release_token();
-        let resource = self.resource_hint;
+        let resource = self.resource.as_str();
         let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
         let fd = nix::fcntl::open(
             path.as_str(),
@@ -309,14 +312,30 @@ impl Liveness {
                 "shmkit needs /proc mounted to reopen a segment",
             )
         })?;
-        let file = File::from(fd);
+        // Register the descriptor for the fork handler *before* it holds any lock, so that
+        // a child forked at any point from here on closes its copy, and publish it in
+        // `token_fd` only once registered and locked: a child forked in between has
+        // nothing of ours to close twice.
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(File::from(fd));
+        let Some((slot, entry)) = register(raw) else {
+            // SAFETY: `raw` came from into_raw_fd just above and was never shared.
+            drop(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+            return Err(Error::invalid(
+                resource,
+                "draw a liveness token",
+                "more than 1024 segment handles of this process hold a liveness token; drop some handles",
+            ));
+        };
+        self.token_slot.store(slot as i32, Ordering::Release);
+        self.token_entry.store(entry, Ordering::Release);
         for _ in 0..64 {
             let t = (random_u64() % u64::from(TOKEN_MAX)) as u32 + 1;
-            match try_lock_byte(&file, libc::F_WRLCK, TOKEN_BASE + i64::from(t)) {
+            // SAFETY: `raw` is open: registered above and owned by this call until
+            // published (only a fork handler in a *child* closes registered fds).
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+            match try_lock_byte(fd, libc::F_WRLCK, TOKEN_BASE + i64::from(t)) {
                 Ok(true) => {
-                    let raw = std::os::fd::IntoRawFd::into_raw_fd(file);
                     self.token_fd.store(raw, Ordering::Release);
-                    self.register(raw);
                     self.cached.store(
                         u64::from(generation) << 32 | u64::from(t),
                         Ordering::Release,
@@ -324,9 +343,15 @@ impl Liveness {
                     return Ok(t);
                 }
                 Ok(false) => continue,
-                Err(e) => return Err(Error::os(resource, "fcntl(F_OFD_SETLK, token)", e)),
+                Err(e) => {
+                    self.token_fd.store(raw, Ordering::Release);
+                    self.release_token();
+                    return Err(Error::os(resource, "fcntl(F_OFD_SETLK, token)", e));
+                }
             }
         }
+        self.token_fd.store(raw, Ordering::Release);
+        self.release_token();
         Err(Error::invalid(
             resource,
             "draw a liveness token",
@@ -334,62 +359,55 @@ impl Liveness {
         ))
     }
 
-    fn register(&self, fd: RawFd) {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed).max(1);
-        let entry = u64::from(id) << 32 | u64::from(fd as u32);
-        for (i, slot) in TOKEN_FDS.iter().enumerate() {
-            if slot
-                .compare_exchange(0, entry, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                self.token_entry.store(entry, Ordering::Release);
-                self.token_slot.store(i as i32, Ordering::Release);
-                return;
-            }
-        }
-        // Registry full: a forked child then closes this descriptor on its first
-        // token() call rather than at fork.
-        self.token_entry.store(0, Ordering::Release);
-        self.token_slot.store(-1, Ordering::Release);
-    }
-
-    /// Closes the token descriptor this process still owns, if any.
+    /// Gives up the token this handle holds, if this process owns its descriptor.
     fn release_token(&self) {
+        let token = self.cached.swap(0, Ordering::AcqRel) as u32;
         let fd = self.token_fd.swap(-1, Ordering::AcqRel);
-        self.cached.store(0, Ordering::Release);
-        if fd < 0 {
-            return;
-        }
         let slot = self.token_slot.swap(-1, Ordering::AcqRel);
         let entry = self.token_entry.swap(0, Ordering::AcqRel);
-        let owned = if slot >= 0 {
-            // Still ours only if the fork handler did not take the entry away (ids make
-            // a new entry with the same fd number distinguishable).
-            TOKEN_FDS[slot as usize]
-                .compare_exchange(entry, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        } else {
-            true
-        };
-        if owned {
-            // SAFETY: `fd` came from into_raw_fd in draw_token, is owned by this Liveness
-            // alone (swapped out above), and was not closed by the fork handler (its
-            // registry entry was still ours, or it was never registered).
+        if fd < 0 || slot < 0 {
+            return;
+        }
+        let reg = &TOKEN_FDS[slot as usize];
+        // The entry is still there only in the process that registered it: a forked child
+        // finds it cleared by its fork handler, which already closed the child's copy
+        // (the open file description is the parent's: never unlock it from here).
+        if reg.load(Ordering::Acquire) != entry {
+            return;
+        }
+        if token != 0 {
+            // Unlock first, so that a copy leaked into a child forked from here on holds
+            // nothing.
+            // SAFETY: `fd` is open: its registry entry is still ours (see above).
+            let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let fl = flock_at(libc::F_UNLCK, TOKEN_BASE + i64::from(token));
+            let _ = nix::fcntl::fcntl(bfd, FcntlArg::F_OFD_SETLK(&fl));
+        }
+        if reg
+            .compare_exchange(entry, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: `fd` came from into_raw_fd in draw_token and is owned by this
+            // Liveness alone (swapped out above); its registry entry was still ours, so no
+            // fork handler closed it in this process.
             drop(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
         }
     }
 
-    /// Whether the holder of `token` on this object is alive: one `fcntl(F_OFD_GETLK)`.
-    /// 0 and values above [`TOKEN_MAX`] are never alive. An error from the kernel counts
-    /// as alive (waiting is safe; taking a live owner's lock is not).
+    /// Whether the holder of `token` on this object is alive: one `fcntl(F_OFD_GETLK)`
+    /// (none for this handle's own current token). 0 and values above [`TOKEN_MAX`] are
+    /// never alive. An error from the kernel counts as alive (waiting is safe; taking a
+    /// live owner's lock is not).
     pub fn token_alive(&self, token: u32) -> bool {
         if token == 0 || token > TOKEN_MAX {
             return false;
         }
-        if token as u64 == self.cached.load(Ordering::Acquire) & 0xffff_ffff
-            && self.token_fd.load(Ordering::Acquire) >= 0
+        let c = self.cached.load(Ordering::Acquire);
+        if c != 0
+            && c as u32 == token
+            && (c >> 32) as u32 == FORK_GENERATION.load(Ordering::Relaxed)
         {
-            return true; // our own
+            return true; // our own, drawn in this process
         }
         byte_held(&self.file, libc::F_WRLCK, TOKEN_BASE + i64::from(token)).unwrap_or(true)
     }
@@ -399,6 +417,17 @@ impl Liveness {
     pub fn others_present(&self) -> bool {
         byte_held(&self.file, libc::F_WRLCK, PRESENCE_BYTE).unwrap_or(true)
     }
+}
+
+/// Puts `fd` in the fork handler's registry: `(slot, entry)`, or `None` if it is full.
+fn register(fd: RawFd) -> Option<(usize, u64)> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed).max(1);
+    let entry = u64::from(id) << 32 | u64::from(fd as u32);
+    TOKEN_FDS.iter().enumerate().find_map(|(i, slot)| {
+        slot.compare_exchange(0, entry, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+            .then_some((i, entry))
+    })
 }
 
 impl Drop for Liveness {
@@ -422,9 +451,15 @@ mod tests {
     fn tokens_are_exclusive_and_released_on_drop() {
         let f = memfd();
         let g = f.try_clone().expect("dup"); // same open file description
-        let a = Liveness::attach(f, false, Duration::from_secs(1), "t")
-            .expect("attach")
-            .expect("named");
+        let a = Liveness::attach(
+            f,
+            false,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            "t",
+        )
+        .expect("attach")
+        .expect("named");
         let t = a.token().expect("token");
         assert!((1..=TOKEN_MAX).contains(&t));
         assert_eq!(a.token().expect("token again"), t);

@@ -202,11 +202,21 @@ fn removal_racing_openers_never_strands_an_opener() {
         assert_eq!(b.load(), rounds + 1, "the name refers to another object");
         rounds += 1;
     }
+    // Nobody holds it now: the remover must get it (bounded), so the test cannot pass
+    // without the remover having done its job at least once.
+    let start = Instant::now();
+    while shm_path(&name).exists() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the remover never removed an unused object"
+        );
+        std::thread::yield_now();
+    }
     c.stdin.take().unwrap().write_all(b"stop\n").unwrap();
     let removed: u64 = l.next(LIMIT).parse().unwrap();
     common::wait_ok(&mut c, LIMIT);
     eprintln!("{rounds} rounds, {removed} removals in between");
-    assert!(rounds > 0);
+    assert!(rounds > 0 && removed > 0);
 }
 
 /// Runs this test binary, test `test_name` in `role`, as pid 1 of a new PID namespace
@@ -218,6 +228,11 @@ fn in_pid_namespace(test_name: &str, role: &str, args: &[&str]) -> Option<std::p
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
+        // CI runs as root, where this must work: never let it pass silently there.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`unshare -p --fork --mount-proc` failed under CI"
+        );
         eprintln!("skipped: `unshare -p --fork --mount-proc` is not available (needs root)");
         return None;
     }
@@ -315,4 +330,100 @@ fn drive_pid_reuse(name: &str) {
         (false, _) => common::tell(&format!("pid not reused ({} != {pid})", squatter.id())),
         (true, other) => common::tell(&format!("reused pid {pid}; receive gave {other:?}")),
     }
+}
+
+/// `ls`/`info`/`gc` running over the temporaries of live creators never make a create
+/// fail (they used to: EAGAIN from the creator's flock, ENOENT after gc removed a fresh
+/// temporary).
+#[test]
+fn creates_survive_concurrent_inspection_and_removal() {
+    if common::role().is_some() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            let _ = tx.send(());
+        });
+        let mut seen = 0u64;
+        while rx.try_recv().is_err() {
+            let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+                continue;
+            };
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".shmkit-init.") {
+                    seen += 1;
+                    let _ = inspect_path(&e.path());
+                    let _ = remove_if_unused(&e.path());
+                }
+            }
+        }
+        common::tell(&seen.to_string());
+        std::process::exit(0);
+    }
+    let mut c = common::child(
+        "creates_survive_concurrent_inspection_and_removal",
+        "sweeper",
+        &[],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let l = common::Listener::new(c.stdout.take().unwrap());
+    let base = common::unique("sweep");
+    let _g = common::ShmGuard::new(&base);
+    for i in 0..3000 {
+        let v = Value::<u64>::create(&base, i).unwrap_or_else(|e| panic!("create {i}: {e}"));
+        drop(v);
+        Segment::unlink(&base).unwrap();
+    }
+    c.stdin.take().unwrap().write_all(b"stop\n").unwrap();
+    let seen: u64 = l.next(LIMIT).parse().unwrap();
+    common::wait_ok(&mut c, LIMIT);
+    eprintln!("3000 creates; the sweeper met {seen} temporaries");
+}
+
+/// A handle inherited through fork must not report its dead parent's token alive (the
+/// "our own token" shortcut is per process).
+#[test]
+fn a_forked_child_sees_its_dead_parents_token_dead() {
+    if common::role().is_some() {
+        let v = Value::<u64>::open(&common::args()[0]).expect("open");
+        let t = v.segment().liveness().token().expect("token");
+        // SAFETY: the child only polls getppid, queries a lock and exits.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Parent { .. } => std::process::exit(0),
+            nix::unistd::ForkResult::Child => {
+                let start = Instant::now();
+                let parent = nix::unistd::getppid();
+                // Wait (bounded) until the parent is gone: we are re-parented.
+                while nix::unistd::getppid() == parent && start.elapsed() < LIMIT {
+                    std::thread::yield_now();
+                }
+                let alive = v.segment().liveness().token_alive(t);
+                let fresh = v.segment().liveness().token().expect("child token");
+                common::tell(&format!("{alive} {}", fresh != t));
+                // SAFETY: _exit runs no destructors of the forked copy.
+                unsafe { libc::_exit(0) };
+            }
+        }
+    }
+    let name = common::unique("forktoken");
+    let _g = common::ShmGuard::new(&name);
+    let _v = Value::<u64>::create(&name, 0).unwrap();
+    let mut c = common::child(
+        "a_forked_child_sees_its_dead_parents_token_dead",
+        "parent",
+        &[&name],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let l = common::Listener::new(c.stdout.take().unwrap());
+    common::wait_ok(&mut c, LIMIT);
+    assert_eq!(
+        l.next(LIMIT),
+        "false true",
+        "dead parent's token alive / child reused it"
+    );
 }

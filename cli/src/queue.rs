@@ -227,10 +227,10 @@ fn recv(name: &str, count: usize, t: Duration, json: bool, out: &mut Out) -> Res
         drop(m);
         let note = match q.try_send(&copy) {
             Ok(()) => format!(
-                "queue {name}: the message was not delivered and was put back at the end of the queue"
+                "queue {name}: writing the message failed (part of it may have been written) and it was put back at the end of the queue"
             ),
             Err(e2) => format!(
-                "queue {name}: the message was not delivered and is LOST (putting it back failed: {e2})"
+                "queue {name}: writing the message failed (part of it may have been written) and it is LOST (putting it back failed: {e2})"
             ),
         };
         return Err(with_note(e, note));

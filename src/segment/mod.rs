@@ -512,7 +512,9 @@ impl SegmentOptions {
         let file = File::from(fd);
         size_and_reserve(&file, total, resource)?;
         let map = map_file(&file, total, resource)?;
-        let live = attach_creator(&file, self.timeout, resource)?;
+        let live = attach_creator(&file, false, self.timeout, resource)?.ok_or_else(|| {
+            Error::invalid(resource, "create", "memfd without a name (unreachable)")
+        })?;
         write_header(&map, layout, payload_offset, total, self.persistent);
         let seg = finish_init(map, None, Backing::Anonymous, false, live, init)?;
         // Seal the size: nobody holding the fd can shrink the object under the mapping.
@@ -552,23 +554,42 @@ impl SegmentOptions {
         let resource = loc.resource();
         let mode = self.checked_mode(&resource)?;
         let (payload_offset, total) = plan(&resource, layout)?;
-        let (file, tmp_path) = loc.create_temp(mode)?;
         let remove_tmp = |p: &Path| {
             let _ = std::fs::remove_file(p);
         };
-        let live = match attach_creator(&file, self.timeout, &resource) {
+        // Until our presence lock is on it, `gc` may take a fresh temporary for a dead
+        // creator's and remove it: then draw another.
+        let mut tries = 0;
+        let (file, tmp_path, live) = loop {
+            let (file, tmp_path) = loc.create_temp(mode)?;
+            match attach_creator(&file, true, self.timeout, &resource) {
+                Ok(Some(live)) => break (file, tmp_path, live),
+                Ok(None) if tries < 16 => tries += 1,
+                Ok(None) => {
+                    return Err(Error::invalid(
+                        resource,
+                        "create",
+                        "16 temporaries in a row were removed before they could be locked (is something deleting .shmkit-init.* files?)",
+                    ));
+                }
+                Err(e) => {
+                    remove_tmp(&tmp_path);
+                    return Err(e);
+                }
+            }
+        };
+        // `ls`/`gc` probe the temporary with a brief shared flock: wait them out, bounded.
+        let lock = match lock_bounded(
+            file,
+            FlockArg::LockExclusiveNonblock,
+            self.timeout,
+            &resource,
+            "lock the new segment",
+        ) {
             Ok(l) => l,
             Err(e) => {
                 remove_tmp(&tmp_path);
                 return Err(e);
-            }
-        };
-        // Nobody else knows the temporary name, so this cannot block.
-        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((_, e)) => {
-                remove_tmp(&tmp_path);
-                return Err(Error::os(resource, "flock(LOCK_EX)", e));
             }
         };
         let prepared = size_and_reserve(&lock, total, &resource)
@@ -673,7 +694,7 @@ impl SegmentOptions {
                 .try_clone()
                 .map_err(|e| Error::os(&resource, "dup", io_errno(&e)))?;
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Some(live) = Liveness::attach(dup, true, left, &resource)? {
+            if let Some(live) = Liveness::attach(dup, true, left, self.timeout, &resource)? {
                 return Ok((file, live));
             }
             if Instant::now() >= deadline {
@@ -710,7 +731,7 @@ impl SegmentOptions {
             return Ok(current);
         }
         let live = current.into_liveness();
-        live.claim_creator(&resource)?;
+        live.claim_creator()?;
         let (payload_offset, total) = plan(&resource, layout)?;
         size_and_reserve(&lock, total, &resource)?;
         let map = map_file(&lock, total, &resource)?;
@@ -855,21 +876,23 @@ fn map_existing(liveness: Liveness, backing: Backing, unlink_on_drop: bool) -> R
     })
 }
 
-/// Takes the presence and creator locks for a new object (a temporary nobody else knows
-/// yet, or a memfd), through a duplicate of `file` (same open file description).
-fn attach_creator(file: &File, timeout: Duration, resource: &str) -> Result<Liveness> {
+/// Takes the presence and creator locks for a new object (a temporary, or a memfd),
+/// through a duplicate of `file` (same open file description). `None`: the temporary was
+/// removed before we locked it.
+fn attach_creator(
+    file: &File,
+    named: bool,
+    timeout: Duration,
+    resource: &str,
+) -> Result<Option<Liveness>> {
     let dup = file
         .try_clone()
         .map_err(|e| Error::os(resource, "dup", io_errno(&e)))?;
-    let live = Liveness::attach(dup, false, timeout, resource)?.ok_or_else(|| {
-        Error::invalid(
-            resource,
-            "create",
-            "the new object has no name (unreachable)",
-        )
-    })?;
-    live.claim_creator(resource)?;
-    Ok(live)
+    let Some(live) = Liveness::attach(dup, named, timeout, timeout, resource)? else {
+        return Ok(None);
+    };
+    live.claim_creator()?;
+    Ok(Some(live))
 }
 
 impl Segment {
@@ -1233,7 +1256,16 @@ pub enum Removal {
 /// handle holds it shared), the name is unlinked while we hold it, and an opener that got
 /// a descriptor just before checks, after taking its own shared lock, that the object
 /// still has a name. Objects mapped by programs that do not use shmkit hold no lock: the
-/// caller checks `/proc/*/maps` for those (`shmkit gc` does).
+/// caller checks `/proc/*/maps` for those (`shmkit gc` does, once per run, so a foreign
+/// program that maps the object after that scan is not seen).
+///
+/// What this cannot rule out: Linux unlinks by name, not by descriptor, so if another
+/// process removes the name and creates a new object under it between our identity check
+/// and our `unlink` (a window of two system calls), the new object loses its name.
+///
+/// A non-persistent segment counts as unused as soon as no handle is open, even if the
+/// process that created it still runs: keep a handle for as long as the object must
+/// exist, or create it with [`SegmentOptions::persistent`].
 pub fn remove_if_unused(path: &Path) -> Result<Removal> {
     let resource = path.display().to_string();
     let (file, meta) = match open_for_inspection(path, &resource, OFlag::O_RDWR) {

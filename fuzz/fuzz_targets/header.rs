@@ -18,6 +18,18 @@ fuzz_target!(|data: &[u8]| {
             let r = h.payload_range();
             assert!(r.start >= HEADER_LEN && r.start % 64 == 0);
             assert!(r.end as u64 <= len);
+            // The payload must suit the element type: its offset a multiple of
+            // max(64, elem_align) (issue 9: a forged header must not make a typed view
+            // misaligned), and the whole range inside the object.
+            let align = h.raw.elem_align.max(64);
+            assert!(
+                h.raw.payload_offset % align == 0,
+                "payload offset {} accepted for element alignment {}",
+                h.raw.payload_offset,
+                h.raw.elem_align
+            );
+            let end = h.raw.payload_offset.checked_add(h.raw.payload_len);
+            assert!(end.is_some_and(|e| e <= len && e <= h.raw.total_len));
             assert!(h.raw.elem_size.checked_mul(h.raw.elem_count).unwrap() <= h.raw.payload_len);
             assert!(h.raw.elem_align.is_power_of_two());
             let _ = h.type_name();

@@ -8,6 +8,12 @@
 //! message you send. A message longer than `max_message` is [`Error::MessageTooLarge`]
 //! on the sending side; a stored length above `max_message` is [`Error::Corrupt`] on the
 //! receiving side.
+//!
+//! What a peer with write access can do to a byte queue is what it can do to any queue
+//! (see the [module docs](super), "Trust"): the stored length is read once, volatile, and
+//! checked against `max_message` before any byte is copied, and the copying calls move
+//! the bytes with volatile loads and stores; the zero-copy [`SendBytes`] / [`RecvBytes`]
+//! trust the peers to follow the protocol.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -217,11 +223,12 @@ impl ByteQueue {
     fn send_with(&self, msg: &[u8], op: &'static str, timeout: Option<Duration>) -> Result<()> {
         self.check_len(msg.len(), op)?;
         let c = self.core.claim_send(op, timeout)?;
-        // SAFETY: the claim gives exclusive use of the slot; `msg.len() <= max` bytes fit
-        // the body; the length word is 8-aligned.
+        // SAFETY: `msg.len() <= max` bytes fit the body, which is 8-aligned (slot data is,
+        // and LEN_HEADER is 8); the length word is aligned. Volatile stores: no `&mut [u8]`
+        // over bytes a peer that breaks the protocol might be writing.
         unsafe {
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.body(c), msg.len());
-            self.len_word(c).write(msg.len() as u32);
+            super::copy::store(msg.as_ptr(), self.body(c), msg.len());
+            self.len_word(c).write_volatile(msg.len() as u32);
         }
         self.core.publish(c);
         Ok(())
@@ -229,8 +236,8 @@ impl ByteQueue {
 
     /// Reads the (untrusted) length of a claimed message.
     fn stored_len(&self, c: Claim) -> Result<usize> {
-        // SAFETY: claimed slot, aligned length word.
-        let len = unsafe { self.len_word(c).read() } as usize;
+        // SAFETY: the length word lies in the slot and is aligned; read once, volatile.
+        let len = unsafe { self.len_word(c).read_volatile() } as usize;
         if len > self.max {
             // Give the slot back so the queue moves on, then report.
             self.core.release(c);
@@ -245,6 +252,20 @@ impl ByteQueue {
         Ok(len)
     }
 
+    /// Copies `len <= max` bytes of a claimed slot's body into `buf` (cleared first).
+    fn copy_out(&self, c: Claim, len: usize, buf: &mut Vec<u8>) {
+        debug_assert!(len <= self.max);
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: `len <= max` bytes of the slot's body are readable and 8-aligned; `buf`
+        // has room for `len` bytes (reserved above), all of which `load` writes before
+        // `set_len`. Volatile loads: no `&[u8]` into bytes a peer might be writing.
+        unsafe {
+            super::copy::load(self.body(c), buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+    }
+
     fn recv_with(
         &self,
         buf: &mut Vec<u8>,
@@ -253,10 +274,7 @@ impl ByteQueue {
     ) -> Result<()> {
         let c = self.core.claim_recv(op, timeout)?;
         let len = self.stored_len(c)?;
-        buf.clear();
-        buf.reserve(len);
-        // SAFETY: `len <= max` bytes of the claimed slot's body are readable.
-        buf.extend_from_slice(unsafe { std::slice::from_raw_parts(self.body(c), len) });
+        self.copy_out(c, len, buf);
         self.core.release(c);
         Ok(())
     }
@@ -294,6 +312,10 @@ impl ByteQueue {
     /// Claims a slot to write a message of `len` bytes in place (zero-copy); publish it
     /// with [`SendBytes::commit`] (dropping it sends nothing).
     ///
+    /// The guard derefs to a `&mut [u8]` in shared memory: this trusts every process
+    /// with write access to follow the protocol (see the [module docs](super), "Trust");
+    /// use [`send`](Self::send) otherwise.
+    ///
     /// ```
     /// use shmkit::queue::ByteQueue;
     /// let mut q = ByteQueue::options().anonymous_bytes(64)?;
@@ -316,6 +338,12 @@ impl ByteQueue {
     }
 
     /// Receives in place (zero-copy); the slot is released when the [`RecvBytes`] drops.
+    ///
+    /// The guard derefs to a `&[u8]` in shared memory (its length checked against
+    /// `max_message`): this trusts every process with write access to follow the
+    /// protocol, or the bytes may change while they are read (see the
+    /// [module docs](super), "Trust"). [`RecvBytes::copy_to`] copies them out with
+    /// volatile loads instead; [`recv`](Self::recv) does so without a guard.
     #[inline]
     pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<RecvBytes<'_>> {
         let c = self.core.claim_recv("recv_ref", timeout)?;
@@ -339,7 +367,8 @@ impl ByteQueue {
     }
 }
 
-/// A message being written in place; see [`ByteQueue::reserve`].
+/// A message being written in place; see [`ByteQueue::reserve`]. Deref trusts the peers
+/// to follow the protocol (see the [module docs](super), "Trust").
 pub struct SendBytes<'a> {
     q: &'a ByteQueue,
     claim: Claim,
@@ -357,8 +386,9 @@ impl SendBytes<'_> {
     #[inline]
     pub fn commit(mut self) {
         self.done = true;
-        // SAFETY: claimed slot, aligned length word; len <= max (checked in reserve).
-        unsafe { self.q.len_word(self.claim).write(self.len as u32) };
+        // SAFETY: the length word lies in the slot and is aligned; len <= max (checked in
+        // reserve).
+        unsafe { self.q.len_word(self.claim).write_volatile(self.len as u32) };
         self.q.core.publish(self.claim);
     }
 }
@@ -389,12 +419,22 @@ impl Drop for SendBytes<'_> {
     }
 }
 
-/// A message read in place; see [`ByteQueue::recv_ref`].
+/// A message read in place; see [`ByteQueue::recv_ref`]. Deref trusts the peers to
+/// follow the protocol (see the [module docs](super), "Trust"); [`copy_to`](Self::copy_to)
+/// does not.
 pub struct RecvBytes<'a> {
     q: &'a ByteQueue,
     claim: Claim,
     len: usize,
     _p: PhantomData<&'a [u8]>,
+}
+
+impl RecvBytes<'_> {
+    /// Copies the message into `buf` (cleared first) with volatile loads: no reference
+    /// into shared memory.
+    pub fn copy_to(&self, buf: &mut Vec<u8>) {
+        self.q.copy_out(self.claim, self.len, buf);
+    }
 }
 
 impl std::ops::Deref for RecvBytes<'_> {

@@ -29,13 +29,44 @@
 //! consumer roles are taken over from a dead holder; a consumer that dies while reading
 //! leaves the message in place for its successor (delivered again).
 //!
-//! # Trust
+//! # Trust: what a peer with write access can do
 //!
-//! Every sequence number and length read from the ring is checked against the values that
-//! are legal at that point; anything else is [`Error::Corrupt`]. Slot addresses are always
-//! computed locally from a position modulo the capacity, never read from shared memory.
+//! Every process that can open the segment can write all of it, and may be buggy or
+//! hostile. The queue is built so that such a peer can at worst **deny or garble
+//! service**:
+//!
+//! - messages may be wrong (torn, or bytes the peer wrote), lost, duplicated or
+//!   reordered, and the counters ([`Queue::len`], [`Queue::peer_deaths`],
+//!   [`Queue::unfinished`], [`stats`]) may be nonsense;
+//! - operations may fail with [`Error::Corrupt`] (a sequence number, length or position
+//!   that is not legal where it is read), with [`Error::Timeout`] / [`Error::WouldBlock`]
+//!   (a peer that fakes a full or empty queue, or a claim that is never finished), or be
+//!   refused a participant entry or an SPSC role; `join` may wait until its timeout;
+//! - but never a panic, a crash, a wait past the timeout the caller gave, a read or write
+//!   outside the segment, or a write through a pointer the peer chose.
+//!
+//! How: the ring's geometry comes from the checksummed header, validated once at open,
+//! never from mutable shared words. Slot addresses are computed locally from a position
+//! modulo the capacity; every sequence number and length read from the ring is checked
+//! against the values legal at that point. The copying calls ([`Queue::send`],
+//! [`Queue::recv`], [`ByteQueue::send`], [`ByteQueue::recv`] and their `try_` / `_timeout`
+//! forms) move slot bytes with volatile loads and stores into and out of the caller's
+//! value or buffer: they never form a `&T` or `&[u8]` over bytes a peer may be writing
+//! at the same moment, so a peer that breaks the protocol changes only *which* bytes are
+//! copied. (A byte queue's length word is read once and checked before it is used.)
+//!
+//! The zero-copy guards ([`SendSlot`], [`RecvSlot`], [`SendBytes`], [`RecvBytes`]) are
+//! the exception: they hand out references into the slot, which is sound only if every
+//! process with write access follows the protocol (nobody else writes a slot while a
+//! claim on it is held). A peer that does not may change the bytes under the reference
+//! while the caller reads them. They are memory-safe in practice only because the data
+//! is `Pod` / bytes (any bit pattern is a valid value, and nothing the guard exposes is
+//! used as an address or length), which is why the queues accept nothing else; but in
+//! Rust's model a concurrent write is a data race. Use the copying calls when the peers
+//! are not trusted.
 
 mod bytes;
+mod copy;
 #[cfg(all(test, loom))]
 mod loom;
 mod ring;
@@ -904,18 +935,37 @@ impl<T: Pod> Queue<T> {
         }
     }
 
+    /// Copies `v` into the claimed slot with volatile stores (no `&mut T` over bytes a
+    /// peer that breaks the protocol might be writing).
     #[inline]
     fn write(&self, c: Claim, v: T) {
-        // SAFETY: the claim gives this handle exclusive use of the slot's data, which is
-        // `size_of::<T>()` bytes aligned for T (Geometry was built with T's size and
-        // alignment, checked on open).
-        unsafe { std::ptr::write(self.core.ring.data(c.0) as *mut T, v) };
+        // SAFETY: the slot's data is `size_of::<T>()` bytes inside the ring, 8-aligned
+        // (slot data always is: see `Geometry::new`); `v` is a local, readable for as many
+        // bytes and distinct from shared memory.
+        unsafe {
+            copy::store(
+                (&raw const v).cast(),
+                self.core.ring.data(c.0),
+                size_of::<T>(),
+            )
+        };
     }
 
+    /// Copies the claimed slot's `T` out with volatile loads (no `&T` into the slot: a
+    /// peer that breaks the protocol may be writing it, and then we get some other `T`).
     #[inline]
     fn read(&self, c: Claim) -> T {
-        // SAFETY: as for `write`; any bit pattern is a valid T (Pod).
-        unsafe { std::ptr::read(self.core.ring.data(c.0) as *const T) }
+        let mut v = std::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: as for `write`, the other way round; every byte of `v` is written, and
+        // any bytes are a valid `T` (Pod).
+        unsafe {
+            copy::load(
+                self.core.ring.data(c.0),
+                v.as_mut_ptr().cast(),
+                size_of::<T>(),
+            );
+            v.assume_init()
+        }
     }
 
     #[inline]
@@ -970,6 +1020,10 @@ impl<T: Pod> Queue<T> {
     /// forever). The message is published by [`SendSlot::commit`]; dropping the slot
     /// uncommitted sends nothing (consumers skip it).
     ///
+    /// The slot derefs to a `&mut T` in shared memory: this trusts every process with
+    /// write access to follow the protocol (see the module docs, "Trust"); use
+    /// [`send`](Self::send) otherwise.
+    ///
     /// ```
     /// use shmkit::queue::Queue;
     /// let mut q = Queue::<[u8; 64]>::anonymous(4)?;
@@ -994,6 +1048,11 @@ impl<T: Pod> Queue<T> {
 
     /// Receives in place (zero-copy), waiting at most `timeout` (`None`: forever); the
     /// slot is released when the [`RecvSlot`] is dropped.
+    ///
+    /// The slot derefs to a `&T` in shared memory: this trusts every process with write
+    /// access to follow the protocol (a peer that does not may change the value while
+    /// it is read; see the module docs, "Trust"). [`RecvSlot::get`] copies the value out
+    /// with volatile loads instead; [`recv`](Self::recv) does so without a guard.
     #[inline]
     pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<RecvSlot<'_, T>> {
         let c = self.core.claim_recv("recv_ref", timeout)?;
@@ -1085,7 +1144,8 @@ impl<T: Pod> QueueOptions<T> {
 /// A claimed slot being written in place; see [`Queue::reserve`].
 ///
 /// Derefs to the slot's `T` in shared memory (it holds the bytes of an older message
-/// until overwritten).
+/// until overwritten). Trusts every process with write access to follow the protocol:
+/// see the module docs, "Trust".
 pub struct SendSlot<'a, T: Pod> {
     q: &'a Queue<T>,
     claim: Claim,
@@ -1135,9 +1195,22 @@ impl<T: Pod> Drop for SendSlot<'_, T> {
 }
 
 /// A received message read in place; see [`Queue::recv_ref`]. Releases the slot on drop.
+///
+/// Deref trusts every process with write access to follow the protocol (see the module
+/// docs, "Trust"); [`get`](Self::get) does not.
 pub struct RecvSlot<'a, T: Pod> {
     q: &'a Queue<T>,
     claim: Claim,
+}
+
+impl<T: Pod> RecvSlot<'_, T> {
+    /// The message, copied out of the slot with volatile loads (no reference into shared
+    /// memory: a peer that breaks the protocol can change which value is read, nothing
+    /// else).
+    #[inline]
+    pub fn get(&self) -> T {
+        self.q.read(self.claim)
+    }
 }
 
 impl<T: Pod> std::ops::Deref for RecvSlot<'_, T> {
@@ -1239,8 +1312,30 @@ mod tests {
         s.commit();
         let r = q.recv_ref(Some(Duration::from_secs(1))).unwrap();
         assert_eq!(r[0], 2);
+        assert_eq!(r.get(), *r, "volatile copy = in-place view");
         drop(r);
         assert!(q.try_recv().is_err());
+    }
+
+    #[test]
+    fn byte_queue_copies_every_length() {
+        let mut q = ByteQueue::options()
+            .capacity(2)
+            .anonymous_bytes(700)
+            .unwrap();
+        let mut buf = vec![1, 2, 3];
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 255, 256, 257, 700] {
+            let msg: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            q.send(&msg).unwrap();
+            q.recv(&mut buf).unwrap();
+            assert_eq!(buf, msg, "{len}");
+            q.send(&msg).unwrap();
+            let r = q.recv_ref(None).unwrap();
+            let mut copy = Vec::new();
+            r.copy_to(&mut copy);
+            assert_eq!(copy, msg, "{len}");
+            assert_eq!(&*r, &msg[..]);
+        }
     }
 
     #[test]

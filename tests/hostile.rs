@@ -862,12 +862,10 @@ fn forged_headers_with_correct_checksums_are_refused() {
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct Wide([u64; 16]);
 
-// MUST PASS AFTER THE MERGE OF issue 9 item 4 (`Header::parse` checks that the payload
-// offset is a multiple of max(64, elem_align)): until then a forged offset that is a
-// multiple of 64 but not of 128 is accepted and the typed view is misaligned (undefined
-// behaviour), so the test is ignored. Whoever merges that change removes the `ignore`.
+// `Header::parse` checks that the payload offset is a multiple of max(64, elem_align):
+// a forged offset that is a multiple of 64 but not of 128 would make the typed view
+// misaligned (undefined behaviour).
 #[test]
-#[ignore = "needs Header::parse to check payload_offset % max(64, elem_align) (issue 9 item 4)"]
 fn forged_payload_offset_misaligned_for_the_element_is_refused() {
     // Moved by 64 bytes (the file grown to match): still a multiple of 64, not of 128.
     let shift = |h: &mut RawHeader, len: &mut u64| {

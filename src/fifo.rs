@@ -524,6 +524,13 @@ impl AsFd for FifoReader {
     }
 }
 
+impl AsRawFd for FifoReader {
+    /// The descriptor (see [`AsFd`]); it stays owned by this end.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_fd().as_raw_fd()
+    }
+}
+
 /// The write end of a named pipe: framed messages of at most [`MAX_ATOMIC_PAYLOAD`] bytes
 /// that never interleave with other writers' ([`send`](Self::send)), or a byte stream
 /// ([`std::io::Write`]).
@@ -675,5 +682,12 @@ impl AsFd for FifoWriter {
     /// The descriptor (blocking mode); poll it for `POLLOUT`.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for FifoWriter {
+    /// The descriptor (see [`AsFd`]); it stays owned by this end.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_fd().as_raw_fd()
     }
 }

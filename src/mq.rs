@@ -533,6 +533,13 @@ impl AsFd for MessageQueue {
     }
 }
 
+impl AsRawFd for MessageQueue {
+    /// The queue descriptor (see [`AsFd`]); it stays owned by the queue.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.mqd.as_raw_fd()
+    }
+}
+
 /// Reads one of `/proc/sys/fs/mqueue/*`.
 pub(crate) fn read_knob(knob: &str) -> Option<u64> {
     std::fs::read_to_string(format!("{PROC_MQUEUE}/{knob}"))

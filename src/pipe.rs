@@ -497,6 +497,13 @@ impl AsFd for Pipe {
     }
 }
 
+impl AsRawFd for Pipe {
+    /// The socket (see [`AsFd`]); it stays owned by this end.
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl From<Pipe> for OwnedFd {
     fn from(p: Pipe) -> OwnedFd {
         p.fd

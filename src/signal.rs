@@ -361,3 +361,10 @@ impl AsFd for SignalListener {
         self.fd.as_fd()
     }
 }
+
+impl AsRawFd for SignalListener {
+    /// The `signalfd` (see [`AsFd`]); it stays owned by the listener.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}

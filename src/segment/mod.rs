@@ -1119,6 +1119,22 @@ impl Drop for Segment {
     }
 }
 
+impl std::os::fd::AsFd for Segment {
+    /// The descriptor of the mapped object (shm object, file or memfd), which also
+    /// carries this handle's liveness locks (see [`crate::liveness`]): `fstat` it, seal
+    /// it, pass it on; do not take or release `fcntl` locks on it.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.liveness.file().as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for Segment {
+    /// See [`AsFd`](std::os::fd::AsFd); the descriptor stays owned by the segment.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.liveness.file().as_raw_fd()
+    }
+}
+
 /// What `shmkit ls` and `shmkit info` know about one object in `/dev/shm` (or a file).
 #[derive(Clone, Debug)]
 pub struct Inspection {

@@ -44,6 +44,8 @@ compile_error!(
      POSIX message queues as Linux implements them)"
 );
 
+#[cfg(feature = "async")]
+pub mod aio;
 pub mod error;
 mod fdwait;
 pub mod fifo;

@@ -61,6 +61,13 @@ fn run_child(role: &str) {
             // Hold the queue full until killed.
             std::thread::sleep(LIMIT);
         }
+        "notify4" => {
+            say_ready();
+            let n = SignalNotifier::new(4).unwrap();
+            for i in 1..=20u64 {
+                n.notify(parent_pid(), i).unwrap();
+            }
+        }
         "idle" => {
             let _data = SignalListener::new(DATA).unwrap();
             say_ready();
@@ -175,6 +182,27 @@ fn bounded_waits_and_polling(_: &SignalListener) {
     assert!(e.to_string().contains("does not block"), "{e}");
 }
 
+/// The async listener (feature `tokio`) receives every notification from another
+/// process, in order, on a current-thread runtime (signal blocked before it starts).
+fn async_listener_across_processes(ready: &SignalListener) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = shmkit::aio::AsyncSignalListener::new(SignalListener::new(4).unwrap()).unwrap();
+        let mut c = spawn("async_listener_across_processes", "notify4", ready);
+        for i in 1..=20u64 {
+            let m = tokio::time::timeout(LIMIT, l.recv())
+                .await
+                .expect("notification did not arrive")
+                .unwrap();
+            assert_eq!((m.payload, m.sender_pid), (i, c.id()));
+        }
+        common::wait_ok(&mut c, LIMIT);
+    });
+}
+
 type Test = fn(&SignalListener);
 
 fn main() {
@@ -202,6 +230,10 @@ fn main() {
             listener_refuses_unblocked_threads,
         ),
         ("bounded_waits_and_polling", bounded_waits_and_polling),
+        (
+            "async_listener_across_processes",
+            async_listener_across_processes,
+        ),
     ];
     if std::env::args().any(|a| a == "--ignored") {
         return; // none of these tests is ignored

@@ -96,6 +96,12 @@ impl QueueOptions<u8> {
 }
 
 impl ByteQueue {
+    /// Hook for `crate::aio`.
+    #[cfg(feature = "async")]
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
     /// Options (mode, capacity, wait strategy, ...); finish with
     /// [`create_bytes`](QueueOptions::create_bytes) or [`open_bytes`](QueueOptions::open_bytes).
     pub fn options() -> ByteQueueOptions {

@@ -670,6 +670,19 @@ impl Core {
         Ok(())
     }
 
+    /// Hook for `crate::aio`: the wait point a blocked send (`send`) or receive of this
+    /// handle sleeps on, and how soon to look again when it is blocked by another
+    /// process's unfinished claim (whose owner's death would wake nobody).
+    #[cfg(feature = "async")]
+    pub(crate) fn wait_hook(&self, send: bool) -> (WaitPoint<'_>, Option<Duration>) {
+        let wp = if send {
+            self.ring.space_wait()
+        } else {
+            self.ring.data_wait()
+        };
+        (wp, self.stuck.get().map(|_| RECOVER_EVERY))
+    }
+
     #[inline]
     fn claim_send(&self, op: &'static str, timeout: Option<Duration>) -> Result<Claim> {
         self.wait_for(op, timeout, Ring::space_wait, || self.try_claim_send())
@@ -863,6 +876,14 @@ pub fn stats(name: &str) -> Result<QueueStats> {
 pub struct Queue<T> {
     core: Core,
     _t: PhantomData<T>,
+}
+
+impl<T> Queue<T> {
+    /// Hook for `crate::aio`.
+    #[cfg(feature = "async")]
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl<T: Pod> Queue<T> {

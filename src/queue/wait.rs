@@ -221,6 +221,16 @@ impl WaitPoint<'_> {
         futex_wake_all(self.word);
     }
 
+    /// Sleeper side, first half: counts this waiter as a sleeper and returns the word's
+    /// value to sleep on; the caller re-checks its condition next, and finally undoes the
+    /// count (`sleepers -= 1`). [`Self::park`] and the async waiters (`crate::aio`) use it.
+    pub(crate) fn begin_wait(&self) -> u32 {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        heavy_fence();
+        // Acquire: a bumped word implies the waker's publication is visible.
+        self.word.load(Ordering::Acquire)
+    }
+
     /// Sleeper side: registers, re-checks with `ready`, sleeps at most `slice` unless the
     /// check succeeded. Returns the check's result if it succeeded.
     pub(crate) fn park<R>(
@@ -228,10 +238,7 @@ impl WaitPoint<'_> {
         slice: Duration,
         mut ready: impl FnMut() -> Option<R>,
     ) -> Option<R> {
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        heavy_fence();
-        // Acquire: a bumped word implies the waker's publication is visible.
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.begin_wait();
         let r = ready();
         if r.is_none() {
             futex_wait(self.word, w, slice);

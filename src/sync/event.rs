@@ -131,6 +131,12 @@ impl RawEvent {
         r
     }
 
+    /// The futex word and the sleeper count, for the async waiters (`crate::aio`).
+    #[cfg(feature = "async")]
+    pub(crate) fn wait_words(&self) -> (&AtomicU32, &AtomicU32) {
+        (&self.word, &self.sleepers)
+    }
+
     /// (flag, registered sleepers), for diagnostics.
     pub fn state(&self) -> (bool, u32) {
         (self.is_set(), self.sleepers.load(Ordering::Relaxed))

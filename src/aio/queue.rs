@@ -1,0 +1,157 @@
+//! `recv_async` / `send_async` for [`Queue`] and [`ByteQueue`].
+
+use std::sync::atomic::Ordering;
+
+use bytemuck::Pod;
+
+use super::{Parked, Spot};
+use crate::error::{Error, Result};
+use crate::queue::{ByteQueue, Queue};
+
+/// A shared reference made from an exclusive one, kept by a future.
+///
+/// Queue handles are `Send` but not `Sync` (their `Cell`s are per-handle state), so a
+/// future holding `&Queue` would not be `Send`. This one holds a `&Q` that came from a
+/// `&mut Q`: for its whole life nobody else can reach the handle, so moving it to another
+/// thread (with the future) is what moving the `&mut Q` would be.
+struct Exclusive<'a, Q>(&'a Q);
+
+// SAFETY: built only from `&'a mut Q` (see `Exclusive::new`), not Clone or Copy, so the
+// future that owns it is the only way to the handle during 'a; the handle is `Send`, and
+// it is used only from the thread that currently polls the future.
+unsafe impl<Q: Send> Send for Exclusive<'_, Q> {}
+
+impl<'a, Q> Exclusive<'a, Q> {
+    fn new(q: &'a mut Q) -> Self {
+        Exclusive(q)
+    }
+
+    /// (A method, so that closures capture the whole wrapper, not its field.)
+    fn get(&self) -> &'a Q {
+        self.0
+    }
+}
+
+/// The untyped queue behind a handle.
+trait Handle {
+    fn core(&self) -> &crate::queue::Core;
+    fn resource(&self) -> String;
+}
+
+impl<T: Pod> Handle for Queue<T> {
+    fn core(&self) -> &crate::queue::Core {
+        Queue::core(self)
+    }
+    fn resource(&self) -> String {
+        self.segment().resource()
+    }
+}
+
+impl Handle for ByteQueue {
+    fn core(&self) -> &crate::queue::Core {
+        ByteQueue::core(self)
+    }
+    fn resource(&self) -> String {
+        self.segment().resource()
+    }
+}
+
+/// Runs `attempt` (a `try_` operation of the handle) until it succeeds, sleeping on the
+/// queue's data (`send == false`) or space wait point in between.
+async fn wait_queue<Q: Handle, R>(
+    q: &mut Q,
+    send: bool,
+    mut attempt: impl FnMut(&Q) -> Result<R>,
+) -> Result<R> {
+    let this = Exclusive::new(q);
+    let mut parked = Parked::default();
+    std::future::poll_fn(move |cx| {
+        let q: &Q = this.get();
+        let core = q.core();
+        parked.poll(
+            cx,
+            || {
+                let (wp, _) = core.wait_hook(send);
+                Spot {
+                    word: wp.word,
+                    sleepers: wp.sleepers,
+                    begin: move || wp.begin_wait(),
+                }
+            },
+            // WouldBlock means "try again later"; everything else ends the wait.
+            || match attempt(q) {
+                Err(Error::WouldBlock { .. }) => None,
+                r => Some(r),
+            },
+            || core.wait_hook(send).1,
+            None,
+            || q.resource(),
+        )
+    })
+    .await?
+    // No deadline was given, so the wait ends only with the operation's result.
+    .unwrap_or_else(|| unreachable_timeout(send))
+}
+
+fn unreachable_timeout<R>(send: bool) -> Result<R> {
+    Err(Error::WouldBlock {
+        resource: String::from("queue"),
+        op: if send { "send_async" } else { "recv_async" },
+    })
+}
+
+impl<T: Pod> Queue<T> {
+    /// Receives a message without blocking the thread: the async form of
+    /// [`Queue::recv`]. Completes in its first poll when a message is there.
+    ///
+    /// Cancellation-safe: a message is taken only in the poll that returns it, so a
+    /// future dropped while pending takes nothing (the message stays for the next
+    /// receiver) and leaves no registration behind. Takes `&mut self` so that the future
+    /// is `Send` (a handle is `Send` but not `Sync`). See [`crate::aio`] for the
+    /// mechanism and its cost.
+    pub async fn recv_async(&mut self) -> Result<T> {
+        wait_queue(self, false, |q| q.try_recv()).await
+    }
+
+    /// Sends `v` without blocking the thread: the async form of [`Queue::send`].
+    ///
+    /// Cancellation-safe: the value is written only in the poll that completes, so a
+    /// future dropped while pending has sent nothing.
+    pub async fn send_async(&mut self, v: T) -> Result<()> {
+        wait_queue(self, true, |q| q.try_send(v)).await
+    }
+
+    /// (receivers, senders) counted as asleep on this queue right now, in every process:
+    /// blocked calls that sleep, and async waiters while they are registered. A process
+    /// that died asleep stays counted (its only cost: one needless wake-up system call
+    /// per later send or receive). Diagnostics: zero means sends and receives make no
+    /// system call.
+    pub fn sleepers(&self) -> (u32, u32) {
+        sleepers(self.core())
+    }
+}
+
+fn sleepers(core: &crate::queue::Core) -> (u32, u32) {
+    let data = core.wait_hook(false).0.sleepers.load(Ordering::Relaxed);
+    let space = core.wait_hook(true).0.sleepers.load(Ordering::Relaxed);
+    (data, space)
+}
+
+impl ByteQueue {
+    /// Receives a message into `buf` (cleared first) without blocking the thread: the
+    /// async form of [`ByteQueue::recv`]. Cancellation-safe like [`Queue::recv_async`].
+    pub async fn recv_async(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        wait_queue(self, false, |q| q.try_recv(buf)).await
+    }
+
+    /// Sends `msg` without blocking the thread: the async form of [`ByteQueue::send`].
+    /// Cancellation-safe: nothing is sent unless the future completes.
+    pub async fn send_async(&mut self, msg: &[u8]) -> Result<()> {
+        wait_queue(self, true, |q| q.try_send(msg)).await
+    }
+
+    /// (receivers, senders) counted as asleep on this queue: see [`Queue::sleepers`].
+    pub fn sleepers(&self) -> (u32, u32) {
+        sleepers(self.core())
+    }
+}

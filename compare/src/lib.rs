@@ -63,6 +63,7 @@ pub mod payload;
 pub mod proc;
 pub mod registry;
 pub mod shm;
+pub mod shmkit_async;
 pub mod shmkit_own;
 pub mod shmkit_queue;
 pub mod slot;

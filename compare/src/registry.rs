@@ -102,6 +102,17 @@ pub fn channels() -> Vec<ChannelSpec> {
             make: |p| Ok(boxed(SlotChannel::<ShmkitEvent>::new(p)?)),
         },
         ChannelSpec {
+            id: "shmkit-event-async",
+            style: Sleeping,
+            max_msg: None,
+            note: "as shmkit-event, the sleeper awaits Event::wait_timeout_async on a tokio current-thread runtime",
+            make: |p| {
+                Ok(boxed(
+                    SlotChannel::<crate::shmkit_async::ShmkitEventAsync>::new(p)?,
+                ))
+            },
+        },
+        ChannelSpec {
             id: "shmkit-semaphore",
             style: Sleeping,
             max_msg: None,
@@ -156,6 +167,13 @@ pub fn channels() -> Vec<ChannelSpec> {
             max_msg: None,
             note: "shmkit::queue::Queue<[u8; size]> SPSC, WaitStrategy::Park both sides (futex, no spin); one copy each way; 256 slots (rtt, wake), 8 (stream)",
             make: crate::shmkit_queue::queue_park,
+        },
+        ChannelSpec {
+            id: "shmkit-queue-async",
+            style: Sleeping,
+            max_msg: Some(crate::shmkit_async::MAX_MSG),
+            note: "shmkit::queue::Queue<[u8; size]> SPSC as shmkit-queue-park, send_async / recv_async on a tokio current-thread runtime per side (woken through shmkit's futex_waitv thread; block_on only when it must wait); T by value",
+            make: crate::shmkit_async::queue_async,
         },
         ChannelSpec {
             id: "shmkit-bytequeue",

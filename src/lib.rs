@@ -44,6 +44,8 @@ compile_error!(
      POSIX message queues as Linux implements them)"
 );
 
+#[cfg(feature = "serde")]
+pub mod codec;
 pub mod error;
 mod fdwait;
 pub mod fifo;
@@ -64,3 +66,26 @@ pub use name::{Name, NameKind};
 pub use queue::{ByteQueue, Queue};
 pub use segment::{ElemInfo, Layout, Segment};
 pub use value::{Array, Value};
+
+/// bytemuck, re-exported so that a user needs no dependency of their own for `Pod` types.
+///
+/// [`Pod`] and [`Zeroable`] are re-exported at the root, traits and derive macros both.
+/// The derives name `::bytemuck` in the code they generate; through the re-export, tell
+/// them where it is with `#[bytemuck(crate = "shmkit::bytemuck")]`:
+///
+/// ```
+/// #[derive(Clone, Copy, Debug, PartialEq, shmkit::Pod, shmkit::Zeroable)]
+/// #[bytemuck(crate = "shmkit::bytemuck")]
+/// #[repr(C)]
+/// struct Point {
+///     x: f64,
+///     y: f64,
+/// }
+///
+/// let q = shmkit::Queue::<Point>::options().anonymous()?;
+/// q.send(Point { x: 1.0, y: 2.0 })?;
+/// assert_eq!(q.recv()?, Point { x: 1.0, y: 2.0 });
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub use bytemuck;
+pub use bytemuck::{Pod, Zeroable};

@@ -295,7 +295,8 @@ impl<T: Serialize, R> Typed<MessageQueue, T, R> {
     /// waits forever.
     pub fn send_priority(&mut self, value: &T, prio: u32, timeout: Option<Duration>) -> Result<()> {
         let max = self.inner.msg_size();
-        encode_into(&mut self.buf, value, max, &self.resource, MQ_ADVICE)?;
+        let op = Wait::from(timeout).send_op();
+        encode_into(&mut self.buf, value, max, &self.resource, MQ_ADVICE, op)?;
         mq_send(&self.inner, &self.buf, prio, Wait::from(timeout))
     }
 }
@@ -335,11 +336,12 @@ fn encode_error<V: Serialize + ?Sized>(
     max: usize,
     resource: &str,
     advice: &str,
+    op: &'static str,
 ) -> Error {
     match e {
         postcard::Error::SerializeBufferFull => Error::MessageTooLarge {
             resource: resource.to_owned(),
-            op: "send",
+            op,
             // The encoder stopped at the limit: measure the whole encoding (slow path).
             len: postcard::experimental::serialized_size(value).unwrap_or(max.saturating_add(1)),
             max,
@@ -347,7 +349,7 @@ fn encode_error<V: Serialize + ?Sized>(
         },
         e => Error::invalid(
             resource,
-            "send",
+            op,
             format!("cannot encode {}: {e}", std::any::type_name::<V>()),
         ),
     }
@@ -360,6 +362,7 @@ fn encode_into<V: Serialize + ?Sized>(
     max: usize,
     resource: &str,
     advice: &str,
+    op: &'static str,
 ) -> Result<()> {
     buf.clear();
     postcard::serialize_with_flavor(
@@ -369,7 +372,7 @@ fn encode_into<V: Serialize + ?Sized>(
             max,
         },
     )
-    .map_err(|e| encode_error(e, value, max, resource, advice))
+    .map_err(|e| encode_error(e, value, max, resource, advice, op))
 }
 
 /// A postcard output that appends to a `Vec` and refuses to grow it past `max` bytes.
@@ -452,6 +455,15 @@ mod private {
             timeout.map_or(Wait::Forever, Wait::For)
         }
 
+        /// The name of the sending call, for errors.
+        pub fn send_op(self) -> &'static str {
+            match self {
+                Wait::Forever => "send",
+                Wait::Now => "try_send",
+                Wait::For(_) => "send_timeout",
+            }
+        }
+
         pub fn timeout(self) -> Option<Duration> {
             match self {
                 Wait::Forever => None,
@@ -509,7 +521,14 @@ mod private {
                 }
                 Err(e) => {
                     drop(slot); // gives the slot back: nothing is sent
-                    Err(encode_error(e, value, max, resource, QUEUE_ADVICE))
+                    Err(encode_error(
+                        e,
+                        value,
+                        max,
+                        resource,
+                        QUEUE_ADVICE,
+                        wait.send_op(),
+                    ))
                 }
             }
         }
@@ -545,7 +564,7 @@ mod private {
                 Wait::Now => CHUNK,
                 _ => crate::pipe::MAX_MESSAGE,
             };
-            encode_into(buf, value, max, resource, PIPE_ADVICE)?;
+            encode_into(buf, value, max, resource, PIPE_ADVICE, wait.send_op())?;
             match wait {
                 Wait::Forever => self.send(buf),
                 Wait::Now => self.try_send(buf),
@@ -587,7 +606,14 @@ mod private {
             wait: Wait,
             resource: &str,
         ) -> Result<()> {
-            encode_into(buf, value, MAX_ATOMIC_PAYLOAD, resource, FIFO_ADVICE)?;
+            encode_into(
+                buf,
+                value,
+                MAX_ATOMIC_PAYLOAD,
+                resource,
+                FIFO_ADVICE,
+                wait.send_op(),
+            )?;
             match wait {
                 Wait::Forever => self.send(buf),
                 Wait::Now => self.try_send(buf),
@@ -623,7 +649,8 @@ mod private {
             wait: Wait,
             resource: &str,
         ) -> Result<()> {
-            encode_into(buf, value, self.msg_size(), resource, MQ_ADVICE)?;
+            let max = self.msg_size();
+            encode_into(buf, value, max, resource, MQ_ADVICE, wait.send_op())?;
             mq_send(self, buf, 0, wait)
         }
     }
@@ -678,13 +705,28 @@ mod tests {
         }
     }
 
+    /// `Typed` is `Send` / `Sync` exactly when the transport is, whatever `T` and `R` are.
+    #[test]
+    fn auto_traits_follow_the_transport() {
+        fn send<X: std::marker::Send>() {}
+        fn sync<X: Sync>() {}
+        type NotSend = std::rc::Rc<u8>;
+        send::<Typed<ByteQueue, NotSend>>();
+        send::<Typed<Pipe, NotSend, std::cell::Cell<u8>>>();
+        sync::<Typed<Pipe, NotSend, std::cell::Cell<u8>>>();
+        send::<Typed<FifoWriter, NotSend>>();
+        send::<Typed<FifoReader, NotSend>>();
+        send::<Typed<MessageQueue, NotSend>>();
+        sync::<Typed<MessageQueue, NotSend>>();
+    }
+
     #[test]
     fn limited_flavor_stops_at_the_limit_and_reports_the_full_size() {
         let mut buf = Vec::new();
         let full = postcard::to_stdvec(&sample()).unwrap();
-        encode_into(&mut buf, &sample(), full.len(), "r", "advice").unwrap();
+        encode_into(&mut buf, &sample(), full.len(), "r", "advice", "send").unwrap();
         assert_eq!(buf, full);
-        let e = encode_into(&mut buf, &sample(), full.len() - 1, "r", "advice").unwrap_err();
+        let e = encode_into(&mut buf, &sample(), full.len() - 1, "r", "a", "send").unwrap_err();
         match e {
             Error::MessageTooLarge { len, max, .. } => {
                 assert_eq!((len, max), (full.len(), full.len() - 1))
@@ -729,7 +771,7 @@ mod tests {
                 seq.end()
             }
         }
-        let e = encode_into(&mut Vec::new(), &Unknown, 100, "r", "a").unwrap_err();
+        let e = encode_into(&mut Vec::new(), &Unknown, 100, "r", "a", "send").unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
     }
 }

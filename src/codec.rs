@@ -294,10 +294,15 @@ impl<T: Serialize, R> Typed<MessageQueue, T, R> {
     /// Sends `value` with priority `prio` (see [`MessageQueue::send`]); `timeout` `None`
     /// waits forever.
     pub fn send_priority(&mut self, value: &T, prio: u32, timeout: Option<Duration>) -> Result<()> {
-        let max = self.inner.msg_size();
-        let op = Wait::from(timeout).send_op();
-        encode_into(&mut self.buf, value, max, &self.resource, MQ_ADVICE, op)?;
-        mq_send(&self.inner, &self.buf, prio, Wait::from(timeout))
+        let wait = Wait::from(timeout);
+        mq_send(
+            &self.inner,
+            &mut self.buf,
+            value,
+            prio,
+            wait,
+            &self.resource,
+        )
     }
 }
 
@@ -409,7 +414,24 @@ const MQ_ADVICE: &str =
     "create the queue with a larger msg_size (at most /proc/sys/fs/mqueue/msgsize_max)";
 const PIPE_ADVICE: &str = "send has no one-packet limit; share very large data through a segment";
 
-fn mq_send(q: &MessageQueue, msg: &[u8], prio: u32, wait: Wait) -> Result<()> {
+/// Encodes `value` into `buf` and sends it with priority `prio`.
+fn mq_send<V: Serialize + ?Sized>(
+    q: &MessageQueue,
+    buf: &mut Vec<u8>,
+    value: &V,
+    prio: u32,
+    wait: Wait,
+    resource: &str,
+) -> Result<()> {
+    encode_into(
+        buf,
+        value,
+        q.msg_size(),
+        resource,
+        MQ_ADVICE,
+        wait.send_op(),
+    )?;
+    let msg = &buf[..];
     match wait {
         Wait::Forever => q.send(msg, prio),
         Wait::Now => q.try_send(msg, prio),
@@ -649,9 +671,7 @@ mod private {
             wait: Wait,
             resource: &str,
         ) -> Result<()> {
-            let max = self.msg_size();
-            encode_into(buf, value, max, resource, MQ_ADVICE, wait.send_op())?;
-            mq_send(self, buf, 0, wait)
+            mq_send(self, buf, value, 0, wait, resource)
         }
     }
 

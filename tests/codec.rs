@@ -146,6 +146,7 @@ fn byte_queue_round_trip_across_processes() {
         // Oversized on the sending side: one error, then the queue still works.
         assert_too_large(tx.send(&big(1000)), 512);
         tx.send_timeout(&record(N), LIMIT).unwrap();
+        tx.get_ref().send_timeout(&garbage()[0], LIMIT).unwrap();
         drop(q);
         std::process::exit(0);
     }
@@ -178,6 +179,11 @@ fn byte_queue_round_trip_across_processes() {
             }
         }
     }
+    // Garbage decoded in place is an error too, and releases the slot.
+    // SAFETY: as above.
+    let m = unsafe { rx.recv_in_place(Some(LIMIT)).unwrap() };
+    assert_corrupt(m.decode());
+    drop(m);
     common::wait_ok(&mut c, LIMIT);
     assert!(matches!(rx.try_recv(), Err(Error::WouldBlock { .. })));
 }

@@ -486,6 +486,14 @@ mod private {
             }
         }
 
+        /// The queue reports a zero timeout as `Timeout`: a `try_` call says `WouldBlock`.
+        pub fn queue_error(self, e: impl Into<Error>, op: &'static str) -> Error {
+            match self {
+                Wait::Now => would_block(e.into(), op),
+                _ => e.into(),
+            }
+        }
+
         pub fn timeout(self) -> Option<Duration> {
             match self {
                 Wait::Forever => None,
@@ -533,7 +541,9 @@ mod private {
             resource: &str,
         ) -> Result<()> {
             let max = self.max_message();
-            let mut slot = self.reserve(max, wait.timeout())?;
+            let mut slot = self
+                .reserve(max, wait.timeout())
+                .map_err(|e| wait.queue_error(e, "try_send"))?;
             match postcard::to_slice(value, &mut slot) {
                 Ok(used) => {
                     let n = used.len();
@@ -559,7 +569,9 @@ mod private {
     impl Recv for ByteQueue {
         fn recv_bytes(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
             // Volatile copy out of the slot: decoding must not read shared bytes twice.
-            self.recv_ref(wait.timeout())?.copy_to(buf);
+            self.recv_ref(wait.timeout())
+                .map_err(|e| wait.queue_error(e, "try_recv"))?
+                .copy_to(buf);
             Ok(buf.len())
         }
     }

@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use shmkit::queue::{ByteQueue, Mode, Queue};
+use shmkit::queue::{ByteQueue, Mode, Queue, RecvError};
 use shmkit::sync::Event;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -215,6 +215,64 @@ fn killed_async_waiter_does_not_block_the_sender() {
     // The dead waiter's count remains (one needless FUTEX_WAKE per send); nothing blocks.
     q.send_timeout(5, LONG).unwrap();
     assert_eq!(q.recv_timeout(LONG).unwrap(), 5);
+}
+
+#[test]
+fn async_receiver_sees_producers_leave() {
+    if let Some(role) = common::role() {
+        let q = Queue::<u64>::open(&arg(0)).unwrap();
+        for i in 0..3 {
+            q.send(i).unwrap();
+        }
+        if role == "killed" {
+            common::tell("sent");
+            // Wait to be killed: no close, no drop.
+            loop {
+                std::thread::park();
+            }
+        }
+        std::process::exit(0); // drops nothing explicitly: exit is the close
+    }
+    for role in ["exits", "killed"] {
+        let name = common::unique(&format!("aio-gone-{role}"));
+        let _g = common::ShmGuard::new(&name);
+        let mut q = Queue::<u64>::create(&name, 8).unwrap();
+        let mut c = common::child("async_receiver_sees_producers_leave", role, &[&name])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let rt = current_thread();
+        let out = c.stdout.take().unwrap();
+        let observer = Queue::<u64>::open(&name).unwrap();
+        let killer = std::thread::spawn(move || {
+            if role == "killed" {
+                let l = common::Listener::new(out);
+                assert_eq!(l.next(LONG), "sent");
+                // Kill while the async receiver is registered on the empty queue: the
+                // death wakes nobody, its periodic sweep must notice.
+                let t = std::time::Instant::now();
+                while observer.sleepers().0 == 0 {
+                    assert!(t.elapsed() < LONG, "receiver never waited");
+                    std::thread::yield_now();
+                }
+                c.kill().unwrap();
+            }
+            common::wait_bounded(&mut c, LONG);
+        });
+        let got = bounded(&rt, async {
+            let mut v = Vec::new();
+            loop {
+                match q.recv_async().await {
+                    Ok(x) => v.push(x),
+                    Err(RecvError::Disconnected) => break v,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        assert_eq!(got, [0, 1, 2], "{role}: every message, then Disconnected");
+        killer.join().unwrap();
+        assert_eq!(q.sleepers(), (0, 0));
+    }
 }
 
 #[test]

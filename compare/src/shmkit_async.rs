@@ -107,10 +107,12 @@ impl<T: Pod + Send> Channel for AsyncQueueChannel<T> {
         // What the future's first poll does, without entering the runtime (a task that
         // is already running pays no `block_on`).
         match q.try_send(v) {
-            Err(Error::WouldBlock { .. }) => {}
-            r => return r,
+            Err(e) if e.is_full() => {}
+            r => return Ok(r?),
         }
-        bounded(self.rt.as_ref(), QUEUE_ID, q.send_async(v))
+        bounded(self.rt.as_ref(), QUEUE_ID, async {
+            Ok(q.send_async(v).await?)
+        })
     }
 
     fn recv(&mut self, side: Side, buf: &mut [u8]) -> Result<()> {
@@ -119,7 +121,9 @@ impl<T: Pod + Send> Channel for AsyncQueueChannel<T> {
         }
         let q = &mut self.queues[side.peer().index()];
         let v = match q.try_recv() {
-            Err(Error::WouldBlock { .. }) => bounded(self.rt.as_ref(), QUEUE_ID, q.recv_async())?,
+            Err(e) if e.is_empty() => bounded(self.rt.as_ref(), QUEUE_ID, async {
+                Ok(q.recv_async().await?)
+            })?,
             r => r?,
         };
         buf.copy_from_slice(bytemuck::bytes_of(&v));

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use bytemuck::Pod;
 
 use super::{Parked, Spot};
-use crate::error::{Error, Result};
-use crate::queue::{ByteQueue, Queue};
+use crate::error::Error;
+use crate::queue::{ByteQueue, Queue, RecvError, SendError, TryRecvError, TrySendError};
 
 /// A shared reference made from an exclusive one, kept by a future.
 ///
@@ -56,16 +56,18 @@ impl Handle for ByteQueue {
     }
 }
 
-/// Runs `attempt` (a `try_` operation of the handle) until it succeeds, sleeping on the
-/// queue's data (`send == false`) or space wait point in between.
-async fn wait_queue<Q: Handle, R>(
+/// Runs `attempt` (one `try_` operation of the handle: `None` for empty or full) until
+/// it completes, sleeping on the queue's data (`send == false`) or space wait point in
+/// between. `fail` turns an error of the waiting itself into the operation's error.
+async fn wait_queue<Q: Handle, R, E>(
     q: &mut Q,
     send: bool,
-    mut attempt: impl FnMut(&Q) -> Result<R>,
-) -> Result<R> {
+    mut attempt: impl FnMut(&Q) -> Option<Result<R, E>>,
+    fail: impl FnOnce(Error) -> E,
+) -> Result<R, E> {
     let this = Exclusive::new(q);
     let mut parked = Parked::default();
-    std::future::poll_fn(move |cx| {
+    let r = std::future::poll_fn(move |cx| {
         let q: &Q = this.get();
         let core = q.core();
         parked.poll(
@@ -78,47 +80,66 @@ async fn wait_queue<Q: Handle, R>(
                     begin: move || wp.begin_wait(),
                 }
             },
-            // WouldBlock means "try again later"; everything else ends the wait.
-            || match attempt(q) {
-                Err(Error::WouldBlock { .. }) => None,
-                r => Some(r),
-            },
+            // Empty or full: if the peers died without a word (which wakes nobody),
+            // the sweep discounts them and the next try reports the disconnection.
+            || attempt(q).or_else(|| core.gone_hook(send).then(|| attempt(q)).flatten()),
             || core.wait_hook(send).1,
             None,
             || q.resource(),
         )
     })
-    .await?
-    // No deadline was given, so the wait ends only with the operation's result.
-    .unwrap_or_else(|| unreachable_timeout(send))
-}
-
-fn unreachable_timeout<R>(send: bool) -> Result<R> {
-    Err(Error::WouldBlock {
-        resource: String::from("queue"),
-        op: if send { "send_async" } else { "recv_async" },
-    })
+    .await;
+    match r {
+        Ok(Some(r)) => r,
+        // No deadline was given: the wait ends only with the operation's result.
+        Ok(None) => Err(fail(Error::invalid(
+            "queue",
+            "async wait",
+            "ended without a result",
+        ))),
+        Err(e) => Err(fail(e)),
+    }
 }
 
 impl<T: Pod> Queue<T> {
     /// Receives a message without blocking the thread: the async form of
-    /// [`Queue::recv`]. Completes in its first poll when a message is there.
+    /// [`Queue::recv`], with its errors ([`RecvError::Disconnected`] once the queue is
+    /// empty and every producer is gone). Completes in its first poll when a message is
+    /// there.
     ///
     /// Cancellation-safe: a message is taken only in the poll that returns it, so a
     /// future dropped while pending takes nothing (the message stays for the next
     /// receiver) and leaves no registration behind. Takes `&mut self` so that the future
     /// is `Send` (a handle is `Send` but not `Sync`). See [`crate::aio`] for the
     /// mechanism and its cost.
-    pub async fn recv_async(&mut self) -> Result<T> {
-        wait_queue(self, false, |q| q.try_recv()).await
+    pub async fn recv_async(&mut self) -> Result<T, RecvError> {
+        wait_queue(
+            self,
+            false,
+            |q| match q.try_recv() {
+                Ok(v) => Some(Ok(v)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
+                Err(TryRecvError::Other(e)) => Some(Err(RecvError::Other(e))),
+            },
+            |e| RecvError::Other(Box::new(e)),
+        )
+        .await
     }
 
-    /// Sends `v` without blocking the thread: the async form of [`Queue::send`].
+    /// Sends `v` without blocking the thread: the async form of [`Queue::send`]
+    /// ([`SendError::Disconnected`] with the value once every consumer is gone).
     ///
     /// Cancellation-safe: the value is written only in the poll that completes, so a
     /// future dropped while pending has sent nothing.
-    pub async fn send_async(&mut self, v: T) -> Result<()> {
-        wait_queue(self, true, |q| q.try_send(v)).await
+    pub async fn send_async(&mut self, v: T) -> Result<(), SendError<T>> {
+        wait_queue(
+            self,
+            true,
+            |q| send_step(q.try_send(v)),
+            |e| SendError::Other(v, Box::new(e)),
+        )
+        .await
     }
 
     /// (receivers, senders) counted as asleep on this queue right now, in every process:
@@ -137,17 +158,44 @@ fn sleepers(core: &crate::queue::Core) -> (u32, u32) {
     (data, space)
 }
 
+/// One `try_send` as a step of [`wait_queue`].
+fn send_step<V>(r: Result<(), TrySendError<V>>) -> Option<Result<(), SendError<V>>> {
+    match r {
+        Ok(()) => Some(Ok(())),
+        Err(TrySendError::Full(_)) => None,
+        Err(TrySendError::Disconnected(v)) => Some(Err(SendError::Disconnected(v))),
+        Err(TrySendError::Other(v, e)) => Some(Err(SendError::Other(v, e))),
+    }
+}
+
 impl ByteQueue {
     /// Receives a message into `buf` (cleared first) without blocking the thread: the
     /// async form of [`ByteQueue::recv`]. Cancellation-safe like [`Queue::recv_async`].
-    pub async fn recv_async(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        wait_queue(self, false, |q| q.try_recv(buf)).await
+    pub async fn recv_async(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+        wait_queue(
+            self,
+            false,
+            |q| match q.try_recv(buf) {
+                Ok(()) => Some(Ok(())),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
+                Err(TryRecvError::Other(e)) => Some(Err(RecvError::Other(e))),
+            },
+            |e| RecvError::Other(Box::new(e)),
+        )
+        .await
     }
 
     /// Sends `msg` without blocking the thread: the async form of [`ByteQueue::send`].
     /// Cancellation-safe: nothing is sent unless the future completes.
-    pub async fn send_async(&mut self, msg: &[u8]) -> Result<()> {
-        wait_queue(self, true, |q| q.try_send(msg)).await
+    pub async fn send_async<'m>(&mut self, msg: &'m [u8]) -> Result<(), SendError<&'m [u8]>> {
+        wait_queue(
+            self,
+            true,
+            |q| send_step(q.try_send(msg)),
+            |e| SendError::Other(msg, Box::new(e)),
+        )
+        .await
     }
 
     /// (receivers, senders) counted as asleep on this queue: see [`Queue::sleepers`].

@@ -72,7 +72,12 @@
 //!   thread-to-thread hand-off (the waiter thread calls `Waker::wake`; for tokio that
 //!   unparks the runtime thread). `shmkit bench` measures it: `shmkit-queue-async`,
 //!   `shmkit-event-async` against `shmkit-queue-park`, `shmkit-event`.
-//! - One thread (64 KiB stack) per 127 distinct words waited on at once.
+//! - One thread (256 KiB stack, every signal blocked) per 127 distinct words waited on
+//!   at once; threads are started on demand and kept.
+//! - An idle queue wait whose peers are attached re-checks every 100 ms whether they
+//!   died without closing (their death wakes nobody; the blocking forms re-check every
+//!   20 ms): one liveness sweep (`fcntl` per participant) and one wake-up of the waiting
+//!   task. An event wait has no such timer.
 //!
 //! # Why this design
 //!
@@ -94,9 +99,14 @@
 //!   too high, exactly like a blocking sleeper that died: later wakers pay one needless
 //!   `FUTEX_WAKE` each, nobody blocks.
 //! - A queue operation blocked by another process's unfinished claim (a peer that may
-//!   have died mid-operation, which wakes nobody) registers with a re-check time, like
-//!   the blocking path's sliced sleep, and recovers the claim when its owner is dead.
-//!   An idle wait (empty or full queue, unset event) has no timer at all.
+//!   have died mid-operation, which wakes nobody) registers with a re-check time (10 ms),
+//!   like the blocking path's sliced sleep, and recovers the claim when its owner is
+//!   dead.
+//! - Disconnection follows the blocking forms: `recv_async` returns
+//!   [`RecvError::Disconnected`](crate::queue::RecvError) once the queue is empty and
+//!   every producer is gone, `send_async` [`SendError::Disconnected`](crate::queue::SendError)
+//!   (with the value) once every consumer is gone. A peer that closes or drops its handle
+//!   wakes the waiters at once; one that is killed is found by the 100 ms sweep above.
 //! - After `fork`, the child starts its own waiter thread on first use. Do not fork while
 //!   another thread is registering a wait (the child could inherit a held lock).
 //!

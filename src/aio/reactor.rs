@@ -54,8 +54,10 @@ struct State {
     entries: Vec<Entry>,
     /// Distinct (address, expected value) pairs of `entries`, with how many entries each.
     pairs: Vec<(usize, u32, usize)>,
-    /// The pairs of the `futex_waitv` in progress (valid while `sleeping`).
+    /// The pairs and the time limit of the `futex_waitv` in progress (valid while
+    /// `sleeping`).
     armed: Vec<(usize, u32)>,
+    armed_until: Option<Instant>,
     sleeping: bool,
     next_id: u64,
     /// A `futex_waitv` error that is not transient: registering fails with it.
@@ -166,9 +168,14 @@ impl Shard {
             waker: waker.clone(),
             deadline,
         });
-        // A thread already asleep on this very pair, with no earlier deadline pending,
-        // needs no new snapshot (the common case of a second waiter on one word).
-        let covered = st.armed.contains(&(addr, expected)) && deadline.is_none();
+        // A thread already asleep on this very pair, until no later than this entry's
+        // deadline, needs no new snapshot (a second waiter on one word, say).
+        let soon_enough = match (deadline, st.armed_until) {
+            (None, _) => true,
+            (Some(d), Some(a)) => a <= d,
+            (Some(_), None) => false,
+        };
+        let covered = soon_enough && st.armed.contains(&(addr, expected));
         let wake = st.sleeping && !covered;
         if wake {
             self.control.fetch_add(1, Ordering::Relaxed);
@@ -189,11 +196,22 @@ impl Shard {
             control: AtomicU32::new(0),
         });
         let s = shard.clone();
-        std::thread::Builder::new()
+        // The thread needs no signal: it starts with every one blocked (a new thread
+        // inherits its creator's mask), leaving them to the application's threads — a
+        // SignalListener requires its signal blocked in every thread, this one included.
+        use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+        let mut old = SigSet::empty();
+        pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::all()),
+            Some(&mut old),
+        )?;
+        let spawned = std::thread::Builder::new()
             .name("shmkit-futex-waiter".into())
-            .stack_size(64 * 1024)
-            .spawn(move || s.run())
-            .map_err(|e| e.raw_os_error().map_or(Errno::EAGAIN, Errno::from_raw))?;
+            .stack_size(256 * 1024)
+            .spawn(move || s.run());
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+        spawned.map_err(|e| e.raw_os_error().map_or(Errno::EAGAIN, Errno::from_raw))?;
         Ok(shard)
     }
 
@@ -225,7 +243,8 @@ impl Shard {
                     });
                 }
                 st.sleeping = true;
-                st.entries.iter().filter_map(|e| e.deadline).min()
+                st.armed_until = st.entries.iter().filter_map(|e| e.deadline).min();
+                st.armed_until
             };
             let r = futex_waitv(&waitv, deadline);
             let mut st = self.lock();
@@ -264,15 +283,45 @@ impl Shard {
                 st.fire(&mut wakers, |e| e.deadline.is_some_and(|d| d <= now));
             }
             drop(st);
-            for w in wakers.drain(..) {
-                w.wake();
+            if !wakers.is_empty() {
+                for w in wakers.drain(..) {
+                    w.wake();
+                }
+                // A woken task usually registers its next wait at once. When it runs on
+                // this CPU, let it do so before the next snapshot: its registration then
+                // finds this thread awake and needs no control wake-up (and this thread
+                // no second trip through futex_waitv). Not a sleep: it returns at once
+                // when nothing else is runnable here.
+                std::thread::yield_now();
             }
         }
     }
 }
 
-/// This process's waiter threads (and the pid they belong to).
+/// This process's waiter threads, and the fork generation they belong to (bit 31 set;
+/// 0 before first use).
 static SHARDS: Mutex<(u32, Vec<Arc<Shard>>)> = Mutex::new((0, Vec::new()));
+
+/// Forks this process went through (counted in the child), since the first registration.
+static FORKS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forked_child() {
+    // Async-signal-safe: one atomic add.
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registers the fork counter's child handler (once).
+fn watch_forks() -> Result<(), Errno> {
+    static RC: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+    // SAFETY: the handler is an `extern "C" fn` with no arguments that only performs an
+    // atomic add, valid for the whole life of the process.
+    let rc = *RC.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(forked_child)) });
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw(rc))
+    }
+}
 
 /// Registers a wait for `word` to differ from `expected` (or for `deadline`): `waker` is
 /// woken once, from a waiter thread. Starts a thread on first use and whenever every
@@ -284,12 +333,14 @@ pub(crate) fn register(
     deadline: Option<Instant>,
 ) -> Result<Registration, Errno> {
     let mut g = SHARDS.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = std::process::id();
-    if g.0 != pid {
+    // Generation 0: never used. `getpid` is a system call; the fork counter is a load.
+    let generation = FORKS.load(Ordering::Relaxed) | 1 << 31;
+    if g.0 != generation {
         // First use, or a forked child: its parent's threads do not exist here.
-        g.0 = pid;
-        g.1.clear();
         supported()?;
+        watch_forks()?;
+        g.0 = FORKS.load(Ordering::Relaxed) | 1 << 31;
+        g.1.clear();
     }
     for s in &g.1 {
         if let Some(r) = s.try_add(word, expected, waker, deadline) {
@@ -395,7 +446,7 @@ fn wake_private(word: &AtomicU32) {
 /// (waiter threads, registered waits) in this process.
 pub(crate) fn census() -> (usize, usize) {
     let g = SHARDS.lock().unwrap_or_else(|p| p.into_inner());
-    if g.0 != std::process::id() {
+    if g.0 != FORKS.load(Ordering::Relaxed) | 1 << 31 {
         return (0, 0);
     }
     (g.1.len(), g.1.iter().map(|s| s.lock().entries.len()).sum())

@@ -169,6 +169,89 @@ fn dropped_async_recv_leaves_the_queue_usable() {
 }
 
 #[test]
+fn async_zero_copy_across_processes_and_cancelled_claims() {
+    if let Some(_role) = common::role() {
+        // Echo: receive every message (blocking), send it back.
+        let q = ByteQueue::open(&arg(0)).unwrap();
+        let back = ByteQueue::open(&arg(1)).unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..500 {
+            q.recv_timeout(&mut buf, LONG).unwrap();
+            back.send_timeout(&buf, LONG).unwrap();
+        }
+        std::process::exit(0);
+    }
+    let (n1, n2) = (common::unique("aio-zc-a"), common::unique("aio-zc-b"));
+    let _g = (common::ShmGuard::new(&n1), common::ShmGuard::new(&n2));
+    let mut out = ByteQueue::create(&n1, 2, 256).unwrap();
+    let mut back = ByteQueue::create(&n2, 2, 256).unwrap();
+    // A pending zero-copy receive dropped before anything arrived claims nothing.
+    assert!(!poll_once(back.recv_ref_async()));
+    assert_eq!(back.sleepers(), (0, 0));
+    let mut c = common::child(
+        "async_zero_copy_across_processes_and_cancelled_claims",
+        "echo",
+        &[&n1, &n2],
+    )
+    .spawn()
+    .unwrap();
+    let rt = multi_thread();
+    bounded(&rt, async {
+        for i in 0..500usize {
+            let m = vec![(i % 251) as u8; i % 200];
+            let mut slot = out.reserve_async(m.len()).await.unwrap();
+            slot.copy_from_slice(&m);
+            slot.commit();
+            let r = back.recv_ref_async().await.unwrap();
+            assert_eq!(&*r, &m[..]);
+        }
+    });
+    common::wait_ok(&mut c, LONG);
+    // A zero-copy send dropped while the queue is full claims no slot: the receiver
+    // gets exactly what was committed, in order, and nothing after it.
+    let mut q = Queue::<u64>::options()
+        .mode(Mode::Spsc)
+        .capacity(2)
+        .anonymous()
+        .unwrap();
+    let mut rx = q.try_clone().unwrap();
+    for v in [1, 2] {
+        q.reserve_async_commit(v);
+    }
+    assert!(!poll_once(q.reserve_async()));
+    assert_eq!(q.sleepers(), (0, 0));
+    assert_eq!(rx.recv().unwrap(), 1);
+    q.reserve_async_commit(3);
+    assert_eq!(rx.recv().unwrap(), 2);
+    assert_eq!(rx.recv().unwrap(), 3);
+    assert!(rx.try_recv().is_err());
+    let rt = current_thread();
+    assert_eq!(
+        *bounded(&rt, async {
+            q.send(4).unwrap();
+            rx.recv_ref_async().await
+        })
+        .unwrap(),
+        4
+    );
+}
+
+trait CommitAsync {
+    fn reserve_async_commit(&mut self, v: u64);
+}
+
+impl CommitAsync for Queue<u64> {
+    fn reserve_async_commit(&mut self, v: u64) {
+        let rt = current_thread();
+        rt.block_on(async {
+            let mut s = self.reserve_async().await.unwrap();
+            *s = v;
+            s.commit();
+        });
+    }
+}
+
+#[test]
 fn killed_async_waiter_does_not_block_the_sender() {
     if let Some(_role) = common::role() {
         let mut q = Queue::<u64>::options()

@@ -6,7 +6,10 @@ use bytemuck::Pod;
 
 use super::{Parked, Spot};
 use crate::error::Error;
-use crate::queue::{ByteQueue, Queue, RecvError, SendError, TryRecvError, TrySendError};
+use crate::queue::{
+    ByteQueue, Queue, RecvBytes, RecvError, RecvSlot, SendBytes, SendError, SendSlot, TryRecvError,
+    TrySendError,
+};
 
 /// A shared reference made from an exclusive one, kept by a future.
 ///
@@ -142,6 +145,38 @@ impl<T: Pod> Queue<T> {
         .await
     }
 
+    /// Claims a slot to write in place (zero-copy) without blocking the thread: the
+    /// async form of [`Queue::reserve`]. Publish with [`SendSlot::commit`].
+    ///
+    /// Cancellation-safe: the slot is claimed only in the poll that completes (and
+    /// handed out at once), so a future dropped while pending holds no slot.
+    pub async fn reserve_async(&mut self) -> Result<SendSlot<'_, T>, SendError<()>> {
+        let c = wait_queue(
+            &mut *self,
+            true,
+            |q| q.core().try_claim_send_hook(),
+            |e| SendError::Other((), Box::new(e)),
+        )
+        .await?;
+        Ok(self.send_slot_hook(c))
+    }
+
+    /// Receives in place (zero-copy) without blocking the thread: the async form of
+    /// [`Queue::recv_ref`]; the slot is released when the guard drops.
+    ///
+    /// Cancellation-safe: the message is claimed only in the poll that returns its
+    /// guard, so a future dropped while pending takes nothing.
+    pub async fn recv_ref_async(&mut self) -> Result<RecvSlot<'_, T>, RecvError> {
+        let c = wait_queue(
+            &mut *self,
+            false,
+            |q| q.core().try_claim_recv_hook(),
+            |e| RecvError::Other(Box::new(e)),
+        )
+        .await?;
+        Ok(self.recv_slot_hook(c))
+    }
+
     /// (receivers, senders) counted as asleep on this queue right now, in every process:
     /// blocked calls that sleep, and async waiters while they are registered. A process
     /// that died asleep stays counted (its only cost: one needless wake-up system call
@@ -196,6 +231,37 @@ impl ByteQueue {
             |e| SendError::Other(msg, Box::new(e)),
         )
         .await
+    }
+
+    /// Claims a slot for a message of `len` bytes to write in place without blocking the
+    /// thread: the async form of [`ByteQueue::reserve`]. Cancellation-safe like
+    /// [`Queue::reserve_async`].
+    pub async fn reserve_async(&mut self, len: usize) -> Result<SendBytes<'_>, SendError<()>> {
+        if let Err(e) = self.check_len_hook(len) {
+            return Err(SendError::Other((), Box::new(e)));
+        }
+        let c = wait_queue(
+            &mut *self,
+            true,
+            |q| q.core().try_claim_send_hook(),
+            |e| SendError::Other((), Box::new(e)),
+        )
+        .await?;
+        Ok(self.send_bytes_hook(c, len))
+    }
+
+    /// Receives in place (zero-copy) without blocking the thread: the async form of
+    /// [`ByteQueue::recv_ref`]. Cancellation-safe like [`Queue::recv_ref_async`].
+    pub async fn recv_ref_async(&mut self) -> Result<RecvBytes<'_>, RecvError> {
+        let c = wait_queue(
+            &mut *self,
+            false,
+            |q| q.core().try_claim_recv_hook(),
+            |e| RecvError::Other(Box::new(e)),
+        )
+        .await?;
+        self.recv_bytes_hook(c)
+            .map_err(|e| RecvError::Other(Box::new(e)))
     }
 
     /// (receivers, senders) counted as asleep on this queue: see [`Queue::sleepers`].

@@ -477,6 +477,36 @@ impl ByteQueue {
     }
 }
 
+/// Hooks for `crate::aio` (async zero-copy), see `Core::try_claim_send_hook`.
+#[cfg(feature = "async")]
+impl ByteQueue {
+    /// Whether `len` fits a slot.
+    pub(crate) fn check_len_hook(&self, len: usize) -> Result<()> {
+        self.check_len(len, "reserve_async")
+    }
+
+    /// The guard of a claim to send `len` bytes.
+    pub(crate) fn send_bytes_hook(&self, claim: Claim, len: usize) -> SendBytes<'_> {
+        SendBytes {
+            q: self,
+            claim,
+            len,
+            done: false,
+        }
+    }
+
+    /// The guard of a claim to receive (its length checked).
+    pub(crate) fn recv_bytes_hook(&self, claim: Claim) -> Result<RecvBytes<'_>> {
+        let len = self.stored_len(claim)?;
+        Ok(RecvBytes {
+            q: self,
+            claim,
+            len,
+            _p: PhantomData,
+        })
+    }
+}
+
 /// A message being written in place; see [`ByteQueue::reserve`]. Deref trusts the peers
 /// to follow the protocol (see the [module docs](super), "Trust").
 pub struct SendBytes<'a> {

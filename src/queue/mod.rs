@@ -1623,6 +1623,46 @@ const _: () = {
     sync::<TrySendError<u64>>();
 };
 
+/// Hooks for `crate::aio` (async zero-copy): a claim taken by one non-blocking attempt
+/// becomes a slot guard in the same poll, with no await point in between.
+#[cfg(feature = "async")]
+impl Core {
+    /// One non-blocking claim to receive (`None`: empty).
+    pub(crate) fn try_claim_recv_hook(&self) -> Option<std::result::Result<Claim, RecvError>> {
+        match self.claim_recv(Some(Duration::ZERO)) {
+            Ok(c) => Some(Ok(c)),
+            Err(Fail::Blocked | Fail::Timeout) => None,
+            Err(f) => Some(Err(f.recv())),
+        }
+    }
+
+    /// One non-blocking claim to send (`None`: full).
+    pub(crate) fn try_claim_send_hook(&self) -> Option<std::result::Result<Claim, SendError<()>>> {
+        match self.claim_send(Some(Duration::ZERO)) {
+            Ok(c) => Some(Ok(c)),
+            Err(Fail::Blocked | Fail::Timeout) => None,
+            Err(f) => Some(Err(f.send(()))),
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl<T: Pod> Queue<T> {
+    /// The guard of a claim from [`Core::try_claim_send_hook`].
+    pub(crate) fn send_slot_hook(&self, claim: Claim) -> SendSlot<'_, T> {
+        SendSlot {
+            q: self,
+            claim,
+            done: false,
+        }
+    }
+
+    /// The guard of a claim from [`Core::try_claim_recv_hook`].
+    pub(crate) fn recv_slot_hook(&self, claim: Claim) -> RecvSlot<'_, T> {
+        RecvSlot { q: self, claim }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

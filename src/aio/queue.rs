@@ -7,8 +7,8 @@ use bytemuck::Pod;
 use super::{Parked, Spot};
 use crate::error::Error;
 use crate::queue::{
-    ByteQueue, Queue, RecvBytes, RecvError, RecvSlot, SendBytes, SendError, SendSlot, TryRecvError,
-    TrySendError,
+    ByteQueue, Claim, Queue, RecvBytes, RecvError, RecvSlot, SendBytes, SendError, SendSlot,
+    TryRecvError, TrySendError,
 };
 
 /// A shared reference made from an exclusive one, kept by a future.
@@ -151,13 +151,7 @@ impl<T: Pod> Queue<T> {
     /// Cancellation-safe: the slot is claimed only in the poll that completes (and
     /// handed out at once), so a future dropped while pending holds no slot.
     pub async fn reserve_async(&mut self) -> Result<SendSlot<'_, T>, SendError<()>> {
-        let c = wait_queue(
-            &mut *self,
-            true,
-            |q| q.core().try_claim_send_hook(),
-            |e| SendError::Other((), Box::new(e)),
-        )
-        .await?;
+        let c = claim_async(self, true).await.map_err(ClaimError::send)?;
         Ok(self.send_slot_hook(c))
     }
 
@@ -167,13 +161,7 @@ impl<T: Pod> Queue<T> {
     /// Cancellation-safe: the message is claimed only in the poll that returns its
     /// guard, so a future dropped while pending takes nothing.
     pub async fn recv_ref_async(&mut self) -> Result<RecvSlot<'_, T>, RecvError> {
-        let c = wait_queue(
-            &mut *self,
-            false,
-            |q| q.core().try_claim_recv_hook(),
-            |e| RecvError::Other(Box::new(e)),
-        )
-        .await?;
+        let c = claim_async(self, false).await.map_err(ClaimError::recv)?;
         Ok(self.recv_slot_hook(c))
     }
 
@@ -191,6 +179,50 @@ fn sleepers(core: &crate::queue::Core) -> (u32, u32) {
     let data = core.wait_hook(false).0.sleepers.load(Ordering::Relaxed);
     let space = core.wait_hook(true).0.sleepers.load(Ordering::Relaxed);
     (data, space)
+}
+
+/// Why a zero-copy claim failed (mapped to the operation's error type).
+enum ClaimError {
+    Recv(RecvError),
+    Send(SendError<()>),
+}
+
+impl ClaimError {
+    fn recv(self) -> RecvError {
+        match self {
+            ClaimError::Recv(e) => e,
+            ClaimError::Send(SendError::Other(_, e)) => RecvError::Other(e),
+            ClaimError::Send(_) => RecvError::Disconnected,
+        }
+    }
+
+    fn send(self) -> SendError<()> {
+        match self {
+            ClaimError::Send(e) => e,
+            ClaimError::Recv(RecvError::Other(e)) => SendError::Other((), e),
+            ClaimError::Recv(_) => SendError::Disconnected(()),
+        }
+    }
+}
+
+/// Waits for and takes a zero-copy claim (to send if `send`), in the completing poll.
+async fn claim_async<Q: Handle>(q: &mut Q, send: bool) -> Result<Claim, ClaimError> {
+    wait_queue(
+        q,
+        send,
+        |q| {
+            let core = q.core();
+            if send {
+                core.try_claim_send_hook()
+                    .map(|r| r.map_err(ClaimError::Send))
+            } else {
+                core.try_claim_recv_hook()
+                    .map(|r| r.map_err(ClaimError::Recv))
+            }
+        },
+        |e| ClaimError::Recv(RecvError::Other(Box::new(e))),
+    )
+    .await
 }
 
 /// One `try_send` as a step of [`wait_queue`].
@@ -240,26 +272,14 @@ impl ByteQueue {
         if let Err(e) = self.check_len_hook(len) {
             return Err(SendError::Other((), Box::new(e)));
         }
-        let c = wait_queue(
-            &mut *self,
-            true,
-            |q| q.core().try_claim_send_hook(),
-            |e| SendError::Other((), Box::new(e)),
-        )
-        .await?;
+        let c = claim_async(self, true).await.map_err(ClaimError::send)?;
         Ok(self.send_bytes_hook(c, len))
     }
 
     /// Receives in place (zero-copy) without blocking the thread: the async form of
     /// [`ByteQueue::recv_ref`]. Cancellation-safe like [`Queue::recv_ref_async`].
     pub async fn recv_ref_async(&mut self) -> Result<RecvBytes<'_>, RecvError> {
-        let c = wait_queue(
-            &mut *self,
-            false,
-            |q| q.core().try_claim_recv_hook(),
-            |e| RecvError::Other(Box::new(e)),
-        )
-        .await?;
+        let c = claim_async(self, false).await.map_err(ClaimError::recv)?;
         self.recv_bytes_hook(c)
             .map_err(|e| RecvError::Other(Box::new(e)))
     }

@@ -5,9 +5,10 @@
 //!   [`Event::wait_async`](crate::sync::Event::wait_async) and
 //!   [`wait_timeout_async`](crate::sync::Event::wait_timeout_async),
 //!   [`Queue::recv_async`](crate::Queue::recv_async) /
-//!   [`send_async`](crate::Queue::send_async),
-//!   [`ByteQueue::recv_async`](crate::ByteQueue::recv_async) /
-//!   [`send_async`](crate::ByteQueue::send_async).
+//!   [`send_async`](crate::Queue::send_async) and, zero-copy,
+//!   [`reserve_async`](crate::Queue::reserve_async) /
+//!   [`recv_ref_async`](crate::Queue::recv_ref_async); the same four on
+//!   [`ByteQueue`](crate::ByteQueue::recv_async).
 //! - Kernel transports (feature `tokio`, through `tokio::io::unix::AsyncFd`):
 //!   [`AsyncMessageQueue`], [`AsyncFifoReader`], [`AsyncFifoWriter`], [`AsyncPipe`],
 //!   [`AsyncSignalListener`]. They need a tokio runtime with its I/O driver
@@ -121,6 +122,7 @@
 //! |-----------|---------------------------|
 //! | `Queue::recv_async`, `ByteQueue::recv_async` | no message taken: it stays for the next receiver |
 //! | `Queue::send_async`, `ByteQueue::send_async` | nothing sent (the value is dropped with the future) |
+//! | `reserve_async`, `recv_ref_async` | no slot claimed: the claim is taken in the poll that returns the guard |
 //! | `Event::wait_async`, `wait_timeout_async` | nothing to undo |
 //! | `AsyncMessageQueue::send`/`recv` | message whole in the queue or not sent / still queued |
 //! | `AsyncFifoReader::recv` | bytes already read stay buffered in the reader for the next call |

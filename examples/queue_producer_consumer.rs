@@ -70,7 +70,7 @@ fn main() -> shmkit::Result<()> {
                 value: id as f64 * 1.5,
             })?;
         }
-        q.send(SENTINEL)
+        Ok(q.send(SENTINEL)?)
     })();
     let status = child.wait().expect("wait");
     println!("producer: consumer exited with {status}");

@@ -76,7 +76,8 @@ fn main() -> shmkit::Result<()> {
             got.push(r);
         }
     }
-    tasks.join(Some(Duration::from_secs(60)))?;
+    // `complete()`: an error naming the tasks a dead worker took with it, if any.
+    tasks.join(Some(Duration::from_secs(60)))?.complete()?;
     println!("all {TASKS} tasks done");
     while let Ok(r) = results.try_recv() {
         got.push(r);

@@ -144,7 +144,8 @@ fn control_words(seg: &Segment) -> (Vec<(usize, usize)>, u64, u64) {
                 w.push((wp, 4));
                 w.push((wp + 4, 4));
             }
-            for k in 0..4 {
+            // peer_deaths, last_dead_pid, SPSC roles, senders, receivers, lost_tasks.
+            for k in 0..7 {
                 w.push((640 + 8 * k, 8));
             }
             for i in 0..handles as usize {
@@ -410,26 +411,32 @@ fn victim(prim: &str, role: &str, name: &str, seed: u64) {
                 while Instant::now() < until {
                     if role == "producer" {
                         let v = rng.next();
-                        let r = match rng.below(3) {
-                            0 => q.try_send(v),
-                            1 => {
-                                timed("send_timeout", OP_TIMEOUT, || q.send_timeout(v, OP_TIMEOUT))
-                            }
+                        let r: shmkit::Result<()> = match rng.below(3) {
+                            0 => q.try_send(v).map_err(shmkit::Error::from),
+                            1 => timed("send_timeout", OP_TIMEOUT, || {
+                                q.send_timeout(v, OP_TIMEOUT).map_err(shmkit::Error::from)
+                            }),
                             _ => timed("reserve", OP_TIMEOUT, || {
-                                q.reserve(Some(OP_TIMEOUT)).map(|s| s.send(v))
+                                q.reserve(Some(OP_TIMEOUT))
+                                    .map(|s| s.send(v))
+                                    .map_err(shmkit::Error::from)
                             }),
                         };
                         t.note(&r);
                     } else {
-                        let r = match rng.below(3) {
-                            0 => q.try_recv().map(drop),
+                        let r: shmkit::Result<()> = match rng.below(3) {
+                            0 => q.try_recv().map(drop).map_err(shmkit::Error::from),
                             1 => timed("recv_timeout", OP_TIMEOUT, || {
-                                q.recv_timeout(OP_TIMEOUT).map(drop)
+                                q.recv_timeout(OP_TIMEOUT)
+                                    .map(drop)
+                                    .map_err(shmkit::Error::from)
                             }),
                             _ => timed("recv_ref", OP_TIMEOUT, || {
-                                q.recv_ref(Some(OP_TIMEOUT)).map(|s| {
-                                    let _ = s.get();
-                                })
+                                q.recv_ref(Some(OP_TIMEOUT))
+                                    .map(|s| {
+                                        let _ = s.get();
+                                    })
+                                    .map_err(shmkit::Error::from)
                             }),
                         };
                         t.note(&r);
@@ -451,31 +458,40 @@ fn victim(prim: &str, role: &str, name: &str, seed: u64) {
                 while Instant::now() < until {
                     if role == "producer" {
                         let m = &msg[..rng.below(MAX_MESSAGE as u64 + 1) as usize];
-                        let r = match rng.below(3) {
-                            0 => q.try_send(m),
-                            1 => {
-                                timed("send_timeout", OP_TIMEOUT, || q.send_timeout(m, OP_TIMEOUT))
-                            }
+                        let r: shmkit::Result<()> = match rng.below(3) {
+                            0 => q.try_send(m).map_err(shmkit::Error::from),
+                            1 => timed("send_timeout", OP_TIMEOUT, || {
+                                q.send_timeout(m, OP_TIMEOUT).map_err(shmkit::Error::from)
+                            }),
                             _ => timed("reserve", OP_TIMEOUT, || {
-                                q.reserve(m.len(), Some(OP_TIMEOUT)).map(|mut s| {
-                                    s.copy_from_slice(m);
-                                    s.commit()
-                                })
+                                q.reserve(m.len(), Some(OP_TIMEOUT))
+                                    .map(|mut s| {
+                                        s.copy_from_slice(m);
+                                        s.commit()
+                                    })
+                                    .map_err(shmkit::Error::from)
                             }),
                         };
                         t.note(&r);
                     } else {
-                        let r = match rng.below(3) {
-                            0 => q.try_recv(&mut buf).map(|()| buf.len()),
+                        let r: shmkit::Result<usize> = match rng.below(3) {
+                            0 => q
+                                .try_recv(&mut buf)
+                                .map(|()| buf.len())
+                                .map_err(shmkit::Error::from),
                             1 => timed("recv_timeout", OP_TIMEOUT, || {
-                                q.recv_timeout(&mut buf, OP_TIMEOUT).map(|()| buf.len())
+                                q.recv_timeout(&mut buf, OP_TIMEOUT)
+                                    .map(|()| buf.len())
+                                    .map_err(shmkit::Error::from)
                             }),
                             _ => timed("recv_ref", OP_TIMEOUT, || {
-                                q.recv_ref(Some(OP_TIMEOUT)).map(|r| {
-                                    r.copy_to(&mut buf);
-                                    assert_eq!(buf.len(), r.len());
-                                    r.len()
-                                })
+                                q.recv_ref(Some(OP_TIMEOUT))
+                                    .map(|r| {
+                                        r.copy_to(&mut buf);
+                                        assert_eq!(buf.len(), r.len());
+                                        r.len()
+                                    })
+                                    .map_err(shmkit::Error::from)
                             }),
                         };
                         if let Ok(n) = r {
@@ -503,12 +519,12 @@ fn reopen(prim: &str, name: &str) {
         "condvar" => Condvar::open(name).map(|c| c.notify_all()),
         "queue" | "queue-mpmc" => Queue::<u64>::open(name).and_then(|q| {
             let _ = q.try_send(1);
-            q.recv_timeout(short).map(drop)
+            Ok(q.recv_timeout(short).map(drop)?)
         }),
         "bytequeue" => ByteQueue::open(name).and_then(|q| {
             let _ = q.try_send(b"x");
             let mut buf = Vec::new();
-            q.recv_timeout(&mut buf, short).map(drop)
+            Ok(q.recv_timeout(&mut buf, short)?)
         }),
         other => panic!("unknown primitive {other:?}"),
     });

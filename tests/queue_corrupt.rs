@@ -40,12 +40,15 @@ fn garbage_sequence_numbers_are_reported() {
         let raw = Segment::open(&name).unwrap();
         // u64 slots: 8-byte seq + 8 bytes of data.
         poke(&raw, slots_off(2), 0xdead_beef_dead_beef);
-        let e = q.try_recv().unwrap_err();
+        let e: shmkit::Error = q.try_recv().unwrap_err().into();
         assert!(is_corrupt(&e), "{mode:?}: {e}");
         assert!(e.to_string().contains("corrupt"), "{e}");
-        let e = q.try_send(1).unwrap_err();
+        let e: shmkit::Error = q.try_send(1).unwrap_err().into();
         assert!(is_corrupt(&e), "{mode:?}: {e}");
-        let e = q.recv_timeout(Duration::from_millis(20)).unwrap_err();
+        let e: shmkit::Error = q
+            .recv_timeout(Duration::from_millis(20))
+            .unwrap_err()
+            .into();
         assert!(is_corrupt(&e), "{mode:?}: {e}");
     }
 }
@@ -65,7 +68,10 @@ fn tail_behind_head_is_reported() {
     poke(&raw, slots_off(2) + 16, 10);
     // Telling "empty" from "claimed, unpublished" needs tail, which a waiting receiver
     // reads after a couple of milliseconds.
-    let e = q.recv_timeout(Duration::from_millis(200)).unwrap_err();
+    let e: shmkit::Error = q
+        .recv_timeout(Duration::from_millis(200))
+        .unwrap_err()
+        .into();
     assert!(is_corrupt(&e), "{e}");
 }
 
@@ -84,7 +90,7 @@ fn bytequeue_length_larger_than_the_slot_is_reported_and_skipped() {
     // Slot 0: seq (8) then the length word.
     poke(&raw, slots_off(2) + 8, 0xffff_ffff);
     let mut buf = Vec::new();
-    let e = q.try_recv(&mut buf).unwrap_err();
+    let e: shmkit::Error = q.try_recv(&mut buf).unwrap_err().into();
     assert!(is_corrupt(&e), "{e}");
     assert!(e.to_string().contains("length"), "{e}");
     q.try_recv(&mut buf).unwrap();
@@ -129,9 +135,11 @@ fn random_garbage_never_panics_or_hangs() {
         let t = std::time::Instant::now();
         for _ in 0..20 {
             for r in [
-                q.try_recv().map(|_| ()),
-                q.try_send([9; 24]),
-                q.recv_timeout(Duration::from_millis(1)).map(|_| ()),
+                q.try_recv().map(|_| ()).map_err(shmkit::Error::from),
+                q.try_send([9; 24]).map_err(shmkit::Error::from),
+                q.recv_timeout(Duration::from_millis(1))
+                    .map(|_| ())
+                    .map_err(shmkit::Error::from),
             ] {
                 if let Err(e) = r {
                     corrupt += is_corrupt(&e) as u32;

@@ -9,8 +9,8 @@ use std::process::Child;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use shmkit::queue::{Mode, Queue};
-use shmkit::{Array, Error};
+use shmkit::Array;
+use shmkit::queue::{Mode, Queue, TryRecvError};
 
 const LONG: Duration = Duration::from_secs(20);
 /// Children exit by themselves after this, so a failing test leaves no orphans behind.
@@ -182,7 +182,8 @@ fn kill_producers(mode: Mode, test: &str) {
                     got(m, &mut next);
                     want = want.saturating_sub(1);
                 }
-                Err(Error::WouldBlock { .. }) => {}
+                // Between a kill and the next producer's first send, none is attached.
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
                 Err(e) => panic!("{e}"),
             }
             let ready = if round % 2 == 0 {
@@ -205,8 +206,17 @@ fn kill_producers(mode: Mode, test: &str) {
     // A last producer sends a known number of messages and a sentinel: everything the dead
     // committed must come through before it, and nobody may be wedged.
     let mut fin = spawn(id, "500");
+    let t = Instant::now();
     loop {
-        let m = q.recv_timeout(LONG).unwrap();
+        // Disconnected until the last producer attaches (at its first send).
+        let m = match q.recv_timeout(LONG) {
+            Ok(m) => m,
+            Err(e) if e.is_disconnected() && t.elapsed() < LONG => {
+                std::thread::yield_now();
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        };
         if m == [SENTINEL; 8] {
             break;
         }
@@ -271,7 +281,8 @@ fn consumer_child() {
                 drop(r);
                 m
             }
-            Err(e) if e.is_timeout() => continue,
+            // The producer (the parent) attaches at its first send.
+            Err(e) if e.is_timeout() || e.is_disconnected() => continue,
             Err(e) => panic!("{e}"),
         };
         if !intact(&m) {
@@ -317,7 +328,16 @@ fn mpmc_consumers_killed_at_random_points() {
     };
     let mut sent = 0u64;
     let send = |sent: &mut u64| {
-        q.send_timeout(msg(0, *sent), LONG).unwrap();
+        // Between a kill and the next consumer's first receive, none is attached: the
+        // send is refused (Disconnected) and retried.
+        let t = Instant::now();
+        loop {
+            match q.send_timeout(msg(0, *sent), LONG) {
+                Ok(()) => break,
+                Err(e) if e.is_disconnected() && t.elapsed() < LONG => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
         *sent += 1;
         assert!((*sent as usize) < MAX);
     };
@@ -422,7 +442,20 @@ fn join_is_not_wedged_by_a_dead_worker() {
             .unwrap_err()
             .is_timeout()
     );
+    let pid = c.id();
     kill(&mut c);
-    tasks.join(Some(LONG)).unwrap();
+    // join returns, and says what was lost: one task, held by the killed pid.
+    let outcome = tasks.join(Some(LONG)).unwrap();
+    assert!(!outcome.is_complete());
+    assert_eq!(outcome.lost, vec![(pid, 1)]);
+    assert_eq!(outcome.dead_pids().collect::<Vec<_>>(), [pid]);
+    let e = outcome.clone().complete().unwrap_err();
+    assert!(e.to_string().contains(&pid.to_string()), "{e}");
     assert_eq!(tasks.unfinished(), 0);
+    // The death is counted once, though it held no claim in the ring.
+    assert_eq!(tasks.peer_deaths(), 1);
+    assert_eq!(tasks.last_dead_peer(), Some(pid));
+    // Reported once: the next join is complete.
+    assert!(tasks.join(Some(LONG)).unwrap().is_complete());
+    assert_eq!(tasks.peer_deaths(), 1);
 }

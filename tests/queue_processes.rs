@@ -48,6 +48,7 @@ fn spsc_between_processes_in_order() {
         for i in 0..n {
             q.send_timeout(msg(7, i), LONG).unwrap();
         }
+        drop(q); // detaches (a process that exits without dropping counts as dead)
         std::process::exit(0);
     }
     let name = common::unique("q-spsc");
@@ -127,6 +128,9 @@ fn mpmc_every_message_exactly_once() {
         .wait(WaitStrategy::default())
         .create(&name)
         .unwrap();
+    // This process sends the sentinels last: attached as a producer from the start, it
+    // keeps the consumers from seeing a disconnection between the producers' exit and then.
+    q.attach_producer();
     let seen = Array::<u32>::create(&seen_name, (P * N) as usize, 0).unwrap();
     let t = "mpmc_every_message_exactly_once";
     let mut consumers: Vec<_> = (0..C)
@@ -187,7 +191,7 @@ fn bytequeue_every_length_between_processes() {
                 m.commit();
             }
         }
-        let too_big = q.send(&[0; MAX + 1]).unwrap_err();
+        let too_big: Error = q.send(&[0; MAX + 1]).unwrap_err().into();
         assert!(
             matches!(too_big, Error::MessageTooLarge { len, max, .. } if len == MAX + 1 && max == MAX)
         );
@@ -216,11 +220,14 @@ fn bytequeue_every_length_between_processes() {
             }
         }
         common::wait_ok(&mut c, LONG);
+        // The producer has exited: disconnected at once, long timeout or not.
+        let t = std::time::Instant::now();
         assert!(
-            q.recv_timeout(&mut buf, Duration::from_millis(10))
+            q.recv_timeout(&mut buf, LONG)
                 .unwrap_err()
-                .is_timeout()
+                .is_disconnected()
         );
+        assert!(t.elapsed() < LONG);
     }
 }
 
@@ -263,7 +270,7 @@ fn joinable_worker_pool() {
     for t in 0..N {
         tasks.send_timeout(t, LONG).unwrap();
     }
-    tasks.join(Some(LONG)).unwrap();
+    assert!(tasks.join(Some(LONG)).unwrap().is_complete());
     assert_eq!(tasks.unfinished(), 0);
     // Every task done means every result was sent before join returned.
     let mut got: Vec<u64> = (0..N)
@@ -278,7 +285,7 @@ fn joinable_worker_pool() {
     for _ in &workers {
         tasks.send_timeout(SENTINEL, LONG).unwrap();
     }
-    tasks.join(Some(LONG)).unwrap();
+    assert!(tasks.join(Some(LONG)).unwrap().is_complete());
     for w in &mut workers {
         common::wait_ok(w, LONG);
     }

@@ -60,7 +60,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             out::warn(format_args!("{e}"));
-            ExitCode::FAILURE
+            // 3: the peer is gone (e.g. `queue recv` on a queue whose producers all left).
+            if matches!(e, shmkit::Error::Disconnected { .. }) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
-use shmkit::queue::{ByteQueue, Mode, stats};
+use shmkit::queue::{ByteQueue, Mode, RecvTimeoutError, stats};
 use shmkit::{Error, Segment};
 
 use crate::out::{Out, utf8, with_note};
@@ -56,7 +56,9 @@ pub enum Command {
     },
     /// Receive messages and print them, one per line. A message is taken off the queue only
     /// once it is written and flushed to stdout; if the write fails, it is sent back (to the
-    /// end of the queue) and the error says so.
+    /// end of the queue) and the error says so. On an empty queue whose producers have all
+    /// gone (closed, exited or died; at least one must have sent), returns at once with a
+    /// "disconnected" line on stderr and exit status 3, not after the timeout.
     Recv {
         /// Queue name.
         name: OsString,
@@ -215,7 +217,22 @@ fn recv(name: &str, count: usize, t: Duration, json: bool, out: &mut Out) -> Res
                 if json && i > 0 {
                     let _ = writeln!(out, "]");
                 }
-                return Err(e);
+                return Err(match e {
+                    RecvTimeoutError::Disconnected => Error::Disconnected {
+                        resource: name.to_owned(),
+                        op: "queue recv",
+                        detail: Some(
+                            "the queue is empty and every producer has gone (closed, exited or died)"
+                                .into(),
+                        ),
+                    },
+                    RecvTimeoutError::Timeout => Error::Timeout {
+                        resource: name.to_owned(),
+                        op: "queue recv",
+                        timeout: t,
+                    },
+                    other => other.into(),
+                });
             }
         };
         let written = write_message(out, &m, json, i == 0).and_then(|()| out.flush());
@@ -225,7 +242,7 @@ fn recv(name: &str, count: usize, t: Duration, json: bool, out: &mut Out) -> Res
         };
         let copy = m.to_vec();
         drop(m);
-        let note = match q.try_send(&copy) {
+        let note = match q.try_send(&copy).map_err(Error::from) {
             Ok(()) => format!(
                 "queue {name}: writing the message failed (part of it may have been written) and it was put back at the end of the queue"
             ),

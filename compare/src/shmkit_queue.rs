@@ -193,7 +193,7 @@ impl Channel for ByteQueueChannel {
             slot.commit();
             Ok(())
         } else {
-            q.send_timeout(msg, WAIT_LIMIT)
+            Ok(q.send_timeout(msg, WAIT_LIMIT)?)
         }
     }
 

@@ -22,7 +22,12 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::segment::{ElemInfo, Kind, Segment};
 
-use super::{Claim, Core, Mode, QueueOptions, check_segment, init_ring};
+use super::errors::Fail;
+use super::ring::{ROLE_RECEIVER, ROLE_SENDER};
+use super::{
+    ByteSender, Claim, Core, JoinOutcome, Mode, QueueOptions, RecvError, RecvTimeoutError,
+    SendError, SendTimeoutError, TryRecvError, TrySendError, check_segment, init_ring,
+};
 
 /// Bytes before the message in a slot's data (the length word and padding).
 const LEN_HEADER: usize = 8;
@@ -49,7 +54,7 @@ pub const MAX_MESSAGE: usize = 1 << 30;
 /// ```
 #[derive(Debug)]
 pub struct ByteQueue {
-    core: Core,
+    pub(super) core: Core,
     max: usize,
 }
 
@@ -136,6 +141,21 @@ impl ByteQueue {
         })
     }
 
+    pub(super) fn from_core(core: Core, max: usize) -> Self {
+        ByteQueue { core, max }
+    }
+
+    /// A new producer handle that threads can share (`Send + Sync + Clone`), attached as
+    /// a producer now.
+    pub fn sender(&self) -> Result<ByteSender> {
+        Ok(ByteSender::new(self.try_clone()?))
+    }
+
+    /// Turns this handle into a shareable producer handle (attached as a producer now).
+    pub fn into_sender(self) -> ByteSender {
+        ByteSender::new(self)
+    }
+
     /// The largest message this queue carries.
     pub fn max_message(&self) -> usize {
         self.max
@@ -220,9 +240,15 @@ impl ByteQueue {
         Ok(())
     }
 
-    fn send_with(&self, msg: &[u8], op: &'static str, timeout: Option<Duration>) -> Result<()> {
+    #[inline]
+    fn send_with(
+        &self,
+        msg: &[u8],
+        op: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<(), Fail> {
         self.check_len(msg.len(), op)?;
-        let c = self.core.claim_send(op, timeout)?;
+        let c = self.core.claim_send(timeout)?;
         // SAFETY: `msg.len() <= max` bytes fit the body, which is 8-aligned (slot data is,
         // and LEN_HEADER is 8); the length word is aligned. Volatile stores: no `&mut [u8]`
         // over bytes a peer that breaks the protocol might be writing.
@@ -266,47 +292,110 @@ impl ByteQueue {
         }
     }
 
-    fn recv_with(
-        &self,
-        buf: &mut Vec<u8>,
-        op: &'static str,
-        timeout: Option<Duration>,
-    ) -> Result<()> {
-        let c = self.core.claim_recv(op, timeout)?;
+    #[inline]
+    fn recv_with(&self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<(), Fail> {
+        let c = self.core.claim_recv(timeout)?;
         let len = self.stored_len(c)?;
         self.copy_out(c, len, buf);
         self.core.release(c);
         Ok(())
     }
 
-    /// Sends `msg`, waiting while the queue is full.
-    pub fn send(&self, msg: &[u8]) -> Result<()> {
-        self.send_with(msg, "send", None)
+    /// Sends `msg`, waiting while the queue is full ([`SendError::Disconnected`] once
+    /// every consumer that attached is gone; a message longer than
+    /// [`max_message`](Self::max_message) is `Other`).
+    pub fn send<'m>(&self, msg: &'m [u8]) -> Result<(), SendError<&'m [u8]>> {
+        self.send_with(msg, "send", None).map_err(|f| f.send(msg))
     }
 
-    /// Sends if there is room now ([`Error::WouldBlock`] otherwise).
-    pub fn try_send(&self, msg: &[u8]) -> Result<()> {
+    /// Sends if there is room now ([`TrySendError::Full`] otherwise).
+    pub fn try_send<'m>(&self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
         self.send_with(msg, "try_send", Some(Duration::ZERO))
+            .map_err(|f| f.try_send(msg))
     }
 
     /// Sends, waiting at most `timeout`.
-    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<()> {
+    pub fn send_timeout<'m>(
+        &self,
+        msg: &'m [u8],
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<&'m [u8]>> {
         self.send_with(msg, "send_timeout", Some(timeout))
+            .map_err(|f| f.send_timeout(msg))
     }
 
-    /// Receives the next message into `buf` (cleared first; reuse it to avoid allocating).
-    pub fn recv(&self, buf: &mut Vec<u8>) -> Result<()> {
-        self.recv_with(buf, "recv", None)
+    /// Receives the next message into `buf` (cleared first; reuse it to avoid
+    /// allocating); [`RecvError::Disconnected`] once the queue is empty and every
+    /// producer that attached is gone.
+    pub fn recv(&self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+        self.recv_with(buf, None).map_err(Fail::recv)
     }
 
-    /// Receives if a message is there ([`Error::WouldBlock`] otherwise).
-    pub fn try_recv(&self, buf: &mut Vec<u8>) -> Result<()> {
-        self.recv_with(buf, "try_recv", Some(Duration::ZERO))
+    /// Receives if a message is there ([`TryRecvError::Empty`] otherwise).
+    pub fn try_recv(&self, buf: &mut Vec<u8>) -> Result<(), TryRecvError> {
+        self.recv_with(buf, Some(Duration::ZERO))
+            .map_err(Fail::try_recv)
     }
 
     /// Receives, waiting at most `timeout`.
-    pub fn recv_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<()> {
-        self.recv_with(buf, "recv_timeout", Some(timeout))
+    pub fn recv_timeout(
+        &self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), RecvTimeoutError> {
+        self.recv_with(buf, Some(timeout))
+            .map_err(Fail::recv_timeout)
+    }
+
+    /// A blocking iterator over received messages (each a new `Vec`); ends at a
+    /// disconnection or another error.
+    pub fn iter(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        std::iter::from_fn(|| {
+            let mut buf = Vec::new();
+            self.recv(&mut buf).ok().map(|()| buf)
+        })
+    }
+
+    /// An iterator over the messages there now; ends when empty or disconnected.
+    pub fn try_iter(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        std::iter::from_fn(|| {
+            let mut buf = Vec::new();
+            self.try_recv(&mut buf).ok().map(|()| buf)
+        })
+    }
+
+    /// Detaches this handle as a producer (see [`Queue::close`](super::Queue::close)).
+    pub fn close(&self) {
+        self.core.detach(ROLE_SENDER);
+    }
+
+    /// Attaches this handle as a producer now (see
+    /// [`Queue::attach_producer`](super::Queue::attach_producer)).
+    pub fn attach_producer(&self) {
+        self.core.ensure_attached(ROLE_SENDER);
+    }
+
+    /// Attaches this handle as a consumer now (see
+    /// [`Queue::attach_consumer`](super::Queue::attach_consumer)).
+    pub fn attach_consumer(&self) {
+        self.core.ensure_attached(ROLE_RECEIVER);
+    }
+
+    /// Whether every producer that ever attached is gone (see
+    /// [`Queue::is_disconnected`](super::Queue::is_disconnected)).
+    pub fn is_disconnected(&self) -> bool {
+        self.core.ring.peers_gone(ROLE_SENDER)
+    }
+
+    /// A reader over this queue's byte stream: each message is read in order, split
+    /// across `read` calls if the caller's buffer is smaller; end of file at a
+    /// disconnection.
+    pub fn reader(&self) -> ByteReader<'_> {
+        ByteReader {
+            q: self,
+            buf: Vec::new(),
+            pos: 0,
+        }
     }
 
     /// Claims a slot to write a message of `len` bytes in place (zero-copy); publish it
@@ -326,9 +415,18 @@ impl ByteQueue {
     /// # Ok::<(), shmkit::Error>(())
     /// ```
     #[inline]
-    pub fn reserve(&mut self, len: usize, timeout: Option<Duration>) -> Result<SendBytes<'_>> {
-        self.check_len(len, "reserve")?;
-        let c = self.core.claim_send("reserve", timeout)?;
+    pub fn reserve(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<SendBytes<'_>, SendTimeoutError<()>> {
+        if let Err(e) = self.check_len(len, "reserve") {
+            return Err(SendTimeoutError::Other((), Box::new(e)));
+        }
+        let c = self
+            .core
+            .claim_send(timeout)
+            .map_err(|f| f.send_timeout(()))?;
         Ok(SendBytes {
             q: self,
             claim: c,
@@ -345,9 +443,14 @@ impl ByteQueue {
     /// [module docs](super), "Trust"). [`RecvBytes::copy_to`] copies them out with
     /// volatile loads instead; [`recv`](Self::recv) does so without a guard.
     #[inline]
-    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<RecvBytes<'_>> {
-        let c = self.core.claim_recv("recv_ref", timeout)?;
-        let len = self.stored_len(c)?;
+    pub fn recv_ref(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<RecvBytes<'_>, RecvTimeoutError> {
+        let c = self.core.claim_recv(timeout).map_err(Fail::recv_timeout)?;
+        let len = self
+            .stored_len(c)
+            .map_err(|e| RecvTimeoutError::Other(Box::new(e)))?;
         Ok(RecvBytes {
             q: self,
             claim: c,
@@ -361,8 +464,9 @@ impl ByteQueue {
         self.core.task_done()
     }
 
-    /// Waits until every message sent is received and done (joinable queues).
-    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+    /// Waits until every message sent is received and done (joinable queues); see
+    /// [`Queue::join`](super::Queue::join).
+    pub fn join(&self, timeout: Option<Duration>) -> Result<JoinOutcome> {
         self.core.join(timeout)
     }
 }
@@ -450,5 +554,69 @@ impl Drop for RecvBytes<'_> {
     #[inline]
     fn drop(&mut self) {
         self.q.core.release(self.claim);
+    }
+}
+
+/// `std::io::Write` for a byte queue: each `write` sends one message of at most
+/// [`max_message`](ByteQueue::max_message) bytes (the rest is left to the next `write`,
+/// as `Write` allows), waiting while the queue is full; a disconnection is
+/// [`std::io::ErrorKind::BrokenPipe`]. Message boundaries are the `write` calls: wrap it
+/// in a `BufWriter` to batch small writes into fewer, larger messages.
+impl std::io::Write for &ByteQueue {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.max);
+        match self.send(&buf[..n]) {
+            Ok(()) => Ok(n),
+            Err(e) => Err(Error::from(e).into()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `std::io::Write` for an owned byte queue (see the impl for `&ByteQueue`).
+impl std::io::Write for ByteQueue {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A byte-stream view of a queue's messages; see [`ByteQueue::reader`].
+#[derive(Debug)]
+pub struct ByteReader<'a> {
+    q: &'a ByteQueue,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ByteReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.buf.len() {
+            self.pos = 0;
+            match self.q.recv(&mut self.buf) {
+                Ok(()) => {}
+                Err(RecvError::Disconnected) => {
+                    self.buf.clear();
+                    return Ok(0);
+                }
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(Error::from(e).into());
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }

@@ -9,6 +9,56 @@
 //! Python's `JoinableQueue` semantics ([`Queue::task_done`], [`Queue::join`]) and a
 //! configurable [`WaitStrategy`] (spin, then sleep on a futex).
 //!
+//! # Peers and disconnection
+//!
+//! The queue knows who is attached, as crossbeam-channel's `Sender`s and `Receiver`s do,
+//! but across processes:
+//!
+//! - a [`Queue`] / [`ByteQueue`] handle becomes a **producer** at its first send or
+//!   reserve (or [`Queue::attach_producer`]) and a **consumer** at its first receive (or
+//!   [`Queue::attach_consumer`]); a [`Sender`] / [`ByteSender`] is a producer from its
+//!   creation until its last clone drops. A handle stops being a producer on
+//!   [`Queue::close`] ("no more messages"; a later send attaches it again), on drop, or
+//!   when its process dies — noticed by a blocked peer within about 30 ms (a sweep of the
+//!   participant table's liveness tokens, at most every 10 ms, during the sleep slices),
+//!   by `try_` calls on their first and every 64th failure;
+//! - once at least one producer has attached and none is left, receivers get every
+//!   message already in the queue, then `Disconnected` at once (a blocked receive is
+//!   woken by the last producer leaving; [`Queue::iter`] ends there);
+//! - once at least one consumer has attached and none is left, a sender gets
+//!   `Disconnected` (with its value back) when the queue is full, instead of waiting:
+//!   what fits stays for the next consumer;
+//! - a named queue outlives its handles: a producer (consumer) that attaches after a
+//!   disconnection reconnects, and a receiver that opens a queue whose producers have
+//!   all left sees `Disconnected` once it is empty. A process that starts producers
+//!   should attach its own handle as a producer first (and `close` it when they have
+//!   attached) if its consumers must not see the gap before their first send.
+//!
+//! # Errors
+//!
+//! Each operation has its own error type, shaped like std's and crossbeam's:
+//! [`TryRecvError`] (`Empty`, `Disconnected`), [`RecvTimeoutError`] (`Timeout`,
+//! `Disconnected`), [`RecvError`], [`TrySendError<T>`] (`Full(T)`, `Disconnected(T)`),
+//! [`SendTimeoutError<T>`], [`SendError<T>`]; the send errors hand the value back. The
+//! common outcomes allocate nothing (an empty `try_recv` costs less than a send +
+//! receive pair: `cargo bench -p shmkit-compare --bench queue_ops`); the rare ones
+//! (corrupt shared state, a refused SPSC role, a message too large) are an
+//! `Other(Box<Error>)` variant with the full message. Every type converts into
+//! [`Error`] with `?`. `task_done`, `join` and the constructors keep returning [`Error`].
+//!
+//! # Threads
+//!
+//! | type | `Send` | `Sync` | `Clone` |
+//! |---|:-:|:-:|:-:|
+//! | [`Queue<T>`], [`ByteQueue`] | yes | no: one handle per thread ([`Queue::try_clone`]) | no |
+//! | [`Sender<T>`], [`ByteSender`] | yes | yes | yes (shares the pool) |
+//! | the error types | yes (if `T` is) | yes (if `T` is) | no |
+//!
+//! (checked at compile time below). A handle owns one participant entry, whose claim
+//! announcements must not be shared by two threads; [`Sender`] keeps a small pool of
+//! handles instead (see its docs). `&ByteQueue` and `&ByteSender` implement
+//! [`std::io::Write`]; [`ByteQueue::reader`] is a [`std::io::Read`].
+//!
 //! # Algorithm
 //!
 //! Dmitry Vyukov's bounded MPMC queue: a sequence word inside each slot says whether the
@@ -67,9 +117,11 @@
 
 mod bytes;
 mod copy;
+mod errors;
 #[cfg(all(test, loom))]
 mod loom;
 mod ring;
+mod sender;
 mod wait;
 
 use std::cell::Cell;
@@ -83,15 +135,24 @@ use bytemuck::Pod;
 use crate::error::{Error, Result};
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
-pub use bytes::{ByteQueue, RecvBytes, SendBytes};
+pub use bytes::{ByteQueue, ByteReader, RecvBytes, SendBytes};
+pub use errors::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 pub use ring::{Corrupt, MAX_CAPACITY, MAX_HANDLES, fuzz_ring};
+pub use sender::{ByteSender, POOL, Sender};
 pub use wait::WaitStrategy;
 
-use ring::{Blocked, Geometry, ROLE_CONSUMER, ROLE_PRODUCER, Ring, after};
+use errors::Fail;
+use ring::{
+    Blocked, Geometry, OWNER_DEAD, ROLE_CONSUMER, ROLE_PRODUCER, ROLE_RECEIVER, ROLE_SENDER, Ring,
+    after,
+};
 use wait::{Next, WaitPoint, Waiter};
 
-/// Version of the ring layout, stored in `params[3]`.
-const RING_VERSION: u64 = 1;
+/// Version of the ring layout, stored in `params[3]` (2: peer counts and role bits for
+/// disconnection; a version-1 process would not keep them).
+const RING_VERSION: u64 = 2;
 /// Header flag bits.
 const FLAG_MPMC: u32 = 1;
 const FLAG_JOINABLE: u32 = 2;
@@ -335,7 +396,7 @@ fn owner_word(pid: u32, token: u32) -> u64 {
 /// Whether the participant recorded in an owner word still holds its token on `seg`
 /// (one `fcntl(F_OFD_GETLK)`, which neither pid reuse nor PID namespaces fool).
 pub(crate) fn owner_alive(seg: &Segment, owner: u64) -> bool {
-    seg.liveness().token_alive(owner as u32)
+    owner & OWNER_DEAD == 0 && seg.liveness().token_alive(owner as u32)
 }
 
 /// The untyped part of a queue handle: the segment, the ring, this handle's participant
@@ -358,6 +419,13 @@ pub(crate) struct Core {
     /// The in-flight claim this handle is blocked by, when it was first seen, and when to
     /// check its owner next (kept across calls, so `try_` loops recover dead claims too).
     stuck: Cell<Option<(Blocked, Instant)>>,
+    /// When this handle may next sweep the participant table for dead peers (a blocked
+    /// call whose peers' count says "connected"), and a counter that spaces out the clock
+    /// reads of `try_` calls.
+    next_sweep: Cell<Option<Instant>>,
+    polls: Cell<u32>,
+    /// Roles ([`ROLE_SENDER`], [`ROLE_RECEIVER`]) this handle has attached.
+    attached: Cell<u64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -421,7 +489,21 @@ impl Core {
             recv_pos: Cell::new(None),
             send_limit: Cell::new(0),
             stuck: Cell::new(None),
+            next_sweep: Cell::new(None),
+            polls: Cell::new(0),
+            attached: Cell::new(0),
         })
+    }
+
+    /// What a new handle on the same queue needs.
+    fn params(&self) -> (Arc<Segment>, Mode, bool, Geometry, WaitStrategy) {
+        (
+            self.seg.clone(),
+            self.mode,
+            self.joinable,
+            self.ring.geo,
+            self.wait,
+        )
     }
 
     fn try_clone(&self) -> Result<Core> {
@@ -438,6 +520,7 @@ impl Core {
         self.seg.resource()
     }
 
+    #[cold]
     fn corrupt(&self, c: Corrupt) -> Error {
         Error::corrupt(self.resource(), c.0)
     }
@@ -470,11 +553,11 @@ impl Core {
 
     /// One attempt to claim a position for sending.
     #[inline]
-    fn try_claim_send(&self) -> Result<std::result::Result<Claim, Blocked>> {
+    fn try_claim_send(&self) -> Result<std::result::Result<Claim, Blocked>, Fail> {
         match self.mode {
             Mode::Mpmc => match self.ring.mpmc_claim_send(self.me) {
                 Ok(r) => Ok(r.map(Claim)),
-                Err(c) => Err(self.corrupt(c)),
+                Err(c) => Err(self.corrupt(c).into()),
             },
             Mode::Spsc => {
                 let p = match self.send_pos.get() {
@@ -497,7 +580,7 @@ impl Core {
                 match self.ring.spsc_can_send(p, h) {
                     Ok(true) => Ok(Ok(Claim(p))),
                     Ok(false) => Ok(Err(Blocked::Idle)),
-                    Err(c) => Err(self.corrupt(c)),
+                    Err(c) => Err(self.corrupt(c).into()),
                 }
             }
         }
@@ -525,11 +608,11 @@ impl Core {
     }
 
     #[inline]
-    fn try_claim_recv(&self) -> Result<std::result::Result<Claim, Blocked>> {
+    fn try_claim_recv(&self) -> Result<std::result::Result<Claim, Blocked>, Fail> {
         match self.mode {
             Mode::Mpmc => match self.ring.mpmc_claim_recv(self.me, self.joinable) {
                 Ok(r) => Ok(r.map(Claim)),
-                Err(c) => Err(self.corrupt(c)),
+                Err(c) => Err(self.corrupt(c).into()),
             },
             Mode::Spsc => {
                 let mut p = match self.recv_pos.get() {
@@ -551,7 +634,7 @@ impl Core {
                         Ok(Ok(Claim(p)))
                     }
                     Ok(false) => Ok(Err(Blocked::Idle)),
-                    Err(c) => Err(self.corrupt(c)),
+                    Err(c) => Err(self.corrupt(c).into()),
                 }
             }
         }
@@ -569,38 +652,107 @@ impl Core {
     }
 
     /// Runs `attempt` until it succeeds, waiting on `wp` between attempts, recovering
-    /// claims of dead peers, up to `timeout` (`Some(ZERO)`: one attempt).
+    /// claims of dead peers, up to `timeout` (`Some(ZERO)`: one attempt). `peer` is the
+    /// role whose absence ends the wait with [`Fail::Disconnected`] ([`ROLE_SENDER`] for
+    /// a receive, [`ROLE_RECEIVER`] for a send).
     #[inline]
     fn wait_for<R>(
         &self,
-        op: &'static str,
         timeout: Option<Duration>,
         wp: fn(&Ring) -> WaitPoint<'_>,
-        mut attempt: impl FnMut() -> Result<std::result::Result<R, Blocked>>,
-    ) -> Result<R> {
+        peer: u64,
+        mut attempt: impl FnMut() -> Result<std::result::Result<R, Blocked>, Fail>,
+    ) -> Result<R, Fail> {
         let mut blocked = match attempt()? {
             Ok(r) => return Ok(r),
             Err(b) => b,
         };
         if timeout == Some(Duration::ZERO) {
-            self.maybe_recover(blocked)?;
-            return Err(Error::WouldBlock {
-                resource: self.resource(),
-                op,
-            });
+            return self.try_failed(blocked, peer, &mut attempt);
         }
-        self.wait_slow(op, timeout, wp, &mut attempt, &mut blocked)
+        self.wait_slow(timeout, wp, peer, &mut attempt, &mut blocked)
+    }
+
+    /// A `try_` call found the queue empty or full: recover a dead claim, check for a
+    /// disconnection (a sweep for dead peers on the first and every 64th such call, at
+    /// most every [`RECOVER_EVERY`]); no allocation, no system call otherwise.
+    #[inline]
+    fn try_failed<R>(
+        &self,
+        blocked: Blocked,
+        peer: u64,
+        attempt: &mut impl FnMut() -> Result<std::result::Result<R, Blocked>, Fail>,
+    ) -> Result<R, Fail> {
+        self.maybe_recover(blocked)?;
+        let n = self.polls.get();
+        self.polls.set(n.wrapping_add(1));
+        match self.check_gone(peer, n % 64 == 0, attempt)? {
+            Some(r) => Ok(r),
+            None => Err(Fail::Blocked),
+        }
+    }
+
+    /// Whether every participant of `peer` that ever attached is gone: by the count, or,
+    /// when `sweep` and the count says otherwise, by a liveness sweep of the participant
+    /// table (at most every [`RECOVER_EVERY`] per handle), which discounts the dead.
+    #[inline]
+    fn peer_gone(&self, peer: u64, sweep: bool) -> bool {
+        let w = self.ring.peers(peer).load(Ordering::Acquire);
+        if w & ring::EVER == 0 {
+            return false;
+        }
+        if w == ring::EVER {
+            return true;
+        }
+        sweep && self.sweep(peer)
+    }
+
+    #[inline(never)]
+    fn sweep(&self, peer: u64) -> bool {
+        let now = Instant::now();
+        if self.next_sweep.get().is_some_and(|t| now < t) {
+            return false;
+        }
+        self.next_sweep.set(Some(now + RECOVER_EVERY));
+        self.ring.sweep(peer, &|o| owner_alive(&self.seg, o)) == 0
+    }
+
+    /// `Err(Disconnected)` if the peers are gone. A receive first tries once more (a
+    /// message published before the last producer left is delivered: its publication
+    /// happened before the count we read dropped) and reports a disconnection only when
+    /// no claim is pending either (`tail == head`; a dead producer's claim is skipped by
+    /// the recovery, and then the check passes).
+    #[inline]
+    fn check_gone<R>(
+        &self,
+        peer: u64,
+        sweep: bool,
+        attempt: &mut impl FnMut() -> Result<std::result::Result<R, Blocked>, Fail>,
+    ) -> Result<Option<R>, Fail> {
+        if !self.peer_gone(peer, sweep) {
+            return Ok(None);
+        }
+        if peer == ROLE_SENDER {
+            if let Ok(r) = attempt()? {
+                return Ok(Some(r));
+            }
+            let t = self.ring.tail().load(Ordering::Acquire);
+            if t != self.ring.head().load(Ordering::Acquire) {
+                return Ok(None);
+            }
+        }
+        Err(Fail::Disconnected)
     }
 
     #[inline(never)]
     fn wait_slow<R>(
         &self,
-        op: &'static str,
         timeout: Option<Duration>,
         wp: fn(&Ring) -> WaitPoint<'_>,
-        attempt: &mut impl FnMut() -> Result<std::result::Result<R, Blocked>>,
+        peer: u64,
+        attempt: &mut impl FnMut() -> Result<std::result::Result<R, Blocked>, Fail>,
         blocked: &mut Blocked,
-    ) -> Result<R> {
+    ) -> Result<R, Fail> {
         let mut w = Waiter::new(self.wait, timeout);
         let mut spins = 0u32;
         loop {
@@ -608,15 +760,24 @@ impl Core {
             spins = spins.wrapping_add(1);
             if matches!(next, Next::Park(_)) || spins % 4096 == 0 {
                 self.maybe_recover(*blocked)?;
+                if let Some(r) = self.check_gone(peer, true, attempt)? {
+                    return Ok(r);
+                }
             }
             match next {
                 Next::Spin => {}
                 Next::Park(d) => {
+                    // The re-check includes the peer count: the last peer to leave wakes
+                    // this wait point after its decrement (same handshake as a publish).
                     let got = wp(&self.ring).park(d, || match attempt() {
                         Ok(Ok(r)) => Some(Ok(r)),
                         Ok(Err(b)) => {
                             *blocked = b;
-                            None
+                            match self.check_gone(peer, false, attempt) {
+                                Ok(None) => None,
+                                Ok(Some(r)) => Some(Ok(r)),
+                                Err(e) => Some(Err(e)),
+                            }
                         }
                         Err(e) => Some(Err(e)),
                     });
@@ -625,13 +786,7 @@ impl Core {
                     }
                     continue;
                 }
-                Next::TimedOut => {
-                    return Err(Error::Timeout {
-                        resource: self.resource(),
-                        op,
-                        timeout: timeout.unwrap_or_default(),
-                    });
-                }
+                Next::TimedOut => return Err(Fail::Timeout),
             }
             match attempt()? {
                 Ok(r) => return Ok(r),
@@ -642,7 +797,7 @@ impl Core {
 
     /// Recovers the claim that blocks us if it has done so for [`RECOVER_AFTER`] and its
     /// owner is dead (checked at most every [`RECOVER_EVERY`]).
-    fn maybe_recover(&self, b: Blocked) -> Result<()> {
+    fn maybe_recover(&self, b: Blocked) -> Result<(), Fail> {
         let idle = match b {
             Blocked::Idle => true,
             // Empty, or a producer's claim not yet published? `tail` tells.
@@ -670,14 +825,43 @@ impl Core {
         Ok(())
     }
 
+    /// Attaches this handle as a sender or receiver if it is not one yet (one local
+    /// check on the fast path).
     #[inline]
-    fn claim_send(&self, op: &'static str, timeout: Option<Duration>) -> Result<Claim> {
-        self.wait_for(op, timeout, Ring::space_wait, || self.try_claim_send())
+    fn ensure_attached(&self, role: u64) {
+        if self.attached.get() & role == 0 {
+            self.attach(role);
+        }
+    }
+
+    #[cold]
+    fn attach(&self, role: u64) {
+        self.ring.attach(self.me, role);
+        self.attached.set(self.attached.get() | role);
+    }
+
+    /// Detaches this handle from `role` (see [`Queue::close`]).
+    fn detach(&self, role: u64) {
+        self.ring.detach(self.me, role);
+        self.attached.set(self.attached.get() & !role);
     }
 
     #[inline]
-    fn claim_recv(&self, op: &'static str, timeout: Option<Duration>) -> Result<Claim> {
-        self.wait_for(op, timeout, Ring::data_wait, || self.try_claim_recv())
+    fn claim_send(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
+        self.ensure_attached(ROLE_SENDER);
+        // No consumer left is checked only when the queue is full (in `wait_for`): a named
+        // queue outlives its handles, and what fits waits for the next consumer.
+        self.wait_for(timeout, Ring::space_wait, ROLE_RECEIVER, || {
+            self.try_claim_send()
+        })
+    }
+
+    #[inline]
+    fn claim_recv(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
+        self.ensure_attached(ROLE_RECEIVER);
+        self.wait_for(timeout, Ring::data_wait, ROLE_SENDER, || {
+            self.try_claim_recv()
+        })
     }
 
     fn require_joinable(&self, op: &'static str) -> Result<()> {
@@ -711,12 +895,12 @@ impl Core {
         self.ring.unfinished(&|o| owner_alive(&self.seg, o))
     }
 
-    fn join(&self, timeout: Option<Duration>) -> Result<()> {
+    fn join(&self, timeout: Option<Duration>) -> Result<JoinOutcome> {
         self.require_joinable("join")?;
         let mut w = Waiter::new(WaitStrategy::Park, timeout);
         loop {
             if self.unfinished() == 0 {
-                return Ok(());
+                return Ok(self.join_outcome());
             }
             match w.next() {
                 Next::Park(d) => {
@@ -726,7 +910,7 @@ impl Core {
                         .park(d, || (self.unfinished() == 0).then_some(()))
                         .is_some()
                     {
-                        return Ok(());
+                        return Ok(self.join_outcome());
                     }
                 }
                 Next::Spin => {}
@@ -739,6 +923,63 @@ impl Core {
                 }
             }
         }
+    }
+
+    #[cold]
+    fn join_outcome(&self) -> JoinOutcome {
+        let mut lost = Vec::new();
+        self.ring
+            .take_lost(&|o| owner_alive(&self.seg, o), &mut lost);
+        JoinOutcome { lost }
+    }
+}
+
+/// What [`Queue::join`] found once nothing was left unfinished.
+///
+/// Python's `JoinableQueue.join` waits for every task; a consumer that dies holding tasks
+/// would make that wait forever, so shmkit abandons them and says so here. The tasks'
+/// contents are gone (a received message is released from the ring before it is
+/// processed), so they cannot be re-queued: the producer must send them again if they
+/// matter. Each lost task is reported by one `join` (the first to return after the death
+/// was noticed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a join may have lost tasks to dead consumers"]
+pub struct JoinOutcome {
+    /// Tasks received but never marked done by consumers that died, as `(pid, tasks)`;
+    /// pid 0 for tasks whose dead holder's entry was taken over before a join saw it.
+    pub lost: Vec<(u32, u64)>,
+}
+
+impl JoinOutcome {
+    /// True if every task was marked done (none lost to a dead consumer).
+    pub fn is_complete(&self) -> bool {
+        self.lost.is_empty()
+    }
+
+    /// How many tasks were lost.
+    pub fn lost_tasks(&self) -> u64 {
+        self.lost.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// The pids of the dead consumers (known ones).
+    pub fn dead_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.lost.iter().map(|&(p, _)| p).filter(|&p| p != 0)
+    }
+
+    /// `Ok(())` if complete, else an error naming the lost tasks and pids (for `?`).
+    pub fn complete(self) -> Result<()> {
+        if self.is_complete() {
+            return Ok(());
+        }
+        Err(Error::Disconnected {
+            resource: "joinable queue".into(),
+            op: "join",
+            detail: Some(format!(
+                "{} task(s) lost with consumers that died (pids {:?})",
+                self.lost_tasks(),
+                self.dead_pids().collect::<Vec<_>>()
+            )),
+        })
     }
 }
 
@@ -846,7 +1087,13 @@ pub fn stats(name: &str) -> Result<QueueStats> {
 /// A handle is `Send` but not `Sync`: each thread or process that uses the queue opens
 /// (or [`try_clone`](Self::try_clone)s) its own handle, because a handle owns one
 /// participant entry in the segment, which is how a claim by a dead process is recognised.
-/// Do not use a handle inherited through `fork` in the child: open or clone a new one.
+/// For a producer that threads share, use [`sender`](Self::sender). Do not use a handle
+/// inherited through `fork` in the child: open or clone a new one.
+///
+/// ```compile_fail
+/// fn sync<T: Sync>() {}
+/// sync::<shmkit::queue::Queue<u64>>(); // not Sync: use Queue::sender()
+/// ```
 ///
 /// ```
 /// use shmkit::queue::Queue;
@@ -855,7 +1102,7 @@ pub fn stats(name: &str) -> Result<QueueStats> {
 /// let rx = Queue::<[u32; 4]>::open(&name)?;
 /// tx.send([1, 2, 3, 4])?;
 /// assert_eq!(rx.recv()?, [1, 2, 3, 4]);
-/// assert!(rx.try_recv().unwrap_err().to_string().contains("would block"));
+/// assert!(rx.try_recv().unwrap_err().is_empty());
 /// shmkit::Segment::unlink(&name)?;
 /// # Ok::<(), shmkit::Error>(())
 /// ```
@@ -888,6 +1135,30 @@ impl<T: Pod> Queue<T> {
             core: self.core.try_clone()?,
             _t: PhantomData,
         })
+    }
+
+    fn from_core(core: Core) -> Self {
+        Queue {
+            core,
+            _t: PhantomData,
+        }
+    }
+
+    /// A new producer handle on this queue that threads can share (`Send + Sync +
+    /// Clone`), attached as a producer now.
+    pub fn sender(&self) -> Result<Sender<T>>
+    where
+        T: Send,
+    {
+        Ok(Sender::new(self.try_clone()?))
+    }
+
+    /// Turns this handle into a shareable producer handle (attached as a producer now).
+    pub fn into_sender(self) -> Sender<T>
+    where
+        T: Send,
+    {
+        Sender::new(self)
     }
 
     /// The underlying segment.
@@ -969,51 +1240,102 @@ impl<T: Pod> Queue<T> {
     }
 
     #[inline]
-    fn send_with(&self, v: T, op: &'static str, timeout: Option<Duration>) -> Result<()> {
-        let c = self.core.claim_send(op, timeout)?;
-        self.write(c, v);
-        self.core.publish(c);
-        Ok(())
+    fn send_with(&self, v: T, timeout: Option<Duration>) -> Result<(), (T, Fail)> {
+        match self.core.claim_send(timeout) {
+            Ok(c) => {
+                self.write(c, v);
+                self.core.publish(c);
+                Ok(())
+            }
+            Err(f) => Err((v, f)),
+        }
     }
 
     #[inline]
-    fn recv_with(&self, op: &'static str, timeout: Option<Duration>) -> Result<T> {
-        let c = self.core.claim_recv(op, timeout)?;
+    fn recv_with(&self, timeout: Option<Duration>) -> Result<T, Fail> {
+        let c = self.core.claim_recv(timeout)?;
         let v = self.read(c);
         self.core.release(c);
         Ok(v)
     }
 
-    /// Sends `v`, waiting while the queue is full.
+    /// Sends `v`, waiting while the queue is full; [`SendError::Disconnected`] (with `v`
+    /// back) once every consumer that attached is gone.
     #[inline]
-    pub fn send(&self, v: T) -> Result<()> {
-        self.send_with(v, "send", None)
+    pub fn send(&self, v: T) -> Result<(), SendError<T>> {
+        self.send_with(v, None).map_err(|(v, f)| f.send(v))
     }
 
-    /// Sends `v` if there is room now; [`Error::WouldBlock`] otherwise.
-    pub fn try_send(&self, v: T) -> Result<()> {
-        self.send_with(v, "try_send", Some(Duration::ZERO))
-    }
-
-    /// Sends `v`, waiting at most `timeout` for room ([`Error::Timeout`]).
-    pub fn send_timeout(&self, v: T, timeout: Duration) -> Result<()> {
-        self.send_with(v, "send_timeout", Some(timeout))
-    }
-
-    /// Receives the next message, waiting while the queue is empty.
+    /// Sends `v` if there is room now ([`TrySendError::Full`] otherwise).
     #[inline]
-    pub fn recv(&self) -> Result<T> {
-        self.recv_with("recv", None)
+    pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
+        self.send_with(v, Some(Duration::ZERO))
+            .map_err(|(v, f)| f.try_send(v))
     }
 
-    /// Receives a message if one is there; [`Error::WouldBlock`] otherwise.
-    pub fn try_recv(&self) -> Result<T> {
-        self.recv_with("try_recv", Some(Duration::ZERO))
+    /// Sends `v`, waiting at most `timeout` for room ([`SendTimeoutError::Timeout`]).
+    pub fn send_timeout(&self, v: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.send_with(v, Some(timeout))
+            .map_err(|(v, f)| f.send_timeout(v))
     }
 
-    /// Receives, waiting at most `timeout` ([`Error::Timeout`]).
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        self.recv_with("recv_timeout", Some(timeout))
+    /// Receives the next message, waiting while the queue is empty;
+    /// [`RecvError::Disconnected`] once it is empty and every producer that attached is
+    /// gone (messages sent before they left are delivered first).
+    #[inline]
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_with(None).map_err(Fail::recv)
+    }
+
+    /// Receives a message if one is there ([`TryRecvError::Empty`] otherwise; no
+    /// allocation, no system call).
+    #[inline]
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.recv_with(Some(Duration::ZERO)).map_err(Fail::try_recv)
+    }
+
+    /// Receives, waiting at most `timeout` ([`RecvTimeoutError::Timeout`]); returns
+    /// [`RecvTimeoutError::Disconnected`] as soon as the producers are gone.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.recv_with(Some(timeout)).map_err(Fail::recv_timeout)
+    }
+
+    /// A blocking iterator over received messages; ends at a disconnection (or another
+    /// error: call [`recv`](Self::recv) to see it).
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(|| self.recv().ok())
+    }
+
+    /// An iterator over the messages there now; ends when the queue is empty or
+    /// disconnected.
+    pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(|| self.try_recv().ok())
+    }
+
+    /// "No more messages from this handle": detaches it as a producer, so that once every
+    /// producer has closed, been dropped or died, receivers drain the queue and then get
+    /// `Disconnected`. A later send through this handle attaches it again (reconnects).
+    pub fn close(&self) {
+        self.core.detach(ROLE_SENDER);
+    }
+
+    /// Attaches this handle as a producer now rather than at its first send, so that
+    /// receivers do not see a disconnection before it sends (see the module docs, "Peers
+    /// and disconnection").
+    pub fn attach_producer(&self) {
+        self.core.ensure_attached(ROLE_SENDER);
+    }
+
+    /// Attaches this handle as a consumer now rather than at its first receive, so that
+    /// senders do not see a disconnection before it receives.
+    pub fn attach_consumer(&self) {
+        self.core.ensure_attached(ROLE_RECEIVER);
+    }
+
+    /// Whether every producer that ever attached is gone (by the shared count; a dead
+    /// producer counts until a blocked receiver sweeps). Approximate while others run.
+    pub fn is_disconnected(&self) -> bool {
+        self.core.ring.peers_gone(ROLE_SENDER)
     }
 
     /// Claims a slot to write in place (zero-copy), waiting at most `timeout` (`None`:
@@ -1037,8 +1359,14 @@ impl<T: Pod> Queue<T> {
     /// # Ok::<(), shmkit::Error>(())
     /// ```
     #[inline]
-    pub fn reserve(&mut self, timeout: Option<Duration>) -> Result<SendSlot<'_, T>> {
-        let c = self.core.claim_send("reserve", timeout)?;
+    pub fn reserve(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<SendSlot<'_, T>, SendTimeoutError<()>> {
+        let c = self
+            .core
+            .claim_send(timeout)
+            .map_err(|f| f.send_timeout(()))?;
         Ok(SendSlot {
             q: self,
             claim: c,
@@ -1054,8 +1382,11 @@ impl<T: Pod> Queue<T> {
     /// it is read; see the module docs, "Trust"). [`RecvSlot::get`] copies the value out
     /// with volatile loads instead; [`recv`](Self::recv) does so without a guard.
     #[inline]
-    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<RecvSlot<'_, T>> {
-        let c = self.core.claim_recv("recv_ref", timeout)?;
+    pub fn recv_ref(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<RecvSlot<'_, T>, RecvTimeoutError> {
+        let c = self.core.claim_recv(timeout).map_err(Fail::recv_timeout)?;
         Ok(RecvSlot { q: self, claim: c })
     }
 
@@ -1065,9 +1396,10 @@ impl<T: Pod> Queue<T> {
     }
 
     /// Waits until every message sent has been received and marked done (joinable
-    /// queues), at most `timeout` (`None`: forever). Tasks held by a process that died are
-    /// abandoned rather than waited for (see [`peer_deaths`](Self::peer_deaths)).
-    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+    /// queues), at most `timeout` (`None`: forever). Tasks held by a consumer that died
+    /// are abandoned rather than waited for, and reported in the [`JoinOutcome`] (how
+    /// many, which pids); [`JoinOutcome::complete`] turns a loss into an error.
+    pub fn join(&self, timeout: Option<Duration>) -> Result<JoinOutcome> {
         self.core.join(timeout)
     }
 
@@ -1230,6 +1562,26 @@ impl<T: Pod> Drop for RecvSlot<'_, T> {
     }
 }
 
+// Which handles may cross or be shared between threads, checked at compile time (see the
+// module docs, "Threads"; `Queue` is not `Sync`: a compile_fail doc test on `Queue`).
+const _: () = {
+    const fn send<T: Send>() {}
+    const fn sync<T: Sync>() {}
+    const fn clone<T: Clone>() {}
+    send::<Queue<u64>>();
+    send::<ByteQueue>();
+    send::<Sender<u64>>();
+    sync::<Sender<u64>>();
+    clone::<Sender<u64>>();
+    send::<ByteSender>();
+    sync::<ByteSender>();
+    clone::<ByteSender>();
+    send::<TryRecvError>();
+    sync::<TryRecvError>();
+    send::<TrySendError<u64>>();
+    sync::<TrySendError<u64>>();
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1260,7 +1612,7 @@ mod tests {
             for i in 0..4 {
                 q.try_send(i).unwrap();
             }
-            assert!(matches!(q.try_send(9), Err(Error::WouldBlock { .. })));
+            assert!(matches!(q.try_send(9), Err(TrySendError::Full(9))));
             assert!(
                 q.send_timeout(9, Duration::from_millis(5))
                     .unwrap_err()
@@ -1355,8 +1707,149 @@ mod tests {
         assert_eq!(q.unfinished(), 2);
         q.task_done().unwrap();
         q.task_done().unwrap();
-        q.join(Some(Duration::from_secs(1))).unwrap();
+        assert!(q.join(Some(Duration::from_secs(1))).unwrap().is_complete());
         let plain = Queue::<u8>::anonymous(2).unwrap();
         assert!(plain.join(None).is_err());
+    }
+
+    #[test]
+    fn disconnection_rules() {
+        for mode in [Mode::Spsc, Mode::Mpmc] {
+            let rx = Queue::<u64>::options().mode(mode).anonymous().unwrap();
+            // Nobody attached as a producer yet: empty, not disconnected.
+            assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+            let tx = rx.try_clone().unwrap();
+            tx.send(1).unwrap();
+            tx.send(2).unwrap();
+            tx.close();
+            // Messages sent before the close are delivered first.
+            assert_eq!(rx.try_recv().unwrap(), 1);
+            assert_eq!(rx.recv().unwrap(), 2);
+            assert!(matches!(rx.try_recv(), Err(TryRecvError::Disconnected)));
+            assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+            assert!(
+                rx.recv_timeout(Duration::from_secs(30))
+                    .unwrap_err()
+                    .is_disconnected()
+            );
+            // A producer attaching again reconnects.
+            tx.send(3).unwrap();
+            assert!(matches!(rx.try_recv(), Ok(3)));
+            assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+            drop(tx);
+            assert!(rx.is_disconnected());
+            assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+            // The consumer leaving disconnects senders once the queue is full (what fits
+            // waits for the next consumer); they get the value back.
+            let tx = rx.try_clone().unwrap();
+            drop(rx);
+            while tx.try_send(1).is_ok() {}
+            match tx.send(9) {
+                Err(SendError::Disconnected(9)) => {}
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(tx.try_send(8), Err(TrySendError::Disconnected(8))));
+            let e: Error = tx.send(7).unwrap_err().into();
+            assert!(matches!(e, Error::Disconnected { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn blocked_receiver_wakes_when_the_last_producer_leaves() {
+        let rx = Queue::<u64>::options()
+            .wait(WaitStrategy::Park)
+            .anonymous()
+            .unwrap();
+        let tx = rx.try_clone().unwrap();
+        tx.attach_producer();
+        let h = std::thread::spawn(move || {
+            let t = Instant::now();
+            let a = rx
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|e| e.is_disconnected());
+            let b = rx
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|e| e.is_disconnected());
+            (a, b, t.elapsed(), rx)
+        });
+        tx.send(5).unwrap();
+        drop(tx);
+        let (a, b, took, rx) = h.join().unwrap();
+        // Messages go before Disconnected; the wait ends at the drop, not at the timeout.
+        assert_eq!((a, b), (Ok(5), Err(true)));
+        assert!(took < Duration::from_secs(30));
+        let t = Instant::now();
+        assert!(
+            rx.recv_timeout(Duration::from_secs(60))
+                .unwrap_err()
+                .is_disconnected()
+        );
+        assert!(t.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn shared_sender_from_threads() {
+        let rx = Queue::<u64>::options().capacity(8).anonymous().unwrap();
+        let tx = rx.sender().unwrap();
+        const N: u64 = 2000;
+        let got = std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let tx = tx.clone();
+                s.spawn(move || {
+                    for i in 0..N {
+                        tx.send(t << 32 | i).unwrap();
+                    }
+                    drop(tx);
+                });
+            }
+            let tx2 = tx.clone();
+            drop(tx);
+            s.spawn(move || drop(tx2));
+            rx.iter().collect::<Vec<u64>>()
+        });
+        assert_eq!(got.len() as u64, 4 * N);
+        for t in 0..4u64 {
+            let mine: Vec<u64> = got.iter().filter(|&&v| v >> 32 == t).copied().collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "per-thread order");
+        }
+        assert!(rx.is_disconnected());
+    }
+
+    #[test]
+    fn byte_queue_io_adapters() {
+        use std::io::{Read, Write};
+        let rx = ByteQueue::options()
+            .capacity(64)
+            .anonymous_bytes(4)
+            .unwrap();
+        let tx = rx.sender().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut w = &tx;
+                w.write_all(b"hello, world").unwrap();
+            });
+            let mut text = String::new();
+            rx.reader().read_to_string(&mut text).unwrap();
+            assert_eq!(text, "hello, world");
+        });
+        let mut buf = Vec::new();
+        assert!(matches!(
+            rx.try_recv(&mut buf),
+            Err(TryRecvError::Disconnected)
+        ));
+    }
+
+    #[test]
+    fn try_recv_error_paths_do_not_allocate_a_message() {
+        // Empty, Full, Disconnected carry nothing: matching them needs no allocation.
+        let q = Queue::<u64>::options().capacity(1).anonymous().unwrap();
+        assert!(q.try_recv().unwrap_err().is_empty());
+        q.send(1).unwrap();
+        assert!(q.try_send(2).unwrap_err().is_full());
+        assert!(
+            q.send_timeout(2, Duration::from_millis(1))
+                .unwrap_err()
+                .is_timeout()
+        );
     }
 }

@@ -13,7 +13,7 @@
 //! | 256    | data wait point: futex word (u32), sleepers (u32) — consumers sleep here |
 //! | 384    | space wait point — producers sleep here |
 //! | 512    | join wait point — `join()` sleeps here |
-//! | 640    | `peer_deaths` (u64), `last_dead_pid` (u64), SPSC `producer`/`consumer` roles (u64 each) |
+//! | 640    | `peer_deaths` (u64), `last_dead_pid` (u64), SPSC `producer`/`consumer` roles (u64 each), `senders`, `receivers` (peer counts, u64 each), `lost_tasks` (u64) |
 //! | 768    | participant table: `max_handles` entries of 128 bytes: `owner`, `intent`, `outstanding`, `roles` |
 //! | 768 + 128·max_handles | `capacity` slots of `stride` bytes: `seq` (u64) then the data |
 //!
@@ -35,6 +35,21 @@
 //! `2(p + capacity)`. Before its CAS a process writes the position it is about to claim
 //! into its own participant entry (`intent`), so that a claim whose owner died can be
 //! recognised: see ARCHITECTURE.md, "Queue".
+//!
+//! # Peers and disconnection
+//!
+//! `senders` and `receivers` count the participants that attached as producers or
+//! consumers: bits 0..32 the count, bit 32 ([`EVER`]) set once anybody attached. A
+//! participant attaches by setting [`ROLE_SENDER`] / [`ROLE_RECEIVER`] in its entry's
+//! `roles` word (which also carries its token in the high half) and then incrementing the
+//! count; it detaches by clearing the bit and decrementing (saturating at 0). A dead
+//! participant is discounted exactly once: whoever first notices the death marks the
+//! owner word with [`OWNER_DEAD`] (a CAS: one winner, who also counts it in `peer_deaths`)
+//! and clears the role bits by a CAS that names the dead owner's token, so that a new
+//! owner of the entry is never discounted in its stead. `register`, taking a dead entry
+//! over, clears the bits with a swap; the two RMWs on one word decide who discounts.
+//! Every one of these words may be garbage written by a hostile peer: it can make a
+//! process see `Disconnected` or not, nothing else (counts saturate, tokens only compare).
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU32, AtomicU64};
@@ -65,6 +80,17 @@ pub const MAX_HANDLES: u64 = 4096;
 /// Role bits in a participant entry (SPSC).
 pub(crate) const ROLE_PRODUCER: u64 = 1;
 pub(crate) const ROLE_CONSUMER: u64 = 2;
+/// Role bits in a participant entry: counted in `senders` / `receivers`.
+pub(crate) const ROLE_SENDER: u64 = 4;
+pub(crate) const ROLE_RECEIVER: u64 = 8;
+/// Set in an owner word once its death has been noted (counted, roles discounted). Tokens
+/// are below 2^30, so the bit is free.
+pub(crate) const OWNER_DEAD: u64 = 1 << 31;
+/// The token half of an owner word.
+const TOKEN_MASK: u64 = OWNER_DEAD - 1;
+/// In a peer count word: set once anybody attached.
+pub(crate) const EVER: u64 = 1 << 32;
+const COUNT_MASK: u64 = EVER - 1;
 
 /// Sizes and offsets of a ring, computed from its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,6 +321,15 @@ impl Ring {
     fn role_word(&self, role: u64) -> &AtomicU64 {
         self.u64_at(OFF_STATS + if role == ROLE_PRODUCER { 16 } else { 24 })
     }
+    /// Peer count word of `role` ([`ROLE_SENDER`] or [`ROLE_RECEIVER`]).
+    pub(crate) fn peers(&self, role: u64) -> &AtomicU64 {
+        self.u64_at(OFF_STATS + if role == ROLE_SENDER { 32 } else { 40 })
+    }
+    /// Tasks abandoned by dead consumers whose entries were taken over before a `join`
+    /// reported them.
+    pub(crate) fn lost_tasks(&self) -> &AtomicU64 {
+        self.u64_at(OFF_STATS + 48)
+    }
 
     fn entry(&self, i: usize) -> usize {
         OFF_PARTICIPANTS + LINE * (i % self.geo.max_handles)
@@ -308,7 +343,7 @@ impl Ring {
     pub(crate) fn outstanding(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i) + 16)
     }
-    fn roles(&self, i: usize) -> &AtomicU64 {
+    pub(crate) fn roles(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i) + 24)
     }
 
@@ -367,18 +402,25 @@ impl Ring {
 
     // ---------------------------------------------------------------- participants
 
+    /// Whether owner word `o` names a live participant (not free, not noted dead, and
+    /// `is_alive` says so).
+    #[inline]
+    fn alive(o: u64, is_alive: &dyn Fn(u64) -> bool) -> bool {
+        o != 0 && o & OWNER_DEAD == 0 && is_alive(o)
+    }
+
     /// Takes a participant entry for `me` (an owner word, never 0): a free one, or one
     /// whose owner `is_alive` says is dead. `None` if all are taken by live processes.
     pub(crate) fn register(&self, me: u64, is_alive: &dyn Fn(u64) -> bool) -> Option<usize> {
         // Free entries first: a dead entry keeps its intent, which tells whoever recovers
-        // its claim which pid died.
+        // its claim which pid died, and its outstanding tasks, which `join` reports.
         for pass in 0..2 {
             for i in 0..self.geo.max_handles {
                 let cur = self.owner(i).load(Ordering::Acquire);
                 let usable = if pass == 0 {
                     cur == 0
                 } else {
-                    cur != 0 && !is_alive(cur)
+                    cur != 0 && !Self::alive(cur, is_alive)
                 };
                 if usable
                     && self
@@ -387,8 +429,23 @@ impl Ring {
                         .is_ok()
                 {
                     self.intent(i).store(NO_INTENT, Ordering::Release);
-                    self.outstanding(i).store(0, Ordering::Release);
-                    self.roles(i).store(0, Ordering::Release);
+                    let lost = self.outstanding(i).swap(0, Ordering::AcqRel);
+                    let old = self
+                        .roles(i)
+                        .swap((me & TOKEN_MASK) << 32, Ordering::AcqRel);
+                    if cur != 0 {
+                        if cur & OWNER_DEAD == 0 {
+                            self.note_death(cur);
+                        }
+                        self.detach_bits(old);
+                        if lost != 0 {
+                            let _ = self.lost_tasks().fetch_update(
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                                |x| Some(x.saturating_add(lost)),
+                            );
+                        }
+                    }
                     return Some(i);
                 }
             }
@@ -408,9 +465,164 @@ impl Ring {
         }
         self.intent(i).store(NO_INTENT, Ordering::Release);
         self.outstanding(i).store(0, Ordering::Release);
-        self.roles(i).store(0, Ordering::Release);
+        let old = self.roles(i).swap(0, Ordering::AcqRel);
+        self.detach_bits(old);
         self.owner(i).store(0, Ordering::Release);
         self.join_wait().wake();
+    }
+
+    /// Attaches entry `me` as a sender or receiver (`role` is [`ROLE_SENDER`] or
+    /// [`ROLE_RECEIVER`]); a no-op if it already is one.
+    pub(crate) fn attach(&self, me: usize, role: u64) {
+        if self.roles(me).load(Ordering::Relaxed) & role != 0 {
+            return;
+        }
+        // Count first, then flag: a process killed in between leaves the count one too
+        // high, which the liveness sweep of a blocked peer overrules (see `sweep`).
+        let _ = self
+            .peers(role)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| {
+                Some((x & COUNT_MASK).saturating_add(1).min(COUNT_MASK) | EVER)
+            });
+        if self.roles(me).fetch_or(role, Ordering::AcqRel) & role != 0 {
+            // Somebody (a hostile peer) set it meanwhile: do not count twice.
+            self.leave(role);
+        }
+    }
+
+    /// Detaches entry `me` from `role`; a no-op if it is not attached.
+    pub(crate) fn detach(&self, me: usize, role: u64) {
+        if self.roles(me).fetch_and(!role, Ordering::AcqRel) & role != 0 {
+            self.leave(role);
+        }
+    }
+
+    /// Decrements the count of every sender/receiver bit in `roles` (just cleared).
+    fn detach_bits(&self, roles: u64) {
+        for role in [ROLE_SENDER, ROLE_RECEIVER] {
+            if roles & role != 0 {
+                self.leave(role);
+            }
+        }
+    }
+
+    /// One participant of `role` left: decrement (saturating); wake the other side when
+    /// the last one left, so that its blocked calls see the disconnection at once.
+    fn leave(&self, role: u64) {
+        let prev = self
+            .peers(role)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| {
+                Some(if x & COUNT_MASK == 0 { x } else { x - 1 })
+            })
+            .unwrap_or_else(|x| x);
+        if prev & COUNT_MASK <= 1 {
+            if role == ROLE_SENDER {
+                self.data_wait().wake();
+            } else {
+                self.space_wait().wake();
+            }
+        }
+    }
+
+    /// Whether every participant of `role` that ever attached is gone, by the count
+    /// alone (one load). A dead participant still counts until somebody sweeps.
+    #[inline]
+    pub(crate) fn peers_gone(&self, role: u64) -> bool {
+        self.peers(role).load(Ordering::Acquire) == EVER
+    }
+
+    /// Notes that entry `i`, owned by `owner`, died (exactly once per death, whoever
+    /// calls): counts it in `peer_deaths` and discounts its roles. Returns whether this
+    /// call noted it.
+    fn note_dead_entry(&self, i: usize, owner: u64) -> bool {
+        if owner == 0
+            || owner & OWNER_DEAD != 0
+            || self
+                .owner(i)
+                .compare_exchange(
+                    owner,
+                    owner | OWNER_DEAD,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return false;
+        }
+        self.note_death(owner);
+        let w = self.roles(i);
+        let mut r = w.load(Ordering::Acquire);
+        // The CAS names the dead owner's token: if `register` gave the entry to somebody
+        // else meanwhile, their roles are left alone (register discounted the dead ones).
+        while r >> 32 == owner & TOKEN_MASK && r & (ROLE_SENDER | ROLE_RECEIVER) != 0 {
+            match w.compare_exchange(
+                r,
+                r & !(ROLE_SENDER | ROLE_RECEIVER),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.detach_bits(r);
+                    break;
+                }
+                Err(x) => r = x,
+            }
+        }
+        self.join_wait().wake();
+        true
+    }
+
+    /// Checks the liveness of every participant that holds a sender/receiver role or
+    /// outstanding tasks, notes the dead (see `note_dead_entry`), and returns how many
+    /// live participants hold `role`. One `is_alive` call per such entry: for blocked
+    /// callers, rate-limited by them.
+    pub(crate) fn sweep(&self, role: u64, is_alive: &dyn Fn(u64) -> bool) -> u64 {
+        let mut live = 0;
+        for i in 0..self.geo.max_handles {
+            let o = self.owner(i).load(Ordering::Acquire);
+            if o == 0 || o & OWNER_DEAD != 0 {
+                continue;
+            }
+            let r = self.roles(i).load(Ordering::Acquire);
+            let busy = r & (ROLE_SENDER | ROLE_RECEIVER) != 0
+                || self.outstanding(i).load(Ordering::Acquire) != 0;
+            if !busy {
+                continue;
+            }
+            if is_alive(o) {
+                live += u64::from(r & role != 0);
+            } else {
+                self.note_dead_entry(i, o);
+            }
+        }
+        live
+    }
+
+    /// Dead consumers' abandoned tasks, taken (each is reported once): entries noted dead
+    /// (or found dead now) with outstanding tasks, as `(pid, tasks)`, plus the count of
+    /// those whose entries were already taken over (pid unknown, `pid` 0).
+    pub(crate) fn take_lost(&self, is_alive: &dyn Fn(u64) -> bool, out: &mut Vec<(u32, u64)>) {
+        for i in 0..self.geo.max_handles {
+            if self.outstanding(i).load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let o = self.owner(i).load(Ordering::Acquire);
+            if o == 0 || Self::alive(o, is_alive) {
+                continue;
+            }
+            self.note_dead_entry(i, o);
+            // Only if the entry still belongs to the dead owner (not taken over since).
+            if self.owner(i).load(Ordering::Acquire) & !OWNER_DEAD == o & !OWNER_DEAD {
+                let n = self.outstanding(i).swap(0, Ordering::AcqRel);
+                if n != 0 {
+                    out.push(((o >> 32) as u32, n));
+                }
+            }
+        }
+        let n = self.lost_tasks().swap(0, Ordering::AcqRel);
+        if n != 0 {
+            out.push((0, n));
+        }
     }
 
     /// SPSC: takes the producer or consumer role for entry `me`. Fails with the holder's
@@ -432,9 +644,8 @@ impl Ring {
                 let k = (cur - 1) as usize;
                 if k < self.geo.max_handles {
                     let owner = self.owner(k).load(Ordering::Acquire);
-                    if owner != 0
-                        && self.roles(k).load(Ordering::Acquire) & role != 0
-                        && is_alive(owner)
+                    if self.roles(k).load(Ordering::Acquire) & role != 0
+                        && Self::alive(owner, is_alive)
                     {
                         return Err(owner);
                     }
@@ -451,7 +662,7 @@ impl Ring {
         }
     }
 
-    /// Counts a recovered claim of a dead peer.
+    /// Counts a dead peer.
     fn note_death(&self, owner: u64) {
         self.peer_deaths().fetch_add(1, Ordering::AcqRel);
         if owner != 0 {
@@ -637,17 +848,17 @@ impl Ring {
             }
         }
         let want = pos.wrapping_mul(2) | reader as u64;
-        let mut dead_owner = 0u64;
+        let mut dead = None;
         for i in 0..self.geo.max_handles {
             // Acquire: an owner that finished and cleared its intent also published.
             if self.intent(i).load(Ordering::Acquire) != want {
                 continue;
             }
             let owner = self.owner(i).load(Ordering::Acquire);
-            if owner != 0 && is_alive(owner) {
+            if Self::alive(owner, is_alive) {
                 return Ok(None);
             }
-            dead_owner = owner;
+            dead = Some((i, owner));
         }
         let (from, to) = if reader {
             (full(pos), empty(pos.wrapping_add(self.geo.cap)))
@@ -669,8 +880,15 @@ impl Ring {
                 Ordering::Relaxed,
             );
         }
-        // The dead entry's outstanding count dies with it (see `unfinished`).
-        self.note_death(dead_owner);
+        // The dead entry's outstanding count is abandoned (see `unfinished`, `take_lost`);
+        // the death is counted once per participant, by whoever notices it first.
+        let dead_owner = match dead {
+            Some((i, owner)) => {
+                self.note_dead_entry(i, owner);
+                owner & !OWNER_DEAD
+            }
+            None => 0,
+        };
         self.data_wait().wake();
         self.space_wait().wake();
         self.join_wait().wake();
@@ -781,7 +999,7 @@ impl Ring {
                 continue;
             }
             let owner = self.owner(i).load(Ordering::Acquire);
-            if owner != 0 && is_alive(owner) {
+            if Self::alive(owner, is_alive) {
                 n = n.saturating_add(o);
             }
         }

@@ -1,0 +1,45 @@
+//! Single-process costs of the queue's error paths against its fast path
+//! (`cargo bench -p shmkit-compare --bench queue_ops -- --noplot`): an empty `try_recv`
+//! (no allocation, no system call) versus a successful `send` + `recv` pair, for
+//! `Queue<u64>` in both modes and for `ByteQueue`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use shmkit::queue::{ByteQueue, Mode, Queue};
+use std::hint::black_box;
+
+mod common;
+
+fn ops(c: &mut Criterion) {
+    let mut g = c.benchmark_group("queue-ops");
+    for mode in [Mode::Spsc, Mode::Mpmc] {
+        let q = common::must(
+            Queue::<u64>::options().mode(mode).capacity(64).anonymous(),
+            "queue",
+        );
+        let m = format!("{mode:?}").to_lowercase();
+        g.bench_function(format!("empty_try_recv/{m}"), |b| {
+            b.iter(|| black_box(q.try_recv().is_err()))
+        });
+        g.bench_function(format!("send_recv_pair/{m}"), |b| {
+            b.iter(|| {
+                q.try_send(black_box(7)).ok();
+                black_box(q.try_recv().ok())
+            })
+        });
+    }
+    let q = common::must(ByteQueue::options().capacity(64).anonymous_bytes(64), "bq");
+    let mut buf = Vec::with_capacity(64);
+    g.bench_function("empty_try_recv/bytequeue", |b| {
+        b.iter(|| black_box(q.try_recv(&mut buf).is_err()))
+    });
+    g.bench_function("send_recv_pair/bytequeue", |b| {
+        b.iter(|| {
+            q.try_send(black_box(b"0123456789abcdef")).ok();
+            black_box(q.try_recv(&mut buf).ok())
+        })
+    });
+    g.finish();
+}
+
+criterion_group! { name = benches; config = common::config(); targets = ops }
+criterion_main!(benches);

@@ -70,7 +70,9 @@ mod spawn;
 #[cfg(feature = "process")]
 pub use spawn::*;
 #[cfg(feature = "process")]
-mod pool;
+pub mod pool;
+#[cfg(feature = "process")]
+pub use pool::{Pool, PoolOptions};
 
 /// How a child process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -976,3 +976,8 @@ impl<R> AsFd for Child<R> {
         self.proc.pidfd()
     }
 }
+
+/// The errno of an I/O error (`EIO` when it has none).
+pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}

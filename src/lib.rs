@@ -19,6 +19,7 @@
 //! | [`SignalListener`](signal::SignalListener) | real-time signal + 64-bit payload via `signalfd` | wake a known pid, no shared object at all | one signal delivery |
 //! | [`Fifo`](fifo::Fifo) | named pipe, framed messages (atomic up to 4092 B) or bytes | many writers, one reader, any language | two copies + syscall per message |
 //! | [`Queue`], [`ByteQueue`] | bounded SPSC/MPMC ring, spin-then-park, zero-copy, joinable | the fast path between processes | 64-byte round trip 1.9–3x a shared cache line, spinning (README) |
+//! | `codec::Typed` (feature `serde`) | any serde value as one message of a `ByteQueue`, `Pipe`, `Fifo` or `MessageQueue` (postcard) | structs with strings, vectors, enums | an encode + a decode on top of the transport |
 //!
 //! shmkit is Linux-only (glibc, x86_64 and aarch64 are tested); it refuses to compile
 //! elsewhere.
@@ -44,6 +45,8 @@ compile_error!(
      POSIX message queues as Linux implements them)"
 );
 
+#[cfg(feature = "serde")]
+pub mod codec;
 pub mod error;
 mod fdwait;
 pub mod fifo;
@@ -64,3 +67,26 @@ pub use name::{Name, NameKind};
 pub use queue::{ByteQueue, Queue};
 pub use segment::{ElemInfo, Layout, Segment};
 pub use value::{Array, Value};
+
+/// bytemuck, re-exported so that a user needs no dependency of their own for `Pod` types.
+///
+/// [`Pod`] and [`Zeroable`] are re-exported at the root, traits and derive macros both.
+/// The derives name `::bytemuck` in the code they generate; through the re-export, tell
+/// them where it is with `#[bytemuck(crate = "shmkit::bytemuck")]`:
+///
+/// ```
+/// #[derive(Clone, Copy, Debug, PartialEq, shmkit::Pod, shmkit::Zeroable)]
+/// #[bytemuck(crate = "shmkit::bytemuck")]
+/// #[repr(C)]
+/// struct Point {
+///     x: f64,
+///     y: f64,
+/// }
+///
+/// let q = shmkit::Queue::<Point>::options().anonymous()?;
+/// q.send(Point { x: 1.0, y: 2.0 })?;
+/// assert_eq!(q.recv()?, Point { x: 1.0, y: 2.0 });
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub use bytemuck;
+pub use bytemuck::{Pod, Zeroable};

@@ -28,8 +28,10 @@ fn holder_role(name: &str, fork_grandchild: bool) {
         // which is blocked joining us; the grandchild only reads stdin and exits.
         match unsafe { nix::unistd::fork() }.expect("fork") {
             nix::unistd::ForkResult::Child => {
-                let mut line = String::new();
-                let _ = std::io::stdin().lock().read_line(&mut line);
+                // Raw syscalls only: another thread of the parent may have held std's
+                // stdin/stdout locks at fork time (the hazard fork-safe code avoids).
+                let mut b = [0u8; 1];
+                let _ = nix::unistd::read(std::io::stdin(), &mut b);
                 // SAFETY: _exit is always safe; no destructors run in the forked copy.
                 unsafe { libc::_exit(0) };
             }
@@ -401,8 +403,11 @@ fn a_forked_child_sees_its_dead_parents_token_dead() {
                     std::thread::yield_now();
                 }
                 let alive = v.segment().liveness().token_alive(t);
-                let fresh = v.segment().liveness().token().expect("child token");
-                common::tell(&format!("{alive} {}", fresh != t));
+                let fresh = v.segment().liveness().token().map(|f| f != t);
+                // Raw write: std's stdout lock may have been held by another thread of the
+                // parent at fork time.
+                let line = format!("\n@@shmkit@@ {alive} {}\n", fresh.unwrap_or(false));
+                let _ = nix::unistd::write(std::io::stdout(), line.as_bytes());
                 // SAFETY: _exit runs no destructors of the forked copy.
                 unsafe { libc::_exit(0) };
             }

@@ -29,6 +29,8 @@ const ENV_FDS: &str = "SHMKIT_PROCESS_FDS";
 const ENV_PARENT: &str = "SHMKIT_PROCESS_PARENT";
 /// The child's name ([`current_process`]).
 const ENV_NAME: &str = "SHMKIT_PROCESS_NAME";
+/// The parent's log queue (`FD:LEVEL`), when `shmkit::logging` is installed.
+const ENV_LOG: &str = "SHMKIT_PROCESS_LOG";
 
 /// Child → parent, first message: dispatched, entry found.
 const TAG_HELLO: u8 = b'H';
@@ -195,14 +197,15 @@ pub fn init(entries: &[&'static dyn Role]) {
         return;
     }
     let get = |k: &str| std::env::var(k).ok();
-    let (role, fd, fds, parent, name) = (
+    let (role, fd, fds, parent, name, log) = (
         role.to_string_lossy().into_owned(),
         get(ENV_FD),
         get(ENV_FDS),
         get(ENV_PARENT),
         get(ENV_NAME),
+        get(ENV_LOG),
     );
-    for k in [ENV_ROLE, ENV_FD, ENV_FDS, ENV_PARENT, ENV_NAME] {
+    for k in [ENV_ROLE, ENV_FD, ENV_FDS, ENV_PARENT, ENV_NAME, ENV_LOG] {
         // SAFETY: `init` is documented to run first in `main`, before the program starts
         // threads; shmkit started this process with `exec` a moment ago, so no other
         // thread reads the environment concurrently.
@@ -242,6 +245,11 @@ pub fn init(entries: &[&'static dyn Role]) {
         }
     };
     set_current(name.unwrap_or_else(|| "Process".into()), parent);
+    if let Some((fd, level)) = log.as_deref().and_then(|l| l.split_once(':')) {
+        if let (Ok(fd), Ok(level)) = (fd.parse::<RawFd>(), level.parse::<usize>()) {
+            adopt_log(fd, level);
+        }
+    }
     let (kind, entry) = role.split_once(':').unwrap_or(("process", role.as_str()));
     let found = REGISTRY
         .get()
@@ -251,6 +259,23 @@ pub fn init(entries: &[&'static dyn Role]) {
     let _ = std::io::stdout().flush();
     std::process::exit(code);
 }
+
+#[cfg(feature = "log")]
+fn adopt_log(fd: RawFd, level: usize) {
+    // SAFETY: the parent passed this descriptor (its log queue) to this process; nothing
+    // else here owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    if let Err(e) = crate::logging::install_child(fd, level) {
+        eprintln!("shmkit: could not install the parent's logger: {e}");
+    }
+}
+
+#[cfg(not(feature = "log"))]
+fn adopt_log(_fd: RawFd, _level: usize) {}
 
 fn set_current(name: String, parent: u32) {
     let p = Box::into_raw(Box::new(name));
@@ -526,6 +551,16 @@ fn spawn_exec(spec: Spec, theirs: Pipe) -> Result<u32> {
     let mut keep: Vec<RawFd> = vec![theirs.as_raw_fd()];
     keep.extend(spec.fds.iter().map(|f| f.as_raw_fd()));
     let extra: Vec<String> = keep[1..].iter().map(|f| f.to_string()).collect();
+    #[cfg(feature = "log")]
+    let log_fd = crate::logging::for_child().and_then(|(fd, level)| {
+        // SAFETY: the logger's descriptor stays open for the life of the process.
+        let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .ok()?;
+        Some((owned, level))
+    });
+    #[cfg(not(feature = "log"))]
+    let log_fd: Option<(OwnedFd, usize)> = None;
     let mut cmd = std::process::Command::new("/proc/self/exe");
     if let Some(a0) = std::env::args_os().next() {
         cmd.arg0(a0);
@@ -536,7 +571,11 @@ fn spawn_exec(spec: Spec, theirs: Pipe) -> Result<u32> {
         .env(ENV_FDS, extra.join(","))
         .env(ENV_PARENT, parent.to_string())
         .env(ENV_NAME, &spec.name);
-    let owned = (theirs, spec.fds);
+    if let Some((fd, level)) = &log_fd {
+        cmd.env(ENV_LOG, format!("{}:{level}", fd.as_raw_fd()));
+        keep.push(fd.as_raw_fd());
+    }
+    let owned = (theirs, spec.fds, log_fd);
     // SAFETY: the closure runs in the child between fork and exec; it calls only
     // prctl, getppid and fcntl (async-signal-safe) and allocates nothing. `owned` keeps
     // the descriptors open until the command is dropped after spawning.

@@ -157,6 +157,16 @@ pub enum Error {
         resource: String,
     },
 
+    /// A child process or a pool task delivered no result: it panicked, its arguments or
+    /// result could not be (de)serialised, or the process died (exit status named).
+    #[error("{resource}: {failure}")]
+    Failed {
+        /// The process or task (name, pid, task id).
+        resource: String,
+        /// What happened.
+        failure: crate::process::Failure,
+    },
+
     /// The platform or kernel lacks something shmkit needs.
     #[error("{what} is not supported here: {reason}")]
     Unsupported {

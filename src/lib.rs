@@ -55,6 +55,8 @@ mod fdwait;
 pub mod fifo;
 pub mod frame;
 pub mod liveness;
+#[cfg(feature = "log")]
+pub mod logging;
 pub mod mq;
 pub mod name;
 pub mod pipe;

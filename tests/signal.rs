@@ -235,35 +235,5 @@ fn main() {
             async_listener_across_processes,
         ),
     ];
-    if std::env::args().any(|a| a == "--ignored") {
-        return; // none of these tests is ignored
-    }
-    if std::env::args().any(|a| a == "--list") {
-        for (name, _) in tests {
-            println!("{name}: test");
-        }
-        return;
-    }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = 0;
-    for (name, f) in tests {
-        if !filter.is_empty() && !filter.iter().any(|x| name.contains(x.as_str())) {
-            continue;
-        }
-        print!("test {name} ... ");
-        match std::panic::catch_unwind(|| f(&ready)) {
-            Ok(()) => println!("ok"),
-            Err(_) => {
-                println!("FAILED");
-                failed += 1;
-            }
-        }
-    }
-    if failed > 0 {
-        eprintln!("{failed} signal test(s) failed");
-        std::process::exit(1);
-    }
+    common::run_tests_with(tests, |f| f(&ready));
 }

@@ -92,6 +92,12 @@ impl QueueOptions<u8> {
         ByteQueue::from_parts(self.segment.open(name)?, self)
     }
 
+    /// A byte queue over an existing segment (e.g. one from
+    /// [`SegmentOptions::open_fd`](crate::segment::SegmentOptions::open_fd)).
+    pub fn bytes_from_segment(&self, seg: Segment) -> Result<ByteQueue> {
+        ByteQueue::from_parts(seg, self)
+    }
+
     /// Creates an anonymous byte queue (shared with children forked afterwards).
     pub fn anonymous_bytes(&self, max_message: usize) -> Result<ByteQueue> {
         let (layout, geo) = self.bytes_layout("<anonymous byte queue>", max_message)?;

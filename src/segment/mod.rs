@@ -527,6 +527,35 @@ impl SegmentOptions {
         Ok(seg)
     }
 
+    /// Opens the segment behind `fd`, a descriptor of its object that another process
+    /// handed over (e.g. an anonymous segment inherited across `exec` by a
+    /// [`Pool`](crate::process::Pool) worker). This handle reopens the object through
+    /// `/proc/self/fd/N` (its own open file description, hence its own liveness locks)
+    /// and closes `fd`. The header is validated as for [`open`](Self::open); a segment
+    /// not yet `Ready` is an error.
+    pub fn open_fd(&self, fd: std::os::fd::OwnedFd) -> Result<Segment> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let resource = "<inherited segment>";
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::os(resource, "open(/proc/self/fd/N)", io_errno(&e)))?;
+        drop(fd);
+        let live = Liveness::attach(file, false, self.timeout, self.timeout, resource)?
+            .ok_or_else(|| Error::invalid(resource, "open_fd", "unnamed object (unreachable)"))?;
+        let seg = map_existing(live, Backing::Anonymous, false)?;
+        match seg.state() {
+            State::Ready => Ok(seg),
+            s => Err(Error::corrupt(
+                resource,
+                format!("segment state {s:?}, expected Ready"),
+            )),
+        }
+    }
+
     fn create_at(
         &self,
         loc: &Location,

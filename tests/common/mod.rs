@@ -153,3 +153,45 @@ impl Listener {
             .expect("child did not report in time")
     }
 }
+
+/// A minimal libtest stand-in for `harness = false` tests: `--list`, `--ignored` (none
+/// is), name filters; runs each test, catching panics; exits 1 if any failed.
+pub fn run_tests(tests: &[(&str, fn())]) {
+    run_tests_with(tests, |f| f())
+}
+
+/// [`run_tests`] for tests that take something from `main` (`call` runs one).
+pub fn run_tests_with<T>(tests: &[(&str, T)], call: impl Fn(&T)) {
+    if std::env::args().any(|a| a == "--ignored") {
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut failed = Vec::new();
+    for (name, f) in tests {
+        if !filter.is_empty() && !filter.iter().any(|x| name.contains(x.as_str())) {
+            continue;
+        }
+        println!("test {name} ... ");
+        let t = Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(f))) {
+            Ok(()) => println!("test {name} ... ok ({:?})", t.elapsed()),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("failed: {failed:?}");
+        std::process::exit(1);
+    }
+}

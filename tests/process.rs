@@ -1,0 +1,520 @@
+//! `Process` (and `Pool`, `logging`) across real processes. This test owns `main`
+//! (harness = false): a child re-executes this binary and must dispatch in
+//! `shmkit::process::init` before any test runner starts.
+
+mod common;
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use shmkit::Array;
+use shmkit::Error;
+use shmkit::process::{
+    Entry, ExitStatus, Failure, Pool, PoolOptions, Process, StartMethod, current_process,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+fn whoami(_: ()) -> (String, u32, Option<u32>) {
+    let me = current_process();
+    (me.name.to_owned(), me.pid, me.parent)
+}
+fn sleep_forever(_: ()) {
+    std::thread::sleep(Duration::from_secs(3600));
+}
+fn panics(msg: String) -> u8 {
+    panic!("{msg}")
+}
+fn exits(code: i32) {
+    std::process::exit(code)
+}
+fn big(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+/// Starts a grandchild that sleeps, publishes its pid in the named value, then sleeps.
+fn middle(value: String) {
+    let v = shmkit::Value::<u32>::open(&value).unwrap();
+    let gc = Process::new(&SLEEP, ()).name("grandchild").start().unwrap();
+    v.store(gc.pid());
+    std::thread::sleep(Duration::from_secs(3600));
+}
+fn unregistered(_: ()) {}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+fn pid_of(_: u64) -> u32 {
+    std::process::id()
+}
+fn maybe_panic(x: u64) -> u64 {
+    if x == 13 {
+        panic!("unlucky {x}");
+    }
+    x
+}
+/// Item 999 publishes its worker's pid in `[1]` and blocks on its first attempt
+/// (attempts counted in `[0]`); everything else returns at once.
+fn block_once((x, name): (u64, String)) -> u64 {
+    if x == 999 {
+        let a = Array::<u32>::open(&name).unwrap();
+        if a.fetch_add(0, 1).unwrap() == 0 {
+            a.store(1, std::process::id()).unwrap();
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    x
+}
+
+/// Serialises fine except the value 3, whose `Serialize` fails.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Flaky(u64);
+impl serde::Serialize for Flaky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 3 {
+            return Err(serde::ser::Error::custom("three cannot be encoded"));
+        }
+        s.serialize_u64(self.0)
+    }
+}
+fn flaky(x: Flaky) -> Flaky {
+    Flaky(x.0 + 1)
+}
+/// Starts a pool, publishes `[count, pids...]` in the named array, then sleeps.
+fn pool_parent(name: String) {
+    let a = Array::<u32>::open(&name).unwrap();
+    let pool = Pool::new(&SQUARE, 2).unwrap();
+    assert_eq!(pool.map(0..10u64).unwrap()[3], 9);
+    let pids = pool.pids();
+    for (i, p) in pids.iter().enumerate() {
+        a.store(i + 1, *p).unwrap();
+    }
+    // Our own mappings of /dev/shm: only the test's array.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let named = maps.lines().filter(|l| l.contains("/dev/shm/")).count();
+    a.store(7, named as u32).unwrap();
+    a.store(0, pids.len() as u32).unwrap();
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+static DOUBLE: Entry<u64, u64> = shmkit::entry!(double);
+static WHOAMI: Entry<(), (String, u32, Option<u32>)> = shmkit::entry!(whoami);
+static SLEEP: Entry<(), ()> = shmkit::entry!(sleep_forever);
+static PANICS: Entry<String, u8> = shmkit::entry!(panics);
+static EXITS: Entry<i32, ()> = shmkit::entry!(exits);
+static BIG: Entry<usize, Vec<u8>> = shmkit::entry!(big);
+static MIDDLE: Entry<String, ()> = shmkit::entry!(middle);
+static UNREGISTERED: Entry<(), ()> = shmkit::entry!(unregistered);
+static SQUARE: Entry<u64, u64> = shmkit::entry!(square);
+static PID_OF: Entry<u64, u32> = shmkit::entry!(pid_of);
+static MAYBE_PANIC: Entry<u64, u64> = shmkit::entry!(maybe_panic);
+static BLOCK_ONCE: Entry<(u64, String), u64> = shmkit::entry!(block_once);
+static FLAKY: Entry<Flaky, Flaky> = shmkit::entry!(flaky);
+static POOL_PARENT: Entry<String, ()> = shmkit::entry!(pool_parent);
+
+fn starts_joins_and_names() {
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let mut p = Process::new(&DOUBLE, 21)
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert!(p.name().starts_with("Process-"), "{}", p.name());
+        assert_eq!(p.join_timeout(LIMIT).unwrap(), 42);
+        assert_eq!(p.exit_status().unwrap(), Some(ExitStatus::Code(0)));
+        assert!(!p.is_alive());
+        assert!(p.join().unwrap_err().to_string().contains("already joined"));
+
+        let mut w = Process::new(&WHOAMI, ())
+            .name("worker-a")
+            .start_method(method)
+            .start()
+            .unwrap();
+        let pid = w.pid();
+        let (name, child_pid, parent) = w.join_timeout(LIMIT).unwrap();
+        assert_eq!(name, "worker-a");
+        assert_eq!(child_pid, pid);
+        assert_eq!(parent, Some(std::process::id()));
+    }
+    let me = current_process();
+    assert_eq!((me.name, me.parent), ("MainProcess", None));
+}
+
+fn large_results_do_not_deadlock_join() {
+    let mut p = Process::new(&BIG, 3 << 20).start().unwrap();
+    assert_eq!(p.join_timeout(LIMIT).unwrap().len(), 3 << 20);
+}
+
+fn join_timeout_terminate_and_kill() {
+    let mut p = Process::new(&SLEEP, ()).start().unwrap();
+    assert!(p.is_alive());
+    let t = Instant::now();
+    let e = p.join_timeout(Duration::from_millis(100)).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert!(p.is_alive());
+    p.terminate().unwrap();
+    let e = p.join_timeout(LIMIT).unwrap_err();
+    match e {
+        Error::Failed {
+            failure: Failure::Died { pid, status },
+            ..
+        } => {
+            assert_eq!(pid, p.pid());
+            assert_eq!(status, ExitStatus::Signal(libc::SIGTERM));
+        }
+        e => panic!("{e}"),
+    }
+    assert_eq!(p.exit_status().unwrap().unwrap().exitcode(), -libc::SIGTERM);
+
+    let mut p = Process::new(&SLEEP, ())
+        .start_method(StartMethod::Fork)
+        .start()
+        .unwrap();
+    p.kill().unwrap();
+    let e = p.join_timeout(LIMIT).unwrap_err();
+    assert!(e.to_string().contains("SIGKILL"), "{e}");
+    // Signalling an exited, reaped child is not an error and reaches nobody else.
+    p.kill().unwrap();
+}
+
+fn panics_and_exit_codes_are_reported() {
+    let mut p = Process::new(&PANICS, "boom 7".to_owned()).start().unwrap();
+    let e = p.join_timeout(LIMIT).unwrap_err();
+    assert!(
+        matches!(&e, Error::Failed { failure: Failure::Panicked(m), .. } if m == "boom 7"),
+        "{e}"
+    );
+    assert_eq!(p.exit_status().unwrap(), Some(ExitStatus::Code(101)));
+
+    let mut p = Process::new(&EXITS, 3).start().unwrap();
+    let e = p.join_timeout(LIMIT).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Failed {
+                failure: Failure::Died {
+                    status: ExitStatus::Code(3),
+                    ..
+                },
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+fn unregistered_entries_are_refused() {
+    let e = Process::new(&UNREGISTERED, ()).start().unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Failed {
+                failure: Failure::NotRegistered(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("shmkit::process::init"), "{e}");
+}
+
+fn pidfd_of(pid: u32) -> OwnedFd {
+    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    assert!(r >= 0, "pidfd_open({pid})");
+    // SAFETY: just returned by the kernel, owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(r as i32) }
+}
+
+/// Waits until the process behind `fd` exits, at most `limit`.
+fn exits_within(fd: &OwnedFd, limit: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+    poll(&mut fds, PollTimeout::from(ms)).unwrap() == 1
+}
+
+fn children_die_with_their_parent() {
+    let name = common::unique("proc-middle");
+    let _g = common::ShmGuard::new(&name);
+    let v = shmkit::Value::<u32>::create(&name, 0).unwrap();
+    let m = Process::new(&MIDDLE, name.clone()).start().unwrap();
+    let start = Instant::now();
+    let gc = loop {
+        match v.load() {
+            0 if start.elapsed() < LIMIT => std::thread::yield_now(),
+            0 => panic!("the middle process never started its child"),
+            pid => break pid,
+        }
+    };
+    let gc_fd = pidfd_of(gc);
+    assert!(!exits_within(&gc_fd, Duration::ZERO));
+    m.kill().unwrap();
+    // PR_SET_PDEATHSIG: the grandchild is killed by the kernel, well within a second.
+    assert!(
+        exits_within(&gc_fd, Duration::from_secs(1)),
+        "grandchild {gc} outlived its parent"
+    );
+}
+
+fn pool_map_imap_apply_async() {
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let pool = PoolOptions::default()
+            .workers(2)
+            .start_method(method)
+            .build(&SQUARE)
+            .unwrap();
+        let want: Vec<u64> = (0..1000u64).map(|x| x * x).collect();
+        assert_eq!(pool.map(0..1000u64).unwrap(), want);
+        assert_eq!(pool.map_chunked(0..1000u64, 1).unwrap(), want);
+        assert_eq!(pool.map(Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+        let got: Vec<u64> = pool.imap(0..1000u64, 7).map(Result::unwrap).collect();
+        assert_eq!(got, want);
+        let mut seen = vec![false; 1000];
+        let mut it = pool.imap_unordered(0..1000u64, 3);
+        while let Some((i, r)) = it.next_indexed() {
+            assert_eq!(r.unwrap(), want[i]);
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|&b| b));
+        let r = pool.apply_async(12).unwrap();
+        assert_eq!(r.get(Some(Duration::from_secs(10))).unwrap(), 144);
+        assert_eq!(pool.apply(5).unwrap(), 25);
+    }
+}
+
+fn pool_imap_streams_a_long_input() {
+    let pool = Pool::new(&SQUARE, 2).unwrap();
+    // An unbounded input: only the window is ever materialised.
+    let mut it = pool.imap((0..).map(|x: u64| x % 1000), 16);
+    for i in 0..20_000u64 {
+        assert_eq!(it.next().unwrap().unwrap(), (i % 1000) * (i % 1000));
+    }
+}
+
+fn pool_task_panic_is_an_error_and_the_worker_survives() {
+    let pool = Pool::new(&MAYBE_PANIC, 2).unwrap();
+    let before = pool.pids();
+    let e = pool.map(0..20u64).unwrap_err();
+    assert!(
+        matches!(&e, shmkit::Error::Failed { failure: Failure::Panicked(m), .. } if m == "unlucky 13"),
+        "{e}"
+    );
+    let outcomes: Vec<_> = pool.imap(0..20u64, 4).collect();
+    for (i, r) in outcomes.iter().enumerate() {
+        assert_eq!(r.is_err(), i == 13, "{i}: {r:?}");
+    }
+    assert_eq!(pool.map(0..5u64).unwrap(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        pool.pids(),
+        before,
+        "a panicking task must not cost a worker"
+    );
+}
+
+fn wait_for_pid(a: &Array<u32>) -> u32 {
+    let start = Instant::now();
+    loop {
+        match a.load(1).unwrap() {
+            0 if start.elapsed() < LIMIT => std::thread::yield_now(),
+            0 => panic!("the blocking task never started"),
+            pid => return pid,
+        }
+    }
+}
+
+fn pool_worker_sigkilled_mid_task() {
+    let name = common::unique("pool-kill");
+    let _g = common::ShmGuard::new(&name);
+    let a = Array::<u32>::create(&name, 2, 0).unwrap();
+    let pool = Pool::new(&BLOCK_ONCE, 2).unwrap();
+    let items: Vec<(u64, String)> = (0..50u64)
+        .map(|i| (if i == 25 { 999 } else { i }, name.clone()))
+        .collect();
+    let t = Instant::now();
+    let outcome = std::thread::scope(|s| {
+        let h = s.spawn(|| pool.map_chunked(items.clone(), 4));
+        let pid = wait_for_pid(&a);
+        assert!(pool.pids().contains(&pid));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+        (pid, h.join().unwrap())
+    });
+    assert!(t.elapsed() < LIMIT);
+    let (pid, r) = outcome;
+    match r.unwrap_err() {
+        shmkit::Error::Failed {
+            failure: Failure::Died { pid: p, status },
+            resource,
+        } => {
+            assert_eq!(p, pid);
+            assert_eq!(status, ExitStatus::Signal(libc::SIGKILL));
+            assert!(resource.contains(&pid.to_string()), "{resource}");
+        }
+        e => panic!("{e}"),
+    }
+    // Every other item of the map ran; the worker was replaced; the pool goes on.
+    let outcomes: Vec<_> = pool.imap(items.clone(), 4).collect();
+    assert!(outcomes.iter().all(|r| r.is_ok()));
+    assert!(!pool.pids().contains(&pid));
+    assert_eq!(pool.pids().len(), 2);
+
+    // With a retry, the item runs again and succeeds.
+    a.store(0, 0).unwrap();
+    a.store(1, 0).unwrap();
+    let pool = PoolOptions::default()
+        .workers(2)
+        .retries(1)
+        .build(&BLOCK_ONCE)
+        .unwrap();
+    let r = pool.apply_async((999, name.clone())).unwrap();
+    let pid = wait_for_pid(&a);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(r.get(Some(LIMIT)).unwrap(), 999);
+    assert_eq!(a.load(0).unwrap(), 2);
+}
+
+fn pool_unserialisable_arguments_and_results() {
+    let pool = Pool::new(&FLAKY, 2).unwrap();
+    let outcomes: Vec<_> = pool.imap((0..6).map(Flaky), 2).collect();
+    for (i, r) in outcomes.iter().enumerate() {
+        match i {
+            // Argument 3 cannot be encoded; the result of 2 (= 3) cannot either.
+            2 | 3 => {
+                let e = r.as_ref().unwrap_err();
+                assert!(
+                    matches!(e, shmkit::Error::Failed { failure: Failure::Codec(m), .. } if m.contains("encoding") && m.contains("Flaky")),
+                    "{i}: {e}"
+                );
+            }
+            _ => assert_eq!(r.as_ref().unwrap(), &Flaky(i as u64 + 1)),
+        }
+    }
+    assert_eq!(pool.apply(Flaky(7)).unwrap(), Flaky(8));
+}
+
+fn pool_max_tasks_per_child_close_join_terminate() {
+    let mut pool = PoolOptions::default()
+        .workers(1)
+        .max_tasks_per_child(2)
+        .build(&PID_OF)
+        .unwrap();
+    let mut pids: Vec<u32> = (0..6).map(|i| pool.apply(i).unwrap()).collect();
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    pool.close();
+    assert!(pool.apply_async(1).is_err());
+    pool.join(Some(LIMIT)).unwrap();
+
+    let mut pool = Pool::new(&SQUARE, 2).unwrap();
+    let r = pool.apply_async(3).unwrap();
+    assert_eq!(r.get(Some(LIMIT)).unwrap(), 9);
+    let fds: Vec<OwnedFd> = pool.pids().into_iter().map(pidfd_of).collect();
+    pool.terminate();
+    for fd in &fds {
+        assert!(exits_within(fd, Duration::ZERO));
+    }
+    assert!(pool.apply_async(1).is_err());
+}
+
+fn pool_workers_die_with_a_sigkilled_parent() {
+    let name = common::unique("pool-parent");
+    let _g = common::ShmGuard::new(&name);
+    let a = Array::<u32>::create(&name, 8, 0).unwrap();
+    let parent = Process::new(&POOL_PARENT, name.clone()).start().unwrap();
+    let start = Instant::now();
+    let n = loop {
+        match a.load(0).unwrap() {
+            0 if start.elapsed() < LIMIT => std::thread::yield_now(),
+            0 => panic!("the pool parent never reported"),
+            n => break n as usize,
+        }
+    };
+    assert_eq!(n, 2);
+    // The pool's queues are memfds: the parent maps nothing of it under /dev/shm.
+    assert_eq!(a.load(7).unwrap(), 1, "only the test's own array is named");
+    let fds: Vec<OwnedFd> = (1..=n).map(|i| pidfd_of(a.load(i).unwrap())).collect();
+    parent.kill().unwrap();
+    for fd in &fds {
+        assert!(
+            exits_within(fd, Duration::from_secs(1)),
+            "a worker outlived its SIGKILLed parent by a second"
+        );
+    }
+}
+
+fn main() {
+    shmkit::process::init(&[
+        &DOUBLE,
+        &WHOAMI,
+        &SLEEP,
+        &PANICS,
+        &EXITS,
+        &BIG,
+        &MIDDLE,
+        &SQUARE,
+        &PID_OF,
+        &MAYBE_PANIC,
+        &BLOCK_ONCE,
+        &FLAKY,
+        &POOL_PARENT,
+    ]);
+    let tests: &[(&str, fn())] = &[
+        ("starts_joins_and_names", starts_joins_and_names),
+        (
+            "large_results_do_not_deadlock_join",
+            large_results_do_not_deadlock_join,
+        ),
+        (
+            "join_timeout_terminate_and_kill",
+            join_timeout_terminate_and_kill,
+        ),
+        (
+            "panics_and_exit_codes_are_reported",
+            panics_and_exit_codes_are_reported,
+        ),
+        (
+            "unregistered_entries_are_refused",
+            unregistered_entries_are_refused,
+        ),
+        (
+            "children_die_with_their_parent",
+            children_die_with_their_parent,
+        ),
+        ("pool_map_imap_apply_async", pool_map_imap_apply_async),
+        (
+            "pool_imap_streams_a_long_input",
+            pool_imap_streams_a_long_input,
+        ),
+        (
+            "pool_task_panic_is_an_error_and_the_worker_survives",
+            pool_task_panic_is_an_error_and_the_worker_survives,
+        ),
+        (
+            "pool_worker_sigkilled_mid_task",
+            pool_worker_sigkilled_mid_task,
+        ),
+        (
+            "pool_unserialisable_arguments_and_results",
+            pool_unserialisable_arguments_and_results,
+        ),
+        (
+            "pool_max_tasks_per_child_close_join_terminate",
+            pool_max_tasks_per_child_close_join_terminate,
+        ),
+        (
+            "pool_workers_die_with_a_sigkilled_parent",
+            pool_workers_die_with_a_sigkilled_parent,
+        ),
+    ];
+    common::run_tests(tests);
+}

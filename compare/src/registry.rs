@@ -171,8 +171,8 @@ pub fn channels() -> Vec<ChannelSpec> {
         ChannelSpec {
             id: "shmkit-queue-async",
             style: Sleeping,
-            max_msg: Some(crate::shmkit_async::MAX_MSG),
-            note: "shmkit::queue::Queue<[u8; size]> SPSC as shmkit-queue-park, send_async / recv_async on a tokio current-thread runtime per side (woken through shmkit's futex_waitv thread; block_on only when it must wait); T by value",
+            max_msg: None,
+            note: "shmkit::queue::Queue<[u8; size]> SPSC as shmkit-queue-park, reserve_async + commit / recv_ref_async (one copy each way) on a tokio current-thread runtime per side, woken through shmkit's futex_waitv thread; block_on only when it must wait",
             make: crate::shmkit_async::queue_async,
         },
         ChannelSpec {

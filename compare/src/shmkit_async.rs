@@ -1,12 +1,13 @@
 //! shmkit's async forms in the comparison: `shmkit-queue-async` (`Queue<[u8; N]>`,
-//! `send_async` / `recv_async`) and `shmkit-event-async` (`Event::wait_timeout_async`
+//! `reserve_async` + commit / `recv_ref_async`: one copy each way, as
+//! `shmkit-queue-park` does with `reserve` / `recv_ref`) and `shmkit-event-async` (`Event::wait_timeout_async`
 //! as a doorbell of the slot channel), each side awaiting on its own tokio current-thread
 //! runtime (time driver only, for the bounds; no I/O driver), built in
 //! [`Channel::attach`] / [`Doorbell::attach`], i.e. after the fork.
 //!
 //! Like a task that is already running, a transfer that can complete at once does so
-//! without entering the runtime (`try_send` / `try_recv`, exactly the futures' first
-//! poll); only a transfer that has to wait goes through `block_on`.
+//! without entering the runtime (`reserve` / `recv_ref` with a zero timeout, exactly the
+//! futures' first poll); only a transfer that has to wait goes through `block_on`.
 //!
 //! They measure what an async waiter costs on top of the blocking forms they are
 //! compared with (`shmkit-queue-park`, `shmkit-event`): the hand-off from shmkit's waiter
@@ -25,9 +26,6 @@ use tokio::runtime::Runtime;
 
 use crate::channel::{Channel, ChannelParams, Side};
 use crate::slot::{Doorbell, WAIT_LIMIT};
-
-/// Largest message: `Queue<[u8; N]>` moves `T` by value through the future's output.
-pub const MAX_MSG: usize = 64 << 10;
 
 fn runtime(id: &'static str) -> Result<Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -66,10 +64,14 @@ pub fn queue_async(p: ChannelParams) -> Result<Box<dyn Channel>> {
         64 => AsyncQueueChannel::<[u8; 64]>::boxed(p),
         4096 => AsyncQueueChannel::<[u8; 4096]>::boxed(p),
         65536 => AsyncQueueChannel::<[u8; 65536]>::boxed(p),
+        1048576 => AsyncQueueChannel::<[u8; 1048576]>::boxed(p),
         other => Err(Error::invalid(
             QUEUE_ID,
             "create",
-            format!("instantiated for 16, 64, 4096 and 65536 bytes only, not {other}"),
+            format!(
+                "Queue<[u8; N]> is instantiated for N in {:?} only, not {other}",
+                crate::shmkit_queue::TYPED_SIZES
+            ),
         )),
     }
 }
@@ -102,16 +104,23 @@ impl<T: Pod + Send> Channel for AsyncQueueChannel<T> {
         if msg.len() != size_of::<T>() {
             return Err(Error::invalid(QUEUE_ID, "send", "wrong message length"));
         }
-        let v: T = bytemuck::pod_read_unaligned(msg);
         let q = &mut self.queues[side.index()];
         // What the future's first poll does, without entering the runtime (a task that
         // is already running pays no `block_on`).
-        match q.try_send(v) {
-            Err(e) if e.is_full() => {}
-            r => return Ok(r?),
+        match q.reserve(Some(Duration::ZERO)) {
+            Ok(mut slot) => {
+                bytemuck::bytes_of_mut(&mut *slot).copy_from_slice(msg);
+                slot.commit();
+                return Ok(());
+            }
+            Err(e) if e.is_timeout() => {}
+            Err(e) => return Err(e.into()),
         }
         bounded(self.rt.as_ref(), QUEUE_ID, async {
-            Ok(q.send_async(v).await?)
+            let mut slot = q.reserve_async().await?;
+            bytemuck::bytes_of_mut(&mut *slot).copy_from_slice(msg);
+            slot.commit();
+            Ok(())
         })
     }
 
@@ -120,14 +129,19 @@ impl<T: Pod + Send> Channel for AsyncQueueChannel<T> {
             return Err(Error::invalid(QUEUE_ID, "recv", "wrong message length"));
         }
         let q = &mut self.queues[side.peer().index()];
-        let v = match q.try_recv() {
-            Err(e) if e.is_empty() => bounded(self.rt.as_ref(), QUEUE_ID, async {
-                Ok(q.recv_async().await?)
-            })?,
-            r => r?,
-        };
-        buf.copy_from_slice(bytemuck::bytes_of(&v));
-        Ok(())
+        match q.recv_ref(Some(Duration::ZERO)) {
+            Ok(slot) => {
+                buf.copy_from_slice(bytemuck::bytes_of(&*slot));
+                return Ok(());
+            }
+            Err(e) if e.is_timeout() => {}
+            Err(e) => return Err(e.into()),
+        }
+        bounded(self.rt.as_ref(), QUEUE_ID, async {
+            let slot = q.recv_ref_async().await?;
+            buf.copy_from_slice(bytemuck::bytes_of(&*slot));
+            Ok(())
+        })
     }
 }
 

@@ -451,3 +451,80 @@ pub(crate) fn census() -> (usize, usize) {
     }
     (g.1.len(), g.1.iter().map(|s| s.lock().entries.len()).sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::task::Wake;
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn wait_for(flag: &Flag) {
+        let t = Instant::now();
+        while !flag.0.load(Ordering::SeqCst) {
+            assert!(t.elapsed() < Duration::from_secs(20), "never woken");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_changed_word_wakes_once_and_leaves_the_table() {
+        let word = AtomicU32::new(5);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let reg = register(&word, 5, &Waker::from(flag.clone()), None).unwrap();
+        assert!(reg.pending(&Waker::from(flag.clone())));
+        word.store(6, Ordering::SeqCst);
+        crate::sync::futex::wake(&word, i32::MAX).unwrap();
+        wait_for(&flag);
+        assert!(!reg.pending(&Waker::from(flag.clone())));
+    }
+
+    #[test]
+    fn a_deadline_fires_without_a_change() {
+        let word = AtomicU32::new(0);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let at = Instant::now() + Duration::from_millis(5);
+        let _reg = register(&word, 0, &Waker::from(flag.clone()), Some(at)).unwrap();
+        wait_for(&flag);
+        assert!(Instant::now() >= at);
+    }
+
+    #[test]
+    fn a_leaked_wait_on_unmapped_memory_is_dropped_not_dereferenced() {
+        use std::num::NonZeroUsize;
+        let len = NonZeroUsize::new(4096).unwrap();
+        // SAFETY: a fresh private anonymous mapping, unmapped below; nothing else uses it.
+        let page = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_PRIVATE,
+            )
+        }
+        .unwrap();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        {
+            // SAFETY: the page is mapped, zeroed and aligned; the reference is not used
+            // after the munmap below.
+            let word = unsafe { page.cast::<AtomicU32>().as_ref() };
+            // Like a future leaked with mem::forget: the registration is never dropped.
+            std::mem::forget(register(word, 0, &Waker::from(flag.clone()), None).unwrap());
+        }
+        // SAFETY: `page` is the mapping made above, `len` its length; no reference into
+        // it is used afterwards.
+        unsafe { nix::sys::mman::munmap(page, len.get()) }.unwrap();
+        // Make the thread take a new snapshot: its futex_waitv faults (EFAULT) in the
+        // kernel, it asks about each word and drops the unmapped one, waking its waker.
+        let other = AtomicU32::new(0);
+        let other_flag = Arc::new(Flag(AtomicBool::new(false)));
+        let _reg = register(&other, 1, &Waker::from(other_flag.clone()), None).unwrap();
+        wait_for(&flag);
+    }
+}

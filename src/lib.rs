@@ -47,6 +47,7 @@ compile_error!(
 pub mod error;
 mod fdwait;
 pub mod fifo;
+pub mod liveness;
 pub mod frame;
 pub mod mq;
 pub mod name;

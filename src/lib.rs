@@ -47,8 +47,8 @@ compile_error!(
 pub mod error;
 mod fdwait;
 pub mod fifo;
-pub mod liveness;
 pub mod frame;
+pub mod liveness;
 pub mod mq;
 pub mod name;
 pub mod pipe;

@@ -118,19 +118,27 @@ pub use barrier::{Barrier, BarrierWaitResult, RawBarrier};
 pub use condvar::{Condvar, RawCondvar, WaitTimeoutResult};
 pub use event::{Event, RawEvent};
 pub use mutex::{LockResult, Mutex, MutexArray, MutexGuard, OwnerInfo, RawRobustMutex};
-pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use rwlock::{RawRwLock, RwLock, RwLockReadGuard, RwLockState, RwLockWriteGuard};
 pub use semaphore::{BoundedSemaphore, NamedSemaphore, RawSemaphore, Semaphore};
 
 use crate::segment::{Kind, Segment};
 
 /// An optional deadline on `Instant` (monotonic).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadline(Option<Instant>);
+pub(crate) struct Deadline(Option<Instant>, Duration);
 
 impl Deadline {
     /// `None`: no limit.
     pub(crate) fn after(timeout: Option<Duration>) -> Self {
-        Deadline(timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)))
+        Deadline(
+            timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)),
+            timeout.unwrap_or_default(),
+        )
+    }
+
+    /// The timeout this deadline was made from (zero without limit), for errors.
+    pub(crate) fn total(&self) -> Duration {
+        self.1
     }
 
     /// `None` once expired; `Some(None)` without limit; `Some(Some(left))` otherwise.
@@ -143,6 +151,61 @@ impl Deadline {
             }
         }
     }
+}
+
+/// Sleep slices of a lock waiter that must notice a dead holder: `FUTEX_WAIT` for at most
+/// the current slice (1 ms, doubling up to 32 ms), then the caller asks the liveness API
+/// whether the holder still lives. Nobody wakes the waiters of a process that died, so
+/// the slice bounds how late a death is noticed; it is never longer than the deadline.
+#[derive(Debug)]
+pub(crate) struct Slices(Duration);
+
+impl Slices {
+    const FIRST: Duration = Duration::from_millis(1);
+    const MAX: Duration = Duration::from_millis(32);
+
+    pub(crate) fn new() -> Self {
+        Slices(Self::FIRST)
+    }
+
+    /// The next slice, capped by what is `left` of the deadline (`None`: no deadline).
+    pub(crate) fn next(&mut self, left: Option<Duration>) -> Duration {
+        let s = self.0;
+        self.0 = (s * 2).min(Self::MAX);
+        left.map_or(s, |l| l.min(s))
+    }
+}
+
+/// Process id and kernel thread id of the calling thread, cached per thread (no system
+/// call after the first) and refreshed in the child after `fork` (a `pthread_atfork`
+/// handler bumps a generation). Diagnostics, and "does this thread already hold it"
+/// checks that are combined with the process's liveness token.
+pub(crate) fn thread_ids() -> (u32, u32) {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static FORKS: AtomicU32 = AtomicU32::new(0);
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forked_child() {
+        FORKS.fetch_add(1, Ordering::Relaxed);
+    }
+    thread_local! {
+        static IDS: Cell<(u32, u32, u32)> = const { Cell::new((u32::MAX, 0, 0)) };
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only increments an atomic (async-signal-safe),
+        // for the child side of every later fork; no prepare/parent handlers.
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    });
+    let generation = FORKS.load(Ordering::Relaxed);
+    IDS.with(|c| {
+        let (g, pid, tid) = c.get();
+        if g == generation {
+            return (pid, tid);
+        }
+        let ids = (std::process::id(), nix::unistd::gettid().as_raw() as u32);
+        c.set((generation, ids.0, ids.1));
+        ids
+    })
 }
 
 fn far_future() -> Instant {

@@ -48,6 +48,7 @@ pub mod error;
 mod fdwait;
 pub mod fifo;
 pub mod frame;
+pub mod liveness;
 pub mod mq;
 pub mod name;
 pub mod pipe;

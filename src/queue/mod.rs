@@ -50,7 +50,6 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::error::{Error, Result};
-use crate::process::ProcessId;
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
 pub use bytes::{ByteQueue, RecvBytes, SendBytes};
@@ -241,8 +240,9 @@ fn check_segment(
 ) -> Result<(Mode, bool, Geometry)> {
     let raw = &seg.header().raw;
     let bad = |d: String| Error::corrupt(seg.resource(), d);
-    if raw.flags & !KNOWN_FLAGS != 0 {
-        return Err(bad(format!("unknown queue flags {:#x}", raw.flags)));
+    let flags = seg.header().kind_flags();
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(bad(format!("unknown queue flags {flags:#x}")));
     }
     if raw.params[3] != RING_VERSION {
         return Err(Error::Mismatch {
@@ -252,7 +252,7 @@ fn check_segment(
             found: raw.params[3].to_string(),
         });
     }
-    let mode = if raw.flags & FLAG_MPMC != 0 {
+    let mode = if flags & FLAG_MPMC != 0 {
         Mode::Mpmc
     } else {
         Mode::Spsc
@@ -291,39 +291,20 @@ fn check_segment(
             geo.total, raw.payload_len
         )));
     }
-    Ok((mode, raw.flags & FLAG_JOINABLE != 0, geo))
+    Ok((mode, flags & FLAG_JOINABLE != 0, geo))
 }
 
-/// The owner word of a process: pid in the high half, low 32 bits of its start time in
-/// the low half (pid reuse gives another start time).
-fn owner_word(id: ProcessId) -> u64 {
-    (id.pid as u64) << 32 | (id.start_time & 0xffff_ffff)
+/// The owner word of a participant: its pid in the high half (a diagnostic, reported as
+/// `last_dead_peer`), its liveness token on this segment in the low half (what decides
+/// whether it is alive: see [`crate::liveness`]).
+fn owner_word(pid: u32, token: u32) -> u64 {
+    u64::from(pid) << 32 | u64::from(token)
 }
 
-/// Whether the process recorded in an owner word still runs. Unknown counts as alive
-/// (waiting is safe, wrongly skipping a live claim is not).
-pub(crate) fn owner_alive(owner: u64) -> bool {
-    let pid = (owner >> 32) as u32;
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-        Err(_) => return true,
-    };
-    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
-        return true;
-    };
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next().and_then(|s| s.chars().next());
-    if matches!(state, Some('Z') | Some('X')) {
-        return false;
-    }
-    match fields.nth(18).and_then(|f| f.parse::<u64>().ok()) {
-        Some(start) => start & 0xffff_ffff == owner & 0xffff_ffff,
-        None => true,
-    }
+/// Whether the participant recorded in an owner word still holds its token on `seg`
+/// (one `fcntl(F_OFD_GETLK)`, which neither pid reuse nor PID namespaces fool).
+pub(crate) fn owner_alive(seg: &Segment, owner: u64) -> bool {
+    seg.liveness().token_alive(owner as u32)
 }
 
 /// The untyped part of a queue handle: the segment, the ring, this handle's participant
@@ -383,9 +364,10 @@ impl Core {
         // the ring protocol.
         let ring = unsafe { Ring::new(seg.payload_ptr(), geo) };
         wait::init_fences();
-        let id = ProcessId::current();
+        let pid = std::process::id();
+        let token = seg.liveness().token()?;
         let me = ring
-            .register(owner_word(id), &owner_alive)
+            .register(owner_word(pid, token), &|o| owner_alive(&seg, o))
             .ok_or_else(|| {
                 Error::invalid(
                     seg.resource(),
@@ -403,7 +385,7 @@ impl Core {
             joinable,
             wait,
             me,
-            pid: id.pid,
+            pid,
             send_pos: Cell::new(None),
             recv_pos: Cell::new(None),
             send_limit: Cell::new(0),
@@ -431,7 +413,7 @@ impl Core {
 
     fn role(&self, role: u64, what: &'static str) -> Result<()> {
         self.ring
-            .take_role(self.me, role, &owner_alive)
+            .take_role(self.me, role, &|o| owner_alive(&self.seg, o))
             .map_err(|holder| {
                 Error::invalid(
                     self.resource(),
@@ -648,7 +630,7 @@ impl Core {
                 if now >= at {
                     self.stuck.set(Some((b, now + RECOVER_EVERY)));
                     self.ring
-                        .recover(b, &owner_alive)
+                        .recover(b, &|o| owner_alive(&self.seg, o))
                         .map_err(|c| self.corrupt(c))?;
                 }
             }
@@ -695,7 +677,7 @@ impl Core {
     }
 
     fn unfinished(&self) -> u64 {
-        self.ring.unfinished(&owner_alive)
+        self.ring.unfinished(&|o| owner_alive(&self.seg, o))
     }
 
     fn join(&self, timeout: Option<Duration>) -> Result<()> {
@@ -804,7 +786,7 @@ pub fn stats(name: &str) -> Result<QueueStats> {
     let mut pids = Vec::new();
     for i in 0..geo.max_handles {
         let o = ring.owner(i).load(Ordering::Acquire);
-        if o != 0 && owner_alive(o) {
+        if o != 0 && owner_alive(&seg, o) {
             pids.push((o >> 32) as u32);
         }
     }
@@ -1181,15 +1163,16 @@ mod tests {
 
     #[test]
     fn owner_words_and_liveness() {
-        let me = ProcessId::current();
-        let w = owner_word(me);
-        assert!(owner_alive(w));
-        assert!(!owner_alive(w ^ 1), "other start time: pid reused");
-        assert!(!owner_alive(0));
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        assert!(!owner_alive((pid as u64) << 32 | 1));
+        let q = Queue::<u64>::anonymous(4).unwrap();
+        let seg = q.segment();
+        let t = seg.liveness().token().unwrap();
+        let w = owner_word(std::process::id(), t);
+        assert!(owner_alive(seg, w));
+        // Another token (nobody holds it: tokens are drawn from 2^30 values) is dead, even
+        // with our pid: the pid is not what decides.
+        let other = if t == 1 { 2 } else { t - 1 };
+        assert!(!owner_alive(seg, owner_word(std::process::id(), other)));
+        assert!(!owner_alive(seg, 0));
     }
 
     #[test]

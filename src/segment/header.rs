@@ -12,13 +12,13 @@
 //! | 8 | 4 | `version` | [`FORMAT_VERSION`] |
 //! | 12 | 4 | `kind` | [`Kind`] |
 //! | 16 | 4 | `state` | [`State`], the only field written after publication (atomically) |
-//! | 20 | 4 | `flags` | kind-specific (e.g. queue mode) |
+//! | 20 | 4 | `flags` | bit 31 [`FLAG_PERSISTENT`]; the rest kind-specific (e.g. queue mode) |
 //! | 24 | 4 | `creator_pid` | |
 //! | 28 | 4 | `header_len` | 256 |
 //! | 32 | 8 | `creator_start_time` | `/proc/PID/stat` field 22: survives pid reuse |
 //! | 40 | 8 | `created_unix_ns` | |
 //! | 48 | 8 | `total_len` | must equal the file length |
-//! | 56 | 8 | `payload_offset` | multiple of 64, at least 256 |
+//! | 56 | 8 | `payload_offset` | multiple of max(64, `elem_align`), at least 256 |
 //! | 64 | 8 | `payload_len` | |
 //! | 72 | 24 | `elem_size`, `elem_align`, `elem_count` | the typed view |
 //! | 96 | 8 | `type_tag` | FNV-1a of the type name, 0 for none |
@@ -47,6 +47,10 @@ pub const PAYLOAD_ALIGN: usize = 64;
 pub const MAX_ELEM_ALIGN: u64 = 4096;
 /// Bytes available for the type name.
 pub const TYPE_NAME_LEN: usize = 32;
+/// Bit of `flags` common to every kind: the object was created persistent (see
+/// `SegmentOptions::persistent`); `shmkit gc` leaves it alone unless asked. The other bits
+/// are kind-specific.
+pub const FLAG_PERSISTENT: u32 = 1 << 31;
 
 /// The on-disk (in-memory) header record.
 ///
@@ -456,6 +460,13 @@ impl Header {
                 found: raw.elem_align,
             });
         }
+        // Typed views form references to the payload: it must be aligned for the element
+        // (the mapping itself is page-aligned, and elem_align <= 4096).
+        if raw.payload_offset % raw.elem_align != 0 {
+            return Err(HeaderError::BadPayloadOffset {
+                found: raw.payload_offset,
+            });
+        }
         if raw.elem_size % raw.elem_align != 0 {
             return Err(HeaderError::BadElementSize {
                 size: raw.elem_size,
@@ -486,6 +497,17 @@ impl Header {
             });
         }
         Ok(Header { raw })
+    }
+
+    /// The kind-specific flags (without [`FLAG_PERSISTENT`]).
+    pub fn kind_flags(&self) -> u32 {
+        self.raw.flags & !FLAG_PERSISTENT
+    }
+
+    /// True if the creator asked for the object to persist until removed explicitly
+    /// (`SegmentOptions::persistent`): `shmkit gc` leaves it alone unless asked.
+    pub fn is_persistent(&self) -> bool {
+        self.raw.flags & FLAG_PERSISTENT != 0
     }
 
     /// What the segment holds.
@@ -683,6 +705,26 @@ mod tests {
             build(layout.kind, &layout, total, off, pid, 12345, 999, 42),
             total,
         )
+    }
+
+    #[test]
+    fn payload_offset_must_suit_the_element_alignment() {
+        // A forged header (checksum recomputed) whose payload offset is a multiple of 64
+        // but not of the element's 128-byte alignment: typed views would be misaligned.
+        let (mut raw, _) = valid(2, 7, 7, 1, 0, 1);
+        assert_eq!(raw.elem_align, 128);
+        raw.payload_offset = 320;
+        raw.total_len = 320 + raw.payload_len;
+        raw.checksum = checksum(&raw);
+        let got = Header::parse(bytemuck::bytes_of(&raw), raw.total_len);
+        assert!(
+            matches!(got, Err(HeaderError::BadPayloadOffset { found: 320 })),
+            "{got:?}"
+        );
+        raw.payload_offset = 384;
+        raw.total_len = 384 + raw.payload_len;
+        raw.checksum = checksum(&raw);
+        assert!(Header::parse(bytemuck::bytes_of(&raw), raw.total_len).is_ok());
     }
 
     fn arb_valid() -> impl Strategy<Value = (RawHeader, u64)> {

@@ -47,7 +47,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -56,8 +56,9 @@ use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
+use crate::liveness::{self, CREATOR_BYTE, Liveness, PRESENCE_BYTE};
 use crate::name::{Name, validate_path};
-use crate::process::{Liveness, ProcessId, boot_tag};
+use crate::process::{self as procid, ProcessId, boot_tag};
 
 pub use foreign::ForeignMap;
 pub use header::{Header, HeaderError, Kind, State};
@@ -124,6 +125,7 @@ pub struct SegmentOptions {
     mode: u32,
     timeout: Duration,
     unlink_on_drop: bool,
+    persistent: bool,
 }
 
 impl Default for SegmentOptions {
@@ -132,6 +134,7 @@ impl Default for SegmentOptions {
             mode: 0o600,
             timeout: DEFAULT_OPEN_TIMEOUT,
             unlink_on_drop: false,
+            persistent: false,
         }
     }
 }
@@ -149,6 +152,8 @@ pub struct Segment {
     /// (device, inode) of the object, to unlink only our own object on drop.
     identity: Option<(u64, u64)>,
     unlink_on_drop: bool,
+    /// The object's file with this handle's presence lock, and this process's token.
+    liveness: Liveness,
 }
 
 // A Segment is a mapping plus immutable metadata (MmapRaw is Send + Sync): it may move
@@ -209,16 +214,26 @@ impl Location {
         Ok(File::from(fd))
     }
 
-    /// A fresh temporary object next to the final name.
+    /// A fresh temporary object next to the final name, under an unguessable name
+    /// (`.shmkit-init.` + 64 random bits; drawn again if taken).
     fn create_temp(&self, mode: u32) -> Result<(File, PathBuf)> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let me = ProcessId::current();
+        let mut tries = 0;
+        loop {
+            match self.create_temp_once(mode) {
+                Err(Error::Os {
+                    errno: Errno::EEXIST,
+                    ..
+                }) if tries < 16 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn create_temp_once(&self, mode: u32) -> Result<(File, PathBuf)> {
         let tmp_name = format!(
-            "{}init.{}.{}.{}",
+            "{}init.{:016x}",
             crate::name::RESERVED_PREFIX,
-            me.pid,
-            me.start_time,
-            COUNTER.fetch_add(1, Ordering::Relaxed)
+            liveness::random_u64()
         );
         let mode_t = Mode::from_bits_truncate(mode as libc::mode_t);
         let (fd, path): (OwnedFd, PathBuf) = match self {
@@ -362,9 +377,35 @@ unsafe fn snapshot(base: *const u8) -> [u8; HEADER_LEN] {
 impl SegmentOptions {
     /// Permission bits for new objects (default `0o600`). Applied exactly, whatever the
     /// umask.
+    ///
+    /// Only permission bits (`0o777`) are accepted: a mode with setuid, setgid or sticky
+    /// bits (or anything above) makes `create` fail with [`Error::InvalidArgument`].
     pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode & 0o7777;
+        self.mode = mode;
         self
+    }
+
+    /// Marks new objects persistent (header flag [`header::FLAG_PERSISTENT`]): meant to
+    /// outlive every process that uses it, such as one made from the command line.
+    /// `shmkit gc` never removes a persistent object unless told to (`--include-persistent`
+    /// or `--older-than`); `shmkit rm` and [`Segment::unlink`] always can.
+    pub fn persistent(mut self, yes: bool) -> Self {
+        self.persistent = yes;
+        self
+    }
+
+    fn checked_mode(&self, resource: &str) -> Result<u32> {
+        if self.mode & !0o777 != 0 {
+            return Err(Error::invalid(
+                resource,
+                "create",
+                format!(
+                    "mode {:#o} has bits beyond the permission bits 0o777 (setuid, setgid, sticky or invalid); pass permission bits only",
+                    self.mode
+                ),
+            ));
+        }
+        Ok(self.mode)
     }
 
     /// How long to wait for a creator that is still initialising (default 5 s).
@@ -458,16 +499,9 @@ impl SegmentOptions {
         let file = File::from(fd);
         size_and_reserve(&file, total, resource)?;
         let map = map_file(&file, total, resource)?;
-        let seg = write_and_init(
-            map,
-            None,
-            Backing::Anonymous,
-            layout,
-            payload_offset,
-            total,
-            false,
-            init,
-        )?;
+        let live = attach_creator(&file, self.timeout, resource)?;
+        write_header(&map, layout, payload_offset, total, self.persistent);
+        let seg = finish_init(map, None, Backing::Anonymous, false, live, init)?;
         // Seal the size: nobody holding the fd can shrink the object under the mapping.
         let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
         nix::fcntl::fcntl(
@@ -503,10 +537,18 @@ impl SegmentOptions {
         init: F,
     ) -> Result<Result<Segment, F>> {
         let resource = loc.resource();
+        let mode = self.checked_mode(&resource)?;
         let (payload_offset, total) = plan(&resource, layout)?;
-        let (file, tmp_path) = loc.create_temp(self.mode)?;
+        let (file, tmp_path) = loc.create_temp(mode)?;
         let remove_tmp = |p: &Path| {
             let _ = std::fs::remove_file(p);
+        };
+        let live = match attach_creator(&file, self.timeout, &resource) {
+            Ok(l) => l,
+            Err(e) => {
+                remove_tmp(&tmp_path);
+                return Err(e);
+            }
         };
         // Nobody else knows the temporary name, so this cannot block.
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -520,7 +562,7 @@ impl SegmentOptions {
             .and_then(|()| map_file(&lock, total, &resource))
             .map(|map| {
                 let ident = lock.metadata().map(|m| (m.dev(), m.ino())).ok();
-                write_header(&map, layout, payload_offset, total);
+                write_header(&map, layout, payload_offset, total, self.persistent);
                 (map, ident)
             });
         let (map, ident) = match prepared {
@@ -539,14 +581,14 @@ impl SegmentOptions {
                 errno => Err(Error::os(resource, "link (publish new segment)", errno)),
             };
         }
-        let seg = finish_init(map, ident, loc.backing(), self.unlink_on_drop, init)?;
+        let seg = finish_init(map, ident, loc.backing(), self.unlink_on_drop, live, init)?;
         drop(lock);
         Ok(Ok(seg))
     }
 
     fn open_at(&self, loc: &Location) -> Result<Segment> {
         let resource = loc.resource();
-        let file = loc.open_existing(true)?;
+        let (file, live) = self.open_attached(loc)?;
         let lock = lock_bounded(
             file,
             FlockArg::LockSharedNonblock,
@@ -554,7 +596,8 @@ impl SegmentOptions {
             &resource,
             "wait for initialisation",
         )?;
-        let seg = map_existing(&lock, loc.backing(), self.unlink_on_drop)?;
+        let seg = map_existing(live, loc.backing(), self.unlink_on_drop)?;
+        drop(lock);
         match seg.state() {
             State::Ready => Ok(seg),
             _ => {
@@ -605,6 +648,31 @@ impl SegmentOptions {
         }
     }
 
+    /// Opens the object and takes this handle's presence lock. An object that lost its
+    /// name meanwhile (`gc` or `rm` removed it between our open and our lock) is opened
+    /// again by name, so an opener never ends up holding a removed object.
+    fn open_attached(&self, loc: &Location) -> Result<(File, Liveness)> {
+        let resource = loc.resource();
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let file = loc.open_existing(true)?;
+            let dup = file
+                .try_clone()
+                .map_err(|e| Error::os(&resource, "dup", io_errno(&e)))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(live) = Liveness::attach(dup, true, left, &resource)? {
+                return Ok((file, live));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    resource,
+                    op: "open (the object kept being removed under us)",
+                    timeout: self.timeout,
+                });
+            }
+        }
+    }
+
     /// Re-initialises an abandoned segment in place, under the exclusive lock.
     fn recover(
         &self,
@@ -613,7 +681,7 @@ impl SegmentOptions {
         init: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<Segment> {
         let resource = loc.resource();
-        let file = loc.open_existing(true)?;
+        let (file, live) = self.open_attached(loc)?;
         let lock = lock_bounded(
             file,
             FlockArg::LockExclusiveNonblock,
@@ -622,13 +690,14 @@ impl SegmentOptions {
             "recover abandoned segment",
         )?;
         // Someone else may have recovered it while we waited for the lock.
-        let current = map_existing(&lock, loc.backing(), self.unlink_on_drop)?;
+        let current = map_existing(live, loc.backing(), self.unlink_on_drop)?;
         if current.state() == State::Ready {
             drop(lock);
             current.check_layout(layout)?;
             return Ok(current);
         }
-        drop(current);
+        let live = current.into_liveness();
+        live.claim_creator(&resource)?;
         let (payload_offset, total) = plan(&resource, layout)?;
         size_and_reserve(&lock, total, &resource)?;
         let map = map_file(&lock, total, &resource)?;
@@ -637,8 +706,8 @@ impl SegmentOptions {
         // SAFETY: the map is `total` bytes long; we hold the exclusive lock, and no
         // process uses a segment that is not Ready.
         unsafe { std::ptr::write_bytes(map.as_mut_ptr(), 0, total as usize) };
-        write_header(&map, layout, payload_offset, total);
-        let seg = finish_init(map, ident, loc.backing(), self.unlink_on_drop, init)?;
+        write_header(&map, layout, payload_offset, total, self.persistent);
+        let seg = finish_init(map, ident, loc.backing(), self.unlink_on_drop, live, init)?;
         drop(lock);
         Ok(seg)
     }
@@ -671,8 +740,13 @@ fn map_file(file: &File, len: u64, resource: &str) -> Result<MmapRaw> {
 }
 
 /// Writes the header (state `Initializing`) into a fresh mapping.
-fn write_header(map: &MmapRaw, layout: &Layout, payload_offset: u64, total: u64) {
+fn write_header(map: &MmapRaw, layout: &Layout, payload_offset: u64, total: u64, persistent: bool) {
     let me = ProcessId::current();
+    let mut layout = *layout;
+    if persistent {
+        layout.flags |= header::FLAG_PERSISTENT;
+    }
+    let layout = &layout;
     let raw = header::build(
         layout.kind,
         layout,
@@ -695,6 +769,7 @@ fn finish_init(
     identity: Option<(u64, u64)>,
     backing: Backing,
     unlink_on_drop: bool,
+    liveness: Liveness,
     init: impl FnOnce(&mut [u8]) -> Result<()>,
 ) -> Result<Segment> {
     // SAFETY: we wrote a valid header into this mapping just before.
@@ -709,6 +784,7 @@ fn finish_init(
         backing,
         identity,
         unlink_on_drop,
+        liveness,
     };
     let range = seg.header.payload_range();
     // SAFETY: the payload range was validated to lie inside the mapping; the segment is
@@ -738,24 +814,10 @@ fn finish_init(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_and_init(
-    map: MmapRaw,
-    identity: Option<(u64, u64)>,
-    backing: Backing,
-    layout: &Layout,
-    payload_offset: u64,
-    total: u64,
-    unlink_on_drop: bool,
-    init: impl FnOnce(&mut [u8]) -> Result<()>,
-) -> Result<Segment> {
-    write_header(&map, layout, payload_offset, total);
-    finish_init(map, identity, backing, unlink_on_drop, init)
-}
-
 /// Maps an existing object and validates its header (any state).
-fn map_existing(file: &File, backing: Backing, unlink_on_drop: bool) -> Result<Segment> {
+fn map_existing(liveness: Liveness, backing: Backing, unlink_on_drop: bool) -> Result<Segment> {
     let resource = backing.resource();
+    let file = liveness.file();
     let meta = file
         .metadata()
         .map_err(|e| Error::os(&resource, "fstat", io_errno(&e)))?;
@@ -776,7 +838,25 @@ fn map_existing(file: &File, backing: Backing, unlink_on_drop: bool) -> Result<S
         backing,
         identity: Some((meta.dev(), meta.ino())),
         unlink_on_drop,
+        liveness,
     })
+}
+
+/// Takes the presence and creator locks for a new object (a temporary nobody else knows
+/// yet, or a memfd), through a duplicate of `file` (same open file description).
+fn attach_creator(file: &File, timeout: Duration, resource: &str) -> Result<Liveness> {
+    let dup = file
+        .try_clone()
+        .map_err(|e| Error::os(resource, "dup", io_errno(&e)))?;
+    let live = Liveness::attach(dup, false, timeout, resource)?.ok_or_else(|| {
+        Error::invalid(
+            resource,
+            "create",
+            "the new object has no name (unreachable)",
+        )
+    })?;
+    live.claim_creator(resource)?;
+    Ok(live)
 }
 
 impl Segment {
@@ -836,6 +916,24 @@ impl Segment {
             Ok(_) => Ok(()), // replaced by another object: not ours to remove
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::os(resource, "stat", io_errno(&e))),
+        }
+    }
+
+    /// The kernel-vouched liveness context of this handle: this process's token on the
+    /// object and the means to ask whether another holder's token is alive (see
+    /// [`crate::liveness`]).
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    fn into_liveness(self) -> Liveness {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again; each field is moved out exactly
+        // once (the map is dropped in place to unmap it, the liveness is returned).
+        unsafe {
+            drop(std::ptr::read(&this.map));
+            drop(std::ptr::read(&this.backing));
+            std::ptr::read(&this.liveness)
         }
     }
 
@@ -918,11 +1016,12 @@ impl Segment {
                 raw.payload_len.to_string(),
             ));
         }
-        if raw.flags != layout.flags {
+        let flags = self.header.kind_flags();
+        if flags != layout.flags & !header::FLAG_PERSISTENT {
             return Err(m(
                 "flags",
                 format!("{:#x}", layout.flags),
-                format!("{:#x}", raw.flags),
+                format!("{flags:#x}"),
             ));
         }
         if raw.params != layout.params {
@@ -998,10 +1097,19 @@ pub struct Inspection {
     /// The header, or why it is not a valid shmkit header (foreign objects give
     /// [`HeaderError::BadMagic`] or [`HeaderError::TooShort`]).
     pub header: std::result::Result<Header, HeaderError>,
-    /// True if a creator still holds the initialisation lock.
+    /// True if a creator holds the initialisation lock (a segment being created, or a
+    /// `.shmkit-init.*` temporary whose creator is alive), whatever the object's size.
     pub initializing: bool,
-    /// Whether the creator recorded in the header still runs.
-    pub creator: Option<(ProcessId, Liveness)>,
+    /// Whether some shmkit handle, in any process and any PID namespace, holds the object
+    /// open (its presence lock, see [`crate::liveness`]); `None` if the kernel could not
+    /// tell. Programs that map the object without shmkit (C, Python) hold no such lock.
+    pub in_use: Option<bool>,
+    /// Whether the creating handle is still open (the creator lock); `None` if unknown.
+    pub creator_holds: Option<bool>,
+    /// The creator recorded in the header, and what `/proc` says of that pid: a
+    /// diagnostic only (pids are reused and PID namespaces hide processes; decisions use
+    /// `in_use` and `creator_holds`).
+    pub creator: Option<(ProcessId, procid::Liveness)>,
 }
 
 impl Inspection {
@@ -1014,38 +1122,59 @@ impl Inspection {
     }
 }
 
-/// Reads an object's header without modifying it or waiting (read-only mapping).
-pub fn inspect_path(path: &Path) -> Result<Inspection> {
-    let resource = path.display().to_string();
+fn open_for_inspection(
+    path: &Path,
+    resource: &str,
+    flags: OFlag,
+) -> Result<(File, std::fs::Metadata)> {
     let file = nix::fcntl::open(
         path,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
         Mode::empty(),
     )
     .map(File::from)
-    .map_err(|e| Error::os(&resource, "open(O_RDONLY|O_NOFOLLOW)", e))?;
+    .map_err(|e| Error::os(resource, "open(O_NOFOLLOW)", e))?;
     let meta = file
         .metadata()
-        .map_err(|e| Error::os(&resource, "fstat", io_errno(&e)))?;
+        .map_err(|e| Error::os(resource, "fstat", io_errno(&e)))?;
     if !meta.file_type().is_file() {
         return Err(Error::invalid(resource, "inspect", "not a regular file"));
     }
+    Ok((file, meta))
+}
+
+/// Reads an object's header and state without modifying it, waiting or mapping it.
+///
+/// The header is read with `pread(2)`, never through a mapping: a process that resizes
+/// the object meanwhile can make the read short or inconsistent (an error in `header`),
+/// never a `SIGBUS`.
+pub fn inspect_path(path: &Path) -> Result<Inspection> {
+    use std::os::unix::fs::FileExt;
+    let resource = path.display().to_string();
+    let (file, meta) = open_for_inspection(path, &resource, OFlag::O_RDONLY)?;
     let len = meta.len();
-    let (header, initializing) = if len < HEADER_LEN as u64 {
-        (Err(HeaderError::TooShort { len }), false)
+    let mut buf = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::os(&resource, "pread", io_errno(&e))),
+        }
+    }
+    let header = if got < HEADER_LEN {
+        Err(HeaderError::TooShort { len: got as u64 })
     } else {
-        let map = MmapOptions::new()
-            .len(HEADER_LEN)
-            .map_raw_read_only(&file)
-            .map_err(|e| Error::os(&resource, "mmap(PROT_READ)", io_errno(&e)))?;
-        // SAFETY: the mapping is HEADER_LEN bytes and page-aligned.
-        let bytes = unsafe { snapshot(map.as_ptr()) };
-        let header = Header::parse(&bytes, len);
-        let initializing = match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(_) => false,
-            Err((_, e)) => e == Errno::EWOULDBLOCK,
-        };
-        (header, initializing)
+        // The length may have changed since fstat: parse against the current one.
+        let now = file.metadata().map(|m| m.len()).unwrap_or(len);
+        Header::parse(&buf, now)
+    };
+    let in_use = liveness::byte_held(&file, libc::F_WRLCK, PRESENCE_BYTE).ok();
+    let creator_holds = liveness::byte_held(&file, libc::F_WRLCK, CREATOR_BYTE).ok();
+    let initializing = match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err((_, e)) => e == Errno::EWOULDBLOCK,
     };
     let creator = header.as_ref().ok().map(|h| {
         let id = ProcessId {
@@ -1062,6 +1191,64 @@ pub fn inspect_path(path: &Path) -> Result<Inspection> {
         uid: meta.uid(),
         header,
         initializing,
+        in_use,
+        creator_holds,
         creator,
     })
+}
+
+/// What [`remove_if_unused`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Removal {
+    /// The name was removed: no shmkit handle held the object, and none can have opened
+    /// it meanwhile (an opener that raced with us sees the object nameless and opens the
+    /// name again).
+    Removed,
+    /// A shmkit handle holds it open (in some process, in any PID namespace).
+    InUse,
+    /// A creator is still initialising it (or it is a temporary whose creator is alive).
+    Initializing,
+    /// The name now refers to another object than the one inspected.
+    Replaced,
+    /// The name no longer exists.
+    Gone,
+}
+
+/// Removes the object at `path` only if no shmkit handle holds it, atomically with
+/// respect to openers: the presence lock is taken exclusively (which fails while any
+/// handle holds it shared), the name is unlinked while we hold it, and an opener that got
+/// a descriptor just before checks, after taking its own shared lock, that the object
+/// still has a name. Objects mapped by programs that do not use shmkit hold no lock: the
+/// caller checks `/proc/*/maps` for those (`shmkit gc` does).
+pub fn remove_if_unused(path: &Path) -> Result<Removal> {
+    let resource = path.display().to_string();
+    let (file, meta) = match open_for_inspection(path, &resource, OFlag::O_RDWR) {
+        Ok(x) => x,
+        Err(e) if e.is_not_found() => return Ok(Removal::Gone),
+        Err(e) => return Err(e),
+    };
+    match liveness::try_lock_byte(&file, libc::F_WRLCK, PRESENCE_BYTE) {
+        Ok(true) => {}
+        Ok(false) => return Ok(Removal::InUse),
+        Err(e) => return Err(Error::os(&resource, "fcntl(F_OFD_SETLK, presence)", e)),
+    }
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(Removal::Initializing),
+        Err((_, e)) => return Err(Error::os(&resource, "flock", e)),
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if (m.dev(), m.ino()) == (meta.dev(), meta.ino()) => {}
+        Ok(_) => return Ok(Removal::Replaced),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::Gone),
+        Err(e) => return Err(Error::os(&resource, "stat", io_errno(&e))),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::Gone),
+        Err(e) => return Err(Error::os(&resource, "unlink", io_errno(&e))),
+    }
+    drop(file);
+    Ok(Removal::Removed)
 }

@@ -142,7 +142,7 @@ fn timeouts_are_honoured_across_processes() {
     let _g = common::ShmGuard::new(&name);
     let m = Mutex::<u32>::create(&name, 0).unwrap();
     let mut holder = spawn(T, "holder", &[&name]);
-    until("holder locked", || m.raw().owner().tid != 0);
+    until("holder locked", || m.raw().owner().token != 0);
     let d = Duration::from_millis(30);
     let t = Instant::now();
     assert!(m.lock_timeout(d).unwrap_err().is_timeout());

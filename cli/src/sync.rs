@@ -207,7 +207,7 @@ fn mutex(c: MutexCmd) -> Result<(), Error> {
             let seg = Segment::open(&name)?;
             let raw = shmkit::sync::mutex::raw_mutex(&seg)?;
             let d = secs(&name, timeout)?;
-            match raw.lock_timeout(d) {
+            match raw.lock_timeout(seg.liveness(), d) {
                 Ok(LockResult::Acquired(_)) => println!("{name}: consistent, nothing to repair"),
                 Ok(LockResult::OwnerDied(mut g)) => {
                     g.make_consistent()?;

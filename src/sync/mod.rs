@@ -225,51 +225,25 @@ pub(crate) fn monotonic_deadline(timeout: Duration) -> libc::timespec {
     futex::duration_to_timespec(now.saturating_add(timeout))
 }
 
-/// Kernel thread id → (thread group id, alive) from `/proc/TID/status`.
-fn thread_owner(tid: u32) -> (Option<u32>, bool) {
-    match std::fs::read_to_string(format!("/proc/{tid}/status")) {
-        Ok(s) => {
-            let tgid = s
-                .lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse().ok());
-            let zombie = s
-                .lines()
-                .find_map(|l| l.strip_prefix("State:"))
-                .is_some_and(|v| v.trim_start().starts_with('Z'));
-            (tgid, !zombie)
-        }
-        Err(_) => (None, false),
-    }
-}
-
-fn describe_mutex(m: &RawRobustMutex, out: &mut Vec<(String, String)>) {
-    let o = m.owner();
-    let state = if o.unrecoverable {
-        "NOT RECOVERABLE (a holder died and nobody repaired it; recreate the object)".into()
-    } else if o.tid == 0 && o.owner_died {
-        "free, but its last holder DIED holding it: the next locker gets OwnerDied and must repair"
+fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(String, String)> {
+    let o = m.owner_status(live);
+    let state = if o.corrupt {
+        "CORRUPT consistency word (lockers get a corrupt-state error; recreate the object)"
             .to_string()
-    } else if o.tid == 0 {
+    } else if o.unrecoverable {
+        "NOT RECOVERABLE (a holder died and nobody repaired it; recreate the object)".into()
+    } else if o.token == 0 {
         "unlocked".to_string()
-    } else {
-        let (tgid, alive) = thread_owner(o.tid);
-        let who = match tgid {
-            Some(p) if p != o.tid => format!("pid {p} (thread {})", o.tid),
-            Some(p) => format!("pid {p}"),
-            None => format!("thread {}", o.tid),
-        };
-        let died = if o.owner_died || !alive {
-            ", DEAD: the next locker gets OwnerDied and must repair"
-        } else {
-            ""
-        };
+    } else if o.owner_died {
         format!(
-            "locked by {who}, {}{died}",
-            if alive { "alive" } else { "not running" }
+            "locked by pid {} (thread {}), DEAD (its token {} is not held): the next \
+             locker gets OwnerDied and must repair",
+            o.pid, o.tid, o.token
         )
+    } else {
+        format!("locked by pid {} (thread {}), alive", o.pid, o.tid)
     };
-    out.push(("lock".into(), state));
+    let mut out = vec![("lock".to_string(), state)];
     if o.inconsistent {
         out.push((
             "consistency".into(),
@@ -277,6 +251,7 @@ fn describe_mutex(m: &RawRobustMutex, out: &mut Vec<(String, String)>) {
                 .into(),
         ));
     }
+    out
 }
 
 /// Human-readable state of a synchronisation segment for `shmkit info`: lock owner pid
@@ -298,7 +273,7 @@ pub fn describe(seg: &Segment) -> Option<Vec<(String, String)>> {
     let raw = &seg.header().raw;
     match seg.header().kind() {
         Kind::Mutex => {
-            describe_mutex(mutex::raw_mutex(seg).ok()?, &mut out);
+            out.extend(describe_mutex(mutex::raw_mutex(seg).ok()?, seg.liveness()));
             out.push((
                 "data".into(),
                 format!(
@@ -416,7 +391,7 @@ mod tests {
         let t = std::thread::spawn(move || {
             let s = slots(&seg2);
             s.bar.wait_timeout(Duration::from_secs(20)).unwrap();
-            let g = s.m.lock().unwrap().into_guard();
+            let g = s.m.lock(seg2.liveness()).unwrap().into_guard();
             let (g, _) = s
                 .cv
                 // SAFETY: the data word is only accessed with the mutex held.
@@ -429,7 +404,7 @@ mod tests {
         let s = slots(&seg);
         s.bar.wait_timeout(Duration::from_secs(20)).unwrap();
         {
-            let _g = s.m.lock().unwrap().into_guard();
+            let _g = s.m.lock(seg.liveness()).unwrap().into_guard();
             // SAFETY: the mutex is held.
             unsafe { *s.data = 1 };
         }

@@ -155,13 +155,7 @@ fn attack(
     let live_token = seg.liveness().token().unwrap();
     let values = targeted(live_token);
     let base = seg.payload_ptr() as *const AtomicU32;
-    let mut rng: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = common::xorshift(0x2545_f491_4f6c_dd1d);
     let start = Instant::now();
     let mut writes = 0u64;
     loop {

@@ -1,32 +1,44 @@
 //! Synchronisation inside segments: locks and signals that work across processes, and
 //! that tell the survivors when a process died holding one.
 //!
-//! | type | object in shared memory | robust when a process dies? |
-//! |------|-------------------------|-----------------------------|
-//! | [`Mutex<T>`], [`MutexArray<T>`] | [`RawRobustMutex`] (glibc robust pshared `pthread_mutex_t`) + data | **yes**: next locker gets [`LockResult::OwnerDied`] |
-//! | [`Condvar`] | [`RawCondvar`] (futex sequence word) | **yes**: a dead waiter never blocks a notify |
-//! | [`Event`] | [`RawEvent`] (futex word) | **yes**: nobody waits for waiters |
-//! | [`RwLock<T>`] | glibc pshared `pthread_rwlock_t` + data | **no**: a dead holder wedges it; use the `_timeout` forms to detect |
-//! | [`Barrier`] | [`RawBarrier`] (futex word) | **no**: a participant that dies before arriving stalls the rest; `wait_timeout` detects and withdraws cleanly |
-//! | [`Semaphore`], [`BoundedSemaphore`], [`NamedSemaphore`] | glibc `sem_t` | **no**: a dead holder's permit is lost; use a [`Mutex`] for ownership |
+//! Every object here is shmkit's own, made of plain 32-bit integers that are validated
+//! on every read, with `FUTEX_WAIT`/`FUTEX_WAKE` ([`futex`]) for sleeping; none holds a
+//! pointer or a glibc object (except [`NamedSemaphore`], for C interop). Owners are
+//! recorded by their process's liveness token ([`crate::liveness`]: an OFD lock the
+//! kernel releases when the process dies), never decided by pid.
+//!
+//! | type | object in shared memory | robust when a process dies? | worst a peer that writes the segment can do |
+//! |------|-------------------------|-----------------------------|----------------------------------------------|
+//! | [`Mutex<T>`], [`MutexArray<T>`] | [`RawRobustMutex`] (lock word = owner token \| waiters, consistency, diagnostic pid/tid) + data | **yes**: a dead owner *process* is detected within one sleep slice (≤ 32 ms); the next locker gets [`LockResult::OwnerDied`] | errors (`Corrupt`, `Unrecoverable`, `EDEADLK`), a spurious `OwnerDied`, the caller's timeout; break mutual exclusion (data is `Pod`) |
+//! | [`Condvar`] | [`RawCondvar`] (futex sequence word) | **yes**: a dead waiter never blocks a notify | spurious wake-ups; extra wake system calls. The relock after a wait is not bounded by the wait's timeout (as in `std`): a live peer that holds the mutex delays it |
+//! | [`Event`] | [`RawEvent`] (futex word) | **yes**: nobody waits for waiters | spurious set/clear, timeouts |
+//! | [`RwLock<T>`] | [`RawRwLock`] (state, writer token, diagnostics, sleepers, dirty flag) + data | **writers: yes** (taken over, reported by `writer_died()`); **readers: no** (the count stays, writers time out) | errors (`Corrupt`, `EDEADLK`), spurious takeover/`writer_died`, the caller's timeout |
+//! | [`Barrier`] | [`RawBarrier`] (futex word) | **no**: a participant that dies before arriving stalls the rest; `wait_timeout` detects and withdraws cleanly | `Corrupt`, spurious release, the caller's timeout |
+//! | [`Semaphore`], [`BoundedSemaphore`] | [`RawSemaphore`] (count + sleepers) | **no**: a dead holder's permit is lost; use a [`Mutex`] for ownership | `Corrupt` (count out of range), permits created or lost, the caller's timeout |
+//! | [`NamedSemaphore`] | glibc `sem_t` (`sem_open`) | **no** | **trusts its peers**: garbage in `/dev/shm/sem.NAME` can abort the process inside glibc; for interop with trusted C/Python only |
+//!
+//! In every case except [`NamedSemaphore`]: no crash, no write through a pointer a peer
+//! chose, no address of ours in shared memory, and no call blocks past the timeout it was
+//! given (the unbounded forms can of course wait forever for a peer that never releases).
 //!
 //! Every type has a handle that owns its own segment (named `create`/`open`/
 //! `open_or_create`, and `anonymous` for sharing with forked children) and a `Raw*`
 //! object with an `init_at` initialiser, usable as a slot inside your own segment layout
-//! (each documents its `SIZE` and `ALIGN`).
+//! (each documents its `SIZE` and `ALIGN`). The raw mutex takes the segment's
+//! [`Liveness`](crate::liveness::Liveness): `raw.lock(seg.liveness())`.
 //!
 //! # fork()
-//! A robust pthread mutex is owned by a *thread* (its kernel TID is in the lock word). If
-//! a process forks while another of its threads holds a shmkit [`Mutex`], the child
-//! inherits a locked mutex whose owner is that thread of the parent. The owner is alive,
-//! so the child simply blocks until the parent's thread unlocks: correct mutual
-//! exclusion, no deadlock as long as the parent makes progress (and if the parent's
-//! thread dies, the child gets `OwnerDied`). Contrast a `std::sync::Mutex` (process
-//! private): the child's copy stays locked forever, because the thread that would unlock
-//! it does not exist in the child. What the user must do: never rely on a *private* lock
-//! in the child of a multi-threaded parent; a guard the forking thread itself holds is
-//! copied into the child: the child must not unlock it (it is not the owner: unlock fails
-//! with `EPERM`, which the guard ignores) — drop or `forget` it and lock again. See
+//! Mutex ownership is per *process*: the lock word holds the process's liveness token,
+//! and a forked child draws a token of its own on first use. If a process forks while
+//! another of its threads holds a shmkit [`Mutex`], the child sees the lock held by the
+//! parent, which is alive, so the child simply blocks until the parent unlocks: correct
+//! mutual exclusion, no deadlock as long as the parent makes progress (and if the parent
+//! dies, the child gets `OwnerDied`). Contrast a `std::sync::Mutex` (process private):
+//! the child's copy stays locked forever, because the thread that would unlock it does
+//! not exist in the child. A guard the forking thread itself holds is copied into the
+//! child; dropping it there leaves the parent's lock alone (the child's token is not
+//! the owner's), and the child can lock normally once the parent unlocks. What the user
+//! must do: never rely on a *private* lock in the child of a multi-threaded parent. See
 //! `tests/sync_fork.rs`.
 
 /// The constructors of a handle that owns a segment holding one parameterless object

@@ -371,8 +371,10 @@ impl RawRobustMutex {
         if unrepaired {
             self.consistency.store(UNRECOVERABLE, Ordering::Relaxed);
         }
+        // The thread id must go before the word is released (a thread of this process
+        // that locks next must not take a stale id for its own: false EDEADLK); the pid
+        // may stay (`owner()` ignores it once the word is 0).
         self.owner_tid.store(0, Ordering::Relaxed);
-        self.owner_pid.store(0, Ordering::Relaxed);
         if self
             .word
             .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)

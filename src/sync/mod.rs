@@ -248,8 +248,8 @@ fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(
         "unlocked".to_string()
     } else if o.owner_died {
         format!(
-            "locked by pid {} (thread {}), DEAD (its token {} is not held): the next \
-             locker gets OwnerDied and must repair",
+            "locked by pid {} (thread {}), but its process DIED (token {} no longer \
+             held): the next locker gets OwnerDied and must repair",
             o.pid, o.tid, o.token
         )
     } else {

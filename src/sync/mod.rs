@@ -141,6 +141,7 @@ pub(crate) struct Deadline(Option<Instant>, Duration);
 
 impl Deadline {
     /// `None`: no limit.
+    #[inline]
     pub(crate) fn after(timeout: Option<Duration>) -> Self {
         Deadline(
             timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)),
@@ -192,32 +193,38 @@ impl Slices {
 /// call after the first) and refreshed in the child after `fork` (a `pthread_atfork`
 /// handler bumps a generation). Diagnostics, and "does this thread already hold it"
 /// checks that are combined with the process's liveness token.
+#[inline]
 pub(crate) fn thread_ids() -> (u32, u32) {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static FORKS: AtomicU32 = AtomicU32::new(0);
+    let generation = FORKS.load(std::sync::atomic::Ordering::Relaxed);
+    let (g, pid, tid) = IDS.with(|c| c.get());
+    if g == generation {
+        return (pid, tid);
+    }
+    thread_ids_slow(generation)
+}
+
+/// Incremented in every forked child (by the handler `thread_ids_slow` registers).
+static FORKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+thread_local! {
+    /// (fork generation, pid, tid) of this thread; generation `u32::MAX`: not yet known.
+    static IDS: std::cell::Cell<(u32, u32, u32)> = const { std::cell::Cell::new((u32::MAX, 0, 0)) };
+}
+
+#[cold]
+fn thread_ids_slow(generation: u32) -> (u32, u32) {
     static REGISTER: std::sync::Once = std::sync::Once::new();
     extern "C" fn forked_child() {
-        FORKS.fetch_add(1, Ordering::Relaxed);
-    }
-    thread_local! {
-        static IDS: Cell<(u32, u32, u32)> = const { Cell::new((u32::MAX, 0, 0)) };
+        FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     REGISTER.call_once(|| {
         // SAFETY: registers a handler that only increments an atomic (async-signal-safe),
         // for the child side of every later fork; no prepare/parent handlers.
         unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
     });
-    let generation = FORKS.load(Ordering::Relaxed);
-    IDS.with(|c| {
-        let (g, pid, tid) = c.get();
-        if g == generation {
-            return (pid, tid);
-        }
-        let ids = (std::process::id(), nix::unistd::gettid().as_raw() as u32);
-        c.set((generation, ids.0, ids.1));
-        ids
-    })
+    let ids = (std::process::id(), nix::unistd::gettid().as_raw() as u32);
+    IDS.with(|c| c.set((generation, ids.0, ids.1)));
+    ids
 }
 
 fn far_future() -> Instant {

@@ -315,7 +315,16 @@ impl RawRobustMutex {
         let (pid, tid) = thread_ids();
         self.owner_pid.store(pid, Ordering::Relaxed);
         self.owner_tid.store(tid, Ordering::Relaxed);
-        match self.consistency.load(Ordering::Relaxed) {
+        let c = self.consistency.load(Ordering::Relaxed);
+        if c == CONSISTENT && !took_over {
+            return Ok(false);
+        }
+        self.acquired_slow(c, took_over, resource)
+    }
+
+    #[cold]
+    fn acquired_slow(&self, c: u32, took_over: bool, resource: &str) -> Result<bool> {
+        match c {
             CONSISTENT if !took_over => Ok(false),
             CONSISTENT | INCONSISTENT => {
                 // An owner died (maybe one that had itself received OwnerDied).
@@ -405,18 +414,21 @@ impl RawRobustMutex {
 
     /// Locks, blocking. See [`LockResult`] for the owner-died case. `live` is the
     /// liveness context of the segment holding this mutex ([`Segment::liveness`]).
+    #[inline]
     pub fn lock<'a>(&'a self, live: &'a Liveness) -> Result<LockResult<MutexGuard<'a, ()>>> {
         let died = self.lock_in(live, Some(Deadline::after(None)), RAW_RESOURCE)?;
         Ok(self.guard(live, died))
     }
 
     /// Locks if free now (or if its owner died); [`Error::WouldBlock`] otherwise.
+    #[inline]
     pub fn try_lock<'a>(&'a self, live: &'a Liveness) -> Result<LockResult<MutexGuard<'a, ()>>> {
         let died = self.lock_in(live, None, RAW_RESOURCE)?;
         Ok(self.guard(live, died))
     }
 
     /// Locks, waiting at most `timeout` (monotonic); [`Error::Timeout`] after.
+    #[inline]
     pub fn lock_timeout<'a>(
         &'a self,
         live: &'a Liveness,
@@ -426,6 +438,7 @@ impl RawRobustMutex {
         Ok(self.guard(live, died))
     }
 
+    #[inline]
     fn guard<'a>(&'a self, live: &'a Liveness, died: bool) -> LockResult<MutexGuard<'a, ()>> {
         // SAFETY: the lock is held by this thread (just acquired); a dangling pointer is
         // valid for the zero-sized ().

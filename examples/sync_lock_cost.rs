@@ -22,7 +22,7 @@ fn main() -> shmkit::Result<()> {
     let raw: &RawRobustMutex = m.raw();
     let t = Instant::now();
     for _ in 0..N {
-        drop(raw.lock()?);
+        drop(raw.lock(m.segment().liveness())?);
     }
     let rawr = t.elapsed().as_secs_f64() * 1e9 / N as f64;
 

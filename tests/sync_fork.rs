@@ -1,7 +1,8 @@
 //! fork() while a lock is held (the classic "logging lock" deadlock), with a real fork.
 //!
-//! A shmkit `Mutex` is process-shared and owned by a *thread of the parent*, which still
-//! exists after the fork: the child blocks until the parent unlocks, then proceeds. A
+//! A shmkit `Mutex` is process-shared and owned by the *parent process* (its liveness
+//! token), which still lives after the fork: the child, which draws a token of its own,
+//! blocks until the parent unlocks, then proceeds. A
 //! `std::sync::Mutex` held by another thread at fork time stays locked forever in the
 //! child, because the thread that would unlock the child's copy does not exist there.
 
@@ -61,9 +62,10 @@ fn fork_while_another_thread_holds_the_lock() {
     };
     locked_rx.recv_timeout(LIMIT).unwrap();
 
-    // SAFETY: the child only uses shmkit locks and events (futex/pthread calls on shared
-    // memory), reads an atomic and exits with _exit; it allocates nothing that another
-    // thread could have left locked (the error paths below are formatted only on failure).
+    // SAFETY: the child only uses shmkit locks and events (futex calls on shared memory,
+    // and drawing its own liveness token: open + fcntl and a small allocation, which
+    // glibc's fork-safe malloc allows), reads an atomic and exits with _exit; it takes no
+    // lock that another thread could have left held (error paths format only on failure).
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             // Both look locked in the child.
@@ -113,14 +115,15 @@ fn fork_while_the_forking_thread_holds_the_lock() {
     let dropped = Event::anonymous().unwrap();
     let mut g = m.lock().unwrap().into_guard();
     *g = 5;
-    let parent_tid = m.raw().owner().tid;
+    let parent_token = m.raw().owner().token;
     // SAFETY: as above, the child only uses shmkit objects and exits with _exit.
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             // The child has a copy of the guard but does not own the lock (the owner is
-            // the parent's thread): dropping it must not release the parent's lock.
+            // the parent's liveness token; the child draws its own): dropping it must not
+            // release the parent's lock.
             drop(g);
-            if m.raw().owner().tid != parent_tid {
+            if m.raw().owner().token != parent_token {
                 child_exit(20);
             }
             dropped.set();

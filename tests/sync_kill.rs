@@ -8,6 +8,10 @@
 //! the lock) rather than waiting for it to hold the lock: killed waiters must not disturb
 //! the lock either.
 //!
+//! The owner is recorded by its process's liveness token (an OFD lock the kernel drops
+//! when the process dies), so a waiter notices a killed holder within one sleep slice.
+//! A second campaign kills `RwLock` writers holding the write lock mid-update.
+//!
 //! `SHMKIT_KILLS` sets the number of kills (default 500).
 
 mod common;
@@ -97,22 +101,11 @@ fn worker(name: &str, witness: &str, id: usize) {
     }
 }
 
+/// Whether the process `pid` holds the lock: the owner pid it wrote (diagnostic, but the
+/// test's processes do not lie) with the lock word set.
 fn is_holder(m: &MutexArray<u64>, pid: u32) -> bool {
-    let tid = m.raw().owner().tid;
-    if tid == 0 {
-        return false;
-    }
-    if tid == pid {
-        return true;
-    }
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-        })
-        == Some(pid)
+    let o = m.raw().owner();
+    o.token != 0 && o.pid == pid
 }
 
 #[test]
@@ -153,13 +146,7 @@ fn kill_campaign_keeps_every_committed_increment_exactly_once() {
         live.push((next_id, spawn(next_id)));
         next_id += 1;
     }
-    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = common::xorshift(0x9e37_79b9_7f4a_7c15);
     let start = Instant::now();
     let mut kills = 0;
     while kills < kills_wanted {
@@ -329,4 +316,66 @@ fn waiter_blocked_on_a_killed_holder_gets_owner_died() {
     assert_eq!(rows[0].1, "unlocked", "{rows:?}");
     assert_eq!(m.lock().unwrap().into_guard()[0], 42);
     assert!(!m.lock().unwrap().owner_died());
+}
+
+/// RwLock writers SIGKILLed while holding the write lock mid-update, many times: the next
+/// locker (a blocked reader or a writer) takes the lock over, is told a writer died, and
+/// repairs; the data never stays half-updated once repaired.
+#[test]
+fn killed_rwlock_writers_are_taken_over_and_reported() {
+    use shmkit::sync::RwLock;
+    use std::process::Stdio;
+    if let Some(role) = common::role() {
+        assert_eq!(role, "rw-hold");
+        let l = RwLock::<[u64; 2]>::open(&common::args()[0]).unwrap();
+        let mut g = l.write_timeout(LOCK_LIMIT).unwrap();
+        assert!(!g.writer_died(), "the parent repairs every time");
+        g[0] += 1; // half of the update: g[1] is not yet incremented
+        common::tell("held");
+        loop {
+            std::thread::park(); // killed here, holding the write lock
+        }
+    }
+    let name = common::unique("rwkill");
+    let _g = common::ShmGuard::new(&name);
+    let l = RwLock::<[u64; 2]>::create(&name, [0, 0]).unwrap();
+    const ROUNDS: u64 = 40;
+    for round in 0..ROUNDS {
+        let mut c = common::child(
+            "killed_rwlock_writers_are_taken_over_and_reported",
+            "rw-hold",
+            &[&name],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let out = common::Listener::new(c.stdout.take().unwrap());
+        assert_eq!(out.next(Duration::from_secs(20)), "held");
+        let pid = c.id();
+        if round % 2 == 0 {
+            // A reader blocked on the holder when it dies.
+            let killer = std::thread::spawn(move || {
+                std::thread::yield_now();
+                kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+            });
+            let g = l.read_timeout(Duration::from_secs(20)).unwrap();
+            assert!(g.writer_died());
+            assert_eq!(g[0], g[1] + 1, "the dead writer's half update is visible");
+            drop(g);
+            killer.join().unwrap();
+        } else {
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        }
+        let _ = c.wait();
+        let mut w = l.write_timeout(Duration::from_secs(20)).unwrap();
+        assert!(w.writer_died());
+        w[1] = w[0]; // repair: complete the update
+        w.make_consistent();
+        drop(w);
+        let r = l.read_timeout(Duration::from_secs(20)).unwrap();
+        assert!(!r.writer_died());
+        assert_eq!(*r, [round + 1, round + 1]);
+    }
+    let rows = shmkit::sync::describe(l.segment()).unwrap();
+    assert_eq!(rows[0].1, "unlocked", "{rows:?}");
 }

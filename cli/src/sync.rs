@@ -218,7 +218,7 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
             let seg = Segment::open(&name)?;
             let raw = shmkit::sync::mutex::raw_mutex(&seg)?;
             let d = secs(&name, timeout)?;
-            match raw.lock_timeout(d) {
+            match raw.lock_timeout(seg.liveness(), d) {
                 Ok(LockResult::Acquired(_)) => {
                     writeln!(out, "{name}: consistent, nothing to repair")?
                 }

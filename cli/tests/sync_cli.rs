@@ -48,13 +48,28 @@ fn semaphore_commands_in_a_segment_and_named() {
 fn mutex_status_and_repair_after_a_holder_died() {
     let n = unique("mx");
     let _g = Guard(vec![n.clone()]);
-    let m = std::sync::Arc::new(Mutex::<u64>::create(&n, 0).unwrap());
+    let m = Mutex::<u64>::create(&n, 0).unwrap();
     assert!(ok(&["mutex", "status", &n]).contains("unlocked"));
-    // A thread that exits holding a robust mutex is a dead owner.
-    let m2 = m.clone();
-    std::thread::spawn(move || std::mem::forget(m2.lock().unwrap().into_guard()))
-        .join()
-        .unwrap();
+    // A process that exits holding the mutex is a dead owner.
+    // SAFETY: the child only opens the mutex, locks it (drawing its liveness token: open,
+    // fcntl and a small allocation, which glibc's fork-safe malloc allows) and leaves with
+    // _exit; it takes no lock another thread could hold.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let code = match Mutex::<u64>::open(&n)
+                .and_then(|c| c.lock().map(|g| std::mem::forget(g.into_guard())))
+            {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            // SAFETY: ends the child at once, without unwinding or atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let st = nix::sys::wait::waitpid(child, None).unwrap();
+            assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+        }
+    }
     assert!(ok(&["mutex", "status", &n]).contains("DIED"));
     assert!(ok(&["mutex", "repair", &n]).contains("had died"));
     assert!(ok(&["mutex", "repair", &n]).contains("nothing to repair"));

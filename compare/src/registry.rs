@@ -242,7 +242,7 @@ pub fn locks() -> Vec<LockSpec> {
         LockSpec {
             id: "shmkit-mutex",
             style: Style::Sleeping,
-            note: "shmkit::sync::Mutex<()>: robust + error-checking pshared pthread mutex",
+            note: "shmkit::sync::Mutex<()>: own futex mutex, robust by liveness token",
             make: ShmkitMutex::boxed,
         },
         LockSpec {

@@ -99,7 +99,7 @@ impl Doorbell for ShmkitCondvar {
     }
 }
 
-/// `shmkit::sync::Mutex<()>`: robust, error-checking pshared pthread mutex behind a guard.
+/// `shmkit::sync::Mutex<()>`: shmkit's own robust futex mutex (token owner word) behind a guard.
 pub struct ShmkitMutex {
     m: Mutex<()>,
 }

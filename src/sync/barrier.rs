@@ -23,6 +23,8 @@ use super::futex::{self, WaitStatus};
 const ARRIVED_MASK: u32 = 0xffff;
 /// Largest number of participants.
 pub const MAX_PARTIES: u32 = 0xffff;
+/// Withdrawal attempts after the deadline before giving up (the word kept changing).
+const WITHDRAW_TRIES: u32 = 64;
 
 /// The barrier in shared memory: three 32-bit words (12 bytes, align 4).
 #[repr(C)]
@@ -88,6 +90,7 @@ impl RawBarrier {
                 format!("barrier party count {parties}"),
             ));
         }
+        let deadline = Deadline::after(timeout);
         let mut w = self.word.load(Ordering::SeqCst);
         let generation = loop {
             let arrived = w & ARRIVED_MASK;
@@ -115,35 +118,71 @@ impl RawBarrier {
                     return Ok(Some(BarrierWaitResult(true)));
                 }
                 Ok(_) => break generation,
-                Err(cur) => w = cur,
+                Err(cur) => {
+                    // Only a word that keeps changing gets here repeatedly: bounded by
+                    // the deadline (not arrived yet, so nothing to withdraw).
+                    if deadline.remaining().is_none() {
+                        return Ok(None);
+                    }
+                    w = cur;
+                }
             }
         };
-        let deadline = Deadline::after(timeout);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let r = loop {
+        let r = self.sleep_until_released(generation, parties, deadline, resource);
+        // Wrapping: a peer may have zeroed the count while we slept (harmless: it only
+        // decides whether arrivals make a wake system call).
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    /// The waiting half of [`wait_for`](Self::wait_for): sleeps until the generation
+    /// moves, the deadline passes (then withdraws the arrival) or the word is corrupt.
+    /// Every path ends by the deadline, whatever a peer writes: after it, at most
+    /// [`WITHDRAW_TRIES`] compare-and-swaps are attempted, never a sleep or an
+    /// unbounded loop.
+    fn sleep_until_released(
+        &self,
+        generation: u32,
+        parties: u32,
+        deadline: Deadline,
+        resource: &str,
+    ) -> Result<Option<BarrierWaitResult>> {
+        let mut tries = 0;
+        loop {
             let cur = self.word.load(Ordering::SeqCst);
             if cur >> 16 != generation {
-                break Ok(Some(BarrierWaitResult(false)));
+                return Ok(Some(BarrierWaitResult(false)));
+            }
+            let arrived = cur & ARRIVED_MASK;
+            if arrived >= parties {
+                return Err(Error::corrupt(
+                    resource,
+                    format!("{arrived} arrivals for {parties} parties"),
+                ));
             }
             let Some(left) = deadline.remaining() else {
                 // Withdraw our arrival if the generation has not completed meanwhile.
-                if cur & ARRIVED_MASK > 0
-                    && self
+                // `arrived == 0` means a peer cleared the count (ours included): nothing
+                // left to withdraw. A CAS that keeps failing means the word keeps
+                // changing: give up after a few tries (a timeout either way).
+                tries += 1;
+                if arrived == 0
+                    || tries > WITHDRAW_TRIES
+                    || self
                         .word
                         .compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst)
                         .is_ok()
                 {
-                    break Ok(None);
+                    return Ok(None);
                 }
                 continue;
             };
             match futex::wait(&self.word, cur, left) {
                 Ok(WaitStatus::Woken) | Ok(WaitStatus::TimedOut) => {}
-                Err(e) => break Err(Error::os(resource, "futex(FUTEX_WAIT)", e)),
+                Err(e) => return Err(Error::os(resource, "futex(FUTEX_WAIT)", e)),
             }
-        };
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        r
+        }
     }
 
     /// Waits until all parties have arrived.
@@ -336,6 +375,26 @@ mod tests {
             b.wait_timeout(Duration::from_millis(1)),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn timeout_is_bounded_when_a_peer_clears_the_count() {
+        let b = Arc::new(Barrier::anonymous(3).unwrap());
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let r = b2.wait_timeout(Duration::from_millis(50));
+            (r, start.elapsed())
+        });
+        // A hostile peer clears the arrival count while the waiter sleeps (repeatedly,
+        // until the waiter has returned).
+        while !t.is_finished() {
+            b.raw().word.store(0, Ordering::SeqCst);
+            std::thread::yield_now();
+        }
+        let (r, took) = t.join().unwrap();
+        assert!(r.unwrap_err().is_timeout());
+        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 
     #[test]

@@ -85,12 +85,14 @@ impl RawCondvar {
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let seen = self.seq.load(Ordering::SeqCst);
-        guard.lock.unlock();
+        guard.lock.unlock_in(guard.live, false);
         let slept = futex::wait(&self.seq, seen, timeout);
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         // Relock before anything else: the guard must hold the lock when we return, even
         // on error paths (it unlocks on drop).
-        let relock = guard.lock.lock_in(guard.resource);
+        let relock = guard
+            .lock
+            .lock_in(guard.live, Some(Deadline::after(None)), guard.resource);
         let died = match relock {
             Ok(d) => d,
             Err(e) => {
@@ -166,7 +168,7 @@ impl RawCondvar {
         match self.wait_once(&mut guard, timeout) {
             Ok((timed_out, died)) => Ok((wrap(guard, died), WaitTimeoutResult(timed_out))),
             Err(e) => {
-                if guard.lock.owner().tid != own_tid() {
+                if !guard.lock.held_by_caller(guard.live) {
                     std::mem::forget(guard);
                 }
                 Err(e)
@@ -215,7 +217,7 @@ impl RawCondvar {
                 Ok((_, true)) => return Ok((wrap(guard, true), WaitTimeoutResult(false))),
                 Ok((_, false)) => {}
                 Err(e) => {
-                    if guard.lock.owner().tid != own_tid() {
+                    if !guard.lock.held_by_caller(guard.live) {
                         std::mem::forget(guard);
                     }
                     return Err(e);
@@ -225,10 +227,6 @@ impl RawCondvar {
         let consistent = guard.is_consistent();
         Ok((wrap(guard, !consistent), WaitTimeoutResult(false)))
     }
-}
-
-fn own_tid() -> u32 {
-    nix::unistd::gettid().as_raw() as u32
 }
 
 fn wrap<T: ?Sized>(g: MutexGuard<'_, T>, died: bool) -> LockResult<MutexGuard<'_, T>> {
@@ -330,11 +328,8 @@ mod tests {
 
     #[test]
     fn waiting_with_an_unrepaired_guard_returns_it_without_unlocking() {
-        let m = Arc::new(Mutex::<u32>::anonymous(0).unwrap());
-        let m2 = m.clone();
-        std::thread::spawn(move || std::mem::forget(m2.lock().unwrap().into_guard()))
-            .join()
-            .unwrap();
+        let m = Mutex::<u32>::anonymous(0).unwrap();
+        m.raw().simulate_dead_owner();
         let cv = Condvar::anonymous().unwrap();
         let g = m.lock().unwrap().into_guard();
         let (r, t) = cv.wait_timeout(g, Duration::from_secs(20)).unwrap();

@@ -1,32 +1,44 @@
 //! Synchronisation inside segments: locks and signals that work across processes, and
 //! that tell the survivors when a process died holding one.
 //!
-//! | type | object in shared memory | robust when a process dies? |
-//! |------|-------------------------|-----------------------------|
-//! | [`Mutex<T>`], [`MutexArray<T>`] | [`RawRobustMutex`] (glibc robust pshared `pthread_mutex_t`) + data | **yes**: next locker gets [`LockResult::OwnerDied`] |
-//! | [`Condvar`] | [`RawCondvar`] (futex sequence word) | **yes**: a dead waiter never blocks a notify |
-//! | [`Event`] | [`RawEvent`] (futex word) | **yes**: nobody waits for waiters |
-//! | [`RwLock<T>`] | glibc pshared `pthread_rwlock_t` + data | **no**: a dead holder wedges it; use the `_timeout` forms to detect |
-//! | [`Barrier`] | [`RawBarrier`] (futex word) | **no**: a participant that dies before arriving stalls the rest; `wait_timeout` detects and withdraws cleanly |
-//! | [`Semaphore`], [`BoundedSemaphore`], [`NamedSemaphore`] | glibc `sem_t` | **no**: a dead holder's permit is lost; use a [`Mutex`] for ownership |
+//! Every object here is shmkit's own, made of plain 32-bit integers that are validated
+//! on every read, with `FUTEX_WAIT`/`FUTEX_WAKE` ([`futex`]) for sleeping; none holds a
+//! pointer or a glibc object (except [`NamedSemaphore`], for C interop). Owners are
+//! recorded by their process's liveness token ([`crate::liveness`]: an OFD lock the
+//! kernel releases when the process dies), never decided by pid.
+//!
+//! | type | object in shared memory | robust when a process dies? | worst a peer that writes the segment can do |
+//! |------|-------------------------|-----------------------------|----------------------------------------------|
+//! | [`Mutex<T>`], [`MutexArray<T>`] | [`RawRobustMutex`] (lock word = owner token \| waiters, consistency, diagnostic pid/tid) + data | **yes**: a dead owner *process* is detected within one sleep slice (≤ 32 ms); the next locker gets [`LockResult::OwnerDied`] | errors (`Corrupt`, `Unrecoverable`, `EDEADLK`), a spurious `OwnerDied`, the caller's timeout; break mutual exclusion (data is `Pod`) |
+//! | [`Condvar`] | [`RawCondvar`] (futex sequence word) | **yes**: a dead waiter never blocks a notify | spurious wake-ups; extra wake system calls. The relock after a wait is not bounded by the wait's timeout (as in `std`): a live peer that holds the mutex delays it |
+//! | [`Event`] | [`RawEvent`] (futex word) | **yes**: nobody waits for waiters | spurious set/clear, timeouts |
+//! | [`RwLock<T>`] | [`RawRwLock`] (state, writer token, diagnostics, sleepers, dirty flag) + data | **writers: yes** (taken over, reported by `writer_died()`); **readers: no** (the count stays, writers time out) | errors (`Corrupt`, `EDEADLK`), spurious takeover/`writer_died`, the caller's timeout |
+//! | [`Barrier`] | [`RawBarrier`] (futex word) | **no**: a participant that dies before arriving stalls the rest; `wait_timeout` detects and withdraws cleanly | `Corrupt`, spurious release, the caller's timeout |
+//! | [`Semaphore`], [`BoundedSemaphore`] | [`RawSemaphore`] (count + sleepers) | **no**: a dead holder's permit is lost; use a [`Mutex`] for ownership | `Corrupt` (count out of range), permits created or lost, the caller's timeout |
+//! | [`NamedSemaphore`] | glibc `sem_t` (`sem_open`) | **no** | **trusts its peers**: garbage in `/dev/shm/sem.NAME` can abort the process inside glibc; for interop with trusted C/Python only |
+//!
+//! In every case except [`NamedSemaphore`]: no crash, no write through a pointer a peer
+//! chose, no address of ours in shared memory, and no call blocks past the timeout it was
+//! given (the unbounded forms can of course wait forever for a peer that never releases).
 //!
 //! Every type has a handle that owns its own segment (named `create`/`open`/
 //! `open_or_create`, and `anonymous` for sharing with forked children) and a `Raw*`
 //! object with an `init_at` initialiser, usable as a slot inside your own segment layout
-//! (each documents its `SIZE` and `ALIGN`).
+//! (each documents its `SIZE` and `ALIGN`). The raw mutex takes the segment's
+//! [`Liveness`](crate::liveness::Liveness): `raw.lock(seg.liveness())`.
 //!
 //! # fork()
-//! A robust pthread mutex is owned by a *thread* (its kernel TID is in the lock word). If
-//! a process forks while another of its threads holds a shmkit [`Mutex`], the child
-//! inherits a locked mutex whose owner is that thread of the parent. The owner is alive,
-//! so the child simply blocks until the parent's thread unlocks: correct mutual
-//! exclusion, no deadlock as long as the parent makes progress (and if the parent's
-//! thread dies, the child gets `OwnerDied`). Contrast a `std::sync::Mutex` (process
-//! private): the child's copy stays locked forever, because the thread that would unlock
-//! it does not exist in the child. What the user must do: never rely on a *private* lock
-//! in the child of a multi-threaded parent; a guard the forking thread itself holds is
-//! copied into the child: the child must not unlock it (it is not the owner: unlock fails
-//! with `EPERM`, which the guard ignores) — drop or `forget` it and lock again. See
+//! Mutex ownership is per *process*: the lock word holds the process's liveness token,
+//! and a forked child draws a token of its own on first use. If a process forks while
+//! another of its threads holds a shmkit [`Mutex`], the child sees the lock held by the
+//! parent, which is alive, so the child simply blocks until the parent unlocks: correct
+//! mutual exclusion, no deadlock as long as the parent makes progress (and if the parent
+//! dies, the child gets `OwnerDied`). Contrast a `std::sync::Mutex` (process private):
+//! the child's copy stays locked forever, because the thread that would unlock it does
+//! not exist in the child. A guard the forking thread itself holds is copied into the
+//! child; dropping it there leaves the parent's lock alone (the child's token is not
+//! the owner's), and the child can lock normally once the parent unlocks. What the user
+//! must do: never rely on a *private* lock in the child of a multi-threaded parent. See
 //! `tests/sync_fork.rs`.
 
 /// The constructors of a handle that owns a segment holding one parameterless object
@@ -118,19 +130,28 @@ pub use barrier::{Barrier, BarrierWaitResult, RawBarrier};
 pub use condvar::{Condvar, RawCondvar, WaitTimeoutResult};
 pub use event::{Event, RawEvent};
 pub use mutex::{LockResult, Mutex, MutexArray, MutexGuard, OwnerInfo, RawRobustMutex};
-pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use rwlock::{RawRwLock, RwLock, RwLockReadGuard, RwLockState, RwLockWriteGuard};
 pub use semaphore::{BoundedSemaphore, NamedSemaphore, RawSemaphore, Semaphore};
 
 use crate::segment::{Kind, Segment};
 
 /// An optional deadline on `Instant` (monotonic).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadline(Option<Instant>);
+pub(crate) struct Deadline(Option<Instant>, Duration);
 
 impl Deadline {
     /// `None`: no limit.
+    #[inline]
     pub(crate) fn after(timeout: Option<Duration>) -> Self {
-        Deadline(timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)))
+        Deadline(
+            timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)),
+            timeout.unwrap_or_default(),
+        )
+    }
+
+    /// The timeout this deadline was made from (zero without limit), for errors.
+    pub(crate) fn total(&self) -> Duration {
+        self.1
     }
 
     /// `None` once expired; `Some(None)` without limit; `Some(Some(left))` otherwise.
@@ -143,6 +164,67 @@ impl Deadline {
             }
         }
     }
+}
+
+/// Sleep slices of a lock waiter that must notice a dead holder: `FUTEX_WAIT` for at most
+/// the current slice (1 ms, doubling up to 32 ms), then the caller asks the liveness API
+/// whether the holder still lives. Nobody wakes the waiters of a process that died, so
+/// the slice bounds how late a death is noticed; it is never longer than the deadline.
+#[derive(Debug)]
+pub(crate) struct Slices(Duration);
+
+impl Slices {
+    const FIRST: Duration = Duration::from_millis(1);
+    const MAX: Duration = Duration::from_millis(32);
+
+    pub(crate) fn new() -> Self {
+        Slices(Self::FIRST)
+    }
+
+    /// The next slice, capped by what is `left` of the deadline (`None`: no deadline).
+    pub(crate) fn next(&mut self, left: Option<Duration>) -> Duration {
+        let s = self.0;
+        self.0 = (s * 2).min(Self::MAX);
+        left.map_or(s, |l| l.min(s))
+    }
+}
+
+/// Process id and kernel thread id of the calling thread, cached per thread (no system
+/// call after the first) and refreshed in the child after `fork` (a `pthread_atfork`
+/// handler bumps a generation). Diagnostics, and "does this thread already hold it"
+/// checks that are combined with the process's liveness token.
+#[inline]
+pub(crate) fn thread_ids() -> (u32, u32) {
+    let generation = FORKS.load(std::sync::atomic::Ordering::Relaxed);
+    let (g, pid, tid) = IDS.with(|c| c.get());
+    if g == generation {
+        return (pid, tid);
+    }
+    thread_ids_slow(generation)
+}
+
+/// Incremented in every forked child (by the handler `thread_ids_slow` registers).
+static FORKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+thread_local! {
+    /// (fork generation, pid, tid) of this thread; generation `u32::MAX`: not yet known.
+    static IDS: std::cell::Cell<(u32, u32, u32)> = const { std::cell::Cell::new((u32::MAX, 0, 0)) };
+}
+
+#[cold]
+fn thread_ids_slow(generation: u32) -> (u32, u32) {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forked_child() {
+        FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only increments an atomic (async-signal-safe),
+        // for the child side of every later fork; no prepare/parent handlers.
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    });
+    let ids = (std::process::id(), nix::unistd::gettid().as_raw() as u32);
+    IDS.with(|c| c.set((generation, ids.0, ids.1)));
+    ids
 }
 
 fn far_future() -> Instant {
@@ -162,51 +244,25 @@ pub(crate) fn monotonic_deadline(timeout: Duration) -> libc::timespec {
     futex::duration_to_timespec(now.saturating_add(timeout))
 }
 
-/// Kernel thread id → (thread group id, alive) from `/proc/TID/status`.
-fn thread_owner(tid: u32) -> (Option<u32>, bool) {
-    match std::fs::read_to_string(format!("/proc/{tid}/status")) {
-        Ok(s) => {
-            let tgid = s
-                .lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse().ok());
-            let zombie = s
-                .lines()
-                .find_map(|l| l.strip_prefix("State:"))
-                .is_some_and(|v| v.trim_start().starts_with('Z'));
-            (tgid, !zombie)
-        }
-        Err(_) => (None, false),
-    }
-}
-
-fn describe_mutex(m: &RawRobustMutex, out: &mut Vec<(String, String)>) {
-    let o = m.owner();
-    let state = if o.unrecoverable {
-        "NOT RECOVERABLE (a holder died and nobody repaired it; recreate the object)".into()
-    } else if o.tid == 0 && o.owner_died {
-        "free, but its last holder DIED holding it: the next locker gets OwnerDied and must repair"
+fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(String, String)> {
+    let o = m.owner_status(live);
+    let state = if o.corrupt {
+        "CORRUPT consistency word (lockers get a corrupt-state error; recreate the object)"
             .to_string()
-    } else if o.tid == 0 {
+    } else if o.unrecoverable {
+        "NOT RECOVERABLE (a holder died and nobody repaired it; recreate the object)".into()
+    } else if o.token == 0 {
         "unlocked".to_string()
-    } else {
-        let (tgid, alive) = thread_owner(o.tid);
-        let who = match tgid {
-            Some(p) if p != o.tid => format!("pid {p} (thread {})", o.tid),
-            Some(p) => format!("pid {p}"),
-            None => format!("thread {}", o.tid),
-        };
-        let died = if o.owner_died || !alive {
-            ", DEAD: the next locker gets OwnerDied and must repair"
-        } else {
-            ""
-        };
+    } else if o.owner_died {
         format!(
-            "locked by {who}, {}{died}",
-            if alive { "alive" } else { "not running" }
+            "locked by pid {} (thread {}), but its process DIED (token {} no longer \
+             held): the next locker gets OwnerDied and must repair",
+            o.pid, o.tid, o.token
         )
+    } else {
+        format!("locked by pid {} (thread {}), alive", o.pid, o.tid)
     };
-    out.push(("lock".into(), state));
+    let mut out = vec![("lock".to_string(), state)];
     if o.inconsistent {
         out.push((
             "consistency".into(),
@@ -214,6 +270,7 @@ fn describe_mutex(m: &RawRobustMutex, out: &mut Vec<(String, String)>) {
                 .into(),
         ));
     }
+    out
 }
 
 /// Human-readable state of a synchronisation segment for `shmkit info`: lock owner pid
@@ -235,7 +292,7 @@ pub fn describe(seg: &Segment) -> Option<Vec<(String, String)>> {
     let raw = &seg.header().raw;
     match seg.header().kind() {
         Kind::Mutex => {
-            describe_mutex(mutex::raw_mutex(seg).ok()?, &mut out);
+            out.extend(describe_mutex(mutex::raw_mutex(seg).ok()?, seg.liveness()));
             out.push((
                 "data".into(),
                 format!(
@@ -353,7 +410,7 @@ mod tests {
         let t = std::thread::spawn(move || {
             let s = slots(&seg2);
             s.bar.wait_timeout(Duration::from_secs(20)).unwrap();
-            let g = s.m.lock().unwrap().into_guard();
+            let g = s.m.lock(seg2.liveness()).unwrap().into_guard();
             let (g, _) = s
                 .cv
                 // SAFETY: the data word is only accessed with the mutex held.
@@ -366,7 +423,7 @@ mod tests {
         let s = slots(&seg);
         s.bar.wait_timeout(Duration::from_secs(20)).unwrap();
         {
-            let _g = s.m.lock().unwrap().into_guard();
+            let _g = s.m.lock(seg.liveness()).unwrap().into_guard();
             // SAFETY: the mutex is held.
             unsafe { *s.data = 1 };
         }

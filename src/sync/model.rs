@@ -1,5 +1,5 @@
-//! Exhaustive interleaving checks of the futex sleep/wake handshakes of [`Event`] and
-//! [`Condvar`] (no lost wake-up), on small models that transcribe their algorithms step by
+//! Exhaustive interleaving checks of the futex sleep/wake handshakes of [`Event`],
+//! [`Condvar`] and the [`Mutex`]'s lock word (no lost wake-up, mutual exclusion), on small models that transcribe their algorithms step by
 //! step. Every shared-memory access is one atomic step (the code uses `SeqCst` for all
 //! accesses that matter, so interleaving semantics apply); `FUTEX_WAIT` is one step that
 //! compares and enqueues atomically, as the kernel does. The checker explores every
@@ -8,6 +8,7 @@
 //!
 //! [`Event`]: super::Event
 //! [`Condvar`]: super::Condvar
+//! [`Mutex`]: super::Mutex
 
 use std::collections::HashSet;
 
@@ -20,13 +21,24 @@ fn explore<S: Clone + std::hash::Hash + Eq + std::fmt::Debug>(
     step: impl Fn(&S, usize) -> Option<S>,
     ok: impl Fn(&S) -> bool,
 ) -> usize {
+    explore_many(init, threads, |s, t| step(s, t).into_iter().collect(), ok)
+}
+
+/// [`explore`] for steps with several possible outcomes (e.g. which sleeper a
+/// `FUTEX_WAKE` of one wakes: every choice is explored).
+fn explore_many<S: Clone + std::hash::Hash + Eq + std::fmt::Debug>(
+    init: S,
+    threads: usize,
+    step: impl Fn(&S, usize) -> Vec<S>,
+    ok: impl Fn(&S) -> bool,
+) -> usize {
     let mut seen = HashSet::new();
     let mut stack = vec![init];
     while let Some(s) = stack.pop() {
         if !seen.insert(s.clone()) {
             continue;
         }
-        let next: Vec<S> = (0..threads).filter_map(|t| step(&s, t)).collect();
+        let next: Vec<S> = (0..threads).flat_map(|t| step(&s, t)).collect();
         if next.is_empty() {
             assert!(ok(&s), "bad terminal state (lost wake-up?): {s:?}");
         }
@@ -298,6 +310,156 @@ fn a_broken_condvar_registering_after_unlock_is_caught() {
     };
     let r =
         std::panic::catch_unwind(|| explore(init, 3, mutant, |s| s.pc.iter().all(|&p| p == DONE)));
+    assert_lost_wake_up_found(r);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct MxState {
+    /// Lock word: owner token (thread + 1) | WAITERS (8).
+    word: u8,
+    pc: [u8; 3],
+    cur: [u8; 3],
+    slept: [bool; 3],
+    asleep: [bool; 3],
+    /// Threads in the critical section; > 1 is a violation, kept to the terminal state.
+    inside: u8,
+    violated: bool,
+}
+
+const MX_WAITERS: u8 = 8;
+
+/// Each thread: `lock; critical section; unlock`, transcribing `lock_slow` (without the
+/// spin and the liveness slices: an untimed FUTEX_WAIT, so only a wake can end a sleep)
+/// and `unlock_in`/`unlock_contended`. `broken_unlock`: the mutant that stores 0 without
+/// looking at the WAITERS bit.
+fn mx_step(s: &MxState, t: usize, broken_unlock: bool) -> Vec<MxState> {
+    if s.pc[t] == DONE || s.asleep[t] {
+        return vec![];
+    }
+    let me = t as u8 + 1;
+    let mut n = s.clone();
+    match s.pc[t] {
+        // lock: read the word
+        0 => {
+            n.cur[t] = s.word;
+            n.pc[t] = if s.word & !MX_WAITERS == 0 { 1 } else { 2 };
+        }
+        // free: CAS(cur → me | WAITERS if we slept or it was set)
+        1 => {
+            if s.word == s.cur[t] {
+                let w = if s.slept[t] {
+                    MX_WAITERS
+                } else {
+                    s.cur[t] & MX_WAITERS
+                };
+                n.word = me | w;
+                n.inside += 1;
+                n.violated |= n.inside > 1;
+                n.pc[t] = 5;
+            } else {
+                n.pc[t] = 0;
+            }
+        }
+        // held: set WAITERS by CAS (or go straight to sleep if set)
+        2 => {
+            if s.cur[t] & MX_WAITERS != 0 {
+                n.pc[t] = 3;
+            } else if s.word == s.cur[t] {
+                n.word = s.cur[t] | MX_WAITERS;
+                n.pc[t] = 3;
+            } else {
+                n.pc[t] = 0;
+            }
+        }
+        // FUTEX_WAIT(word, cur | WAITERS)
+        3 => {
+            if s.word == s.cur[t] | MX_WAITERS {
+                n.asleep[t] = true;
+            }
+            n.slept[t] = true;
+            n.pc[t] = 0;
+        }
+        // critical section done: unlock
+        5 => {
+            n.inside -= 1;
+            if broken_unlock {
+                let waiters = s.word & MX_WAITERS != 0;
+                n.word = 0;
+                n.pc[t] = if waiters && t == 0 { 7 } else { DONE };
+            } else if s.word == me {
+                n.word = 0;
+                n.pc[t] = DONE;
+            } else {
+                n.pc[t] = 6;
+            }
+        }
+        // CAS(me | WAITERS → 0), then wake one
+        6 => {
+            if s.word == me | MX_WAITERS {
+                n.word = 0;
+                n.pc[t] = 7;
+            } else {
+                n.pc[t] = DONE;
+            }
+        }
+        // FUTEX_WAKE(1): any one sleeper (every choice explored), or nobody
+        7 => {
+            n.pc[t] = DONE;
+            let sleepers: Vec<usize> = (0..3).filter(|&u| s.asleep[u]).collect();
+            if sleepers.is_empty() {
+                return vec![n];
+            }
+            return sleepers
+                .into_iter()
+                .map(|u| {
+                    let mut m = n.clone();
+                    m.asleep[u] = false;
+                    m
+                })
+                .collect();
+        }
+        _ => unreachable!(),
+    }
+    vec![n]
+}
+
+fn mx_init() -> MxState {
+    MxState {
+        word: 0,
+        pc: [0; 3],
+        cur: [0; 3],
+        slept: [false; 3],
+        asleep: [false; 3],
+        inside: 0,
+        violated: false,
+    }
+}
+
+#[test]
+fn mutex_lock_word_excludes_and_never_loses_a_wake_up() {
+    let states = explore_many(
+        mx_init(),
+        3,
+        |s, t| mx_step(s, t, false),
+        |s| {
+            assert!(!s.violated, "mutual exclusion violated: {s:?}");
+            s.pc.iter().all(|&p| p == DONE) && s.word & !MX_WAITERS == 0
+        },
+    );
+    assert!(states > 100, "explored only {states} states");
+}
+
+#[test]
+fn a_broken_mutex_unlock_ignoring_waiters_is_caught() {
+    // Mutant: only thread 0 wakes after a plain store of 0; the others never do.
+    let r = std::panic::catch_unwind(|| {
+        explore_many(
+            mx_init(),
+            3,
+            |s, t| mx_step(s, t, true),
+            |s| s.pc.iter().all(|&p| p == DONE),
+        )
+    });
     assert_lost_wake_up_found(r);
 }
 

@@ -3,58 +3,103 @@
 //! (`[T; n]` guarded by it): Python's `Value(lock=True)` / `Array(lock=True)` with
 //! `get_lock()`, made robust.
 //!
-//! The lock is a glibc `pthread_mutex_t` initialised in place with
-//! `PTHREAD_PROCESS_SHARED`, `PTHREAD_MUTEX_ROBUST` and `PTHREAD_MUTEX_ERRORCHECK`
-//! (re-locking from the owning thread is an error, not a hang). When the owner dies, the
-//! kernel walks its robust list, marks the lock word `FUTEX_OWNER_DIED` and wakes a waiter,
-//! which gets [`LockResult::OwnerDied`]: the guard **and** the news. The data may be half
-//! updated; the new owner repairs it and calls [`MutexGuard::make_consistent`]. A guard
-//! dropped without that leaves the mutex *not recoverable*: every later `lock` fails with
-//! [`Error::Unrecoverable`], so nobody silently builds on corrupt state.
+//! # Design
+//! shmkit's own futex mutex (not glibc's `pthread_mutex_t`, whose robust-list links live
+//! in the shared object: a peer could make our unlock write through pointers it chose,
+//! make glibc abort on states it did not create, and read our TLS addresses). Its shared
+//! state is four 32-bit integers:
+//! - the **lock word**: 0 when free, else the owner's liveness token (30 bits, see
+//!   [`crate::liveness`]) | `WAITERS` (bit 31, somebody may sleep on the word);
+//! - the **consistency word**: consistent, inconsistent (an owner died, the new owner
+//!   has not called [`MutexGuard::make_consistent`]) or unrecoverable; any other value is
+//!   [`Error::Corrupt`];
+//! - the owner's **pid** and **thread id**, written after acquiring: diagnostics, and
+//!   "this thread already holds it" (with the token) so that re-locking is `EDEADLK`
+//!   instead of a self-deadlock. A peer forging them can only cause that error or a wrong
+//!   diagnostic.
+//!
+//! Locking is one CAS (0 → token) and unlocking one CAS (token → 0) when uncontended: no
+//! system call, no allocation. A contended locker spins briefly, sets `WAITERS` and
+//! sleeps with `FUTEX_WAIT` in slices (1 ms doubling to 32 ms, never past its deadline);
+//! an unlock that finds `WAITERS` wakes one sleeper. Between slices a sleeper asks the
+//! kernel whether the owner's token is still held ([`Liveness::token_alive`]: one
+//! `fcntl(F_OFD_GETLK)`). A dead owner's lock is taken over with a CAS on the exact word
+//! and handed out as [`LockResult::OwnerDied`]: the guard **and** the news. The data may
+//! be half updated; the new owner repairs it and calls [`MutexGuard::make_consistent`].
+//! A guard dropped without that leaves the mutex *unrecoverable*: every later `lock`
+//! fails with [`Error::Unrecoverable`], so nobody silently builds on corrupt state.
+//!
+//! # What "dies" means
+//! Ownership is per **process** (its token on this segment), not per thread: a process
+//! that dies (killed, crashed, exited) holding the lock is detected by the next locker
+//! within one slice. A *thread* that exits holding the lock without unwinding (e.g.
+//! `mem::forget` of the guard) is **not** detected while its process lives (a thread
+//! that panics unwinds and drops the guard, which unlocks). Threads of one process
+//! exclude each other normally (the owner thread id tells them apart for `EDEADLK`).
+//!
+//! # Trust
+//! Whatever a peer writes into the four words, a call gives at worst an error
+//! (`Corrupt`, `Unrecoverable`, `EDEADLK`), a spurious [`LockResult::OwnerDied`] (a word
+//! naming a token that nobody holds is taken over) or the timeout the caller asked for:
+//! never a crash, never a write through a pointer, never a hang past a requested
+//! timeout, never an address of ours in shared memory. A peer that ignores the lock can
+//! of course break mutual exclusion; the data is `Pod`, so it only yields some bit
+//! pattern.
+//!
+//! # fork
+//! A forked child draws its own token (see [`crate::liveness`]). A guard copied into the
+//! child by `fork` does not own the lock there: dropping it leaves the parent's lock
+//! alone. If another thread of the parent holds the lock at the fork, the child waits
+//! for the parent to unlock (or to die: then it gets `OwnerDied`).
 //!
 //! Data is `Pod`: any bit pattern is a valid `T`, so even a torn update is memory-safe to
 //! read; only its *meaning* needs repair.
 //!
 //! # References
-//! - pthread_mutexattr_setrobust(3), pthread_mutex_consistent(3), pthread_mutex_lock(3p),
-//!   pthread_mutex_clocklock (glibc 2.30), futex(2) "Robust futexes".
+//! - futex(2), futex(7); Ulrich Drepper, "Futexes Are Tricky" (2011) (the `WAITERS` bit);
+//!   fcntl(2) open file description locks.
 
-use std::cell::UnsafeCell;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytemuck::Pod;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
+use crate::liveness::Liveness;
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
-use super::monotonic_deadline;
-
-unsafe extern "C" {
-    /// glibc ≥ 2.30; not (yet) bound by the `libc` crate.
-    fn pthread_mutex_clocklock(
-        mutex: *mut libc::pthread_mutex_t,
-        clockid: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> libc::c_int;
-}
+use super::futex::{self, WaitStatus};
+use super::{Deadline, Slices, thread_ids};
 
 /// Resource label used by raw objects, which do not know their segment's name.
 const RAW_RESOURCE: &str = "robust mutex";
 
-/// A robust, process-shared `pthread_mutex_t`, to be placed in shared memory.
+/// Somebody may sleep on the lock word: the unlocker must wake one.
+const WAITERS: u32 = 1 << 31;
+/// The owner part of the lock word (a value above `TOKEN_MAX` is nobody's token).
+const OWNER_MASK: u32 = !WAITERS;
+const CONSISTENT: u32 = 0;
+const INCONSISTENT: u32 = 1;
+const UNRECOVERABLE: u32 = 2;
+/// Read-only spins before a contended locker sleeps.
+const SPINS: u32 = 64;
+/// Failed compare-and-swaps between deadline checks.
+const CAS_BETWEEN_CHECKS: u32 = 64;
+
+/// A robust, process-shared mutex, to be placed in shared memory (see the
+/// [module docs](self) for the design and trust model).
 ///
 /// Use it directly as a slot inside your own segment layout: it needs
 /// [`RawRobustMutex::SIZE`] bytes at an offset aligned to [`RawRobustMutex::ALIGN`]
-/// (a multiple of 64 avoids false sharing with the data it guards), initialised exactly
-/// once with [`RawRobustMutex::init_at`] inside the segment's init closure (before any
-/// other process can see it). Never copy or move an initialised mutex: the kernel and
-/// glibc identify it by its address in the mapping.
+/// (a multiple of 64 avoids false sharing with the data it guards), initialised once with
+/// [`RawRobustMutex::init_at`] inside the segment's init closure (all-zero bytes are a
+/// valid unlocked mutex too). Locking needs the segment's [`Liveness`]
+/// ([`Segment::liveness`]): it supplies this process's token and tells whether an owner
+/// is alive.
 ///
 /// ```
 /// use shmkit::sync::{RawRobustMutex, LockResult};
@@ -66,22 +111,20 @@ const RAW_RESOURCE: &str = "robust mutex";
 /// })?;
 /// // SAFETY: initialised above; the segment outlives the reference.
 /// let m = unsafe { &*(seg.payload_ptr() as *const RawRobustMutex) };
-/// match m.lock()? {
+/// match m.lock(seg.liveness())? {
 ///     LockResult::Acquired(_guard) => {} // unlocked when the guard drops
 ///     LockResult::OwnerDied(mut g) => g.make_consistent()?,
 /// }
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 #[repr(C)]
+#[derive(Default)]
 pub struct RawRobustMutex {
-    inner: UnsafeCell<libc::pthread_mutex_t>,
+    word: AtomicU32,
+    consistency: AtomicU32,
+    owner_pid: AtomicU32,
+    owner_tid: AtomicU32,
 }
-
-// SAFETY: the pthread mutex is designed for concurrent use from many threads (and, with
-// PTHREAD_PROCESS_SHARED, processes); all access goes through pthread calls or atomics.
-unsafe impl Sync for RawRobustMutex {}
-// SAFETY: as above; it holds no thread-affine data (ownership is tracked by TID inside).
-unsafe impl Send for RawRobustMutex {}
 
 impl std::fmt::Debug for RawRobustMutex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,57 +133,29 @@ impl std::fmt::Debug for RawRobustMutex {
     }
 }
 
-/// What the lock word says about the owner (see [`RawRobustMutex::owner`]).
+/// What the mutex words say about the owner (see [`RawRobustMutex::owner`]): a racy
+/// snapshot for diagnostics; pids and thread ids are whatever the owner (or a peer)
+/// wrote, never used for recovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwnerInfo {
-    /// Kernel thread id of the owner (0: unlocked).
+    /// The owner's liveness token (0: unlocked).
+    pub token: u32,
+    /// The owner's pid as it wrote it (0: unknown or unlocked).
+    pub pid: u32,
+    /// The owner's kernel thread id as it wrote it (0: unknown or unlocked).
     pub tid: u32,
-    /// The kernel set `FUTEX_OWNER_DIED`: the previous owner died and nobody has
-    /// acquired the lock since.
+    /// Somebody sleeps (or slept) waiting for it.
+    pub waiters: bool,
+    /// The owner's token is not held by any process: it died holding the lock and the
+    /// next locker gets `OwnerDied`. Only [`RawRobustMutex::owner_status`] can tell (it
+    /// asks the kernel); [`RawRobustMutex::owner`] leaves it false.
     pub owner_died: bool,
     /// A new owner received `OwnerDied` and has not (yet) called `make_consistent`.
     pub inconsistent: bool,
     /// The mutex was released without `make_consistent` and can never be locked again.
     pub unrecoverable: bool,
-}
-
-/// glibc's `PTHREAD_MUTEX_INCONSISTENT` and `PTHREAD_MUTEX_NOTRECOVERABLE` markers in
-/// `__data.__owner`.
-const GLIBC_OWNER_INCONSISTENT: i32 = i32::MAX;
-const GLIBC_OWNER_NOTRECOVERABLE: i32 = i32::MAX - 1;
-/// Offset of `__data.__owner` in glibc's `pthread_mutex_t` (after `__lock`, `__count`)
-/// on every 64-bit glibc target.
-const GLIBC_OWNER_OFFSET: usize = 8;
-
-/// Destroys a mutex attribute object when dropped.
-struct MutexAttr(MaybeUninit<libc::pthread_mutexattr_t>);
-
-impl MutexAttr {
-    fn new() -> Result<Self> {
-        let mut a = MutexAttr(MaybeUninit::uninit());
-        // SAFETY: pthread_mutexattr_init initialises the object it is given.
-        let rc = unsafe { libc::pthread_mutexattr_init(a.0.as_mut_ptr()) };
-        check(rc, "pthread_mutexattr_init")?;
-        Ok(a)
-    }
-    fn ptr(&mut self) -> *mut libc::pthread_mutexattr_t {
-        self.0.as_mut_ptr()
-    }
-}
-
-impl Drop for MutexAttr {
-    fn drop(&mut self) {
-        // SAFETY: constructed only after a successful pthread_mutexattr_init.
-        unsafe { libc::pthread_mutexattr_destroy(self.0.as_mut_ptr()) };
-    }
-}
-
-fn check(rc: libc::c_int, op: &'static str) -> Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::os(RAW_RESOURCE, op, Errno::from_raw(rc)))
-    }
+    /// The consistency word holds a value shmkit never writes (a corrupt peer).
+    pub corrupt: bool,
 }
 
 impl RawRobustMutex {
@@ -149,16 +164,13 @@ impl RawRobustMutex {
     /// Alignment a slot must have.
     pub const ALIGN: usize = align_of::<RawRobustMutex>();
 
-    /// Initialises a robust, process-shared, error-checking mutex at `ptr`
-    /// (`pthread_mutexattr_init`, `setpshared(PTHREAD_PROCESS_SHARED)`,
-    /// `setrobust(PTHREAD_MUTEX_ROBUST)`, `settype(PTHREAD_MUTEX_ERRORCHECK)`,
-    /// `pthread_mutex_init`, `pthread_mutexattr_destroy`).
+    /// Initialises an unlocked, consistent mutex at `ptr`.
     ///
     /// # Safety
     /// `ptr` must be valid for writes of [`Self::SIZE`] bytes, aligned to [`Self::ALIGN`],
-    /// in memory that stays mapped at this address while in use, and no other thread or
-    /// process may use the memory during the call (run it in a segment's init closure).
-    /// Initialising a mutex that is in use is undefined behaviour.
+    /// and no other thread or process may use the memory during the call (run it in a
+    /// segment's init closure). Initialising a mutex that is in use breaks its mutual
+    /// exclusion (not memory safety: the words are plain integers).
     pub unsafe fn init_at(ptr: *mut RawRobustMutex) -> Result<()> {
         if ptr.is_null() || (ptr as usize) % Self::ALIGN != 0 {
             return Err(Error::invalid(
@@ -167,164 +179,324 @@ impl RawRobustMutex {
                 "null or misaligned slot pointer",
             ));
         }
-        let mut attr = MutexAttr::new()?;
-        check(
-            // SAFETY: attr was initialised by pthread_mutexattr_init.
-            unsafe { libc::pthread_mutexattr_setpshared(attr.ptr(), libc::PTHREAD_PROCESS_SHARED) },
-            "pthread_mutexattr_setpshared",
-        )?;
-        check(
-            // SAFETY: attr was initialised by pthread_mutexattr_init.
-            unsafe { libc::pthread_mutexattr_setrobust(attr.ptr(), libc::PTHREAD_MUTEX_ROBUST) },
-            "pthread_mutexattr_setrobust",
-        )?;
-        check(
-            // SAFETY: attr was initialised by pthread_mutexattr_init.
-            unsafe { libc::pthread_mutexattr_settype(attr.ptr(), libc::PTHREAD_MUTEX_ERRORCHECK) },
-            "pthread_mutexattr_settype",
-        )?;
-        // UnsafeCell<pthread_mutex_t> is repr(transparent) over pthread_mutex_t and the
-        // struct is repr(C) with it as the only field.
-        check(
-            // SAFETY: the caller guarantees exclusive, aligned, writable memory of the
-            // right size for a pthread_mutex_t (see above).
-            unsafe { libc::pthread_mutex_init(ptr.cast::<libc::pthread_mutex_t>(), attr.ptr()) },
-            "pthread_mutex_init",
-        )
+        // SAFETY: guaranteed by the caller (valid, aligned, exclusive).
+        unsafe { ptr.write(RawRobustMutex::default()) };
+        Ok(())
     }
 
-    fn raw(&self) -> *mut libc::pthread_mutex_t {
-        self.inner.get()
-    }
-
-    /// Maps a pthread lock return code to a result.
-    fn acquired(&self, rc: libc::c_int, resource: &str, op: &'static str) -> Result<bool> {
-        match rc {
-            0 => Ok(false),
-            libc::EOWNERDEAD => Ok(true),
-            libc::ENOTRECOVERABLE => Err(Error::Unrecoverable {
-                resource: resource.to_owned(),
-            }),
-            libc::EBUSY => Err(Error::WouldBlock {
-                resource: resource.to_owned(),
-                op,
-            }),
-            libc::EDEADLK => Err(Error::os_with_advice(
-                resource,
-                op,
-                Errno::EDEADLK,
-                "this thread already holds the lock (robust mutexes are not recursive)",
-            )),
-            e => Err(Error::os(resource, op, Errno::from_raw(e))),
+    /// Acquires (`deadline` `None`: try only). Returns whether the previous owner died
+    /// (the caller hands out `OwnerDied`).
+    #[inline]
+    pub(crate) fn lock_in(
+        &self,
+        live: &Liveness,
+        deadline: Option<Deadline>,
+        resource: &str,
+    ) -> Result<bool> {
+        let me = live.token()?;
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return self.acquired(false, resource);
         }
+        self.lock_slow(me, live, deadline, resource)
     }
 
-    pub(crate) fn lock_in(&self, resource: &str) -> Result<bool> {
-        // SAFETY: self points to a mutex initialised by init_at (type invariant of every
-        // handle that hands out &RawRobustMutex).
-        let rc = unsafe { libc::pthread_mutex_lock(self.raw()) };
-        self.acquired(rc, resource, "pthread_mutex_lock")
-    }
-
-    pub(crate) fn try_lock_in(&self, resource: &str) -> Result<bool> {
-        // SAFETY: as in lock_in.
-        let rc = unsafe { libc::pthread_mutex_trylock(self.raw()) };
-        self.acquired(rc, resource, "pthread_mutex_trylock")
-    }
-
-    pub(crate) fn lock_timeout_in(&self, timeout: Duration, resource: &str) -> Result<bool> {
-        let abs = monotonic_deadline(timeout);
+    #[cold]
+    fn lock_slow(
+        &self,
+        me: u32,
+        live: &Liveness,
+        deadline: Option<Deadline>,
+        resource: &str,
+    ) -> Result<bool> {
+        let op = if deadline.is_some() {
+            "lock"
+        } else {
+            "try_lock"
+        };
+        let mut spins = 0;
+        let mut failed_cas = 0;
+        let mut slept = false;
+        let mut slices = Slices::new();
         loop {
-            // SAFETY: as in lock_in; `abs` is a normalised timespec on CLOCK_MONOTONIC.
-            let rc = unsafe { pthread_mutex_clocklock(self.raw(), libc::CLOCK_MONOTONIC, &abs) };
-            match rc {
-                libc::ETIMEDOUT => {
-                    return Err(Error::Timeout {
-                        resource: resource.to_owned(),
-                        op: "lock",
-                        timeout,
-                    });
+            let cur = self.word.load(Ordering::Relaxed);
+            let owner = cur & OWNER_MASK;
+            if owner == 0 {
+                // Free (perhaps with a WAITERS bit left for sleepers): take it, keeping the
+                // bit when others may sleep.
+                let new = me | if slept { WAITERS } else { cur & WAITERS };
+                if self
+                    .word
+                    .compare_exchange(cur, new, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return self.acquired(false, resource);
                 }
-                libc::EINTR => continue,
-                rc => return self.acquired(rc, resource, "pthread_mutex_clocklock"),
+                failed_cas += 1;
+                if failed_cas % CAS_BETWEEN_CHECKS == 0 {
+                    self.check_deadline(deadline, resource, op)?;
+                }
+                continue;
+            }
+            if owner == me && self.owner_tid.load(Ordering::Relaxed) == thread_ids().1 {
+                return Err(Error::os_with_advice(
+                    resource,
+                    op,
+                    Errno::EDEADLK,
+                    "this thread already holds the lock (robust mutexes are not recursive)",
+                ));
+            }
+            let Some(d) = deadline else {
+                // try_lock: a dead owner is still taken over (one liveness query).
+                if owner != me && !live.token_alive(owner) {
+                    if let Some(r) = self.take_over(cur, me, resource) {
+                        return r;
+                    }
+                    continue;
+                }
+                return Err(Error::WouldBlock {
+                    resource: resource.to_owned(),
+                    op,
+                });
+            };
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let Some(left) = d.remaining() else {
+                return Err(timeout(resource, op, d));
+            };
+            if cur & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            slept = true;
+            match futex::wait(&self.word, cur | WAITERS, Some(slices.next(left))) {
+                Ok(WaitStatus::Woken) => {}
+                Ok(WaitStatus::TimedOut) => {
+                    // Nobody wakes the sleepers of a process that died: ask the kernel.
+                    if owner != me && !live.token_alive(owner) {
+                        if let Some(r) = self.take_over(cur | WAITERS, me, resource) {
+                            return r;
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::os(resource, "futex(FUTEX_WAIT)", e)),
             }
         }
     }
 
-    /// Unlocks. Never panics; an error (EPERM: not the owner) is ignored because the only
-    /// caller is a guard, which proves ownership.
-    pub(crate) fn unlock(&self) {
-        // SAFETY: as in lock_in; called only by the guard of the owning thread.
-        let _ = unsafe { libc::pthread_mutex_unlock(self.raw()) };
+    /// Takes the lock from a dead owner if the word still holds exactly `seen`.
+    fn take_over(&self, seen: u32, me: u32, resource: &str) -> Option<Result<bool>> {
+        self.word
+            .compare_exchange(seen, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| self.acquired(true, resource))
     }
 
-    pub(crate) fn make_consistent_in(&self, resource: &str) -> Result<()> {
-        // SAFETY: as in lock_in; called by the owning thread's guard.
-        let rc = unsafe { libc::pthread_mutex_consistent(self.raw()) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(Error::os(
-                resource,
-                "pthread_mutex_consistent",
-                Errno::from_raw(rc),
-            ))
+    fn check_deadline(&self, d: Option<Deadline>, resource: &str, op: &'static str) -> Result<()> {
+        match d {
+            Some(d) if d.remaining().is_none() => Err(timeout(resource, op, d)),
+            _ => Ok(()),
         }
     }
 
-    /// Locks, blocking. See [`LockResult`] for the owner-died case.
-    pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, ()>>> {
-        let died = self.lock_in(RAW_RESOURCE)?;
-        Ok(self.guard((), died))
+    /// Just acquired the lock word: record the owner, apply the consistency state.
+    #[inline]
+    fn acquired(&self, took_over: bool, resource: &str) -> Result<bool> {
+        let (pid, tid) = thread_ids();
+        self.owner_pid.store(pid, Ordering::Relaxed);
+        self.owner_tid.store(tid, Ordering::Relaxed);
+        let c = self.consistency.load(Ordering::Relaxed);
+        if c == CONSISTENT && !took_over {
+            return Ok(false);
+        }
+        self.acquired_slow(c, took_over, resource)
     }
 
-    /// Locks if free now; [`Error::WouldBlock`] otherwise.
-    pub fn try_lock(&self) -> Result<LockResult<MutexGuard<'_, ()>>> {
-        let died = self.try_lock_in(RAW_RESOURCE)?;
-        Ok(self.guard((), died))
+    #[cold]
+    fn acquired_slow(&self, c: u32, took_over: bool, resource: &str) -> Result<bool> {
+        match c {
+            CONSISTENT if !took_over => Ok(false),
+            CONSISTENT | INCONSISTENT => {
+                // An owner died (maybe one that had itself received OwnerDied).
+                self.consistency.store(INCONSISTENT, Ordering::Relaxed);
+                Ok(true)
+            }
+            UNRECOVERABLE => {
+                self.release();
+                Err(Error::Unrecoverable {
+                    resource: resource.to_owned(),
+                })
+            }
+            v => {
+                self.release();
+                Err(Error::corrupt(
+                    resource,
+                    format!("mutex consistency word {v}"),
+                ))
+            }
+        }
     }
 
-    /// Locks, waiting at most `timeout` (`CLOCK_MONOTONIC`); [`Error::Timeout`] after.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, ()>>> {
-        let died = self.lock_timeout_in(timeout, RAW_RESOURCE)?;
-        Ok(self.guard((), died))
+    /// Releases the lock word (the caller owns it) and wakes one sleeper if flagged.
+    #[inline]
+    fn release(&self) {
+        self.owner_tid.store(0, Ordering::Relaxed);
+        self.owner_pid.store(0, Ordering::Relaxed);
+        let old = self.word.swap(0, Ordering::Release);
+        if old & WAITERS != 0 {
+            // A failed wake only costs a sleeper the rest of its slice.
+            let _ = futex::wake(&self.word, 1);
+        }
     }
 
-    fn guard(&self, _unit: (), died: bool) -> LockResult<MutexGuard<'_, ()>> {
+    /// Whether the lock word names this process's token and the owner thread id is the
+    /// calling thread's.
+    pub(crate) fn held_by_caller(&self, live: &Liveness) -> bool {
+        live.token().is_ok_and(|me| {
+            self.word.load(Ordering::Relaxed) & OWNER_MASK == me
+                && self.owner_tid.load(Ordering::Relaxed) == thread_ids().1
+        })
+    }
+
+    /// Unlocks if this process owns the lock (a guard copied into a forked child does
+    /// not: the child's token differs, and the parent's lock is left alone). With
+    /// `unrepaired`, marks the mutex unrecoverable first. Never panics.
+    #[inline]
+    pub(crate) fn unlock_in(&self, live: &Liveness, unrepaired: bool) {
+        let Ok(me) = live.token() else { return };
+        if self.word.load(Ordering::Relaxed) & OWNER_MASK != me {
+            return;
+        }
+        if unrepaired {
+            self.consistency.store(UNRECOVERABLE, Ordering::Relaxed);
+        }
+        // The thread id must go before the word is released (a thread of this process
+        // that locks next must not take a stale id for its own: false EDEADLK); the pid
+        // may stay (`owner()` ignores it once the word is 0).
+        self.owner_tid.store(0, Ordering::Relaxed);
+        if self
+            .word
+            .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        self.unlock_contended(me);
+    }
+
+    #[cold]
+    fn unlock_contended(&self, me: u32) {
+        if self
+            .word
+            .compare_exchange(me | WAITERS, 0, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            // A failed wake only costs a sleeper the rest of its slice.
+            let _ = futex::wake(&self.word, 1);
+        }
+        // Anything else: not ours (a forked child's copy of a guard, or a peer wrote the
+        // word); leave it.
+    }
+
+    pub(crate) fn make_consistent_in(&self) {
+        self.consistency.store(CONSISTENT, Ordering::Relaxed);
+    }
+
+    /// Locks, blocking. See [`LockResult`] for the owner-died case. `live` is the
+    /// liveness context of the segment holding this mutex ([`Segment::liveness`]).
+    #[inline]
+    pub fn lock<'a>(&'a self, live: &'a Liveness) -> Result<LockResult<MutexGuard<'a, ()>>> {
+        let died = self.lock_in(live, Some(Deadline::after(None)), RAW_RESOURCE)?;
+        Ok(self.guard(live, died))
+    }
+
+    /// Locks if free now (or if its owner died); [`Error::WouldBlock`] otherwise.
+    #[inline]
+    pub fn try_lock<'a>(&'a self, live: &'a Liveness) -> Result<LockResult<MutexGuard<'a, ()>>> {
+        let died = self.lock_in(live, None, RAW_RESOURCE)?;
+        Ok(self.guard(live, died))
+    }
+
+    /// Locks, waiting at most `timeout` (monotonic); [`Error::Timeout`] after.
+    #[inline]
+    pub fn lock_timeout<'a>(
+        &'a self,
+        live: &'a Liveness,
+        timeout: Duration,
+    ) -> Result<LockResult<MutexGuard<'a, ()>>> {
+        let died = self.lock_in(live, Some(Deadline::after(Some(timeout))), RAW_RESOURCE)?;
+        Ok(self.guard(live, died))
+    }
+
+    #[inline]
+    fn guard<'a>(&'a self, live: &'a Liveness, died: bool) -> LockResult<MutexGuard<'a, ()>> {
         // SAFETY: the lock is held by this thread (just acquired); a dangling pointer is
         // valid for the zero-sized ().
-        let g = unsafe { MutexGuard::new(self, NonNull::dangling(), died, RAW_RESOURCE) };
+        let g = unsafe { MutexGuard::new(self, live, NonNull::dangling(), died, RAW_RESOURCE) };
         LockResult::from_guard(g, died)
     }
 
-    /// Reads the lock state without locking (for diagnostics: `shmkit info`).
-    ///
-    /// The futex word (`__data.__lock`) of a robust mutex holds the owner's kernel thread
-    /// id ORed with `FUTEX_WAITERS` and `FUTEX_OWNER_DIED`; glibc's `__data.__owner` marks
-    /// the inconsistent and not-recoverable states. Both are read atomically; the answer
-    /// may be stale by the time it is returned.
+    /// Reads the words without locking (for diagnostics). Racy: the answer may be stale
+    /// by the time it is returned. `owner_died` is left false: see
+    /// [`owner_status`](Self::owner_status).
     pub fn owner(&self) -> OwnerInfo {
-        let base = self.raw() as *const u8;
-        // SAFETY: __lock is the first 32-bit field of glibc's pthread_mutex_t (futex word,
-        // 4-byte aligned); other processes access it atomically, so reading it through an
-        // atomic is sound.
-        let word = unsafe { &*(base as *const AtomicU32) }.load(Ordering::Relaxed);
-        // glibc writes __owner with plain stores while holding the lock; we only read it
-        // atomically (a racy but tear-free snapshot).
-        // SAFETY: __owner is an int at byte 8 on every 64-bit glibc target (checked by a
-        // const assertion below on the size), 4-byte aligned, inside the mutex.
-        let owner =
-            unsafe { &*(base.add(GLIBC_OWNER_OFFSET) as *const AtomicI32) }.load(Ordering::Relaxed);
+        let w = self.word.load(Ordering::Relaxed);
+        let c = self.consistency.load(Ordering::Relaxed);
+        let token = w & OWNER_MASK;
         OwnerInfo {
-            tid: word & libc::FUTEX_TID_MASK,
-            owner_died: word & libc::FUTEX_OWNER_DIED != 0,
-            inconsistent: owner == GLIBC_OWNER_INCONSISTENT,
-            unrecoverable: owner == GLIBC_OWNER_NOTRECOVERABLE,
+            token,
+            pid: if token == 0 {
+                0
+            } else {
+                self.owner_pid.load(Ordering::Relaxed)
+            },
+            tid: if token == 0 {
+                0
+            } else {
+                self.owner_tid.load(Ordering::Relaxed)
+            },
+            waiters: w & WAITERS != 0,
+            owner_died: false,
+            inconsistent: c == INCONSISTENT,
+            unrecoverable: c == UNRECOVERABLE,
+            corrupt: c > UNRECOVERABLE,
         }
+    }
+
+    /// Test helper: leaves a lock word naming a token nobody holds (what a process that
+    /// died holding the lock leaves behind).
+    #[cfg(test)]
+    pub(crate) fn simulate_dead_owner(&self) {
+        self.word
+            .store(crate::liveness::TOKEN_MAX, Ordering::SeqCst);
+    }
+
+    /// [`owner`](Self::owner), plus whether the owner's token is still held (one
+    /// `fcntl(F_OFD_GETLK)` through `live`).
+    pub fn owner_status(&self, live: &Liveness) -> OwnerInfo {
+        let mut o = self.owner();
+        o.owner_died = o.token != 0 && !live.token_alive(o.token);
+        o
     }
 }
 
-const _: () = assert!(size_of::<libc::pthread_mutex_t>() >= GLIBC_OWNER_OFFSET + 4);
+fn timeout(resource: &str, op: &'static str, d: Deadline) -> Error {
+    Error::Timeout {
+        resource: resource.to_owned(),
+        op,
+        timeout: d.total(),
+    }
+}
 
 /// The outcome of acquiring a robust lock: the guard, and whether the previous owner died
 /// while holding it (like iceoryx2's `LockAcquiredButOwnerDied`).
@@ -372,9 +544,10 @@ impl<G> LockResult<G> {
 /// Proof that this thread holds a robust mutex, with access to the data it guards
 /// (`T` may be a slice, `()` for a bare lock). Unlocks on drop.
 ///
-/// Not `Send`: a pthread mutex must be unlocked by the thread that locked it.
+/// Not `Send`: the owner thread id recorded in the mutex is the locking thread's.
 pub struct MutexGuard<'a, T: ?Sized> {
     pub(crate) lock: &'a RawRobustMutex,
+    pub(crate) live: &'a Liveness,
     data: NonNull<T>,
     /// False from an owner-died acquisition until `make_consistent`.
     consistent: bool,
@@ -388,12 +561,14 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// only accessed under `lock`.
     unsafe fn new(
         lock: &'a RawRobustMutex,
+        live: &'a Liveness,
         data: NonNull<T>,
         died: bool,
         resource: &'a str,
     ) -> Self {
         MutexGuard {
             lock,
+            live,
             data,
             consistent: !died,
             resource,
@@ -401,11 +576,11 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
         }
     }
 
-    /// Marks the state consistent after an owner died (`pthread_mutex_consistent`).
-    /// A no-op when it already is.
+    /// Marks the state consistent after an owner died (the data has been repaired).
+    /// A no-op when it already is. Never fails (the `Result` is kept for API stability).
     pub fn make_consistent(&mut self) -> Result<()> {
         if !self.consistent {
-            self.lock.make_consistent_in(self.resource)?;
+            self.lock.make_consistent_in();
             self.consistent = true;
         }
         Ok(())
@@ -440,9 +615,9 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        // An inconsistent guard is released as is: glibc then marks the mutex not
-        // recoverable and every later lock fails with ENOTRECOVERABLE.
-        self.lock.unlock();
+        // An inconsistent guard marks the mutex unrecoverable: every later lock fails
+        // with Error::Unrecoverable.
+        self.lock.unlock_in(self.live, !self.consistent);
     }
 }
 
@@ -462,7 +637,7 @@ impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for MutexGuard<'_, T> {
 /// ```
 /// let m = shmkit::sync::Mutex::<[u8; 3]>::anonymous([0; 3])?;
 /// let raw = shmkit::sync::mutex::raw_mutex(m.segment())?;
-/// assert_eq!(raw.owner().tid, 0);
+/// assert_eq!(raw.owner().token, 0);
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 pub fn raw_mutex(seg: &Segment) -> Result<&RawRobustMutex> {
@@ -489,14 +664,15 @@ pub fn raw_mutex(seg: &Segment) -> Result<&RawRobustMutex> {
             found: format!("tag {:#x}, lock of {} bytes", raw.params[0], raw.params[1]),
         });
     }
-    // SAFETY: a mutex segment of this format and ABI starts with an initialised
-    // RawRobustMutex at the 64-byte aligned payload (checked in bounds above); it lives as
-    // long as the borrowed segment.
+    // SAFETY: a mutex segment of this format starts with a RawRobustMutex (four atomics,
+    // any bit pattern valid) at the 64-byte aligned payload (checked in bounds above); it
+    // lives as long as the borrowed segment.
     Ok(unsafe { &*(seg.payload_ptr() as *const RawRobustMutex) })
 }
 
 /// Format tag in `Layout::params[0]` of mutex segments.
-pub(crate) const MUTEX_PARAMS_TAG: u64 = 0x6d75_7478_0001; // "mutx" v1
+/// v2 is shmkit's futex mutex (v1 was glibc's robust `pthread_mutex_t`).
+pub(crate) const MUTEX_PARAMS_TAG: u64 = 0x6d75_7478_0002; // "mutx" v2
 
 /// Offset of the data after the lock in a mutex segment's payload.
 const fn data_offset(align: usize) -> usize {
@@ -575,8 +751,23 @@ impl<T: Pod> Locked<T> {
     fn guard(&self, died: bool) -> LockResult<MutexGuard<'_, [T]>> {
         // SAFETY: the lock was just acquired by this thread; the data is valid for the
         // lifetime of &self and only accessed under the lock by well-behaved peers.
-        let g = unsafe { MutexGuard::new(self.raw(), self.data(), died, &self.resource) };
+        let g = unsafe {
+            MutexGuard::new(
+                self.raw(),
+                self.seg.liveness(),
+                self.data(),
+                died,
+                &self.resource,
+            )
+        };
         LockResult::from_guard(g, died)
+    }
+
+    fn lock_in(&self, deadline: Option<Deadline>) -> Result<LockResult<MutexGuard<'_, [T]>>> {
+        let died = self
+            .raw()
+            .lock_in(self.seg.liveness(), deadline, &self.resource)?;
+        Ok(self.guard(died))
     }
 }
 
@@ -598,6 +789,7 @@ fn first<'a, T>(g: MutexGuard<'a, [T]>) -> MutexGuard<'a, T> {
     let g = std::mem::ManuallyDrop::new(g);
     MutexGuard {
         lock: g.lock,
+        live: g.live,
         data: g.data.cast::<T>(),
         consistent: g.consistent,
         resource: g.resource,
@@ -656,8 +848,8 @@ impl<T: Pod> Mutex<T> {
         Ok((Self::from_segment(seg)?, created))
     }
 
-    /// Creates a file-backed mutex at `path` (`O_EXCL`, `O_NOFOLLOW`); robust mutexes
-    /// work in any `MAP_SHARED` mapping, the futex is keyed by the file.
+    /// Creates a file-backed mutex at `path` (`O_EXCL`, `O_NOFOLLOW`); the mutex works in
+    /// any `MAP_SHARED` mapping, the futex is keyed by the file.
     pub fn create_file(path: impl AsRef<std::path::Path>, init: T) -> Result<Self> {
         Self::from_segment(Segment::options().create_file(
             path,
@@ -688,8 +880,7 @@ impl<T: Pod> Mutex<T> {
 
     /// Locks (blocking). `OwnerDied` hands over the guard of a lock whose holder died.
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, T>>> {
-        let died = self.inner.raw().lock_in(&self.inner.resource)?;
-        Ok(self.inner.guard(died).map(first))
+        Ok(self.inner.lock_in(Some(Deadline::after(None)))?.map(first))
     }
 
     /// Locks; if the previous holder died, runs `repair` on the data and marks it
@@ -709,17 +900,15 @@ impl<T: Pod> Mutex<T> {
 
     /// Locks if free now; [`Error::WouldBlock`] if another thread or process holds it.
     pub fn try_lock(&self) -> Result<LockResult<MutexGuard<'_, T>>> {
-        let died = self.inner.raw().try_lock_in(&self.inner.resource)?;
-        Ok(self.inner.guard(died).map(first))
+        Ok(self.inner.lock_in(None)?.map(first))
     }
 
     /// Locks, waiting at most `timeout` on `CLOCK_MONOTONIC`; [`Error::Timeout`] after.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, T>>> {
-        let died = self
+        Ok(self
             .inner
-            .raw()
-            .lock_timeout_in(timeout, &self.inner.resource)?;
-        Ok(self.inner.guard(died).map(first))
+            .lock_in(Some(Deadline::after(Some(timeout))))?
+            .map(first))
     }
 
     /// The lock itself (e.g. to inspect its [`owner`](RawRobustMutex::owner)).
@@ -830,8 +1019,7 @@ impl<T: Pod> MutexArray<T> {
 
     /// Locks (blocking).
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, [T]>>> {
-        let died = self.inner.raw().lock_in(&self.inner.resource)?;
-        Ok(self.inner.guard(died))
+        self.inner.lock_in(Some(Deadline::after(None)))
     }
 
     /// Locks; if the previous holder died, runs `repair` on the data and marks it
@@ -842,17 +1030,12 @@ impl<T: Pod> MutexArray<T> {
 
     /// Locks if free now; [`Error::WouldBlock`] otherwise.
     pub fn try_lock(&self) -> Result<LockResult<MutexGuard<'_, [T]>>> {
-        let died = self.inner.raw().try_lock_in(&self.inner.resource)?;
-        Ok(self.inner.guard(died))
+        self.inner.lock_in(None)
     }
 
     /// Locks, waiting at most `timeout`; [`Error::Timeout`] after.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, [T]>>> {
-        let died = self
-            .inner
-            .raw()
-            .lock_timeout_in(timeout, &self.inner.resource)?;
-        Ok(self.inner.guard(died))
+        self.inner.lock_in(Some(Deadline::after(Some(timeout))))
     }
 
     /// The lock itself.
@@ -876,18 +1059,23 @@ mod tests {
         let _g = m.lock().unwrap().into_guard();
         let e = m.lock().unwrap_err();
         assert_eq!(e.errno(), Some(Errno::EDEADLK), "{e}");
-        // glibc's trylock reports the owning thread's own attempt as EDEADLK too.
-        assert!(m.try_lock().is_err());
+        assert_eq!(m.try_lock().unwrap_err().errno(), Some(Errno::EDEADLK));
+        let e = m.lock_timeout(Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::EDEADLK), "{e}");
     }
 
     #[test]
     fn owner_is_visible_while_locked() {
         let m = Mutex::<u32>::anonymous(0).unwrap();
-        assert_eq!(m.raw().owner().tid, 0);
+        assert_eq!(m.raw().owner().token, 0);
         let g = m.lock().unwrap().into_guard();
-        assert_eq!(m.raw().owner().tid, nix::unistd::gettid().as_raw() as u32);
+        let o = m.raw().owner_status(m.segment().liveness());
+        assert_eq!(o.tid, nix::unistd::gettid().as_raw() as u32);
+        assert_eq!(o.pid, std::process::id());
+        assert_eq!(o.token, m.segment().liveness().token().unwrap());
+        assert!(!o.owner_died);
         drop(g);
-        assert_eq!(m.raw().owner().tid, 0);
+        assert_eq!(m.raw().owner().token, 0);
     }
 
     #[test]
@@ -899,33 +1087,81 @@ mod tests {
             .join()
             .unwrap();
         assert!(r.unwrap_err().is_timeout());
+        // Another thread of the same process is not "this thread": WouldBlock.
+        let m2 = m.clone();
+        let r = std::thread::spawn(move || m2.try_lock().map(|_| ()))
+            .join()
+            .unwrap();
+        assert!(matches!(r, Err(Error::WouldBlock { .. })));
+    }
+
+    fn leave_dead_owner(m: &RawRobustMutex) {
+        m.simulate_dead_owner();
     }
 
     #[test]
-    fn thread_death_gives_owner_died_then_unrecoverable_if_not_repaired() {
-        let m = std::sync::Arc::new(Mutex::<u32>::anonymous(7).unwrap());
-        let m2 = m.clone();
-        // A thread that exits holding a robust mutex counts as a dead owner.
-        std::thread::spawn(move || std::mem::forget(m2.lock().unwrap().into_guard()))
-            .join()
-            .unwrap();
-        let r = m.lock().unwrap();
+    fn dead_owner_gives_owner_died_then_unrecoverable_if_not_repaired() {
+        let m = Mutex::<u32>::anonymous(7).unwrap();
+        leave_dead_owner(m.raw());
+        let r = m.lock_timeout(Duration::from_secs(10)).unwrap();
         assert!(r.owner_died());
+        assert!(m.raw().owner().inconsistent);
         drop(r); // not repaired
         assert!(matches!(m.lock(), Err(Error::Unrecoverable { .. })));
+        assert!(matches!(m.try_lock(), Err(Error::Unrecoverable { .. })));
         assert!(m.raw().owner().unrecoverable);
+        assert_eq!(m.raw().owner().token, 0, "an error leaves it unlocked");
     }
 
     #[test]
     fn lock_or_repair_repairs_only_after_a_death() {
-        let m = std::sync::Arc::new(Mutex::<u32>::anonymous(7).unwrap());
+        let m = Mutex::<u32>::anonymous(7).unwrap();
         *m.lock_or_repair(|_| panic!("nobody died")).unwrap() += 1;
-        let m2 = m.clone();
-        std::thread::spawn(move || std::mem::forget(m2.lock().unwrap().into_guard()))
-            .join()
-            .unwrap();
+        leave_dead_owner(m.raw());
+        // try_lock takes a dead owner's lock over too.
+        assert!(m.try_lock().unwrap().owner_died());
+        // ...and that guard, dropped unrepaired, made it unrecoverable.
+        assert!(m.lock().is_err());
+        m.raw().consistency.store(CONSISTENT, Ordering::SeqCst);
+        leave_dead_owner(m.raw());
         assert_eq!(*m.lock_or_repair(|v| *v = 100).unwrap(), 100);
         assert!(!m.lock().unwrap().owner_died());
+    }
+
+    #[test]
+    fn hostile_words_give_errors_or_owner_died_never_a_hang() {
+        let m = Mutex::<u32>::anonymous(0).unwrap();
+        let raw = m.raw();
+        let t = std::time::Instant::now();
+        for w in [WAITERS, u32::MAX, OWNER_MASK, 3 | WAITERS] {
+            raw.word.store(w, Ordering::SeqCst);
+            raw.consistency.store(CONSISTENT, Ordering::SeqCst);
+            match m.lock_timeout(Duration::from_millis(50)) {
+                Ok(r) => drop(r.into_guard()),
+                Err(e) => assert!(e.is_timeout(), "{w:#x}: {e}"),
+            }
+        }
+        raw.word.store(0, Ordering::SeqCst);
+        raw.consistency.store(77, Ordering::SeqCst);
+        assert!(matches!(m.lock(), Err(Error::Corrupt { .. })));
+        raw.consistency.store(CONSISTENT, Ordering::SeqCst);
+        // A forged owner thread id with our token: EDEADLK, nothing worse.
+        let me = m.segment().liveness().token().unwrap();
+        raw.word.store(me, Ordering::SeqCst);
+        raw.owner_tid.store(thread_ids().1, Ordering::SeqCst);
+        assert_eq!(m.lock().unwrap_err().errno(), Some(Errno::EDEADLK));
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn guard_unlocks_only_its_own_lock() {
+        let m = Mutex::<u32>::anonymous(0).unwrap();
+        let g = m.lock().unwrap().into_guard();
+        // A peer (or a forked child's copy of the guard) sees another token: the word
+        // is left alone on drop.
+        m.raw().word.store(12345, Ordering::SeqCst);
+        drop(g);
+        assert_eq!(m.raw().word.load(Ordering::SeqCst), 12345);
     }
 
     #[test]

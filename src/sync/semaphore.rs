@@ -1,7 +1,19 @@
-//! Counting semaphores: [`Semaphore`] (a `sem_t` in a segment, `sem_init(pshared=1)`),
-//! [`BoundedSemaphore`] (refuses to be released above its initial value, like Python's),
-//! and [`NamedSemaphore`] (`sem_open`, shared by name with C programs and Python's
-//! `posix_ipc`).
+//! Counting semaphores: [`Semaphore`] (a futex counter in a segment),
+//! [`BoundedSemaphore`] (refuses to be released above its initial value, like Python's,
+//! exactly), and [`NamedSemaphore`] (glibc `sem_open`, shared by name with C programs and
+//! Python's `posix_ipc`).
+//!
+//! # Trust
+//! [`RawSemaphore`] (inside [`Semaphore`] and [`BoundedSemaphore`]) holds two plain
+//! integers, validated on every read: a peer that writes into the segment can at worst
+//! make a call fail ([`Error::Corrupt`] for a count out of range), take or refuse permits
+//! it should not (a spurious result), or make a `wait_timeout` time out. It cannot crash
+//! the process or hang a call past its timeout.
+//!
+//! [`NamedSemaphore`] is glibc's `sem_t` and **trusts its peers**: it exists for
+//! interoperability with programs that need that exact object. A process that can write
+//! `/dev/shm/sem.NAME` can make glibc abort inside `sem_wait` (observed) or spin; use it
+//! only with peers you trust.
 //!
 //! # Not robust
 //! A semaphore has no owner: a process killed between `wait` and `post` takes its permit
@@ -13,10 +25,10 @@
 //! [`Semaphore::wait_timeout`] so a lost permit becomes an error, not a hang.
 //!
 //! # References
-//! - sem_overview(7), sem_init(3), sem_open(3), sem_clockwait (glibc 2.30).
+//! - sem_overview(7), sem_open(3), sem_clockwait (glibc 2.30), futex(2).
 
-use std::cell::UnsafeCell;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -25,7 +37,8 @@ use crate::error::{Error, Result};
 use crate::name::Name;
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
-use super::monotonic_deadline;
+use super::futex;
+use super::{Deadline, monotonic_deadline};
 
 unsafe extern "C" {
     /// glibc ≥ 2.30; not bound by the `libc` crate.
@@ -39,7 +52,7 @@ unsafe extern "C" {
 /// Largest count a semaphore can hold (`SEM_VALUE_MAX` on Linux).
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 
-/// Operations on a `sem_t` wherever it lives. Returns errno on failure.
+/// Operations on a glibc `sem_t` (only [`NamedSemaphore`]'s). Returns errno on failure.
 mod ops {
     use super::*;
 
@@ -131,24 +144,31 @@ fn map_post(resource: &str, e: Errno) -> Error {
     }
 }
 
-/// A process-shared `sem_t`, to be placed in shared memory: [`Self::SIZE`] bytes aligned
-/// to [`Self::ALIGN`], initialised once with [`init_at`](Self::init_at); never moved.
+/// Compare-and-swap attempts before a count that keeps changing under us is given up
+/// on (each failure means another process wrote the word; a legitimate contender
+/// succeeds long before this).
+const CAS_TRIES: u32 = 1 << 16;
+
+/// A process-shared counting semaphore, to be placed in shared memory: two 32-bit words
+/// (the count and the number of registered sleepers), [`Self::SIZE`] bytes aligned to
+/// [`Self::ALIGN`], initialised once with [`init_at`](Self::init_at).
+///
+/// Not glibc's `sem_t`: the words are plain integers, validated on every read (a count
+/// above [`SEM_VALUE_MAX`] is [`Error::Corrupt`]), and waiters sleep on the count with
+/// `FUTEX_WAIT` through [`super::futex`]. `post` makes a system call only when a sleeper
+/// is registered. Whatever a peer writes into the two words, a call gives at worst an
+/// error, a spurious result (a permit taken or refused) or its timeout: never a crash or
+/// a hang past the timeout.
+///
+/// Sleep/wake handshake (no lost wake-up): a waiter registers in `sleepers` (SeqCst),
+/// re-reads the count and sleeps only while it is 0 (`FUTEX_WAIT` compares in the
+/// kernel); `post` increments the count (SeqCst) and then reads `sleepers`. Sequential
+/// consistency forbids both missing each other (checked in `model.rs`).
 #[repr(C)]
+#[derive(Debug, Default)]
 pub struct RawSemaphore {
-    inner: UnsafeCell<libc::sem_t>,
-}
-
-// SAFETY: sem_t operations are thread- and process-safe (atomics inside glibc).
-unsafe impl Sync for RawSemaphore {}
-// SAFETY: as above; no thread-affine state.
-unsafe impl Send for RawSemaphore {}
-
-impl std::fmt::Debug for RawSemaphore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawSemaphore")
-            .field("value", &self.value())
-            .finish()
-    }
+    count: AtomicU32,
+    sleepers: AtomicU32,
 }
 
 impl RawSemaphore {
@@ -157,60 +177,179 @@ impl RawSemaphore {
     /// Alignment a slot must have.
     pub const ALIGN: usize = align_of::<RawSemaphore>();
 
-    /// `sem_init(ptr, pshared = 1, value)`.
+    /// Initialises a semaphore with count `value` at `ptr`.
     ///
     /// # Safety
     /// `ptr` must be valid for writes of [`Self::SIZE`] bytes, aligned to [`Self::ALIGN`],
-    /// in shared memory that stays mapped at this address while used, and not in use by
-    /// anyone else during the call.
+    /// and not in use by anyone else during the call.
     pub unsafe fn init_at(ptr: *mut RawSemaphore, value: u32) -> Result<()> {
         if value > SEM_VALUE_MAX {
             return Err(Error::invalid(
                 "semaphore",
-                "sem_init",
+                "init",
                 "value exceeds SEM_VALUE_MAX",
             ));
         }
-        // SAFETY: guaranteed by the caller; RawSemaphore is repr(C) over sem_t.
-        if unsafe { libc::sem_init(ptr.cast(), 1, value) } == 0 {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            ptr.write(RawSemaphore {
+                count: AtomicU32::new(value),
+                sleepers: AtomicU32::new(0),
+            })
+        };
+        Ok(())
+    }
+
+    /// Takes a permit if one is available: `Ok(false)` if the count is 0 (or kept
+    /// changing for [`CAS_TRIES`] attempts), [`Error::Corrupt`] if it is out of range.
+    fn try_take(&self, resource: &str) -> Result<bool> {
+        let mut c = self.count.load(Ordering::SeqCst);
+        for _ in 0..CAS_TRIES {
+            if c > SEM_VALUE_MAX {
+                return Err(Error::corrupt(resource, format!("semaphore count {c}")));
+            }
+            if c == 0 {
+                return Ok(false);
+            }
+            match self
+                .count
+                .compare_exchange_weak(c, c - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(true),
+                Err(cur) => c = cur,
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes a permit, sleeping while there is none, at most `timeout` (`None`: no
+    /// limit).
+    pub(crate) fn wait_in(&self, timeout: Option<Duration>, resource: &str) -> Result<()> {
+        if self.try_take(resource)? {
+            return Ok(());
+        }
+        let deadline = Deadline::after(timeout);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let r = loop {
+            match self.try_take(resource) {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            }
+            let Some(left) = deadline.remaining() else {
+                break Err(Error::Timeout {
+                    resource: resource.to_owned(),
+                    op: "semaphore wait",
+                    timeout: timeout.unwrap_or_default(),
+                });
+            };
+            // Sleeps only while the count is still 0; any change (a post, or a peer's
+            // write) returns at once and is re-validated above.
+            if let Err(e) = futex::wait(&self.count, 0, left) {
+                break Err(Error::os(resource, "futex(FUTEX_WAIT)", e));
+            }
+        };
+        // Wrapping on purpose: a peer may have zeroed the count while we slept; the
+        // count only decides whether `post` makes a wake system call.
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    pub(crate) fn try_wait_in(&self, resource: &str) -> Result<()> {
+        if self.try_take(resource)? {
             Ok(())
         } else {
-            Err(Error::os("semaphore", "sem_init", Errno::last()))
+            Err(Error::WouldBlock {
+                resource: resource.to_owned(),
+                op: "semaphore try_wait",
+            })
         }
     }
 
-    fn ptr(&self) -> *mut libc::sem_t {
-        self.inner.get()
+    /// Increments unless the count is at `limit`; wakes one sleeper if any is
+    /// registered.
+    pub(crate) fn post_in(&self, limit: u32, resource: &str) -> Result<()> {
+        let mut c = self.count.load(Ordering::SeqCst);
+        let mut tries = 0;
+        loop {
+            if c > limit {
+                return Err(Error::corrupt(
+                    resource,
+                    format!("semaphore count {c} above its limit {limit}"),
+                ));
+            }
+            if c == limit {
+                return Err(if limit == SEM_VALUE_MAX {
+                    Error::os_with_advice(
+                        resource,
+                        "semaphore post",
+                        Errno::EOVERFLOW,
+                        "the count would exceed SEM_VALUE_MAX",
+                    )
+                } else {
+                    Error::invalid(
+                        resource,
+                        "post",
+                        format!("released too many times (count is at its bound {limit})"),
+                    )
+                });
+            }
+            match self
+                .count
+                .compare_exchange_weak(c, c + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(cur) => c = cur,
+            }
+            tries += 1;
+            if tries >= CAS_TRIES {
+                return Err(Error::corrupt(
+                    resource,
+                    "the semaphore count keeps changing (another process writes it)",
+                ));
+            }
+        }
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            // A failed wake only costs a bounded waiter a spurious timeout.
+            let _ = futex::wake(&self.count, 1);
+        }
+        Ok(())
     }
 
-    /// Decrements, blocking while the count is 0 (`sem_wait`).
+    /// Decrements, blocking while the count is 0.
     pub fn wait(&self) -> Result<()> {
-        ops::wait(self.ptr()).map_err(|e| map_wait("semaphore", "sem_wait", e, None))
+        self.wait_in(None, "semaphore")
     }
 
     /// Decrements if the count is positive; [`Error::WouldBlock`] otherwise.
     pub fn try_wait(&self) -> Result<()> {
-        ops::try_wait(self.ptr()).map_err(|e| map_wait("semaphore", "sem_trywait", e, None))
+        self.try_wait_in("semaphore")
     }
 
-    /// [`wait`](Self::wait) for at most `timeout` (`sem_clockwait`, `CLOCK_MONOTONIC`).
+    /// [`wait`](Self::wait) for at most `timeout` (`CLOCK_MONOTONIC`);
+    /// [`Error::Timeout`] after.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        ops::wait_timeout(self.ptr(), timeout)
-            .map_err(|e| map_wait("semaphore", "sem_clockwait", e, Some(timeout)))
+        self.wait_in(Some(timeout), "semaphore")
     }
 
-    /// Increments, waking one waiter (`sem_post`).
+    /// Increments, waking one waiter (a system call only if one sleeps).
     pub fn post(&self) -> Result<()> {
-        ops::post(self.ptr()).map_err(|e| map_post("semaphore", e))
+        self.post_in(SEM_VALUE_MAX, "semaphore")
     }
 
-    /// The current count (a snapshot).
+    /// The current count (a snapshot; a value above [`SEM_VALUE_MAX`] is corrupt).
     pub fn value(&self) -> u32 {
-        ops::value(self.ptr())
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Registered sleepers (including any killed while sleeping), for diagnostics.
+    pub fn sleepers(&self) -> u32 {
+        self.sleepers.load(Ordering::Relaxed)
     }
 }
 
-const SEM_PARAMS_TAG: u64 = 0x7365_6d61_0001;
+/// Format tag in `Layout::params[0]`: v2 is the futex counter (v1 was a glibc `sem_t`).
+const SEM_PARAMS_TAG: u64 = 0x7365_6d61_0002;
 
 fn sem_layout(bound: u32) -> Layout {
     Layout::new(Kind::Semaphore, ElemInfo::bytes(0))
@@ -299,24 +438,22 @@ impl Semaphore {
 
     /// Decrements, blocking while the count is 0.
     pub fn wait(&self) -> Result<()> {
-        ops::wait(self.raw().ptr()).map_err(|e| map_wait(&self.resource, "sem_wait", e, None))
+        self.raw().wait_in(None, &self.resource)
     }
 
     /// Decrements if positive; [`Error::WouldBlock`] otherwise.
     pub fn try_wait(&self) -> Result<()> {
-        ops::try_wait(self.raw().ptr())
-            .map_err(|e| map_wait(&self.resource, "sem_trywait", e, None))
+        self.raw().try_wait_in(&self.resource)
     }
 
     /// Decrements, waiting at most `timeout`; [`Error::Timeout`] after.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        ops::wait_timeout(self.raw().ptr(), timeout)
-            .map_err(|e| map_wait(&self.resource, "sem_clockwait", e, Some(timeout)))
+        self.raw().wait_in(Some(timeout), &self.resource)
     }
 
-    /// Increments, waking one waiter.
+    /// Increments, waking one waiter (a system call only if one sleeps).
     pub fn post(&self) -> Result<()> {
-        ops::post(self.raw().ptr()).map_err(|e| map_post(&self.resource, e))
+        self.raw().post_in(SEM_VALUE_MAX, &self.resource)
     }
 
     /// The current count (a snapshot).
@@ -333,12 +470,20 @@ impl Semaphore {
         let raw = &seg.header().raw;
         let bound = u32::try_from(raw.params[2]).ok()?;
         seg.check_layout(&sem_layout(bound)).ok()?;
-        // SAFETY: checked layout: an initialised sem_t at the payload.
-        let v = unsafe { &*(seg.payload_ptr() as *const RawSemaphore) }.value();
-        let mut out = vec![("count".to_string(), v.to_string())];
+        // SAFETY: checked layout: a RawSemaphore (two atomics) at the 64-aligned payload,
+        // borrowed from `seg`.
+        let raw = unsafe { &*(seg.payload_ptr() as *const RawSemaphore) };
+        let v = raw.value();
+        let count = if v > SEM_VALUE_MAX || (bound != 0 && v > bound) {
+            format!("{v} (CORRUPT: above its limit; waits fail with a corrupt-state error)")
+        } else {
+            v.to_string()
+        };
+        let mut out = vec![("count".to_string(), count)];
         if bound != 0 {
             out.push(("bound".into(), bound.to_string()));
         }
+        out.push(("sleepers".into(), raw.sleepers().to_string()));
         out.push((
             "robustness".into(),
             "none: permits held by dead processes are lost".into(),
@@ -350,8 +495,8 @@ impl Semaphore {
 /// A semaphore that refuses `post` above its initial value (Python's
 /// `BoundedSemaphore`): releasing more often than acquiring is a bug it reports.
 ///
-/// The bound check reads the count and then posts, like CPython's; two racing `post`s
-/// at `bound - 1` can both pass. It catches logic errors, it is not a hard limit.
+/// The bound is exact: `post` increments with a compare-and-swap only while the count is
+/// below it, so racing releases cannot push the count past the bound.
 ///
 /// ```
 /// use shmkit::sync::BoundedSemaphore;
@@ -442,17 +587,7 @@ impl BoundedSemaphore {
     /// Increments unless the count is at the bound ([`Error::InvalidArgument`]: released
     /// too many times).
     pub fn post(&self) -> Result<()> {
-        if self.inner.value() >= self.bound {
-            return Err(Error::invalid(
-                &self.inner.resource,
-                "post",
-                format!(
-                    "released too many times (count is at its bound {})",
-                    self.bound
-                ),
-            ));
-        }
-        self.inner.post()
+        self.inner.raw().post_in(self.bound, &self.inner.resource)
     }
 
     /// The current count.
@@ -469,6 +604,12 @@ impl BoundedSemaphore {
 /// A POSIX named semaphore (`sem_open`), visible as `/dev/shm/sem.NAME`, shared by name
 /// with any program: C (`sem_open("/NAME", 0)`), Python (`posix_ipc.Semaphore("/NAME")`).
 /// Not robust: see the [module docs](self).
+///
+/// **Trusts its peers.** The object is glibc's `sem_t`: a process that can write
+/// `/dev/shm/sem.NAME` can make glibc abort this process inside `sem_wait`/`sem_post`
+/// (its internal assertions) or make a wait spin. Use it only for interoperability with
+/// trusted C/Python programs; between shmkit processes use [`Semaphore`], which keeps
+/// the trust model of the [module docs](self).
 ///
 /// ```
 /// use shmkit::sync::NamedSemaphore;
@@ -625,6 +766,68 @@ mod tests {
         assert_eq!(rows[1], ("bound".to_string(), "2".to_string()));
         Segment::unlink(&name).unwrap();
         assert!(BoundedSemaphore::anonymous(0).is_err());
+    }
+
+    #[test]
+    fn bounded_semaphore_bound_is_exact_under_racing_posts() {
+        let b = std::sync::Arc::new(BoundedSemaphore::anonymous(4).unwrap());
+        for _ in 0..4 {
+            b.wait().unwrap();
+        }
+        // 8 threads race to release 4 permits each: exactly 4 releases succeed overall.
+        let ok: usize = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || (0..4).filter(|_| b.post().is_ok()).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(ok, 4);
+        assert_eq!(b.value(), 4);
+    }
+
+    #[test]
+    fn hostile_counts_give_errors_or_timeouts() {
+        let s = Semaphore::anonymous(0).unwrap();
+        let raw = s.raw();
+        for bad in [SEM_VALUE_MAX + 1, u32::MAX] {
+            raw.count.store(bad, Ordering::SeqCst);
+            assert!(matches!(
+                s.wait_timeout(Duration::from_millis(1)),
+                Err(Error::Corrupt { .. })
+            ));
+            assert!(matches!(s.try_wait(), Err(Error::Corrupt { .. })));
+            assert!(matches!(s.post(), Err(Error::Corrupt { .. })));
+        }
+        raw.count.store(SEM_VALUE_MAX, Ordering::SeqCst);
+        assert_eq!(s.post().unwrap_err().errno(), Some(Errno::EOVERFLOW));
+        s.wait().unwrap();
+        // Garbage sleepers only cost a wake system call.
+        raw.sleepers.store(u32::MAX, Ordering::SeqCst);
+        s.post().unwrap();
+        raw.count.store(0, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        assert!(
+            s.wait_timeout(Duration::from_millis(20))
+                .unwrap_err()
+                .is_timeout()
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn post_wakes_a_sleeping_thread() {
+        let s = std::sync::Arc::new(Semaphore::anonymous(0).unwrap());
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.wait_timeout(Duration::from_secs(20)));
+        while s.raw().sleepers() == 0 {
+            std::thread::yield_now();
+        }
+        s.post().unwrap();
+        t.join().unwrap().unwrap();
+        assert_eq!((s.value(), s.raw().sleepers()), (0, 0));
     }
 
     #[test]

@@ -195,3 +195,15 @@ pub fn run_tests_with<T>(tests: &[(&str, T)], call: impl Fn(&T)) {
         std::process::exit(1);
     }
 }
+
+/// A xorshift64 generator seeded with `seed` and this process's id (test randomness
+/// without a dependency; not for anything that needs quality).
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = (seed ^ u64::from(std::process::id())) | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

@@ -606,3 +606,118 @@ mod transports {
         assert!(AsyncPipe::new(a).is_err());
     }
 }
+
+mod semaphore {
+    use super::*;
+    use shmkit::sync::{BoundedSemaphore, Semaphore};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn semaphore_async_across_processes() {
+        if let Some(_role) = common::role() {
+            let s = Semaphore::open(&arg(0)).unwrap();
+            for _ in 0..200 {
+                s.post().unwrap();
+            }
+            std::process::exit(0);
+        }
+        for (rt, tag) in [(current_thread(), "ct"), (multi_thread(), "mt")] {
+            let name = common::unique(&format!("aio-sem-{tag}"));
+            let _g = common::ShmGuard::new(&name);
+            let s = Semaphore::create(&name, 0).unwrap();
+            let mut c = common::child(
+                "semaphore::semaphore_async_across_processes",
+                "post",
+                &[&name],
+            )
+            .spawn()
+            .unwrap();
+            bounded(&rt, async {
+                for _ in 0..200 {
+                    s.wait_async().await.unwrap();
+                }
+            });
+            common::wait_ok(&mut c, LONG);
+            assert_eq!((s.value(), s.raw().sleepers()), (0, 0));
+        }
+        let b = BoundedSemaphore::anonymous(1).unwrap();
+        let rt = current_thread();
+        bounded(&rt, b.wait_async()).unwrap();
+        let e = bounded(&rt, b.wait_timeout_async(Duration::from_millis(5))).unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        b.post().unwrap();
+        bounded(&rt, b.wait_timeout_async(LONG)).unwrap();
+    }
+
+    /// The scheduler state letter of a process (`S`: sleeping), from /proc.
+    fn sched_state(pid: u32) -> Option<u8> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.bytes().next()
+    }
+
+    struct Flag(AtomicBool);
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// `post` wakes one sleeper. If it picks the async waiter, which is then dropped
+    /// without taking the permit, the wake-up must reach the blocking sleeper in the
+    /// other process (which would otherwise time out and fail).
+    #[test]
+    fn a_woken_but_dropped_async_waiter_passes_the_post_on() {
+        if let Some(_role) = common::role() {
+            let s = Semaphore::open(&arg(0)).unwrap();
+            s.wait_timeout(LONG).unwrap();
+            std::process::exit(0);
+        }
+        for i in 0..20 {
+            // Odd rounds: the future is dropped before the post, while the waiter thread
+            // still sleeps on the word; the post may reach the thread, which passes it on.
+            let drop_first = i % 2 == 1;
+            let name = common::unique("aio-sem-fwd");
+            let _g = common::ShmGuard::new(&name);
+            let s = Semaphore::create(&name, 0).unwrap();
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            let waker = Waker::from(flag.clone());
+            let mut c;
+            {
+                let f = s.wait_async();
+                let mut f = pin!(f);
+                // The async waiter sleeps first (the kernel wakes futex sleepers in
+                // order), then the child.
+                assert!(
+                    f.as_mut()
+                        .poll(&mut Context::from_waker(&waker))
+                        .is_pending()
+                );
+                c = common::child(
+                    "semaphore::a_woken_but_dropped_async_waiter_passes_the_post_on",
+                    "sleeper",
+                    &[&name],
+                )
+                .spawn()
+                .unwrap();
+                let t = std::time::Instant::now();
+                while s.raw().sleepers() < 2 || sched_state(c.id()) != Some(b'S') {
+                    assert!(t.elapsed() < LONG, "the child never slept");
+                    std::thread::yield_now();
+                }
+                if drop_first {
+                    f.set(s.wait_async());
+                }
+                s.post().unwrap();
+                // Whoever the kernel picked: the child takes the permit, or our future is
+                // woken; then drop it without polling.
+                while !flag.0.load(Ordering::SeqCst) && s.value() != 0 {
+                    assert!(t.elapsed() < LONG, "post woke nobody");
+                    std::thread::yield_now();
+                }
+            }
+            common::wait_ok(&mut c, LONG);
+            assert_eq!(s.raw().sleepers(), 0);
+        }
+    }
+}

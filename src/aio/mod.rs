@@ -8,7 +8,10 @@
 //!   [`send_async`](crate::Queue::send_async) and, zero-copy,
 //!   [`reserve_async`](crate::Queue::reserve_async) /
 //!   [`recv_ref_async`](crate::Queue::recv_ref_async); the same four on
-//!   [`ByteQueue`](crate::ByteQueue::recv_async).
+//!   [`ByteQueue`](crate::ByteQueue::recv_async);
+//!   [`Semaphore::wait_async`](crate::sync::Semaphore::wait_async) /
+//!   [`wait_timeout_async`](crate::sync::Semaphore::wait_timeout_async) (and on
+//!   [`BoundedSemaphore`](crate::sync::BoundedSemaphore::wait_async)).
 //! - Kernel transports (feature `tokio`, through `tokio::io::unix::AsyncFd`):
 //!   [`AsyncMessageQueue`], [`AsyncFifoReader`], [`AsyncFifoWriter`], [`AsyncPipe`],
 //!   [`AsyncSignalListener`]. They need a tokio runtime with its I/O driver
@@ -49,7 +52,10 @@
 //!    word to include this one.
 //!
 //! When a watched word changes, `futex_waitv` returns; the thread drops every
-//! registration on that word and calls their wakers (outside its lock). A woken future
+//! registration on that word and calls their wakers (outside its lock). A wake-up that
+//! finds no registration left on its word (its futures were dropped meanwhile) is passed
+//! on with one `FUTEX_WAKE`: a semaphore's `post` wakes a single sleeper, and it must not
+//! be spent on nobody while a blocking sleeper waits. A woken future
 //! drops its sleeper count and starts again at 1. A future dropped while pending removes
 //! its registration (no system call) and its sleeper count, so nothing stale remains.
 //! One thread watches up to 127 distinct (word, value) pairs (`futex_waitv` takes 128
@@ -124,6 +130,7 @@
 //! | `Queue::send_async`, `ByteQueue::send_async` | nothing sent (the value is dropped with the future) |
 //! | `reserve_async`, `recv_ref_async` | no slot claimed: the claim is taken in the poll that returns the guard |
 //! | `Event::wait_async`, `wait_timeout_async` | nothing to undo |
+//! | `Semaphore::wait_async`, `wait_timeout_async` | no permit taken; a wake-up a `post` gave this future is passed on (`post` wakes one sleeper) |
 //! | `AsyncMessageQueue::send`/`recv` | message whole in the queue or not sent / still queued |
 //! | `AsyncFifoReader::recv` | bytes already read stay buffered in the reader for the next call |
 //! | `AsyncFifoWriter::send` | frame written whole (atomic, at most 4092 B) or not at all |
@@ -136,6 +143,7 @@ mod event;
 mod fd;
 mod queue;
 mod reactor;
+mod semaphore;
 
 #[cfg(feature = "tokio")]
 mod fifo;
@@ -186,6 +194,13 @@ pub(crate) struct Parked<'a> {
 }
 
 impl<'a> Parked<'a> {
+    /// True if a wake-up was delivered to this future and not yet consumed by a poll
+    /// (its registration fired). Wake-one primitives forward such a wake-up when the
+    /// future is dropped.
+    pub(crate) fn woken(&self) -> bool {
+        self.reg.as_ref().is_some_and(|r| r.fired())
+    }
+
     fn release(&mut self) {
         // The registration first: once the count drops, wakers may skip FUTEX_WAKE.
         self.reg = None;

@@ -78,6 +78,11 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// True once the entry was fired.
+    pub(crate) fn fired(&self) -> bool {
+        !self.shard.lock().entries.iter().any(|e| e.id == self.id)
+    }
+
     /// True while the entry was not fired; updates its waker to `waker`.
     pub(crate) fn pending(&self, waker: &Waker) -> bool {
         let mut st = self.shard.lock();
@@ -253,7 +258,15 @@ impl Shard {
                 Ok(0) | Err(Errno::EINTR | Errno::ETIMEDOUT) => {}
                 Ok(i) => {
                     let addr = waitv.get(i).map_or(0, |w| w.uaddr as usize);
+                    let before = wakers.len();
                     st.fire(&mut wakers, |e| e.addr == addr);
+                    if wakers.len() == before {
+                        // Every waiter of this word left meanwhile: the wake-up was meant
+                        // for someone else (a semaphore's `post` wakes one sleeper only).
+                        // Pass it on; for wake-all words it is merely spurious. An address
+                        // no longer mapped is EFAULT, not a fault.
+                        wake_shared(addr, 1);
+                    }
                 }
                 Err(Errno::EAGAIN)
                     if u64::from(self.control.load(Ordering::Relaxed)) != waitv[0].val =>
@@ -425,6 +438,23 @@ fn still_equal(addr: usize, val: u32) -> bool {
         )
     };
     Errno::result(r) == Err(Errno::ETIMEDOUT)
+}
+
+/// `FUTEX_WAKE` of `n` sleepers on the shared word at `addr`, through the kernel only.
+pub(crate) fn wake_shared(addr: usize, n: i32) {
+    // SAFETY: FUTEX_WAKE does not dereference the word in this process (an unmapped
+    // address is EFAULT) nor the other arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            addr as *const u32,
+            libc::FUTEX_WAKE,
+            n,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
 }
 
 fn wake_private(word: &AtomicU32) {

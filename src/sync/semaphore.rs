@@ -316,6 +316,12 @@ impl RawSemaphore {
         Ok(())
     }
 
+    /// The count and the sleeper count, for the async waiters (`crate::aio`).
+    #[cfg(feature = "async")]
+    pub(crate) fn wait_words(&self) -> (&AtomicU32, &AtomicU32) {
+        (&self.count, &self.sleepers)
+    }
+
     /// Decrements, blocking while the count is 0.
     pub fn wait(&self) -> Result<()> {
         self.wait_in(None, "semaphore")
@@ -513,6 +519,12 @@ pub struct BoundedSemaphore {
 }
 
 impl BoundedSemaphore {
+    /// The semaphore object, for the async waiters (`crate::aio`).
+    #[cfg(feature = "async")]
+    pub(crate) fn raw_hook(&self) -> &RawSemaphore {
+        self.inner.raw()
+    }
+
     /// The segment layout for a bound (= initial value).
     pub fn layout(bound: u32) -> Layout {
         sem_layout(bound)

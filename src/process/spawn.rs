@@ -105,7 +105,7 @@ pub trait Role: Sync + private::Sealed {
     fn name(&self) -> &'static str;
 
     /// Decodes the argument from `args`, runs the entry (catching a panic) and appends the
-    /// encoded result to `out`.
+    /// encoded result to `out` (left as it was on error).
     #[doc(hidden)]
     fn call(&self, args: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), Failure>;
 }
@@ -127,12 +127,30 @@ impl<A: DeserializeOwned, R: Serialize> Role for Entry<A, R> {
         let f = self.f;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a)))
             .map_err(|p| Failure::Panicked(panic_message(p.as_ref())))?;
-        // On error `out` is left empty (to_extend consumed it).
-        *out = postcard::to_extend(&r, std::mem::take(out)).map_err(|e| {
-            Failure::Codec(format!("encoding the result {}: {e}", type_name::<R>()))
-        })?;
-        Ok(())
+        append(&r, out, usize::MAX)
+            .map_err(|e| Failure::Codec(format!("encoding the result {}: {e}", type_name::<R>())))
     }
+}
+
+/// Appends the encoding of `v` to `buf` without letting `buf` grow past `max` bytes
+/// ([`postcard::Error::SerializeBufferFull`]); on error `buf` is left as it was.
+pub(crate) fn append<T: Serialize + ?Sized>(
+    v: &T,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::result::Result<(), postcard::Error> {
+    let mark = buf.len();
+    let r = postcard::serialize_with_flavor(
+        v,
+        crate::codec::Limited {
+            buf: &mut *buf,
+            max,
+        },
+    );
+    if r.is_err() {
+        buf.truncate(mark);
+    }
+    r
 }
 
 /// The text of a panic payload (`&str` or `String`; anything else is named as such).

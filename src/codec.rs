@@ -381,9 +381,9 @@ fn encode_into<V: Serialize + ?Sized>(
 }
 
 /// A postcard output that appends to a `Vec` and refuses to grow it past `max` bytes.
-pub(crate) struct Limited<'a> {
-    pub(crate) buf: &'a mut Vec<u8>,
-    pub(crate) max: usize,
+struct Limited<'a> {
+    buf: &'a mut Vec<u8>,
+    max: usize,
 }
 
 impl postcard::ser_flavors::Flavor for Limited<'_> {
@@ -399,15 +399,7 @@ impl postcard::ser_flavors::Flavor for Limited<'_> {
         if b.len() > self.max - self.buf.len() {
             return Err(postcard::Error::SerializeBufferFull);
         }
-        if b.len() <= 16 {
-            // Varints and small scalars: a byte loop beats a call to memcpy.
-            self.buf.reserve(b.len());
-            for &x in b {
-                self.buf.push(x);
-            }
-        } else {
-            self.buf.extend_from_slice(b);
-        }
+        self.buf.extend_from_slice(b);
         Ok(())
     }
 

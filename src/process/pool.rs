@@ -70,7 +70,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::spawn::{Proc, Spec, append, decode, launch};
+use super::spawn::{Proc, Spec, decode, encode_to_slice, launch};
 use super::{Entry, Failure, Role, StartMethod};
 use crate::error::{Error, Result};
 use crate::pipe::Pipe;
@@ -223,6 +223,8 @@ struct State {
     closed: bool,
     /// Set by terminate / a fatal error: every wait returns this.
     dead: Option<String>,
+    /// Encode buffers of finished messages, for the next ones.
+    spare: Vec<Vec<u8>>,
 }
 
 impl State {
@@ -317,6 +319,7 @@ where
                 next_id: 1,
                 closed: false,
                 dead: None,
+                spare: Vec::new(),
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -378,7 +381,8 @@ where
             job,
             first,
             count: 0,
-            bytes: Vec::new(),
+            buf: Vec::new(),
+            pos: 0,
             expect: chunksize,
         };
         let mut n = 0;
@@ -619,52 +623,63 @@ impl<A, R> Drop for Pool<A, R> {
 struct Encoder<'a> {
     shared: &'a Shared,
     job: u64,
-    /// Index of the first item of `bytes`.
+    /// Index of the first item of `buf`.
     first: usize,
     count: usize,
-    bytes: Vec<u8>,
-    /// Items expected per message, to size `bytes` once the first item is encoded.
+    /// Initialised bytes (postcard encodes into a slice); items in `..pos`.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Items expected per message, to size `buf` once the first item is encoded.
     expect: usize,
 }
 
 impl Encoder<'_> {
-    /// Appends one item (nothing on error).
+    /// Appends one item (nothing on error): its length (u32 LE), then its encoding.
     fn push<T: Serialize>(
         &mut self,
         a: &T,
         limit: usize,
     ) -> std::result::Result<(), postcard::Error> {
-        let mark = self.bytes.len();
-        if limit - mark < 4 {
-            return Err(postcard::Error::SerializeBufferFull);
-        }
-        self.bytes.extend_from_slice(&[0; 4]);
-        if let Err(e) = append(a, &mut self.bytes, limit) {
-            self.bytes.truncate(mark);
-            return Err(e);
-        }
-        let len = (self.bytes.len() - mark - 4) as u32;
-        self.bytes[mark..mark + 4].copy_from_slice(&len.to_le_bytes());
-        self.count += 1;
-        if self.count == 1 {
-            // Size the buffer for the chunk from its first item (at most the limit).
-            let want = (self.bytes.len().saturating_mul(self.expect) / 8 * 9).min(limit);
-            if want > self.bytes.len() {
-                self.bytes.reserve(want - self.bytes.len());
+        loop {
+            let end = self.buf.len();
+            let r = match self.buf.get_mut(self.pos + 4..end) {
+                Some(room) => encode_to_slice(a, room),
+                None => Err(postcard::Error::SerializeBufferFull),
+            };
+            match r {
+                Ok(used) => {
+                    self.buf[self.pos..self.pos + 4].copy_from_slice(&(used as u32).to_le_bytes());
+                    self.pos += 4 + used;
+                    self.count += 1;
+                    if self.count == 1 {
+                        // Size the buffer for the chunk from its first item.
+                        let want = (self.pos.saturating_mul(self.expect) / 8 * 9).min(limit);
+                        if want > self.buf.len() {
+                            self.buf.resize(want, 0);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(postcard::Error::SerializeBufferFull) if end < limit => {
+                    let grown = (end * 2).clamp(256, limit);
+                    self.buf.resize(grown, 0);
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// Hands the items encoded so far to the pool as one message; the next item is
     /// `next`.
     fn flush(&mut self, next: usize) -> Result<()> {
         if self.count > 0 {
+            let mut bytes = std::mem::take(&mut self.buf);
+            bytes.truncate(self.pos);
             let part = Part {
                 job: self.job,
                 first: self.first,
                 count: self.count,
-                bytes: std::mem::take(&mut self.bytes),
+                bytes,
                 reported: 0,
                 attempts: 0,
             };
@@ -674,9 +689,16 @@ impl Encoder<'_> {
             st.parts.insert(id, part);
             st.pending.push_back(id);
             dispatch(self.shared, &mut st);
+            // The next message reuses a finished one's buffer (already initialised).
+            if let Some(mut b) = st.spare.pop() {
+                let cap = b.capacity();
+                b.resize(cap, 0);
+                self.buf = b;
+            }
         }
         self.first = next;
         self.count = 0;
+        self.pos = 0;
         Ok(())
     }
 }
@@ -1148,7 +1170,11 @@ fn apply_results(st: &mut State, msg: Vec<u8>) {
     let (job, index) = (part.job, part.first + part.reported);
     part.reported += count;
     if part.reported == part.count {
-        st.parts.remove(&id);
+        if let Some(p) = st.parts.remove(&id)
+            && st.spare.len() < 2 * st.workers.len() + 2
+        {
+            st.spare.push(p.bytes);
+        }
         for w in st.workers.iter_mut().flatten() {
             if let Some(p) = w.assigned.iter().position(|&c| c == id) {
                 w.assigned.remove(p);
@@ -1302,8 +1328,9 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
     let word = progress.atomic(slot * STRIDE)?;
     let max = results.max_message();
     let mut msg = Vec::new();
-    let mut out = Vec::with_capacity(max.min(1 << 20));
-    let mut carry = Vec::new();
+    // Results are encoded in place (postcard into a slice) into this message buffer.
+    let mut out = vec![0u8; max];
+    let mut spill = Vec::new();
     loop {
         match tasks.recv(&mut msg) {
             Ok(()) => {}
@@ -1315,17 +1342,16 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
         }
         let id = u64::from_le_bytes(msg[1..9].try_into().unwrap_or_default());
         let count = u32::from_le_bytes(msg[9..13].try_into().unwrap_or_default()) as usize;
-        let header = |out: &mut Vec<u8>, from: usize| {
-            out.clear();
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&(from as u32).to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
+        let mut res = Results {
+            out: &mut out,
+            pos: RES_HEADER,
+            id,
+            from: 0,
+            n: 0,
+            results: &results,
         };
         let mut pos = TASK_HEADER;
-        let mut from = 0;
-        let mut n = 0u32;
         let mut broken = false;
-        header(&mut out, 0);
         for k in 0..count {
             let Some(len) = msg
                 .get(pos..pos + 4)
@@ -1342,57 +1368,93 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
             // Before running the item: which one this worker is on (read by the parent
             // only after our death, which orders it; one cache line per worker).
             word.store(((k as u64) << 32) | (id & 0xffff_ffff), Ordering::Relaxed);
-            let mark = out.len();
-            out.extend_from_slice(&[ST_OK, 0, 0, 0, 0]);
-            let status = match role.call(arg, &mut out) {
-                Ok(()) => ST_OK,
+            if res.pos + REC_HEADER > max {
+                res.flush()?;
+            }
+            let at = res.pos + REC_HEADER;
+            match role.call_into(arg, &mut res.out[at..], &mut spill) {
+                Ok(Some(used)) => res.commit(ST_OK, used),
+                Ok(None) => res.place(ST_OK, &spill)?,
                 Err(f) => {
                     let (st, m) = match f {
                         Failure::Panicked(m) => (ST_PANIC, m),
                         Failure::Codec(m) => (ST_CODEC, m),
                         f => (ST_CODEC, f.to_string()),
                     };
-                    out.extend_from_slice(m.as_bytes());
-                    st
+                    res.place(st, m.as_bytes())?;
                 }
-            };
-            if out.len() - mark > max - RES_HEADER {
-                let body = out.len() - mark - REC_HEADER;
-                out.truncate(mark + REC_HEADER);
-                out.extend_from_slice(
-                    format!(
-                        "the encoded result ({body} bytes) exceeds the pool's max_message ({max} bytes)"
-                    )
-                    .as_bytes(),
-                );
-                out[mark] = ST_CODEC;
-            } else {
-                out[mark] = status;
             }
-            let len = (out.len() - mark - REC_HEADER) as u32;
-            out[mark + 1..mark + REC_HEADER].copy_from_slice(&len.to_le_bytes());
-            if out.len() > max {
-                // Send what came before; this item starts the next message.
-                carry.clear();
-                carry.extend_from_slice(&out[mark..]);
-                out.truncate(mark);
-                out[12..16].copy_from_slice(&n.to_le_bytes());
-                results.send(&out).map_err(Error::from)?;
-                from += n as usize;
-                n = 0;
-                header(&mut out, from);
-                out.extend_from_slice(&carry);
-            }
-            n += 1;
         }
-        out[12..16].copy_from_slice(&n.to_le_bytes());
-        if n > 0 {
-            results.send(&out).map_err(Error::from)?;
+        if res.n > 0 {
+            res.flush()?;
         }
         if broken {
             // A task message the parent did not write: exit, the parent handles our
             // items as a dead worker's.
             return Ok(());
         }
+    }
+}
+
+/// A worker's result message being built: records from [`RES_HEADER`] to `pos`.
+struct Results<'a> {
+    out: &'a mut [u8],
+    pos: usize,
+    id: u64,
+    /// Index in the task message of the first record.
+    from: usize,
+    n: u32,
+    results: &'a ByteQueue,
+}
+
+impl Results<'_> {
+    /// Completes the record at `pos` whose body (`len` bytes) is already in place.
+    fn commit(&mut self, status: u8, len: usize) {
+        let p = self.pos;
+        self.out[p] = status;
+        self.out[p + 1..p + REC_HEADER].copy_from_slice(&(len as u32).to_le_bytes());
+        self.pos = p + REC_HEADER + len;
+        self.n += 1;
+    }
+
+    /// Appends a record with `body`, sending what is there first if it does not fit; a
+    /// body too large for any message becomes a codec error.
+    fn place(&mut self, status: u8, body: &[u8]) -> Result<()> {
+        let max = self.out.len();
+        let room = max - RES_HEADER - REC_HEADER;
+        if body.len() > room {
+            let m = if status == ST_OK {
+                format!(
+                    "the encoded result ({} bytes) exceeds the pool's max_message ({max} bytes)",
+                    body.len()
+                )
+            } else {
+                String::from_utf8_lossy(&body[..room.min(body.len())]).into_owned()
+            };
+            let m = m.as_bytes();
+            let status = if status == ST_OK { ST_CODEC } else { status };
+            return self.place(status, &m[..m.len().min(room)]);
+        }
+        if self.pos + REC_HEADER + body.len() > max {
+            self.flush()?;
+        }
+        let at = self.pos + REC_HEADER;
+        self.out[at..at + body.len()].copy_from_slice(body);
+        self.commit(status, body.len());
+        Ok(())
+    }
+
+    /// Sends the records so far as one message; the next one continues after them.
+    fn flush(&mut self) -> Result<()> {
+        self.out[0..8].copy_from_slice(&self.id.to_le_bytes());
+        self.out[8..12].copy_from_slice(&(self.from as u32).to_le_bytes());
+        self.out[12..16].copy_from_slice(&self.n.to_le_bytes());
+        self.results
+            .send(&self.out[..self.pos])
+            .map_err(Error::from)?;
+        self.from += self.n as usize;
+        self.n = 0;
+        self.pos = RES_HEADER;
+        Ok(())
     }
 }

@@ -878,15 +878,16 @@ impl Core {
 
     fn task_done(&self) -> Result<()> {
         self.require_joinable("task_done")?;
-        let o = self.ring.outstanding(self.me);
-        if o.load(Ordering::Relaxed) == 0 {
+        if self.ring.tasks(self.me) == 0 {
             return Err(Error::invalid(
                 self.resource(),
                 "task_done",
                 "called more times than this handle received messages",
             ));
         }
-        o.fetch_sub(1, Ordering::Release);
+        self.ring
+            .outstanding(self.me)
+            .fetch_sub(1, Ordering::Release);
         self.ring.join_wait().wake();
         Ok(())
     }

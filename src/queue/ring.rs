@@ -40,14 +40,19 @@
 //!
 //! `senders` and `receivers` count the participants that attached as producers or
 //! consumers: bits 0..32 the count, bit 32 ([`EVER`]) set once anybody attached. A
-//! participant attaches by setting [`ROLE_SENDER`] / [`ROLE_RECEIVER`] in its entry's
-//! `roles` word (which also carries its token in the high half) and then incrementing the
-//! count; it detaches by clearing the bit and decrementing (saturating at 0). A dead
+//! participant attaches by announcing it in its entry's `roles` word (an "attaching"
+//! bit; the word also carries its token in the high half), incrementing the count, then
+//! setting [`ROLE_SENDER`] / [`ROLE_RECEIVER`] and clearing the announcement; it
+//! detaches by clearing the bit and decrementing (saturating at 0). A sweep counts an
+//! announced live participant as attached. A dead
 //! participant is discounted exactly once: whoever first notices the death marks the
 //! owner word with [`OWNER_DEAD`] (a CAS: one winner, who also counts it in `peer_deaths`)
 //! and clears the role bits by a CAS that names the dead owner's token, so that a new
 //! owner of the entry is never discounted in its stead. `register`, taking a dead entry
-//! over, clears the bits with a swap; the two RMWs on one word decide who discounts.
+//! over, clears the bits with a swap; the two RMWs on one word decide who discounts. The
+//! `outstanding` word (joinable tasks) is tagged the same way (count in the low half,
+//! token in the high half), so that a `join` taking a dead consumer's tasks and a new
+//! owner taking its entry over each take them at most once, and never the new owner's.
 //! Every one of these words may be garbage written by a hostile peer: it can make a
 //! process see `Disconnected` or not, nothing else (counts saturate, tokens only compare).
 
@@ -83,6 +88,14 @@ pub(crate) const ROLE_CONSUMER: u64 = 2;
 /// Role bits in a participant entry: counted in `senders` / `receivers`.
 pub(crate) const ROLE_SENDER: u64 = 4;
 pub(crate) const ROLE_RECEIVER: u64 = 8;
+/// Role bits in a participant entry: attaching as a sender / receiver (see `Ring::attach`).
+pub(crate) const ATTACHING_SENDER: u64 = 16;
+pub(crate) const ATTACHING_RECEIVER: u64 = 32;
+/// The "attaching" bit of `role` ([`ROLE_SENDER`] or [`ROLE_RECEIVER`]).
+#[inline]
+fn attaching(role: u64) -> u64 {
+    role << 2
+}
 /// Set in an owner word once its death has been noted (counted, roles discounted). Tokens
 /// are below 2^30, so the bit is free.
 pub(crate) const OWNER_DEAD: u64 = 1 << 31;
@@ -346,6 +359,11 @@ impl Ring {
     pub(crate) fn roles(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i) + 24)
     }
+    /// Tasks entry `i` received and has not marked done (the count half of its
+    /// `outstanding` word; the high half is its owner's token, see `take_lost`).
+    pub(crate) fn tasks(&self, i: usize) -> u64 {
+        self.outstanding(i).load(Ordering::Acquire) & COUNT_MASK
+    }
 
     #[inline]
     fn slot(&self, p: u64) -> usize {
@@ -416,20 +434,30 @@ impl Ring {
         // its claim which pid died, and its outstanding tasks, which `join` reports.
         for pass in 0..2 {
             for i in 0..self.geo.max_handles {
-                let cur = self.owner(i).load(Ordering::Acquire);
-                let usable = if pass == 0 {
-                    cur == 0
-                } else {
-                    cur != 0 && !Self::alive(cur, is_alive)
-                };
-                if usable
-                    && self
-                        .owner(i)
-                        .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
+                let mut cur = self.owner(i).load(Ordering::Acquire);
+                loop {
+                    let usable = if pass == 0 {
+                        cur == 0
+                    } else {
+                        cur != 0 && !Self::alive(cur, is_alive)
+                    };
+                    if !usable {
+                        break;
+                    }
+                    // A failed CAS re-checks the new value: a sweeper marking the dead
+                    // owner (loom found `register` giving up on the only usable entry).
+                    if let Err(x) =
+                        self.owner(i)
+                            .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        cur = x;
+                        continue;
+                    }
                     self.intent(i).store(NO_INTENT, Ordering::Release);
-                    let lost = self.outstanding(i).swap(0, Ordering::AcqRel);
+                    let lost = self
+                        .outstanding(i)
+                        .swap((me & TOKEN_MASK) << 32, Ordering::AcqRel)
+                        & COUNT_MASK;
                     let old = self
                         .roles(i)
                         .swap((me & TOKEN_MASK) << 32, Ordering::AcqRel);
@@ -477,14 +505,23 @@ impl Ring {
         if self.roles(me).load(Ordering::Relaxed) & role != 0 {
             return;
         }
-        // Count first, then flag: a process killed in between leaves the count one too
-        // high, which the liveness sweep of a blocked peer overrules (see `sweep`).
+        // Announce, count, then flag. A process killed after counting and before flagging
+        // leaves the count one too high, which the liveness sweep of a blocked peer
+        // overrules (see `sweep`); the announcement (`attaching(role)`) makes that sweep
+        // count a live process in between as attached: without it, a sweep could find no
+        // flagged entry and report the first producer `Disconnected` while it attaches
+        // (found by loom). A dead entry's announcement alone is never discounted: whether
+        // it counted is unknown, and a count one too high is the safe side.
+        let pending = attaching(role);
+        self.roles(me).fetch_or(pending, Ordering::AcqRel);
         let _ = self
             .peers(role)
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| {
                 Some((x & COUNT_MASK).saturating_add(1).min(COUNT_MASK) | EVER)
             });
-        if self.roles(me).fetch_or(role, Ordering::AcqRel) & role != 0 {
+        let prev = self.roles(me).fetch_or(role, Ordering::AcqRel);
+        self.roles(me).fetch_and(!pending, Ordering::AcqRel);
+        if prev & role != 0 {
             // Somebody (a hostile peer) set it meanwhile: do not count twice.
             self.leave(role);
         }
@@ -572,9 +609,9 @@ impl Ring {
         true
     }
 
-    /// Checks the liveness of every participant that holds a sender/receiver role or
-    /// outstanding tasks, notes the dead (see `note_dead_entry`), and returns how many
-    /// live participants hold `role`. One `is_alive` call per such entry: for blocked
+    /// Checks the liveness of every participant that holds (or is attaching) a
+    /// sender/receiver role or outstanding tasks, notes the dead (see `note_dead_entry`),
+    /// and returns how many live participants hold or are attaching `role`. One `is_alive` call per such entry: for blocked
     /// callers, rate-limited by them.
     pub(crate) fn sweep(&self, role: u64, is_alive: &dyn Fn(u64) -> bool) -> u64 {
         let mut live = 0;
@@ -584,13 +621,13 @@ impl Ring {
                 continue;
             }
             let r = self.roles(i).load(Ordering::Acquire);
-            let busy = r & (ROLE_SENDER | ROLE_RECEIVER) != 0
-                || self.outstanding(i).load(Ordering::Acquire) != 0;
+            let attached = ROLE_SENDER | ROLE_RECEIVER | ATTACHING_SENDER | ATTACHING_RECEIVER;
+            let busy = r & attached != 0 || self.tasks(i) != 0;
             if !busy {
                 continue;
             }
             if is_alive(o) {
-                live += u64::from(r & role != 0);
+                live += u64::from(r & (role | attaching(role)) != 0);
             } else {
                 self.note_dead_entry(i, o);
             }
@@ -603,7 +640,7 @@ impl Ring {
     /// those whose entries were already taken over (pid unknown, `pid` 0).
     pub(crate) fn take_lost(&self, is_alive: &dyn Fn(u64) -> bool, out: &mut Vec<(u32, u64)>) {
         for i in 0..self.geo.max_handles {
-            if self.outstanding(i).load(Ordering::Acquire) == 0 {
+            if self.tasks(i) == 0 {
                 continue;
             }
             let o = self.owner(i).load(Ordering::Acquire);
@@ -611,11 +648,20 @@ impl Ring {
                 continue;
             }
             self.note_dead_entry(i, o);
-            // Only if the entry still belongs to the dead owner (not taken over since).
-            if self.owner(i).load(Ordering::Acquire) & !OWNER_DEAD == o & !OWNER_DEAD {
-                let n = self.outstanding(i).swap(0, Ordering::AcqRel);
-                if n != 0 {
-                    out.push(((o >> 32) as u32, n));
+            // The CAS names the dead owner's token: once `register` has given the entry
+            // to somebody else (and re-tagged the word, taking the dead tasks itself),
+            // the new owner's tasks are left alone. (An owner re-check before a swap was
+            // not enough: loom found the new owner's task taken and reported lost.)
+            let w = self.outstanding(i);
+            let tag = (o & TOKEN_MASK) << 32;
+            let mut x = w.load(Ordering::Acquire);
+            while x & !COUNT_MASK == tag && x & COUNT_MASK != 0 {
+                match w.compare_exchange(x, tag, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        out.push(((o >> 32) as u32, x & COUNT_MASK));
+                        break;
+                    }
+                    Err(y) => x = y,
                 }
             }
         }
@@ -994,7 +1040,7 @@ impl Ring {
             n = 0;
         }
         for i in 0..self.geo.max_handles {
-            let o = self.outstanding(i).load(Ordering::Acquire);
+            let o = self.tasks(i);
             if o == 0 {
                 continue;
             }
@@ -1345,6 +1391,43 @@ mod tests {
         assert_eq!(r.register(3, &|o| o != 1), Some(0));
         r.unregister(1);
         assert_eq!(r.register(4, &|_| true), Some(1));
+    }
+
+    #[test]
+    fn sweep_counts_an_attaching_peer_and_take_lost_names_the_token() {
+        let t = test_ring(2, 2);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == 1 << 32 | 5 && dead.load(Ordering::Relaxed));
+        let d = r.register(1 << 32 | 5, &alive).unwrap();
+        // Halfway through `attach` (announced and counted, not flagged): attached.
+        r.roles(d).fetch_or(ATTACHING_SENDER, Ordering::Relaxed);
+        r.peers(ROLE_SENDER).store(EVER | 1, Ordering::Relaxed);
+        assert_eq!(r.sweep(ROLE_SENDER, &alive), 1);
+        r.roles(d).fetch_and(!ATTACHING_SENDER, Ordering::Relaxed);
+        assert_eq!(r.sweep(ROLE_SENDER, &alive), 0);
+        // A dead consumer's task; the entry is taken over and the new owner receives one.
+        r.attach(d, ROLE_RECEIVER);
+        r.outstanding(d).fetch_add(1, Ordering::Relaxed);
+        dead.store(true, Ordering::Relaxed);
+        assert_eq!(r.sweep(ROLE_SENDER, &alive), 0);
+        assert_eq!(r.peers(ROLE_RECEIVER).load(Ordering::Relaxed), EVER);
+        assert_eq!(r.register(2 << 32 | 6, &alive), Some(1));
+        assert_eq!(
+            r.register(3 << 32 | 7, &alive),
+            Some(d),
+            "a noted-dead entry"
+        );
+        r.outstanding(d).fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        r.take_lost(&alive, &mut out);
+        assert_eq!(
+            out,
+            vec![(0, 1)],
+            "the dead task once, the new owner's never"
+        );
+        assert_eq!(r.tasks(d), 1);
+        assert_eq!(r.peer_deaths().load(Ordering::Relaxed), 1);
     }
 
     #[test]

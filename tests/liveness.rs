@@ -392,12 +392,13 @@ fn a_forked_child_sees_its_dead_parents_token_dead() {
     if common::role().is_some() {
         let v = Value::<u64>::open(&common::args()[0]).expect("open");
         let t = v.segment().liveness().token().expect("token");
+        // Our pid, read before fork: the child may run only after we have exited.
+        let parent = nix::unistd::Pid::this();
         // SAFETY: the child only polls getppid, queries a lock and exits.
         match unsafe { nix::unistd::fork() }.expect("fork") {
             nix::unistd::ForkResult::Parent { .. } => std::process::exit(0),
             nix::unistd::ForkResult::Child => {
                 let start = Instant::now();
-                let parent = nix::unistd::getppid();
                 // Wait (bounded) until the parent is gone: we are re-parented.
                 while nix::unistd::getppid() == parent && start.elapsed() < LIMIT {
                     std::thread::yield_now();

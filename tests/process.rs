@@ -42,6 +42,9 @@ fn middle(value: String) {
     std::thread::sleep(Duration::from_secs(3600));
 }
 fn unregistered(_: ()) {}
+fn len_of(v: Vec<u8>) -> usize {
+    v.len()
+}
 
 fn square(x: u64) -> u64 {
     x * x
@@ -113,6 +116,7 @@ static MAYBE_PANIC: Entry<u64, u64> = shmkit::entry!(maybe_panic);
 static BLOCK_ONCE: Entry<(u64, String), u64> = shmkit::entry!(block_once);
 static FLAKY: Entry<Flaky, Flaky> = shmkit::entry!(flaky);
 static POOL_PARENT: Entry<String, ()> = shmkit::entry!(pool_parent);
+static LEN_OF: Entry<Vec<u8>, usize> = shmkit::entry!(len_of);
 
 fn starts_joins_and_names() {
     for method in [StartMethod::Spawn, StartMethod::Fork] {
@@ -426,6 +430,59 @@ fn pool_max_tasks_per_child_close_join_terminate() {
     assert!(pool.apply_async(1).is_err());
 }
 
+fn pool_chunks_span_several_messages() {
+    // Arguments: one chunk of 40 x 500 bytes does not fit a 2 KiB message.
+    let pool = PoolOptions::default()
+        .workers(2)
+        .max_message(2048)
+        .build(&LEN_OF)
+        .unwrap();
+    let args: Vec<Vec<u8>> = (0..40).map(|i| vec![1; 400 + i]).collect();
+    let want: Vec<usize> = (0..40).map(|i| 400 + i).collect();
+    assert_eq!(pool.map_chunked(args.clone(), 40).unwrap(), want);
+    // One argument alone too large: that item fails, the others of its chunk do not.
+    let mut args = args;
+    args[7] = vec![0; 4096];
+    let outcomes: Vec<_> = pool.imap(args, 40).collect();
+    for (i, r) in outcomes.iter().enumerate() {
+        match r {
+            Ok(n) => assert_eq!(*n, want[i]),
+            Err(e) => {
+                assert_eq!(i, 7);
+                assert!(
+                    matches!(e, Error::Failed { failure: Failure::Codec(m), .. } if m.contains("max_message")),
+                    "{e}"
+                );
+            }
+        }
+    }
+    // Results: a chunk of 30 x 300-byte results comes back in several messages; one
+    // result too large alone fails alone.
+    let pool = PoolOptions::default()
+        .workers(2)
+        .max_message(2048)
+        .build(&BIG)
+        .unwrap();
+    let mut sizes = vec![300usize; 30];
+    sizes[11] = 5000;
+    let outcomes: Vec<_> = pool.imap(sizes, 30).collect();
+    for (i, r) in outcomes.iter().enumerate() {
+        match (i, r) {
+            (
+                11,
+                Err(Error::Failed {
+                    failure: Failure::Codec(m),
+                    ..
+                }),
+            ) => {
+                assert!(m.contains("max_message"), "{m}")
+            }
+            (_, Ok(v)) => assert_eq!(v.len(), 300),
+            (_, r) => panic!("{i}: {r:?}"),
+        }
+    }
+}
+
 fn pool_workers_die_with_a_sigkilled_parent() {
     let name = common::unique("pool-parent");
     let _g = common::ShmGuard::new(&name);
@@ -467,6 +524,7 @@ fn main() {
         &BLOCK_ONCE,
         &FLAKY,
         &POOL_PARENT,
+        &LEN_OF,
     ]);
     let tests: &[(&str, fn())] = &[
         ("starts_joins_and_names", starts_joins_and_names),
@@ -510,6 +568,10 @@ fn main() {
         (
             "pool_max_tasks_per_child_close_join_terminate",
             pool_max_tasks_per_child_close_join_terminate,
+        ),
+        (
+            "pool_chunks_span_several_messages",
+            pool_chunks_span_several_messages,
         ),
         (
             "pool_workers_die_with_a_sigkilled_parent",

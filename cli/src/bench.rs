@@ -12,7 +12,8 @@ use crate::out::{Out, note};
 /// Options of `shmkit bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Small budget: the whole run takes well under a minute on 2 cores.
+    /// Small budget: the whole run takes well under a minute on 2 cores (the pool
+    /// workload included: 5 maps of 100k trivial tasks and one of 1k x 1 ms per mechanism).
     #[arg(long)]
     quick: bool,
     /// Write the rows as a JSON array to FILE.
@@ -24,14 +25,17 @@ pub struct Args {
     /// Only these mechanism ids, comma-separated (the baselines always run).
     #[arg(long, value_name = "ID,...", value_delimiter = ',')]
     only: Option<Vec<String>>,
-    /// Only this workload (repeatable).
-    #[arg(long, value_name = "rtt|stream|lock|wake", value_parser = parse_workload)]
+    /// Only this workload (repeatable). `pool`: Pool.map over available_parallelism
+    /// worker processes, shmkit-pool against python-mp-pool (when python3 is present):
+    /// 100k trivial tasks (tasks/s) and 1k tasks of 1 ms (overhead per task = workers *
+    /// wall / tasks - 1 ms); ratio = speed-up over Python in the same run.
+    #[arg(long, value_name = "rtt|stream|lock|wake|pool", value_parser = parse_workload)]
     workload: Vec<Workload>,
 }
 
 fn parse_workload(s: &str) -> Result<Workload, String> {
     Workload::parse(s)
-        .ok_or_else(|| format!("unknown workload {s:?}: expected rtt, stream, lock or wake"))
+        .ok_or_else(|| format!("unknown workload {s:?}: expected rtt, stream, lock, wake or pool"))
 }
 
 /// Runs the suite and reports.
@@ -194,6 +198,7 @@ fn fmt_rate(r: &Row) -> String {
     match (r.throughput_bytes_per_s, r.ops_per_s) {
         (Some(b), Some(m)) => format!("{:.2} GB/s {}", b / 1e9, fmt_ops(m, "msg")),
         (None, Some(o)) if r.workload == Workload::Rtt => fmt_ops(o, "rt"),
+        (None, Some(o)) if r.workload == Workload::Pool => fmt_ops(o, "task"),
         (None, Some(o)) => fmt_ops(o, "op"),
         _ => "-".into(),
     }
@@ -250,6 +255,10 @@ fn table(rows: &[Row]) -> String {
             Workload::Stream => ("per message", "x memcpy"),
             Workload::Lock => ("lock+unlock", "x cas-spinlock"),
             Workload::Wake => ("wake-up", "x spin-floor"),
+            Workload::Pool => (
+                "per task: wall time (trivial), overhead beyond 1 ms (1 ms tasks)",
+                "speed-up over python-mp-pool, bigger = faster",
+            ),
         };
         let _ = writeln!(out, "\n## {} (median {what}; ratio {ratio_to})", w.as_str());
         let header = [
@@ -342,6 +351,7 @@ fn svg(rows: &[Row]) -> String {
             Workload::Rtt => "rtt: round trip / spin-floor (longer = slower)",
             Workload::Lock => "lock: time / cas-spinlock (longer = slower)",
             Workload::Wake => "wake: wake-up / spin-floor (longer = slower)",
+            Workload::Pool => "pool: speed-up over python-mp-pool (longer = faster)",
         };
         let _ = writeln!(
             body,

@@ -40,6 +40,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First: a `shmkit bench --workload pool` worker (this executable, re-executed by
+    // shmkit::process) runs its entry here and exits; otherwise this only registers the
+    // entries and returns.
+    shmkit::process::init(&shmkit_compare::pool::ENTRIES);
     let mut out = out::Out::new();
     let result = match Cli::try_parse() {
         Ok(cli) => match cli.command {

@@ -16,6 +16,10 @@
 //!   ([`measure::lock_uncontended`], [`measure::lock_contended`]).
 //! - **wake**: time from the notify call in one process to the waiter running in the other
 //!   ([`measure::wake`]).
+//! - **pool**: `Pool.map` over `available_parallelism` worker processes, not pinned:
+//!   100,000 trivial tasks (tasks/s) and 1,000 tasks of 1 ms (overhead per task),
+//!   `shmkit-pool` against `python-mp-pool` ([`pool`]); the program running it calls
+//!   `shmkit::process::init(&shmkit_compare::pool::ENTRIES)` first in `main`.
 //!
 //! ## Adding a mechanism
 //! 1. Write one adapter in a new file of `compare/src/`:
@@ -60,6 +64,7 @@ pub mod locks;
 pub mod measure;
 pub mod mq;
 pub mod payload;
+pub mod pool;
 pub mod proc;
 pub mod registry;
 pub mod shm;

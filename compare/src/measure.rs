@@ -70,7 +70,8 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-fn summarise(
+/// A measurement from per-operation samples (sorted here).
+pub fn summarise(
     mut samples: Vec<f64>,
     operations: u64,
     timing: Timing,

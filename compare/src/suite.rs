@@ -6,10 +6,11 @@ use std::time::Duration;
 use crate::channel::{ChannelSpec, Style};
 use crate::locks::LockSpec;
 use crate::measure::{self, Measurement};
+use crate::pool::{self, PYTHON_POOL, PoolKind, SHMKIT_POOL};
 use crate::proc::Placement;
 use crate::registry;
 
-/// The four workloads.
+/// The five workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
@@ -21,24 +22,28 @@ pub enum Workload {
     Lock,
     /// Wake-up latency of a sleeping waiter.
     Wake,
+    /// `Pool.map` over worker processes ([`crate::pool`]).
+    Pool,
 }
 
 impl Workload {
     /// All, in table order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Rtt,
         Workload::Stream,
         Workload::Lock,
         Workload::Wake,
+        Workload::Pool,
     ];
 
-    /// `rtt`, `stream`, `lock` or `wake`.
+    /// `rtt`, `stream`, `lock`, `wake` or `pool`.
     pub fn as_str(self) -> &'static str {
         match self {
             Workload::Rtt => "rtt",
             Workload::Stream => "stream",
             Workload::Lock => "lock",
             Workload::Wake => "wake",
+            Workload::Pool => "pool",
         }
     }
 
@@ -88,6 +93,7 @@ impl Options {
         id == FLOOR
             || id == MEMCPY
             || id == LOCK_FLOOR
+            || id == PYTHON_POOL
             || self.only.as_ref().is_none_or(|o| o.iter().any(|x| x == id))
     }
 
@@ -111,6 +117,8 @@ pub enum Job {
     LockUncontended(LockSpec),
     /// Lock + unlock from two processes at once.
     LockContended(LockSpec),
+    /// `Pool.map` of shmkit's pool (`false`) or Python's (`true`).
+    Pool(PoolKind, bool),
     /// Not runnable: the row carries the reason.
     Skip(String),
 }
@@ -124,7 +132,7 @@ pub struct Task {
     pub mechanism: String,
     /// Message size, when the workload has one.
     pub size: Option<usize>,
-    /// `uncontended` / `contended` for locks.
+    /// `uncontended` / `contended` for locks, the task set for pools.
     pub variant: Option<&'static str>,
     /// Spinning or sleeping.
     pub style: Option<Style>,
@@ -137,15 +145,17 @@ pub struct Task {
 /// One table / JSON row.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
-    /// `rtt`, `stream`, `lock`, `wake`.
+    /// `rtt`, `stream`, `lock`, `wake`, `pool`.
     pub workload: Workload,
     /// Stable mechanism id.
     pub mechanism: String,
     /// Message size in bytes (rtt, stream, wake).
     pub size: Option<usize>,
-    /// Lock variant.
+    /// Lock variant; pool task set (`100k trivial`, `1k x 1 ms`).
     pub variant: Option<&'static str>,
-    /// Median per operation (ns): round trip, message, wake-up, lock+unlock.
+    /// Median per operation (ns): round trip, message, wake-up, lock+unlock; pool: wall
+    /// time per task (trivial tasks) or overhead per task beyond its 1 ms (`workers *
+    /// wall / tasks - 1 ms`), see [`crate::pool`].
     pub median_ns: Option<f64>,
     /// 99th percentile (ns), when the timing gives one.
     pub p99_ns: Option<f64>,
@@ -153,11 +163,12 @@ pub struct Row {
     pub p999_ns: Option<f64>,
     /// Bytes per second (stream).
     pub throughput_bytes_per_s: Option<f64>,
-    /// Operations per second.
+    /// Operations per second (pool: tasks per second).
     pub ops_per_s: Option<f64>,
     /// Ratio to the baseline named in `ratio_to` (time ratio for rtt/wake/lock, so 1.0 is
     /// the floor and bigger is slower; bandwidth ratio for stream, so 1.0 is memcpy and
-    /// smaller is slower).
+    /// smaller is slower; speed-up for pool, `python-mp-pool`'s time per task (or
+    /// overhead per task) over this row's, so bigger is faster).
     pub ratio: Option<f64>,
     /// The baseline of `ratio`.
     pub ratio_to: Option<&'static str>,
@@ -246,6 +257,37 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                     tasks.push(task(w, c, Some(64), Job::Wake(*c)));
                 }
             }
+            Workload::Pool => {
+                let python = pool::python_available();
+                for kind in PoolKind::ALL {
+                    for (id, py) in [(SHMKIT_POOL, false), (PYTHON_POOL, true)] {
+                        if !opts.wants(id) {
+                            continue;
+                        }
+                        tasks.push(Task {
+                            workload: w,
+                            mechanism: id.into(),
+                            size: None,
+                            variant: Some(kind.label()),
+                            style: None,
+                            note: format!(
+                                "{} workers; {}",
+                                pool::workers(),
+                                if py {
+                                    "multiprocessing.Pool, compare/scripts/mp_pool.py"
+                                } else {
+                                    "shmkit::process::Pool, spawn start method"
+                                }
+                            ),
+                            job: if py && !python {
+                                Job::Skip("unavailable: python3 not found".into())
+                            } else {
+                                Job::Pool(kind, py)
+                            },
+                        });
+                    }
+                }
+            }
             Workload::Lock => {
                 for (variant, contended) in [("uncontended", false), ("contended", true)] {
                     for l in &locks {
@@ -289,7 +331,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
     let one_core = p.parent.is_some() && p.parent == p.child;
     let needs_two = !matches!(
         task.job,
-        Job::LockUncontended(_) | Job::Memcpy(_) | Job::Skip(_)
+        Job::LockUncontended(_) | Job::Memcpy(_) | Job::Skip(_) | Job::Pool(..)
     );
     let result: Result<Measurement, String> = match &task.job {
         _ if spinning && one_core && needs_two => {
@@ -327,6 +369,21 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         Job::LockContended(l) => {
             let n = if q { 20_000 } else { 500_000 };
             measure::lock_contended(l, n, p).map_err(|e| e.to_string())
+        }
+        Job::Pool(kind, python) => {
+            let reps = match (q, kind) {
+                (true, PoolKind::Trivial) => 5,
+                (true, PoolKind::Busy1ms) => 1,
+                (false, PoolKind::Trivial) => 20,
+                (false, PoolKind::Busy1ms) => 3,
+            };
+            let workers = pool::workers();
+            if *python {
+                pool::python_pool(*kind, workers, reps)
+            } else {
+                pool::shmkit_pool(*kind, workers, reps)
+            }
+            .map_err(|e| e.to_string())
         }
         Job::Skip(reason) => Err(reason.clone()),
     };
@@ -415,11 +472,18 @@ pub fn add_ratios(rows: &mut [Row]) {
                 Workload::Rtt | Workload::Wake => (FLOOR, r.median_ns),
                 Workload::Stream => (MEMCPY, r.throughput_bytes_per_s),
                 Workload::Lock => (LOCK_FLOOR, r.median_ns),
+                Workload::Pool => (PYTHON_POOL, r.median_ns),
             };
             let baseline = r
                 .local_floor_ns
                 .or_else(|| base(rows, r.workload, id, r.size, r.variant));
             match (value, baseline) {
+                // Speed-up: the baseline's time per task over ours (both positive: an
+                // overhead measured as <= 0 has no meaningful ratio).
+                (Some(v), Some(b)) if r.workload == Workload::Pool && v > 0.0 && b > 0.0 => {
+                    (Some(b / v), Some(id))
+                }
+                _ if r.workload == Workload::Pool => (None, None),
                 (Some(v), Some(b)) if b > 0.0 => (Some(v / b), Some(id)),
                 _ => (None, None),
             }
@@ -507,6 +571,24 @@ mod tests {
     }
 
     #[test]
+    fn pool_ratios_are_speed_ups_over_python_in_the_same_task_set() {
+        let mut rows = vec![
+            row(Workload::Pool, PYTHON_POOL, None, 400.0, None),
+            row(Workload::Pool, SHMKIT_POOL, None, 20.0, None),
+            row(Workload::Pool, PYTHON_POOL, None, 90_000.0, None),
+            row(Workload::Pool, SHMKIT_POOL, None, 3_000.0, None),
+        ];
+        for (r, v) in rows.iter_mut().zip(["t", "t", "b", "b"]) {
+            r.variant = Some(v);
+        }
+        add_ratios(&mut rows);
+        assert_eq!(rows[0].ratio, Some(1.0));
+        assert_eq!(rows[1].ratio, Some(20.0));
+        assert_eq!(rows[3].ratio, Some(30.0));
+        assert_eq!(rows[3].ratio_to, Some(PYTHON_POOL));
+    }
+
+    #[test]
     fn percentiles_are_nearest_rank() {
         let v: Vec<f64> = (1..=1000).map(f64::from).collect();
         assert_eq!(measure::percentile(&v, 0.5), 500.0);
@@ -523,11 +605,9 @@ mod tests {
             ..Options::new(true)
         };
         let tasks = plan(&opts);
-        assert!(
-            tasks
-                .iter()
-                .all(|t| [FLOOR, MEMCPY, LOCK_FLOOR, "posix-mq"].contains(&t.mechanism.as_str()))
-        );
+        assert!(tasks.iter().all(|t| {
+            [FLOOR, MEMCPY, LOCK_FLOOR, PYTHON_POOL, "posix-mq"].contains(&t.mechanism.as_str())
+        }));
         let limited: Vec<_> = tasks
             .iter()
             .filter(|t| {

@@ -23,10 +23,19 @@
 //! go to a worker through its own anonymous [`ByteQueue`] (a sealed memfd, inherited by
 //! the worker across `exec`); results come back through one shared anonymous
 //! `ByteQueue`. Nothing has a name in `/dev/shm`, so nothing is left there whatever
-//! happens to the parent. Arguments and results are encoded with postcard, one item at a
-//! time, in chunks of [`chunksize`](Pool::map_chunked) items per message.
+//! happens to the parent.
 //!
-//! The parent keeps an in-flight table: every chunk, the worker it was given to, how
+//! Work travels in batches, never item by item: the caller's thread encodes a chunk of
+//! [`chunksize`](Pool::map_chunked) arguments with postcard, back to back, into one
+//! buffer (a chunk whose encoding exceeds [`PoolOptions::max_message`] becomes several
+//! messages); a worker runs a whole message and sends its results back in one message;
+//! the supervisor thread files that message, as received, under the index of its first
+//! item; the caller decodes the results from it in order, straight into its `Vec`. Per
+//! item there is one encode, one decode and the call itself: no allocation, lock or
+//! wake-up. The parent keeps each message's encoded arguments until its results are in,
+//! to run them again if its worker dies.
+//!
+//! The parent keeps an in-flight table: every message, the worker it was given to, how
 //! many of its results came back. A supervisor thread receives results and watches each
 //! worker's pidfd; a worker's death is known from the kernel, never guessed from a pid.
 //!
@@ -35,14 +44,16 @@
 //!   sent are kept; the item it was running (each worker records its progress in a shared
 //!   word before every item) fails with [`Error::Failed`] / [`Failure::Died`] naming the
 //!   pid and the signal — or runs again, up to [`PoolOptions::retries`] times (default 0);
-//!   items it had finished but not yet reported (a chunk's results are sent together) and
-//!   the chunks queued behind it run again on other workers. The worker is replaced.
-//!   `map` and every other wait return; nothing hangs.
+//!   items it had finished but not yet reported (a message's results are sent together)
+//!   and the messages queued behind it run again on other workers. The worker is
+//!   replaced. `map` and every other wait return; nothing hangs.
 //! - **A task panics**: its result is [`Failure::Panicked`] with the message; the worker
 //!   catches the panic and goes on.
-//! - **Arguments or a result cannot be (de)serialised** (or exceed
+//! - **Arguments or a result cannot be (de)serialised** (or one alone exceeds
 //!   [`PoolOptions::max_message`]): that item's result is [`Failure::Codec`]; the pool goes
 //!   on.
+//! - **A worker sends a malformed result message** (a bug, or a hostile process writing
+//!   the queue): it is killed and handled as a dead worker.
 //! - **The parent dies**, however: every worker has `PR_SET_PDEATHSIG(SIGKILL)` and is
 //!   gone at once; the queues are anonymous, so `/dev/shm` holds nothing of the pool.
 //!
@@ -59,7 +70,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::spawn::{Proc, Spec, decode, encode, launch};
+use super::spawn::{Proc, Spec, decode, encode_to_slice, launch};
 use super::{Entry, Failure, Role, StartMethod};
 use crate::error::{Error, Result};
 use crate::pipe::Pipe;
@@ -67,20 +78,27 @@ use crate::queue::ByteQueue;
 use crate::segment::SegmentOptions;
 use crate::value::Array;
 
-/// Task message: `T`, chunk id (u64 LE), item count (u32 LE), then per item its length
+/// Task message: `T`, message id (u64 LE), item count (u32 LE), then per item its length
 /// (u32 LE) and bytes. `Q`: quit.
 const TASK: u8 = b'T';
 const QUIT: u8 = b'Q';
-/// Result message: chunk id (u64), index of the first item in the chunk (u32), count
-/// (u32), then per item: status (u8), length (u32), bytes.
+const TASK_HEADER: usize = 13;
+/// Result message: message id (u64), index of the first item in the task message (u32),
+/// count (u32), then per item a record: status (u8), length (u32), bytes.
 const RES_HEADER: usize = 16;
+const REC_HEADER: usize = 5;
 const ST_OK: u8 = 0;
 const ST_PANIC: u8 = 1;
 const ST_CODEC: u8 = 2;
-/// Chunks a worker holds at most (one running, one queued).
+/// Task messages a worker holds at most (one running, one queued).
 const PER_WORKER: usize = 2;
 /// How often the supervisor looks at the workers' pidfds while results flow.
 const WATCH: Duration = Duration::from_millis(20);
+/// Progress words are this many `u64`s apart: one cache line per worker, so that
+/// workers storing theirs before every item do not contend.
+const STRIDE: usize = 8;
+/// Result messages the supervisor receives before it takes the lock to file them.
+const DRAIN: usize = 32;
 
 /// Options of a [`Pool`].
 #[derive(Clone, Debug)]
@@ -99,7 +117,7 @@ impl Default for PoolOptions {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_tasks_per_child: None,
             retries: 0,
-            max_message: 64 * 1024,
+            max_message: 256 * 1024,
             method: StartMethod::Spawn,
             start_timeout: Duration::from_secs(30),
         }
@@ -113,7 +131,9 @@ impl PoolOptions {
         self
     }
 
-    /// Replace a worker after it ran this many items (Python's `maxtasksperchild`).
+    /// Replace a worker after it ran this many items (Python's `maxtasksperchild`); a
+    /// worker is given no new message once it reached the count, finishes the one it
+    /// runs and is replaced.
     pub fn max_tasks_per_child(mut self, n: u64) -> Self {
         self.max_tasks_per_child = Some(n.max(1));
         self
@@ -126,10 +146,11 @@ impl PoolOptions {
         self
     }
 
-    /// Largest task or result message (default 64 KiB); a single item's encoded argument
-    /// or result must fit, chunks are split to fit.
+    /// Largest task or result message (default 256 KiB): the size of the queues' slots.
+    /// A chunk whose encoded arguments (or results) exceed it travels as several
+    /// messages; a single item's encoded argument or result must fit.
     pub fn max_message(mut self, bytes: usize) -> Self {
-        self.max_message = bytes.max(1024);
+        self.max_message = bytes.clamp(1024, 1 << 30);
         self
     }
 
@@ -149,26 +170,40 @@ impl PoolOptions {
     }
 }
 
-type ItemResult = std::result::Result<Vec<u8>, (Failure, String)>;
-
-struct Chunk {
+/// One task message's items, in flight or pending.
+struct Part {
     job: u64,
-    /// Index in the job of `items[0]`.
+    /// Index in the job of the first item.
     first: usize,
-    items: Vec<Vec<u8>>,
+    count: usize,
+    /// Per item: length (u32 LE) and encoded argument.
+    bytes: Vec<u8>,
     /// Results received (items `0..reported`).
     reported: usize,
-    /// `reported` when the chunk was last given to a worker: the worker's item 0.
-    base: usize,
-    /// Times this chunk's first item was re-run after a worker died on it.
+    /// Times the item running when a worker died was run again.
     attempts: u32,
+}
+
+/// Results filed under the index of their first item.
+enum Batch {
+    /// A worker's result message, validated: `count` records from [`RES_HEADER`].
+    Records { msg: Vec<u8>, count: usize },
+    /// One item that failed in the parent (encoding) or with its worker.
+    Failed(Failure, String),
+}
+
+impl Batch {
+    fn count(&self) -> usize {
+        match self {
+            Batch::Records { count, .. } => *count,
+            Batch::Failed(..) => 1,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Job {
-    ready: BTreeMap<usize, ItemResult>,
-    /// Items submitted and not yet handed to the caller.
-    outstanding: usize,
+    batches: BTreeMap<usize, Batch>,
 }
 
 struct Worker {
@@ -182,12 +217,38 @@ struct Worker {
 struct State {
     workers: Vec<Option<Worker>>,
     pending: VecDeque<u64>,
-    chunks: HashMap<u64, Chunk>,
+    parts: HashMap<u64, Part>,
     jobs: HashMap<u64, Job>,
     next_id: u64,
     closed: bool,
     /// Set by terminate / a fatal error: every wait returns this.
     dead: Option<String>,
+    /// Encode buffers of finished messages, for the next ones.
+    spare: Vec<Vec<u8>>,
+}
+
+impl State {
+    fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn file(&mut self, job: u64, index: usize, batch: Batch) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.batches.insert(index, batch);
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if let Some(why) = &self.dead {
+            return Err(pool_dead(why));
+        }
+        if self.closed {
+            return Err(Error::invalid("pool", "submit", "the pool is closed"));
+        }
+        Ok(())
+    }
 }
 
 struct Shared {
@@ -211,6 +272,11 @@ pub struct Pool<A, R> {
 fn lock(s: &Shared) -> MutexGuard<'_, State> {
     // A panic while holding the lock leaves consistent-enough state for waiters.
     s.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Python's default chunk size: `len / (4 * workers)`, rounded up.
+fn default_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(4 * workers).max(1)
 }
 
 impl<A, R> Pool<A, R>
@@ -237,7 +303,7 @@ where
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| Error::os("pool", "dup", super::spawn::errno_of(&e)))?;
-        let progress = Array::<u64>::anonymous(opts.workers, 0)?;
+        let progress = Array::<u64>::anonymous(opts.workers * STRIDE, 0)?;
         let progress_fd = progress
             .segment()
             .ok_or_else(|| Error::invalid("pool", "start", "progress array without a segment"))?
@@ -248,11 +314,12 @@ where
             state: Mutex::new(State {
                 workers: (0..opts.workers).map(|_| None).collect(),
                 pending: VecDeque::new(),
-                chunks: HashMap::new(),
+                parts: HashMap::new(),
                 jobs: HashMap::new(),
                 next_id: 1,
                 closed: false,
                 dead: None,
+                spare: Vec::new(),
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -297,106 +364,82 @@ where
             .collect()
     }
 
-    /// Submits items as a new job in chunks of `chunksize`; returns the job id.
+    /// Encodes `items` (indices from `first` in `job`) in chunks of `chunksize`, each
+    /// chunk one message or more, and hands them to workers as they are ready. Encoding
+    /// happens outside the lock. Returns the number of items.
     fn submit(
         &self,
-        st: &mut State,
         job: u64,
         first: usize,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> Result<usize> {
-        if let Some(why) = &st.dead {
-            return Err(pool_dead(why));
-        }
-        if st.closed {
-            return Err(Error::invalid("pool", "submit", "the pool is closed"));
-        }
-        let limit = self.shared.opts.max_message - 32;
+        lock(&self.shared).check_open()?;
+        let limit = self.shared.opts.max_message - TASK_HEADER;
+        let mut enc = Encoder {
+            shared: &self.shared,
+            job,
+            first,
+            count: 0,
+            buf: Vec::new(),
+            pos: 0,
+            expect: chunksize,
+        };
         let mut n = 0;
-        let mut cur: Vec<Vec<u8>> = Vec::new();
-        let mut cur_first = first;
-        let mut cur_len = 0usize;
-        let jobst = st.jobs.entry(job).or_default();
-        let mut chunks = Vec::new();
         for a in items {
             let idx = first + n;
             n += 1;
-            jobst.outstanding += 1;
-            match encode(&a, Vec::new()) {
-                Ok(b) if b.len() + 4 <= limit => {
-                    if !cur.is_empty() && (cur.len() >= chunksize || cur_len + b.len() + 4 > limit)
-                    {
-                        chunks.push((cur_first, std::mem::take(&mut cur)));
-                        cur_len = 0;
-                    }
-                    if cur.is_empty() {
-                        cur_first = idx;
-                    }
-                    cur_len += b.len() + 4;
-                    cur.push(b);
-                }
-                Ok(b) => {
-                    let f = Failure::Codec(format!(
-                        "the encoded argument ({} bytes) exceeds the pool's max_message ({} bytes)",
-                        b.len(),
-                        self.shared.opts.max_message
-                    ));
-                    jobst
-                        .ready
-                        .insert(idx, Err((f, format!("pool task {job}.{idx}"))));
-                }
-                Err(f) => {
-                    jobst
-                        .ready
-                        .insert(idx, Err((f, format!("pool task {job}.{idx}"))));
-                }
+            let mut r = enc.push(&a, limit);
+            if matches!(r, Err(postcard::Error::SerializeBufferFull)) && enc.count > 0 {
+                // Does not fit after the others: it starts the next message.
+                enc.flush(idx)?;
+                r = enc.push(&a, limit);
             }
-            if !cur.is_empty() && cur.len() >= chunksize {
-                chunks.push((cur_first, std::mem::take(&mut cur)));
-                cur_len = 0;
-            }
-        }
-        if !cur.is_empty() {
-            chunks.push((cur_first, cur));
-        }
-        for (first, items) in chunks {
-            let id = st.next_id;
-            st.next_id += 1;
-            st.chunks.insert(
-                id,
-                Chunk {
+            let failure = match r {
+                Ok(()) => None,
+                Err(postcard::Error::SerializeBufferFull) => Some(format!(
+                    "the encoded argument {} exceeds the pool's max_message ({} bytes)",
+                    std::any::type_name::<A>(),
+                    self.shared.opts.max_message
+                )),
+                Err(e) => Some(format!("encoding {}: {e}", std::any::type_name::<A>())),
+            };
+            if let Some(m) = failure {
+                enc.flush(idx)?;
+                let mut st = lock(&self.shared);
+                st.file(
                     job,
-                    first,
-                    items,
-                    reported: 0,
-                    base: 0,
-                    attempts: 0,
-                },
-            );
-            st.pending.push_back(id);
+                    idx,
+                    Batch::Failed(Failure::Codec(m), format!("pool task {job}.{idx}")),
+                );
+                drop(st);
+                self.shared.changed.notify_all();
+                enc.first = idx + 1;
+            } else if enc.count >= chunksize {
+                enc.flush(idx + 1)?;
+            }
         }
-        dispatch(&self.shared, st);
-        self.shared.changed.notify_all();
+        enc.flush(first + n)?;
         Ok(n)
     }
 
-    fn new_job(st: &mut State) -> u64 {
-        let id = st.next_id;
-        st.next_id += 1;
+    fn new_job(&self) -> u64 {
+        let mut st = lock(&self.shared);
+        let id = st.id();
+        st.jobs.insert(id, Job::default());
         id
     }
 
     /// Runs `entry(a)` on a worker; the handle's [`get`](AsyncResult::get) waits for it.
     pub fn apply_async(&self, a: A) -> Result<AsyncResult<R>> {
-        let mut st = lock(&self.shared);
-        let job = Self::new_job(&mut st);
-        self.submit(&mut st, job, 0, std::iter::once(a), 1)?;
-        Ok(AsyncResult {
+        let job = self.new_job();
+        let r = AsyncResult {
             shared: self.shared.clone(),
             job,
             _r: PhantomData,
-        })
+        };
+        self.submit(job, 0, std::iter::once(a), 1)?;
+        Ok(r)
     }
 
     /// Runs `entry(a)` on a worker and waits for the result (Python's `apply`).
@@ -406,44 +449,51 @@ where
 
     /// `entry` over every item, results in order; the first failed item is the error
     /// (use [`imap`](Self::imap) to see every item's outcome). Chunk size as Python's:
-    /// `len / (4 * workers)`, rounded up.
+    /// `len / (4 * workers)`, rounded up (an input whose length is not known up front is
+    /// collected first to learn it).
     pub fn map(&self, items: impl IntoIterator<Item = A>) -> Result<Vec<R>> {
-        let items: Vec<A> = items.into_iter().collect();
-        let w = self.shared.opts.workers * 4;
-        let chunk = items.len().div_ceil(w).max(1);
-        self.map_chunked(items, chunk)
+        let it = items.into_iter();
+        let workers = self.shared.opts.workers;
+        match it.size_hint() {
+            (lo, Some(hi)) if lo == hi => self.map_chunked(it, default_chunksize(lo, workers)),
+            _ => {
+                let items: Vec<A> = it.collect();
+                let chunk = default_chunksize(items.len(), workers);
+                self.map_chunked(items, chunk)
+            }
+        }
     }
 
-    /// [`map`](Self::map) with an explicit chunk size.
+    /// [`map`](Self::map) with an explicit chunk size. Waits for every item even after
+    /// one failed, so that no work of this call is left running when it returns.
     pub fn map_chunked(
         &self,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> Result<Vec<R>> {
-        let mut st = lock(&self.shared);
-        let job = Self::new_job(&mut st);
-        let n = self.submit(&mut st, job, 0, items, chunksize.max(1))?;
-        drop(st);
+        let job = self.new_job();
+        let _forget = Forget(&self.shared, job);
+        let n = self.submit(job, 0, items, chunksize.max(1))?;
         let mut out = Vec::with_capacity(n);
         let mut first_err = None;
-        for i in 0..n {
-            match take_result(&self.shared, job, Some(i), None) {
-                Ok((_, Ok(b))) => match decode::<R>(&b) {
-                    Ok(r) => out.push(r),
-                    Err(f) => {
-                        first_err.get_or_insert(failed(f, format!("pool task {job}.{i}")));
+        let mut next = 0;
+        while next < n {
+            let batch = take_batch(&self.shared, job, Some(next), None)?;
+            let count = batch.count();
+            if first_err.is_none() {
+                let mut items = Items::new(job, next, batch);
+                while let Some((_, r)) = items.next::<R>() {
+                    match r {
+                        Ok(v) => out.push(v),
+                        Err(e) => {
+                            first_err = Some(e);
+                            break;
+                        }
                     }
-                },
-                Ok((_, Err((f, res)))) => {
-                    first_err.get_or_insert(failed(f, res));
-                }
-                Err(e) => {
-                    forget_job(&self.shared, job);
-                    return Err(e);
                 }
             }
+            next += count;
         }
-        forget_job(&self.shared, job);
         match first_err {
             Some(e) => Err(e),
             None => Ok(out),
@@ -476,7 +526,7 @@ where
         chunksize: usize,
         ordered: bool,
     ) -> Imap<'_, A, R, I::IntoIter> {
-        let job = Self::new_job(&mut lock(&self.shared));
+        let job = self.new_job();
         let chunksize = chunksize.max(1);
         Imap {
             pool: self,
@@ -488,6 +538,7 @@ where
             yielded: 0,
             exhausted: false,
             ordered,
+            cur: None,
         }
     }
 
@@ -505,7 +556,7 @@ where
         if !st.closed {
             return Err(Error::invalid("pool", "join", "close the pool first"));
         }
-        while st.dead.is_none() && (!st.pending.is_empty() || !st.chunks.is_empty()) {
+        while st.dead.is_none() && (!st.pending.is_empty() || !st.parts.is_empty()) {
             st = wait(&self.shared, st, deadline, "join")?;
         }
         for w in st.workers.iter_mut().flatten() {
@@ -536,7 +587,7 @@ where
             // Proc's drop reaps each.
             st.workers.iter_mut().for_each(|w| drop(w.take()));
             st.pending.clear();
-            st.chunks.clear();
+            st.parts.clear();
             self.shared.changed.notify_all();
         }
         self.stop_supervisor();
@@ -568,6 +619,90 @@ impl<A, R> Drop for Pool<A, R> {
     }
 }
 
+/// Builds one task message's items in the caller's thread.
+struct Encoder<'a> {
+    shared: &'a Shared,
+    job: u64,
+    /// Index of the first item of `buf`.
+    first: usize,
+    count: usize,
+    /// Initialised bytes (postcard encodes into a slice); items in `..pos`.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Items expected per message, to size `buf` once the first item is encoded.
+    expect: usize,
+}
+
+impl Encoder<'_> {
+    /// Appends one item (nothing on error): its length (u32 LE), then its encoding.
+    fn push<T: Serialize>(
+        &mut self,
+        a: &T,
+        limit: usize,
+    ) -> std::result::Result<(), postcard::Error> {
+        loop {
+            let end = self.buf.len();
+            let r = match self.buf.get_mut(self.pos + 4..end) {
+                Some(room) => encode_to_slice(a, room),
+                None => Err(postcard::Error::SerializeBufferFull),
+            };
+            match r {
+                Ok(used) => {
+                    self.buf[self.pos..self.pos + 4].copy_from_slice(&(used as u32).to_le_bytes());
+                    self.pos += 4 + used;
+                    self.count += 1;
+                    if self.count == 1 {
+                        // Size the buffer for the chunk from its first item.
+                        let want = (self.pos.saturating_mul(self.expect) / 8 * 9).min(limit);
+                        if want > self.buf.len() {
+                            self.buf.resize(want, 0);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(postcard::Error::SerializeBufferFull) if end < limit => {
+                    let grown = (end * 2).clamp(256, limit);
+                    self.buf.resize(grown, 0);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Hands the items encoded so far to the pool as one message; the next item is
+    /// `next`.
+    fn flush(&mut self, next: usize) -> Result<()> {
+        if self.count > 0 {
+            let mut bytes = std::mem::take(&mut self.buf);
+            bytes.truncate(self.pos);
+            let part = Part {
+                job: self.job,
+                first: self.first,
+                count: self.count,
+                bytes,
+                reported: 0,
+                attempts: 0,
+            };
+            let mut st = lock(self.shared);
+            st.check_open()?;
+            let id = st.id();
+            st.parts.insert(id, part);
+            st.pending.push_back(id);
+            dispatch(self.shared, &mut st);
+            // The next message reuses a finished one's buffer (already initialised).
+            if let Some(mut b) = st.spare.pop() {
+                let cap = b.capacity();
+                b.resize(cap, 0);
+                self.buf = b;
+            }
+        }
+        self.first = next;
+        self.count = 0;
+        self.pos = 0;
+        Ok(())
+    }
+}
+
 fn pool_dead(why: &str) -> Error {
     Error::Disconnected {
         resource: "pool".into(),
@@ -580,8 +715,13 @@ fn failed(failure: Failure, resource: String) -> Error {
     Error::Failed { resource, failure }
 }
 
-fn forget_job(shared: &Shared, job: u64) {
-    lock(shared).jobs.remove(&job);
+/// Forgets a job when dropped: results arriving later are dropped.
+struct Forget<'a>(&'a Shared, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.0).jobs.remove(&self.1);
+    }
 }
 
 /// Waits on the condition variable until `deadline`.
@@ -611,22 +751,22 @@ fn wait<'a>(
     }
 }
 
-/// Takes item `index` of `job` (or any item when `None`) once it is ready.
-fn take_result(
+/// Takes the batch of `job` starting at item `index` (or the first one there when
+/// `None`) once it is there; returns it with its first item's index.
+fn take_batch_at(
     shared: &Shared,
     job: u64,
     index: Option<usize>,
     deadline: Option<Instant>,
-) -> Result<(usize, ItemResult)> {
+) -> Result<(usize, Batch)> {
     let mut st = lock(shared);
     loop {
         if let Some(j) = st.jobs.get_mut(&job) {
             let got = match index {
-                Some(i) => j.ready.remove(&i).map(|r| (i, r)),
-                None => j.ready.pop_first(),
+                Some(i) => j.batches.remove(&i).map(|b| (i, b)),
+                None => j.batches.pop_first(),
             };
             if let Some(r) = got {
-                j.outstanding -= 1;
                 return Ok(r);
             }
         }
@@ -634,6 +774,78 @@ fn take_result(
             return Err(pool_dead(why));
         }
         st = wait(shared, st, deadline, "get")?;
+    }
+}
+
+fn take_batch(
+    shared: &Shared,
+    job: u64,
+    index: Option<usize>,
+    deadline: Option<Instant>,
+) -> Result<Batch> {
+    take_batch_at(shared, job, index, deadline).map(|(_, b)| b)
+}
+
+/// Parses the record at `pos` of a result message: status, body, next position.
+fn record(msg: &[u8], pos: usize) -> Option<(u8, &[u8], usize)> {
+    let &status = msg.get(pos)?;
+    let len = u32::from_le_bytes(msg.get(pos + 1..pos + REC_HEADER)?.try_into().ok()?) as usize;
+    let end = (pos + REC_HEADER).checked_add(len)?;
+    Some((status, msg.get(pos + REC_HEADER..end)?, end))
+}
+
+/// The outcomes of one batch, decoded one at a time.
+struct Items {
+    job: u64,
+    index: usize,
+    batch: Batch,
+    pos: usize,
+    left: usize,
+}
+
+impl Items {
+    fn new(job: u64, index: usize, batch: Batch) -> Self {
+        let left = batch.count();
+        Items {
+            job,
+            index,
+            batch,
+            pos: RES_HEADER,
+            left,
+        }
+    }
+
+    fn next<R: DeserializeOwned>(&mut self) -> Option<(usize, Result<R>)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let i = self.index;
+        self.index += 1;
+        let job = self.job;
+        let name = || format!("pool task {job}.{i}");
+        let r = match &mut self.batch {
+            Batch::Failed(f, res) => Err(failed(f.clone(), std::mem::take(res))),
+            Batch::Records { msg, .. } => match record(msg, self.pos) {
+                // Validated when filed: a record is always there.
+                None => Err(Error::corrupt(name(), "result record missing")),
+                Some((status, body, next)) => {
+                    self.pos = next;
+                    match status {
+                        ST_OK => decode(body).map_err(|f| failed(f, name())),
+                        ST_PANIC => Err(failed(
+                            Failure::Panicked(String::from_utf8_lossy(body).into()),
+                            name(),
+                        )),
+                        _ => Err(failed(
+                            Failure::Codec(String::from_utf8_lossy(body).into()),
+                            name(),
+                        )),
+                    }
+                }
+            },
+        };
+        Some((i, r))
     }
 }
 
@@ -650,14 +862,14 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         lock(&self.shared)
             .jobs
             .get(&self.job)
-            .is_some_and(|j| !j.ready.is_empty())
+            .is_some_and(|j| !j.batches.is_empty())
     }
 
     /// Waits for the result at most `timeout` (`None`: forever); [`Error::Timeout`]
     /// leaves it pending (ask again). The result is handed out once.
     pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let r = take_result(&self.shared, self.job, None, deadline).map_err(|e| match e {
+        let b = take_batch(&self.shared, self.job, None, deadline).map_err(|e| match e {
             Error::Timeout { op, .. } => Error::Timeout {
                 resource: format!("pool task {}", self.job),
                 op,
@@ -665,10 +877,13 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             },
             e => e,
         })?;
-        forget_job(&self.shared, self.job);
-        match r.1 {
-            Ok(b) => decode(&b).map_err(|f| failed(f, format!("pool task {}", self.job))),
-            Err((f, res)) => Err(failed(f, res)),
+        lock(&self.shared).jobs.remove(&self.job);
+        match Items::new(self.job, 0, b).next() {
+            Some((_, r)) => r,
+            None => Err(Error::corrupt(
+                format!("pool task {}", self.job),
+                "empty result",
+            )),
         }
     }
 }
@@ -676,7 +891,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 impl<R> Drop for AsyncResult<R> {
     fn drop(&mut self) {
         // Nobody will take the result: a result arriving later is dropped.
-        forget_job(&self.shared, self.job);
+        lock(&self.shared).jobs.remove(&self.job);
     }
 }
 
@@ -691,6 +906,8 @@ pub struct Imap<'p, A, R, I> {
     yielded: usize,
     exhausted: bool,
     ordered: bool,
+    /// The batch being yielded from.
+    cur: Option<Items>,
 }
 
 impl<A, R, I> Iterator for Imap<'_, A, R, I>
@@ -722,43 +939,45 @@ where
                 self.exhausted = true;
                 break;
             }
-            let mut st = lock(&self.pool.shared);
             match self
                 .pool
-                .submit(&mut st, self.job, self.submitted, batch, self.chunksize)
+                .submit(self.job, self.submitted, batch, self.chunksize)
             {
                 Ok(n) => self.submitted += n,
                 Err(e) => {
                     self.exhausted = true;
                     self.submitted = self.yielded; // nothing more to wait for
+                    self.cur = None;
                     return Some((self.yielded, Err(e)));
                 }
             }
         }
-        if self.yielded == self.submitted {
-            return None;
-        }
-        let want = self.ordered.then_some(self.yielded);
-        let r = take_result(&self.pool.shared, self.job, want, None);
-        self.yielded += 1;
-        Some(match r {
-            Ok((i, Ok(b))) => (
-                i,
-                decode(&b).map_err(|f| failed(f, format!("pool task {}.{i}", self.job))),
-            ),
-            Ok((i, Err((f, res)))) => (i, Err(failed(f, res))),
-            Err(e) => {
-                self.exhausted = true;
-                self.submitted = self.yielded;
-                (self.yielded - 1, Err(e))
+        loop {
+            if let Some(r) = self.cur.as_mut().and_then(Items::next) {
+                self.yielded += 1;
+                return Some(r);
             }
-        })
+            if self.yielded >= self.submitted {
+                return None;
+            }
+            // Ordered: the batch that starts where the last one ended.
+            let want = self.ordered.then_some(self.yielded);
+            match take_batch_at(&self.pool.shared, self.job, want, None) {
+                Ok((i, b)) => self.cur = Some(Items::new(self.job, i, b)),
+                Err(e) => {
+                    self.exhausted = true;
+                    self.submitted = self.yielded;
+                    self.cur = None;
+                    return Some((self.yielded, Err(e)));
+                }
+            }
+        }
     }
 }
 
 impl<A, R, I> Drop for Imap<'_, A, R, I> {
     fn drop(&mut self) {
-        forget_job(&self.pool.shared, self.job);
+        lock(&self.pool.shared).jobs.remove(&self.job);
     }
 }
 
@@ -789,7 +1008,7 @@ fn spawn_worker(shared: &Shared, slot: usize) -> Result<Worker> {
         shared.opts.start_timeout,
     )?;
     // A replacement must not inherit its predecessor's progress.
-    let _ = shared.progress.store(slot, 0);
+    let _ = shared.progress.store(slot * STRIDE, 0);
     proc.conn.send(&(slot as u64).to_le_bytes())?;
     Ok(Worker {
         proc,
@@ -800,16 +1019,33 @@ fn spawn_worker(shared: &Shared, slot: usize) -> Result<Worker> {
     })
 }
 
-/// Hands pending chunks to workers with room.
+/// The byte offset of item `k` in a part's bytes (walking the length prefixes).
+fn item_offset(bytes: &[u8], k: usize) -> usize {
+    let mut pos = 0;
+    for _ in 0..k {
+        let len = bytes
+            .get(pos..pos + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        pos = (pos + 4 + len).min(bytes.len());
+    }
+    pos
+}
+
+/// Hands pending messages to workers with room.
 fn dispatch(shared: &Shared, st: &mut State) {
     let max_tasks = shared.opts.max_tasks_per_child;
-    while let Some(&id) = st.pending.front() {
-        let Some(chunk) = st.chunks.get(&id) else {
-            st.pending.pop_front();
+    let State {
+        workers,
+        pending,
+        parts,
+        ..
+    } = st;
+    while let Some(&id) = pending.front() {
+        let Some(part) = parts.get(&id) else {
+            pending.pop_front();
             continue;
         };
-        let best = st
-            .workers
+        let best = workers
             .iter()
             .enumerate()
             .filter_map(|(i, w)| w.as_ref().map(|w| (i, w)))
@@ -820,35 +1056,36 @@ fn dispatch(shared: &Shared, st: &mut State) {
             })
             .min_by_key(|(_, w)| w.assigned.len())
             .map(|(i, _)| i);
-        let Some(slot) = best else { break };
-        let items = &chunk.items[chunk.reported..];
-        let mut msg = Vec::with_capacity(13 + items.iter().map(|b| b.len() + 4).sum::<usize>());
-        msg.push(TASK);
-        msg.extend_from_slice(&id.to_le_bytes());
-        msg.extend_from_slice(&(items.len() as u32).to_le_bytes());
-        for b in items {
-            msg.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            msg.extend_from_slice(b);
-        }
-        let n = items.len() as u64;
-        let Some(w) = st.workers[slot].as_mut() else {
+        let Some(w) = best.and_then(|slot| workers[slot].as_mut()) else {
             break;
         };
-        if w.tasks.try_send(&msg).is_err() {
-            // Full or broken: leave it for the supervisor to sort out.
-            w.quitting = true;
-            continue;
+        // Parts waiting here were never run, or had their reported items cut off
+        // (`requeue`): the whole part goes.
+        let body = &part.bytes;
+        match w
+            .tasks
+            .reserve(TASK_HEADER + body.len(), Some(Duration::ZERO))
+        {
+            Ok(mut m) => {
+                m[0] = TASK;
+                m[1..9].copy_from_slice(&id.to_le_bytes());
+                m[9..13].copy_from_slice(&(part.count as u32).to_le_bytes());
+                m[TASK_HEADER..].copy_from_slice(body);
+                m.commit();
+            }
+            Err(_) => {
+                // Full or broken: leave it for the supervisor to sort out.
+                w.quitting = true;
+                continue;
+            }
         }
         w.assigned.push_back(id);
-        w.items_given += n;
-        st.pending.pop_front();
-        if let Some(c) = st.chunks.get_mut(&id) {
-            c.base = c.reported;
-        }
+        w.items_given += part.count as u64;
+        pending.pop_front();
     }
     // Workers that reached max_tasks_per_child and finished: ask them to quit.
     if let Some(m) = max_tasks {
-        for w in st.workers.iter_mut().flatten() {
+        for w in workers.iter_mut().flatten() {
             if !w.quitting && w.items_given >= m && w.assigned.is_empty() {
                 w.quitting = w.tasks.try_send(&[QUIT]).is_ok();
             }
@@ -860,82 +1097,84 @@ fn supervise(shared: &Shared, results: ByteQueue) {
     // The parent counts as a producer: the queue never reads as disconnected while
     // workers are being replaced.
     results.attach_producer();
-    let mut buf = Vec::new();
+    let mut msgs: Vec<Vec<u8>> = Vec::new();
     let mut last_watch = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
+        let mut buf = Vec::new();
         let got = results.recv_timeout(&mut buf, WATCH).is_ok();
         if got {
+            // Receive what is there, then file it under one lock.
+            msgs.push(buf);
+            while msgs.len() < DRAIN {
+                let mut b = Vec::new();
+                if results.try_recv(&mut b).is_err() {
+                    break;
+                }
+                msgs.push(b);
+            }
             let mut st = lock(shared);
-            apply_results(shared, &mut st, &buf);
-            // Drain what is there under one lock.
-            while results.try_recv(&mut buf).is_ok() {
-                apply_results(shared, &mut st, &buf);
+            for m in msgs.drain(..) {
+                apply_results(&mut st, m);
             }
             dispatch(shared, &mut st);
+            drop(st);
             shared.changed.notify_all();
         }
         if !got || last_watch.elapsed() >= WATCH {
             last_watch = Instant::now();
-            watch_workers(shared, &results, &mut buf);
+            watch_workers(shared, &results);
         }
     }
 }
 
-fn apply_results(shared: &Shared, st: &mut State, msg: &[u8]) {
-    let _ = shared;
-    if msg.len() < RES_HEADER {
+/// Files one result message.
+fn apply_results(st: &mut State, msg: Vec<u8>) {
+    let Some(h) = msg.get(..RES_HEADER) else {
         return;
-    }
-    let id = u64::from_le_bytes(msg[0..8].try_into().unwrap_or_default());
-    let from = u32::from_le_bytes(msg[8..12].try_into().unwrap_or_default()) as usize;
-    let count = u32::from_le_bytes(msg[12..16].try_into().unwrap_or_default()) as usize;
-    let Some(chunk) = st.chunks.get_mut(&id) else {
-        return; // a chunk already failed or re-run: stale results
     };
-    // Partial flushes of one chunk arrive in order, each continuing where the last
-    // ended (a dead worker's messages are applied before its chunk is given to another).
-    let _ = from;
+    let word = |r: std::ops::Range<usize>| {
+        h[r].iter()
+            .rev()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    };
+    let (id, from, count) = (word(0..8), word(8..12) as usize, word(12..16) as usize);
+    let Some(part) = st.parts.get_mut(&id) else {
+        return; // a message already failed or run again elsewhere: stale results
+    };
+    // Results of one message arrive in order, each continuing where the last ended;
+    // anything else (or records that do not parse) is a worker that broke the
+    // protocol: it is killed, and its items are handled as a dead worker's.
+    let left = part.count - part.reported;
     let mut pos = RES_HEADER;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let Some(&st_byte) = msg.get(pos) else { break };
-        let Some(len) = msg
-            .get(pos + 1..pos + 5)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
-        else {
-            break;
-        };
-        let Some(body) = msg.get(pos + 5..pos + 5 + len) else {
-            break;
-        };
-        pos += 5 + len;
-        out.push((st_byte, body.to_vec()));
-    }
-    let job = chunk.job;
-    let first = chunk.first;
-    let start = chunk.reported;
-    let total = chunk.items.len();
-    let take = out.len().min(total - start);
-    chunk.reported += take;
-    let done = chunk.reported == total;
-    let mut jobst = st.jobs.get_mut(&job);
-    for (k, (s, body)) in out.into_iter().take(take).enumerate() {
-        let idx = first + start + k;
-        let res = format!("pool task {job}.{idx}");
-        let r = match s {
-            ST_OK => Ok(body),
-            ST_PANIC => Err((
-                Failure::Panicked(String::from_utf8_lossy(&body).into()),
-                res,
-            )),
-            _ => Err((Failure::Codec(String::from_utf8_lossy(&body).into()), res)),
-        };
-        if let Some(j) = jobst.as_mut() {
-            j.ready.insert(idx, r);
+    let mut ok = from == part.reported && count <= left && count > 0;
+    for _ in 0..if ok { count } else { 0 } {
+        match record(&msg, pos) {
+            Some((_, _, next)) => pos = next,
+            None => {
+                ok = false;
+                break;
+            }
         }
     }
-    if done {
-        st.chunks.remove(&id);
+    if !ok {
+        if let Some(w) = st
+            .workers
+            .iter()
+            .flatten()
+            .find(|w| w.assigned.contains(&id))
+        {
+            let _ = w.proc.signal(libc::SIGKILL);
+        }
+        return;
+    }
+    let (job, index) = (part.job, part.first + part.reported);
+    part.reported += count;
+    if part.reported == part.count {
+        if let Some(p) = st.parts.remove(&id)
+            && st.spare.len() < 2 * st.workers.len() + 2
+        {
+            st.spare.push(p.bytes);
+        }
         for w in st.workers.iter_mut().flatten() {
             if let Some(p) = w.assigned.iter().position(|&c| c == id) {
                 w.assigned.remove(p);
@@ -943,11 +1182,30 @@ fn apply_results(shared: &Shared, st: &mut State, msg: &[u8]) {
             }
         }
     }
+    st.file(job, index, Batch::Records { msg, count });
 }
 
-/// Looks at every worker's pidfd; a dead worker's chunks are failed or re-queued and it
-/// is replaced.
-fn watch_workers(shared: &Shared, results: &ByteQueue, buf: &mut Vec<u8>) {
+/// Puts a part back in line under a new id (late results under the old one are then
+/// ignored), without the items already reported.
+fn requeue(st: &mut State, mut part: Part, front: &mut Vec<u64>) {
+    if part.reported > 0 {
+        let off = item_offset(&part.bytes, part.reported);
+        part.bytes.drain(..off);
+        part.first += part.reported;
+        part.count -= part.reported;
+        part.reported = 0;
+    }
+    if part.count == 0 {
+        return;
+    }
+    let id = st.id();
+    st.parts.insert(id, part);
+    front.push(id);
+}
+
+/// Looks at every worker's pidfd; a dead worker's messages are failed or re-queued and
+/// it is replaced.
+fn watch_workers(shared: &Shared, results: &ByteQueue) {
     let mut st = lock(shared);
     if st.dead.is_some() {
         return;
@@ -958,86 +1216,69 @@ fn watch_workers(shared: &Shared, results: &ByteQueue, buf: &mut Vec<u8>) {
         if alive {
             continue;
         }
-        if let Some(mut w) = st.workers[slot].take() {
-            // Everything the worker sent before it died is in the queue: apply it first.
-            while results.try_recv(buf).is_ok() {
-                apply_results(shared, &mut st, buf);
-            }
-            let status = w.proc.wait_exit(None).ok();
-            let progress = shared.progress.load(slot).unwrap_or(0);
-            let mut first = true;
-            for id in w.assigned.drain(..) {
-                let Some(chunk) = st.chunks.get_mut(&id) else {
-                    continue;
-                };
-                if first {
-                    first = false;
-                    // Progress word: chunk id (low 32 bits) << 32 | index within the
-                    // part of the chunk the worker was given.
-                    let running = if progress & 0xffff_ffff == id & 0xffff_ffff {
-                        Some((progress >> 32) as usize)
-                    } else {
-                        None
+        let Some(mut w) = st.workers[slot].take() else {
+            continue;
+        };
+        // Everything the worker sent before it died is in the queue: file it first.
+        let mut buf = Vec::new();
+        while results.try_recv(&mut buf).is_ok() {
+            apply_results(&mut st, std::mem::take(&mut buf));
+        }
+        let status = w.proc.wait_exit(None).ok();
+        let progress = shared.progress.load(slot * STRIDE).unwrap_or(0);
+        let mut front = Vec::new();
+        for (n, id) in w.assigned.drain(..).enumerate() {
+            let Some(mut part) = st.parts.remove(&id) else {
+                continue;
+            };
+            // Progress word: message id (low 32 bits) | index in the message << 32. Only
+            // the first message assigned can be the one that was running.
+            let running = (n == 0 && progress & 0xffff_ffff == id & 0xffff_ffff)
+                .then_some((progress >> 32) as usize)
+                .filter(|&k| k >= part.reported && k < part.count);
+            if let (Some(k), Some(status)) = (running, status) {
+                if part.attempts < shared.opts.retries {
+                    part.attempts += 1;
+                } else {
+                    // It fails; the items after it become a part of their own, the
+                    // finished but unreported ones before it run again.
+                    let (job, idx, pid) = (part.job, part.first + k, w.proc.pid);
+                    st.file(
+                        job,
+                        idx,
+                        Batch::Failed(
+                            Failure::Died { pid, status },
+                            format!("pool task {job}.{idx} (worker pid {pid})"),
+                        ),
+                    );
+                    let at = item_offset(&part.bytes, k);
+                    let after = item_offset(&part.bytes[at..], 1) + at;
+                    let rest = Part {
+                        job,
+                        first: idx + 1,
+                        count: part.count - k - 1,
+                        bytes: part.bytes.split_off(after),
+                        reported: 0,
+                        attempts: 0,
                     };
-                    if let (Some(k), Some(status)) = (running, status) {
-                        let idx_in_chunk = chunk.base + k;
-                        if idx_in_chunk < chunk.items.len() {
-                            if chunk.attempts < shared.opts.retries {
-                                chunk.attempts += 1;
-                            } else {
-                                // Items before it (finished, unreported) run again; it fails.
-                                let job = chunk.job;
-                                let idx = chunk.first + idx_in_chunk;
-                                let pid = w.proc.pid;
-                                chunk.items.remove(idx_in_chunk);
-                                // Split: the failed item leaves the chunk; keep indices right by
-                                // turning the rest into its own chunk.
-                                let rest: Vec<Vec<u8>> =
-                                    chunk.items.drain(idx_in_chunk..).collect();
-                                let rest_first = idx + 1;
-                                let keep_empty = chunk.items.len() == chunk.reported;
-                                if let Some(j) = st.jobs.get_mut(&job) {
-                                    j.ready.insert(
-                                        idx,
-                                        Err((
-                                            Failure::Died { pid, status },
-                                            format!("pool task {job}.{idx} (worker pid {pid})"),
-                                        )),
-                                    );
-                                }
-                                if !rest.is_empty() {
-                                    let nid = st.next_id;
-                                    st.next_id += 1;
-                                    st.chunks.insert(
-                                        nid,
-                                        Chunk {
-                                            job,
-                                            first: rest_first,
-                                            items: rest,
-                                            reported: 0,
-                                            base: 0,
-                                            attempts: 0,
-                                        },
-                                    );
-                                    st.pending.push_front(nid);
-                                }
-                                if keep_empty {
-                                    st.chunks.remove(&id);
-                                    continue;
-                                }
-                            }
-                        }
-                    }
+                    part.bytes.truncate(at);
+                    part.count = k;
+                    requeue(&mut st, part, &mut front);
+                    requeue(&mut st, rest, &mut front);
+                    continue;
                 }
-                st.pending.push_front(id);
             }
-            changed = true;
-            match spawn_worker(shared, slot) {
-                Ok(nw) => st.workers[slot] = Some(nw),
-                Err(e) => {
-                    if st.workers.iter().all(Option::is_none) {
-                        st.dead = Some(format!("no worker left and none could be started: {e}"));
-                    }
+            requeue(&mut st, part, &mut front);
+        }
+        for id in front.into_iter().rev() {
+            st.pending.push_front(id);
+        }
+        changed = true;
+        match spawn_worker(shared, slot) {
+            Ok(nw) => st.workers[slot] = Some(nw),
+            Err(e) => {
+                if st.workers.iter().all(Option::is_none) {
+                    st.dead = Some(format!("no worker left and none could be started: {e}"));
                 }
             }
         }
@@ -1084,83 +1325,136 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
         .and_then(|b| b.try_into().ok())
         .map(u64::from_le_bytes)
         .ok_or_else(|| Error::corrupt("pool worker", "bad slot message"))? as usize;
+    let word = progress.atomic(slot * STRIDE)?;
     let max = results.max_message();
     let mut msg = Vec::new();
-    let mut out = Vec::with_capacity(max.min(1 << 20));
-    let mut item = Vec::new();
+    // Results are encoded in place (postcard into a slice) into this message buffer.
+    let mut out = vec![0u8; max];
+    let mut spill = Vec::new();
     loop {
         match tasks.recv(&mut msg) {
             Ok(()) => {}
             Err(_) => return Ok(()), // the parent is gone
         }
         match msg.first() {
-            Some(&TASK) if msg.len() >= 13 => {}
+            Some(&TASK) if msg.len() >= TASK_HEADER => {}
             _ => return Ok(()), // quit (or garbage: leave, the parent replaces us)
         }
         let id = u64::from_le_bytes(msg[1..9].try_into().unwrap_or_default());
         let count = u32::from_le_bytes(msg[9..13].try_into().unwrap_or_default()) as usize;
-        let mut pos = 13;
-        let header = |out: &mut Vec<u8>, from: usize| {
-            out.clear();
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&(from as u32).to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
+        let mut res = Results {
+            out: &mut out,
+            pos: RES_HEADER,
+            id,
+            from: 0,
+            n: 0,
+            results: &results,
         };
-        let mut from = 0;
-        let mut n = 0u32;
-        header(&mut out, 0);
+        let mut pos = TASK_HEADER;
+        let mut broken = false;
         for k in 0..count {
             let Some(len) = msg
                 .get(pos..pos + 4)
                 .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
             else {
+                broken = true;
                 break;
             };
             let Some(arg) = msg.get(pos + 4..pos + 4 + len) else {
+                broken = true;
                 break;
             };
             pos += 4 + len;
             // Before running the item: which one this worker is on (read by the parent
-            // only after our death).
-            let _ = progress.store(slot, ((k as u64) << 32) | (id & 0xffff_ffff));
-            item.clear();
-            let mut status = match role.call(arg, &mut item) {
-                Ok(()) => ST_OK,
-                Err(Failure::Panicked(m)) => {
-                    item = m.into_bytes();
-                    ST_PANIC
-                }
-                Err(Failure::Codec(m)) => {
-                    item = m.into_bytes();
-                    ST_CODEC
-                }
+            // only after our death, which orders it; one cache line per worker).
+            word.store(((k as u64) << 32) | (id & 0xffff_ffff), Ordering::Relaxed);
+            if res.pos + REC_HEADER > max {
+                res.flush()?;
+            }
+            let at = res.pos + REC_HEADER;
+            match role.call_into(arg, &mut res.out[at..], &mut spill) {
+                Ok(Some(used)) => res.commit(ST_OK, used),
+                Ok(None) => res.place(ST_OK, &spill)?,
                 Err(f) => {
-                    item = f.to_string().into_bytes();
-                    ST_CODEC
+                    let (st, m) = match f {
+                        Failure::Panicked(m) => (ST_PANIC, m),
+                        Failure::Codec(m) => (ST_CODEC, m),
+                        f => (ST_CODEC, f.to_string()),
+                    };
+                    res.place(st, m.as_bytes())?;
                 }
-            };
-            if RES_HEADER + 5 + item.len() > max {
-                item = format!(
-                    "the encoded result ({} bytes) exceeds the pool's max_message ({max} bytes)",
-                    item.len()
-                )
-                .into_bytes();
-                status = ST_CODEC;
             }
-            if out.len() + 5 + item.len() > max {
-                // Flush what is there; this item starts the next message.
-                out[12..16].copy_from_slice(&n.to_le_bytes());
-                results.send(&out).map_err(Error::from)?;
-                from += n as usize;
-                n = 0;
-                header(&mut out, from);
-            }
-            out.push(status);
-            out.extend_from_slice(&(item.len() as u32).to_le_bytes());
-            out.extend_from_slice(&item);
-            n += 1;
         }
-        out[12..16].copy_from_slice(&n.to_le_bytes());
-        results.send(&out).map_err(Error::from)?;
+        if res.n > 0 {
+            res.flush()?;
+        }
+        if broken {
+            // A task message the parent did not write: exit, the parent handles our
+            // items as a dead worker's.
+            return Ok(());
+        }
+    }
+}
+
+/// A worker's result message being built: records from [`RES_HEADER`] to `pos`.
+struct Results<'a> {
+    out: &'a mut [u8],
+    pos: usize,
+    id: u64,
+    /// Index in the task message of the first record.
+    from: usize,
+    n: u32,
+    results: &'a ByteQueue,
+}
+
+impl Results<'_> {
+    /// Completes the record at `pos` whose body (`len` bytes) is already in place.
+    fn commit(&mut self, status: u8, len: usize) {
+        let p = self.pos;
+        self.out[p] = status;
+        self.out[p + 1..p + REC_HEADER].copy_from_slice(&(len as u32).to_le_bytes());
+        self.pos = p + REC_HEADER + len;
+        self.n += 1;
+    }
+
+    /// Appends a record with `body`, sending what is there first if it does not fit; a
+    /// body too large for any message becomes a codec error.
+    fn place(&mut self, status: u8, body: &[u8]) -> Result<()> {
+        let max = self.out.len();
+        let room = max - RES_HEADER - REC_HEADER;
+        if body.len() > room {
+            let m = if status == ST_OK {
+                format!(
+                    "the encoded result ({} bytes) exceeds the pool's max_message ({max} bytes)",
+                    body.len()
+                )
+            } else {
+                String::from_utf8_lossy(&body[..room.min(body.len())]).into_owned()
+            };
+            let m = m.as_bytes();
+            let status = if status == ST_OK { ST_CODEC } else { status };
+            return self.place(status, &m[..m.len().min(room)]);
+        }
+        if self.pos + REC_HEADER + body.len() > max {
+            self.flush()?;
+        }
+        let at = self.pos + REC_HEADER;
+        self.out[at..at + body.len()].copy_from_slice(body);
+        self.commit(status, body.len());
+        Ok(())
+    }
+
+    /// Sends the records so far as one message; the next one continues after them.
+    fn flush(&mut self) -> Result<()> {
+        self.out[0..8].copy_from_slice(&self.id.to_le_bytes());
+        self.out[8..12].copy_from_slice(&(self.from as u32).to_le_bytes());
+        self.out[12..16].copy_from_slice(&self.n.to_le_bytes());
+        self.results
+            .send(&self.out[..self.pos])
+            .map_err(Error::from)?;
+        self.from += self.n as usize;
+        self.n = 0;
+        self.pos = RES_HEADER;
+        Ok(())
     }
 }

@@ -108,16 +108,24 @@ pub trait Role: Sync + private::Sealed {
     /// encoded result to `out`.
     #[doc(hidden)]
     fn call(&self, args: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), Failure>;
+
+    /// [`call`](Self::call) for a pool worker: encodes the result into `out` and returns
+    /// its length, or, when it does not fit there, into `spill` (cleared first) and
+    /// returns `None`.
+    #[doc(hidden)]
+    fn call_into(
+        &self,
+        args: &[u8],
+        out: &mut [u8],
+        spill: &mut Vec<u8>,
+    ) -> std::result::Result<Option<usize>, Failure>;
 }
 
 impl<A, R> private::Sealed for Entry<A, R> {}
 
-impl<A: DeserializeOwned, R: Serialize> Role for Entry<A, R> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn call(&self, args: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), Failure> {
+impl<A: DeserializeOwned, R: Serialize> Entry<A, R> {
+    /// Decodes the argument and runs the entry, catching a panic.
+    fn run(&self, args: &[u8]) -> std::result::Result<R, Failure> {
         let a: A = postcard::from_bytes(args).map_err(|e| {
             Failure::Codec(format!(
                 "decoding the argument as {}: {e}",
@@ -125,13 +133,109 @@ impl<A: DeserializeOwned, R: Serialize> Role for Entry<A, R> {
             ))
         })?;
         let f = self.f;
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a)))
-            .map_err(|p| Failure::Panicked(panic_message(p.as_ref())))?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a)))
+            .map_err(|p| Failure::Panicked(panic_message(p.as_ref())))
+    }
+}
+
+fn result_codec<R>(e: postcard::Error) -> Failure {
+    Failure::Codec(format!("encoding the result {}: {e}", type_name::<R>()))
+}
+
+impl<A: DeserializeOwned, R: Serialize> Role for Entry<A, R> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn call(&self, args: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), Failure> {
+        let r = self.run(args)?;
         // On error `out` is left empty (to_extend consumed it).
-        *out = postcard::to_extend(&r, std::mem::take(out)).map_err(|e| {
-            Failure::Codec(format!("encoding the result {}: {e}", type_name::<R>()))
-        })?;
+        *out = postcard::to_extend(&r, std::mem::take(out)).map_err(result_codec::<R>)?;
         Ok(())
+    }
+
+    fn call_into(
+        &self,
+        args: &[u8],
+        out: &mut [u8],
+        spill: &mut Vec<u8>,
+    ) -> std::result::Result<Option<usize>, Failure> {
+        let r = self.run(args)?;
+        // Into the message in place; only a result that does not fit in what is left of
+        // it takes the slow path.
+        match encode_to_slice(&r, out) {
+            Ok(used) => Ok(Some(used)),
+            Err(postcard::Error::SerializeBufferFull) => {
+                spill.clear();
+                *spill =
+                    postcard::to_extend(&r, std::mem::take(spill)).map_err(result_codec::<R>)?;
+                Ok(None)
+            }
+            Err(e) => Err(result_codec::<R>(e)),
+        }
+    }
+}
+
+/// Encodes `v` at the start of `out`; returns the length
+/// ([`postcard::Error::SerializeBufferFull`] when it does not fit). The pool's per-item
+/// encoder: postcard's own slice output copies each varint with a call to `memcpy`,
+/// which costs more than the rest of encoding a small value.
+pub(crate) fn encode_to_slice<T: Serialize + ?Sized>(
+    v: &T,
+    out: &mut [u8],
+) -> std::result::Result<usize, postcard::Error> {
+    postcard::serialize_with_flavor(v, SliceOut { buf: out, pos: 0 })
+}
+
+/// A postcard output into a slice that copies short runs with fixed-size moves.
+struct SliceOut<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl postcard::ser_flavors::Flavor for SliceOut<'_> {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        let d = self
+            .buf
+            .get_mut(self.pos)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        *d = b;
+        self.pos += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
+        let d = self
+            .buf
+            .get_mut(self.pos..self.pos + b.len())
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        macro_rules! fixed {
+            ($($n:literal)*) => {
+                match b.len() {
+                    $($n => {
+                        if let (Ok(d), Ok(s)) =
+                            (<&mut [u8; $n]>::try_from(&mut *d), <&[u8; $n]>::try_from(b))
+                        {
+                            *d = *s;
+                        }
+                    })*
+                    _ => d.copy_from_slice(b),
+                }
+            };
+        }
+        // Varints are 1..=10 bytes; u128 up to 19.
+        fixed!(1 2 3 4 5 6 7 8 9 10);
+        self.pos += b.len();
+        Ok(())
+    }
+
+    #[inline]
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.pos)
     }
 }
 

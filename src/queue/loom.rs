@@ -14,7 +14,7 @@ use std::time::Duration;
 use loom::sync::atomic::{AtomicBool, AtomicU32};
 use loom::thread;
 
-use super::ring::{Blocked, Geometry, Ring};
+use super::ring::{Blocked, EVER, Geometry, ROLE_RECEIVER, ROLE_SENDER, Ring};
 use super::wait::WaitPoint;
 
 /// A ring over a heap buffer kept alive by the returned Arc.
@@ -60,8 +60,12 @@ fn try_recv(r: &Ring, me: usize) -> Result<u64, Blocked> {
 }
 
 fn bounded() -> loom::model::Builder {
+    bounded_by(4)
+}
+
+fn bounded_by(n: usize) -> loom::model::Builder {
     let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(4);
+    b.preemption_bound = Some(n);
     b
 }
 
@@ -231,6 +235,317 @@ fn parked_consumer_is_woken_by_publish() {
         };
         assert_eq!(v, 7);
         t.join().unwrap();
+        drop(buf);
+    });
+}
+
+// ---------------------------------------------------------------- disconnection
+
+/// Spawns a model thread that keeps the ring's buffer alive while it runs.
+fn spawn_keeping<R: 'static>(
+    buf: &Arc<Vec<u64>>,
+    f: impl FnOnce() -> R + 'static,
+) -> thread::JoinHandle<R> {
+    let keep = buf.clone();
+    thread::spawn(move || {
+        let _keep = keep;
+        f()
+    })
+}
+
+/// Registers one entry per owner word (nobody dead yet) and attaches the given roles.
+fn entries(r: &Ring, owners: &[(u64, u64)]) -> Vec<usize> {
+    owners
+        .iter()
+        .map(|&(owner, roles)| {
+            let me = r.register(owner, &|_| true).unwrap();
+            for role in [ROLE_SENDER, ROLE_RECEIVER] {
+                if roles & role != 0 {
+                    r.attach(me, role);
+                }
+            }
+            me
+        })
+        .collect()
+}
+
+/// The receive side of `Core::check_gone` (src/queue/mod.rs), on the ring: after a failed
+/// attempt, `Some(None)` if the queue is disconnected (every producer that attached is
+/// gone by the count, one more attempt finds nothing and no claim is pending),
+/// `Some(Some(v))` if the extra attempt found a message, `None` to keep waiting. `swept`:
+/// the caller's sweep found no live producer (else the count decides). Keep in step with
+/// `check_gone`.
+fn recv_check_gone(r: &Ring, me: usize, swept: bool) -> Option<Option<u64>> {
+    if !swept && !r.peers_gone(ROLE_SENDER) {
+        return None;
+    }
+    if let Ok(v) = try_recv(r, me) {
+        return Some(Some(v));
+    }
+    if r.tail().load(Ordering::Acquire) != r.head().load(Ordering::Acquire) {
+        return None;
+    }
+    Some(None)
+}
+
+/// A blocking receive as `Core::wait_slow` does it with `WaitStrategy::Park`: parks on the
+/// data wait point, re-checking for a message and for the disconnection after
+/// registering as a sleeper. `None`: disconnected. A lost wake-up is a loom deadlock.
+fn recv_blocking(r: &Ring, me: usize) -> Option<u64> {
+    loop {
+        if let Ok(v) = try_recv(r, me) {
+            return Some(v);
+        }
+        if let Some(x) = recv_check_gone(r, me, false) {
+            return x;
+        }
+        let got = r
+            .data_wait()
+            .park(Duration::from_secs(1), || match try_recv(r, me) {
+                Ok(v) => Some(Some(v)),
+                Err(_) => recv_check_gone(r, me, false),
+            });
+        if let Some(x) = got {
+            return x;
+        }
+    }
+}
+
+/// Two producers (attached before the race) each send one message and detach, racing a
+/// receiver that blocks on the empty ring: it gets both messages, then `Disconnected` —
+/// never `Disconnected` early (a message published before the last detach is seen), and
+/// never a lost wake-up (the last detach wakes it). Three threads with parking: bound 2
+/// (bound 3: 96 s, passes; bound 4 runs for over ten minutes).
+#[test]
+fn last_producer_detach_is_never_missed() {
+    bounded_by(2).check(|| {
+        let (buf, r) = ring(2, 3);
+        let ids = entries(
+            &r,
+            &[(10, ROLE_SENDER), (11, ROLE_SENDER), (12, ROLE_RECEIVER)],
+        );
+        let producers: Vec<_> = [1u64, 2]
+            .into_iter()
+            .zip(ids.clone())
+            .map(|(v, me)| {
+                spawn_keeping(&buf, move || {
+                    assert!(try_send(&r, me, v));
+                    r.detach(me, ROLE_SENDER);
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        while let Some(v) = recv_blocking(&r, ids[2]) {
+            got.push(v);
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2]);
+        assert_eq!(r.peers(ROLE_SENDER).load(Ordering::SeqCst), EVER);
+        drop(buf);
+    });
+}
+
+/// A producer attaches, sends and closes while a receiver blocks from the start (before
+/// anybody attached: empty, not disconnected): the receiver gets the message, then
+/// `Disconnected`, and is woken for each.
+#[test]
+fn attach_send_close_races_a_blocked_receiver() {
+    bounded().check(|| {
+        let (buf, r) = ring(1, 2);
+        let [p, c] = entries(&r, &[(1, 0), (2, ROLE_RECEIVER)])[..] else {
+            unreachable!()
+        };
+        let t = spawn_keeping(&buf, move || {
+            r.attach(p, ROLE_SENDER);
+            assert!(try_send(&r, p, 7));
+            r.detach(p, ROLE_SENDER);
+        });
+        assert_eq!(recv_blocking(&r, c), Some(7));
+        assert_eq!(recv_blocking(&r, c), None);
+        t.join().unwrap();
+        drop(buf);
+    });
+}
+
+/// A sender blocked on a full ring, a consumer that receives once and detaches: the
+/// sender either gets the freed slot or sees `Disconnected` (no consumer left), and is
+/// woken either way.
+#[test]
+fn last_consumer_detach_wakes_a_full_sender() {
+    bounded().check(|| {
+        let (buf, r) = ring(1, 2);
+        let [p, c] = entries(&r, &[(1, ROLE_SENDER), (2, ROLE_RECEIVER)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, p, 1));
+        let t = spawn_keeping(&buf, move || {
+            assert_eq!(try_recv(&r, c), Ok(1));
+            r.detach(c, ROLE_RECEIVER);
+        });
+        // `Core::claim_send`: the send side reports a disconnection by the count alone.
+        let gone = || r.peers_gone(ROLE_RECEIVER).then_some(false);
+        let sent = loop {
+            if try_send(&r, p, 2) {
+                break true;
+            }
+            if let Some(x) = gone() {
+                break x;
+            }
+            let got = r.space_wait().park(Duration::from_secs(1), || {
+                if try_send(&r, p, 2) {
+                    Some(true)
+                } else {
+                    gone()
+                }
+            });
+            if let Some(x) = got {
+                break x;
+            }
+        };
+        t.join().unwrap();
+        assert_eq!(r.len(), u64::from(sent));
+        drop(buf);
+    });
+}
+
+// ---------------------------------------------------------------- dead participants
+
+const DEAD: u64 = 1 << 32 | 5;
+const LIVE: u64 = 2 << 32 | 6;
+const NEW: u64 = 3 << 32 | 7;
+
+fn alive(o: u64) -> bool {
+    o != DEAD
+}
+
+/// Two sweepers find the same dead producer: its death is counted once and its sender
+/// role discounted once (the live producer still counts), whoever wins.
+#[test]
+fn two_sweepers_note_a_death_once() {
+    bounded().check(|| {
+        let (buf, r) = ring(1, 2);
+        entries(
+            &r,
+            &[(DEAD, ROLE_SENDER | ROLE_RECEIVER), (LIVE, ROLE_SENDER)],
+        );
+        let sweepers: Vec<_> = (0..2)
+            .map(|_| spawn_keeping(&buf, move || r.sweep(ROLE_SENDER, &alive)))
+            .collect();
+        for s in sweepers {
+            assert_eq!(s.join().unwrap(), 1, "the live producer is counted");
+        }
+        assert_eq!(r.peer_deaths().load(Ordering::SeqCst), 1);
+        assert_eq!(r.last_dead_pid().load(Ordering::SeqCst), DEAD >> 32);
+        assert_eq!(r.peers(ROLE_SENDER).load(Ordering::SeqCst), EVER | 1);
+        assert_eq!(r.peers(ROLE_RECEIVER).load(Ordering::SeqCst), EVER);
+        drop(buf);
+    });
+}
+
+/// A sweeper notes a dead producer while a new process takes its entry over and attaches
+/// as a producer: the death is counted once, the dead role discounted once, and the new
+/// owner's role is never discounted in its stead.
+#[test]
+fn sweep_races_takeover_of_the_dead_entry() {
+    bounded().check(|| {
+        let (buf, r) = ring(1, 2);
+        let d = entries(&r, &[(DEAD, ROLE_SENDER), (LIVE, ROLE_SENDER)])[0];
+        let t = spawn_keeping(&buf, move || {
+            let me = r.register(NEW, &alive).unwrap();
+            assert_eq!(me, d, "the only entry to take is the dead one");
+            r.attach(me, ROLE_SENDER);
+        });
+        let live = r.sweep(ROLE_SENDER, &alive);
+        assert!((1..=2).contains(&live));
+        t.join().unwrap();
+        assert_eq!(r.peer_deaths().load(Ordering::SeqCst), 1);
+        assert_eq!(r.peers(ROLE_SENDER).load(Ordering::SeqCst), EVER | 2);
+        assert_ne!(r.roles(d).load(Ordering::SeqCst) & ROLE_SENDER, 0);
+        assert_eq!(r.sweep(ROLE_SENDER, &alive), 2);
+        drop(buf);
+    });
+}
+
+/// A producer attaches, sends and dies still attached, racing a receiver that polls as
+/// `try_recv` does (`Core::peer_gone` with a sweep): the receiver gets the message, then
+/// `Disconnected` once the sweep has found the producer dead — never before the message,
+/// never while the producer lives.
+#[test]
+fn dead_producer_is_swept_and_receiver_disconnects() {
+    bounded().check(|| {
+        let (buf, r) = ring(2, 2);
+        let [d, c] = entries(&r, &[(DEAD, 0), (LIVE, ROLE_RECEIVER)])[..] else {
+            unreachable!()
+        };
+        let died = Arc::new(AtomicBool::new(false));
+        let died1 = died.clone();
+        let t = spawn_keeping(&buf, move || {
+            r.attach(d, ROLE_SENDER);
+            assert!(try_send(&r, d, 3));
+            died1.store(true, Ordering::SeqCst);
+        });
+        let alive = |o: u64| !(o == DEAD && died.load(Ordering::SeqCst));
+        let mut got = Vec::new();
+        loop {
+            if let Ok(v) = try_recv(&r, c) {
+                got.push(v);
+                continue;
+            }
+            let w = r.peers(ROLE_SENDER).load(Ordering::Acquire);
+            let gone = w & EVER != 0 && (w == EVER || r.sweep(ROLE_SENDER, &alive) == 0);
+            if gone {
+                assert!(
+                    died.load(Ordering::SeqCst),
+                    "disconnected while the producer lives"
+                );
+                match recv_check_gone(&r, c, true) {
+                    Some(Some(v)) => got.push(v),
+                    Some(None) => break,
+                    None => {}
+                }
+            }
+            thread::yield_now();
+        }
+        t.join().unwrap();
+        assert_eq!(got, vec![3]);
+        assert_eq!(r.peer_deaths().load(Ordering::SeqCst), 1);
+        assert_eq!(r.peers(ROLE_SENDER).load(Ordering::SeqCst), EVER);
+        drop(buf);
+    });
+}
+
+/// A `join` takes a dead consumer's abandoned tasks while a new process takes the dead
+/// entry over and receives a task (counted in the entry's `outstanding`): the dead
+/// consumer's task is reported exactly once (by `take_lost` with its pid, or as a
+/// taken-over loss), and the new owner's task is never reported lost.
+#[test]
+fn take_lost_races_takeover_of_the_dead_entry() {
+    bounded().check(|| {
+        let (buf, r) = ring(2, 2);
+        let [d, l] = entries(&r, &[(DEAD, 0), (LIVE, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, l, 1));
+        let pos = r.mpmc_claim_recv(d, true).unwrap().unwrap();
+        r.mpmc_release(d, pos);
+        assert!(try_send(&r, l, 2));
+        // The dead consumer holds one task.
+        let t = spawn_keeping(&buf, move || {
+            let me = r.register(NEW, &alive).unwrap();
+            assert_eq!(me, d);
+            let p = r.mpmc_claim_recv(me, true).unwrap().unwrap();
+            r.mpmc_release(me, p);
+        });
+        let mut out = Vec::new();
+        r.take_lost(&alive, &mut out);
+        t.join().unwrap();
+        r.take_lost(&alive, &mut out);
+        let reported: u64 = out.iter().map(|&(_, n)| n).sum();
+        assert_eq!(reported, 1, "{out:?}");
+        assert_eq!(r.tasks(d), 1, "{out:?}");
         drop(buf);
     });
 }

@@ -2,7 +2,7 @@
 //!
 //! This file knows nothing about segments, types or system calls (except through the
 //! `is_alive` callbacks it is given), so it runs on a plain byte buffer: unit tests, Miri
-//! and the fuzz entry point [`fuzz_ring`] exercise it there.
+//! and the fuzz entry point (`super::fuzz`) exercise it there.
 //!
 //! # Memory layout (offsets from the start of the ring; every line is 128 bytes)
 //!
@@ -40,14 +40,19 @@
 //!
 //! `senders` and `receivers` count the participants that attached as producers or
 //! consumers: bits 0..32 the count, bit 32 ([`EVER`]) set once anybody attached. A
-//! participant attaches by setting [`ROLE_SENDER`] / [`ROLE_RECEIVER`] in its entry's
-//! `roles` word (which also carries its token in the high half) and then incrementing the
-//! count; it detaches by clearing the bit and decrementing (saturating at 0). A dead
+//! participant attaches by announcing it in its entry's `roles` word (an "attaching"
+//! bit; the word also carries its token in the high half), incrementing the count, then
+//! setting [`ROLE_SENDER`] / [`ROLE_RECEIVER`] and clearing the announcement; it
+//! detaches by clearing the bit and decrementing (saturating at 0). A sweep counts an
+//! announced live participant as attached. A dead
 //! participant is discounted exactly once: whoever first notices the death marks the
 //! owner word with [`OWNER_DEAD`] (a CAS: one winner, who also counts it in `peer_deaths`)
 //! and clears the role bits by a CAS that names the dead owner's token, so that a new
 //! owner of the entry is never discounted in its stead. `register`, taking a dead entry
-//! over, clears the bits with a swap; the two RMWs on one word decide who discounts.
+//! over, clears the bits with a swap; the two RMWs on one word decide who discounts. The
+//! `outstanding` word (joinable tasks) is tagged the same way (count in the low half,
+//! token in the high half), so that a `join` taking a dead consumer's tasks and a new
+//! owner taking its entry over each take them at most once, and never the new owner's.
 //! Every one of these words may be garbage written by a hostile peer: it can make a
 //! process see `Disconnected` or not, nothing else (counts saturate, tokens only compare).
 
@@ -83,6 +88,14 @@ pub(crate) const ROLE_CONSUMER: u64 = 2;
 /// Role bits in a participant entry: counted in `senders` / `receivers`.
 pub(crate) const ROLE_SENDER: u64 = 4;
 pub(crate) const ROLE_RECEIVER: u64 = 8;
+/// Role bits in a participant entry: attaching as a sender / receiver (see `Ring::attach`).
+pub(crate) const ATTACHING_SENDER: u64 = 16;
+pub(crate) const ATTACHING_RECEIVER: u64 = 32;
+/// The "attaching" bit of `role` ([`ROLE_SENDER`] or [`ROLE_RECEIVER`]).
+#[inline]
+fn attaching(role: u64) -> u64 {
+    role << 2
+}
 /// Set in an owner word once its death has been noted (counted, roles discounted). Tokens
 /// are below 2^30, so the bit is free.
 pub(crate) const OWNER_DEAD: u64 = 1 << 31;
@@ -346,6 +359,11 @@ impl Ring {
     pub(crate) fn roles(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i) + 24)
     }
+    /// Tasks entry `i` received and has not marked done (the count half of its
+    /// `outstanding` word; the high half is its owner's token, see `take_lost`).
+    pub(crate) fn tasks(&self, i: usize) -> u64 {
+        self.outstanding(i).load(Ordering::Acquire) & COUNT_MASK
+    }
 
     #[inline]
     fn slot(&self, p: u64) -> usize {
@@ -416,20 +434,30 @@ impl Ring {
         // its claim which pid died, and its outstanding tasks, which `join` reports.
         for pass in 0..2 {
             for i in 0..self.geo.max_handles {
-                let cur = self.owner(i).load(Ordering::Acquire);
-                let usable = if pass == 0 {
-                    cur == 0
-                } else {
-                    cur != 0 && !Self::alive(cur, is_alive)
-                };
-                if usable
-                    && self
-                        .owner(i)
-                        .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
+                let mut cur = self.owner(i).load(Ordering::Acquire);
+                loop {
+                    let usable = if pass == 0 {
+                        cur == 0
+                    } else {
+                        cur != 0 && !Self::alive(cur, is_alive)
+                    };
+                    if !usable {
+                        break;
+                    }
+                    // A failed CAS re-checks the new value: a sweeper marking the dead
+                    // owner (loom found `register` giving up on the only usable entry).
+                    if let Err(x) =
+                        self.owner(i)
+                            .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        cur = x;
+                        continue;
+                    }
                     self.intent(i).store(NO_INTENT, Ordering::Release);
-                    let lost = self.outstanding(i).swap(0, Ordering::AcqRel);
+                    let lost = self
+                        .outstanding(i)
+                        .swap((me & TOKEN_MASK) << 32, Ordering::AcqRel)
+                        & COUNT_MASK;
                     let old = self
                         .roles(i)
                         .swap((me & TOKEN_MASK) << 32, Ordering::AcqRel);
@@ -477,14 +505,23 @@ impl Ring {
         if self.roles(me).load(Ordering::Relaxed) & role != 0 {
             return;
         }
-        // Count first, then flag: a process killed in between leaves the count one too
-        // high, which the liveness sweep of a blocked peer overrules (see `sweep`).
+        // Announce, count, then flag. A process killed after counting and before flagging
+        // leaves the count one too high, which the liveness sweep of a blocked peer
+        // overrules (see `sweep`); the announcement (`attaching(role)`) makes that sweep
+        // count a live process in between as attached: without it, a sweep could find no
+        // flagged entry and report the first producer `Disconnected` while it attaches
+        // (found by loom). A dead entry's announcement alone is never discounted: whether
+        // it counted is unknown, and a count one too high is the safe side.
+        let pending = attaching(role);
+        self.roles(me).fetch_or(pending, Ordering::AcqRel);
         let _ = self
             .peers(role)
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| {
                 Some((x & COUNT_MASK).saturating_add(1).min(COUNT_MASK) | EVER)
             });
-        if self.roles(me).fetch_or(role, Ordering::AcqRel) & role != 0 {
+        let prev = self.roles(me).fetch_or(role, Ordering::AcqRel);
+        self.roles(me).fetch_and(!pending, Ordering::AcqRel);
+        if prev & role != 0 {
             // Somebody (a hostile peer) set it meanwhile: do not count twice.
             self.leave(role);
         }
@@ -572,9 +609,9 @@ impl Ring {
         true
     }
 
-    /// Checks the liveness of every participant that holds a sender/receiver role or
-    /// outstanding tasks, notes the dead (see `note_dead_entry`), and returns how many
-    /// live participants hold `role`. One `is_alive` call per such entry: for blocked
+    /// Checks the liveness of every participant that holds (or is attaching) a
+    /// sender/receiver role or outstanding tasks, notes the dead (see `note_dead_entry`),
+    /// and returns how many live participants hold or are attaching `role`. One `is_alive` call per such entry: for blocked
     /// callers, rate-limited by them.
     pub(crate) fn sweep(&self, role: u64, is_alive: &dyn Fn(u64) -> bool) -> u64 {
         let mut live = 0;
@@ -584,13 +621,13 @@ impl Ring {
                 continue;
             }
             let r = self.roles(i).load(Ordering::Acquire);
-            let busy = r & (ROLE_SENDER | ROLE_RECEIVER) != 0
-                || self.outstanding(i).load(Ordering::Acquire) != 0;
+            let attached = ROLE_SENDER | ROLE_RECEIVER | ATTACHING_SENDER | ATTACHING_RECEIVER;
+            let busy = r & attached != 0 || self.tasks(i) != 0;
             if !busy {
                 continue;
             }
             if is_alive(o) {
-                live += u64::from(r & role != 0);
+                live += u64::from(r & (role | attaching(role)) != 0);
             } else {
                 self.note_dead_entry(i, o);
             }
@@ -603,7 +640,7 @@ impl Ring {
     /// those whose entries were already taken over (pid unknown, `pid` 0).
     pub(crate) fn take_lost(&self, is_alive: &dyn Fn(u64) -> bool, out: &mut Vec<(u32, u64)>) {
         for i in 0..self.geo.max_handles {
-            if self.outstanding(i).load(Ordering::Acquire) == 0 {
+            if self.tasks(i) == 0 {
                 continue;
             }
             let o = self.owner(i).load(Ordering::Acquire);
@@ -611,11 +648,20 @@ impl Ring {
                 continue;
             }
             self.note_dead_entry(i, o);
-            // Only if the entry still belongs to the dead owner (not taken over since).
-            if self.owner(i).load(Ordering::Acquire) & !OWNER_DEAD == o & !OWNER_DEAD {
-                let n = self.outstanding(i).swap(0, Ordering::AcqRel);
-                if n != 0 {
-                    out.push(((o >> 32) as u32, n));
+            // The CAS names the dead owner's token: once `register` has given the entry
+            // to somebody else (and re-tagged the word, taking the dead tasks itself),
+            // the new owner's tasks are left alone. (An owner re-check before a swap was
+            // not enough: loom found the new owner's task taken and reported lost.)
+            let w = self.outstanding(i);
+            let tag = (o & TOKEN_MASK) << 32;
+            let mut x = w.load(Ordering::Acquire);
+            while x & !COUNT_MASK == tag && x & COUNT_MASK != 0 {
+                match w.compare_exchange(x, tag, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        out.push(((o >> 32) as u32, x & COUNT_MASK));
+                        break;
+                    }
+                    Err(y) => x = y,
                 }
             }
         }
@@ -750,6 +796,7 @@ impl Ring {
     ) -> Result<Result<u64, Blocked>, Corrupt> {
         let cap = self.geo.cap;
         let mut p = self.head().load(Ordering::Acquire);
+        let mut skips = 0u64;
         loop {
             let s = self.seq(p).load(Ordering::Acquire);
             if s == full(p) {
@@ -788,12 +835,24 @@ impl Ring {
             } else if let Some(d) = lap_diff(s, p, cap).filter(|&d| d > 0) {
                 // Released or skipped (possibly laps ago: our head snapshot is stale). If
                 // head is still here the slot was skipped (a cancelled or dead producer's
-                // claim): help head past it.
+                // claim): help head past it. A skipped slot is free for the next lap, so
+                // it may be any number of laps ahead (cancels at p, p + cap, ... before a
+                // consumer passes p: the fuzz model found this called corrupt), but not
+                // past what producers claimed (read `tail` only then: rare). Each help
+                // moves head by one claimed position; a bounded number per call keeps a
+                // hostile far-ahead state from holding us here.
                 let h = self.head().load(Ordering::Acquire);
                 if h == p {
                     if d != cap as i64 {
-                        // With head here, only a skip (one lap ahead) is legal.
-                        return Err(self.corrupt("recv", p, s));
+                        let t = self.tail().load(Ordering::Acquire);
+                        if !after(t.wrapping_add(cap), p.wrapping_add(d as u64)) {
+                            return Err(self.corrupt("recv", p, s));
+                        }
+                    }
+                    skips += 1;
+                    if skips > cap.saturating_mul(2).saturating_add(64) {
+                        self.intent(me).store(NO_INTENT, Ordering::Release);
+                        return Ok(Err(Blocked::Idle));
                     }
                     let _ = self.head().compare_exchange(
                         p,
@@ -994,7 +1053,7 @@ impl Ring {
             n = 0;
         }
         for i in 0..self.geo.max_handles {
-            let o = self.outstanding(i).load(Ordering::Acquire);
+            let o = self.tasks(i);
             if o == 0 {
                 continue;
             }
@@ -1004,102 +1063,6 @@ impl Ring {
             }
         }
         n
-    }
-}
-
-/// Fuzz entry point: interprets `data` as an initial ring state (a prefix overwrites the
-/// control block and slots of a small ring) followed by a list of operations, and runs
-/// them. Any outcome is fine except a panic, an out-of-bounds access or a hang: hostile
-/// ring states must give [`Corrupt`] or a blocked result.
-///
-/// `fuzz/fuzz_targets/queue.rs` calls this; it is public only for that.
-#[doc(hidden)]
-pub fn fuzz_ring(data: &[u8]) {
-    let (params, rest) = data.split_at(data.len().min(3));
-    let cap = 1u64 << (params.first().copied().unwrap_or(0) % 4);
-    let handles = 1 + params.get(1).copied().unwrap_or(0) as u64 % 3;
-    let spsc = params.get(2).copied().unwrap_or(0) & 1 == 1;
-    let Some(geo) = Geometry::new(cap, 8, 8, handles) else {
-        return;
-    };
-    let mut buf = vec![0u64; geo.total.div_ceil(8) + 16];
-    // Align the base to 128 bytes inside the buffer.
-    let raw = buf.as_mut_ptr() as usize;
-    let pad = (raw.next_multiple_of(128) - raw) / 8;
-    let base = buf[pad..].as_mut_ptr() as *mut u8;
-    // SAFETY: `buf` holds geo.total bytes after `pad` words and outlives `ring`; it is
-    // 128-aligned and only this thread uses it.
-    let ring = unsafe { Ring::new(base, geo) };
-    ring.init();
-    let state_len = rest.len().min(geo.total / 2);
-    let (state, ops) = rest.split_at(state_len);
-    // Overwrite words of the state with fuzz bytes, 9 bytes each: offset byte + value.
-    for chunk in state.chunks_exact(9) {
-        let word = (chunk[0] as usize * 8) % geo.total;
-        let v = u64::from_le_bytes(chunk[1..9].try_into().unwrap_or([0; 8]));
-        // Owners must be plausible for the fake liveness below; any value is allowed.
-        // SAFETY: `word` < total and 8-aligned.
-        unsafe { (base.add(word) as *mut u64).write(v) };
-    }
-    let alive = |owner: u64| owner & 1 == 1;
-    let me = ring.register(3, &alive).unwrap_or(0);
-    let mut sp = 0u64;
-    let mut cp = 0u64;
-    let mut spsc_started = false;
-    for &op in ops.iter().take(256) {
-        match op % 6 {
-            0 if spsc => {
-                if !spsc_started {
-                    spsc_started = true;
-                    match ring.spsc_producer_start() {
-                        Ok(p) => sp = p,
-                        Err(_) => return,
-                    }
-                    cp = ring.spsc_consumer_start();
-                }
-                if let Ok(true) = ring.spsc_can_send(sp, ring.head().load(Ordering::Relaxed)) {
-                    // SAFETY: data(sp) is valid for data_len (8) bytes.
-                    unsafe { ring.data(sp).cast::<u64>().write(sp) };
-                    ring.spsc_publish(sp);
-                    sp = sp.wrapping_add(1);
-                }
-            }
-            1 if spsc => {
-                if let Ok(true) = ring.spsc_can_recv(&mut cp) {
-                    // SAFETY: data(cp) is valid for 8 bytes.
-                    let _ = unsafe { ring.data(cp).cast::<u64>().read() };
-                    ring.spsc_release(cp);
-                    cp = cp.wrapping_add(1);
-                }
-            }
-            0 | 2 => match ring.mpmc_claim_send(me) {
-                Ok(Ok(p)) => {
-                    if op & 0x80 != 0 {
-                        ring.mpmc_cancel(me, p);
-                    } else {
-                        ring.mpmc_publish(me, p);
-                    }
-                }
-                Ok(Err(b)) => {
-                    let _ = ring.recover(b, &alive);
-                }
-                Err(_) => {}
-            },
-            1 | 3 => match ring.mpmc_claim_recv(me, op & 0x40 != 0) {
-                Ok(Ok(p)) => ring.mpmc_release(me, p),
-                Ok(Err(b)) => {
-                    let _ = ring.recover(b, &alive);
-                }
-                Err(_) => {}
-            },
-            4 => {
-                let _ = ring.unfinished(&alive);
-                let _ = ring.len();
-            }
-            _ => {
-                let _ = ring.take_role(me, ROLE_PRODUCER, &alive);
-            }
-        }
     }
 }
 
@@ -1348,6 +1311,43 @@ mod tests {
     }
 
     #[test]
+    fn sweep_counts_an_attaching_peer_and_take_lost_names_the_token() {
+        let t = test_ring(2, 2);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == 1 << 32 | 5 && dead.load(Ordering::Relaxed));
+        let d = r.register(1 << 32 | 5, &alive).unwrap();
+        // Halfway through `attach` (announced and counted, not flagged): attached.
+        r.roles(d).fetch_or(ATTACHING_SENDER, Ordering::Relaxed);
+        r.peers(ROLE_SENDER).store(EVER | 1, Ordering::Relaxed);
+        assert_eq!(r.sweep(ROLE_SENDER, &alive), 1);
+        r.roles(d).fetch_and(!ATTACHING_SENDER, Ordering::Relaxed);
+        assert_eq!(r.sweep(ROLE_SENDER, &alive), 0);
+        // A dead consumer's task; the entry is taken over and the new owner receives one.
+        r.attach(d, ROLE_RECEIVER);
+        r.outstanding(d).fetch_add(1, Ordering::Relaxed);
+        dead.store(true, Ordering::Relaxed);
+        assert_eq!(r.sweep(ROLE_SENDER, &alive), 0);
+        assert_eq!(r.peers(ROLE_RECEIVER).load(Ordering::Relaxed), EVER);
+        assert_eq!(r.register(2 << 32 | 6, &alive), Some(1));
+        assert_eq!(
+            r.register(3 << 32 | 7, &alive),
+            Some(d),
+            "a noted-dead entry"
+        );
+        r.outstanding(d).fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        r.take_lost(&alive, &mut out);
+        assert_eq!(
+            out,
+            vec![(0, 1)],
+            "the dead task once, the new owner's never"
+        );
+        assert_eq!(r.tasks(d), 1);
+        assert_eq!(r.peer_deaths().load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn spsc_roles_are_exclusive_while_alive() {
         let t = test_ring(2, 3);
         let r = &t.ring;
@@ -1453,7 +1453,8 @@ mod tests {
                         // Reserve and cancel: takes a position, delivers nothing.
                         if let Ok(p) = r.mpmc_claim_send(me).unwrap() {
                             r.mpmc_cancel(me, p);
-                            // The skipped slot frees up only once a consumer passes it.
+                            // The cancelled position stays between head and tail until a
+                            // consumer passes it: drain, to keep the FIFO model simple.
                             let drained: Vec<u64> = model.drain(..).collect();
                             for v in drained {
                                 proptest::prop_assert_eq!(recv(r, me).unwrap(), Some(v));
@@ -1464,22 +1465,6 @@ mod tests {
                 }
                 proptest::prop_assert!(r.len() <= cap);
             }
-        }
-    }
-
-    #[test]
-    fn fuzz_entry_survives_garbage() {
-        let mut x = 0x1234_5678_9abc_def0u64;
-        for len in 0..300usize {
-            let data: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            fuzz_ring(&data);
         }
     }
 }

@@ -250,7 +250,9 @@ fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(
         "CORRUPT consistency word (lockers get a corrupt-state error; recreate the object)"
             .to_string()
     } else if o.unrecoverable {
-        "NOT RECOVERABLE (a holder died and nobody repaired it; recreate the object)".into()
+        "NOT RECOVERABLE (a holder gave up on the data with mark_unrecoverable; \
+         `shmkit mutex repair` or Mutex::reset_unrecoverable resets it in place)"
+            .into()
     } else if o.token == 0 {
         "unlocked".to_string()
     } else if o.owner_died {
@@ -266,7 +268,8 @@ fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(
     if o.inconsistent {
         out.push((
             "consistency".into(),
-            "inconsistent: the current holder got OwnerDied and has not called make_consistent"
+            "inconsistent: an owner died and nobody has called make_consistent since; the \
+             next locker gets OwnerDied"
                 .into(),
         ));
     }

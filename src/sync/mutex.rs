@@ -203,7 +203,7 @@ impl RawRobustMutex {
 
     /// Acquires (`deadline` `None`: try only). Returns whether the data may be
     /// inconsistent (the caller hands out `OwnerDied`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lock_in(
         &self,
         live: &Liveness,
@@ -906,7 +906,7 @@ impl<T: Pod> Locked<T> {
         NonNull::slice_from_raw_parts(NonNull::new(p).unwrap_or(NonNull::dangling()), self.len)
     }
 
-    #[inline]
+    #[inline(always)]
     fn guard(&self, died: bool) -> LockResult<MutexGuard<'_, [T]>> {
         // SAFETY: the lock was just acquired by this thread; the data is valid for the
         // lifetime of &self and only accessed under the lock by well-behaved peers.
@@ -922,7 +922,7 @@ impl<T: Pod> Locked<T> {
         LockResult::from_guard(g, died)
     }
 
-    #[inline]
+    #[inline(always)]
     fn lock_in(&self, deadline: Option<Deadline>) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         let died = self
             .raw()
@@ -1045,7 +1045,7 @@ impl<T: Pod> Mutex<T> {
 
     /// Locks (blocking). `OwnerDied` hands over the guard of a lock whose holder died;
     /// [`lock_or_repair`](Self::lock_or_repair) is the shorter, safe form.
-    #[inline]
+    #[inline(always)]
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, T>>> {
         Ok(self.inner.lock_in(Some(Deadline::after(None)))?.map(first))
     }
@@ -1062,7 +1062,7 @@ impl<T: Pod> Mutex<T> {
     /// assert_eq!(*m.lock_or_repair(|v| *v = 0)?, 2);
     /// # Ok::<(), shmkit::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn lock_or_repair(&self, repair: impl FnOnce(&mut T)) -> Result<MutexGuard<'_, T>> {
         Ok(self.lock()?.or_repair(repair))
     }
@@ -1197,14 +1197,14 @@ impl<T: Pod> MutexArray<T> {
     }
 
     /// Locks (blocking). See [`lock_or_repair`](Self::lock_or_repair).
-    #[inline]
+    #[inline(always)]
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         self.inner.lock_in(Some(Deadline::after(None)))
     }
 
     /// Locks; if a holder died mid-update, runs `repair` on the data and marks it
     /// consistent first. See [`Mutex::lock_or_repair`].
-    #[inline]
+    #[inline(always)]
     pub fn lock_or_repair(&self, repair: impl FnOnce(&mut [T])) -> Result<MutexGuard<'_, [T]>> {
         Ok(self.lock()?.or_repair(repair))
     }

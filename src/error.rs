@@ -148,9 +148,9 @@ pub enum Error {
         detail: String,
     },
 
-    /// A robust lock's previous owner died and the state was never marked consistent.
+    /// A robust lock was given up (`MutexGuard::mark_unrecoverable`): locking fails until reset.
     #[error(
-        "{resource}: unrecoverable: a previous owner died and the protected data was never marked consistent; recreate the object"
+        "{resource}: unrecoverable: a holder gave up on the protected data (mark_unrecoverable); reset it in place with reset_unrecoverable or `shmkit mutex repair`"
     )]
     Unrecoverable {
         /// The lock.

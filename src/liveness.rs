@@ -260,11 +260,20 @@ impl Liveness {
     /// new one (the parent's was closed by the fork handler).
     #[inline]
     pub fn token(&self) -> Result<u32> {
-        let c = self.cached.load(Ordering::Acquire);
-        if c != 0 && (c >> 32) as u32 == FORK_GENERATION.load(Ordering::Relaxed) {
-            return Ok(c as u32);
+        match self.token_if_drawn() {
+            Some(t) => Ok(t),
+            None => self.token_slow(),
         }
-        self.token_slow()
+    }
+
+    /// This handle's token if this process has already drawn it (`None` before the first
+    /// [`token`](Self::token) call, and in a forked child until it draws its own): one
+    /// atomic load and a compare, never a system call. For releases, which only concern
+    /// a token drawn earlier.
+    #[inline]
+    pub(crate) fn token_if_drawn(&self) -> Option<u32> {
+        let c = self.cached.load(Ordering::Acquire);
+        (c != 0 && (c >> 32) as u32 == FORK_GENERATION.load(Ordering::Relaxed)).then_some(c as u32)
     }
 
     #[cold]

@@ -85,6 +85,18 @@ fn victim(kind: &str, name: &str) {
                 if let Some(r) = c.record(m.try_lock()) {
                     drop(r.into_guard());
                 }
+                // The reset path reads the same words: a forged "unrecoverable" is reset,
+                // anything else is an error or a lock, never worse.
+                if let Some(r) = c.record(m.reset_unrecoverable(CALL_TIMEOUT)) {
+                    if r.owner_died() {
+                        c.owner_died += 1;
+                    }
+                    let mut g = r.or_repair(|v| *v = 0);
+                    *g += 1;
+                    if *g % 16 == 0 {
+                        g.mark_unrecoverable(); // give up now and then: reset undoes it
+                    }
+                }
             })
         }
         "rwlock" => {

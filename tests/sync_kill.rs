@@ -225,31 +225,57 @@ fn kill_campaign_keeps_every_committed_increment_exactly_once() {
     );
 }
 
+/// No dead end: a holder is SIGKILLed mid-update; the next locker (another process)
+/// takes the guard out with `into_guard` and drops it without repairing; the locker
+/// after it (a third process) is still told `OwnerDied` and repairs. Then a process gives
+/// up explicitly (`mark_unrecoverable`), a fourth is locked out, and a fifth resets the
+/// mutex in place while it is shared.
 #[test]
-fn unrepaired_owner_death_makes_the_mutex_unrecoverable_for_everyone() {
+fn unrepaired_owner_death_stays_recoverable_and_unrecoverable_can_be_reset() {
     if let Some(role) = common::role() {
         let a = common::args();
+        let m = MutexArray::<u64>::open(&a[0]).unwrap();
         match role.as_str() {
-            "die-holding" => {
-                let m = MutexArray::<u64>::open(&a[0]).unwrap();
+            "hold" => {
                 let mut g = m.lock().unwrap().into_guard();
                 g[0] = 1;
-                std::mem::forget(g);
-                std::process::exit(0); // dies holding the lock
-            }
-            "ignore" => {
-                let m = MutexArray::<u64>::open(&a[0]).unwrap();
-                let r = m.lock_timeout(LOCK_LIMIT).unwrap();
-                assert!(r.owner_died());
-                drop(r); // not repaired
-            }
-            "late" => {
-                let m = MutexArray::<u64>::open(&a[0]).unwrap();
-                match m.lock_timeout(LOCK_LIMIT) {
-                    Err(Error::Unrecoverable { .. }) => {}
-                    other => panic!("expected Unrecoverable, got {other:?}"),
+                loop {
+                    std::thread::park(); // killed here, holding the lock
                 }
             }
+            "ignore" => {
+                let r = m.lock_timeout(LOCK_LIMIT).unwrap();
+                assert!(r.owner_died());
+                let mut g = r.into_guard(); // the expert path, news dropped
+                g[0] += 10;
+                drop(g); // not repaired
+            }
+            "repair" => {
+                let r = m.lock_timeout(LOCK_LIMIT).unwrap();
+                assert!(r.owner_died(), "the unrepaired state was forgotten");
+                let g = r.or_repair(|v| {
+                    assert_eq!(v[0], 11);
+                    v[0] = 2;
+                });
+                assert!(g.is_consistent());
+            }
+            "give-up" => {
+                let r = m.lock_timeout(LOCK_LIMIT).unwrap();
+                assert!(!r.owner_died());
+                r.into_guard().mark_unrecoverable();
+            }
+            "locked-out" => match m.lock_timeout(LOCK_LIMIT) {
+                Err(Error::Unrecoverable { .. }) => {}
+                other => panic!("expected Unrecoverable, got {other:?}"),
+            },
+            "reset" => match m.reset_unrecoverable(LOCK_LIMIT).unwrap() {
+                LockResult::OwnerDied(mut g) => {
+                    assert_eq!(g[0], 2);
+                    g[0] = 3;
+                    g.make_consistent().unwrap();
+                }
+                LockResult::Acquired(_) => panic!("reset did not report the given-up state"),
+            },
             r => panic!("unknown role {r}"),
         }
         std::process::exit(0);
@@ -257,15 +283,43 @@ fn unrepaired_owner_death_makes_the_mutex_unrecoverable_for_everyone() {
     let name = common::unique("unrec");
     let _g = common::ShmGuard::new(&name);
     let m = MutexArray::<u64>::create(&name, 1, 0).unwrap();
-    let t = "unrepaired_owner_death_makes_the_mutex_unrecoverable_for_everyone";
-    for role in ["die-holding", "ignore", "late"] {
+    let t = "unrepaired_owner_death_stays_recoverable_and_unrecoverable_can_be_reset";
+    let mut c = common::child(t, "hold", &[&name]).spawn().unwrap();
+    let start = Instant::now();
+    while !is_holder(&m, c.id()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "holder never locked"
+        );
+        std::thread::yield_now();
+    }
+    kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL).unwrap();
+    let st = common::wait_bounded(&mut c, Duration::from_secs(20));
+    assert!(!st.success(), "the holder was not killed: {st:?}");
+    for role in ["ignore", "repair"] {
         let mut c = common::child(t, role, &[&name]).spawn().unwrap();
         common::wait_ok(&mut c, Duration::from_secs(30));
     }
-    assert!(matches!(m.lock(), Err(Error::Unrecoverable { .. })));
+    match m.lock().unwrap() {
+        LockResult::Acquired(g) => assert_eq!(g[0], 2),
+        LockResult::OwnerDied(_) => panic!("still inconsistent after the repair"),
+    }
+    for role in ["give-up", "locked-out"] {
+        let mut c = common::child(t, role, &[&name]).spawn().unwrap();
+        common::wait_ok(&mut c, Duration::from_secs(30));
+    }
     assert!(matches!(m.try_lock(), Err(Error::Unrecoverable { .. })));
     let rows = shmkit::sync::describe(m.segment()).unwrap();
     assert!(rows[0].1.contains("NOT RECOVERABLE"), "{rows:?}");
+    let mut c = common::child(t, "reset", &[&name]).spawn().unwrap();
+    common::wait_ok(&mut c, Duration::from_secs(30));
+    match m.lock().unwrap() {
+        LockResult::Acquired(g) => assert_eq!(g[0], 3),
+        LockResult::OwnerDied(_) => panic!("still inconsistent after the reset"),
+    }
+    let rows = shmkit::sync::describe(m.segment()).unwrap();
+    assert_eq!(rows[0].1, "unlocked", "{rows:?}");
+    assert!(!rows.iter().any(|(k, _)| k == "consistency"), "{rows:?}");
 }
 
 #[test]

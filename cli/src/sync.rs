@@ -107,8 +107,9 @@ pub enum MutexCmd {
         /// Segment name.
         name: OsString,
     },
-    /// Lock; if the last holder died, mark the data consistent *as it is* (use only when
-    /// you know the data needs no repair, or have repaired it by other means).
+    /// Lock; if a holder died (or the mutex was given up: unrecoverable), mark the data
+    /// consistent *as it is* (use only when you know the data needs no repair, or have
+    /// repaired it by other means). Safe while other processes use the mutex.
     Repair {
         /// Segment name.
         name: OsString,
@@ -218,20 +219,21 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
             let seg = Segment::open(&name)?;
             let raw = shmkit::sync::mutex::raw_mutex(&seg)?;
             let d = secs(&name, timeout)?;
-            match raw.lock_timeout(seg.liveness(), d) {
+            // reset_unrecoverable locks like lock_timeout, and also brings back a mutex
+            // that was given up (unrecoverable) as an inconsistent one.
+            let was_unrecoverable = raw.owner().unrecoverable;
+            match raw.reset_unrecoverable(seg.liveness(), d) {
                 Ok(LockResult::Acquired(_)) => {
                     writeln!(out, "{name}: consistent, nothing to repair")?
                 }
                 Ok(LockResult::OwnerDied(mut g)) => {
                     g.make_consistent()?;
-                    writeln!(
-                        out,
-                        "{name}: the last holder had died; marked consistent (data kept as is)"
-                    )?;
-                }
-                // The raw lock does not know its segment's name: put it back.
-                Err(Error::Unrecoverable { .. }) => {
-                    return Err(Error::Unrecoverable { resource: name });
+                    let why = if was_unrecoverable {
+                        "was NOT RECOVERABLE (given up); reset"
+                    } else {
+                        "a holder had died"
+                    };
+                    writeln!(out, "{name}: {why}; marked consistent (data kept as is)")?;
                 }
                 Err(Error::Timeout { op, timeout, .. }) => {
                     return Err(Error::Timeout {

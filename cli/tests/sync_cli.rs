@@ -74,6 +74,13 @@ fn mutex_status_and_repair_after_a_holder_died() {
     assert!(ok(&["mutex", "repair", &n]).contains("had died"));
     assert!(ok(&["mutex", "repair", &n]).contains("nothing to repair"));
     assert!(!m.lock().unwrap().owner_died());
+    // Given up (unrecoverable): status says so, lockers fail, repair resets it in place.
+    m.lock().unwrap().into_guard().mark_unrecoverable();
+    assert!(ok(&["mutex", "status", &n]).contains("NOT RECOVERABLE"));
+    assert!(matches!(m.lock(), Err(shmkit::Error::Unrecoverable { .. })));
+    assert!(ok(&["mutex", "repair", &n]).contains("NOT RECOVERABLE"));
+    assert!(!m.lock().unwrap().owner_died());
+    assert!(ok(&["mutex", "status", &n]).contains("unlocked"));
     // Not a mutex: a clear error.
     let e = unique("notmx");
     let _g2 = Guard(vec![e.clone()]);

@@ -515,6 +515,7 @@ impl ByteQueue {
 
 /// A message being written in place; see [`ByteQueue::reserve`]. Deref trusts the peers
 /// to follow the protocol (see the [module docs](super), "Trust").
+#[must_use = "dropping the reservation unused cancels it: write the message and call `commit`"]
 pub struct SendBytes<'a> {
     q: &'a ByteQueue,
     claim: Claim,
@@ -568,6 +569,7 @@ impl Drop for SendBytes<'_> {
 /// A message read in place; see [`ByteQueue::recv_ref`]. Deref trusts the peers to
 /// follow the protocol (see the [module docs](super), "Trust"); [`copy_to`](Self::copy_to)
 /// does not.
+#[must_use = "dropping it at once releases the message unread"]
 pub struct RecvBytes<'a> {
     q: &'a ByteQueue,
     claim: Claim,

@@ -1522,6 +1522,7 @@ impl<T: Pod> QueueOptions<T> {
 /// Derefs to the slot's `T` in shared memory (it holds the bytes of an older message
 /// until overwritten). Trusts every process with write access to follow the protocol:
 /// see the module docs, "Trust".
+#[must_use = "dropping the reservation unused cancels it: write the message and call `commit`"]
 pub struct SendSlot<'a, T: Pod> {
     q: &'a Queue<T>,
     claim: Claim,
@@ -1574,6 +1575,7 @@ impl<T: Pod> Drop for SendSlot<'_, T> {
 ///
 /// Deref trusts every process with write access to follow the protocol (see the module
 /// docs, "Trust"); [`get`](Self::get) does not.
+#[must_use = "dropping it at once releases the message unread"]
 pub struct RecvSlot<'a, T: Pod> {
     q: &'a Queue<T>,
     claim: Claim,

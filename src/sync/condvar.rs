@@ -79,7 +79,7 @@ impl RawCondvar {
         timeout: Option<Duration>,
     ) -> Result<(bool, bool)> {
         if !guard.is_consistent() {
-            // Unlocking an unrepaired mutex would make it unrecoverable for everyone:
+            // Sleeping with unrepaired data would hand the repair to whoever locks next:
             // return at once (a spurious wake-up) and let the caller repair first.
             return Ok((false, true));
         }
@@ -134,8 +134,8 @@ impl RawCondvar {
     /// Waits for a notification: unlocks the guard's mutex, sleeps, relocks.
     ///
     /// A guard that is not consistent (an `OwnerDied` not yet repaired) is handed back at
-    /// once as `OwnerDied`, without unlocking: releasing it unrepaired would make the
-    /// mutex unrecoverable.
+    /// once as `OwnerDied`, without unlocking: repair first (releasing it unrepaired would
+    /// pass the repair to whoever locks next).
     ///
     /// `Err` means the mutex could not be re-acquired (e.g. [`Error::Unrecoverable`]);
     /// the guard is then consumed without unlocking.

@@ -9,7 +9,7 @@
 //!
 //! | type | object in shared memory | robust when a process dies? | worst a peer that writes the segment can do |
 //! |------|-------------------------|-----------------------------|----------------------------------------------|
-//! | [`Mutex<T>`], [`MutexArray<T>`] | [`RawRobustMutex`] (lock word = owner token \| waiters, consistency, diagnostic pid/tid) + data | **yes**: a dead owner *process* is detected within one sleep slice (≤ 32 ms); the next locker gets [`LockResult::OwnerDied`] | errors (`Corrupt`, `Unrecoverable`, `EDEADLK`), a spurious `OwnerDied`, the caller's timeout; break mutual exclusion (data is `Pod`) |
+//! | [`Mutex<T>`], [`MutexArray<T>`] | [`RawRobustMutex`] (lock word = owner token \| waiters, consistency, diagnostic pid/tid) + data | **yes**: a dead owner *process* is detected within one sleep slice (≤ 32 ms); the next locker gets [`LockResult::OwnerDied`], and so does every locker after it until one repairs (no dead end) | errors (`Corrupt`, `Unrecoverable`, `EDEADLK`), a spurious `OwnerDied`, the caller's timeout; break mutual exclusion (data is `Pod`) |
 //! | [`Condvar`] | [`RawCondvar`] (futex sequence word) | **yes**: a dead waiter never blocks a notify | spurious wake-ups; extra wake system calls. The relock after a wait is not bounded by the wait's timeout (as in `std`): a live peer that holds the mutex delays it |
 //! | [`Event`] | [`RawEvent`] (futex word) | **yes**: nobody waits for waiters | spurious set/clear, timeouts |
 //! | [`RwLock<T>`] | [`RawRwLock`] (state, writer token, diagnostics, sleepers, dirty flag) + data | **writers: yes** (taken over, reported by `writer_died()`); **readers: no** (the count stays, writers time out) | errors (`Corrupt`, `EDEADLK`), spurious takeover/`writer_died`, the caller's timeout |
@@ -250,7 +250,9 @@ fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(
         "CORRUPT consistency word (lockers get a corrupt-state error; recreate the object)"
             .to_string()
     } else if o.unrecoverable {
-        "NOT RECOVERABLE (a holder died and nobody repaired it; recreate the object)".into()
+        "NOT RECOVERABLE (a holder gave up on the data with mark_unrecoverable; \
+         `shmkit mutex repair` or Mutex::reset_unrecoverable resets it in place)"
+            .into()
     } else if o.token == 0 {
         "unlocked".to_string()
     } else if o.owner_died {
@@ -266,7 +268,8 @@ fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(
     if o.inconsistent {
         out.push((
             "consistency".into(),
-            "inconsistent: the current holder got OwnerDied and has not called make_consistent"
+            "inconsistent: an owner died and nobody has called make_consistent since; the \
+             next locker gets OwnerDied"
                 .into(),
         ));
     }

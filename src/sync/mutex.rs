@@ -25,9 +25,26 @@
 //! kernel whether the owner's token is still held ([`Liveness::token_alive`]: one
 //! `fcntl(F_OFD_GETLK)`). A dead owner's lock is taken over with a CAS on the exact word
 //! and handed out as [`LockResult::OwnerDied`]: the guard **and** the news. The data may
-//! be half updated; the new owner repairs it and calls [`MutexGuard::make_consistent`].
-//! A guard dropped without that leaves the mutex *unrecoverable*: every later `lock`
-//! fails with [`Error::Unrecoverable`], so nobody silently builds on corrupt state.
+//! be half updated; the new owner repairs it and calls [`MutexGuard::make_consistent`]
+//! ([`Mutex::lock_or_repair`] does both in one call: the form to use by default).
+//!
+//! # No dead end
+//! A guard dropped *without* `make_consistent` (e.g. after [`LockResult::into_guard`])
+//! leaves the mutex **inconsistent but recoverable**: the next locker gets `OwnerDied`
+//! again, and so on until somebody repairs. Nobody silently builds on half-updated
+//! data, and nobody is locked out because one process ignored the news. This departs
+//! from POSIX robust mutexes (there, unlocking without `pthread_mutex_consistent` makes
+//! the mutex `ENOTRECOVERABLE` for good): shmkit's mutex is not a `pthread_mutex_t`
+//! and nothing outside shmkit reads its words, so there is no compatibility to keep, and
+//! a permanent failure would only trade "someone ignored the news" for "everyone is
+//! down until the segment is recreated".
+//!
+//! The POSIX state still exists for those who want it: [`MutexGuard::mark_unrecoverable`]
+//! gives up explicitly (every later lock fails with [`Error::Unrecoverable`]), and
+//! [`Mutex::reset_unrecoverable`] / [`RawRobustMutex::reset_unrecoverable`] (`shmkit
+//! mutex repair` on the command line) undo it in place: they acquire the lock word like
+//! any locker (so nobody else is inside), turn *unrecoverable* into *inconsistent* and
+//! hand out an `OwnerDied` guard to repair the data with.
 //!
 //! # What "dies" means
 //! Ownership is per **process** (its token on this segment), not per thread: a process
@@ -184,14 +201,27 @@ impl RawRobustMutex {
         Ok(())
     }
 
-    /// Acquires (`deadline` `None`: try only). Returns whether the previous owner died
-    /// (the caller hands out `OwnerDied`).
-    #[inline]
+    /// Acquires (`deadline` `None`: try only). Returns whether the data may be
+    /// inconsistent (the caller hands out `OwnerDied`).
+    #[inline(always)]
     pub(crate) fn lock_in(
         &self,
         live: &Liveness,
         deadline: Option<Deadline>,
         resource: &str,
+    ) -> Result<bool> {
+        self.lock_mode(live, deadline, resource, false)
+    }
+
+    /// [`lock_in`](Self::lock_in); with `reset`, an unrecoverable mutex is turned into an
+    /// inconsistent one (reported as an owner death) instead of failing.
+    #[inline(always)]
+    fn lock_mode(
+        &self,
+        live: &Liveness,
+        deadline: Option<Deadline>,
+        resource: &str,
+        reset: bool,
     ) -> Result<bool> {
         let me = live.token()?;
         if self
@@ -199,9 +229,9 @@ impl RawRobustMutex {
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return self.acquired(false, resource);
+            return self.acquired(false, reset, resource);
         }
-        self.lock_slow(me, live, deadline, resource)
+        self.lock_slow(me, live, deadline, resource, reset)
     }
 
     #[cold]
@@ -211,6 +241,7 @@ impl RawRobustMutex {
         live: &Liveness,
         deadline: Option<Deadline>,
         resource: &str,
+        reset: bool,
     ) -> Result<bool> {
         let op = if deadline.is_some() {
             "lock"
@@ -233,7 +264,7 @@ impl RawRobustMutex {
                     .compare_exchange(cur, new, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return self.acquired(false, resource);
+                    return self.acquired(false, reset, resource);
                 }
                 failed_cas += 1;
                 if failed_cas % CAS_BETWEEN_CHECKS == 0 {
@@ -252,7 +283,7 @@ impl RawRobustMutex {
             let Some(d) = deadline else {
                 // try_lock: a dead owner is still taken over (one liveness query).
                 if owner != me && !live.token_alive(owner) {
-                    if let Some(r) = self.take_over(cur, me, resource) {
+                    if let Some(r) = self.take_over(cur, me, resource, reset) {
                         return r;
                     }
                     continue;
@@ -284,7 +315,7 @@ impl RawRobustMutex {
                 Ok(WaitStatus::TimedOut) => {
                     // Nobody wakes the sleepers of a process that died: ask the kernel.
                     if owner != me && !live.token_alive(owner) {
-                        if let Some(r) = self.take_over(cur | WAITERS, me, resource) {
+                        if let Some(r) = self.take_over(cur | WAITERS, me, resource, reset) {
                             return r;
                         }
                     }
@@ -295,11 +326,11 @@ impl RawRobustMutex {
     }
 
     /// Takes the lock from a dead owner if the word still holds exactly `seen`.
-    fn take_over(&self, seen: u32, me: u32, resource: &str) -> Option<Result<bool>> {
+    fn take_over(&self, seen: u32, me: u32, resource: &str, reset: bool) -> Option<Result<bool>> {
         self.word
             .compare_exchange(seen, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
             .ok()
-            .map(|_| self.acquired(true, resource))
+            .map(|_| self.acquired(true, reset, resource))
     }
 
     fn check_deadline(&self, d: Option<Deadline>, resource: &str, op: &'static str) -> Result<()> {
@@ -311,7 +342,7 @@ impl RawRobustMutex {
 
     /// Just acquired the lock word: record the owner, apply the consistency state.
     #[inline]
-    fn acquired(&self, took_over: bool, resource: &str) -> Result<bool> {
+    fn acquired(&self, took_over: bool, reset: bool, resource: &str) -> Result<bool> {
         let (pid, tid) = thread_ids();
         self.owner_pid.store(pid, Ordering::Relaxed);
         self.owner_tid.store(tid, Ordering::Relaxed);
@@ -319,15 +350,21 @@ impl RawRobustMutex {
         if c == CONSISTENT && !took_over {
             return Ok(false);
         }
-        self.acquired_slow(c, took_over, resource)
+        self.acquired_slow(c, took_over, reset, resource)
     }
 
     #[cold]
-    fn acquired_slow(&self, c: u32, took_over: bool, resource: &str) -> Result<bool> {
+    fn acquired_slow(&self, c: u32, took_over: bool, reset: bool, resource: &str) -> Result<bool> {
         match c {
             CONSISTENT if !took_over => Ok(false),
+            // An owner died (maybe one that had itself received OwnerDied), or an earlier
+            // owner released without repairing; or `reset` found it given up: in every
+            // case this owner is told, and must repair.
             CONSISTENT | INCONSISTENT => {
-                // An owner died (maybe one that had itself received OwnerDied).
+                self.consistency.store(INCONSISTENT, Ordering::Relaxed);
+                Ok(true)
+            }
+            UNRECOVERABLE if reset => {
                 self.consistency.store(INCONSISTENT, Ordering::Relaxed);
                 Ok(true)
             }
@@ -368,17 +405,26 @@ impl RawRobustMutex {
         })
     }
 
+    /// Whether the lock word names this process's token (no system call).
+    #[inline]
+    fn owned_by_this_process(&self, live: &Liveness) -> Option<u32> {
+        // A token not drawn in this process (a forked child that never locked) owns
+        // nothing.
+        let me = live.token_if_drawn()?;
+        (self.word.load(Ordering::Relaxed) & OWNER_MASK == me).then_some(me)
+    }
+
     /// Unlocks if this process owns the lock (a guard copied into a forked child does
     /// not: the child's token differs, and the parent's lock is left alone). With
-    /// `unrepaired`, marks the mutex unrecoverable first. Never panics.
+    /// `unrepaired`, (re)marks the data inconsistent first, so that the next locker gets
+    /// `OwnerDied`. Never panics, never a system call unless somebody sleeps.
     #[inline]
     pub(crate) fn unlock_in(&self, live: &Liveness, unrepaired: bool) {
-        let Ok(me) = live.token() else { return };
-        if self.word.load(Ordering::Relaxed) & OWNER_MASK != me {
+        let Some(me) = self.owned_by_this_process(live) else {
             return;
-        }
+        };
         if unrepaired {
-            self.consistency.store(UNRECOVERABLE, Ordering::Relaxed);
+            self.consistency.store(INCONSISTENT, Ordering::Relaxed);
         }
         // The thread id must go before the word is released (a thread of this process
         // that locks next must not take a stale id for its own: false EDEADLK); the pid
@@ -435,6 +481,43 @@ impl RawRobustMutex {
         timeout: Duration,
     ) -> Result<LockResult<MutexGuard<'a, ()>>> {
         let died = self.lock_in(live, Some(Deadline::after(Some(timeout))), RAW_RESOURCE)?;
+        Ok(self.guard(live, died))
+    }
+
+    /// Makes an *unrecoverable* mutex usable again, in place: locks like
+    /// [`lock_timeout`](Self::lock_timeout) (so nobody else is inside while it changes
+    /// state), and if the mutex had been given up ([`MutexGuard::mark_unrecoverable`], or a
+    /// peer wrote that state), turns it into *inconsistent* and returns
+    /// [`LockResult::OwnerDied`]: repair the data, then
+    /// [`make_consistent`](MutexGuard::make_consistent) (dropping the guard unrepaired
+    /// leaves it inconsistent, not unrecoverable). On a mutex that was not unrecoverable
+    /// it is exactly `lock_timeout`. A consistency word shmkit never writes is still
+    /// [`Error::Corrupt`].
+    ///
+    /// ```
+    /// use shmkit::sync::{Mutex, LockResult};
+    /// let m = Mutex::<u32>::anonymous(5)?;
+    /// m.lock()?.into_guard().mark_unrecoverable(); // give up, POSIX style
+    /// assert!(matches!(m.lock(), Err(shmkit::Error::Unrecoverable { .. })));
+    /// let t = std::time::Duration::from_secs(1);
+    /// match m.reset_unrecoverable(t)? {
+    ///     LockResult::OwnerDied(mut g) => { *g = 0; g.make_consistent()?; }
+    ///     LockResult::Acquired(_) => unreachable!(),
+    /// }
+    /// assert_eq!(*m.lock_or_repair(|_| ())?, 0);
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn reset_unrecoverable<'a>(
+        &'a self,
+        live: &'a Liveness,
+        timeout: Duration,
+    ) -> Result<LockResult<MutexGuard<'a, ()>>> {
+        let died = self.lock_mode(
+            live,
+            Some(Deadline::after(Some(timeout))),
+            RAW_RESOURCE,
+            true,
+        )?;
         Ok(self.guard(live, died))
     }
 
@@ -500,14 +583,19 @@ fn timeout(resource: &str, op: &'static str, d: Deadline) -> Error {
 
 /// The outcome of acquiring a robust lock: the guard, and whether the previous owner died
 /// while holding it (like iceoryx2's `LockAcquiredButOwnerDied`).
+///
+/// The easy, safe shape is [`or_repair`](LockResult::or_repair) (or
+/// [`Mutex::lock_or_repair`]): the repair closure runs only after a death.
+/// [`into_guard`](LockResult::into_guard) discards the news: the expert path.
 #[derive(Debug)]
-#[must_use = "an OwnerDied guard must be repaired and made consistent"]
+#[must_use = "an OwnerDied guard must be repaired and made consistent: see `or_repair`"]
 pub enum LockResult<G> {
     /// Acquired normally.
     Acquired(G),
-    /// Acquired, but the previous owner died holding the lock: the protected data may be
-    /// half-updated. Repair it, then call `make_consistent()` on the guard; dropping the
-    /// guard without doing so makes the mutex unrecoverable.
+    /// Acquired, but an owner died holding the lock and nobody has repaired since: the
+    /// protected data may be half-updated. Repair it, then call `make_consistent()` on
+    /// the guard; dropping the guard without doing so leaves the data marked inconsistent
+    /// and the next locker gets `OwnerDied` again.
     OwnerDied(G),
 }
 
@@ -520,7 +608,14 @@ impl<G> LockResult<G> {
         }
     }
 
-    /// The guard, whichever way it was acquired.
+    /// The guard, whichever way it was acquired: the expert path, which **drops the
+    /// news** that an owner died. The mutex does not forget: unless you call
+    /// [`MutexGuard::make_consistent`], it stays inconsistent and the next locker gets
+    /// `OwnerDied` in turn. Prefer [`or_repair`](LockResult::or_repair); use this when
+    /// the data cannot be inconsistent (e.g. `Mutex<()>` used as a bare lock, or a
+    /// single-word value written in one store) or after checking
+    /// [`owner_died`](Self::owner_died) yourself.
+    #[inline]
     pub fn into_guard(self) -> G {
         match self {
             LockResult::Acquired(g) | LockResult::OwnerDied(g) => g,
@@ -528,11 +623,13 @@ impl<G> LockResult<G> {
     }
 
     /// True for [`LockResult::OwnerDied`].
+    #[inline]
     pub fn owner_died(&self) -> bool {
         matches!(self, LockResult::OwnerDied(_))
     }
 
     /// Applies `f` to the guard, keeping the variant.
+    #[inline]
     pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockResult<H> {
         match self {
             LockResult::Acquired(g) => LockResult::Acquired(f(g)),
@@ -541,10 +638,48 @@ impl<G> LockResult<G> {
     }
 }
 
+impl<'a, T: ?Sized> LockResult<MutexGuard<'a, T>> {
+    /// The guard; after an owner death, first runs `repair` on the data and marks it
+    /// consistent. The safe way out of a `LockResult`.
+    ///
+    /// ```
+    /// use shmkit::sync::{Mutex, RawRobustMutex};
+    /// let m = Mutex::<[u64; 2]>::anonymous([0, 0])?;
+    /// // Invariant: both halves are equal. A holder killed between the two writes breaks
+    /// // it; the next locker restores it.
+    /// let mut g = m.lock()?.or_repair(|v| v[1] = v[0]);
+    /// g[0] += 1;
+    /// g[1] += 1;
+    /// // The raw lock guards `()`: repair whatever it protects in your own layout.
+    /// let raw: &RawRobustMutex = m.raw();
+    /// drop(g);
+    /// let _g = raw.lock(m.segment().liveness())?.or_repair(|()| { /* fix your data */ });
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    #[inline]
+    pub fn or_repair(self, repair: impl FnOnce(&mut T)) -> MutexGuard<'a, T> {
+        match self {
+            LockResult::Acquired(g) => g,
+            LockResult::OwnerDied(g) => repair_cold(g, repair),
+        }
+    }
+}
+
+#[cold]
+fn repair_cold<'a, T: ?Sized>(
+    mut g: MutexGuard<'a, T>,
+    repair: impl FnOnce(&mut T),
+) -> MutexGuard<'a, T> {
+    repair(&mut g);
+    g.mark_consistent();
+    g
+}
+
 /// Proof that this thread holds a robust mutex, with access to the data it guards
 /// (`T` may be a slice, `()` for a bare lock). Unlocks on drop.
 ///
 /// Not `Send`: the owner thread id recorded in the mutex is the locking thread's.
+#[must_use = "if unused the Mutex unlocks at once"]
 pub struct MutexGuard<'a, T: ?Sized> {
     pub(crate) lock: &'a RawRobustMutex,
     pub(crate) live: &'a Liveness,
@@ -559,6 +694,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// # Safety
     /// The calling thread holds `lock`; `data` is valid for reads and writes for `'a` and
     /// only accessed under `lock`.
+    #[inline]
     unsafe fn new(
         lock: &'a RawRobustMutex,
         live: &'a Liveness,
@@ -579,11 +715,28 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// Marks the state consistent after an owner died (the data has been repaired).
     /// A no-op when it already is. Never fails (the `Result` is kept for API stability).
     pub fn make_consistent(&mut self) -> Result<()> {
+        self.mark_consistent();
+        Ok(())
+    }
+
+    fn mark_consistent(&mut self) {
         if !self.consistent {
             self.lock.make_consistent_in();
             self.consistent = true;
         }
-        Ok(())
+    }
+
+    /// Gives up on the data, POSIX style: unlocks and leaves the mutex *unrecoverable*,
+    /// so that every later lock fails with [`Error::Unrecoverable`] until somebody
+    /// calls [`Mutex::reset_unrecoverable`] (or `shmkit mutex repair`). For the rare
+    /// case where nobody must touch the data again before a human looks; merely
+    /// dropping an unrepaired guard already keeps the next locker informed.
+    pub fn mark_unrecoverable(self) {
+        let g = std::mem::ManuallyDrop::new(self);
+        if g.lock.owned_by_this_process(g.live).is_some() {
+            g.lock.consistency.store(UNRECOVERABLE, Ordering::Relaxed);
+        }
+        g.lock.unlock_in(g.live, false);
     }
 
     /// False while an owner-died state has not been repaired.
@@ -599,6 +752,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
 
 impl<T: ?Sized> Deref for MutexGuard<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
         // SAFETY: constructor contract: valid while the lock is held, which it is.
         unsafe { self.data.as_ref() }
@@ -606,6 +760,7 @@ impl<T: ?Sized> Deref for MutexGuard<'_, T> {
 }
 
 impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in deref; &mut self gives exclusive access within this process and
         // the lock gives it across processes.
@@ -614,9 +769,10 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 }
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        // An inconsistent guard marks the mutex unrecoverable: every later lock fails
-        // with Error::Unrecoverable.
+        // An unrepaired guard leaves the data marked inconsistent: the next locker gets
+        // OwnerDied (see the module docs, "No dead end").
         self.lock.unlock_in(self.live, !self.consistent);
     }
 }
@@ -734,6 +890,7 @@ impl<T: Pod> Locked<T> {
         })
     }
 
+    #[inline]
     fn raw(&self) -> &RawRobustMutex {
         // SAFETY: check_layout verified this is a mutex segment made by mutex_init, whose
         // payload starts with an initialised RawRobustMutex (64-byte aligned); it lives
@@ -741,6 +898,7 @@ impl<T: Pod> Locked<T> {
         unsafe { &*(self.seg.payload_ptr() as *const RawRobustMutex) }
     }
 
+    #[inline]
     fn data(&self) -> NonNull<[T]> {
         // SAFETY: the layout check guarantees `len` elements of T at data_offset, aligned
         // for T (payload aligned to max(64, align_of T) and the offset is a multiple).
@@ -748,6 +906,7 @@ impl<T: Pod> Locked<T> {
         NonNull::slice_from_raw_parts(NonNull::new(p).unwrap_or(NonNull::dangling()), self.len)
     }
 
+    #[inline(always)]
     fn guard(&self, died: bool) -> LockResult<MutexGuard<'_, [T]>> {
         // SAFETY: the lock was just acquired by this thread; the data is valid for the
         // lifetime of &self and only accessed under the lock by well-behaved peers.
@@ -763,28 +922,26 @@ impl<T: Pod> Locked<T> {
         LockResult::from_guard(g, died)
     }
 
+    #[inline(always)]
     fn lock_in(&self, deadline: Option<Deadline>) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         let died = self
             .raw()
             .lock_in(self.seg.liveness(), deadline, &self.resource)?;
         Ok(self.guard(died))
     }
-}
 
-fn repaired<'a, T: ?Sized>(
-    r: LockResult<MutexGuard<'a, T>>,
-    repair: impl FnOnce(&mut T),
-) -> Result<MutexGuard<'a, T>> {
-    match r {
-        LockResult::Acquired(g) => Ok(g),
-        LockResult::OwnerDied(mut g) => {
-            repair(&mut g);
-            g.make_consistent()?;
-            Ok(g)
-        }
+    fn reset(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, [T]>>> {
+        let died = self.raw().lock_mode(
+            self.seg.liveness(),
+            Some(Deadline::after(Some(timeout))),
+            &self.resource,
+            true,
+        )?;
+        Ok(self.guard(died))
     }
 }
 
+#[inline]
 fn first<'a, T>(g: MutexGuard<'a, [T]>) -> MutexGuard<'a, T> {
     let g = std::mem::ManuallyDrop::new(g);
     MutexGuard {
@@ -799,21 +956,29 @@ fn first<'a, T>(g: MutexGuard<'a, [T]>) -> MutexGuard<'a, T> {
 
 /// One `T` guarded by a robust, process-shared mutex, in its own segment: Python's
 /// `multiprocessing.Value(typecode, lock=True)` where `with v.get_lock(): v.value += 1`
-/// becomes `*m.lock()?.into_guard() += 1`... after deciding what to do if a holder died.
+/// becomes `*m.lock_or_repair(|v| ...)? += 1`: the closure says what to do with the data
+/// if a holder died in the middle of an update (it runs only then).
 ///
 /// ```
-/// use shmkit::sync::{Mutex, LockResult};
+/// use shmkit::sync::Mutex;
 /// let name = format!("doc-mutex-{}", std::process::id());
 /// let m = Mutex::<[u64; 2]>::create(&name, [0, 0])?;
 /// let other = Mutex::<[u64; 2]>::open(&name)?; // e.g. in another process
-/// match other.lock()? {
-///     LockResult::Acquired(mut g) => { g[0] += 1; g[1] += 1; }
-///     LockResult::OwnerDied(mut g) => { g[1] = g[0]; g.make_consistent()?; }
+/// {
+///     // Invariant: both halves equal. If a holder died between the two writes, restore it.
+///     let mut g = other.lock_or_repair(|v| v[1] = v[0])?;
+///     g[0] += 1;
+///     g[1] += 1;
 /// }
-/// assert_eq!(*m.lock()?.into_guard(), [1, 1]);
+/// assert_eq!(*m.lock_or_repair(|v| v[1] = v[0])?, [1, 1]);
 /// shmkit::Segment::unlink(&name)?;
 /// # Ok::<(), shmkit::Error>(())
 /// ```
+///
+/// To handle the death yourself, match the [`LockResult`] of [`lock`](Self::lock)
+/// (`Acquired(g)` / `OwnerDied(g)`, then `g.make_consistent()`). A guard dropped without
+/// repair leaves the mutex inconsistent, never locked out: the next locker is told in turn
+/// (module docs, "No dead end").
 #[derive(Debug)]
 pub struct Mutex<T> {
     inner: Locked<T>,
@@ -878,37 +1043,50 @@ impl<T: Pod> Mutex<T> {
         })
     }
 
-    /// Locks (blocking). `OwnerDied` hands over the guard of a lock whose holder died.
+    /// Locks (blocking). `OwnerDied` hands over the guard of a lock whose holder died;
+    /// [`lock_or_repair`](Self::lock_or_repair) is the shorter, safe form.
+    #[inline(always)]
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, T>>> {
         Ok(self.inner.lock_in(Some(Deadline::after(None)))?.map(first))
     }
 
-    /// Locks; if the previous holder died, runs `repair` on the data and marks it
+    /// Locks; if a holder died mid-update, runs `repair` on the data and marks it
     /// consistent before handing over the guard. The shape of Python's
-    /// `with v.get_lock():`, with the repair step Python does not have.
+    /// `with v.get_lock():`, with the repair step Python does not have, and the form to
+    /// use unless you need to tell the two cases apart.
     ///
     /// ```
     /// use shmkit::sync::Mutex;
     /// let m = Mutex::<u64>::anonymous(1)?;
     /// *m.lock_or_repair(|v| *v = 0)? += 1; // `repair` runs only after an owner died
-    /// assert_eq!(*m.lock()?.into_guard(), 2);
+    /// assert_eq!(*m.lock_or_repair(|v| *v = 0)?, 2);
     /// # Ok::<(), shmkit::Error>(())
     /// ```
+    #[inline(always)]
     pub fn lock_or_repair(&self, repair: impl FnOnce(&mut T)) -> Result<MutexGuard<'_, T>> {
-        repaired(self.lock()?, repair)
+        Ok(self.lock()?.or_repair(repair))
     }
 
     /// Locks if free now; [`Error::WouldBlock`] if another thread or process holds it.
+    #[inline]
     pub fn try_lock(&self) -> Result<LockResult<MutexGuard<'_, T>>> {
         Ok(self.inner.lock_in(None)?.map(first))
     }
 
     /// Locks, waiting at most `timeout` on `CLOCK_MONOTONIC`; [`Error::Timeout`] after.
+    #[inline]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, T>>> {
         Ok(self
             .inner
             .lock_in(Some(Deadline::after(Some(timeout))))?
             .map(first))
+    }
+
+    /// Makes an unrecoverable mutex usable again in place, safely while others use it:
+    /// see [`RawRobustMutex::reset_unrecoverable`] (waits at most `timeout`; returns
+    /// `OwnerDied` with the guard when it did reset, to repair the data with).
+    pub fn reset_unrecoverable(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, T>>> {
+        Ok(self.inner.reset(timeout)?.map(first))
     }
 
     /// The lock itself (e.g. to inspect its [`owner`](RawRobustMutex::owner)).
@@ -929,10 +1107,11 @@ impl<T: Pod> Mutex<T> {
 /// use shmkit::sync::MutexArray;
 /// let a = MutexArray::<f64>::anonymous(3, 1.5)?;
 /// {
-///     let mut g = a.lock()?.into_guard();
+///     // If a holder died halfway through, start over from a known state.
+///     let mut g = a.lock_or_repair(|v| v.fill(1.5))?;
 ///     for x in g.iter_mut() { *x *= 2.0; }
 /// }
-/// assert_eq!(&*a.lock()?.into_guard(), &[3.0, 3.0, 3.0]);
+/// assert_eq!(&*a.lock_or_repair(|v| v.fill(1.5))?, &[3.0, 3.0, 3.0]);
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 #[derive(Debug)]
@@ -1017,25 +1196,38 @@ impl<T: Pod> MutexArray<T> {
         self.inner.len == 0
     }
 
-    /// Locks (blocking).
+    /// Locks (blocking). See [`lock_or_repair`](Self::lock_or_repair).
+    #[inline(always)]
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         self.inner.lock_in(Some(Deadline::after(None)))
     }
 
-    /// Locks; if the previous holder died, runs `repair` on the data and marks it
+    /// Locks; if a holder died mid-update, runs `repair` on the data and marks it
     /// consistent first. See [`Mutex::lock_or_repair`].
+    #[inline(always)]
     pub fn lock_or_repair(&self, repair: impl FnOnce(&mut [T])) -> Result<MutexGuard<'_, [T]>> {
-        repaired(self.lock()?, repair)
+        Ok(self.lock()?.or_repair(repair))
     }
 
     /// Locks if free now; [`Error::WouldBlock`] otherwise.
+    #[inline]
     pub fn try_lock(&self) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         self.inner.lock_in(None)
     }
 
     /// Locks, waiting at most `timeout`; [`Error::Timeout`] after.
+    #[inline]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         self.inner.lock_in(Some(Deadline::after(Some(timeout))))
+    }
+
+    /// Makes an unrecoverable mutex usable again in place: see
+    /// [`Mutex::reset_unrecoverable`].
+    pub fn reset_unrecoverable(
+        &self,
+        timeout: Duration,
+    ) -> Result<LockResult<MutexGuard<'_, [T]>>> {
+        self.inner.reset(timeout)
     }
 
     /// The lock itself.
@@ -1100,17 +1292,24 @@ mod tests {
     }
 
     #[test]
-    fn dead_owner_gives_owner_died_then_unrecoverable_if_not_repaired() {
+    fn dead_owner_gives_owner_died_until_somebody_repairs() {
         let m = Mutex::<u32>::anonymous(7).unwrap();
         leave_dead_owner(m.raw());
         let r = m.lock_timeout(Duration::from_secs(10)).unwrap();
         assert!(r.owner_died());
         assert!(m.raw().owner().inconsistent);
-        drop(r); // not repaired
-        assert!(matches!(m.lock(), Err(Error::Unrecoverable { .. })));
-        assert!(matches!(m.try_lock(), Err(Error::Unrecoverable { .. })));
-        assert!(m.raw().owner().unrecoverable);
-        assert_eq!(m.raw().owner().token, 0, "an error leaves it unlocked");
+        drop(r.into_guard()); // not repaired
+        assert!(m.raw().owner().inconsistent);
+        assert!(!m.raw().owner().unrecoverable);
+        assert_eq!(m.raw().owner().token, 0, "unlocked");
+        // The next lockers are told in turn, until one repairs.
+        assert!(m.try_lock().unwrap().owner_died());
+        assert!(m.lock().unwrap().owner_died());
+        let mut g = m.lock().unwrap().or_repair(|v| *v = 0);
+        *g += 1;
+        drop(g);
+        assert!(!m.raw().owner().inconsistent);
+        assert_eq!(*m.lock().unwrap().into_guard(), 1);
     }
 
     #[test]
@@ -1120,12 +1319,55 @@ mod tests {
         leave_dead_owner(m.raw());
         // try_lock takes a dead owner's lock over too.
         assert!(m.try_lock().unwrap().owner_died());
-        // ...and that guard, dropped unrepaired, made it unrecoverable.
-        assert!(m.lock().is_err());
-        m.raw().consistency.store(CONSISTENT, Ordering::SeqCst);
         leave_dead_owner(m.raw());
         assert_eq!(*m.lock_or_repair(|v| *v = 100).unwrap(), 100);
         assert!(!m.lock().unwrap().owner_died());
+    }
+
+    #[test]
+    fn mark_unrecoverable_locks_everyone_out_until_reset() {
+        let m = Mutex::<u32>::anonymous(7).unwrap();
+        m.lock().unwrap().into_guard().mark_unrecoverable();
+        assert!(matches!(m.lock(), Err(Error::Unrecoverable { .. })));
+        assert!(matches!(m.try_lock(), Err(Error::Unrecoverable { .. })));
+        assert!(m.raw().owner().unrecoverable);
+        assert_eq!(m.raw().owner().token, 0, "an error leaves it unlocked");
+        let r = m.reset_unrecoverable(Duration::from_secs(5)).unwrap();
+        assert!(r.owner_died(), "a reset hands out OwnerDied");
+        assert!(m.raw().owner().inconsistent);
+        drop(r); // unrepaired: inconsistent, still recoverable
+        let g = m.reset_unrecoverable(Duration::from_secs(5)).unwrap();
+        assert!(g.owner_died());
+        let _ = g.or_repair(|v| *v = 1);
+        let r = m.reset_unrecoverable(Duration::from_secs(5)).unwrap();
+        assert!(!r.owner_died(), "on a consistent mutex it is a plain lock");
+        assert_eq!(*r.into_guard(), 1);
+        // Held by a live thread: the reset waits for it like a lock.
+        let g = m.lock().unwrap().into_guard();
+        let m2 = &m;
+        std::thread::scope(|s| {
+            let e = s
+                .spawn(|| m2.reset_unrecoverable(Duration::from_millis(20)).map(drop))
+                .join()
+                .unwrap();
+            assert!(e.unwrap_err().is_timeout());
+        });
+        drop(g);
+        // A corrupt consistency word is not "unrecoverable": still an error.
+        m.raw().consistency.store(77, Ordering::SeqCst);
+        let e = m.reset_unrecoverable(Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
+
+    #[test]
+    fn forked_copy_of_a_guard_never_marks_the_parents_mutex() {
+        let m = Mutex::<u32>::anonymous(0).unwrap();
+        let g = m.lock().unwrap().into_guard();
+        // A peer's token in the word: mark_unrecoverable on our (stale) guard is a no-op.
+        m.raw().word.store(12345, Ordering::SeqCst);
+        g.mark_unrecoverable();
+        assert_eq!(m.raw().word.load(Ordering::SeqCst), 12345);
+        assert!(!m.raw().owner().unrecoverable);
     }
 
     #[test]
@@ -1144,6 +1386,27 @@ mod tests {
         raw.word.store(0, Ordering::SeqCst);
         raw.consistency.store(77, Ordering::SeqCst);
         assert!(matches!(m.lock(), Err(Error::Corrupt { .. })));
+        // Forged states under a forged (dead) owner: the reset path stays bounded and
+        // gives a lock, an OwnerDied or an error.
+        for (w, c) in [
+            (u32::MAX, UNRECOVERABLE),
+            (OWNER_MASK, UNRECOVERABLE),
+            (WAITERS, UNRECOVERABLE),
+            (3 | WAITERS, INCONSISTENT),
+            (0, u32::MAX),
+            (0, UNRECOVERABLE + 1),
+        ] {
+            raw.word.store(w, Ordering::SeqCst);
+            raw.consistency.store(c, Ordering::SeqCst);
+            match m.reset_unrecoverable(Duration::from_millis(50)) {
+                Ok(r) => drop(r.or_repair(|_| ())),
+                Err(e) => assert!(
+                    e.is_timeout() || matches!(e, Error::Corrupt { .. }),
+                    "{w:#x}/{c}: {e}"
+                ),
+            }
+        }
+        raw.word.store(0, Ordering::SeqCst);
         raw.consistency.store(CONSISTENT, Ordering::SeqCst);
         // A forged owner thread id with our token: EDEADLK, nothing worse.
         let me = m.segment().liveness().token().unwrap();

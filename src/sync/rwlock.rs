@@ -531,6 +531,7 @@ pub struct RwLock<T> {
 }
 
 /// Shared access; unlocks on drop. Not `Send`.
+#[must_use = "if unused the RwLock unlocks at once"]
 pub struct RwLockReadGuard<'a, T> {
     lock: &'a RwLock<T>,
     writer_died: bool,
@@ -538,6 +539,7 @@ pub struct RwLockReadGuard<'a, T> {
 }
 
 /// Exclusive access; unlocks on drop. Not `Send`.
+#[must_use = "if unused the RwLock unlocks at once"]
 pub struct RwLockWriteGuard<'a, T> {
     lock: &'a RwLock<T>,
     writer_died: bool,

@@ -177,6 +177,17 @@ pub(crate) fn byte_held(fd: impl AsFd, kind: libc::c_int, byte: i64) -> Result<b
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
+/// Whether some process holds `token` on the object open as `file` (any open file
+/// description but `file`'s own): one `fcntl(F_OFD_GETLK)`, which needs only read access,
+/// so a tool can ask without mapping or opening the object as a segment. 0 and values
+/// above [`TOKEN_MAX`] are nobody's (`Some(false)`); `None` if the kernel refused.
+pub fn token_held(file: &File, token: u32) -> Option<bool> {
+    if token == 0 || token > TOKEN_MAX {
+        return Some(false);
+    }
+    byte_held(file, libc::F_WRLCK, TOKEN_BASE + i64::from(token)).ok()
+}
+
 /// The liveness context of one segment handle: the object's file (holding the presence
 /// lock, and the creator lock for the creating handle) and this handle's token on it.
 ///
@@ -418,7 +429,7 @@ impl Liveness {
         {
             return true; // our own, drawn in this process
         }
-        byte_held(&self.file, libc::F_WRLCK, TOKEN_BASE + i64::from(token)).unwrap_or(true)
+        token_held(&self.file, token).unwrap_or(true)
     }
 
     /// Whether another handle (any process, any PID namespace) holds this object open.

@@ -538,7 +538,53 @@ fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
     Ok(())
 }
 
-/// Kinds whose `info` shows state read from the payload (which needs a mapping).
+/// The state of a synchronisation object for `info`, from a `pread` snapshot of its header
+/// and its payload's first bytes (never a mapping: a peer that resizes the object
+/// meanwhile causes a clean error, not a SIGBUS); owner liveness from `F_OFD_GETLK` on
+/// the same open file. `None`: not (or no longer) a synchronisation object.
+fn sync_details(name: &str, path: &Path) -> Result<Option<Vec<(String, String)>>, Error> {
+    use shmkit::segment::header::HEADER_LEN;
+    use std::os::unix::fs::FileExt;
+    let file = open_for_read(path)?;
+    // Reads up to `buf.len()` bytes at `off`; fewer only at the end of the file.
+    let read = |buf: &mut [u8], off: u64| -> Result<usize, Error> {
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::os(name, "pread", errno_of(&e))),
+            }
+        }
+        Ok(got)
+    };
+    let changed = |what: String| {
+        Error::corrupt(
+            name,
+            format!("the object changed while being read ({what}); run `shmkit info` again"),
+        )
+    };
+    let mut head = [0u8; HEADER_LEN];
+    let got = read(&mut head, 0)?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::os(name, "fstat", errno_of(&e)))?
+        .len();
+    let h = Header::parse(&head[..got], file_len).map_err(|e| changed(e.to_string()))?;
+    if h.state() != State::Ready {
+        return Err(changed(format!("now {}", h.state())));
+    }
+    let mut snap = [0u8; shmkit::sync::SNAPSHOT_LEN];
+    let want = shmkit::sync::snapshot_len(&h);
+    let got = read(&mut snap[..want], h.raw.payload_offset)?;
+    // A short read (the object shrank meanwhile) is describe_bytes' "changed" error.
+    shmkit::sync::describe_bytes(name, &h, &snap[..got], |t| {
+        shmkit::liveness::token_held(&file, t).unwrap_or(true)
+    })
+}
+
+/// Kinds whose `info` shows state read from the payload.
 fn has_payload_details(kind: &str) -> bool {
     [
         Kind::Mutex,
@@ -565,18 +611,13 @@ fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
     let maps = shmkit::process::mapped_files();
     let mut j = describe(&path, &maps);
     // Kind-specific state (lock owner and liveness, semaphore count, event state...): only
-    // for the synchronisation kinds, the only ones that need to map the object.
+    // for the synchronisation kinds, read with `pread`, never mapped.
     let detailed = j.get("state").and_then(Json::as_str) == Some("ready")
         && j.get("kind")
             .and_then(Json::as_str)
             .is_some_and(has_payload_details);
     if detailed {
-        let opts = Segment::options().timeout(std::time::Duration::from_millis(200));
-        if let Some(details) = opts
-            .open(n.as_str())
-            .ok()
-            .and_then(|seg| shmkit::sync::describe(&seg))
-        {
+        if let Some(details) = sync_details(n.as_str(), &path)? {
             if let Some(o) = j.as_object_mut() {
                 for (k, v) in details {
                     o.insert(k, json!(v));

@@ -180,53 +180,87 @@ fn non_utf8_names_and_special_modes_are_one_line_errors() {
     assert!(!fifo.exists());
 }
 
-/// Child role: resizes `/dev/shm/NAME` to random sizes (restoring a valid header now and
-/// then) until its parent goes away or a minute passes.
-fn resizer(name: &str, header: &[u8]) {
+/// Child role: resizes each `/dev/shm/NAME` to random sizes (restoring a valid first page
+/// now and then) until its parent goes away or a minute passes. `objects`: (name, first
+/// page) pairs.
+fn resizer(objects: &[(String, Vec<u8>)]) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/dev/shm/{name}"))
-        .expect("open");
+    let files: Vec<_> = objects
+        .iter()
+        .map(|(name, page)| {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/dev/shm/{name}"))
+                .expect("open");
+            (f, page)
+        })
+        .collect();
     let parent = nix::unistd::getppid();
     let sizes = [0u64, 1, 100, 255, 256, 4095, 4096, 4097, 65536, 1 << 20];
     let start = std::time::Instant::now();
     let mut x = u64::from(std::process::id()) | 1;
     harness::tell("resizing");
     while nix::unistd::getppid() == parent && start.elapsed() < Duration::from_secs(60) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let _ = f.set_len(sizes[(x % sizes.len() as u64) as usize]);
-        if x % 3 == 0 {
-            let _ = f.write_all_at(header, 0);
+        for (f, page) in &files {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let _ = f.set_len(sizes[(x % sizes.len() as u64) as usize]);
+            if x % 3 == 0 {
+                let _ = f.write_all_at(page, 0);
+            }
         }
     }
+}
+
+/// The first page (at most) of `/dev/shm/NAME`, saved to a temporary file.
+fn save_first_page(name: &str) -> harness::PathGuard {
+    let path = std::env::temp_dir().join(unique("header"));
+    let bytes = std::fs::read(format!("/dev/shm/{name}")).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len().min(4096)]).unwrap();
+    harness::PathGuard(path)
 }
 
 #[test]
 fn resizing_an_object_never_kills_the_cli() {
     if let Some(role) = harness::role() {
         assert_eq!(role, "resizer");
-        let args = harness::args();
-        let header = std::fs::read(&args[1]).expect("header copy");
-        resizer(&args[0], &header);
+        let objects: Vec<_> = harness::args()
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), std::fs::read(&p[1]).expect("page copy")))
+            .collect();
+        resizer(&objects);
         std::process::exit(0);
     }
     let name = unique("resize");
-    let _g = Guard(vec![name.clone()]);
+    let mx = unique("resize-mx");
+    let _g = Guard(vec![name.clone(), mx.clone()]);
     // A real array's first page, which the resizer writes back now and then, so the CLI
     // sees valid headers over payloads that come and go.
     ok(&["array", "create", &name, "--type", "u8", "--len", "100000"]);
-    let first_page = std::env::temp_dir().join(unique("header"));
-    let _p = harness::PathGuard(first_page.clone());
-    let bytes = std::fs::read(format!("/dev/shm/{name}")).unwrap();
-    std::fs::write(&first_page, &bytes[..4096]).unwrap();
+    // A mutex this process holds (`info` decodes its words and asks the kernel whether
+    // the owner's token is held). The handle and guard are leaked on purpose: the
+    // resizer shrinks the object under our mapping, and unlocking would touch it.
+    let m = Box::leak(Box::new(
+        shmkit::sync::Mutex::<u64>::create(&mx, 7).unwrap(),
+    ));
+    std::mem::forget(m.lock().unwrap().into_guard());
+    let info = ok(&["info", &mx]);
+    assert!(
+        info.contains(&format!("locked by pid {}", std::process::id())) && info.contains("alive"),
+        "{info}"
+    );
+    let (page, mx_page) = (save_first_page(&name), save_first_page(&mx));
     let mut child = harness::child(
         "resizing_an_object_never_kills_the_cli",
         "resizer",
-        &[&name, first_page.to_str().unwrap()],
+        &[
+            &name,
+            page.0.to_str().unwrap(),
+            &mx,
+            mx_page.0.to_str().unwrap(),
+        ],
     )
     .stdout(Stdio::piped())
     .spawn()
@@ -250,6 +284,8 @@ fn resizing_an_object_never_kills_the_cli() {
         vec!["gc", "--dry-run", "--prefix", &prefix],
         vec!["array", "dump", &name, "--raw", "--type", "u8"],
         vec!["array", "dump", &name],
+        vec!["info", &mx],
+        vec!["info", &mx, "--json"],
     ];
     let mut errors = 0;
     for round in 0..100 {
@@ -280,5 +316,8 @@ fn resizing_an_object_never_kills_the_cli() {
         "the resizer stopped early"
     );
     drop(child);
-    eprintln!("resize race: {errors} clean errors in 700 runs");
+    eprintln!(
+        "resize race: {errors} clean errors in {} runs",
+        100 * commands.len()
+    );
 }

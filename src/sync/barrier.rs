@@ -203,12 +203,17 @@ impl RawBarrier {
 
     /// (arrived, parties, generation), for diagnostics.
     pub fn state(&self) -> (u32, u32, u32) {
-        let w = self.word.load(Ordering::Relaxed);
-        (
-            w & ARRIVED_MASK,
+        Self::decode([
+            self.word.load(Ordering::Relaxed),
+            self.sleepers.load(Ordering::Relaxed),
             self.parties.load(Ordering::Relaxed),
-            w >> 16,
-        )
+        ])
+    }
+
+    /// (arrived, parties, generation) from the three words (word, sleepers, parties), as
+    /// read from memory or from a byte snapshot.
+    pub(crate) fn decode([w, _sleepers, parties]: [u32; 3]) -> (u32, u32, u32) {
+        (w & ARRIVED_MASK, parties, w >> 16)
     }
 }
 
@@ -321,20 +326,19 @@ impl Barrier {
         &self.seg
     }
 
-    pub(super) fn describe_segment(seg: &Segment) -> Option<Vec<(String, String)>> {
-        let b = Barrier::from_segment_ref(seg)?;
-        let (arrived, parties, generation) = b.state();
-        Some(vec![(
-            "barrier".into(),
-            format!("{arrived}/{parties} arrived, generation {generation}"),
-        )])
+    /// The layout of the barrier segment `h` claims to be (its parties from the
+    /// parameters), to check the header against.
+    pub(super) fn layout_of(h: &crate::segment::Header) -> Option<Layout> {
+        Some(Self::layout(u32::try_from(h.raw.params[2]).ok()?))
     }
 
-    fn from_segment_ref(seg: &Segment) -> Option<&RawBarrier> {
-        let parties = u32::try_from(seg.header().raw.params[2]).ok()?;
-        seg.check_layout(&Self::layout(parties)).ok()?;
-        // SAFETY: as in raw(); borrowed from `seg`.
-        Some(unsafe { &*(seg.payload_ptr() as *const RawBarrier) })
+    /// Rows for `shmkit info` from the words of a [`RawBarrier`].
+    pub(super) fn describe_words(words: [u32; 3]) -> Vec<(String, String)> {
+        let (arrived, parties, generation) = RawBarrier::decode(words);
+        vec![(
+            "barrier".into(),
+            format!("{arrived}/{parties} arrived, generation {generation}"),
+        )]
     }
 }
 

@@ -139,7 +139,16 @@ impl RawEvent {
 
     /// (flag, registered sleepers), for diagnostics.
     pub fn state(&self) -> (bool, u32) {
-        (self.is_set(), self.sleepers.load(Ordering::Relaxed))
+        Self::decode([
+            self.word.load(Ordering::SeqCst),
+            self.sleepers.load(Ordering::Relaxed),
+        ])
+    }
+
+    /// (flag, registered sleepers) from the two words, as read from memory or from a
+    /// byte snapshot.
+    pub(crate) fn decode([w, sleepers]: [u32; 2]) -> (bool, u32) {
+        (w & SET != 0, sleepers)
     }
 }
 

@@ -133,7 +133,10 @@ pub use mutex::{LockResult, Mutex, MutexArray, MutexGuard, OwnerInfo, RawRobustM
 pub use rwlock::{RawRwLock, RwLock, RwLockReadGuard, RwLockState, RwLockWriteGuard};
 pub use semaphore::{BoundedSemaphore, NamedSemaphore, RawSemaphore, Semaphore};
 
-use crate::segment::{Kind, Segment};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::{Error, Result};
+use crate::segment::{Header, Kind, Layout, Segment};
 
 /// An optional deadline on `Instant` (monotonic).
 #[derive(Clone, Copy, Debug)]
@@ -244,8 +247,7 @@ pub(crate) fn monotonic_deadline(timeout: Duration) -> libc::timespec {
     futex::duration_to_timespec(now.saturating_add(timeout))
 }
 
-fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(String, String)> {
-    let o = m.owner_status(live);
+fn describe_mutex(o: OwnerInfo) -> Vec<(String, String)> {
     let state = if o.corrupt {
         "CORRUPT consistency word (lockers get a corrupt-state error; recreate the object)"
             .to_string()
@@ -276,11 +278,161 @@ fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(
     out
 }
 
-/// Human-readable state of a synchronisation segment for `shmkit info`: lock owner pid
-/// and whether it is alive, semaphore counts, event state... `None` if the segment is not
-/// one of this module's kinds (or its layout does not match).
+/// The most payload bytes [`describe_bytes`] looks at: every object it decodes lies in
+/// the first `SNAPSHOT_LEN` bytes of its segment's payload.
+pub const SNAPSHOT_LEN: usize = 32;
+
+/// How many payload bytes to snapshot for [`describe_bytes`]: the payload length the
+/// header gives, at most [`SNAPSHOT_LEN`].
+pub fn snapshot_len(header: &Header) -> usize {
+    header.raw.payload_len.min(SNAPSHOT_LEN as u64) as usize
+}
+
+/// Whether `h` describes exactly `layout` (kind, element type, payload length, flags and
+/// parameters): [`Segment::check_layout`] on a bare header.
+fn header_fits(h: &Header, layout: &Layout) -> bool {
+    let raw = &h.raw;
+    h.kind() == layout.kind
+        && raw.elem_size == layout.elem.size
+        && raw.elem_align == layout.elem.align
+        && raw.elem_count == layout.elem.count
+        && (raw.type_tag == 0 || layout.elem.tag == 0 || raw.type_tag == layout.elem.tag)
+        && raw.payload_len == layout.payload_len
+        && h.kind_flags() == layout.flags & !crate::segment::header::FLAG_PERSISTENT
+        && raw.params == layout.params
+}
+
+/// The first `N` native-endian words of `b`.
+fn words<const N: usize>(b: &[u8]) -> Option<[u32; N]> {
+    let mut w = [0u32; N];
+    for (i, c) in b.get(..N * 4)?.chunks_exact(4).enumerate() {
+        w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    Some(w)
+}
+
+/// Human-readable state of a synchronisation object, decoded from a *snapshot* of its
+/// payload's first bytes: lock owner pid and whether it is alive, semaphore count, event
+/// state... A pure function (no mapping, no system call of its own), for tools that read
+/// the bytes with `pread` (`shmkit info`), so that a process resizing the object cannot
+/// kill them with `SIGBUS`.
 ///
-/// Reads are racy snapshots (atomic, never locking), so they are safe on a wedged object.
+/// - `header`: the object's validated header ([`Header::parse`]);
+/// - `payload`: the payload's first [`snapshot_len`]`(header)` bytes (extra bytes are
+///   ignored);
+/// - `token_alive`: whether a liveness token is held (for a lock's owner), e.g.
+///   [`liveness::token_held`](crate::liveness::token_held) on the object's file.
+///
+/// `Ok(None)` if the header is not one of this module's kinds or its layout does not
+/// match. A `payload` shorter than the header promises (the object shrank while being
+/// read) is [`Error::Corrupt`] ("changed while reading").
+///
+/// ```
+/// use shmkit::segment::Header;
+/// let ev = shmkit::sync::Event::anonymous()?;
+/// ev.set();
+/// let h: &Header = ev.segment().header();
+/// let payload = [1u8, 0, 0, 0, 0, 0, 0, 0]; // the flag word set, no sleepers
+/// let rows = shmkit::sync::describe_bytes("ev", h, &payload, |_| true)?.unwrap();
+/// assert!(rows.iter().any(|(k, v)| k == "event" && v.starts_with("set")));
+/// assert!(shmkit::sync::describe_bytes("ev", h, &payload[..3], |_| true).is_err());
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub fn describe_bytes(
+    resource: &str,
+    header: &Header,
+    payload: &[u8],
+    token_alive: impl Fn(u32) -> bool,
+) -> Result<Option<Vec<(String, String)>>> {
+    let want = snapshot_len(header);
+    let Some(b) = payload.get(..want) else {
+        return Err(Error::corrupt(
+            resource,
+            format!(
+                "the object changed while being read: {} of the {want} payload bytes its \
+                 header promises",
+                payload.len()
+            ),
+        ));
+    };
+    let raw = &header.raw;
+    let rows = match header.kind() {
+        Kind::Mutex if mutex::format_ok(header) => {
+            let Some(w) = words::<4>(b) else {
+                return Ok(None);
+            };
+            let mut o = OwnerInfo::from_words(w);
+            o.owner_died = o.token != 0 && !token_alive(o.token);
+            let mut out = describe_mutex(o);
+            out.push((
+                "data".into(),
+                format!(
+                    "{} x {} ({} bytes each)",
+                    raw.elem_count,
+                    header.type_name(),
+                    raw.elem_size
+                ),
+            ));
+            out
+        }
+        Kind::Event if header_fits(header, &Event::layout()) => {
+            let Some(w) = words::<2>(b) else {
+                return Ok(None);
+            };
+            let (set, sleepers) = RawEvent::decode(w);
+            vec![(
+                "event".into(),
+                format!(
+                    "{}, {sleepers} registered waiter(s)",
+                    if set { "set" } else { "clear" }
+                ),
+            )]
+        }
+        Kind::Condvar if header_fits(header, &Condvar::layout()) => {
+            let Some([_seq, w]) = words::<2>(b) else {
+                return Ok(None);
+            };
+            vec![(
+                "condvar".into(),
+                format!("{w} registered waiter(s) (waiters killed while waiting stay counted)"),
+            )]
+        }
+        Kind::Semaphore => match Semaphore::layout_of(header) {
+            Some(l) if header_fits(header, &l) => {
+                let Some(w) = words::<2>(b) else {
+                    return Ok(None);
+                };
+                Semaphore::describe_words(raw.params[2] as u32, w)
+            }
+            _ => return Ok(None),
+        },
+        Kind::Barrier => match Barrier::layout_of(header) {
+            Some(l) if header_fits(header, &l) => {
+                let Some(w) = words::<3>(b) else {
+                    return Ok(None);
+                };
+                Barrier::describe_words(w)
+            }
+            _ => return Ok(None),
+        },
+        Kind::RwLock if rwlock::format_ok(header) => {
+            let Some(w) = words::<6>(b) else {
+                return Ok(None);
+            };
+            rwlock::describe_state(RwLockState::from_words(w), token_alive)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(rows))
+}
+
+/// Human-readable state of a synchronisation segment (see [`describe_bytes`]): lock owner
+/// pid and whether it is alive, semaphore counts, event state... `None` if the segment is
+/// not one of this module's kinds (or its layout does not match).
+///
+/// Reads are racy snapshots (atomic word loads through the mapping, never locking), so
+/// they are safe on a wedged object. Tools that must survive a peer resizing the object
+/// read the bytes with `pread` instead and call [`describe_bytes`] (`shmkit info` does).
 ///
 /// ```
 /// let ev = shmkit::sync::Event::anonymous()?;
@@ -290,56 +442,23 @@ fn describe_mutex(m: &RawRobustMutex, live: &crate::liveness::Liveness) -> Vec<(
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 pub fn describe(seg: &Segment) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let p = seg.payload_ptr();
-    let raw = &seg.header().raw;
-    match seg.header().kind() {
-        Kind::Mutex => {
-            out.extend(describe_mutex(mutex::raw_mutex(seg).ok()?, seg.liveness()));
-            out.push((
-                "data".into(),
-                format!(
-                    "{} x {} ({} bytes each)",
-                    raw.elem_count,
-                    seg.header().type_name(),
-                    raw.elem_size
-                ),
-            ));
-        }
-        Kind::Event => {
-            seg.check_layout(&Event::layout()).ok()?;
-            // SAFETY: checked layout: the payload is a RawEvent of atomics.
-            let (set, sleepers) = unsafe { &*(p as *const RawEvent) }.state();
-            out.push((
-                "event".into(),
-                format!(
-                    "{}, {sleepers} registered waiter(s)",
-                    if set { "set" } else { "clear" }
-                ),
-            ));
-        }
-        Kind::Condvar => {
-            seg.check_layout(&Condvar::layout()).ok()?;
-            // SAFETY: checked layout: the payload is a RawCondvar of atomics.
-            let w = unsafe { &*(p as *const RawCondvar) }.waiters();
-            out.push((
-                "condvar".into(),
-                format!("{w} registered waiter(s) (waiters killed while waiting stay counted)"),
-            ));
-        }
-        Kind::Semaphore => {
-            let sem = Semaphore::describe_segment(seg)?;
-            out.extend(sem);
-        }
-        Kind::Barrier => {
-            out.extend(Barrier::describe_segment(seg)?);
-        }
-        Kind::RwLock => {
-            out.extend(rwlock::describe_segment(seg)?);
-        }
-        _ => return None,
+    let n = snapshot_len(seg.header()).min(seg.payload_len()) / 4;
+    let mut snap = [0u8; SNAPSHOT_LEN];
+    let base = seg.payload_ptr() as *const AtomicU32;
+    for (i, c) in snap.chunks_exact_mut(4).take(n).enumerate() {
+        // SAFETY: the payload is 64-byte aligned and mapped for `payload_len` bytes, of
+        // which word `i` lies within the first `n * 4`; an atomic load of shared memory
+        // that peers may write concurrently is the sanctioned way to read it (any bit
+        // pattern is a valid u32); the pointer is only used for this load.
+        let w = unsafe { &*base.add(i) }.load(Ordering::Relaxed);
+        c.copy_from_slice(&w.to_ne_bytes());
     }
-    Some(out)
+    let payload = &snap[..n * 4];
+    describe_bytes(&seg.resource(), seg.header(), payload, |t| {
+        seg.liveness().token_alive(t)
+    })
+    .ok()
+    .flatten()
 }
 
 #[cfg(test)]
@@ -450,5 +569,80 @@ mod tests {
         drop(g);
         let rows = describe(m.segment()).unwrap();
         assert_eq!(rows[0].1, "unlocked");
+    }
+    /// The snapshot of `words` (then zeros up to `len` bytes).
+    fn bytes(words: &[u32], len: usize) -> Vec<u8> {
+        let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        b.resize(len.max(b.len()), 0);
+        b
+    }
+
+    /// The byte form decodes a snapshot like the mapped form, asks the liveness query
+    /// about the owner, and turns a snapshot shorter than the header promises into an
+    /// error.
+    #[test]
+    fn describe_bytes_decodes_snapshots_and_refuses_short_ones() {
+        let m = Mutex::<u64>::anonymous(0).unwrap();
+        let h = m.segment().header();
+        let locked = bytes(&[42 | 1 << 31, 1, 1234, 5678], SNAPSHOT_LEN);
+        let rows = describe_bytes("m", h, &locked, |t| t != 42)
+            .unwrap()
+            .unwrap();
+        let lock = &rows.iter().find(|(k, _)| k == "lock").unwrap().1;
+        assert!(lock.contains("pid 1234") && lock.contains("DIED"), "{lock}");
+        assert!(rows.iter().any(|(k, _)| k == "consistency"));
+        let rows = describe_bytes("m", h, &locked, |_| true).unwrap().unwrap();
+        assert!(rows[0].1.ends_with("alive"), "{:?}", rows[0]);
+        let corrupt = describe_bytes("m", h, &bytes(&[0, 9, 0, 0], SNAPSHOT_LEN), |_| true);
+        assert!(corrupt.unwrap().unwrap()[0].1.starts_with("CORRUPT"));
+        for short in [0, 3, 16, 31] {
+            let e = describe_bytes("m", h, &locked[..short], |_| true).unwrap_err();
+            assert!(
+                matches!(e, Error::Corrupt { .. }) && e.to_string().contains("changed"),
+                "{e}"
+            );
+        }
+
+        let rw = RwLock::<u32>::anonymous(0).unwrap();
+        let w = bytes(&[1 << 31 | 1 << 30, 7, 8, 9, 0, 1], SNAPSHOT_LEN);
+        let rows = describe_bytes("rw", rw.segment().header(), &w, |_| false)
+            .unwrap()
+            .unwrap();
+        assert!(rows[0].1.contains("pid 9 (thread 8)") && rows[0].1.contains("DEAD"));
+        assert!(rows[0].1.contains("a writer waits"));
+
+        let s = BoundedSemaphore::anonymous(3).unwrap();
+        let rows = describe_bytes("s", s.segment().header(), &bytes(&[5, 2], 0), |_| true)
+            .unwrap()
+            .unwrap();
+        assert!(
+            rows[0].1.contains("CORRUPT") && rows[1].1 == "3",
+            "{rows:?}"
+        );
+
+        let b = Barrier::anonymous(3).unwrap();
+        let rows = describe_bytes(
+            "b",
+            b.segment().header(),
+            &bytes(&[2 | 4 << 16, 0, 3], 0),
+            |_| true,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(rows[0].1, "2/3 arrived, generation 4");
+
+        // Not a synchronisation kind: no rows, whatever the bytes.
+        let v = crate::Value::<u64>::anonymous(0).unwrap();
+        assert!(
+            describe_bytes("v", v.segment().header(), &[0; 8], |_| true)
+                .unwrap()
+                .is_none()
+        );
+        // The mapped form agrees with the byte form.
+        let c = Condvar::anonymous().unwrap();
+        assert_eq!(
+            describe(c.segment()),
+            describe_bytes("c", c.segment().header(), &bytes(&[0, 0], 0), |_| true).unwrap()
+        );
     }
 }

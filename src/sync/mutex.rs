@@ -175,6 +175,25 @@ pub struct OwnerInfo {
     pub corrupt: bool,
 }
 
+impl OwnerInfo {
+    /// Decodes the four words of a [`RawRobustMutex`] (lock word, consistency word,
+    /// owner pid, owner tid) as read from memory or from a byte snapshot; `owner_died`
+    /// is left false.
+    pub(crate) fn from_words([w, c, pid, tid]: [u32; 4]) -> OwnerInfo {
+        let token = w & OWNER_MASK;
+        OwnerInfo {
+            token,
+            pid: if token == 0 { 0 } else { pid },
+            tid: if token == 0 { 0 } else { tid },
+            waiters: w & WAITERS != 0,
+            owner_died: false,
+            inconsistent: c == INCONSISTENT,
+            unrecoverable: c == UNRECOVERABLE,
+            corrupt: c > UNRECOVERABLE,
+        }
+    }
+}
+
 impl RawRobustMutex {
     /// Bytes a slot must have.
     pub const SIZE: usize = size_of::<RawRobustMutex>();
@@ -533,27 +552,12 @@ impl RawRobustMutex {
     /// by the time it is returned. `owner_died` is left false: see
     /// [`owner_status`](Self::owner_status).
     pub fn owner(&self) -> OwnerInfo {
-        let w = self.word.load(Ordering::Relaxed);
-        let c = self.consistency.load(Ordering::Relaxed);
-        let token = w & OWNER_MASK;
-        OwnerInfo {
-            token,
-            pid: if token == 0 {
-                0
-            } else {
-                self.owner_pid.load(Ordering::Relaxed)
-            },
-            tid: if token == 0 {
-                0
-            } else {
-                self.owner_tid.load(Ordering::Relaxed)
-            },
-            waiters: w & WAITERS != 0,
-            owner_died: false,
-            inconsistent: c == INCONSISTENT,
-            unrecoverable: c == UNRECOVERABLE,
-            corrupt: c > UNRECOVERABLE,
-        }
+        OwnerInfo::from_words([
+            self.word.load(Ordering::Relaxed),
+            self.consistency.load(Ordering::Relaxed),
+            self.owner_pid.load(Ordering::Relaxed),
+            self.owner_tid.load(Ordering::Relaxed),
+        ])
     }
 
     /// Test helper: leaves a lock word naming a token nobody holds (what a process that
@@ -806,10 +810,7 @@ pub fn raw_mutex(seg: &Segment) -> Result<&RawRobustMutex> {
             found: seg.header().kind().name(),
         });
     }
-    if raw.params[0] != MUTEX_PARAMS_TAG
-        || raw.params[1] != RawRobustMutex::SIZE as u64
-        || seg.payload_len() < RawRobustMutex::SIZE
-    {
+    if !format_ok(seg.header()) {
         return Err(Error::Mismatch {
             resource: seg.resource(),
             what: "mutex format",
@@ -824,6 +825,14 @@ pub fn raw_mutex(seg: &Segment) -> Result<&RawRobustMutex> {
     // any bit pattern valid) at the 64-byte aligned payload (checked in bounds above); it
     // lives as long as the borrowed segment.
     Ok(unsafe { &*(seg.payload_ptr() as *const RawRobustMutex) })
+}
+
+/// Whether a mutex segment's header describes shmkit's lock (format tag, lock size) and
+/// a payload that holds it.
+pub(super) fn format_ok(h: &crate::segment::Header) -> bool {
+    h.raw.params[0] == MUTEX_PARAMS_TAG
+        && h.raw.params[1] == RawRobustMutex::SIZE as u64
+        && h.raw.payload_len >= RawRobustMutex::SIZE as u64
 }
 
 /// Format tag in `Layout::params[0]` of mutex segments.

@@ -104,6 +104,23 @@ pub struct RwLockState {
     pub sleepers: u32,
 }
 
+impl RwLockState {
+    /// Decodes the six words of a [`RawRwLock`], in memory order, as read from memory or
+    /// from a byte snapshot.
+    pub(crate) fn from_words([s, writer, tid, pid, sleepers, dirty]: [u32; 6]) -> Self {
+        RwLockState {
+            readers: s & READERS,
+            write_locked: s & WRITE_LOCKED != 0,
+            write_waiting: s & WRITE_WAITING != 0,
+            writer_token: writer,
+            writer_pid: pid,
+            writer_tid: tid,
+            writer_died: dirty != 0,
+            sleepers,
+        }
+    }
+}
+
 /// What a waiter sleeps for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Want {
@@ -129,17 +146,17 @@ impl RawRwLock {
 
     /// A racy snapshot of the words (diagnostics: `shmkit info`).
     pub fn state(&self) -> RwLockState {
-        let s = self.state.load(Ordering::Relaxed);
-        RwLockState {
-            readers: s & READERS,
-            write_locked: s & WRITE_LOCKED != 0,
-            write_waiting: s & WRITE_WAITING != 0,
-            writer_token: self.writer.load(Ordering::Relaxed),
-            writer_pid: self.writer_pid.load(Ordering::Relaxed),
-            writer_tid: self.writer_tid.load(Ordering::Relaxed),
-            writer_died: self.dirty.load(Ordering::Relaxed) != 0,
-            sleepers: self.sleepers.load(Ordering::Relaxed),
-        }
+        RwLockState::from_words(
+            [
+                &self.state,
+                &self.writer,
+                &self.writer_tid,
+                &self.writer_pid,
+                &self.sleepers,
+                &self.dirty,
+            ]
+            .map(|w| w.load(Ordering::Relaxed)),
+        )
     }
 
     /// `EDEADLK` if the calling thread holds the write lock (token and thread id match).
@@ -729,20 +746,21 @@ impl<T> Drop for RwLockWriteGuard<'_, T> {
     }
 }
 
-/// Rows for `shmkit info` (any element type).
-pub(super) fn describe_segment(seg: &Segment) -> Option<Vec<(String, String)>> {
-    let raw = &seg.header().raw;
-    if raw.params[0] != RW_PARAMS_TAG
-        || raw.params[1] != RW_SIZE as u64
-        || seg.payload_len() < RW_SIZE
-    {
-        return None;
-    }
-    // SAFETY: in bounds (checked): a RawRwLock of atomics at the 64-aligned payload.
-    let st = unsafe { &*(seg.payload_ptr() as *const RawRwLock) }.state();
-    let live = seg.liveness();
+/// Whether an rwlock segment's header describes shmkit's lock (format tag, lock size)
+/// and a payload that holds it (any element type).
+pub(super) fn format_ok(h: &crate::segment::Header) -> bool {
+    h.raw.params[0] == RW_PARAMS_TAG
+        && h.raw.params[1] == RW_SIZE as u64
+        && h.raw.payload_len >= RW_SIZE as u64
+}
+
+/// Rows for `shmkit info`; `token_alive` tells whether the writer's token is held.
+pub(super) fn describe_state(
+    st: RwLockState,
+    token_alive: impl Fn(u32) -> bool,
+) -> Vec<(String, String)> {
     let mut state = if st.write_locked {
-        let alive = live.token_alive(st.writer_token);
+        let alive = token_alive(st.writer_token);
         format!(
             "write-locked by pid {} (thread {}), {}",
             st.writer_pid,
@@ -778,7 +796,7 @@ pub(super) fn describe_segment(seg: &Segment) -> Option<Vec<(String, String)>> {
         "robustness".into(),
         "a dead writer is taken over; a dead reader stays counted (writers time out)".into(),
     ));
-    Some(rows)
+    rows
 }
 
 impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RwLockReadGuard<'_, T> {

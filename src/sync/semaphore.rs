@@ -472,14 +472,14 @@ impl Semaphore {
         &self.seg
     }
 
-    pub(super) fn describe_segment(seg: &Segment) -> Option<Vec<(String, String)>> {
-        let raw = &seg.header().raw;
-        let bound = u32::try_from(raw.params[2]).ok()?;
-        seg.check_layout(&sem_layout(bound)).ok()?;
-        // SAFETY: checked layout: a RawSemaphore (two atomics) at the 64-aligned payload,
-        // borrowed from `seg`.
-        let raw = unsafe { &*(seg.payload_ptr() as *const RawSemaphore) };
-        let v = raw.value();
+    /// The layout of the semaphore segment `h` claims to be (its bound from the
+    /// parameters), to check the header against.
+    pub(super) fn layout_of(h: &crate::segment::Header) -> Option<Layout> {
+        Some(sem_layout(u32::try_from(h.raw.params[2]).ok()?))
+    }
+
+    /// Rows for `shmkit info` from the words of a [`RawSemaphore`] (count, sleepers).
+    pub(super) fn describe_words(bound: u32, [v, sleepers]: [u32; 2]) -> Vec<(String, String)> {
         let count = if v > SEM_VALUE_MAX || (bound != 0 && v > bound) {
             format!("{v} (CORRUPT: above its limit; waits fail with a corrupt-state error)")
         } else {
@@ -489,12 +489,12 @@ impl Semaphore {
         if bound != 0 {
             out.push(("bound".into(), bound.to_string()));
         }
-        out.push(("sleepers".into(), raw.sleepers().to_string()));
+        out.push(("sleepers".into(), sleepers.to_string()));
         out.push((
             "robustness".into(),
             "none: permits held by dead processes are lost".into(),
         ));
-        Some(out)
+        out
     }
 }
 

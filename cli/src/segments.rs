@@ -542,7 +542,10 @@ fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
 /// and its payload's first bytes (never a mapping: a peer that resizes the object
 /// meanwhile causes a clean error, not a SIGBUS); owner liveness from `F_OFD_GETLK` on
 /// the same open file. `None`: not (or no longer) a synchronisation object.
-fn sync_details(name: &str, path: &Path) -> Result<Option<Vec<(String, String)>>, Error> {
+pub(crate) fn sync_details(
+    name: &str,
+    path: &Path,
+) -> Result<Option<Vec<(String, String)>>, Error> {
     use shmkit::segment::header::HEADER_LEN;
     use std::os::unix::fs::FileExt;
     let file = open_for_read(path)?;

@@ -208,9 +208,17 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
     match c {
         MutexCmd::Status { name } => {
             let name = utf8("NAME", &name)?;
-            let seg = Segment::open(&name)?;
-            shmkit::sync::mutex::raw_mutex(&seg)?;
-            for (k, v) in shmkit::sync::describe(&seg).unwrap_or_default() {
+            // Read with pread, never a mapping (a peer resizing the file cannot kill us).
+            let n = shmkit::name::Name::shm(&name)?;
+            let is_mutex = shmkit::segment::inspect_path(&n.fs_path())?
+                .header
+                .is_ok_and(|h| h.kind() == shmkit::segment::Kind::Mutex);
+            if !is_mutex {
+                // Not a mutex (or no longer one): open it for the precise mismatch error.
+                shmkit::sync::mutex::raw_mutex(&Segment::open(&name)?)?;
+            }
+            let details = crate::segments::sync_details(n.as_str(), &n.fs_path())?;
+            for (k, v) in details.unwrap_or_default() {
                 writeln!(out, "{k:<12} {v}")?;
             }
         }

@@ -108,7 +108,7 @@ impl QueueOptions<u8> {
 
 impl ByteQueue {
     /// Hook for `crate::aio`.
-    #[cfg(feature = "async")]
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
     pub(crate) fn core(&self) -> &Core {
         &self.core
     }
@@ -484,7 +484,7 @@ impl ByteQueue {
 }
 
 /// Hooks for `crate::aio` (async zero-copy), see `Core::try_claim_send_hook`.
-#[cfg(feature = "async")]
+#[cfg(all(feature = "async", not(shmkit_loom)))]
 impl ByteQueue {
     /// Whether `len` fits a slot.
     pub(crate) fn check_len_hook(&self, len: usize) -> Result<()> {

@@ -1,7 +1,7 @@
 //! loom models of the queue protocol (run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release --lib queue::loom`).
+//! `RUSTFLAGS="--cfg shmkit_loom" cargo test --release --lib queue::loom`).
 //!
-//! The ring code runs unchanged; under `cfg(loom)` its control words are loom atomics
+//! The ring code runs unchanged; under `cfg(shmkit_loom)` its control words are loom atomics
 //! (see `Ring::new`), the futex is emulated with a loom mutex and condvar (compare and
 //! sleep atomically, no timeout: a lost wake-up is a deadlock loom reports), and the
 //! membarrier-based asymmetric fence is replaced by `SeqCst` fences on both sides (loom

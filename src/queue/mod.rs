@@ -119,7 +119,7 @@ mod bytes;
 mod copy;
 mod errors;
 mod fuzz;
-#[cfg(all(test, loom))]
+#[cfg(all(test, shmkit_loom))]
 mod loom;
 mod ring;
 mod sender;
@@ -166,7 +166,7 @@ const RECOVER_AFTER: Duration = Duration::from_millis(2);
 const RECOVER_EVERY: Duration = Duration::from_millis(10);
 /// How often an idle async waiter (`crate::aio`) looks for peers that died without
 /// closing (the blocking forms do it every `PARK_SLICE`).
-#[cfg(feature = "async")]
+#[cfg(all(feature = "async", not(shmkit_loom)))]
 const ASYNC_SWEEP: Duration = Duration::from_millis(100);
 
 /// Who may send and receive.
@@ -835,7 +835,7 @@ impl Core {
     /// handle sleeps on, and how soon to look again without a wake-up: soon while it is
     /// blocked by another process's unfinished claim, every [`ASYNC_SWEEP`] while peers
     /// are attached (a peer that dies without closing wakes nobody), never otherwise.
-    #[cfg(feature = "async")]
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
     pub(crate) fn wait_hook(&self, send: bool) -> (WaitPoint<'_>, Option<Duration>) {
         let (wp, peer) = if send {
             (self.ring.space_wait(), ROLE_RECEIVER)
@@ -855,7 +855,7 @@ impl Core {
 
     /// Hook for `crate::aio`: whether the peers a blocked send (`send`) or receive waits
     /// for are all gone, sweeping for dead ones (at most every [`RECOVER_EVERY`]).
-    #[cfg(feature = "async")]
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
     pub(crate) fn gone_hook(&self, send: bool) -> bool {
         self.peer_gone(if send { ROLE_RECEIVER } else { ROLE_SENDER }, true)
     }
@@ -1150,7 +1150,7 @@ pub struct Queue<T> {
 
 impl<T> Queue<T> {
     /// Hook for `crate::aio`.
-    #[cfg(feature = "async")]
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
     pub(crate) fn core(&self) -> &Core {
         &self.core
     }
@@ -1630,7 +1630,7 @@ const _: () = {
 
 /// Hooks for `crate::aio` (async zero-copy): a claim taken by one non-blocking attempt
 /// becomes a slot guard in the same poll, with no await point in between.
-#[cfg(feature = "async")]
+#[cfg(all(feature = "async", not(shmkit_loom)))]
 impl Core {
     /// One non-blocking claim to receive (`None`: empty).
     pub(crate) fn try_claim_recv_hook(&self) -> Option<std::result::Result<Claim, RecvError>> {
@@ -1651,7 +1651,7 @@ impl Core {
     }
 }
 
-#[cfg(feature = "async")]
+#[cfg(all(feature = "async", not(shmkit_loom)))]
 impl<T: Pod> Queue<T> {
     /// The guard of a claim from [`Core::try_claim_send_hook`].
     pub(crate) fn send_slot_hook(&self, claim: Claim) -> SendSlot<'_, T> {

@@ -56,10 +56,10 @@
 //! Every one of these words may be garbage written by a hostile peer: it can make a
 //! process see `Disconnected` or not, nothing else (counts saturate, tokens only compare).
 
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 use loom::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::atomic::Ordering;
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Spacing of control words (two cache lines: adjacent-line prefetch on x86 pulls pairs).
@@ -195,11 +195,11 @@ pub(crate) struct Ring {
     pub geo: Geometry,
     /// Under loom, control words live in loom atomics beside the buffer (loom cannot
     /// model atomics reinterpreted from raw memory); slot data stays in the buffer.
-    #[cfg(loom)]
+    #[cfg(shmkit_loom)]
     shadow: &'static Shadow,
 }
 
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 #[derive(Debug)]
 struct Shadow {
     w64: std::collections::BTreeMap<usize, AtomicU64>,
@@ -242,14 +242,14 @@ impl Ring {
     /// `base` must be valid for reads and writes of `geo.total` bytes for as long as the
     /// ring (or a copy) is used, 64-byte aligned, and accessed by others only through this
     /// protocol (atomics for control words).
-    #[cfg(not(loom))]
+    #[cfg(not(shmkit_loom))]
     pub(crate) unsafe fn new(base: *mut u8, geo: Geometry) -> Ring {
         Ring { base, geo }
     }
 
     /// Loom: the control words a ring uses, as loom atomics (leaked: one small table per
     /// model iteration).
-    #[cfg(loom)]
+    #[cfg(shmkit_loom)]
     pub(crate) unsafe fn new(base: *mut u8, geo: Geometry) -> Ring {
         let mut w64 = std::collections::BTreeMap::new();
         for off in (0..OFF_PARTICIPANTS).step_by(8) {
@@ -272,17 +272,17 @@ impl Ring {
         Ring { base, geo, shadow }
     }
 
-    #[cfg(loom)]
+    #[cfg(shmkit_loom)]
     fn u64_at(&self, off: usize) -> &AtomicU64 {
         &self.shadow.w64[&off]
     }
 
-    #[cfg(loom)]
+    #[cfg(shmkit_loom)]
     fn u32_at(&self, off: usize) -> &AtomicU32 {
         &self.shadow.w32[&off]
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(shmkit_loom))]
     #[inline]
     fn u64_at(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off + 8 <= self.geo.total && off % 8 == 0);
@@ -293,7 +293,7 @@ impl Ring {
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(shmkit_loom))]
     #[inline]
     fn u32_at(&self, off: usize) -> &AtomicU32 {
         debug_assert!(off + 4 <= self.geo.total && off % 4 == 0);

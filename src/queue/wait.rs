@@ -35,11 +35,11 @@
 //! Sleeps are sliced (at most [`PARK_SLICE`]) so that a waiter also notices a peer that
 //! died in the middle of an operation (which wakes nobody) and its own deadline.
 
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 use loom::sync::atomic::{AtomicU32, fence};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 use std::sync::atomic::{AtomicU32, compiler_fence, fence};
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,7 @@ impl WaitStrategy {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 /// Sleeps on `word` while it holds `expected`, at most `timeout` ([`crate::sync::futex`]:
 /// shared, not `FUTEX_PRIVATE_FLAG`). Spurious returns are harmless: callers re-check
 /// their condition, so errors and early returns are deliberately ignored.
@@ -104,13 +104,13 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let _ = crate::sync::futex::wait(word, expected, Some(timeout));
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 /// Wakes every process sleeping on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     let _ = crate::sync::futex::wake(word, i32::MAX);
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 
@@ -138,18 +138,18 @@ pub(crate) fn init_fences() -> bool {
 }
 
 /// The waker's half of the store-then-load handshake.
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 fn light_fence() {
     // Loom cannot model membarrier: check the symmetric (fallback) protocol.
     fence(Ordering::SeqCst);
 }
 
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 fn heavy_fence() {
     fence(Ordering::SeqCst);
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 #[inline]
 fn light_fence() {
     if LIGHT.load(Ordering::Relaxed) {
@@ -160,7 +160,7 @@ fn light_fence() {
 }
 
 /// The sleeper's half: a full barrier here and on every CPU running a registered process.
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 fn heavy_fence() {
     fence(Ordering::SeqCst);
     // SAFETY: plain integer arguments, no user memory.
@@ -173,7 +173,7 @@ fn heavy_fence() {
 /// Loom: the futex as the kernel implements it — compare and sleep atomically with
 /// respect to wakers (the hash-bucket lock) — minus timeouts, so that a lost wake-up is a
 /// deadlock loom reports.
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 mod emulated {
     use loom::sync::{Condvar, Mutex};
     loom::lazy_static! {
@@ -181,7 +181,7 @@ mod emulated {
     }
 }
 
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Duration) {
     let (lock, cv) = &*emulated::BUCKET;
     let g = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -190,7 +190,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Duration) {
     }
 }
 
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 pub(crate) fn futex_wake_all(_word: &AtomicU32) {
     let (lock, cv) = &*emulated::BUCKET;
     let _g = lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -132,7 +132,7 @@ impl RawEvent {
     }
 
     /// The futex word and the sleeper count, for the async waiters (`crate::aio`).
-    #[cfg(feature = "async")]
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
     pub(crate) fn wait_words(&self) -> (&AtomicU32, &AtomicU32) {
         (&self.word, &self.sleepers)
     }

@@ -317,7 +317,7 @@ impl RawSemaphore {
     }
 
     /// The count and the sleeper count, for the async waiters (`crate::aio`).
-    #[cfg(feature = "async")]
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
     pub(crate) fn wait_words(&self) -> (&AtomicU32, &AtomicU32) {
         (&self.count, &self.sleepers)
     }
@@ -520,7 +520,7 @@ pub struct BoundedSemaphore {
 
 impl BoundedSemaphore {
     /// The semaphore object, for the async waiters (`crate::aio`).
-    #[cfg(feature = "async")]
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
     pub(crate) fn raw_hook(&self) -> &RawSemaphore {
         self.inner.raw()
     }

@@ -77,10 +77,11 @@ extern "C" fn after_fork_in_child() {
     for slot in &TOKEN_FDS {
         let v = slot.swap(0, Ordering::Relaxed);
         if v != 0 {
+            // Closing affects only the child's descriptor table (close(2) is
+            // async-signal-safe); the owning `Liveness` sees its entry gone and never
+            // closes the number again.
             // SAFETY: the fd was registered by a live `Liveness` of the parent, so it is
-            // open in this child (inherited); closing it here affects only the child's
-            // descriptor table (close(2) is async-signal-safe). The owning `Liveness`
-            // sees its registry entry gone and will not close the number again.
+            // open in this child (inherited) and owned by nobody else here.
             unsafe { libc::close(v as u32 as RawFd) };
         }
     }

@@ -41,11 +41,11 @@ pub(super) fn register<T: OwnsFd>(
             "not called from inside a tokio runtime",
         ));
     }
-    // SAFETY: every `OwnsFd` type owns its descriptor (OwnedFd, or the mq descriptor it
-    // closes on drop) from construction to drop and never replaces it, so `as_raw_fd`
-    // returns the same open descriptor for the whole life of the AsyncFd; this module
-    // hands out only `&T` (through `get_ref`) and calls only `try_` methods through
-    // `&mut T`, none of which closes or swaps it.
+    // Every `OwnsFd` type owns its descriptor (OwnedFd, or the mq descriptor it closes
+    // on drop) from construction to drop and never replaces it; this module hands out
+    // only `&T` and calls only `try_` methods through `&mut T`, which keep it.
+    // SAFETY: so `as_raw_fd` names the same open descriptor for the AsyncFd's whole
+    // life, as `AsyncFd::register` requires.
     unsafe { AsyncFd::register(inner) }
         .map_err(|e| reactor_error(res, "epoll_ctl (tokio AsyncFd)", e.into_parts().1))
 }

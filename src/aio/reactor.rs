@@ -398,10 +398,10 @@ fn futex_waitv(waitv: &[FutexWaitv], deadline: Option<Instant>) -> Result<usize,
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // The kernel only reads the array and the words it names (faults there are EFAULT,
+    // not signals).
     // SAFETY: `waitv` is a live array of `waitv.len()` (1..=128) initialised
-    // `struct futex_waitv`s; the kernel only reads it and the words it names (faults
-    // there are EFAULT, not signals); `ts_ptr` is null or a live absolute timespec on
-    // CLOCK_MONOTONIC.
+    // `futex_waitv`s; `ts_ptr` is null or a live absolute CLOCK_MONOTONIC timespec.
     let r = unsafe {
         libc::syscall(
             SYS_FUTEX_WAITV,

@@ -710,10 +710,11 @@ fn spawn_exec(spec: Spec, theirs: Pipe) -> Result<u32> {
 fn spawn_fork(spec: Spec, theirs: Pipe, mine_raw: RawFd) -> Result<u32> {
     let parent = std::process::id();
     let resource = format!("process {}", spec.name);
-    // SAFETY: fork in a possibly multi-threaded process: the child only runs this
-    // thread. It sets its death signal, then runs the entry; the documented hazard (locks
-    // held by other threads of the parent stay held in the child) is the caller's choice
-    // of StartMethod::Fork. The child never returns from this block: it `_exit`s.
+    // Fork in a possibly multi-threaded process: the child only runs this thread. The
+    // documented hazard (locks held by other threads of the parent stay held in the
+    // child) is the caller's choice of StartMethod::Fork.
+    // SAFETY: the child sets its death signal, runs the entry and `_exit`s: it never
+    // returns from this block or touches another thread's state.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             if child_guard(parent).is_err() {

@@ -446,10 +446,10 @@ pub fn describe(seg: &Segment) -> Option<Vec<(String, String)>> {
     let mut snap = [0u8; SNAPSHOT_LEN];
     let base = seg.payload_ptr() as *const AtomicU32;
     for (i, c) in snap.chunks_exact_mut(4).take(n).enumerate() {
+        // An atomic load is the sanctioned way to read words peers may write
+        // concurrently (any bit pattern is a valid u32).
         // SAFETY: the payload is 64-byte aligned and mapped for `payload_len` bytes, of
-        // which word `i` lies within the first `n * 4`; an atomic load of shared memory
-        // that peers may write concurrently is the sanctioned way to read it (any bit
-        // pattern is a valid u32); the pointer is only used for this load.
+        // which word `i` lies within the first `n * 4`; used only for this load.
         let w = unsafe { &*base.add(i) }.load(Ordering::Relaxed);
         c.copy_from_slice(&w.to_ne_bytes());
     }

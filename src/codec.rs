@@ -486,8 +486,9 @@ mod private {
             }
         }
 
-        /// The queue reports a zero timeout as `Timeout`: a `try_` call says `WouldBlock`.
-        pub fn queue_error(self, e: impl Into<Error>, op: &'static str) -> Error {
+        /// A zero timeout is reported as `Timeout` by the transports: a `try_` call says
+        /// `WouldBlock`.
+        pub fn error(self, e: impl Into<Error>, op: &'static str) -> Error {
             match self {
                 Wait::Now => would_block(e.into(), op),
                 _ => e.into(),
@@ -543,7 +544,7 @@ mod private {
             let max = self.max_message();
             let mut slot = self
                 .reserve(max, wait.timeout())
-                .map_err(|e| wait.queue_error(e, "try_send"))?;
+                .map_err(|e| wait.error(e, "try_send"))?;
             match postcard::to_slice(value, &mut slot) {
                 Ok(used) => {
                     let n = used.len();
@@ -570,7 +571,7 @@ mod private {
         fn recv_bytes(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
             // Volatile copy out of the slot: decoding must not read shared bytes twice.
             self.recv_ref(wait.timeout())
-                .map_err(|e| wait.queue_error(e, "try_recv"))?
+                .map_err(|e| wait.error(e, "try_recv"))?
                 .copy_to(buf);
             Ok(buf.len())
         }
@@ -610,10 +611,7 @@ mod private {
     impl Recv for Pipe {
         fn recv_bytes(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
             self.recv_into(buf, wait.timeout())
-                .map_err(|e| match wait {
-                    Wait::Now => would_block(e, "try_recv"),
-                    _ => e,
-                })?;
+                .map_err(|e| wait.error(e, "try_recv"))?;
             Ok(buf.len())
         }
     }
@@ -659,10 +657,7 @@ mod private {
     impl Recv for FifoReader {
         fn recv_bytes(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
             self.recv_into(buf, wait.timeout())
-                .map_err(|e| match wait {
-                    Wait::Now => would_block(e, "try_recv"),
-                    _ => e,
-                })?;
+                .map_err(|e| wait.error(e, "try_recv"))?;
             Ok(buf.len())
         }
     }

@@ -54,16 +54,11 @@ fn a_token_dies_with_its_holder_even_if_a_forked_child_lives_on() {
         let name = common::unique("token");
         let _g = common::ShmGuard::new(&name);
         let v = Value::<u64>::create(&name, 0).unwrap();
-        let mut c = common::child(
+        let (mut c, l) = common::spawn_talking(
             "a_token_dies_with_its_holder_even_if_a_forked_child_lives_on",
             if fork { "fork" } else { "plain" },
             &[&name],
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-        let l = common::Listener::new(c.stdout.take().unwrap());
+        );
         let line = l.next(LIMIT);
         let mut it = line.split(' ');
         let t: u32 = it.next().unwrap().parse().unwrap();
@@ -130,16 +125,11 @@ fn presence_is_seen_by_inspection_and_blocks_removal() {
     assert_eq!(i.in_use, Some(false));
     assert_eq!(i.creator_holds, Some(false));
     assert!(i.header.as_ref().unwrap().is_persistent());
-    let mut c = common::child(
+    let (mut c, l) = common::spawn_talking(
         "presence_is_seen_by_inspection_and_blocks_removal",
         "hold",
         &[&name],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let l = common::Listener::new(c.stdout.take().unwrap());
+    );
     l.next(LIMIT);
     assert_eq!(inspect_path(&path).unwrap().in_use, Some(true));
     assert_eq!(remove_if_unused(&path).unwrap(), Removal::InUse);
@@ -183,16 +173,11 @@ fn removal_racing_openers_never_strands_an_opener() {
     }
     let name = common::unique("gcrace");
     let _g = common::ShmGuard::new(&name);
-    let mut c = common::child(
+    let (mut c, l) = common::spawn_talking(
         "removal_racing_openers_never_strands_an_opener",
         "remover",
         &[&name],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let l = common::Listener::new(c.stdout.take().unwrap());
+    );
     let start = Instant::now();
     let mut rounds = 0u64;
     while rounds < 3000 && start.elapsed() < Duration::from_secs(10) {
@@ -301,12 +286,7 @@ fn a_reused_pid_does_not_keep_a_dead_claim_alive() {
 fn drive_pid_reuse(name: &str) {
     const TEST: &str = "a_reused_pid_does_not_keep_a_dead_claim_alive";
     let q = shmkit::queue::Queue::<u64>::open(name).expect("open");
-    let mut claimer = common::child(TEST, "claimer", &[name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn claimer");
-    let cl = common::Listener::new(claimer.stdout.take().expect("stdout"));
+    let (mut claimer, cl) = common::spawn_talking(TEST, "claimer", &[name]);
     assert_eq!(cl.next(LIMIT), "held");
     let pid = claimer.id();
     q.send(7).expect("send behind the claim");
@@ -314,12 +294,7 @@ fn drive_pid_reuse(name: &str) {
     claimer.wait().expect("reap");
     // The next pid handed out in this namespace is the dead claimer's.
     std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).expect("ns_last_pid");
-    let mut squatter = common::child(TEST, "squatter", &[name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn squatter");
-    let sl = common::Listener::new(squatter.stdout.take().expect("stdout"));
+    let (mut squatter, sl) = common::spawn_talking(TEST, "squatter", &[name]);
     assert_eq!(sl.next(LIMIT), "up");
     let reused = squatter.id() == pid;
     let start = Instant::now();
@@ -362,16 +337,11 @@ fn creates_survive_concurrent_inspection_and_removal() {
         common::tell(&seen.to_string());
         std::process::exit(0);
     }
-    let mut c = common::child(
+    let (mut c, l) = common::spawn_talking(
         "creates_survive_concurrent_inspection_and_removal",
         "sweeper",
         &[],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let l = common::Listener::new(c.stdout.take().unwrap());
+    );
     let base = common::unique("sweep");
     let _g = common::ShmGuard::new(&base);
     for i in 0..3000 {

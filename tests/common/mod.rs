@@ -90,6 +90,18 @@ pub fn child(test_name: &str, role: &str, args: &[&str]) -> Command {
     c
 }
 
+/// [`child`] with piped stdin (the child blocks on it; dropping the handle's stdin lets
+/// it go) and stdout (read through the returned [`Listener`]), spawned.
+pub fn spawn_talking(test_name: &str, role: &str, args: &[&str]) -> (Child, Listener) {
+    let mut c = child(test_name, role, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let l = Listener::new(c.stdout.take().expect("child stdout"));
+    (c, l)
+}
+
 /// Waits for a child at most `limit`, killing it (and failing) if it takes longer.
 pub fn wait_bounded(c: &mut Child, limit: Duration) -> ExitStatus {
     let start = Instant::now();

@@ -8,7 +8,7 @@
 //! region whose first 256 bytes are a validated [`segment::Header`] saying what the rest
 //! is. Typed views ([`Value`], [`Array`], ...) sit on top.
 //!
-//! | primitive | what it is | pick it when | cost (this machine, see README) |
+//! | primitive | what it is | pick it when | cost (this machine, see README and compare/README.md) |
 //! |-----------|------------|--------------|------|
 //! | [`Segment`] | named / file-backed / anonymous mapping with a header | you define the layout | one `mmap` |
 //! | [`Value`] | one `Pod` value, atomics for integers | a shared counter or flag | an atomic op |

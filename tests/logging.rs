@@ -106,7 +106,16 @@ fn logging_while_pools_start_over_and_over(c: &Collector, path: &std::path::Path
         .iter()
         .filter(|l| l.contains("PoolWorker-") && l.contains("doubling"))
         .count();
-    assert_eq!(worker_lines, 8 * 20, "every task's record arrives");
+    // The stated full-queue policy is "wait 10 ms, then drop and count": with the tick
+    // thread flooding the queue on a loaded machine, a worker's record may be dropped.
+    // Every record arrives unless some process reported drops.
+    let raw = std::fs::read_to_string(path).unwrap();
+    let drops_reported = raw.lines().any(|l| l.starts_with("[shmkit log: process"));
+    assert!(worker_lines > 0, "worker records arrive");
+    assert!(
+        worker_lines == 8 * 20 || drops_reported,
+        "{worker_lines} of 160 worker records arrived and no drop was reported"
+    );
 }
 
 fn a_writer_killed_while_logging_never_blocks_the_log(c: &Collector, path: &std::path::Path) {

@@ -171,5 +171,9 @@ fn main() {
             a_writer_killed_while_logging_never_blocks_the_log,
         ),
     ];
-    common::run_tests_with(tests, |f| f(&c, &path));
+    let ok = common::run_tests_status(tests, |f| f(&c, &path));
+    drop(_g); // exit runs no destructors: remove the log directory first
+    if !ok {
+        std::process::exit(1);
+    }
 }

@@ -174,14 +174,22 @@ pub fn run_tests(tests: &[(&str, fn())]) {
 
 /// [`run_tests`] for tests that take something from `main` (`call` runs one).
 pub fn run_tests_with<T>(tests: &[(&str, T)], call: impl Fn(&T)) {
+    if !run_tests_status(tests, call) {
+        std::process::exit(1);
+    }
+}
+
+/// [`run_tests_with`] that returns whether every test passed instead of exiting, so that
+/// `main` can drop its cleanup guards before `exit(1)` (exit runs no destructors).
+pub fn run_tests_status<T>(tests: &[(&str, T)], call: impl Fn(&T)) -> bool {
     if std::env::args().any(|a| a == "--ignored") {
-        return;
+        return true;
     }
     if std::env::args().any(|a| a == "--list") {
         for (name, _) in tests {
             println!("{name}: test");
         }
-        return;
+        return true;
     }
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -204,8 +212,9 @@ pub fn run_tests_with<T>(tests: &[(&str, T)], call: impl Fn(&T)) {
     }
     if !failed.is_empty() {
         eprintln!("failed: {failed:?}");
-        std::process::exit(1);
+        return false;
     }
+    true
 }
 
 /// A xorshift64 generator seeded with `seed` and this process's id (test randomness

@@ -374,8 +374,15 @@ fn mpmc_consumers_killed_at_random_points() {
         kill(&mut c);
     }
     // Every consumer is dead. Lap the ring a few times ourselves: slots held by dead
-    // consumers must be reclaimed, or this send wedges (bounded: it times out).
+    // consumers must be reclaimed, or this send wedges (bounded: it times out). We are
+    // the consumer now: attach as one (else a full ring with no consumer is
+    // Disconnected for the sender) and first drain what the dead left queued (else our
+    // own send would wait on a ring only we can empty).
+    q.attach_consumer();
     let mut own = Vec::new();
+    while let Ok(m) = q.recv_timeout(Duration::from_millis(200)) {
+        own.push(m);
+    }
     for _ in 0..64 {
         send(&mut sent);
         own.push(q.recv_timeout(LONG).unwrap());

@@ -85,6 +85,50 @@ impl serde::Serialize for Flaky {
 fn flaky(x: Flaky) -> Flaky {
     Flaky(x.0 + 1)
 }
+fn square_pod(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+fn pod_maybe_panic(x: u32) -> [u32; 2] {
+    if x == 13 {
+        panic!("unlucky {x}");
+    }
+    [x, x * 2]
+}
+fn one(_: ()) -> u32 {
+    1
+}
+fn nothing(_: u64) {}
+/// The name of the array `pod_block_once` reports to: one per test process (the
+/// workers' parent).
+fn pod_block_name(parent: u32) -> String {
+    format!("shmkit-test-podblock-{parent}")
+}
+/// [`block_once`] for a plain-data entry: item 999 of a run blocks on its first attempt.
+fn pod_block_once(x: u64) -> u64 {
+    if x == 999 {
+        let a = Array::<u32>::open(&pod_block_name(std::os::unix::process::parent_id())).unwrap();
+        if a.fetch_add(0, 1).unwrap() == 0 {
+            a.store(1, std::process::id()).unwrap();
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    x
+}
+
+/// Runs `f` on a thread of its own and waits for it at most [`LIMIT`]: a pool that hangs
+/// fails the test instead of hanging it.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("{what}: no answer within {LIMIT:?}"),
+    }
+}
+
 /// Starts a pool, publishes `[count, pids...]` in the named array, then sleeps.
 fn pool_parent(name: String) {
     let a = Array::<u32>::open(&name).unwrap();
@@ -117,6 +161,11 @@ static BLOCK_ONCE: Entry<(u64, String), u64> = shmkit::entry!(block_once);
 static FLAKY: Entry<Flaky, Flaky> = shmkit::entry!(flaky);
 static POOL_PARENT: Entry<String, ()> = shmkit::entry!(pool_parent);
 static LEN_OF: Entry<Vec<u8>, usize> = shmkit::entry!(len_of);
+static SQUARE_POD: Entry<u64, u64> = shmkit::entry!(pod square_pod);
+static POD_PANIC: Entry<u32, [u32; 2]> = shmkit::entry!(pod pod_maybe_panic);
+static POD_BLOCK: Entry<u64, u64> = shmkit::entry!(pod pod_block_once);
+static ONE_POD: Entry<(), u32> = shmkit::entry!(pod one);
+static NOTHING_POD: Entry<u64, ()> = shmkit::entry!(pod nothing);
 
 fn starts_joins_and_names() {
     for method in [StartMethod::Spawn, StartMethod::Fork] {
@@ -483,6 +532,111 @@ fn pool_chunks_span_several_messages() {
     }
 }
 
+fn pool_reused_buffers_stay_within_max_message() {
+    // Encode buffers of finished messages are reused; one whose capacity had grown past
+    // max_message once let a message outgrow the task queue, and the map hung.
+    within("maps with reused buffers", || {
+        let pool = PoolOptions::default()
+            .workers(2)
+            .max_message(4096)
+            .build(&SQUARE)
+            .unwrap();
+        let want: Vec<u64> = (0..20_000u64).map(|x| x * x).collect();
+        for chunk in [10, 500, 2000, 20_000, 7, 20_000] {
+            assert_eq!(
+                pool.map_chunked(0..20_000u64, chunk).unwrap(),
+                want,
+                "chunk {chunk}"
+            );
+        }
+    });
+}
+
+fn pool_pod_entries() {
+    assert_eq!(SQUARE_POD.codec(), "pod");
+    assert_eq!(SQUARE.codec(), "postcard");
+    within("plain-data pool", || {
+        for method in [StartMethod::Spawn, StartMethod::Fork] {
+            let pool = PoolOptions::default()
+                .workers(2)
+                .start_method(method)
+                .max_message(4096)
+                .build(&SQUARE_POD)
+                .unwrap();
+            let want: Vec<u64> = (0..20_000u64).map(|x| x.wrapping_mul(x)).collect();
+            assert_eq!(pool.map_chunked(0..500u64, 1).unwrap(), want[..500]);
+            for chunk in [7, 5000, 20_000] {
+                assert_eq!(pool.map_chunked(0..20_000u64, chunk).unwrap(), want);
+            }
+            assert_eq!(pool.map(0..20_000u64).unwrap(), want);
+            let got: Vec<u64> = pool.imap(0..20_000u64, 333).map(Result::unwrap).collect();
+            assert_eq!(got, want);
+            let mut seen = 0;
+            let mut it = pool.imap_unordered(0..1000u64, 9);
+            while let Some((i, r)) = it.next_indexed() {
+                assert_eq!(r.unwrap(), want[i]);
+                seen += 1;
+            }
+            assert_eq!(seen, 1000);
+            assert_eq!(pool.apply(12).unwrap(), 144);
+            let mut p = Process::new(&SQUARE_POD, 9)
+                .start_method(method)
+                .start()
+                .unwrap();
+            assert_eq!(p.join_timeout(LIMIT).unwrap(), 81);
+        }
+        // A panic inside a run of plain results: that item fails, the items after it
+        // in the same message still arrive, in order, and the worker survives.
+        let pool = Pool::new(&POD_PANIC, 2).unwrap();
+        let before = pool.pids();
+        let outcomes: Vec<_> = pool.imap(0..40u32, 40).collect();
+        for (i, r) in outcomes.iter().enumerate() {
+            match r {
+                Ok(v) => assert_eq!(*v, [i as u32, 2 * i as u32]),
+                Err(Error::Failed {
+                    failure: Failure::Panicked(m),
+                    ..
+                }) => assert_eq!((i, m.as_str()), (13, "unlucky 13")),
+                Err(e) => panic!("{i}: {e}"),
+            }
+        }
+        assert_eq!(pool.pids(), before);
+        // Zero-sized arguments and results.
+        let pool = Pool::new(&ONE_POD, 2).unwrap();
+        assert_eq!(pool.map(vec![(); 5000]).unwrap(), vec![1; 5000]);
+        let pool = Pool::new(&NOTHING_POD, 2).unwrap();
+        assert_eq!(pool.map(0..5000u64).unwrap().len(), 5000);
+    });
+    // A worker SIGKILLed inside a run: the running item fails naming it, every other
+    // item of the map arrives.
+    let name = pod_block_name(std::process::id());
+    let _g = common::ShmGuard::new(&name);
+    let a = Array::<u32>::create(&name, 2, 0).unwrap();
+    let pool = Pool::new(&POD_BLOCK, 2).unwrap();
+    let items: Vec<u64> = (0..50u64).map(|i| if i == 25 { 999 } else { i }).collect();
+    let outcomes = std::thread::scope(|s| {
+        let h = s.spawn(|| pool.imap(items.clone(), 10).collect::<Vec<_>>());
+        let pid = wait_for_pid(&a);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+        (pid, h.join().unwrap())
+    });
+    let (pid, outcomes) = outcomes;
+    for (i, r) in outcomes.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, items[i]),
+            Err(Error::Failed {
+                failure: Failure::Died { pid: p, .. },
+                ..
+            }) => assert_eq!((i, *p), (25, pid)),
+            Err(e) => panic!("{i}: {e}"),
+        }
+    }
+}
+
 fn pool_workers_die_with_a_sigkilled_parent() {
     let name = common::unique("pool-parent");
     let _g = common::ShmGuard::new(&name);
@@ -525,6 +679,11 @@ fn main() {
         &FLAKY,
         &POOL_PARENT,
         &LEN_OF,
+        &SQUARE_POD,
+        &POD_PANIC,
+        &POD_BLOCK,
+        &ONE_POD,
+        &NOTHING_POD,
     ]);
     let tests: &[(&str, fn())] = &[
         ("starts_joins_and_names", starts_joins_and_names),
@@ -553,6 +712,11 @@ fn main() {
             "pool_imap_streams_a_long_input",
             pool_imap_streams_a_long_input,
         ),
+        (
+            "pool_reused_buffers_stay_within_max_message",
+            pool_reused_buffers_stay_within_max_message,
+        ),
+        ("pool_pod_entries", pool_pod_entries),
         (
             "pool_task_panic_is_an_error_and_the_worker_survives",
             pool_task_panic_is_an_error_and_the_worker_survives,

@@ -31,13 +31,51 @@ use shmkit::{Error, Result};
 use crate::measure::{Measurement, Timing, summarise};
 use crate::proc::Placement;
 
-/// The mechanism id of shmkit's pool.
+/// The mechanism id of shmkit's pool over the default entry (serde: postcard).
 pub const SHMKIT_POOL: &str = "shmkit-pool";
+/// The mechanism id of shmkit's pool over a plain-data entry (`entry!(pod f)`).
+pub const SHMKIT_POOL_POD: &str = "shmkit-pool-pod";
 /// The mechanism id of Python's `multiprocessing.Pool`, the baseline of the ratios.
 pub const PYTHON_POOL: &str = "python-mp-pool";
 
 /// The Python peer, run by `python3`.
 pub const SCRIPT: &str = include_str!("../scripts/mp_pool.py");
+
+/// The pools measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolImpl {
+    /// `shmkit-pool`: arguments and results with serde (postcard).
+    Shmkit,
+    /// `shmkit-pool-pod`: arguments and results as their own bytes.
+    ShmkitPod,
+    /// `python-mp-pool`.
+    Python,
+}
+
+impl PoolImpl {
+    /// All, in table order.
+    pub const ALL: [PoolImpl; 3] = [PoolImpl::Shmkit, PoolImpl::ShmkitPod, PoolImpl::Python];
+
+    /// The mechanism id.
+    pub fn id(self) -> &'static str {
+        match self {
+            PoolImpl::Shmkit => SHMKIT_POOL,
+            PoolImpl::ShmkitPod => SHMKIT_POOL_POD,
+            PoolImpl::Python => PYTHON_POOL,
+        }
+    }
+
+    /// The row's note.
+    pub fn note(self) -> &'static str {
+        match self {
+            PoolImpl::Shmkit => "shmkit::process::Pool, entry!(f): postcard, spawn start method",
+            PoolImpl::ShmkitPod => {
+                "shmkit::process::Pool, entry!(pod f): plain bytes, spawn start method"
+            }
+            PoolImpl::Python => "multiprocessing.Pool, compare/scripts/mp_pool.py",
+        }
+    }
+}
 
 /// The two pool workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +131,12 @@ fn busy1ms(x: u64) -> u64 {
 pub static TRIVIAL: Entry<u64, u64> = shmkit::entry!(trivial);
 /// Spins 1 ms, returns its argument.
 pub static BUSY_1MS: Entry<u64, u64> = shmkit::entry!(busy1ms);
+/// [`TRIVIAL`] as a plain-data entry.
+pub static TRIVIAL_POD: Entry<u64, u64> = shmkit::entry!(pod trivial);
+/// [`BUSY_1MS`] as a plain-data entry.
+pub static BUSY_1MS_POD: Entry<u64, u64> = shmkit::entry!(pod busy1ms);
 /// What a program running the pool workload passes to `shmkit::process::init`.
-pub static ENTRIES: [&'static dyn Role; 2] = [&TRIVIAL, &BUSY_1MS];
+pub static ENTRIES: [&'static dyn Role; 4] = [&TRIVIAL, &BUSY_1MS, &TRIVIAL_POD, &BUSY_1MS_POD];
 
 /// Worker count of the workload: the CPUs this process may use.
 pub fn workers() -> usize {
@@ -141,11 +183,19 @@ fn from_walls(kind: PoolKind, workers: usize, walls: &[Duration]) -> Measurement
     m
 }
 
-/// Times `reps` calls of `Pool::map` of `kind` on a warm shmkit pool of `workers`.
-pub fn shmkit_pool(kind: PoolKind, workers: usize, reps: usize) -> Result<Measurement> {
-    let entry = match kind {
-        PoolKind::Trivial => &TRIVIAL,
-        PoolKind::Busy1ms => &BUSY_1MS,
+/// Times `reps` calls of `Pool::map` of `kind` on a warm shmkit pool of `workers`, over
+/// the serde entry ([`PoolImpl::Shmkit`]) or the plain-data one.
+pub fn shmkit_pool(
+    kind: PoolKind,
+    imp: PoolImpl,
+    workers: usize,
+    reps: usize,
+) -> Result<Measurement> {
+    let entry = match (kind, imp) {
+        (PoolKind::Trivial, PoolImpl::ShmkitPod) => &TRIVIAL_POD,
+        (PoolKind::Busy1ms, PoolImpl::ShmkitPod) => &BUSY_1MS_POD,
+        (PoolKind::Trivial, _) => &TRIVIAL,
+        (PoolKind::Busy1ms, _) => &BUSY_1MS,
     };
     let pool = Pool::new(entry, workers)?;
     let n = kind.tasks() as u64;
@@ -155,8 +205,8 @@ pub fn shmkit_pool(kind: PoolKind, workers: usize, reps: usize) -> Result<Measur
         let t = Instant::now();
         let out = pool.map(0..n)?;
         walls.push(t.elapsed());
-        if out.len() as u64 != n {
-            return Err(Error::corrupt(SHMKIT_POOL, "map returned the wrong count"));
+        if out.len() as u64 != n || (kind == PoolKind::Trivial && out[7] != 49) {
+            return Err(Error::corrupt(imp.id(), "map returned wrong results"));
         }
     }
     Ok(from_walls(kind, workers, &walls))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::channel::{ChannelSpec, Style};
 use crate::locks::LockSpec;
 use crate::measure::{self, Measurement};
-use crate::pool::{self, PYTHON_POOL, PoolKind, SHMKIT_POOL};
+use crate::pool::{self, PYTHON_POOL, PoolImpl, PoolKind};
 use crate::proc::Placement;
 use crate::registry;
 
@@ -118,7 +118,7 @@ pub enum Job {
     /// Lock + unlock from two processes at once.
     LockContended(LockSpec),
     /// `Pool.map` of shmkit's pool (`false`) or Python's (`true`).
-    Pool(PoolKind, bool),
+    Pool(PoolKind, PoolImpl),
     /// Not runnable: the row carries the reason.
     Skip(String),
 }
@@ -260,7 +260,8 @@ pub fn plan(opts: &Options) -> Vec<Task> {
             Workload::Pool => {
                 let python = pool::python_available();
                 for kind in PoolKind::ALL {
-                    for (id, py) in [(SHMKIT_POOL, false), (PYTHON_POOL, true)] {
+                    for imp in PoolImpl::ALL {
+                        let id = imp.id();
                         if !opts.wants(id) {
                             continue;
                         }
@@ -270,19 +271,11 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                             size: None,
                             variant: Some(kind.label()),
                             style: None,
-                            note: format!(
-                                "{} workers; {}",
-                                pool::workers(),
-                                if py {
-                                    "multiprocessing.Pool, compare/scripts/mp_pool.py"
-                                } else {
-                                    "shmkit::process::Pool, spawn start method"
-                                }
-                            ),
-                            job: if py && !python {
+                            note: format!("{} workers; {}", pool::workers(), imp.note()),
+                            job: if imp == PoolImpl::Python && !python {
                                 Job::Skip("unavailable: python3 not found".into())
                             } else {
-                                Job::Pool(kind, py)
+                                Job::Pool(kind, imp)
                             },
                         });
                     }
@@ -370,7 +363,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             let n = if q { 20_000 } else { 500_000 };
             measure::lock_contended(l, n, p).map_err(|e| e.to_string())
         }
-        Job::Pool(kind, python) => {
+        Job::Pool(kind, imp) => {
             let reps = match (q, kind) {
                 (true, PoolKind::Trivial) => 5,
                 (true, PoolKind::Busy1ms) => 1,
@@ -378,10 +371,11 @@ pub fn run(task: &Task, opts: &Options) -> Row {
                 (false, PoolKind::Busy1ms) => 3,
             };
             let workers = pool::workers();
-            if *python {
-                pool::python_pool(*kind, workers, reps)
-            } else {
-                pool::shmkit_pool(*kind, workers, reps)
+            match imp {
+                PoolImpl::Python => pool::python_pool(*kind, workers, reps),
+                PoolImpl::Shmkit | PoolImpl::ShmkitPod => {
+                    pool::shmkit_pool(*kind, *imp, workers, reps)
+                }
             }
             .map_err(|e| e.to_string())
         }
@@ -574,9 +568,9 @@ mod tests {
     fn pool_ratios_are_speed_ups_over_python_in_the_same_task_set() {
         let mut rows = vec![
             row(Workload::Pool, PYTHON_POOL, None, 400.0, None),
-            row(Workload::Pool, SHMKIT_POOL, None, 20.0, None),
+            row(Workload::Pool, pool::SHMKIT_POOL, None, 20.0, None),
             row(Workload::Pool, PYTHON_POOL, None, 90_000.0, None),
-            row(Workload::Pool, SHMKIT_POOL, None, 3_000.0, None),
+            row(Workload::Pool, pool::SHMKIT_POOL, None, 3_000.0, None),
         ];
         for (r, v) in rows.iter_mut().zip(["t", "t", "b", "b"]) {
             r.variant = Some(v);

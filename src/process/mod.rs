@@ -5,8 +5,10 @@
 //! # `Process` (feature `process`)
 //!
 //! A [`Process`] runs an [`Entry`] (a named `fn(A) -> R` of the current program) in a
-//! child; the argument goes to the child and the return value comes back with serde
-//! (postcard) over a [`Pipe`](crate::pipe::Pipe). `main` dispatches roles with one call,
+//! child; the argument goes to the child and the return value comes back over a
+//! [`Pipe`](crate::pipe::Pipe), with serde (postcard) for `entry!(f)`, or as their own
+//! bytes for a plain-data entry, `entry!(pod f)` (both [`bytemuck::Pod`]: no
+//! serialisation at all). `main` dispatches roles with one call,
 //! [`init`], before it does anything else:
 //!
 //! ```no_run

@@ -32,7 +32,11 @@
 //! the supervisor thread files that message, as received, under the index of its first
 //! item; the caller decodes the results from it in order, straight into its `Vec`. Per
 //! item there is one encode, one decode and the call itself: no allocation, lock or
-//! wake-up. The parent keeps each message's encoded arguments until its results are in,
+//! wake-up. A plain-data entry (`entry!(pod f)`, argument and result
+//! [`bytemuck::Pod`]) goes further: its items travel back to back without framing, a
+//! worker runs a message's items in one tight loop, and the caller copies a message's
+//! results into its `Vec` in one pass; `shmkit bench --workload pool` measures both
+//! (`shmkit-pool`, `shmkit-pool-pod`) against Python's `multiprocessing.Pool`. The parent keeps each message's encoded arguments until its results are in,
 //! to run them again if its worker dies.
 //!
 //! The parent keeps an in-flight table: every message, the worker it was given to, how
@@ -61,16 +65,12 @@
 //! `terminate` (and dropping the pool) kills the workers and fails what is left.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use super::spawn::{Proc, Spec, decode, encode_to_slice, launch};
+use super::spawn::{Codec, EncodeError, Proc, Spec, launch};
 use super::{Entry, Failure, Role, StartMethod};
 use crate::error::{Error, Result};
 use crate::pipe::Pipe;
@@ -79,13 +79,18 @@ use crate::segment::SegmentOptions;
 use crate::value::Array;
 
 /// Task message: `T`, message id (u64 LE), item count (u32 LE), then per item its length
-/// (u32 LE) and bytes. `Q`: quit.
+/// (u32 LE) and bytes; `F` (an entry whose argument and result have fixed sizes), the
+/// same header, then the items back to back. `Q`: quit.
 const TASK: u8 = b'T';
+const TASK_FIXED: u8 = b'F';
 const QUIT: u8 = b'Q';
 const TASK_HEADER: usize = 13;
 /// Result message: message id (u64), index of the first item in the task message (u32),
-/// count (u32), then per item a record: status (u8), length (u32), bytes.
-const RES_HEADER: usize = 16;
+/// count (u32), kind (u8); kind `R`: per item a record: status (u8), length (u32), bytes;
+/// kind `F`: `count` successful results of the entry's fixed result size, back to back.
+const RES_HEADER: usize = 17;
+const RES_RECORDS: u8 = b'R';
+const RES_FIXED: u8 = b'F';
 const REC_HEADER: usize = 5;
 const ST_OK: u8 = 0;
 const ST_PANIC: u8 = 1;
@@ -161,11 +166,7 @@ impl PoolOptions {
     }
 
     /// Starts the pool.
-    pub fn build<A, R>(self, entry: &'static Entry<A, R>) -> Result<Pool<A, R>>
-    where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
+    pub fn build<A: 'static, R: 'static>(self, entry: &'static Entry<A, R>) -> Result<Pool<A, R>> {
         Pool::start(entry, self)
     }
 }
@@ -186,8 +187,13 @@ struct Part {
 
 /// Results filed under the index of their first item.
 enum Batch {
-    /// A worker's result message, validated: `count` records from [`RES_HEADER`].
-    Records { msg: Vec<u8>, count: usize },
+    /// A worker's result message, validated: `count` records from [`RES_HEADER`], or
+    /// `count` results of `fixed` bytes each.
+    Records {
+        msg: Vec<u8>,
+        count: usize,
+        fixed: Option<usize>,
+    },
     /// One item that failed in the parent (encoding) or with its worker.
     Failed(Failure, String),
 }
@@ -253,6 +259,8 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
+    /// The entry's argument and result sizes, when both are fixed.
+    fixed: Option<(usize, usize)>,
     changed: Condvar,
     stop: AtomicBool,
     role: &'static dyn Role,
@@ -263,10 +271,10 @@ struct Shared {
 }
 
 /// A pool of worker processes. See the [module docs](self).
-pub struct Pool<A, R> {
+pub struct Pool<A: 'static, R: 'static> {
     shared: Arc<Shared>,
     supervisor: Option<std::thread::JoinHandle<()>>,
-    _t: PhantomData<fn(A) -> R>,
+    entry: &'static Entry<A, R>,
 }
 
 fn lock(s: &Shared) -> MutexGuard<'_, State> {
@@ -279,11 +287,7 @@ fn default_chunksize(len: usize, workers: usize) -> usize {
     len.div_ceil(4 * workers).max(1)
 }
 
-impl<A, R> Pool<A, R>
-where
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-{
+impl<A: 'static, R: 'static> Pool<A, R> {
     /// A pool of `workers` workers running `entry` (see [`PoolOptions`] for more).
     pub fn new(entry: &'static Entry<A, R>, workers: usize) -> Result<Self> {
         PoolOptions::default().workers(workers).build(entry)
@@ -323,6 +327,7 @@ where
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            fixed: entry.fixed_sizes(),
             role: entry,
             opts,
             results_fd,
@@ -350,7 +355,7 @@ where
         Ok(Pool {
             shared,
             supervisor: Some(supervisor),
-            _t: PhantomData,
+            entry,
         })
     }
 
@@ -384,25 +389,26 @@ where
             buf: Vec::new(),
             pos: 0,
             expect: chunksize,
+            framed: self.shared.fixed.is_none(),
         };
         let mut n = 0;
         for a in items {
             let idx = first + n;
             n += 1;
-            let mut r = enc.push(&a, limit);
-            if matches!(r, Err(postcard::Error::SerializeBufferFull)) && enc.count > 0 {
+            let mut r = enc.push(&a, &self.entry.arg, limit);
+            if matches!(r, Err(EncodeError::Full)) && enc.count > 0 {
                 // Does not fit after the others: it starts the next message.
                 enc.flush(idx)?;
-                r = enc.push(&a, limit);
+                r = enc.push(&a, &self.entry.arg, limit);
             }
             let failure = match r {
                 Ok(()) => None,
-                Err(postcard::Error::SerializeBufferFull) => Some(format!(
+                Err(EncodeError::Full) => Some(format!(
                     "the encoded argument {} exceeds the pool's max_message ({} bytes)",
                     std::any::type_name::<A>(),
                     self.shared.opts.max_message
                 )),
-                Err(e) => Some(format!("encoding {}: {e}", std::any::type_name::<A>())),
+                Err(EncodeError::Other(m)) => Some(m),
             };
             if let Some(m) = failure {
                 enc.flush(idx)?;
@@ -436,7 +442,7 @@ where
         let r = AsyncResult {
             shared: self.shared.clone(),
             job,
-            _r: PhantomData,
+            decode: self.entry.ret.from_bytes,
         };
         self.submit(job, 0, std::iter::once(a), 1)?;
         Ok(r)
@@ -481,8 +487,23 @@ where
             let batch = take_batch(&self.shared, job, Some(next), None)?;
             let count = batch.count();
             if first_err.is_none() {
+                // Plain results: decoded as one run.
+                if let (
+                    Batch::Records {
+                        msg,
+                        count,
+                        fixed: Some(size),
+                    },
+                    Some(extend),
+                ) = (&batch, self.entry.ret.extend_from)
+                    && let Some(run) = msg.get(RES_HEADER..RES_HEADER + count * size)
+                {
+                    extend(run, *count, &mut out);
+                    next += count;
+                    continue;
+                }
                 let mut items = Items::new(job, next, batch);
-                while let Some((_, r)) = items.next::<R>() {
+                while let Some((_, r)) = items.next(self.entry.ret.from_bytes) {
                     match r {
                         Ok(v) => out.push(v),
                         Err(e) => {
@@ -601,7 +622,7 @@ where
     }
 }
 
-impl<A, R> Drop for Pool<A, R> {
+impl<A: 'static, R: 'static> Drop for Pool<A, R> {
     fn drop(&mut self) {
         {
             let mut st = lock(&self.shared);
@@ -631,25 +652,33 @@ struct Encoder<'a> {
     pos: usize,
     /// Items expected per message, to size `buf` once the first item is encoded.
     expect: usize,
+    /// Each item is preceded by its length (not for an entry of fixed sizes).
+    framed: bool,
 }
 
 impl Encoder<'_> {
     /// Appends one item (nothing on error): its length (u32 LE), then its encoding.
-    fn push<T: Serialize>(
+    fn push<T>(
         &mut self,
         a: &T,
+        codec: &Codec<T>,
         limit: usize,
-    ) -> std::result::Result<(), postcard::Error> {
+    ) -> std::result::Result<(), EncodeError> {
+        let prefix = if self.framed { 4 } else { 0 };
         loop {
-            let end = self.buf.len();
-            let r = match self.buf.get_mut(self.pos + 4..end) {
-                Some(room) => encode_to_slice(a, room),
-                None => Err(postcard::Error::SerializeBufferFull),
+            // A reused buffer may be longer than a message may be: never past `limit`.
+            let end = self.buf.len().min(limit);
+            let r = match self.buf.get_mut(self.pos + prefix..end) {
+                Some(room) => (codec.to_slice)(a, room),
+                None => Err(EncodeError::Full),
             };
             match r {
                 Ok(used) => {
-                    self.buf[self.pos..self.pos + 4].copy_from_slice(&(used as u32).to_le_bytes());
-                    self.pos += 4 + used;
+                    if self.framed {
+                        self.buf[self.pos..self.pos + 4]
+                            .copy_from_slice(&(used as u32).to_le_bytes());
+                    }
+                    self.pos += prefix + used;
                     self.count += 1;
                     if self.count == 1 {
                         // Size the buffer for the chunk from its first item.
@@ -660,7 +689,7 @@ impl Encoder<'_> {
                     }
                     return Ok(());
                 }
-                Err(postcard::Error::SerializeBufferFull) if end < limit => {
+                Err(EncodeError::Full) if end < limit => {
                     let grown = (end * 2).clamp(256, limit);
                     self.buf.resize(grown, 0);
                 }
@@ -815,7 +844,10 @@ impl Items {
         }
     }
 
-    fn next<R: DeserializeOwned>(&mut self) -> Option<(usize, Result<R>)> {
+    fn next<R>(
+        &mut self,
+        decode: fn(&[u8]) -> std::result::Result<R, Failure>,
+    ) -> Option<(usize, Result<R>)> {
         if self.left == 0 {
             return None;
         }
@@ -826,6 +858,16 @@ impl Items {
         let name = || format!("pool task {job}.{i}");
         let r = match &mut self.batch {
             Batch::Failed(f, res) => Err(failed(f.clone(), std::mem::take(res))),
+            Batch::Records {
+                msg,
+                fixed: Some(size),
+                ..
+            } => {
+                // Validated when filed: `count` results of `size` bytes.
+                let body = msg.get(self.pos..self.pos + *size).unwrap_or_default();
+                self.pos += *size;
+                decode(body).map_err(|f| failed(f, name()))
+            }
             Batch::Records { msg, .. } => match record(msg, self.pos) {
                 // Validated when filed: a record is always there.
                 None => Err(Error::corrupt(name(), "result record missing")),
@@ -853,10 +895,10 @@ impl Items {
 pub struct AsyncResult<R> {
     shared: Arc<Shared>,
     job: u64,
-    _r: PhantomData<fn() -> R>,
+    decode: fn(&[u8]) -> std::result::Result<R, Failure>,
 }
 
-impl<R: DeserializeOwned> AsyncResult<R> {
+impl<R> AsyncResult<R> {
     /// Whether the result is there.
     pub fn ready(&self) -> bool {
         lock(&self.shared)
@@ -878,7 +920,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             e => e,
         })?;
         lock(&self.shared).jobs.remove(&self.job);
-        match Items::new(self.job, 0, b).next() {
+        match Items::new(self.job, 0, b).next(self.decode) {
             Some((_, r)) => r,
             None => Err(Error::corrupt(
                 format!("pool task {}", self.job),
@@ -896,7 +938,7 @@ impl<R> Drop for AsyncResult<R> {
 }
 
 /// The iterator of [`Pool::imap`] / [`Pool::imap_unordered`].
-pub struct Imap<'p, A, R, I> {
+pub struct Imap<'p, A: 'static, R: 'static, I> {
     pool: &'p Pool<A, R>,
     items: I,
     job: u64,
@@ -910,12 +952,7 @@ pub struct Imap<'p, A, R, I> {
     cur: Option<Items>,
 }
 
-impl<A, R, I> Iterator for Imap<'_, A, R, I>
-where
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-    I: Iterator<Item = A>,
-{
+impl<A: 'static, R: 'static, I: Iterator<Item = A>> Iterator for Imap<'_, A, R, I> {
     /// Ordered: the item's outcome. Unordered: the same; use
     /// [`Imap::next_indexed`] to learn the index.
     type Item = Result<R>;
@@ -925,12 +962,7 @@ where
     }
 }
 
-impl<A, R, I> Imap<'_, A, R, I>
-where
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-    I: Iterator<Item = A>,
-{
+impl<A: 'static, R: 'static, I: Iterator<Item = A>> Imap<'_, A, R, I> {
     /// The next outcome with the index of its item in the input.
     pub fn next_indexed(&mut self) -> Option<(usize, Result<R>)> {
         while !self.exhausted && self.submitted - self.yielded < self.window {
@@ -953,7 +985,8 @@ where
             }
         }
         loop {
-            if let Some(r) = self.cur.as_mut().and_then(Items::next) {
+            let decode = self.pool.entry.ret.from_bytes;
+            if let Some(r) = self.cur.as_mut().and_then(|c| c.next(decode)) {
                 self.yielded += 1;
                 return Some(r);
             }
@@ -975,7 +1008,7 @@ where
     }
 }
 
-impl<A, R, I> Drop for Imap<'_, A, R, I> {
+impl<A: 'static, R: 'static, I> Drop for Imap<'_, A, R, I> {
     fn drop(&mut self) {
         lock(&self.pool.shared).jobs.remove(&self.job);
     }
@@ -1019,8 +1052,12 @@ fn spawn_worker(shared: &Shared, slot: usize) -> Result<Worker> {
     })
 }
 
-/// The byte offset of item `k` in a part's bytes (walking the length prefixes).
-fn item_offset(bytes: &[u8], k: usize) -> usize {
+/// The byte offset of item `k` in a part's bytes (walking the length prefixes, or `k`
+/// times the fixed argument size).
+fn item_offset(bytes: &[u8], k: usize, fixed: Option<(usize, usize)>) -> usize {
+    if let Some((size, _)) = fixed {
+        return k.saturating_mul(size).min(bytes.len());
+    }
     let mut pos = 0;
     for _ in 0..k {
         let len = bytes
@@ -1040,11 +1077,19 @@ fn dispatch(shared: &Shared, st: &mut State) {
         parts,
         ..
     } = st;
+    let mut oversized = Vec::new();
     while let Some(&id) = pending.front() {
         let Some(part) = parts.get(&id) else {
             pending.pop_front();
             continue;
         };
+        if TASK_HEADER + part.bytes.len() > shared.opts.max_message {
+            // The encoder never builds one; should one exist, its items fail rather
+            // than cost every worker in turn.
+            pending.pop_front();
+            oversized.extend(parts.remove(&id));
+            continue;
+        }
         let best = workers
             .iter()
             .enumerate()
@@ -1067,14 +1112,23 @@ fn dispatch(shared: &Shared, st: &mut State) {
             .reserve(TASK_HEADER + body.len(), Some(Duration::ZERO))
         {
             Ok(mut m) => {
-                m[0] = TASK;
+                m[0] = if shared.fixed.is_some() {
+                    TASK_FIXED
+                } else {
+                    TASK
+                };
                 m[1..9].copy_from_slice(&id.to_le_bytes());
                 m[9..13].copy_from_slice(&(part.count as u32).to_le_bytes());
                 m[TASK_HEADER..].copy_from_slice(body);
                 m.commit();
             }
             Err(_) => {
-                // Full or broken: leave it for the supervisor to sort out.
+                // Its queue is full or broken, which the accounting above rules out for
+                // a sound worker: kill it; the supervisor replaces it and runs its
+                // messages elsewhere (a worker left "quitting" but alive would strand
+                // them); this one stays pending. (A message too large for any queue
+                // cannot reach here: the encoder never writes past `max_message`.)
+                let _ = w.proc.signal(libc::SIGKILL);
                 w.quitting = true;
                 continue;
             }
@@ -1083,6 +1137,23 @@ fn dispatch(shared: &Shared, st: &mut State) {
         w.items_given += part.count as u64;
         pending.pop_front();
     }
+    for part in oversized {
+        for k in 0..part.count {
+            let (job, idx) = (part.job, part.first + k);
+            st.file(
+                job,
+                idx,
+                Batch::Failed(
+                    Failure::Codec(format!(
+                        "a task message of {} bytes exceeds the pool's max_message",
+                        part.bytes.len()
+                    )),
+                    format!("pool task {job}.{idx}"),
+                ),
+            );
+        }
+    }
+    let workers = &mut st.workers;
     // Workers that reached max_tasks_per_child and finished: ask them to quit.
     if let Some(m) = max_tasks {
         for w in workers.iter_mut().flatten() {
@@ -1114,7 +1185,7 @@ fn supervise(shared: &Shared, results: ByteQueue) {
             }
             let mut st = lock(shared);
             for m in msgs.drain(..) {
-                apply_results(&mut st, m);
+                apply_results(&mut st, m, shared.fixed);
             }
             dispatch(shared, &mut st);
             drop(st);
@@ -1128,7 +1199,7 @@ fn supervise(shared: &Shared, results: ByteQueue) {
 }
 
 /// Files one result message.
-fn apply_results(st: &mut State, msg: Vec<u8>) {
+fn apply_results(st: &mut State, msg: Vec<u8>, fixed: Option<(usize, usize)>) {
     let Some(h) = msg.get(..RES_HEADER) else {
         return;
     };
@@ -1138,6 +1209,7 @@ fn apply_results(st: &mut State, msg: Vec<u8>) {
             .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
     };
     let (id, from, count) = (word(0..8), word(8..12) as usize, word(12..16) as usize);
+    let kind = h[16];
     let Some(part) = st.parts.get_mut(&id) else {
         return; // a message already failed or run again elsewhere: stale results
     };
@@ -1145,17 +1217,33 @@ fn apply_results(st: &mut State, msg: Vec<u8>) {
     // anything else (or records that do not parse) is a worker that broke the
     // protocol: it is killed, and its items are handled as a dead worker's.
     let left = part.count - part.reported;
-    let mut pos = RES_HEADER;
     let mut ok = from == part.reported && count <= left && count > 0;
-    for _ in 0..if ok { count } else { 0 } {
-        match record(&msg, pos) {
-            Some((_, _, next)) => pos = next,
-            None => {
-                ok = false;
-                break;
-            }
+    let size = match (kind, fixed) {
+        (RES_FIXED, Some((_, size))) => {
+            ok &= count
+                .checked_mul(size)
+                .and_then(|n| n.checked_add(RES_HEADER))
+                == Some(msg.len());
+            Some(size)
         }
-    }
+        (RES_RECORDS, _) => {
+            let mut pos = RES_HEADER;
+            for _ in 0..if ok { count } else { 0 } {
+                match record(&msg, pos) {
+                    Some((_, _, next)) => pos = next,
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            None
+        }
+        _ => {
+            ok = false;
+            None
+        }
+    };
     if !ok {
         if let Some(w) = st
             .workers
@@ -1182,14 +1270,22 @@ fn apply_results(st: &mut State, msg: Vec<u8>) {
             }
         }
     }
-    st.file(job, index, Batch::Records { msg, count });
+    st.file(
+        job,
+        index,
+        Batch::Records {
+            msg,
+            count,
+            fixed: size,
+        },
+    );
 }
 
 /// Puts a part back in line under a new id (late results under the old one are then
 /// ignored), without the items already reported.
-fn requeue(st: &mut State, mut part: Part, front: &mut Vec<u64>) {
+fn requeue(st: &mut State, mut part: Part, front: &mut Vec<u64>, fixed: Option<(usize, usize)>) {
     if part.reported > 0 {
-        let off = item_offset(&part.bytes, part.reported);
+        let off = item_offset(&part.bytes, part.reported, fixed);
         part.bytes.drain(..off);
         part.first += part.reported;
         part.count -= part.reported;
@@ -1222,7 +1318,7 @@ fn watch_workers(shared: &Shared, results: &ByteQueue) {
         // Everything the worker sent before it died is in the queue: file it first.
         let mut buf = Vec::new();
         while results.try_recv(&mut buf).is_ok() {
-            apply_results(&mut st, std::mem::take(&mut buf));
+            apply_results(&mut st, std::mem::take(&mut buf), shared.fixed);
         }
         let status = w.proc.wait_exit(None).ok();
         let progress = shared.progress.load(slot * STRIDE).unwrap_or(0);
@@ -1251,8 +1347,8 @@ fn watch_workers(shared: &Shared, results: &ByteQueue) {
                             format!("pool task {job}.{idx} (worker pid {pid})"),
                         ),
                     );
-                    let at = item_offset(&part.bytes, k);
-                    let after = item_offset(&part.bytes[at..], 1) + at;
+                    let at = item_offset(&part.bytes, k, shared.fixed);
+                    let after = item_offset(&part.bytes[at..], 1, shared.fixed) + at;
                     let rest = Part {
                         job,
                         first: idx + 1,
@@ -1263,12 +1359,12 @@ fn watch_workers(shared: &Shared, results: &ByteQueue) {
                     };
                     part.bytes.truncate(at);
                     part.count = k;
-                    requeue(&mut st, part, &mut front);
-                    requeue(&mut st, rest, &mut front);
+                    requeue(&mut st, part, &mut front, shared.fixed);
+                    requeue(&mut st, rest, &mut front, shared.fixed);
                     continue;
                 }
             }
-            requeue(&mut st, part, &mut front);
+            requeue(&mut st, part, &mut front, shared.fixed);
         }
         for id in front.into_iter().rev() {
             st.pending.push_front(id);
@@ -1327,6 +1423,7 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
         .ok_or_else(|| Error::corrupt("pool worker", "bad slot message"))? as usize;
     let word = progress.atomic(slot * STRIDE)?;
     let max = results.max_message();
+    let sizes = role.fixed_sizes();
     let mut msg = Vec::new();
     // Results are encoded in place (postcard into a slice) into this message buffer.
     let mut out = vec![0u8; max];
@@ -1336,10 +1433,16 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
             Ok(()) => {}
             Err(_) => return Ok(()), // the parent is gone
         }
-        match msg.first() {
-            Some(&TASK) if msg.len() >= TASK_HEADER => {}
-            _ => return Ok(()), // quit (or garbage: leave, the parent replaces us)
-        }
+        // Fixed-size items (`F`) need an entry that has them; anything else is quit (or
+        // garbage: leave, the parent replaces us).
+        let fixed = match msg.first() {
+            Some(&TASK) if msg.len() >= TASK_HEADER => None,
+            Some(&TASK_FIXED) if msg.len() >= TASK_HEADER => match sizes {
+                Some(s) => Some(s),
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
         let id = u64::from_le_bytes(msg[1..9].try_into().unwrap_or_default());
         let count = u32::from_le_bytes(msg[9..13].try_into().unwrap_or_default()) as usize;
         let mut res = Results {
@@ -1348,43 +1451,13 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
             id,
             from: 0,
             n: 0,
+            kind: RES_RECORDS,
             results: &results,
         };
-        let mut pos = TASK_HEADER;
-        let mut broken = false;
-        for k in 0..count {
-            let Some(len) = msg
-                .get(pos..pos + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
-            else {
-                broken = true;
-                break;
-            };
-            let Some(arg) = msg.get(pos + 4..pos + 4 + len) else {
-                broken = true;
-                break;
-            };
-            pos += 4 + len;
-            // Before running the item: which one this worker is on (read by the parent
-            // only after our death, which orders it; one cache line per worker).
-            word.store(((k as u64) << 32) | (id & 0xffff_ffff), Ordering::Relaxed);
-            if res.pos + REC_HEADER > max {
-                res.flush()?;
-            }
-            let at = res.pos + REC_HEADER;
-            match role.call_into(arg, &mut res.out[at..], &mut spill) {
-                Ok(Some(used)) => res.commit(ST_OK, used),
-                Ok(None) => res.place(ST_OK, &spill)?,
-                Err(f) => {
-                    let (st, m) = match f {
-                        Failure::Panicked(m) => (ST_PANIC, m),
-                        Failure::Codec(m) => (ST_CODEC, m),
-                        f => (ST_CODEC, f.to_string()),
-                    };
-                    res.place(st, m.as_bytes())?;
-                }
-            }
-        }
+        let broken = match fixed {
+            Some((asize, rsize)) => run_fixed(role, &msg, count, asize, rsize, word, &mut res)?,
+            None => run_framed(role, &msg, count, word, &mut res, &mut spill)?,
+        };
         if res.n > 0 {
             res.flush()?;
         }
@@ -1396,6 +1469,95 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
     }
 }
 
+/// Runs a task message of framed items (each preceded by its length), filing one record
+/// per item. Returns whether the message was malformed.
+fn run_framed(
+    role: &dyn Role,
+    msg: &[u8],
+    count: usize,
+    word: &AtomicU64,
+    res: &mut Results<'_>,
+    spill: &mut Vec<u8>,
+) -> Result<bool> {
+    let max = res.out.len();
+    let mut pos = TASK_HEADER;
+    for k in 0..count {
+        let arg = msg
+            .get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .and_then(|len| msg.get(pos + 4..pos + 4 + len));
+        let Some(arg) = arg else {
+            return Ok(true);
+        };
+        pos += 4 + arg.len();
+        // Before running the item: which one this worker is on (read by the parent
+        // only after our death, which orders it; one cache line per worker).
+        word.store(
+            ((k as u64) << 32) | (res.id & 0xffff_ffff),
+            Ordering::Relaxed,
+        );
+        if res.pos + REC_HEADER > max {
+            res.flush()?;
+        }
+        let at = res.pos + REC_HEADER;
+        match role.call_into(arg, &mut res.out[at..], spill) {
+            Ok(Some(used)) => res.commit(ST_OK, used),
+            Ok(None) => res.place(ST_OK, spill)?,
+            Err(f) => res.fail(f)?,
+        }
+    }
+    Ok(false)
+}
+
+/// Runs a task message of fixed-size items back to back: results go in runs of plain
+/// values, a failure in a record of its own. Returns whether the message was malformed.
+fn run_fixed(
+    role: &dyn Role,
+    msg: &[u8],
+    count: usize,
+    asize: usize,
+    rsize: usize,
+    word: &AtomicU64,
+    res: &mut Results<'_>,
+) -> Result<bool> {
+    let max = res.out.len();
+    let body = &msg[TASK_HEADER..];
+    if count.checked_mul(asize) != Some(body.len()) {
+        return Ok(true);
+    }
+    let mut k = 0;
+    while k < count {
+        res.switch(RES_FIXED)?;
+        let room = (max - res.pos).checked_div(rsize).unwrap_or(usize::MAX);
+        if room == 0 {
+            res.flush()?;
+            continue;
+        }
+        let m = room.min(count - k);
+        let at = res.pos;
+        let (done, failure) = role.call_fixed(
+            &body[k * asize..(k + m) * asize],
+            m,
+            &mut res.out[at..at + m * rsize],
+            word,
+            res.id,
+            k,
+        );
+        if done == 0 && failure.is_none() {
+            return Ok(true); // no progress: not a message this worker can run
+        }
+        res.pos += done * rsize;
+        res.n += done as u32;
+        k += done;
+        if let Some(f) = failure {
+            res.switch(RES_RECORDS)?;
+            res.fail(f)?;
+            k += 1;
+        }
+    }
+    Ok(false)
+}
+
 /// A worker's result message being built: records from [`RES_HEADER`] to `pos`.
 struct Results<'a> {
     out: &'a mut [u8],
@@ -1404,6 +1566,8 @@ struct Results<'a> {
     /// Index in the task message of the first record.
     from: usize,
     n: u32,
+    /// [`RES_RECORDS`] or [`RES_FIXED`].
+    kind: u8,
     results: &'a ByteQueue,
 }
 
@@ -1444,11 +1608,32 @@ impl Results<'_> {
         Ok(())
     }
 
+    /// A record of the item's failure.
+    fn fail(&mut self, f: Failure) -> Result<()> {
+        let (st, m) = match f {
+            Failure::Panicked(m) => (ST_PANIC, m),
+            Failure::Codec(m) => (ST_CODEC, m),
+            f => (ST_CODEC, f.to_string()),
+        };
+        self.place(st, m.as_bytes())
+    }
+
+    /// Continues with results of `kind`, sending what is there first if it is of the
+    /// other kind.
+    fn switch(&mut self, kind: u8) -> Result<()> {
+        if self.kind != kind && self.n > 0 {
+            self.flush()?;
+        }
+        self.kind = kind;
+        Ok(())
+    }
+
     /// Sends the records so far as one message; the next one continues after them.
     fn flush(&mut self) -> Result<()> {
         self.out[0..8].copy_from_slice(&self.id.to_le_bytes());
         self.out[8..12].copy_from_slice(&(self.from as u32).to_le_bytes());
         self.out[12..16].copy_from_slice(&self.n.to_le_bytes());
+        self.out[16] = self.kind;
         self.results
             .send(&self.out[..self.pos])
             .map_err(Error::from)?;

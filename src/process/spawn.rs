@@ -2,13 +2,13 @@
 //! [module docs](super).
 
 use std::any::type_name;
-use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bytemuck::Pod;
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -62,34 +62,213 @@ pub enum StartMethod {
 /// A named entry function of this program that a child process can run.
 ///
 /// The name identifies the function across `exec`; [`entry!`](crate::entry) builds it
-/// from the function's path. `A` travels to the child and `R` back with serde
-/// (postcard).
+/// from the function's path. `A` travels to the child and `R` back in the entry's
+/// [`Codec`]: serde (postcard) for [`Entry::new`] / `entry!(f)`, the value's own bytes for
+/// [`Entry::pod`] / `entry!(pod f)`.
 pub struct Entry<A, R> {
     name: &'static str,
     f: fn(A) -> R,
+    pub(crate) arg: Codec<A>,
+    pub(crate) ret: Codec<R>,
+    /// Plain-data entries: runs items back to back (see [`Role::call_fixed`]).
+    run_fixed: Option<RunFixed<A, R>>,
 }
 
-impl<A, R> Entry<A, R> {
-    /// An entry named `name` (unique in the program) running `f`.
-    pub const fn new(name: &'static str, f: fn(A) -> R) -> Self {
-        Entry { name, f }
-    }
+/// `(f, args, count, out, progress word, message id, first index)` → `(items done, the
+/// failure of the next)`.
+type RunFixed<A, R> =
+    fn(fn(A) -> R, &[u8], usize, &mut [u8], &AtomicU64, u64, usize) -> (usize, Option<Failure>);
+/// Decodes a run of `count` fixed-size values onto the vector.
+type ExtendFrom<T> = fn(&[u8], usize, &mut Vec<T>);
 
+impl<A, R> Entry<A, R> {
     /// Its name.
     pub fn name(&self) -> &'static str {
         self.name
     }
+
+    /// The encoding of the argument and the result: `"postcard"` or `"pod"`.
+    pub fn codec(&self) -> &'static str {
+        self.arg.name
+    }
 }
 
-/// `Entry::new("path::to::f", f)`: an [`Entry`] named after the function's path.
+impl<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Entry<A, R> {
+    /// An entry named `name` (unique in the program) running `f`; argument and result
+    /// travel with serde (postcard).
+    pub const fn new(name: &'static str, f: fn(A) -> R) -> Self {
+        Entry {
+            name,
+            f,
+            arg: Codec::postcard(),
+            ret: Codec::postcard(),
+            run_fixed: None,
+        }
+    }
+}
+
+impl<A: Pod, R: Pod> Entry<A, R> {
+    /// An entry for plain-data argument and result ([`bytemuck::Pod`]): they travel as
+    /// their own bytes, with no serialisation (a [`Pool`](super::Pool) of these moves a
+    /// task in a few nanoseconds; `shmkit bench --workload pool` measures both forms). A
+    /// message of the wrong length is a [`Failure::Codec`], never a misread value; any
+    /// bit pattern of the right length is a valid `Pod`.
+    pub const fn pod(name: &'static str, f: fn(A) -> R) -> Self {
+        Entry {
+            name,
+            f,
+            arg: Codec::pod(),
+            ret: Codec::pod(),
+            run_fixed: Some(run_pod::<A, R>),
+        }
+    }
+}
+
+/// A plain-data entry over a run of arguments back to back, writing the results back to
+/// back into `out` (room for every one): per item the progress word, then the call (a
+/// panic stops the run and is returned with the count before it).
+fn run_pod<A: Pod, R: Pod>(
+    f: fn(A) -> R,
+    args: &[u8],
+    count: usize,
+    out: &mut [u8],
+    word: &AtomicU64,
+    id: u64,
+    first: usize,
+) -> (usize, Option<Failure>) {
+    let (asize, rsize) = (std::mem::size_of::<A>(), std::mem::size_of::<R>());
+    let mut done = 0;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Stops early only if the slices are short (the caller sizes them).
+        for k in 0..count {
+            let (Some(a), Some(o)) = (
+                args.get(k * asize..(k + 1) * asize),
+                out.get_mut(k * rsize..(k + 1) * rsize),
+            ) else {
+                break;
+            };
+            word.store(
+                (((first + k) as u64) << 32) | (id & 0xffff_ffff),
+                Ordering::Relaxed,
+            );
+            o.copy_from_slice(bytemuck::bytes_of(&f(bytemuck::pod_read_unaligned(a))));
+            done = k + 1;
+        }
+    }));
+    match r {
+        Ok(()) => (done, None),
+        Err(p) => (done, Some(Failure::Panicked(panic_message(p.as_ref())))),
+    }
+}
+
+/// Why an encoding into a slice failed.
+pub(crate) enum EncodeError {
+    /// The slice is too short (the caller may retry with more room).
+    Full,
+    /// The value cannot be encoded.
+    Other(String),
+}
+
+/// How values of `T` become bytes and back: the functions of one format, chosen when the
+/// [`Entry`] is built (no trait: `T` need only satisfy the bounds of the format chosen).
+pub(crate) struct Codec<T> {
+    pub(crate) name: &'static str,
+    /// Every value encodes to exactly this many bytes (a pool then sends them back to
+    /// back, without per-item framing).
+    pub(crate) fixed: Option<usize>,
+    /// Encodes at the start of the slice; returns the length.
+    pub(crate) to_slice: fn(&T, &mut [u8]) -> std::result::Result<usize, EncodeError>,
+    /// Appends the encoding to the vector.
+    pub(crate) to_vec: fn(&T, Vec<u8>) -> std::result::Result<Vec<u8>, Failure>,
+    /// Decodes exactly these bytes.
+    pub(crate) from_bytes: fn(&[u8]) -> std::result::Result<T, Failure>,
+    /// Fixed sizes only: decodes a run of `count` values back to back (the length is
+    /// `count` times the size) onto the vector.
+    pub(crate) extend_from: Option<ExtendFrom<T>>,
+}
+
+impl<T> Clone for Codec<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Codec<T> {}
+
+impl<T: Serialize + DeserializeOwned> Codec<T> {
+    const fn postcard() -> Self {
+        Codec {
+            name: "postcard",
+            fixed: None,
+            to_slice: |v, out| {
+                encode_to_slice(v, out).map_err(|e| match e {
+                    postcard::Error::SerializeBufferFull => EncodeError::Full,
+                    e => EncodeError::Other(format!("encoding {}: {e}", type_name::<T>())),
+                })
+            },
+            to_vec: encode::<T>,
+            from_bytes: decode::<T>,
+            extend_from: None,
+        }
+    }
+}
+
+impl<T: Pod> Codec<T> {
+    const fn pod() -> Self {
+        Codec {
+            name: "pod",
+            fixed: Some(std::mem::size_of::<T>()),
+            to_slice: |v, out| {
+                let b = bytemuck::bytes_of(v);
+                match out.get_mut(..b.len()) {
+                    Some(d) => {
+                        d.copy_from_slice(b);
+                        Ok(b.len())
+                    }
+                    None => Err(EncodeError::Full),
+                }
+            },
+            to_vec: |v, mut out| {
+                out.extend_from_slice(bytemuck::bytes_of(v));
+                Ok(out)
+            },
+            from_bytes: |b| {
+                bytemuck::try_pod_read_unaligned(b).map_err(|_| {
+                    Failure::Codec(format!(
+                        "decoding {}: {} bytes, expected {}",
+                        type_name::<T>(),
+                        b.len(),
+                        std::mem::size_of::<T>()
+                    ))
+                })
+            },
+            extend_from: Some(|b, count, out| {
+                let size = std::mem::size_of::<T>();
+                if size == 0 {
+                    out.extend((0..count).map(|_| T::zeroed()));
+                } else {
+                    out.extend(b.chunks_exact(size).map(bytemuck::pod_read_unaligned::<T>));
+                }
+            }),
+        }
+    }
+}
+
+/// `Entry::new("path::to::f", f)`: an [`Entry`] named after the function's path;
+/// `entry!(pod f)`: `Entry::pod("path::to::f (pod)", f)`, for plain-data argument and
+/// result (both forms of one function can be registered side by side).
 ///
 /// ```
 /// fn square(x: i64) -> i64 { x * x }
 /// static SQUARE: shmkit::process::Entry<i64, i64> = shmkit::entry!(square);
+/// static SQUARE_POD: shmkit::process::Entry<i64, i64> = shmkit::entry!(pod square);
 /// assert!(SQUARE.name().ends_with("::square"));
+/// assert_eq!((SQUARE.codec(), SQUARE_POD.codec()), ("postcard", "pod"));
 /// ```
 #[macro_export]
 macro_rules! entry {
+    (pod $f:path) => {
+        $crate::process::Entry::pod(concat!(module_path!(), "::", stringify!($f), " (pod)"), $f)
+    };
     ($f:path) => {
         $crate::process::Entry::new(concat!(module_path!(), "::", stringify!($f)), $f)
     };
@@ -119,38 +298,49 @@ pub trait Role: Sync + private::Sealed {
         out: &mut [u8],
         spill: &mut Vec<u8>,
     ) -> std::result::Result<Option<usize>, Failure>;
+
+    /// The sizes of the argument and of the result when both encode to a fixed size.
+    #[doc(hidden)]
+    fn fixed_sizes(&self) -> Option<(usize, usize)>;
+
+    /// For an entry of fixed sizes: runs the `count` arguments back to back in `args`
+    /// (items `first..` of message `id`), storing `(index << 32) | (id & 0xffff_ffff)`
+    /// in `word` before each, and writes the results back to back into `out` (room for
+    /// all). Returns how many ran, and the failure of the one after them if one failed.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    fn call_fixed(
+        &self,
+        args: &[u8],
+        count: usize,
+        out: &mut [u8],
+        word: &AtomicU64,
+        id: u64,
+        first: usize,
+    ) -> (usize, Option<Failure>);
 }
 
 impl<A, R> private::Sealed for Entry<A, R> {}
 
-impl<A: DeserializeOwned, R: Serialize> Entry<A, R> {
+impl<A, R> Entry<A, R> {
     /// Decodes the argument and runs the entry, catching a panic.
     fn run(&self, args: &[u8]) -> std::result::Result<R, Failure> {
-        let a: A = postcard::from_bytes(args).map_err(|e| {
-            Failure::Codec(format!(
-                "decoding the argument as {}: {e}",
-                type_name::<A>()
-            ))
-        })?;
+        let a: A = (self.arg.from_bytes)(args)?;
         let f = self.f;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(a)))
             .map_err(|p| Failure::Panicked(panic_message(p.as_ref())))
     }
 }
 
-fn result_codec<R>(e: postcard::Error) -> Failure {
-    Failure::Codec(format!("encoding the result {}: {e}", type_name::<R>()))
-}
-
-impl<A: DeserializeOwned, R: Serialize> Role for Entry<A, R> {
+impl<A, R> Role for Entry<A, R> {
     fn name(&self) -> &'static str {
         self.name
     }
 
     fn call(&self, args: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), Failure> {
         let r = self.run(args)?;
-        // On error `out` is left empty (to_extend consumed it).
-        *out = postcard::to_extend(&r, std::mem::take(out)).map_err(result_codec::<R>)?;
+        // On error `out` is left empty (to_vec consumed it).
+        *out = (self.ret.to_vec)(&r, std::mem::take(out))?;
         Ok(())
     }
 
@@ -163,15 +353,37 @@ impl<A: DeserializeOwned, R: Serialize> Role for Entry<A, R> {
         let r = self.run(args)?;
         // Into the message in place; only a result that does not fit in what is left of
         // it takes the slow path.
-        match encode_to_slice(&r, out) {
+        match (self.ret.to_slice)(&r, out) {
             Ok(used) => Ok(Some(used)),
-            Err(postcard::Error::SerializeBufferFull) => {
+            Err(EncodeError::Full) => {
                 spill.clear();
-                *spill =
-                    postcard::to_extend(&r, std::mem::take(spill)).map_err(result_codec::<R>)?;
+                *spill = (self.ret.to_vec)(&r, std::mem::take(spill))?;
                 Ok(None)
             }
-            Err(e) => Err(result_codec::<R>(e)),
+            Err(EncodeError::Other(m)) => Err(Failure::Codec(m)),
+        }
+    }
+
+    fn fixed_sizes(&self) -> Option<(usize, usize)> {
+        self.run_fixed?;
+        Some((self.arg.fixed?, self.ret.fixed?))
+    }
+
+    fn call_fixed(
+        &self,
+        args: &[u8],
+        count: usize,
+        out: &mut [u8],
+        word: &AtomicU64,
+        id: u64,
+        first: usize,
+    ) -> (usize, Option<Failure>) {
+        match self.run_fixed {
+            Some(run) => run(self.f, args, count, out, word, id, first),
+            None => (
+                0,
+                Some(Failure::Codec("not an entry of fixed sizes".into())),
+            ),
         }
     }
 }
@@ -923,9 +1135,7 @@ pub struct Process<A: 'static, R: 'static> {
     start_timeout: Duration,
 }
 
-impl<A: Serialize + DeserializeOwned + 'static, R: Serialize + DeserializeOwned + 'static>
-    Process<A, R>
-{
+impl<A: 'static, R: 'static> Process<A, R> {
     /// A process that will run `entry(args)`.
     pub fn new(entry: &'static Entry<A, R>, args: A) -> Self {
         Process {
@@ -964,9 +1174,11 @@ impl<A: Serialize + DeserializeOwned + 'static, R: Serialize + DeserializeOwned 
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
-        let args = encode(&self.args, vec![TAG_ARGS]).map_err(|failure| Error::Failed {
-            resource: format!("process {name}"),
-            failure,
+        let args = (self.entry.arg.to_vec)(&self.args, vec![TAG_ARGS]).map_err(|failure| {
+            Error::Failed {
+                resource: format!("process {name}"),
+                failure,
+            }
         })?;
         let proc = launch(
             Spec {
@@ -986,7 +1198,7 @@ impl<A: Serialize + DeserializeOwned + 'static, R: Serialize + DeserializeOwned 
         Ok(Child {
             proc,
             reply: Reply::Pending,
-            _r: PhantomData,
+            decode: self.entry.ret.from_bytes,
         })
     }
 }
@@ -1005,10 +1217,10 @@ enum Reply {
 pub struct Child<R> {
     proc: Proc,
     reply: Reply,
-    _r: PhantomData<fn() -> R>,
+    decode: fn(&[u8]) -> std::result::Result<R, Failure>,
 }
 
-impl<R: DeserializeOwned> Child<R> {
+impl<R> Child<R> {
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.proc.pid
@@ -1071,7 +1283,7 @@ impl<R: DeserializeOwned> Child<R> {
         };
         match std::mem::replace(&mut self.reply, Reply::Taken) {
             Reply::Got(m) => match m.split_first() {
-                Some((&TAG_RESULT, r)) => decode(r).map_err(failed),
+                Some((&TAG_RESULT, r)) => (self.decode)(r).map_err(failed),
                 Some((&TAG_PANIC, t)) => {
                     Err(failed(Failure::Panicked(String::from_utf8_lossy(t).into())))
                 }

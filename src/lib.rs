@@ -56,6 +56,7 @@ pub mod error;
 mod fdwait;
 pub mod fifo;
 pub mod frame;
+pub mod latest;
 pub mod liveness;
 #[cfg(feature = "log")]
 pub mod logging;

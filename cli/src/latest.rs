@@ -4,48 +4,13 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use serde_json::json;
 use shmkit::latest::{BYTES_TYPE, Latest, LatestBytes};
 use shmkit::{Error, Segment};
 
 use crate::out::{Out, mode_bits, utf8};
 use crate::segments::{ModeArg, Ty, parse_val, ty_name, ty_of, with_ty};
-
-/// Value types of `latest create`: the scalar types, or a byte string.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum LatestTy {
-    I8,
-    I16,
-    I32,
-    I64,
-    U8,
-    U16,
-    U32,
-    U64,
-    F32,
-    F64,
-    Bytes,
-}
-
-impl LatestTy {
-    fn scalar(self) -> Option<Ty> {
-        Some(match self {
-            LatestTy::I8 => Ty::I8,
-            LatestTy::I16 => Ty::I16,
-            LatestTy::I32 => Ty::I32,
-            LatestTy::I64 => Ty::I64,
-            LatestTy::U8 => Ty::U8,
-            LatestTy::U16 => Ty::U16,
-            LatestTy::U32 => Ty::U32,
-            LatestTy::U64 => Ty::U64,
-            LatestTy::F32 => Ty::F32,
-            LatestTy::F64 => Ty::F64,
-            LatestTy::Bytes => return None,
-        })
-    }
-}
 
 /// `shmkit latest ...`
 #[derive(Subcommand, Debug)]
@@ -54,15 +19,20 @@ pub enum Command {
     Create {
         /// Name.
         name: OsString,
-        /// Value type (`bytes`: a byte string of at most --max-len bytes).
-        #[arg(long = "type", value_enum)]
-        ty: LatestTy,
+        /// Value type of a scalar cell.
+        #[arg(
+            long = "type",
+            value_enum,
+            required_unless_present = "bytes",
+            conflicts_with = "bytes"
+        )]
+        ty: Option<Ty>,
         /// Initial value of a scalar (default 0).
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long, allow_hyphen_values = true, conflicts_with = "bytes")]
         init: Option<String>,
-        /// Longest byte string (type `bytes`).
-        #[arg(long, default_value_t = 4096)]
-        max_len: usize,
+        /// A byte-string cell instead, of at most MAX_LEN bytes (initially empty).
+        #[arg(long, value_name = "MAX_LEN")]
+        bytes: Option<usize>,
         #[command(flatten)]
         mode: ModeArg,
     },
@@ -98,27 +68,21 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             name,
             ty,
             init,
-            max_len,
+            bytes,
             mode,
         } => {
             let name = utf8("NAME", &name)?;
             let opts = Segment::options()
                 .mode(mode_bits(&mode.mode)?)
                 .persistent(true);
-            match ty.scalar() {
-                Some(ty) => with_ty!(ty, T => {
+            match (ty, bytes) {
+                (Some(ty), _) => with_ty!(ty, T => {
                     let v: T = match &init { Some(s) => parse_val(&name, s)?, None => T::default() };
                     Latest::<T>::create_with(&opts, &name, v)?;
                     writeln!(out, "created {name}: latest {} = {v}", ty_name(ty))
                 }),
-                None => {
-                    if init.is_some() {
-                        return Err(Error::invalid(
-                            &name,
-                            "latest create",
-                            "--init is for scalar types; write a byte string with `latest set`",
-                        ));
-                    }
+                (None, max_len) => {
+                    let max_len = max_len.unwrap_or_default();
                     LatestBytes::create_with(&opts, &name, max_len)?;
                     writeln!(out, "created {name}: latest bytes (at most {max_len})")
                 }

@@ -41,31 +41,22 @@ fn scalar_create_get_set() {
 fn byte_string_create_get_set() {
     let name = unique("latest-bytes");
     let _g = Guard(vec![name.clone()]);
-    ok(&[
-        "latest",
-        "create",
-        &name,
-        "--type",
-        "bytes",
-        "--max-len",
-        "8",
-    ]);
+    ok(&["latest", "create", &name, "--bytes", "8"]);
     assert_eq!(ok(&["latest", "get", &name]), "\n");
     assert_eq!(ok(&["latest", "set", &name, "hi there"]), "1\n");
     assert_eq!(ok(&["latest", "get", &name]), "hi there\n");
     assert!(fails(&["latest", "set", &name, "123456789"]).contains("exceeds the limit of 8"));
-    assert!(
-        fails(&[
-            "latest",
-            "create",
-            &unique("x"),
-            "--type",
-            "bytes",
-            "--init",
-            "1"
-        ])
-        .contains("--init")
-    );
+    // --bytes with --type or --init is a usage error (clap: exit status 2).
+    let o = common::shmkit(&[
+        "latest",
+        "create",
+        &unique("x"),
+        "--bytes",
+        "4",
+        "--init",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]

@@ -322,3 +322,46 @@ fn hostile_sequence_odd_or_flipping_gives_a_bounded_error() {
         eprintln!("{mode}: {errors} of 50 reads failed (bounded)");
     }
 }
+
+#[test]
+fn wait_for_update_async_is_woken_by_another_process() {
+    if let Some(role) = common::role() {
+        assert_eq!(role, "late-writer");
+        let mut l = Latest::<u64>::open(&arg(0)).unwrap();
+        common::tell("ready");
+        park_until_released();
+        l.write(&7).unwrap();
+        std::process::exit(0);
+    }
+    let name = common::unique("latest-async");
+    let _g = common::ShmGuard::new(&name);
+    let l = Latest::<u64>::create(&name, 0).unwrap();
+    let (mut c, lis) = common::spawn_talking(
+        "wait_for_update_async_is_woken_by_another_process",
+        "late-writer",
+        &[&name],
+    );
+    assert_eq!(lis.next(LONG), "ready");
+    let stdin = c.stdin.take();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (r, ()) = rt.block_on(async {
+        // The wait is polled (and registered) first; then the writer is let go.
+        tokio::join!(l.wait_for_update_async(0, Some(LONG)), async {
+            tokio::task::yield_now().await;
+            drop(stdin);
+        })
+    });
+    assert_eq!(r.unwrap(), (7, 1));
+    common::wait_ok(&mut c, LONG);
+    let e = rt
+        .block_on(l.wait_for_update_async(1, Some(Duration::from_millis(20))))
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert_eq!(
+        shmkit::aio::registrations().0,
+        0,
+        "no registration left behind"
+    );
+}

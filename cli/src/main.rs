@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod latest;
 mod out;
 mod queue;
 mod segments;
@@ -37,6 +38,9 @@ enum Command {
     /// Create, feed, drain and inspect shared-memory queues.
     #[command(subcommand)]
     Queue(queue::Command),
+    /// Last-value cells (one writer, lock-free readers): create, get, set.
+    #[command(subcommand)]
+    Latest(latest::Command),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
             Command::Fifo(c) => transports::run_fifo(c, &mut out),
             Command::Bench(a) => bench::run(a, &mut out),
             Command::Queue(c) => queue::run(c, &mut out),
+            Command::Latest(c) => latest::run(c, &mut out),
         },
         // --help and --version go to stdout: through the checked writer.
         Err(e) if !e.use_stderr() => write!(out, "{}", e.render()),

@@ -155,6 +155,8 @@ macro_rules! with_ty {
     };
 }
 
+pub(crate) use with_ty;
+
 /// Runs `$body` with `$T` bound to the integer type for `$ty`, or fails for floats.
 macro_rules! with_int_ty {
     ($ty:expr, $res:expr, $T:ident => $body:expr) => {
@@ -301,10 +303,10 @@ pub enum ArrayCmd {
 pub struct ModeArg {
     /// Permission bits in octal, 0..=777 (default 600).
     #[arg(long, default_value = "600")]
-    mode: OsString,
+    pub(crate) mode: OsString,
 }
 
-fn parse_val<T: std::str::FromStr>(res: &str, s: &str) -> Result<T, Error>
+pub(crate) fn parse_val<T: std::str::FromStr>(res: &str, s: &str) -> Result<T, Error>
 where
     T::Err: std::fmt::Display,
 {
@@ -318,7 +320,7 @@ where
 }
 
 /// The element type recorded in a header.
-fn ty_of(resource: &str, h: &Header) -> Result<Ty, Error> {
+pub(crate) fn ty_of(resource: &str, h: &Header) -> Result<Ty, Error> {
     let tn = h.type_name();
     Ty::from_type_name(tn).ok_or_else(|| {
         Error::invalid(
@@ -892,7 +894,7 @@ fn value(cmd: ValueCmd, out: &mut Out) -> Result<(), Error> {
     }
 }
 
-fn ty_name(ty: Ty) -> String {
+pub(crate) fn ty_name(ty: Ty) -> String {
     format!("{ty:?}").to_lowercase()
 }
 

@@ -11,7 +11,9 @@
 //!   [`ByteQueue`](crate::ByteQueue::recv_async);
 //!   [`Semaphore::wait_async`](crate::sync::Semaphore::wait_async) /
 //!   [`wait_timeout_async`](crate::sync::Semaphore::wait_timeout_async) (and on
-//!   [`BoundedSemaphore`](crate::sync::BoundedSemaphore::wait_async)).
+//!   [`BoundedSemaphore`](crate::sync::BoundedSemaphore::wait_async));
+//!   [`Latest::wait_for_update_async`](crate::latest::Latest::wait_for_update_async)
+//!   (and on [`Board`](crate::latest::Board::wait_for_update_async)).
 //! - Kernel transports (feature `tokio`, through `tokio::io::unix::AsyncFd`):
 //!   [`AsyncMessageQueue`], [`AsyncFifoReader`], [`AsyncFifoWriter`], [`AsyncPipe`],
 //!   [`AsyncSignalListener`]. They need a tokio runtime with its I/O driver
@@ -130,6 +132,7 @@
 //! | `Queue::send_async`, `ByteQueue::send_async` | nothing sent (the value is dropped with the future) |
 //! | `reserve_async`, `recv_ref_async` | no slot claimed: the claim is taken in the poll that returns the guard |
 //! | `Event::wait_async`, `wait_timeout_async` | nothing to undo |
+//! | `Latest::wait_for_update_async` (and `Board`'s) | nothing to undo (a read happens only in the poll that returns it) |
 //! | `Semaphore::wait_async`, `wait_timeout_async` | no permit taken; a wake-up a `post` gave this future is passed on (`post` wakes one sleeper) |
 //! | `AsyncMessageQueue::send`/`recv` | message whole in the queue or not sent / still queued |
 //! | `AsyncFifoReader::recv` | bytes already read stay buffered in the reader for the next call |

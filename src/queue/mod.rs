@@ -123,7 +123,7 @@ mod fuzz;
 mod loom;
 mod ring;
 mod sender;
-mod wait;
+pub(crate) mod wait;
 
 use std::cell::Cell;
 use std::marker::PhantomData;

@@ -141,6 +141,8 @@ pub enum Kind {
     ByteQueue,
     /// A user-defined layout.
     Custom,
+    /// A seqlock table of latest values (`Latest<T>`, `Board<T>`).
+    Latest,
     /// A kind this build does not know (written by a newer shmkit).
     Unknown(u32),
 }
@@ -161,6 +163,7 @@ impl Kind {
             Kind::Queue => 10,
             Kind::ByteQueue => 11,
             Kind::Custom => 12,
+            Kind::Latest => 16,
             Kind::Unknown(n) => n,
         }
     }
@@ -180,6 +183,7 @@ impl Kind {
             10 => Kind::Queue,
             11 => Kind::ByteQueue,
             12 => Kind::Custom,
+            16 => Kind::Latest,
             n => Kind::Unknown(n),
         }
     }
@@ -199,6 +203,7 @@ impl Kind {
             Kind::Queue => "queue".into(),
             Kind::ByteQueue => "bytequeue".into(),
             Kind::Custom => "custom".into(),
+            Kind::Latest => "latest".into(),
             Kind::Unknown(n) => format!("unknown({n})"),
         }
     }

@@ -269,6 +269,10 @@ fn hostile_sequence_odd_or_flipping_gives_a_bounded_error() {
         let seg = Segment::open(&arg(0)).unwrap();
         let seq = raw_seq(&seg);
         let start = Instant::now();
+        // The first hostile store happens before the parent is told to read.
+        if role == "odd" {
+            seq.store(7, Ordering::Relaxed);
+        }
         common::tell("hostile");
         while start.elapsed() < CHILD_LIFETIME {
             match role.as_str() {

@@ -2,11 +2,14 @@
 //!
 //! The comparison harness of shmkit: every IPC mechanism against the others and against the
 //! hardware floor, through the same workloads, in two real processes pinned to different
-//! cores. The criterion benches in `compare/benches/` and the `shmkit bench` command both
-//! use the adapters defined here, so each mechanism is written once.
+//! cores. The criterion benches in `compare/benches/` and the benchmark driver
+//! ([`report`]: the `shmkit-bench` binary, and `shmkit bench` when the CLI is built with
+//! its `bench` feature) both use the adapters defined here, so each mechanism is written
+//! once. The measurement examples (`compare/examples/`) live here too.
 //!
 //! This crate is separate from the `shmkit` library on purpose: the peer crates it compares
-//! against (raw_sync, shared_memory, ...) stay out of the library's dependency tree.
+//! against (raw_sync, shared_memory, ...) stay out of the library's dependency tree, and
+//! out of the `shmkit` command's unless it is built with `--features bench`.
 //!
 //! ## Workloads ([`suite::Workload`])
 //! - **rtt**: round trip of a 64 B / 4 KiB message ([`measure::rtt`]).
@@ -67,6 +70,7 @@ pub mod payload;
 pub mod pool;
 pub mod proc;
 pub mod registry;
+pub mod report;
 pub mod shm;
 pub mod shmkit_async;
 pub mod shmkit_own;

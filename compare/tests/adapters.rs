@@ -1,6 +1,6 @@
 //! Runs every adapter for a few iterations with real processes (fork) and checks payload
 //! integrity, mutual exclusion and cleanup. A custom `main` (harness = false) runs the
-//! checks one after the other in a single thread, as `shmkit bench` does.
+//! checks one after the other in a single thread, as `shmkit-bench` does.
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,10 @@
-//! `shmkit bench` end to end on the fastest workload: the table, the JSON rows and the SVG.
+//! `shmkit-bench` (the driver behind `shmkit bench`) end to end on the fastest workload:
+//! the table, the JSON rows and the SVG.
 
 use std::process::Command;
 
 fn shmkit() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shmkit"))
+    Command::new(env!("CARGO_BIN_EXE_shmkit-bench"))
 }
 
 #[test]
@@ -13,7 +14,6 @@ fn bench_writes_table_json_and_svg() {
     let svg = dir.path().join("out.svg");
     let out = shmkit()
         .args([
-            "bench",
             "--quick",
             "--workload",
             "lock",
@@ -77,7 +77,7 @@ fn bench_writes_table_json_and_svg() {
 #[test]
 fn bench_rejects_unknown_mechanisms_and_workloads() {
     let out = shmkit()
-        .args(["bench", "--quick", "--only", "no-such-thing"])
+        .args(["--quick", "--only", "no-such-thing"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -87,10 +87,7 @@ fn bench_rejects_unknown_mechanisms_and_workloads() {
         "{err}"
     );
 
-    let out = shmkit()
-        .args(["bench", "--workload", "teleport"])
-        .output()
-        .unwrap();
+    let out = shmkit().args(["--workload", "teleport"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("teleport"));
 }

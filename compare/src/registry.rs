@@ -162,6 +162,13 @@ pub fn channels() -> Vec<ChannelSpec> {
             make: crate::shmkit_queue::queue_spin,
         },
         ChannelSpec {
+            id: "shmkit-queue",
+            style: Sleeping,
+            max_msg: None,
+            note: "shmkit::queue::Queue<[u8; size]> SPSC, default wait (spins up to 50 us, then futex) both sides; one copy each way; 256 slots (rtt, wake), 8 (stream)",
+            make: crate::shmkit_queue::queue_adaptive,
+        },
+        ChannelSpec {
             id: "shmkit-queue-park",
             style: Sleeping,
             max_msg: None,

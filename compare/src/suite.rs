@@ -177,6 +177,10 @@ pub struct Row {
     /// between ~70 ns and ~300 ns), so a spinning mechanism's ratio is taken against this
     /// neighbour rather than against the `spin-floor` row measured minutes earlier.
     pub local_floor_ns: Option<f64>,
+    /// CPU time (user + system) of both processes per operation (round trip, message,
+    /// wake-up, lock+unlock) over the measured interval, in nanoseconds; a spinning
+    /// waiter's spin counts. Not measured for `pool` (its workers outlive the timed maps).
+    pub cpu_ns_per_op: Option<f64>,
     /// Spinning or sleeping.
     pub style: Option<Style>,
     /// How it was timed.
@@ -400,6 +404,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         ratio: None,
         ratio_to: None,
         local_floor_ns: None,
+        cpu_ns_per_op: None,
         style: task.style,
         timing: None,
         samples: None,
@@ -425,6 +430,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             row.p999_ns = m.p999_ns;
             row.throughput_bytes_per_s = m.throughput_bytes_per_s;
             row.ops_per_s = m.ops_per_s;
+            row.cpu_ns_per_op = m.cpu_ns_per_op;
             row.timing = Some(m.timing);
             row.samples = Some(m.samples);
             row.cores = (m.placement.parent.is_some()).then_some(m.placement);
@@ -526,6 +532,7 @@ mod tests {
             ratio: None,
             ratio_to: None,
             local_floor_ns: None,
+            cpu_ns_per_op: None,
             style: None,
             timing: None,
             samples: None,

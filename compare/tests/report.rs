@@ -54,6 +54,7 @@ fn bench_writes_table_json_and_svg() {
             "p99_ns",
             "throughput_bytes_per_s",
             "ratio",
+            "cpu_ns_per_op",
         ] {
             assert!(r.get(key).is_some(), "row lacks {key}: {r}");
         }
@@ -61,7 +62,10 @@ fn bench_writes_table_json_and_svg() {
         assert!(r["error"].is_null(), "{r}");
         assert!(r["median_ns"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+        // Both processes' CPU time over the measured interval, per lock+unlock.
+        assert!(r["cpu_ns_per_op"].as_f64().unwrap() > 0.0, "{r}");
     }
+    assert!(table.contains(" cpu "), "{table}");
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),

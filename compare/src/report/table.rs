@@ -71,6 +71,50 @@ pub(crate) fn notes(r: &Row) -> String {
     n.join("; ")
 }
 
+/// CPU nanoseconds per operation, or `-`.
+pub(crate) fn fmt_cpu(r: &Row) -> String {
+    if r.error.is_some() {
+        return "-".into();
+    }
+    fmt_ns(r.cpu_ns_per_op)
+}
+
+/// Aligned columns: the first left-aligned, the middle ones right-aligned, the last one
+/// (notes) as it is; a rule under the header.
+pub(crate) fn grid(lines: &[Vec<String>]) -> String {
+    let cols = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            lines
+                .iter()
+                .filter_map(|l| l.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (k, l) in lines.iter().enumerate() {
+        let mut s = String::new();
+        for (i, cell) in l.iter().enumerate() {
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            if i + 1 == cols {
+                s.push_str(cell);
+            } else if i == 0 {
+                let _ = write!(s, "{cell}{pad}  ");
+            } else {
+                let _ = write!(s, "{pad}{cell}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+        if k == 0 {
+            let rule: usize = widths[..cols.saturating_sub(1)].iter().map(|w| w + 2).sum();
+            let _ = writeln!(out, "{}", "-".repeat(rule + 5));
+        }
+    }
+    out
+}
+
 /// The text table: one block per workload.
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::new();
@@ -89,7 +133,11 @@ pub(crate) fn table(rows: &[Row]) -> String {
                 "speed-up over python-mp-pool, bigger = faster",
             ),
         };
-        let _ = writeln!(out, "\n## {} (median {what}; ratio {ratio_to})", w.as_str());
+        let _ = writeln!(
+            out,
+            "\n## {} (median {what}; cpu = CPU time of both processes per operation; ratio {ratio_to})",
+            w.as_str()
+        );
         let header = [
             "mechanism",
             "size",
@@ -97,12 +145,13 @@ pub(crate) fn table(rows: &[Row]) -> String {
             "p99",
             "p99.9",
             "throughput",
+            "cpu",
             "ratio",
             "notes",
         ];
-        let mut lines: Vec<[String; 8]> = vec![header.map(String::from)];
+        let mut lines: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
         for r in block {
-            lines.push([
+            lines.push(vec![
                 r.mechanism.clone(),
                 r.size.map(fmt_size).unwrap_or_else(|| "-".into()),
                 if r.error.is_some() {
@@ -113,34 +162,12 @@ pub(crate) fn table(rows: &[Row]) -> String {
                 fmt_ns(r.p99_ns),
                 fmt_ns(r.p999_ns),
                 fmt_rate(r),
+                fmt_cpu(r),
                 r.ratio.map_or("-".into(), fmt_ratio),
                 notes(r),
             ]);
         }
-        let widths: Vec<usize> = (0..7)
-            .map(|i| {
-                lines
-                    .iter()
-                    .map(|l| l[i].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for (k, l) in lines.iter().enumerate() {
-            let mut s = String::new();
-            for (i, cell) in l.iter().enumerate().take(7) {
-                let pad = widths[i] - cell.chars().count();
-                if i == 0 || i == 7 {
-                    let _ = write!(s, "{cell}{}  ", " ".repeat(pad));
-                } else {
-                    let _ = write!(s, "{}{cell}  ", " ".repeat(pad));
-                }
-            }
-            let _ = writeln!(out, "{s}{}", l[7]);
-            if k == 0 {
-                let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 14 + 5));
-            }
-        }
+        out.push_str(&grid(&lines));
     }
     out
 }

@@ -380,17 +380,17 @@ pub fn stream_total(
     msgs: u64,
     placement: Placement,
 ) -> Result<Duration> {
-    stream_run(spec, size, msgs, placement).map(|(t, _)| t)
+    stream_run(spec, size, STREAM_DEPTH, msgs, placement).map(|(t, _)| t)
 }
 
 /// [`stream_total`], plus the CPU nanoseconds both processes used over the timed part.
 fn stream_run(
     spec: &ChannelSpec,
     size: usize,
+    depth: usize,
     msgs: u64,
     placement: Placement,
 ) -> Result<(Duration, Option<u64>)> {
-    let depth = STREAM_DEPTH;
     let warm = 2 * depth as u64;
     let mut ch = (spec.make)(ChannelParams { size, depth })?;
     let ctl = Control::new()?;
@@ -439,15 +439,63 @@ pub fn stream(
     reps: usize,
     placement: Placement,
 ) -> Result<Measurement> {
-    let probe = 64u64;
-    let t = stream_total(spec, size, probe, placement)?;
+    let shape = StreamShape {
+        depth: STREAM_DEPTH,
+        probe: 64,
+        min_msgs: 16,
+    };
+    stream_shaped(spec, size, shape, target, max_bytes, reps, placement)
+}
+
+/// How a stream run is sized: messages in flight, calibration messages, fewest messages.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamShape {
+    /// Messages in flight per direction (ring slots, queue depth).
+    pub depth: usize,
+    /// Messages of the calibration run.
+    pub probe: u64,
+    /// Fewest messages per timed run.
+    pub min_msgs: u64,
+}
+
+impl StreamShape {
+    /// The `sizes` workload's shape for messages of `size` bytes: at most 32 MiB in
+    /// flight (2 to 8 messages), a calibration of about 8 MiB (2 to 64 messages), at
+    /// least 64 MiB (`quick`: 32 MiB) or 16 messages per run, and at least 2.
+    pub fn for_size(size: usize, quick: bool) -> StreamShape {
+        let size = size.max(1) as u64;
+        let least: u64 = if quick { 32 << 20 } else { 64 << 20 };
+        StreamShape {
+            depth: ((32 << 20) / size).clamp(2, STREAM_DEPTH as u64) as usize,
+            probe: ((8 << 20) / size).clamp(2, 64),
+            min_msgs: (least / size).clamp(2, 16),
+        }
+    }
+}
+
+/// [`stream`] with a given [`StreamShape`].
+pub fn stream_shaped(
+    spec: &ChannelSpec,
+    size: usize,
+    shape: StreamShape,
+    target: Duration,
+    max_bytes: u64,
+    reps: usize,
+    placement: Placement,
+) -> Result<Measurement> {
+    let StreamShape {
+        depth,
+        probe,
+        min_msgs,
+    } = shape;
+    let (t, _) = stream_run(spec, size, depth, probe, placement)?;
     let per_msg = (t.as_secs_f64() / probe as f64).max(1e-9);
-    let max_msgs = (max_bytes / size as u64).max(16);
-    let msgs = ((target.as_secs_f64() / per_msg) as u64).clamp(16, max_msgs);
+    let max_msgs = (max_bytes / size as u64).max(min_msgs);
+    let msgs = ((target.as_secs_f64() / per_msg) as u64).clamp(min_msgs, max_msgs);
     let mut per_msg_ns = Vec::with_capacity(reps);
     let mut cpu = Some(0u64);
     for _ in 0..reps.max(1) {
-        let (t, c) = stream_run(spec, size, msgs, placement)?;
+        let (t, c) = stream_run(spec, size, depth, msgs, placement)?;
         per_msg_ns.push(t.as_nanos() as f64 / msgs as f64);
         cpu = cpu.zip(c).map(|(a, b)| a + b);
     }

@@ -37,13 +37,19 @@ pub struct Args {
     /// worker processes, shmkit-pool against python-mp-pool (when python3 is present):
     /// 100k trivial tasks (tasks/s) and 1k tasks of 1 ms (overhead per task = workers *
     /// wall / tasks - 1 ms); ratio = speed-up over Python in the same run.
-    #[arg(long, value_name = "rtt|stream|lock|wake|pool", value_parser = parse_workload)]
+    ///
+    /// `mpmc`: P producer processes to C consumer processes (P, C in 1, 2, 4, 8; --quick:
+    /// 1x1, 2x1, 2x2, 4x4), aggregate messages/s. `sizes`: one-way throughput from 16 B to
+    /// 16 MiB in powers of 4 (--quick: every other size).
+    #[arg(long, value_name = "rtt|stream|lock|wake|pool|mpmc|sizes", value_parser = parse_workload)]
     workload: Vec<Workload>,
 }
 
 fn parse_workload(s: &str) -> Result<Workload, String> {
-    Workload::parse(s)
-        .ok_or_else(|| format!("unknown workload {s:?}: expected rtt, stream, lock, wake or pool"))
+    Workload::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = Workload::ALL.iter().map(|w| w.as_str()).collect();
+        format!("unknown workload {s:?}: expected one of {}", all.join(", "))
+    })
 }
 
 /// Prints a line on stderr, ignoring a failure (stderr is the last resort; unlike

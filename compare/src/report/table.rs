@@ -36,8 +36,10 @@ pub(crate) fn fmt_rate(r: &Row) -> String {
 pub(crate) fn fmt_ops(o: f64, unit: &str) -> String {
     if o >= 1e6 {
         format!("{:.1} M{unit}/s", o / 1e6)
-    } else {
+    } else if o >= 1e3 {
         format!("{:.0} k{unit}/s", o / 1e3)
+    } else {
+        format!("{o:.1} {unit}/s")
     }
 }
 
@@ -132,6 +134,11 @@ pub(crate) fn table(rows: &[Row]) -> String {
                 "per task: wall time (trivial), overhead beyond 1 ms (1 ms tasks)",
                 "speed-up over python-mp-pool, bigger = faster",
             ),
+            Workload::Mpmc => (
+                "per message over all producers; variant = producers x consumers",
+                "x the same mechanism at 1x1 in messages/s, bigger = faster",
+            ),
+            Workload::Sizes => ("per message", "x memcpy"),
         };
         let _ = writeln!(
             out,

@@ -53,6 +53,11 @@ pub struct Measurement {
     /// interval, in nanoseconds ([`CpuMark`]): what a spinning mechanism's latency costs
     /// in cores, what a sleeping one saves.
     pub cpu_ns_per_op: Option<f64>,
+    /// The run's own noise: `(max - min) / median` of the medians of up to
+    /// [`SPREAD_PARTS`] consecutive parts of the samples, in time order (runs that report
+    /// one sample per repetition, like stream: of the repetitions). `None` with fewer than
+    /// 3 samples.
+    pub spread: Option<f64>,
     /// Number of samples behind the percentiles.
     pub samples: usize,
     /// Sum of all samples (ns): for callers that need a total (criterion's `iter_custom`).
@@ -79,13 +84,41 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// A measurement from per-operation samples (sorted here).
+/// Parts the samples are split into for [`Measurement::spread`].
+pub const SPREAD_PARTS: usize = 5;
+
+/// `(max - min) / median` of the medians of up to [`SPREAD_PARTS`] consecutive parts of
+/// `samples` (in the order they were taken), or `None` with fewer than 3 samples.
+pub fn spread(samples: &[f64]) -> Option<f64> {
+    let n = samples.len();
+    if n < 3 {
+        return None;
+    }
+    let parts = SPREAD_PARTS.min(n);
+    let medians: Vec<f64> = (0..parts)
+        .map(|i| {
+            let mut part = samples[i * n / parts..(i + 1) * n / parts].to_vec();
+            part.sort_by(|a, b| a.total_cmp(b));
+            percentile(&part, 0.5)
+        })
+        .collect();
+    let mut all = samples.to_vec();
+    all.sort_by(|a, b| a.total_cmp(b));
+    let median = percentile(&all, 0.5);
+    let (lo, hi) = medians
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+    (median > 0.0).then(|| (hi - lo) / median)
+}
+
+/// A measurement from per-operation samples (in the order they were taken; sorted here).
 pub fn summarise(
     mut samples: Vec<f64>,
     operations: u64,
     timing: Timing,
     placement: Placement,
 ) -> Measurement {
+    let spread = spread(&samples);
     samples.sort_by(|a, b| a.total_cmp(b));
     let n = samples.len();
     let sum_ns = samples.iter().sum();
@@ -96,6 +129,7 @@ pub fn summarise(
         throughput_bytes_per_s: None,
         ops_per_s: None,
         cpu_ns_per_op: None,
+        spread,
         samples: n,
         sum_ns,
         operations,

@@ -218,6 +218,17 @@ pub struct Row {
     /// wake-up, lock+unlock) over the measured interval, in nanoseconds; a spinning
     /// waiter's spin counts. Not measured for `pool` (its workers outlive the timed maps).
     pub cpu_ns_per_op: Option<f64>,
+    /// The run's own noise in `median_ns`, relative ([`measure::spread`]): the spread of
+    /// the medians of consecutive parts of the samples, or of the repetitions.
+    pub spread: Option<f64>,
+    /// With `--baseline OLD.json`: the relative change of this row's time per operation
+    /// against the same row of the old run (positive = slower), normalised by the
+    /// same-run baseline where the row has one (see compare/README.md, "Regressions").
+    pub change: Option<f64>,
+    /// With `--baseline`: the noise band `change` was judged against (relative).
+    pub noise_band: Option<f64>,
+    /// With `--baseline`: the change lies outside the noise band.
+    pub outside_noise: Option<bool>,
     /// Spinning or sleeping.
     pub style: Option<Style>,
     /// How it was timed.
@@ -506,6 +517,10 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         ratio_to: None,
         local_floor_ns: None,
         cpu_ns_per_op: None,
+        spread: None,
+        change: None,
+        noise_band: None,
+        outside_noise: None,
         style: task.style,
         timing: None,
         samples: None,
@@ -532,6 +547,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             row.throughput_bytes_per_s = m.throughput_bytes_per_s;
             row.ops_per_s = m.ops_per_s;
             row.cpu_ns_per_op = m.cpu_ns_per_op;
+            row.spread = m.spread;
             row.timing = Some(m.timing);
             row.samples = Some(m.samples);
             row.cores = (m.placement.parent.is_some()).then_some(m.placement);
@@ -620,11 +636,18 @@ pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) ->
     rows
 }
 
+/// Rows for unit tests (here and in the report).
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
     use super::*;
 
-    fn row(w: Workload, id: &str, size: Option<usize>, median: f64, bw: Option<f64>) -> Row {
+    pub(crate) fn row(
+        w: Workload,
+        id: &str,
+        size: Option<usize>,
+        median: f64,
+        bw: Option<f64>,
+    ) -> Row {
         Row {
             workload: w,
             mechanism: id.into(),
@@ -639,6 +662,10 @@ mod tests {
             ratio_to: None,
             local_floor_ns: None,
             cpu_ns_per_op: None,
+            spread: None,
+            change: None,
+            noise_band: None,
+            outside_noise: None,
             style: None,
             timing: None,
             samples: None,
@@ -647,6 +674,12 @@ mod tests {
             error: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::row;
+    use super::*;
 
     #[test]
     fn a_floor_measured_next_to_a_row_wins_over_the_early_one() {
@@ -699,6 +732,20 @@ mod tests {
         assert_eq!(rows[1].ratio, Some(20.0));
         assert_eq!(rows[3].ratio, Some(30.0));
         assert_eq!(rows[3].ratio_to, Some(PYTHON_POOL));
+    }
+
+    #[test]
+    fn spread_is_over_the_medians_of_consecutive_parts() {
+        // Five parts with medians 10, 10, 10, 10, 12: spread 2 / median 10.
+        let mut v = vec![10.0; 40];
+        v.extend([12.0; 10]);
+        assert_eq!(measure::spread(&v), Some(0.2));
+        // One outlier inside a part moves its median not at all.
+        v[3] = 1e9;
+        assert_eq!(measure::spread(&v), Some(0.2));
+        // Three repetitions: (max - min) / median.
+        assert_eq!(measure::spread(&[90.0, 100.0, 110.0]), Some(0.2));
+        assert_eq!(measure::spread(&[1.0, 2.0]), None);
     }
 
     #[test]

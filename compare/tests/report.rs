@@ -95,3 +95,62 @@ fn bench_rejects_unknown_mechanisms_and_workloads() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("teleport"));
 }
+
+#[test]
+fn baseline_compares_each_row_with_an_earlier_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.json");
+    let new = dir.path().join("new.json");
+    let run = |json: &std::path::Path, baseline: Option<&std::path::Path>| {
+        let mut cmd = shmkit();
+        cmd.args([
+            "--quick",
+            "--workload",
+            "lock",
+            "--only",
+            "shmkit-mutex",
+            "--json",
+        ])
+        .arg(json);
+        if let Some(b) = baseline {
+            cmd.arg("--baseline").arg(b);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = run(&old, None);
+    assert!(!first.contains("vs base"), "{first}");
+    let second = run(&new, Some(&old));
+    assert!(second.contains("vs base"), "{second}");
+    assert!(
+        second.contains(&format!("## against {}", old.display())),
+        "{second}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&new).unwrap()).unwrap();
+    for r in rows.as_array().unwrap() {
+        // Every row has a counterpart in the old run.
+        assert!(r["change"].as_f64().is_some(), "{r}");
+        assert!(r["noise_band"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["outside_noise"].is_boolean(), "{r}");
+    }
+
+    // A baseline that is not a --json file fails before anything runs.
+    std::fs::write(&old, "{}").unwrap();
+    let out = shmkit()
+        .args(["--quick", "--workload", "lock", "--baseline"])
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a JSON array"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use crate::Placement;
 use crate::suite::{self, Options, Row, Workload};
 
+pub mod baseline;
 mod svg;
 mod table;
 
@@ -30,6 +31,12 @@ pub struct Args {
     /// Draw the ratios as an SVG bar chart (log scale) into FILE.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Compare with an earlier run's --json FILE: per row the change of the time per
+    /// operation (by ratio to the same run's baseline where the row has one), flagged
+    /// with `!` when it exceeds the noise band both runs measured (the spread of their
+    /// repeats; compare/README.md, "Regressions").
+    #[arg(long, value_name = "OLD.json")]
+    baseline: Option<PathBuf>,
     /// Only these mechanism ids, comma-separated (the baselines always run).
     #[arg(long, value_name = "ID,...", value_delimiter = ',')]
     only: Option<Vec<String>>,
@@ -107,7 +114,8 @@ pub fn run(args: Args, out: &mut dyn Write) -> shmkit::Result<()> {
             }
         }
     }
-    // Fail on an unwritable output path now, not after the whole run.
+    // Fail on an unreadable baseline or an unwritable output path now, not after the run.
+    let old = args.baseline.as_deref().map(baseline::load).transpose()?;
     for path in [&args.json, &args.plot].into_iter().flatten() {
         write(path, "")?;
     }
@@ -126,7 +134,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> shmkit::Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let rows = suite::run_all(&opts, |i, _, t| {
+    let mut rows = suite::run_all(&opts, |i, _, t| {
         bar.set_position(i as u64);
         bar.set_message(format!(
             "{} {} {}",
@@ -155,7 +163,13 @@ pub fn run(args: Args, out: &mut dyn Write) -> shmkit::Result<()> {
          batch means), sleeping ones per operation; wake = cross-process CLOCK_MONOTONIC stamps",
         crate::measure::BATCH
     );
-    text.push_str(&table(&rows));
+    if let Some(old) = &old {
+        baseline::compare(&mut rows, old);
+    }
+    text.push_str(&table(&rows, old.is_some()));
+    if let Some(path) = &args.baseline {
+        text.push_str(&baseline::summary(&rows, path));
+    }
     out.write_all(text.as_bytes()).map_err(out_err)?;
     out.flush().map_err(out_err)?;
     let failed: Vec<&Row> = rows

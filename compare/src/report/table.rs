@@ -118,7 +118,7 @@ pub(crate) fn grid(lines: &[Vec<String>]) -> String {
 }
 
 /// The text table: one block per workload.
-pub(crate) fn table(rows: &[Row]) -> String {
+pub(crate) fn table(rows: &[Row], with_baseline: bool) -> String {
     let mut out = String::new();
     for w in Workload::ALL {
         let block: Vec<&Row> = rows.iter().filter(|r| r.workload == w).collect();
@@ -145,7 +145,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             "\n## {} (median {what}; cpu = CPU time of both processes per operation; ratio {ratio_to})",
             w.as_str()
         );
-        let header = [
+        let mut header: Vec<String> = [
             "mechanism",
             "size",
             "median",
@@ -155,10 +155,15 @@ pub(crate) fn table(rows: &[Row]) -> String {
             "cpu",
             "ratio",
             "notes",
-        ];
-        let mut lines: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
+        ]
+        .map(String::from)
+        .to_vec();
+        if with_baseline {
+            header.insert(8, "vs base".into());
+        }
+        let mut lines: Vec<Vec<String>> = vec![header];
         for r in block {
-            lines.push(vec![
+            let mut line = vec![
                 r.mechanism.clone(),
                 r.size.map(fmt_size).unwrap_or_else(|| "-".into()),
                 if r.error.is_some() {
@@ -172,7 +177,11 @@ pub(crate) fn table(rows: &[Row]) -> String {
                 fmt_cpu(r),
                 r.ratio.map_or("-".into(), fmt_ratio),
                 notes(r),
-            ]);
+            ];
+            if with_baseline {
+                line.insert(8, super::baseline::cell(r));
+            }
+            lines.push(line);
         }
         out.push_str(&grid(&lines));
     }

@@ -495,10 +495,10 @@ pub struct StreamShape {
 impl StreamShape {
     /// The `sizes` workload's shape for messages of `size` bytes: at most 32 MiB in
     /// flight (2 to 8 messages), a calibration of about 8 MiB (2 to 64 messages), at
-    /// least 64 MiB (`quick`: 32 MiB) or 16 messages per run, and at least 2.
+    /// least 64 MiB (`quick`: 16 MiB) or 16 messages per run, and at least 2.
     pub fn for_size(size: usize, quick: bool) -> StreamShape {
         let size = size.max(1) as u64;
-        let least: u64 = if quick { 32 << 20 } else { 64 << 20 };
+        let least: u64 = if quick { 16 << 20 } else { 64 << 20 };
         StreamShape {
             depth: ((32 << 20) / size).clamp(2, STREAM_DEPTH as u64) as usize,
             probe: ((8 << 20) / size).clamp(2, 64),

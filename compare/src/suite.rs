@@ -488,14 +488,14 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             .map_err(|e| e.to_string())
         }
         Job::Mpmc(m, shape) => {
-            let (total, reps) = if q { (60_000, 3) } else { (400_000, 5) };
+            let (total, reps) = if q { (60_000, 3) } else { (200_000, 5) };
             mpmc::measure(m, *shape, total, reps).map_err(|e| e.to_string())
         }
         Job::Sizes(c, size) => {
             let (target, max_bytes, reps) = if q {
-                (Duration::from_millis(15), 128 << 20, 3)
+                (Duration::from_millis(10), 128 << 20, 3)
             } else {
-                (Duration::from_millis(150), 2 << 30, 5)
+                (Duration::from_millis(100), 1 << 30, 5)
             };
             let shape = measure::StreamShape::for_size(*size, q);
             measure::stream_shaped(c, *size, shape, target, max_bytes, reps, p)

@@ -1,4 +1,4 @@
-//! The workloads: rtt, stream, wake (over a [`Channel`]) and lock (over a [`Lock`]), each
+//! The workloads: rtt, stream, wake (over a [`Channel`]) and lock (over a [`Lock`](crate::locks::Lock)), each
 //! with a forked peer pinned to another core. Every message is stamped and checksummed on
 //! both ends; a mismatch fails the run.
 

@@ -1,6 +1,6 @@
-//! The workloads: rtt, stream, wake (over a [`Channel`]) and lock (over a [`Lock`](crate::locks::Lock)), each
-//! with a forked peer pinned to another core. Every message is stamped and checksummed on
-//! both ends; a mismatch fails the run.
+//! The workloads: rtt, stream, wake (over a [`Channel`]) and lock (over a
+//! [`Lock`](crate::locks::Lock)), each with a forked peer pinned to another core. Every
+//! message is stamped and checksummed on both ends; a mismatch fails the run.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -13,7 +13,7 @@
 //! | [`Segment`] | named / file-backed / anonymous mapping with a header | you define the layout | one `mmap` |
 //! | [`Value`] | one `Pod` value, atomics for integers | a shared counter or flag | an atomic op |
 //! | [`Array`] | `[T; n]` of `Pod` | shared tables, foreign shm objects | memory speed |
-//! | [`sync`] | robust `Mutex<T>`/`MutexArray<T>`, `Condvar`, `Event`, `RwLock`, `Barrier`, semaphores | locking, signalling; survives a holder's death | uncontended lock+unlock ~0.6x a robust pthread mutex (`shmkit bench --workload lock`) |
+//! | [`sync`] | robust `Mutex<T>`/`MutexArray<T>`, `Condvar`, `Event`, `RwLock`, `Barrier`, semaphores | locking, signalling; survives a holder's death | uncontended lock+unlock ~0.6x a robust pthread mutex (`shmkit-bench --workload lock`) |
 //! | [`MessageQueue`](mq::MessageQueue) | POSIX `mq_open` queue, priorities, pollable | small prioritised messages, interop with other programs | two copies + syscall per message |
 //! | [`Pipe`](pipe::Pipe) | anonymous duplex message channel (`SOCK_SEQPACKET`) | parent and child, like Python's `Pipe()` | two copies + syscall per message |
 //! | [`SignalListener`](signal::SignalListener) | real-time signal + 64-bit payload via `signalfd` | wake a known pid, no shared object at all | one signal delivery |

@@ -1,11 +1,12 @@
 //! `shmkit`: list, inspect and clean up shared-memory segments; read and write values and
-//! arrays; send and receive over queues; benchmark every mechanism.
+//! arrays; send and receive over queues; benchmark every mechanism (`shmkit bench`, only
+//! when built with the `bench` feature: the harness and its peer crates are not part of a
+//! plain `cargo install`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod latest;
 mod out;
 mod queue;
@@ -34,7 +35,16 @@ enum Command {
     #[command(subcommand)]
     Fifo(transports::FifoCommand),
     /// Benchmark every IPC mechanism against the others and the hardware floor.
-    Bench(bench::Args),
+    #[cfg(feature = "bench")]
+    Bench(shmkit_compare::report::Args),
+    /// Not built in: says how to get the benchmark (the `bench` feature, or the
+    /// harness's own `shmkit-bench` binary).
+    #[cfg(not(feature = "bench"))]
+    #[command(hide = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Create, feed, drain and inspect shared-memory queues.
     #[command(subcommand)]
     Queue(queue::Command),
@@ -47,6 +57,7 @@ fn main() -> ExitCode {
     // First: a `shmkit bench --workload pool` worker (this executable, re-executed by
     // shmkit::process) runs its entry here and exits; otherwise this only registers the
     // entries and returns.
+    #[cfg(feature = "bench")]
     shmkit::process::init(&shmkit_compare::pool::ENTRIES);
     let mut out = out::Out::new();
     let result = match Cli::try_parse() {
@@ -55,7 +66,19 @@ fn main() -> ExitCode {
             Command::Sync(c) => sync::run(c, &mut out),
             Command::Mq(c) => transports::run_mq(c, &mut out),
             Command::Fifo(c) => transports::run_fifo(c, &mut out),
-            Command::Bench(a) => bench::run(a, &mut out),
+            #[cfg(feature = "bench")]
+            Command::Bench(a) => out
+                .flush()
+                .and_then(|()| shmkit_compare::report::run(a, &mut std::io::stdout().lock())),
+            #[cfg(not(feature = "bench"))]
+            Command::Bench { .. } => Err(shmkit::Error::Unsupported {
+                what: "shmkit bench",
+                reason: "this shmkit was built without the `bench` feature (it keeps the \
+                         comparison harness and its peer crates out of a plain install); run \
+                         `cargo run --release -p shmkit-compare --bin shmkit-bench`, or \
+                         build with `cargo install --path cli --features bench`"
+                    .into(),
+            }),
             Command::Queue(c) => queue::run(c, &mut out),
             Command::Latest(c) => latest::run(c, &mut out),
         },

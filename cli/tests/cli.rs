@@ -163,3 +163,24 @@ fn corrupted_header_is_one_clear_line() {
     let rows = ok(&["ls", "--json"]);
     assert!(rows.contains("\"corrupt\""), "{rows}");
 }
+
+/// A plain build has no benchmark (it would pull in the harness's peer crates); the
+/// subcommand says where the benchmark is instead of a usage error.
+#[cfg(not(feature = "bench"))]
+#[test]
+fn bench_without_the_feature_says_how_to_get_it() {
+    let err = fails(&["bench", "--quick", "--json", "x.json"]);
+    assert!(
+        err.contains("shmkit-bench") && err.contains("--features bench"),
+        "{err}"
+    );
+}
+
+/// With `--features bench` the subcommand is the harness's driver (tested end to end in
+/// compare/tests/report.rs).
+#[cfg(feature = "bench")]
+#[test]
+fn bench_with_the_feature_runs_the_driver() {
+    let err = fails(&["bench", "--quick", "--only", "no-such-thing"]);
+    assert!(err.contains("spin-floor"), "{err}");
+}

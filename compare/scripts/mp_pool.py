@@ -1,4 +1,4 @@
-"""The python-mp-pool peer of `shmkit bench --workload pool` (compare/src/pool.rs).
+"""The python-mp-pool peer of `shmkit-bench --workload pool` (compare/src/pool.rs).
 
 usage: mp_pool.py WORKLOAD TASKS WORKERS REPS
   WORKLOAD  trivial (x -> x * x) or busy1ms (spin 1 ms on perf_counter, return x)

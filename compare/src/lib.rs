@@ -2,11 +2,14 @@
 //!
 //! The comparison harness of shmkit: every IPC mechanism against the others and against the
 //! hardware floor, through the same workloads, in two real processes pinned to different
-//! cores. The criterion benches in `compare/benches/` and the `shmkit bench` command both
-//! use the adapters defined here, so each mechanism is written once.
+//! cores. The criterion benches in `compare/benches/` and the benchmark driver
+//! ([`report`]: the `shmkit-bench` binary, and `shmkit bench` when the CLI is built with
+//! its `bench` feature) both use the adapters defined here, so each mechanism is written
+//! once. The measurement examples (`compare/examples/`) live here too.
 //!
 //! This crate is separate from the `shmkit` library on purpose: the peer crates it compares
-//! against (raw_sync, shared_memory, ...) stay out of the library's dependency tree.
+//! against (raw_sync, shared_memory, ...) stay out of the library's dependency tree, and
+//! out of the `shmkit` command's unless it is built with `--features bench`.
 //!
 //! ## Workloads ([`suite::Workload`])
 //! - **rtt**: round trip of a 64 B / 4 KiB message ([`measure::rtt`]).
@@ -16,6 +19,10 @@
 //!   ([`measure::lock_uncontended`], [`measure::lock_contended`]).
 //! - **wake**: time from the notify call in one process to the waiter running in the other
 //!   ([`measure::wake`]).
+//! - **mpmc**: P producer processes to C consumer processes (P, C in 1, 2, 4, 8),
+//!   aggregate messages per second ([`mpmc`]).
+//! - **sizes**: one-way throughput from 16 B to 16 MiB in powers of 4
+//!   ([`measure::stream_shaped`]), against memcpy.
 //! - **pool**: `Pool.map` over `available_parallelism` worker processes, not pinned:
 //!   100,000 trivial tasks (tasks/s) and 1,000 tasks of 1 ms (overhead per task),
 //!   `shmkit-pool` against `python-mp-pool` ([`pool`]); the program running it calls
@@ -34,11 +41,14 @@
 //!      [`Channel::has_recv_view`] / [`Channel::recv_view`], and the workloads check the
 //!      message there instead of copying it into their buffer first (see
 //!      `shmkit_queue.rs`);
-//!    - a lock: implement [`locks::Lock`].
+//!    - a lock: implement [`locks::Lock`];
+//!    - a many-to-many mechanism for the `mpmc` workload: implement
+//!      [`mpmc::MpmcChannel`].
 //!
 //!    Create everything in the constructor (the parent, before the fork); the forked peer
 //!    inherits the mappings and descriptors.
-//! 2. Add one line to [`registry::channels`] or [`registry::locks`] with the stable id
+//! 2. Add one line to [`registry::channels`], [`registry::locks`] or [`registry::mpmc`]
+//!    (and the id to [`registry::sizes`] for the size sweep) with the stable id
 //!    (`shmkit-event`, `shmkit-queue-spin`, ...), whether it spins or sleeps, its message
 //!    limit, and a short note. The benches, `shmkit bench` and the integration tests pick
 //!    it up from there.
@@ -62,11 +72,13 @@ pub mod floor;
 pub mod ipcchan;
 pub mod locks;
 pub mod measure;
+pub mod mpmc;
 pub mod mq;
 pub mod payload;
 pub mod pool;
 pub mod proc;
 pub mod registry;
+pub mod report;
 pub mod shm;
 pub mod shmkit_async;
 pub mod shmkit_own;

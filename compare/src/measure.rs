@@ -1,6 +1,6 @@
-//! The workloads: rtt, stream, wake (over a [`Channel`]) and lock (over a [`Lock`]), each
-//! with a forked peer pinned to another core. Every message is stamped and checksummed on
-//! both ends; a mismatch fails the run.
+//! The workloads: rtt, stream, wake (over a [`Channel`]) and lock (over a
+//! [`Lock`](crate::locks::Lock)), each with a forked peer pinned to another core. Every
+//! message is stamped and checksummed on both ends; a mismatch fails the run.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,7 +11,7 @@ use shmkit::{Error, Result};
 use crate::channel::{Channel, ChannelParams, ChannelSpec, Side, Style};
 use crate::locks::LockSpec;
 use crate::payload::Pattern;
-use crate::proc::{EXIT_WAIT, Peer, Pinned, Placement, now_ns};
+use crate::proc::{CpuMark, EXIT_WAIT, Peer, Pinned, Placement, now_ns};
 use crate::shm::SharedMem;
 use crate::slot::WAIT_LIMIT;
 
@@ -49,6 +49,15 @@ pub struct Measurement {
     pub throughput_bytes_per_s: Option<f64>,
     /// Messages (or lock operations) per second.
     pub ops_per_s: Option<f64>,
+    /// CPU time (user + system) both processes used per operation over the measured
+    /// interval, in nanoseconds ([`CpuMark`]): what a spinning mechanism's latency costs
+    /// in cores, what a sleeping one saves.
+    pub cpu_ns_per_op: Option<f64>,
+    /// The run's own noise: `(max - min) / median` of the medians of up to
+    /// [`SPREAD_PARTS`] consecutive parts of the samples, in time order (runs that report
+    /// one sample per repetition, like stream: of the repetitions). `None` with fewer than
+    /// 3 samples.
+    pub spread: Option<f64>,
     /// Number of samples behind the percentiles.
     pub samples: usize,
     /// Sum of all samples (ns): for callers that need a total (criterion's `iter_custom`).
@@ -61,6 +70,11 @@ pub struct Measurement {
     pub placement: Placement,
 }
 
+/// `total` CPU nanoseconds spread over `ops` operations.
+fn per_op(total: Option<u64>, ops: u64) -> Option<f64> {
+    total.filter(|_| ops > 0).map(|t| t as f64 / ops as f64)
+}
+
 /// Nearest-rank percentile of sorted samples.
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -70,13 +84,41 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// A measurement from per-operation samples (sorted here).
+/// Parts the samples are split into for [`Measurement::spread`].
+pub const SPREAD_PARTS: usize = 5;
+
+/// `(max - min) / median` of the medians of up to [`SPREAD_PARTS`] consecutive parts of
+/// `samples` (in the order they were taken), or `None` with fewer than 3 samples.
+pub fn spread(samples: &[f64]) -> Option<f64> {
+    let n = samples.len();
+    if n < 3 {
+        return None;
+    }
+    let parts = SPREAD_PARTS.min(n);
+    let medians: Vec<f64> = (0..parts)
+        .map(|i| {
+            let mut part = samples[i * n / parts..(i + 1) * n / parts].to_vec();
+            part.sort_by(|a, b| a.total_cmp(b));
+            percentile(&part, 0.5)
+        })
+        .collect();
+    let mut all = samples.to_vec();
+    all.sort_by(|a, b| a.total_cmp(b));
+    let median = percentile(&all, 0.5);
+    let (lo, hi) = medians
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+    (median > 0.0).then(|| (hi - lo) / median)
+}
+
+/// A measurement from per-operation samples (in the order they were taken; sorted here).
 pub fn summarise(
     mut samples: Vec<f64>,
     operations: u64,
     timing: Timing,
     placement: Placement,
 ) -> Measurement {
+    let spread = spread(&samples);
     samples.sort_by(|a, b| a.total_cmp(b));
     let n = samples.len();
     let sum_ns = samples.iter().sum();
@@ -86,6 +128,8 @@ pub fn summarise(
         p999_ns: (n >= 1000).then(|| percentile(&samples, 0.999)),
         throughput_bytes_per_s: None,
         ops_per_s: None,
+        cpu_ns_per_op: None,
+        spread,
         samples: n,
         sum_ns,
         operations,
@@ -251,6 +295,7 @@ pub fn rtt(
         seq += 1;
     }
     let mut samples = Vec::with_capacity((iters / batch) as usize);
+    let cpu = CpuMark::now(Some(&peer));
     while seq < total {
         let t0 = Instant::now();
         for _ in 0..batch {
@@ -259,6 +304,7 @@ pub fn rtt(
         }
         samples.push(t0.elapsed().as_nanos() as f64 / batch as f64);
     }
+    let cpu = cpu.since(Some(&peer));
     peer.join(EXIT_WAIT)?;
     let timing = if batch > 1 {
         Timing::Batch
@@ -266,6 +312,7 @@ pub fn rtt(
         Timing::PerOp
     };
     let mut m = summarise(samples, iters, timing, placement);
+    m.cpu_ns_per_op = per_op(cpu, iters);
     // Round trips per second over the whole timed run (the mean, not the median).
     m.ops_per_s = (m.sum_ns > 0.0).then(|| m.samples as f64 * 1e9 / m.sum_ns);
     Ok(m)
@@ -326,7 +373,13 @@ pub fn wake(
     let mut pat = Pattern::new(size);
     let mut buf = vec![0u8; size];
     let mut out = Vec::with_capacity(samples as usize);
+    // CPU: the peer's over the timed part, and this process's only around each send and
+    // receive (not while it polls /proc for the peer to fall asleep: that is harness).
+    let (mut peer_start, mut own_cpu) = (None, Some(0u64));
     for seq in 0..total {
+        if seq == warmup {
+            peer_start = peer.cpu_ns();
+        }
         if spec.style == Style::Sleeping {
             // Bounded: a waiter that spins before parking gets 50 ms to fall asleep.
             let start = Instant::now();
@@ -334,16 +387,22 @@ pub fn wake(
                 std::thread::yield_now();
             }
         }
+        let c0 = crate::proc::cpu_ns(None);
         let t0 = now_ns();
         ch.send(Side::Parent, pat.stamp(seq, t0))?;
         let (latency, _) =
             recv_checked(&mut *ch, view, Side::Parent, &pat, &mut buf, seq, id, false)?;
         if seq >= warmup {
             out.push(latency as f64);
+            own_cpu =
+                own_cpu.and_then(|sum| Some(sum + crate::proc::cpu_ns(None)?.checked_sub(c0?)?));
         }
     }
+    let peer_cpu = peer_start.and_then(|s| peer.cpu_ns()?.checked_sub(s));
     peer.join(EXIT_WAIT)?;
-    Ok(summarise(out, samples, Timing::CrossProcess, placement))
+    let mut m = summarise(out, samples, Timing::CrossProcess, placement);
+    m.cpu_ns_per_op = per_op(own_cpu.zip(peer_cpu).map(|(a, b)| a + b), samples);
+    Ok(m)
 }
 
 /// One-way throughput: the parent sends `msgs` messages of `size` bytes (after a warm-up
@@ -355,7 +414,17 @@ pub fn stream_total(
     msgs: u64,
     placement: Placement,
 ) -> Result<Duration> {
-    let depth = STREAM_DEPTH;
+    stream_run(spec, size, STREAM_DEPTH, msgs, placement).map(|(t, _)| t)
+}
+
+/// [`stream_total`], plus the CPU nanoseconds both processes used over the timed part.
+fn stream_run(
+    spec: &ChannelSpec,
+    size: usize,
+    depth: usize,
+    msgs: u64,
+    placement: Placement,
+) -> Result<(Duration, Option<u64>)> {
     let warm = 2 * depth as u64;
     let mut ch = (spec.make)(ChannelParams { size, depth })?;
     let ctl = Control::new()?;
@@ -382,14 +451,16 @@ pub fn stream_total(
         ch.send(Side::Parent, pat.stamp(seq, 0))?;
     }
     ctl.wait(WARM, "stream warm-up")?;
+    let cpu = CpuMark::now(Some(&peer));
     let t0 = Instant::now();
     for seq in warm..total {
         ch.send(Side::Parent, pat.stamp(seq, 0))?;
     }
     ctl.wait(DONE, "stream completion")?;
     let elapsed = t0.elapsed();
+    let cpu = cpu.since(Some(&peer));
     peer.join(EXIT_WAIT)?;
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 /// Stream throughput: a calibration run sizes the message count for `target` per run,
@@ -402,15 +473,65 @@ pub fn stream(
     reps: usize,
     placement: Placement,
 ) -> Result<Measurement> {
-    let probe = 64u64;
-    let t = stream_total(spec, size, probe, placement)?;
+    let shape = StreamShape {
+        depth: STREAM_DEPTH,
+        probe: 64,
+        min_msgs: 16,
+    };
+    stream_shaped(spec, size, shape, target, max_bytes, reps, placement)
+}
+
+/// How a stream run is sized: messages in flight, calibration messages, fewest messages.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamShape {
+    /// Messages in flight per direction (ring slots, queue depth).
+    pub depth: usize,
+    /// Messages of the calibration run.
+    pub probe: u64,
+    /// Fewest messages per timed run.
+    pub min_msgs: u64,
+}
+
+impl StreamShape {
+    /// The `sizes` workload's shape for messages of `size` bytes: at most 32 MiB in
+    /// flight (2 to 8 messages), a calibration of about 8 MiB (2 to 64 messages), at
+    /// least 64 MiB (`quick`: 16 MiB) or 16 messages per run, and at least 2.
+    pub fn for_size(size: usize, quick: bool) -> StreamShape {
+        let size = size.max(1) as u64;
+        let least: u64 = if quick { 16 << 20 } else { 64 << 20 };
+        StreamShape {
+            depth: ((32 << 20) / size).clamp(2, STREAM_DEPTH as u64) as usize,
+            probe: ((8 << 20) / size).clamp(2, 64),
+            min_msgs: (least / size).clamp(2, 16),
+        }
+    }
+}
+
+/// [`stream`] with a given [`StreamShape`].
+pub fn stream_shaped(
+    spec: &ChannelSpec,
+    size: usize,
+    shape: StreamShape,
+    target: Duration,
+    max_bytes: u64,
+    reps: usize,
+    placement: Placement,
+) -> Result<Measurement> {
+    let StreamShape {
+        depth,
+        probe,
+        min_msgs,
+    } = shape;
+    let (t, _) = stream_run(spec, size, depth, probe, placement)?;
     let per_msg = (t.as_secs_f64() / probe as f64).max(1e-9);
-    let max_msgs = (max_bytes / size as u64).max(16);
-    let msgs = ((target.as_secs_f64() / per_msg) as u64).clamp(16, max_msgs);
+    let max_msgs = (max_bytes / size as u64).max(min_msgs);
+    let msgs = ((target.as_secs_f64() / per_msg) as u64).clamp(min_msgs, max_msgs);
     let mut per_msg_ns = Vec::with_capacity(reps);
+    let mut cpu = Some(0u64);
     for _ in 0..reps.max(1) {
-        let t = stream_total(spec, size, msgs, placement)?;
+        let (t, c) = stream_run(spec, size, depth, msgs, placement)?;
         per_msg_ns.push(t.as_nanos() as f64 / msgs as f64);
+        cpu = cpu.zip(c).map(|(a, b)| a + b);
     }
     let mut m = summarise(
         per_msg_ns,
@@ -420,6 +541,7 @@ pub fn stream(
     );
     m.p99_ns = None;
     m.p999_ns = None;
+    m.cpu_ns_per_op = per_op(cpu, msgs * reps.max(1) as u64);
     m.ops_per_s = Some(1e9 / m.median_ns);
     m.throughput_bytes_per_s = Some(size as f64 * 1e9 / m.median_ns);
     Ok(m)
@@ -431,6 +553,7 @@ pub fn memcpy_bandwidth(size: usize, target: Duration) -> Measurement {
     let src = vec![0x5au8; size];
     let mut dst = vec![0u8; size];
     let mut n = 0u64;
+    let cpu = CpuMark::now(None);
     let start = Instant::now();
     let mut elapsed;
     loop {
@@ -445,6 +568,7 @@ pub fn memcpy_bandwidth(size: usize, target: Duration) -> Measurement {
         }
     }
     let per = elapsed.as_nanos() as f64 / n as f64;
+    let cpu = cpu.since(None);
     let mut m = summarise(
         vec![per],
         n,
@@ -456,6 +580,7 @@ pub fn memcpy_bandwidth(size: usize, target: Duration) -> Measurement {
     );
     m.ops_per_s = Some(1e9 / per);
     m.throughput_bytes_per_s = Some(size as f64 * 1e9 / per);
+    m.cpu_ns_per_op = per_op(cpu, n);
     m
 }
 
@@ -473,6 +598,7 @@ pub fn lock_uncontended(
     }
     let batches = iters.div_ceil(BATCH as u64).max(1);
     let mut samples = Vec::with_capacity(batches as usize);
+    let cpu = CpuMark::now(None);
     for _ in 0..batches {
         let t0 = Instant::now();
         for _ in 0..BATCH {
@@ -480,12 +606,10 @@ pub fn lock_uncontended(
         }
         samples.push(t0.elapsed().as_nanos() as f64 / BATCH as f64);
     }
-    Ok(summarise(
-        samples,
-        batches * BATCH as u64,
-        Timing::Batch,
-        placement,
-    ))
+    let cpu = cpu.since(None);
+    let mut m = summarise(samples, batches * BATCH as u64, Timing::Batch, placement);
+    m.cpu_ns_per_op = per_op(cpu, batches * BATCH as u64);
+    Ok(m)
 }
 
 /// Contended: both processes run `iters` lock / increment a plain shared counter / unlock
@@ -514,11 +638,13 @@ pub fn lock_contended(spec: &LockSpec, iters: u64, placement: Placement) -> Resu
         Ok(())
     })?;
     ctl.wait(READY, "lock peer ready")?;
+    let cpu = CpuMark::now(Some(&peer));
     let t0 = Instant::now();
     ctl.set(GO);
     cycle(&*lock, &ctl)?;
     ctl.wait(DONE, "lock peer done")?;
     let elapsed = t0.elapsed();
+    let cpu = cpu.since(Some(&peer));
     peer.join(EXIT_WAIT)?;
     // SAFETY: both processes are done; the aligned u64 is read once.
     let count = unsafe { ctl.plain().read_volatile() };
@@ -534,5 +660,6 @@ pub fn lock_contended(spec: &LockSpec, iters: u64, placement: Placement) -> Resu
     let per = elapsed.as_nanos() as f64 / (2 * iters) as f64;
     let mut m = summarise(vec![per], 2 * iters, Timing::Total, placement);
     m.ops_per_s = Some(1e9 / per);
+    m.cpu_ns_per_op = per_op(cpu, 2 * iters);
     Ok(m)
 }

@@ -44,28 +44,35 @@ pub struct MqChannel {
 impl MqChannel {
     /// Opens and unlinks two queues for messages of `p.size` bytes.
     pub fn boxed(p: ChannelParams) -> Result<Box<dyn Channel>> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let max = msgsize_max();
-        if p.size > max {
-            return Err(Error::MessageTooLarge {
-                resource: "posix-mq".into(),
-                op: "mq_open",
-                len: p.size,
-                max,
-                advice: Some(
-                    "raise /proc/sys/fs/mqueue/msgsize_max (needs CAP_SYS_RESOURCE)".into(),
-                ),
-            });
-        }
-        let depth = p.depth.clamp(1, msg_max().max(1));
-        let attr = MqAttr::new(0, depth as _, p.size as _, 0);
-        let open_one = || -> Result<MqdT> {
-            let name = format!(
-                "/shmkit-bench-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            );
-            let q = mq_open(
+        Ok(Box::new(MqChannel {
+            queues: [open_unlinked(p)?, open_unlinked(p)?],
+        }))
+    }
+}
+
+/// One queue for messages of `p.size` bytes, depth `min(p.depth, msg_max)`, opened with
+/// `O_EXCL` and unlinked at once (forked children inherit the descriptor).
+pub(crate) fn open_unlinked(p: ChannelParams) -> Result<MqdT> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let max = msgsize_max();
+    if p.size > max {
+        return Err(Error::MessageTooLarge {
+            resource: "posix-mq".into(),
+            op: "mq_open",
+            len: p.size,
+            max,
+            advice: Some("raise /proc/sys/fs/mqueue/msgsize_max (needs CAP_SYS_RESOURCE)".into()),
+        });
+    }
+    let depth = p.depth.clamp(1, msg_max().max(1));
+    let attr = MqAttr::new(0, depth as _, p.size as _, 0);
+    let open_one = || -> Result<MqdT> {
+        let name = format!(
+            "/shmkit-bench-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let q = mq_open(
                 name.as_str(),
                 MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR,
                 Mode::S_IRUSR | Mode::S_IWUSR,
@@ -79,13 +86,10 @@ impl MqChannel {
                     "queues are limited by /proc/sys/fs/mqueue/{msg_max,msgsize_max,queues_max} and RLIMIT_MSGQUEUE (819200 bytes per user here)",
                 )
             })?;
-            mq_unlink(name.as_str()).map_err(|e| Error::os(name, "mq_unlink", e))?;
-            Ok(q)
-        };
-        Ok(Box::new(MqChannel {
-            queues: [open_one()?, open_one()?],
-        }))
-    }
+        mq_unlink(name.as_str()).map_err(|e| Error::os(name, "mq_unlink", e))?;
+        Ok(q)
+    };
+    open_one()
 }
 
 impl Channel for MqChannel {
@@ -94,54 +98,61 @@ impl Channel for MqChannel {
     }
 
     fn send(&mut self, side: Side, msg: &[u8]) -> Result<()> {
-        let q = &self.queues[side.index()];
-        loop {
-            let ts = crate::bells::abs_realtime(WAIT_LIMIT);
-            // SAFETY: `q` is an open queue descriptor, `msg` a valid buffer of `msg.len()`
-            // bytes, `ts` a valid absolute timeout.
-            let r = unsafe {
-                libc::mq_timedsend(q.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, &ts)
-            };
-            if r == 0 {
-                return Ok(());
-            }
-            match Errno::last() {
-                Errno::EINTR => {}
-                Errno::ETIMEDOUT => {
-                    return Err(Error::Timeout {
-                        resource: "posix-mq".into(),
-                        op: "mq_timedsend",
-                        timeout: WAIT_LIMIT,
-                    });
-                }
-                e => return Err(Error::os("posix-mq", "mq_timedsend", e)),
-            }
-        }
+        send(&self.queues[side.index()], msg)
     }
 
     fn recv(&mut self, side: Side, buf: &mut [u8]) -> Result<()> {
-        let q = &self.queues[side.peer().index()];
-        loop {
-            let ts = TimeSpec::from(crate::bells::abs_realtime(WAIT_LIMIT));
-            let mut prio = 0;
-            match mq_timedreceive(q, buf, &mut prio, &ts) {
-                Ok(n) if n == buf.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(Error::corrupt(
-                        "posix-mq",
-                        format!("received {n} bytes, expected {}", buf.len()),
-                    ));
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::ETIMEDOUT) => {
-                    return Err(Error::Timeout {
-                        resource: "posix-mq".into(),
-                        op: "mq_timedreceive",
-                        timeout: WAIT_LIMIT,
-                    });
-                }
-                Err(e) => return Err(Error::os("posix-mq", "mq_timedreceive", e)),
+        recv(&self.queues[side.peer().index()], buf)
+    }
+}
+
+/// `mq_timedsend` of all of `msg`, bounded by [`WAIT_LIMIT`].
+pub(crate) fn send(q: &MqdT, msg: &[u8]) -> Result<()> {
+    loop {
+        let ts = crate::bells::abs_realtime(WAIT_LIMIT);
+        // SAFETY: `q` is an open queue descriptor, `msg` a valid buffer of `msg.len()`
+        // bytes, `ts` a valid absolute timeout.
+        let r =
+            unsafe { libc::mq_timedsend(q.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, &ts) };
+        if r == 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => {}
+            Errno::ETIMEDOUT => {
+                return Err(Error::Timeout {
+                    resource: "posix-mq".into(),
+                    op: "mq_timedsend",
+                    timeout: WAIT_LIMIT,
+                });
             }
+            e => return Err(Error::os("posix-mq", "mq_timedsend", e)),
+        }
+    }
+}
+
+/// `mq_timedreceive` of exactly `buf.len()` bytes, bounded by [`WAIT_LIMIT`].
+pub(crate) fn recv(q: &MqdT, buf: &mut [u8]) -> Result<()> {
+    loop {
+        let ts = TimeSpec::from(crate::bells::abs_realtime(WAIT_LIMIT));
+        let mut prio = 0;
+        match mq_timedreceive(q, buf, &mut prio, &ts) {
+            Ok(n) if n == buf.len() => return Ok(()),
+            Ok(n) => {
+                return Err(Error::corrupt(
+                    "posix-mq",
+                    format!("received {n} bytes, expected {}", buf.len()),
+                ));
+            }
+            Err(Errno::EINTR) => {}
+            Err(Errno::ETIMEDOUT) => {
+                return Err(Error::Timeout {
+                    resource: "posix-mq".into(),
+                    op: "mq_timedreceive",
+                    timeout: WAIT_LIMIT,
+                });
+            }
+            Err(e) => return Err(Error::os("posix-mq", "mq_timedreceive", e)),
         }
     }
 }

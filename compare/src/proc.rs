@@ -198,6 +198,11 @@ impl Peer {
         }
     }
 
+    /// CPU time (user + system, all threads) the child has used so far, in nanoseconds.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        cpu_ns(Some(self.pid))
+    }
+
     /// The child's scheduler state letter from `/proc/PID/stat` (`R`, `S`, `D`, ...).
     pub fn sched_state(&self) -> Option<u8> {
         let stat = std::fs::read(format!("/proc/{}/stat", self.pid)).ok()?;
@@ -228,4 +233,47 @@ pub fn now_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time (user + system, all threads) of process `pid` (`None`: this process) so far,
+/// in nanoseconds: `clock_gettime` on the process's CPU-time clock
+/// (`clock_getcpuclockid`), which the scheduler keeps to the nanosecond, unlike the
+/// clock ticks of `/proc/PID/stat` or `getrusage`. `None` if the clock cannot be read.
+pub fn cpu_ns(pid: Option<Pid>) -> Option<u64> {
+    use nix::time::{ClockId, clock_getcpuclockid, clock_gettime};
+    let clock = match pid {
+        None => ClockId::CLOCK_PROCESS_CPUTIME_ID,
+        Some(pid) => clock_getcpuclockid(pid).ok()?,
+    };
+    let ts = clock_gettime(clock).ok()?;
+    Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+}
+
+/// CPU time of this process and of a peer, read together at the start of a measured
+/// interval; [`CpuMark::since`] gives what both used since.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    own: Option<u64>,
+    peer: Option<u64>,
+}
+
+impl CpuMark {
+    /// Reads both clocks now (`peer`: `None` for a one-process workload).
+    pub fn now(peer: Option<&Peer>) -> CpuMark {
+        CpuMark {
+            own: cpu_ns(None),
+            peer: peer.and_then(Peer::cpu_ns),
+        }
+    }
+
+    /// CPU nanoseconds both processes used since `self` (the peer's only when it was read
+    /// at the start), or `None` if a clock could not be read.
+    pub fn since(&self, peer: Option<&Peer>) -> Option<u64> {
+        let own = cpu_ns(None)?.checked_sub(self.own?)?;
+        match (self.peer, peer) {
+            (None, None) => Some(own),
+            (Some(start), Some(p)) => Some(own + p.cpu_ns()?.checked_sub(start)?),
+            _ => None,
+        }
+    }
 }

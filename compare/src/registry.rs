@@ -7,6 +7,7 @@ use crate::fdchan::FdChannel;
 use crate::floor::FloorChannel;
 use crate::ipcchan::IpcChannel;
 use crate::locks::{CasSpinlock, LockSpec, PthreadMutex, RawSyncMutex};
+use crate::mpmc::{MpmcSpec, MqMpmc, ShmkitMpmc, UnixMpmc};
 use crate::mq::MqChannel;
 use crate::shm::SharedMem;
 use crate::shmkit_own::{
@@ -162,6 +163,13 @@ pub fn channels() -> Vec<ChannelSpec> {
             make: crate::shmkit_queue::queue_spin,
         },
         ChannelSpec {
+            id: "shmkit-queue",
+            style: Sleeping,
+            max_msg: None,
+            note: "shmkit::queue::Queue<[u8; size]> SPSC, default wait (spins up to 50 us, then futex) both sides; one copy each way; 256 slots (rtt, wake), 8 (stream)",
+            make: crate::shmkit_queue::queue_adaptive,
+        },
+        ChannelSpec {
             id: "shmkit-queue-park",
             style: Sleeping,
             max_msg: None,
@@ -215,6 +223,49 @@ pub fn channels() -> Vec<ChannelSpec> {
             note: "peer crate ipc-channel 0.23 bytes_channel (SOCK_SEQPACKET), a Vec per recv",
             make: IpcChannel::boxed,
         },
+    ]
+}
+
+/// The mechanisms of the `mpmc` workload (P producer processes to C consumer processes,
+/// [`crate::mpmc`]).
+pub fn mpmc() -> Vec<MpmcSpec> {
+    vec![
+        MpmcSpec {
+            id: "shmkit-queue",
+            style: Style::Sleeping,
+            note: "shmkit::queue::Queue<[u8; 64]> MPMC, default wait (spins up to 50 us, then futex); reserve+commit / recv_ref; 64 slots",
+            make: ShmkitMpmc::boxed,
+        },
+        MpmcSpec {
+            id: "shmkit-queue-park",
+            style: Style::Sleeping,
+            note: "as shmkit-queue, WaitStrategy::Park (futex, no spin)",
+            make: ShmkitMpmc::parked,
+        },
+        MpmcSpec {
+            id: "posix-mq",
+            style: Style::Sleeping,
+            note: "one queue for all, mq_timedsend / mq_timedreceive, depth <= msg_max",
+            make: MqMpmc::boxed,
+        },
+        MpmcSpec {
+            id: "unix-socket",
+            style: Style::Sleeping,
+            note: "socketpair(AF_UNIX, SOCK_DGRAM) per producer-consumer pair; producers round-robin over consumers, consumers poll",
+            make: UnixMpmc::boxed,
+        },
+    ]
+}
+
+/// The channels (ids of [`channels`]) of the `sizes` workload: one-way throughput from
+/// 16 B to 16 MiB.
+pub fn sizes() -> &'static [&'static str] {
+    &[
+        "shmkit-bytequeue",
+        "shmkit-bytequeue-zc",
+        "pipe",
+        "unix-socket",
+        "shared_memory",
     ]
 }
 

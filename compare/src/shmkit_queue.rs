@@ -1,5 +1,5 @@
-//! `shmkit::queue` in the comparison: `shmkit-queue-spin` and `shmkit-queue-park`
-//! (`Queue<[u8; N]>`, N = the message size), `shmkit-bytequeue` (`ByteQueue`, copying send
+//! `shmkit::queue` in the comparison: `shmkit-queue-spin`, `shmkit-queue` (adaptive, the
+//! default) and `shmkit-queue-park` (`Queue<[u8; N]>`, N = the message size), `shmkit-bytequeue` (`ByteQueue`, copying send
 //! and receive) and `shmkit-bytequeue-zc` (`ByteQueue`, written and read in place).
 //!
 //! Two anonymous SPSC queues per channel, one per direction, created in the parent before
@@ -65,6 +65,13 @@ pub struct QueueChannel<T: Pod> {
 /// `shmkit-queue-spin`: SPSC, [`WaitStrategy::Spin`] on both sides.
 pub fn queue_spin(p: ChannelParams) -> Result<Box<dyn Channel>> {
     typed(p, WaitStrategy::Spin, "shmkit-queue-spin")
+}
+
+/// `shmkit-queue`: SPSC, the default [`WaitStrategy`] on both sides (adaptive: spins up
+/// to 50 µs, then sleeps): the like-for-like partner of `shmkit-queue-park` for the CPU
+/// column.
+pub fn queue_adaptive(p: ChannelParams) -> Result<Box<dyn Channel>> {
+    typed(p, WaitStrategy::default(), "shmkit-queue")
 }
 
 /// `shmkit-queue-park`: SPSC, [`WaitStrategy::Park`] on both sides (sleep at once).

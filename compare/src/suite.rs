@@ -6,11 +6,12 @@ use std::time::Duration;
 use crate::channel::{ChannelSpec, Style};
 use crate::locks::LockSpec;
 use crate::measure::{self, Measurement};
+use crate::mpmc::{self, MpmcParams, MpmcSpec};
 use crate::pool::{self, PYTHON_POOL, PoolImpl, PoolKind};
 use crate::proc::Placement;
 use crate::registry;
 
-/// The five workloads.
+/// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
@@ -24,19 +25,25 @@ pub enum Workload {
     Wake,
     /// `Pool.map` over worker processes ([`crate::pool`]).
     Pool,
+    /// P producer processes to C consumer processes ([`crate::mpmc`]).
+    Mpmc,
+    /// One-way throughput from 16 B to 16 MiB.
+    Sizes,
 }
 
 impl Workload {
     /// All, in table order.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Rtt,
         Workload::Stream,
         Workload::Lock,
         Workload::Wake,
         Workload::Pool,
+        Workload::Mpmc,
+        Workload::Sizes,
     ];
 
-    /// `rtt`, `stream`, `lock`, `wake` or `pool`.
+    /// `rtt`, `stream`, `lock`, `wake`, `pool`, `mpmc` or `sizes`.
     pub fn as_str(self) -> &'static str {
         match self {
             Workload::Rtt => "rtt",
@@ -44,6 +51,8 @@ impl Workload {
             Workload::Lock => "lock",
             Workload::Wake => "wake",
             Workload::Pool => "pool",
+            Workload::Mpmc => "mpmc",
+            Workload::Sizes => "sizes",
         }
     }
 
@@ -57,6 +66,27 @@ impl Workload {
 pub const RTT_SIZES: [usize; 2] = [64, 4096];
 /// Message sizes of the stream workload.
 pub const STREAM_SIZES: [usize; 4] = [64, 4096, 64 << 10, 1 << 20];
+
+/// Message sizes of the sizes workload: 16 B (the payload's minimum: sequence number and
+/// one extra word) to 16 MiB in powers of 4.
+pub const SIZES: [usize; 11] = [
+    16,
+    64,
+    256,
+    1 << 10,
+    4 << 10,
+    16 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+];
+/// The `--quick` subset of [`SIZES`].
+pub const QUICK_SIZES: [usize; 6] = [16, 256, 4 << 10, 64 << 10, 1 << 20, 16 << 20];
+
+/// The mpmc ratios' baseline: the same mechanism with one producer and one consumer.
+pub const MPMC_BASE: &str = "1x1";
 
 /// The mechanism id every rtt and wake ratio is relative to.
 pub const FLOOR: &str = "spin-floor";
@@ -117,8 +147,12 @@ pub enum Job {
     LockUncontended(LockSpec),
     /// Lock + unlock from two processes at once.
     LockContended(LockSpec),
-    /// `Pool.map` of shmkit's pool (`false`) or Python's (`true`).
+    /// `Pool.map` of one of the pools.
     Pool(PoolKind, PoolImpl),
+    /// P producers to C consumers.
+    Mpmc(MpmcSpec, MpmcParams),
+    /// One-way throughput at one size of the sweep.
+    Sizes(ChannelSpec, usize),
     /// Not runnable: the row carries the reason.
     Skip(String),
 }
@@ -145,13 +179,14 @@ pub struct Task {
 /// One table / JSON row.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
-    /// `rtt`, `stream`, `lock`, `wake`, `pool`.
+    /// `rtt`, `stream`, `lock`, `wake`, `pool`, `mpmc`, `sizes`.
     pub workload: Workload,
     /// Stable mechanism id.
     pub mechanism: String,
     /// Message size in bytes (rtt, stream, wake).
     pub size: Option<usize>,
-    /// Lock variant; pool task set (`100k trivial`, `1k x 1 ms`).
+    /// Lock variant; pool task set (`100k trivial`, `1k x 1 ms`); mpmc shape
+    /// (`PxC`: producers x consumers).
     pub variant: Option<&'static str>,
     /// Median per operation (ns): round trip, message, wake-up, lock+unlock; pool: wall
     /// time per task (trivial tasks) or overhead per task beyond its 1 ms (`workers *
@@ -161,14 +196,16 @@ pub struct Row {
     pub p99_ns: Option<f64>,
     /// 99.9th percentile (ns), when there are at least 1000 samples.
     pub p999_ns: Option<f64>,
-    /// Bytes per second (stream).
+    /// Bytes per second (stream, sizes, mpmc).
     pub throughput_bytes_per_s: Option<f64>,
-    /// Operations per second (pool: tasks per second).
+    /// Operations per second (pool: tasks per second; mpmc: messages per second over all
+    /// producers).
     pub ops_per_s: Option<f64>,
     /// Ratio to the baseline named in `ratio_to` (time ratio for rtt/wake/lock, so 1.0 is
     /// the floor and bigger is slower; bandwidth ratio for stream, so 1.0 is memcpy and
     /// smaller is slower; speed-up for pool, `python-mp-pool`'s time per task (or
-    /// overhead per task) over this row's, so bigger is faster).
+    /// overhead per task) over this row's, so bigger is faster; for mpmc, messages per
+    /// second over those of the same mechanism at 1x1, so bigger is faster).
     pub ratio: Option<f64>,
     /// The baseline of `ratio`.
     pub ratio_to: Option<&'static str>,
@@ -177,6 +214,21 @@ pub struct Row {
     /// between ~70 ns and ~300 ns), so a spinning mechanism's ratio is taken against this
     /// neighbour rather than against the `spin-floor` row measured minutes earlier.
     pub local_floor_ns: Option<f64>,
+    /// CPU time (user + system) of both processes per operation (round trip, message,
+    /// wake-up, lock+unlock) over the measured interval, in nanoseconds; a spinning
+    /// waiter's spin counts. Not measured for `pool` (its workers outlive the timed maps).
+    pub cpu_ns_per_op: Option<f64>,
+    /// The run's own noise in `median_ns`, relative ([`measure::spread`]): the spread of
+    /// the medians of consecutive parts of the samples, or of the repetitions.
+    pub spread: Option<f64>,
+    /// With `--baseline OLD.json`: the relative change of this row's time per operation
+    /// against the same row of the old run (positive = slower), normalised by the
+    /// same-run baseline where the row has one (see compare/README.md, "Regressions").
+    pub change: Option<f64>,
+    /// With `--baseline`: the noise band `change` was judged against (relative).
+    pub noise_band: Option<f64>,
+    /// With `--baseline`: the change lies outside the noise band.
+    pub outside_noise: Option<bool>,
     /// Spinning or sleeping.
     pub style: Option<Style>,
     /// How it was timed.
@@ -189,6 +241,19 @@ pub struct Row {
     pub note: String,
     /// Why there is no number (limit, error, unavailable).
     pub error: Option<String>,
+}
+
+/// The single-process memcpy row of a bandwidth workload.
+fn memcpy_task(workload: Workload, size: usize) -> Task {
+    Task {
+        workload,
+        mechanism: MEMCPY.into(),
+        size: Some(size),
+        variant: None,
+        style: None,
+        note: "single-process memcpy, the ceiling".into(),
+        job: Job::Memcpy(size),
+    }
 }
 
 /// The tasks of one run, in table order.
@@ -230,15 +295,7 @@ pub fn plan(opts: &Options) -> Vec<Task> {
             }
             Workload::Stream => {
                 for size in STREAM_SIZES {
-                    tasks.push(Task {
-                        workload: w,
-                        mechanism: MEMCPY.into(),
-                        size: Some(size),
-                        variant: None,
-                        style: None,
-                        note: "single-process memcpy, the ceiling".into(),
-                        job: Job::Memcpy(size),
-                    });
+                    tasks.push(memcpy_task(w, size));
                     for c in &chans {
                         let job = match c.max_msg {
                             _ if c.id == FLOOR => Job::Skip(
@@ -255,6 +312,51 @@ pub fn plan(opts: &Options) -> Vec<Task> {
             Workload::Wake => {
                 for c in &chans {
                     tasks.push(task(w, c, Some(64), Job::Wake(*c)));
+                }
+            }
+            Workload::Mpmc => {
+                let specs: Vec<MpmcSpec> = registry::mpmc()
+                    .into_iter()
+                    .filter(|m| opts.wants(m.id))
+                    .collect();
+                for &(producers, consumers, label) in &mpmc::SHAPES {
+                    if opts.quick && !mpmc::QUICK_SHAPES.contains(&label) {
+                        continue;
+                    }
+                    for m in &specs {
+                        tasks.push(Task {
+                            workload: w,
+                            mechanism: m.id.into(),
+                            size: Some(mpmc::SIZE),
+                            variant: Some(label),
+                            style: Some(m.style),
+                            note: m.note.into(),
+                            job: Job::Mpmc(
+                                *m,
+                                MpmcParams {
+                                    producers,
+                                    consumers,
+                                },
+                            ),
+                        });
+                    }
+                }
+            }
+            Workload::Sizes => {
+                let sizes: &[usize] = if opts.quick { &QUICK_SIZES } else { &SIZES };
+                let swept: Vec<&ChannelSpec> = chans
+                    .iter()
+                    .filter(|c| registry::sizes().contains(&c.id))
+                    .collect();
+                for &size in sizes {
+                    tasks.push(memcpy_task(w, size));
+                    for c in &swept {
+                        let job = match c.max_msg {
+                            Some(max) if size > max => Job::Skip(format!("limit {max} B")),
+                            _ => Job::Sizes(**c, size),
+                        };
+                        tasks.push(task(w, c, Some(size), job));
+                    }
                 }
             }
             Workload::Pool => {
@@ -379,6 +481,20 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             }
             .map_err(|e| e.to_string())
         }
+        Job::Mpmc(m, shape) => {
+            let (total, reps) = if q { (60_000, 3) } else { (200_000, 5) };
+            mpmc::measure(m, *shape, total, reps).map_err(|e| e.to_string())
+        }
+        Job::Sizes(c, size) => {
+            let (target, max_bytes, reps) = if q {
+                (Duration::from_millis(10), 128 << 20, 3)
+            } else {
+                (Duration::from_millis(100), 1 << 30, 5)
+            };
+            let shape = measure::StreamShape::for_size(*size, q);
+            measure::stream_shaped(c, *size, shape, target, max_bytes, reps, p)
+                .map_err(|e| e.to_string())
+        }
         Job::Skip(reason) => Err(reason.clone()),
     };
     let mut row = Row {
@@ -394,6 +510,11 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         ratio: None,
         ratio_to: None,
         local_floor_ns: None,
+        cpu_ns_per_op: None,
+        spread: None,
+        change: None,
+        noise_band: None,
+        outside_noise: None,
         style: task.style,
         timing: None,
         samples: None,
@@ -419,6 +540,8 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             row.p999_ns = m.p999_ns;
             row.throughput_bytes_per_s = m.throughput_bytes_per_s;
             row.ops_per_s = m.ops_per_s;
+            row.cpu_ns_per_op = m.cpu_ns_per_op;
+            row.spread = m.spread;
             row.timing = Some(m.timing);
             row.samples = Some(m.samples);
             row.cores = (m.placement.parent.is_some()).then_some(m.placement);
@@ -451,12 +574,10 @@ pub fn add_ratios(rows: &mut [Row]) {
             .find(|r| {
                 r.workload == w && r.mechanism == id && r.size == size && r.variant == variant
             })
-            .and_then(|r| {
-                if w == Workload::Stream {
-                    r.throughput_bytes_per_s
-                } else {
-                    r.median_ns
-                }
+            .and_then(|r| match w {
+                Workload::Stream | Workload::Sizes => r.throughput_bytes_per_s,
+                Workload::Mpmc => r.ops_per_s,
+                _ => r.median_ns,
             })
     };
     let ratios: Vec<(Option<f64>, Option<&'static str>)> = rows
@@ -464,9 +585,16 @@ pub fn add_ratios(rows: &mut [Row]) {
         .map(|r| {
             let (id, value) = match r.workload {
                 Workload::Rtt | Workload::Wake => (FLOOR, r.median_ns),
-                Workload::Stream => (MEMCPY, r.throughput_bytes_per_s),
+                Workload::Stream | Workload::Sizes => (MEMCPY, r.throughput_bytes_per_s),
                 Workload::Lock => (LOCK_FLOOR, r.median_ns),
                 Workload::Pool => (PYTHON_POOL, r.median_ns),
+                Workload::Mpmc => {
+                    let b = base(rows, r.workload, &r.mechanism, r.size, Some(MPMC_BASE));
+                    return match (r.ops_per_s, b) {
+                        (Some(v), Some(b)) if b > 0.0 => (Some(v / b), Some(MPMC_BASE)),
+                        _ => (None, None),
+                    };
+                }
             };
             let baseline = r
                 .local_floor_ns
@@ -502,11 +630,18 @@ pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) ->
     rows
 }
 
+/// Rows for unit tests (here and in the report).
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
     use super::*;
 
-    fn row(w: Workload, id: &str, size: Option<usize>, median: f64, bw: Option<f64>) -> Row {
+    pub(crate) fn row(
+        w: Workload,
+        id: &str,
+        size: Option<usize>,
+        median: f64,
+        bw: Option<f64>,
+    ) -> Row {
         Row {
             workload: w,
             mechanism: id.into(),
@@ -520,6 +655,11 @@ mod tests {
             ratio: None,
             ratio_to: None,
             local_floor_ns: None,
+            cpu_ns_per_op: None,
+            spread: None,
+            change: None,
+            noise_band: None,
+            outside_noise: None,
             style: None,
             timing: None,
             samples: None,
@@ -528,6 +668,12 @@ mod tests {
             error: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::row;
+    use super::*;
 
     #[test]
     fn a_floor_measured_next_to_a_row_wins_over_the_early_one() {
@@ -580,6 +726,20 @@ mod tests {
         assert_eq!(rows[1].ratio, Some(20.0));
         assert_eq!(rows[3].ratio, Some(30.0));
         assert_eq!(rows[3].ratio_to, Some(PYTHON_POOL));
+    }
+
+    #[test]
+    fn spread_is_over_the_medians_of_consecutive_parts() {
+        // Five parts with medians 10, 10, 10, 10, 12: spread 2 / median 10.
+        let mut v = vec![10.0; 40];
+        v.extend([12.0; 10]);
+        assert_eq!(measure::spread(&v), Some(0.2));
+        // One outlier inside a part moves its median not at all.
+        v[3] = 1e9;
+        assert_eq!(measure::spread(&v), Some(0.2));
+        // Three repetitions: (max - min) / median.
+        assert_eq!(measure::spread(&[90.0, 100.0, 110.0]), Some(0.2));
+        assert_eq!(measure::spread(&[1.0, 2.0]), None);
     }
 
     #[test]

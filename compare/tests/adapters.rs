@@ -1,11 +1,12 @@
 //! Runs every adapter for a few iterations with real processes (fork) and checks payload
 //! integrity, mutual exclusion and cleanup. A custom `main` (harness = false) runs the
-//! checks one after the other in a single thread, as `shmkit bench` does.
+//! checks one after the other in a single thread, as `shmkit-bench` does.
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::kill;
-use shmkit_compare::measure::{self, Timing};
+use shmkit_compare::measure::{self, StreamShape, Timing};
+use shmkit_compare::mpmc::{self, MpmcChannel, MpmcParams, MpmcSpec, Role, ShmkitMpmc};
 use shmkit_compare::payload::Pattern;
 use shmkit_compare::proc::Peer;
 use shmkit_compare::suite::{self, Job, Options, Workload};
@@ -48,6 +49,18 @@ fn main() {
         (
             "quick_plan_lists_every_mechanism_and_the_limits",
             quick_plan_lists_everything,
+        ),
+        (
+            "every_mpmc_mechanism_delivers_every_message",
+            every_mpmc_mechanism_delivers,
+        ),
+        (
+            "a_corrupting_mpmc_producer_is_detected",
+            corrupting_mpmc_producer_is_detected,
+        ),
+        (
+            "every_sizes_channel_streams_the_smallest_and_largest_size",
+            every_sizes_channel_streams,
         ),
     ];
     let (mut passed, mut failed) = (0, 0);
@@ -280,6 +293,24 @@ fn quick_plan_lists_everything() -> Result<(), String> {
             }
         }
     }
+    for m in registry::mpmc() {
+        for shape in mpmc::QUICK_SHAPES {
+            if !tasks.iter().any(|t| {
+                t.workload == Workload::Mpmc && t.mechanism == m.id && t.variant == Some(shape)
+            }) {
+                return Err(format!("{} {shape} missing from mpmc", m.id));
+            }
+        }
+    }
+    for id in registry::sizes() {
+        for size in suite::QUICK_SIZES {
+            if !tasks.iter().any(|t| {
+                t.workload == Workload::Sizes && t.mechanism == *id && t.size == Some(size)
+            }) {
+                return Err(format!("{id} {size} B missing from sizes"));
+            }
+        }
+    }
     for u in registry::unavailable() {
         if !tasks.iter().any(|t| {
             t.mechanism == u.id && matches!(&t.job, Job::Skip(r) if r.starts_with("unavailable"))
@@ -299,4 +330,101 @@ fn quick_plan_lists_everything() -> Result<(), String> {
             "posix-mq 1 MiB should show its limit, got {other:?}"
         )),
     }
+}
+
+fn every_mpmc_mechanism_delivers() -> Result<(), String> {
+    for m in registry::mpmc() {
+        for (producers, consumers) in [(1, 1), (2, 3), (3, 2)] {
+            let shape = MpmcParams {
+                producers,
+                consumers,
+            };
+            // The runner checks every payload, per-producer order and the total count.
+            let r = mpmc::measure(&m, shape, 600, 1)
+                .map_err(|e| format!("{} {producers}x{consumers}: {e}", m.id))?;
+            if !(r.ops_per_s.is_some_and(|o| o > 0.0) && r.cpu_ns_per_op.is_some_and(|c| c > 0.0)) {
+                return Err(format!(
+                    "{} {producers}x{consumers}: implausible {r:?}",
+                    m.id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The MPMC queue, with one byte of producer 0's fifth message flipped after stamping.
+struct Corrupting {
+    inner: Box<dyn MpmcChannel>,
+    sent: u64,
+}
+
+impl MpmcChannel for Corrupting {
+    fn attach(&mut self, role: Role) -> shmkit::Result<()> {
+        self.inner.attach(role)
+    }
+    fn send(&mut self, producer: usize, msg: &[u8]) -> shmkit::Result<()> {
+        self.sent += 1;
+        if producer == 0 && self.sent == 5 {
+            let mut bad = msg.to_vec();
+            bad[40] ^= 1;
+            return self.inner.send(producer, &bad);
+        }
+        self.inner.send(producer, msg)
+    }
+    fn recv(&mut self, consumer: usize, buf: &mut [u8]) -> shmkit::Result<()> {
+        self.inner.recv(consumer, buf)
+    }
+    fn send_end(&mut self, consumer: usize, msg: &[u8]) -> shmkit::Result<()> {
+        self.inner.send_end(consumer, msg)
+    }
+}
+
+fn corrupting_mpmc_producer_is_detected() -> Result<(), String> {
+    let spec = MpmcSpec {
+        id: "corrupting",
+        style: Style::Sleeping,
+        note: "",
+        make: |p| {
+            Ok(Box::new(Corrupting {
+                inner: ShmkitMpmc::boxed(p)?,
+                sent: 0,
+            }))
+        },
+    };
+    let shape = MpmcParams {
+        producers: 2,
+        consumers: 2,
+    };
+    match mpmc::measure(&spec, shape, 200, 1) {
+        Ok(m) => Err(format!("a corrupted message went unnoticed: {m:?}")),
+        Err(_) => Ok(()),
+    }
+}
+
+fn every_sizes_channel_streams() -> Result<(), String> {
+    let channels = registry::channels();
+    for id in registry::sizes() {
+        let c = channels
+            .iter()
+            .find(|c| c.id == *id)
+            .ok_or(format!("registry::sizes lists {id}, which is no channel"))?;
+        for size in [suite::SIZES[0], *suite::SIZES.last().unwrap()] {
+            let shape = StreamShape::for_size(size, true);
+            let m = measure::stream_shaped(
+                c,
+                size,
+                shape,
+                Duration::from_millis(1),
+                1 << 20,
+                1,
+                placement(),
+            )
+            .map_err(|e| format!("{id} sizes {size}: {e}"))?;
+            if !m.throughput_bytes_per_s.is_some_and(|b| b > 0.0) {
+                return Err(format!("{id} sizes {size}: implausible {m:?}"));
+            }
+        }
+    }
+    Ok(())
 }

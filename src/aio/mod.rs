@@ -79,7 +79,7 @@
 //!   `FUTEX_WAKE` of the control word plus the thread's new `futex_waitv`.
 //! - Per wake-up: the waker's `FUTEX_WAKE` (as for a blocking sleeper), then one
 //!   thread-to-thread hand-off (the waiter thread calls `Waker::wake`; for tokio that
-//!   unparks the runtime thread). `shmkit bench` measures it: `shmkit-queue-async`,
+//!   unparks the runtime thread). `shmkit-bench` measures it: `shmkit-queue-async`,
 //!   `shmkit-event-async` against `shmkit-queue-park`, `shmkit-event`.
 //! - One thread (256 KiB stack, every signal blocked) per 127 distinct words waited on
 //!   at once; threads are started on demand and kept.

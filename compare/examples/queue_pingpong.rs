@@ -7,7 +7,7 @@
 //! Each variant times batches of 1000 round trips and reports the median batch.
 //!
 //! ```text
-//! cargo run --release --example queue_pingpong [-- BATCHES]
+//! cargo run --release -p shmkit-compare --example queue_pingpong [-- BATCHES]
 //! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! What one atomic add on a shared `Value<u64>` costs: alone, and with a second process
 //! (pinned to the other core) adding to the same value at the same time.
 //!
-//! `cargo run --release --example atomic_add_cost` — prints ns per add (median of batches).
+//! `cargo run --release -p shmkit-compare --example atomic_add_cost` — prints ns per add (median of batches).
 
 use std::time::Instant;
 

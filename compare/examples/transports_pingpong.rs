@@ -3,7 +3,7 @@
 //! interleaved runs, median of 5). A quick check of the wrapper cost, not the benchmark
 //! suite: it also shows that a ping-pong adapter is a few lines per transport.
 //!
-//! Run: `cargo run --release --example transports_pingpong [ROUND_TRIPS]`
+//! Run: `cargo run --release -p shmkit-compare --example transports_pingpong [ROUND_TRIPS]`
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! Processes are not pinned: the numbers depend on where the scheduler runs them (see
 //! DESIGN §7: a wake across idle vCPUs costs 15–25 µs one way).
 //!
-//! Run: `cargo run --release --example sync_wake_latency`.
+//! Run: `cargo run --release -p shmkit-compare --example sync_wake_latency`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};

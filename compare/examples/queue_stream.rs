@@ -3,7 +3,7 @@
 //! a pipe, in the same run.
 //!
 //! ```text
-//! cargo run --release --example queue_stream [-- MESSAGES]
+//! cargo run --release -p shmkit-compare --example queue_stream [-- MESSAGES]
 //! ```
 
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //! pthread mutex, a plain (non-robust) pshared pthread mutex and `std::sync::Mutex`, single process, `Instant` over 10M iterations.
 //! A quick measurement, not a benchmark suite (see benches/ for criterion).
 //!
-//! Run: `cargo run --release --example sync_lock_cost`.
+//! Run: `cargo run --release -p shmkit-compare --example sync_lock_cost`.
 
 use std::time::Instant;
 

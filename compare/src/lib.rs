@@ -59,6 +59,7 @@ pub mod bells;
 pub mod channel;
 pub mod fdchan;
 pub mod floor;
+pub mod iceoryx2;
 pub mod ipcchan;
 pub mod locks;
 pub mod measure;

@@ -479,10 +479,10 @@ impl ReqResChannel {
             .max_clients(1)
             .max_nodes(2);
         if create {
-                b.create().map_err(|e| err("request/response service", e))
-            } else {
-                b.open().map_err(|e| err("request/response service", e))
-            }
+            b.create().map_err(|e| err("request/response service", e))
+        } else {
+            b.open().map_err(|e| err("request/response service", e))
+        }
     }
 
     fn inner(&mut self, op: &'static str) -> Result<&mut ReqResInner> {

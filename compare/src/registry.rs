@@ -236,6 +236,20 @@ pub fn channels() -> Vec<ChannelSpec> {
             note: "peer crate iceoryx2 0.10 request/response of [u8] slices, client = measuring side, polling both sides, one request in flight",
             make: crate::iceoryx2::reqres,
         },
+        ChannelSpec {
+            id: "ipmpsc",
+            style: Sleeping,
+            max_msg: None,
+            note: "peer crate ipmpsc 0.5, two one-way channels (file-backed ring, pshared mutex + condvar); send_timeout of one bincode byte string, recv_timeout of a borrowed &[u8] (zero-copy context)",
+            make: crate::ipmpsc::IpmpscChannel::boxed,
+        },
+        ChannelSpec {
+            id: "shmem-ipc",
+            style: Sleeping,
+            max_msg: None,
+            note: "peer crate shmem-ipc 0.3, two memfd byte rings with eventfd signals; send_raw / receive_raw copy in and out, poll on the eventfd when full / empty",
+            make: crate::shmem_ipc::ShmemIpcChannel::boxed,
+        },
     ]
 }
 

@@ -68,6 +68,7 @@ pub mod mq;
 pub mod payload;
 pub mod pool;
 pub mod proc;
+pub mod python_mp;
 pub mod registry;
 pub mod shm;
 pub mod shmem_ipc;

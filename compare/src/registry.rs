@@ -20,6 +20,10 @@ fn boxed<C: Channel + 'static>(c: C) -> Box<dyn Channel> {
     Box::new(c)
 }
 
+/// Channels that keep one message in flight by design (request/response): rtt and wake
+/// only; their stream rows say so.
+pub const RTT_ONLY: [&str; 1] = ["iceoryx2-reqres"];
+
 /// Every message-passing mechanism, the floor first. Used by rtt, stream and wake.
 pub fn channels() -> Vec<ChannelSpec> {
     use Style::{Sleeping, Spinning};

@@ -13,7 +13,11 @@
 //! Set-up: the parent creates its node and the services in the constructor (before the
 //! fork); after the fork each side creates its own ports (the peer with a node of its own,
 //! opening the services), and [`Channel::attach`] waits, bounded, until the other side's
-//! ports are registered, so no message is sent into a service nobody reads yet.
+//! ports are registered, so no message is sent into a service nobody reads yet. The
+//! pub/sub adapters then exchange one untimed sample each way: only once a subscriber has
+//! received does iceoryx2 count the connection as connected on both ends, and before that
+//! a publisher facing a full subscriber buffer drops the sample instead of waiting (seen
+//! as "no subscriber received the sample" in the stream workload's first burst).
 //!
 //! Payload: `[u8]` slices of the message size (`initial_max_slice_len` = size). The sender
 //! loans an uninitialised sample (`loan_slice_uninit`), writes the whole message into it
@@ -50,6 +54,8 @@ type PubSub = iceoryx2::service::port_factory::publish_subscribe::PortFactory<Ip
 type Event = iceoryx2::service::port_factory::event::PortFactory<Ipc>;
 type ReqRes =
     iceoryx2::service::port_factory::request_response::PortFactory<Ipc, [u8], (), [u8], ()>;
+type IoxClient = Client<Ipc, [u8], (), [u8], ()>;
+type IoxServer = Server<Ipc, [u8], (), [u8], ()>;
 type PendingResponse = iceoryx2::pending_response::PendingResponse<Ipc, [u8], (), [u8], ()>;
 type ActiveRequest = iceoryx2::active_request::ActiveRequest<Ipc, [u8], (), [u8], ()>;
 
@@ -324,6 +330,20 @@ impl Channel for PubSubChannel {
                 });
             Ok(ready)
         })?;
+        // Handshake: one sample each way, outside the workload. A publisher's first send
+        // creates its side of the connection, a subscriber's receive attaches the other
+        // side; until both happened, a publisher that finds the subscriber's buffer full
+        // does not wait but drops the sample ("no connected receiver"), which the stream
+        // workload's first burst would hit.
+        let hello = vec![0u8; self.size];
+        tx.loan_slice_uninit(self.size)
+            .map_err(|e| err("loan_slice_uninit", e))?
+            .write_from_slice(&hello)
+            .send()
+            .map_err(|e| err("send", e))?;
+        poll_until("attach: handshake", || {
+            Ok(rx.receive().map_err(|e| err("receive", e))?.is_some())
+        })?;
         inner.ports = Some(PubSubPorts {
             tx,
             rx,
@@ -420,8 +440,8 @@ struct ReqResInner {
     // Field order is drop order.
     pending: Option<PendingResponse>,
     active: Option<ActiveRequest>,
-    client: Option<Client<Ipc, [u8], (), [u8], ()>>,
-    server: Option<Server<Ipc, [u8], (), [u8], ()>>,
+    client: Option<IoxClient>,
+    server: Option<IoxServer>,
     own: Option<(ReqRes, Node<Ipc>)>,
     parent: (ReqRes, Node<Ipc>),
 }

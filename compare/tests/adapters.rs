@@ -337,13 +337,17 @@ fn python_mp_peers() -> Result<(), String> {
         for size in [64, 4096] {
             let m = python_mp::rtt(id, size, 5, 50, placement())
                 .map_err(|e| format!("{id} rtt {size}: {e}"))?;
-            if m.samples != 50 || m.timing != Timing::PerOp || !(m.median_ns > 0.0) {
+            if m.samples != 50
+                || m.timing != Timing::PerOp
+                || m.median_ns.is_nan()
+                || m.median_ns <= 0.0
+            {
                 return Err(format!("{id} rtt {size}: implausible {m:?}"));
             }
         }
         let m = python_mp::stream(id, 4096, Duration::from_millis(5), 1, placement())
             .map_err(|e| format!("{id} stream: {e}"))?;
-        if !(m.median_ns > 0.0) {
+        if m.median_ns.is_nan() || m.median_ns <= 0.0 {
             return Err(format!("{id} stream: implausible {m:?}"));
         }
     }

@@ -21,6 +21,10 @@
 //!   `shmkit-pool` against `python-mp-pool` ([`pool`]); the program running it calls
 //!   `shmkit::process::init(&shmkit_compare::pool::ENTRIES)` first in `main`.
 //!
+//! Python's `multiprocessing` (`python-mp-pipe`, `-queue`, `-simplequeue`) takes part in
+//! rtt and stream through a script with both ends in Python ([`python_mp`]); it is not a
+//! [`Channel`], so it has no line in the registry.
+//!
 //! ## Adding a mechanism
 //! 1. Write one adapter in a new file of `compare/src/`:
 //!    - a message mechanism whose bytes travel in shared memory and that only differs in

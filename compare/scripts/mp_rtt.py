@@ -97,7 +97,7 @@ def rtt(ends, size, child_cpu, warmup, iters):
 
 
 def stream(ends, size, child_cpu, target_ms, reps):
-    # A 64-message probe sizes the runs for TARGET_MS each (at least 64 messages, at most
+    # A 64-message probe sizes the runs for TARGET_MS each (at least 16 messages, at most
     # 64 MiB); the child is told the counts when it starts, so the probe has a child of
     # its own. Each child says "ready" before the clock starts.
     send, recv = ends.parent
@@ -122,7 +122,7 @@ def stream(ends, size, child_cpu, target_ms, reps):
     p = start([probe])
     per = max(one(probe) / probe, 1.0)
     p.join(10)
-    n = int(min(max(target_ms * 1e6 / per, 64), max((64 << 20) // size, 64)))
+    n = int(min(max(target_ms * 1e6 / per, 16), max((64 << 20) // size, 16)))
     p = start([n] * reps)
     ns = [one(n) / n for _ in range(reps)]
     p.join(10)

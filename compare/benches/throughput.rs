@@ -22,8 +22,12 @@ fn stream(c: &mut Criterion) {
             })
         });
         for spec in registry::channels() {
-            // The floor is a ping-pong reference (strict alternation), not a stream.
-            if spec.id == shmkit_compare::suite::FLOOR || spec.max_msg.is_some_and(|m| size > m) {
+            // The floor is a ping-pong reference (strict alternation), not a stream; nor is
+            // a request/response channel (one request in flight).
+            if spec.id == shmkit_compare::suite::FLOOR
+                || registry::RTT_ONLY.contains(&spec.id)
+                || spec.max_msg.is_some_and(|m| size > m)
+            {
                 continue;
             }
             g.bench_function(BenchmarkId::from_parameter(spec.id), |b| {

@@ -28,6 +28,10 @@
 //!   `shmkit-pool` against `python-mp-pool` ([`pool`]); the program running it calls
 //!   `shmkit::process::init(&shmkit_compare::pool::ENTRIES)` first in `main`.
 //!
+//! Python's `multiprocessing` (`python-mp-pipe`, `-queue`, `-simplequeue`) takes part in
+//! rtt and stream through a script with both ends in Python ([`python_mp`]); it is not a
+//! [`Channel`], so it has no line in the registry.
+//!
 //! ## Adding a mechanism
 //! 1. Write one adapter in a new file of `compare/src/`:
 //!    - a message mechanism whose bytes travel in shared memory and that only differs in
@@ -69,7 +73,9 @@ pub mod bells;
 pub mod channel;
 pub mod fdchan;
 pub mod floor;
+pub mod iceoryx2;
 pub mod ipcchan;
+pub mod ipmpsc;
 pub mod locks;
 pub mod measure;
 pub mod mpmc;
@@ -77,9 +83,11 @@ pub mod mq;
 pub mod payload;
 pub mod pool;
 pub mod proc;
+pub mod python_mp;
 pub mod registry;
 pub mod report;
 pub mod shm;
+pub mod shmem_ipc;
 pub mod shmkit_async;
 pub mod shmkit_own;
 pub mod shmkit_queue;

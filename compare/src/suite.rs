@@ -9,7 +9,7 @@ use crate::measure::{self, Measurement};
 use crate::mpmc::{self, MpmcParams, MpmcSpec};
 use crate::pool::{self, PYTHON_POOL, PoolImpl, PoolKind};
 use crate::proc::Placement;
-use crate::registry;
+use crate::{python_mp, registry};
 
 /// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -153,6 +153,9 @@ pub enum Job {
     Mpmc(MpmcSpec, MpmcParams),
     /// One-way throughput at one size of the sweep.
     Sizes(ChannelSpec, usize),
+    /// rtt (`false`) or stream (`true`) of a Python `multiprocessing` mechanism
+    /// ([`crate::python_mp`]) at a size.
+    PythonMp(&'static str, bool, usize),
     /// Not runnable: the row carries the reason.
     Skip(String),
 }
@@ -271,6 +274,24 @@ pub fn plan(opts: &Options) -> Vec<Task> {
         .into_iter()
         .filter(|u| opts.explicitly(u.id))
         .collect();
+    let pythons: Vec<_> = python_mp::MECHANISMS
+        .into_iter()
+        .filter(|m| opts.wants(m.0))
+        .collect();
+    let python = !pythons.is_empty() && pool::python_available();
+    let python_task = |workload, m: (&'static str, &str, &str), size, stream| Task {
+        workload,
+        mechanism: m.0.into(),
+        size: Some(size),
+        variant: None,
+        style: Some(Style::Sleeping),
+        note: m.2.into(),
+        job: if python {
+            Job::PythonMp(m.0, stream, size)
+        } else {
+            Job::Skip("unavailable: python3 not found".into())
+        },
+    };
     let task = |workload, c: &ChannelSpec, size: Option<usize>, job| Task {
         workload,
         mechanism: c.id.to_string(),
@@ -291,6 +312,9 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                         };
                         tasks.push(task(w, c, Some(size), job));
                     }
+                    for m in &pythons {
+                        tasks.push(python_task(w, *m, size, false));
+                    }
                 }
             }
             Workload::Stream => {
@@ -302,10 +326,16 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                                 "n/a: the floor is a ping-pong reference; the stream ceiling is memcpy"
                                     .into(),
                             ),
+                            _ if registry::RTT_ONLY.contains(&c.id) => {
+                                Job::Skip("n/a: one request in flight (rtt and wake only)".into())
+                            }
                             Some(max) if size > max => Job::Skip(format!("limit {max} B")),
                             _ => Job::Stream(*c, size),
                         };
                         tasks.push(task(w, c, Some(size), job));
+                    }
+                    for m in &pythons {
+                        tasks.push(python_task(w, *m, size, true));
                     }
                 }
             }
@@ -494,6 +524,18 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             let shape = measure::StreamShape::for_size(*size, q);
             measure::stream_shaped(c, *size, shape, target, max_bytes, reps, p)
                 .map_err(|e| e.to_string())
+        }
+        Job::PythonMp(id, false, size) => {
+            let (warm, iters) = if q { (200, 2_000) } else { (1_000, 20_000) };
+            python_mp::rtt(id, *size, warm, iters, p).map_err(|e| e.to_string())
+        }
+        Job::PythonMp(id, true, size) => {
+            let (target, reps) = if q {
+                (Duration::from_millis(25), 3)
+            } else {
+                (Duration::from_millis(250), 7)
+            };
+            python_mp::stream(id, *size, target, reps, p).map_err(|e| e.to_string())
         }
         Job::Skip(reason) => Err(reason.clone()),
     };

@@ -62,6 +62,11 @@ fn main() {
             "every_sizes_channel_streams_the_smallest_and_largest_size",
             every_sizes_channel_streams,
         ),
+        ("python_mp_peers_round_trip_and_stream", python_mp_peers),
+        (
+            "iceoryx2_runs_leave_nothing_behind",
+            iceoryx2_leaves_nothing_behind,
+        ),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in checks {
@@ -123,6 +128,14 @@ fn every_channel_streams() -> Result<(), String> {
                 Err(e) if e.to_string().contains("ping-pong") => continue,
                 Err(e) => return Err(format!("spin-floor: unclear refusal: {e}")),
                 Ok(_) => return Err("spin-floor accepted a stream depth".into()),
+            }
+        }
+        if registry::RTT_ONLY.contains(&c.id) {
+            // One request in flight by design: a stream depth is refused clearly.
+            match (c.make)(ChannelParams { size: 64, depth: 8 }) {
+                Err(e) if e.to_string().contains("n/a") => continue,
+                Err(e) => return Err(format!("{}: unclear refusal: {e}", c.id)),
+                Ok(_) => return Err(format!("{} accepted a stream depth", c.id)),
             }
         }
         for size in suite::STREAM_SIZES {
@@ -427,4 +440,74 @@ fn every_sizes_channel_streams() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn python_mp_peers() -> Result<(), String> {
+    use shmkit_compare::python_mp;
+    let tasks = suite::plan(&Options::new(true));
+    let python = shmkit_compare::pool::python_available();
+    for (id, _, _) in python_mp::MECHANISMS {
+        for w in [Workload::Rtt, Workload::Stream] {
+            let t = tasks
+                .iter()
+                .find(|t| t.workload == w && t.mechanism == id)
+                .ok_or_else(|| format!("{id} missing from {w:?}"))?;
+            match (&t.job, python) {
+                (Job::PythonMp(..), true) => {}
+                (Job::Skip(r), false) if r == "unavailable: python3 not found" => {}
+                (other, _) => return Err(format!("{id} {w:?}: unexpected job {other:?}")),
+            }
+        }
+        if !python {
+            println!("  {id}: python3 not found, only the plan was checked");
+            continue;
+        }
+        for size in [64, 4096] {
+            let m = python_mp::rtt(id, size, 5, 50, placement())
+                .map_err(|e| format!("{id} rtt {size}: {e}"))?;
+            if m.samples != 50
+                || m.timing != Timing::PerOp
+                || m.median_ns.is_nan()
+                || m.median_ns <= 0.0
+            {
+                return Err(format!("{id} rtt {size}: implausible {m:?}"));
+            }
+        }
+        let m = python_mp::stream(id, 4096, Duration::from_millis(5), 1, placement())
+            .map_err(|e| format!("{id} stream: {e}"))?;
+        if m.median_ns.is_nan() || m.median_ns <= 0.0 {
+            return Err(format!("{id} stream: implausible {m:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn iceoryx2_leaves_nothing_behind() -> Result<(), String> {
+    // Runs every iceoryx2 adapter once more (the rtt, stream and wake checks above ran
+    // them too), then looks for the run's files: shared memory with iceoryx2's prefix for
+    // this harness, and per-run root directories.
+    for c in registry::channels()
+        .into_iter()
+        .filter(|c| c.id.starts_with("iceoryx2"))
+    {
+        measure::rtt(&c, 64, 10, 128, placement()).map_err(|e| format!("{}: {e}", c.id))?;
+    }
+    let mut left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("iox2_shmkit_"))
+        .collect();
+    if let Ok(dir) = std::fs::read_dir("/tmp/iceoryx2") {
+        left.extend(
+            dir.flatten()
+                .map(|e| format!("/tmp/iceoryx2/{}", e.file_name().to_string_lossy()))
+                .filter(|n| n.contains("shmkit-")),
+        );
+    }
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("left behind: {left:?}"))
+    }
 }

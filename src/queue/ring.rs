@@ -81,6 +81,15 @@ pub(crate) const NO_INTENT: u64 = u64::MAX;
 pub const MAX_CAPACITY: u64 = 1 << 24;
 /// Largest number of handles that may have a queue open at once.
 pub const MAX_HANDLES: u64 = 4096;
+/// Most stash slots per participant entry (tasks a consumer of a re-queuing joinable
+/// queue may hold at once).
+pub const MAX_STASH: u64 = 64;
+/// In a stash state word: the slot holds a task (the rest of the word is the owner word
+/// of the consumer that holds it). Tokens are below 2^30, so bits 30 and 31 are free.
+pub(crate) const STASH_FULL: u64 = 1 << 30;
+/// In a stash state word (with [`STASH_FULL`]): a re-queuer (whose owner word the rest
+/// is) is moving the task back into the ring.
+pub(crate) const STASH_MOVING: u64 = 1 << 31;
 
 /// Role bits in a participant entry (SPSC).
 pub(crate) const ROLE_PRODUCER: u64 = 1;
@@ -120,6 +129,10 @@ pub(crate) struct Geometry {
     pub max_handles: usize,
     /// Offset of slot 0.
     pub slots_off: usize,
+    /// Stash slots per participant entry (0: no stash; see "Stash" in the module docs).
+    pub stash: usize,
+    /// Offset of the stash (after the slots; `total` when there is none).
+    pub stash_off: usize,
     /// Total bytes.
     pub total: usize,
 }
@@ -165,7 +178,29 @@ impl Geometry {
             stride: stride as usize,
             max_handles: max_handles as usize,
             slots_off: slots_off as usize,
+            stash: 0,
+            stash_off: total as usize,
             total: total as usize,
+        })
+    }
+
+    /// The same ring with `depth` stash slots (each `stride` bytes) per participant entry
+    /// after the slots; `None` if `depth` is out of `0..=MAX_STASH` or it is too large.
+    pub(crate) fn with_stash(self, depth: u64) -> Option<Geometry> {
+        if depth > MAX_STASH {
+            return None;
+        }
+        let extra = (self.stride as u64)
+            .checked_mul(depth)?
+            .checked_mul(self.max_handles as u64)?;
+        let total = (self.stash_off as u64).checked_add(extra)?;
+        if total > (1 << 40) {
+            return None;
+        }
+        Some(Geometry {
+            stash: depth as usize,
+            total: total as usize,
+            ..self
         })
     }
 }
@@ -262,6 +297,9 @@ impl Ring {
         }
         for p in 0..geo.cap as usize {
             w64.insert(geo.slots_off + p * geo.stride, AtomicU64::new(0));
+        }
+        for k in 0..geo.max_handles * geo.stash {
+            w64.insert(geo.stash_off + k * geo.stride, AtomicU64::new(0));
         }
         let mut w32 = std::collections::BTreeMap::new();
         for off in [OFF_DATA_WAIT, OFF_SPACE_WAIT, OFF_JOIN_WAIT] {
@@ -396,6 +434,11 @@ impl Ring {
         for p in 0..self.geo.cap {
             self.seq(p).store(empty(p), Ordering::Relaxed);
         }
+        for i in 0..self.geo.max_handles {
+            for j in 0..self.geo.stash {
+                self.stash_state(i, j).store(0, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Approximate number of messages (claimed positions not yet released).
@@ -466,6 +509,8 @@ impl Ring {
                             self.note_death(cur);
                         }
                         self.detach_bits(old);
+                        // Stashed tasks are re-queued, not lost (see `requeue_stashed`).
+                        let lost = lost.saturating_sub(self.stashed_by(i, cur & !OWNER_DEAD));
                         if lost != 0 {
                             let _ = self.lost_tasks().fetch_update(
                                 Ordering::AcqRel,
@@ -637,8 +682,14 @@ impl Ring {
 
     /// Dead consumers' abandoned tasks, taken (each is reported once): entries noted dead
     /// (or found dead now) with outstanding tasks, as `(pid, tasks)`, plus the count of
-    /// those whose entries were already taken over (pid unknown, `pid` 0).
-    pub(crate) fn take_lost(&self, is_alive: &dyn Fn(u64) -> bool, out: &mut Vec<(u32, u64)>) {
+    /// those whose entries were already taken over (pid unknown, `pid` 0). Tasks the dead
+    /// left in the stash are not lost: their number is returned (for `requeue_stashed`).
+    pub(crate) fn take_lost(
+        &self,
+        is_alive: &dyn Fn(u64) -> bool,
+        out: &mut Vec<(u32, u64)>,
+    ) -> u64 {
+        let mut pending = 0;
         for i in 0..self.geo.max_handles {
             if self.tasks(i) == 0 {
                 continue;
@@ -658,7 +709,13 @@ impl Ring {
             while x & !COUNT_MASK == tag && x & COUNT_MASK != 0 {
                 match w.compare_exchange(x, tag, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
-                        out.push(((o >> 32) as u32, x & COUNT_MASK));
+                        // Tasks still stashed are re-queued later, not lost.
+                        let k = self.stashed_by(i, o & !OWNER_DEAD);
+                        pending += k;
+                        let n = (x & COUNT_MASK).saturating_sub(k);
+                        if n != 0 {
+                            out.push(((o >> 32) as u32, n));
+                        }
                         break;
                     }
                     Err(y) => x = y,
@@ -669,6 +726,7 @@ impl Ring {
         if n != 0 {
             out.push((0, n));
         }
+        pending
     }
 
     /// SPSC: takes the producer or consumer role for entry `me`. Fails with the holder's
@@ -1041,6 +1099,162 @@ impl Ring {
         self.space_wait().wake();
     }
 
+    // ---------------------------------------------------------------- stash
+
+    /// Offset of stash slot `j` of entry `i` (only called when the ring has a stash).
+    #[inline]
+    fn stash_slot(&self, i: usize, j: usize) -> usize {
+        debug_assert!(self.geo.stash > 0);
+        let k = (i % self.geo.max_handles) * self.geo.stash + j % self.geo.stash.max(1);
+        self.geo.stash_off + k * self.geo.stride
+    }
+    /// State word of stash slot `j` of entry `i`: 0 free, `owner | STASH_FULL` holding a
+    /// task of that owner, `mover | STASH_FULL | STASH_MOVING` being re-queued.
+    pub(crate) fn stash_state(&self, i: usize, j: usize) -> &AtomicU64 {
+        self.u64_at(self.stash_slot(i, j))
+    }
+    /// Pointer to the data of stash slot `j` of entry `i` (`geo.data_len` bytes, aligned
+    /// like a ring slot's data).
+    pub(crate) fn stash_data(&self, i: usize, j: usize) -> *mut u8 {
+        // SAFETY: stash_slot(i, j) + data_off + data_len <= stash_off + max_handles *
+        // stash * stride = total (`Geometry::with_stash`).
+        unsafe { self.base.add(self.stash_slot(i, j) + self.geo.data_off) }
+    }
+
+    /// A free stash slot of entry `me`. Only the entry's owner fills a free slot, so it
+    /// stays free until the owner fills it.
+    pub(crate) fn stash_free(&self, me: usize) -> Option<usize> {
+        // Acquire: a re-queuer that freed the slot has finished reading its data.
+        (0..self.geo.stash).find(|&j| self.stash_state(me, j).load(Ordering::Acquire) == 0)
+    }
+
+    /// Marks stash slot `j` of entry `me` as holding a task of `owner` (its data written).
+    pub(crate) fn stash_fill(&self, me: usize, j: usize, owner: u64) {
+        let o = owner & !(STASH_FULL | STASH_MOVING);
+        self.stash_state(me, j)
+            .store(o | STASH_FULL, Ordering::Release);
+    }
+
+    /// Frees stash slot `j` of entry `me` (its task is done). False if it no longer held
+    /// `owner`'s task (a re-queuer took it: at-least-once).
+    pub(crate) fn stash_clear(&self, me: usize, j: usize, owner: u64) -> bool {
+        let o = owner & !(STASH_FULL | STASH_MOVING);
+        self.stash_state(me, j)
+            .compare_exchange(o | STASH_FULL, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Tasks of `owner` waiting in entry `i`'s stash (not being moved).
+    fn stashed_by(&self, i: usize, owner: u64) -> u64 {
+        let want = (owner & !(STASH_FULL | STASH_MOVING)) | STASH_FULL;
+        (0..self.geo.stash)
+            .filter(|&j| self.stash_state(i, j).load(Ordering::Acquire) == want)
+            .count() as u64
+    }
+
+    /// One task of `owner` left entry `i`'s outstanding count (re-queued): decrements it
+    /// if the word is still tagged with `owner`'s token (not once a `join` or a takeover
+    /// has taken the count: they did not count stashed tasks as lost).
+    fn untask(&self, i: usize, owner: u64) {
+        let w = self.outstanding(i);
+        let tag = (owner & TOKEN_MASK) << 32;
+        let mut x = w.load(Ordering::Acquire);
+        while x & !COUNT_MASK == tag && x & COUNT_MASK != 0 {
+            match w.compare_exchange(x, x - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(y) => x = y,
+            }
+        }
+    }
+
+    /// Copies stash slot `(i, j)`'s data into the data of position `p` (both ours: the
+    /// stash slot is marked moving by us, `p` is claimed by us).
+    fn copy_stash_to_slot(&self, i: usize, j: usize, p: u64) {
+        let mut chunk = [0u64; 32];
+        let (src, dst) = (self.stash_data(i, j), self.data(p));
+        let mut off = 0;
+        while off < self.geo.data_len {
+            let n = (self.geo.data_len - off).min(size_of_val(&chunk));
+            // SAFETY: both areas are `data_len` bytes of this ring, 8-aligned (slot data
+            // offsets and strides are multiples of 8), `off` a multiple of 256; `chunk`
+            // is private and `n` bytes long at least.
+            unsafe {
+                super::copy::load(src.add(off), chunk.as_mut_ptr().cast(), n);
+                super::copy::store(chunk.as_ptr().cast(), dst.add(off), n);
+            }
+            off += n;
+        }
+    }
+
+    /// Moves the tasks stashed in entries `entries` by consumers that are gone back into
+    /// the ring, sending through entry `me` (owner word `me_owner`); appends `(pid, 1)` per
+    /// task moved to `out` (pid 0 if a re-queuer died moving it). A consumer is gone if
+    /// `is_alive` says so or it no longer owns the entry (released or taken over). A
+    /// re-queuer first marks the stash slot as moved by it (one CAS: one winner), then
+    /// claims a position, copies, publishes, and frees the slot; one that dies in between
+    /// leaves the slot marked with its owner word, and the next re-queuer moves it again
+    /// (at-least-once: a task may be delivered twice if a re-queuer dies after publishing).
+    /// Returns `Ok(true)` if the ring was full (some tasks stay stashed).
+    pub(crate) fn requeue_stashed(
+        &self,
+        me: usize,
+        me_owner: u64,
+        entries: std::ops::Range<usize>,
+        is_alive: &dyn Fn(u64) -> bool,
+        out: &mut Vec<(u32, u64)>,
+    ) -> Result<bool, Corrupt> {
+        let mover = (me_owner & !(STASH_FULL | STASH_MOVING)) | STASH_FULL | STASH_MOVING;
+        let end = entries.end.min(self.geo.max_handles);
+        for i in entries.start.min(end)..end {
+            for j in 0..self.geo.stash {
+                let w = self.stash_state(i, j);
+                let s = w.load(Ordering::Acquire);
+                if s & STASH_FULL == 0 || s == mover {
+                    continue;
+                }
+                let o = s & !(STASH_FULL | STASH_MOVING);
+                let gone = if s & STASH_MOVING != 0 {
+                    !is_alive(o)
+                } else {
+                    // The owner word is read after the state: a new owner's task is seen
+                    // only with the new owner word (it took the entry before stashing).
+                    o != self.owner(i).load(Ordering::Acquire) || !is_alive(o)
+                };
+                if !gone
+                    || w.compare_exchange(s, mover, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                {
+                    continue;
+                }
+                let p = match self.mpmc_claim_send(me) {
+                    Ok(Ok(p)) => p,
+                    other => {
+                        // Full (or corrupt): put the task back as it was.
+                        let _ = w.compare_exchange(mover, s, Ordering::AcqRel, Ordering::Relaxed);
+                        return other.map(|_| true);
+                    }
+                };
+                if s & STASH_MOVING == 0 {
+                    self.untask(i, o);
+                }
+                self.copy_stash_to_slot(i, j, p);
+                self.mpmc_publish(me, p);
+                let _ = w.compare_exchange(mover, 0, Ordering::AcqRel, Ordering::Relaxed);
+                let pid = if s & STASH_MOVING == 0 {
+                    (o >> 32) as u32
+                } else {
+                    0
+                };
+                match out.iter_mut().find(|(p, _)| *p == pid) {
+                    Some((_, n)) => *n += 1,
+                    None => out.push((pid, 1)),
+                }
+            }
+        }
+        self.join_wait().wake();
+        Ok(false)
+    }
+
     // ---------------------------------------------------------------- joinable
 
     /// Tasks received and not yet marked done by live participants, plus messages still
@@ -1078,7 +1292,14 @@ mod tests {
     }
 
     pub(crate) fn test_ring(cap: u64, handles: u64) -> TestRing {
-        let geo = Geometry::new(cap, 8, 8, handles).unwrap();
+        test_ring_stash(cap, handles, 0)
+    }
+
+    pub(crate) fn test_ring_stash(cap: u64, handles: u64, depth: u64) -> TestRing {
+        let geo = Geometry::new(cap, 8, 8, handles)
+            .unwrap()
+            .with_stash(depth)
+            .unwrap();
         let mut buf = vec![0u64; geo.total / 8 + 16];
         let raw = buf.as_mut_ptr() as usize;
         let pad = (raw.next_multiple_of(128) - raw) / 8;
@@ -1110,6 +1331,134 @@ mod tests {
                 Ok(Some(v))
             }
             Err(_) => Ok(None),
+        }
+    }
+
+    /// `Queue::recv_task` on the ring: claim (counted), copy into a free stash slot,
+    /// release.
+    fn recv_task(r: &Ring, me: usize, owner: u64) -> Option<(u64, usize)> {
+        let j = r.stash_free(me)?;
+        let p = r.mpmc_claim_recv(me, true).unwrap().ok()?;
+        // SAFETY: 8 data bytes per slot and per stash slot.
+        let v = unsafe { r.data(p).cast::<u64>().read() };
+        // SAFETY: as above.
+        unsafe { r.stash_data(me, j).cast::<u64>().write(v) };
+        r.stash_fill(me, j, owner);
+        r.mpmc_release(me, p);
+        Some((v, j))
+    }
+
+    /// `Task::done` on the ring.
+    fn task_done(r: &Ring, me: usize, owner: u64, j: usize) {
+        r.outstanding(me).fetch_sub(1, Ordering::Release);
+        assert!(r.stash_clear(me, j, owner));
+    }
+
+    #[test]
+    fn stash_requeues_a_dead_consumers_tasks_once() {
+        const C: u64 = 7 << 32 | 33;
+        const P: u64 = 8 << 32 | 22;
+        let t = test_ring_stash(4, 3, 4);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == C && dead.load(Ordering::Relaxed));
+        let p = r.register(P, &alive).unwrap();
+        let c = r.register(C, &alive).unwrap();
+        for v in 1..=3 {
+            assert_eq!(send(r, p, v), Ok(true));
+        }
+        let held: Vec<_> = (0..3).map(|_| recv_task(r, c, C).unwrap()).collect();
+        task_done(r, c, C, held[0].1);
+        assert_eq!(r.tasks(c), 2);
+        let mut out = Vec::new();
+        // Alive and owning its entry: nothing moves.
+        assert_eq!(r.requeue_stashed(p, P, 0..3, &alive, &mut out), Ok(false));
+        assert!(out.is_empty());
+        dead.store(true, Ordering::Relaxed);
+        assert_eq!(
+            r.unfinished(&alive),
+            0,
+            "a dead consumer's tasks are not waited for"
+        );
+        assert_eq!(r.requeue_stashed(p, P, 0..3, &alive, &mut out), Ok(false));
+        assert_eq!(out, vec![(7, 2)]);
+        assert_eq!(r.tasks(c), 0, "re-queued tasks leave the dead count");
+        assert_eq!(recv(r, p), Ok(Some(2)));
+        assert_eq!(recv(r, p), Ok(Some(3)));
+        assert_eq!(recv(r, p), Ok(None));
+        let mut lost = Vec::new();
+        assert_eq!(r.take_lost(&alive, &mut lost), 0);
+        assert!(lost.is_empty(), "{lost:?}");
+        // Once only.
+        out.clear();
+        assert_eq!(r.requeue_stashed(p, P, 0..3, &alive, &mut out), Ok(false));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn stash_survives_takeover_and_a_full_ring() {
+        const C: u64 = 7 << 32 | 33;
+        const P: u64 = 8 << 32 | 22;
+        const NEW: u64 = 9 << 32 | 44;
+        let t = test_ring_stash(2, 2, 2);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == C && dead.load(Ordering::Relaxed));
+        let p = r.register(P, &alive).unwrap();
+        let c = r.register(C, &alive).unwrap();
+        assert_eq!(send(r, p, 1), Ok(true));
+        let (_, j) = recv_task(r, c, C).unwrap();
+        dead.store(true, Ordering::Relaxed);
+        // The new owner of the dead entry never uses the dead task's slot.
+        assert_eq!(r.register(NEW, &alive), Some(c));
+        assert_eq!(
+            r.lost_tasks().load(Ordering::Relaxed),
+            0,
+            "stashed: not lost"
+        );
+        assert_ne!(r.stash_free(c), Some(j));
+        assert_eq!(send(r, p, 2), Ok(true));
+        let (v, k) = recv_task(r, c, NEW).unwrap();
+        assert_eq!((v, r.stash_free(c)), (2, None));
+        // A full ring: the dead task stays stashed, unharmed.
+        assert_eq!(send(r, p, 3), Ok(true));
+        assert_eq!(send(r, p, 4), Ok(true));
+        let mut out = Vec::new();
+        assert_eq!(r.requeue_stashed(p, P, 0..2, &alive, &mut out), Ok(true));
+        assert!(out.is_empty());
+        assert_eq!(recv(r, p), Ok(Some(3)));
+        assert_eq!(r.requeue_stashed(p, P, 0..2, &alive, &mut out), Ok(false));
+        assert_eq!(out, vec![(7, 1)], "the dead task, not the new owner's");
+        assert_eq!(recv(r, p), Ok(Some(4)));
+        assert_eq!(recv(r, p), Ok(Some(1)));
+        task_done(r, c, NEW, k);
+        assert_eq!(r.stash_free(c), Some(0));
+    }
+
+    #[test]
+    fn hostile_stash_states_are_errors_or_garbage_never_ub() {
+        const P: u64 = 8 << 32 | 22;
+        let t = test_ring_stash(2, 2, 3);
+        let r = &t.ring;
+        let p = r.register(P, &|_| true).unwrap();
+        for (k, w) in [
+            u64::MAX,
+            STASH_FULL,
+            12345,
+            STASH_FULL | STASH_MOVING | 5,
+            0,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r.stash_state(1, k % 3).store(w, Ordering::Relaxed);
+            r.stash_state(p, k % 3)
+                .store(w.rotate_left(7), Ordering::Relaxed);
+            let mut out = Vec::new();
+            let _ = r.requeue_stashed(p, P, 0..99, &|o| o == P, &mut out);
+            let _ = r.stash_free(p);
+            let _ = r.take_lost(&|o| o == P, &mut out);
+            let _ = r.register(3, &|_| false);
         }
     }
 

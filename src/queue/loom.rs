@@ -19,7 +19,15 @@ use super::wait::WaitPoint;
 
 /// A ring over a heap buffer kept alive by the returned Arc.
 fn ring(cap: u64, handles: u64) -> (Arc<Vec<u64>>, Ring) {
-    let geo = Geometry::new(cap, 8, 8, handles).unwrap();
+    ring_stash(cap, handles, 0)
+}
+
+/// A ring with `depth` stash slots per entry.
+fn ring_stash(cap: u64, handles: u64, depth: u64) -> (Arc<Vec<u64>>, Ring) {
+    let geo = Geometry::new(cap, 8, 8, handles)
+        .unwrap()
+        .with_stash(depth)
+        .unwrap();
     let mut buf = vec![0u64; geo.total / 8 + 16];
     let raw = buf.as_mut_ptr() as usize;
     let pad = (raw.next_multiple_of(128) - raw) / 8;
@@ -546,6 +554,137 @@ fn take_lost_races_takeover_of_the_dead_entry() {
         let reported: u64 = out.iter().map(|&(_, n)| n).sum();
         assert_eq!(reported, 1, "{out:?}");
         assert_eq!(r.tasks(d), 1, "{out:?}");
+        drop(buf);
+    });
+}
+
+// ---------------------------------------------------------------- stash (requeue_lost)
+
+/// `Queue::recv_task` on the ring: claim (counted), copy into a free stash slot, mark it
+/// full (moving the task from the count to the stash), release. `None`: nothing there.
+fn stash_recv(r: &Ring, me: usize, owner: u64) -> Option<(u64, usize)> {
+    let j = r.stash_free(me).expect("a free stash slot");
+    let p = r.mpmc_claim_recv(me, true).unwrap().ok()?;
+    // SAFETY: the claim gives this thread the slot's 8 data bytes; the free stash slot is
+    // filled only by its entry's owner (this thread).
+    unsafe {
+        let v = r.data(p).cast::<u64>().read();
+        r.stash_data(me, j).cast::<u64>().write(v);
+    }
+    r.stash_fill(me, j, owner);
+    // SAFETY: as above.
+    let v = unsafe { r.data(p).cast::<u64>().read() };
+    r.mpmc_release(me, p);
+    Some((v, j))
+}
+
+/// `bounded().check(f)`, printing how many executions loom explored (for the record).
+fn check_counted(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    RUNS.store(0, Ordering::SeqCst);
+    bounded().check(move || {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        f()
+    });
+    eprintln!("loom {name}: {} executions", RUNS.load(Ordering::SeqCst));
+}
+
+fn stash_is_empty(r: &Ring, handles: usize, depth: usize) -> bool {
+    (0..handles).all(|i| (0..depth).all(|j| r.stash_state(i, j).load(Ordering::SeqCst) == 0))
+}
+
+/// A `join`'s re-queuing pass over a dead consumer's stash races a new process taking
+/// the dead entry over, receiving a task into the same entry's stash and marking it done:
+/// the dead task is moved back into the ring exactly once and reported with its pid, the
+/// new owner's task is never touched, and nothing is reported lost.
+#[test]
+fn requeue_races_takeover_and_the_new_owners_task() {
+    check_counted("requeue_races_takeover_and_the_new_owners_task", || {
+        let (buf, r) = ring_stash(2, 2, 2);
+        let [d, l] = entries(&r, &[(DEAD, 0), (LIVE, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, l, 1));
+        assert_eq!(stash_recv(&r, d, DEAD).map(|x| x.0), Some(1));
+        assert!(try_send(&r, l, 2));
+        let t = spawn_keeping(&buf, move || {
+            let me = r.register(NEW, &alive).unwrap();
+            assert_eq!(me, d, "the only entry to take is the dead one");
+            let (v, k) = stash_recv(&r, me, NEW).expect("task 2 is there");
+            assert_eq!(v, 2);
+            assert!(
+                r.stash_clear(me, k, NEW),
+                "a live owner's task is never taken"
+            );
+        });
+        let mut out = Vec::new();
+        assert_eq!(
+            r.requeue_stashed(l, LIVE, 0..2, &alive, &mut out),
+            Ok(false)
+        );
+        t.join().unwrap();
+        assert_eq!(out, vec![((DEAD >> 32) as u32, 1)]);
+        assert_eq!(try_recv(&r, l), Ok(1), "the dead task, back in the ring");
+        assert!(try_recv(&r, l).is_err(), "once");
+        assert!(stash_is_empty(&r, 2, 2));
+        let mut lost = Vec::new();
+        assert_eq!(r.take_lost(&alive, &mut lost), 0);
+        assert!(lost.is_empty(), "{lost:?}");
+        assert_eq!(r.unfinished(&alive), 0);
+        drop(buf);
+    });
+}
+
+/// Two joins re-queue the same dead consumer's task at once: one moves it, the other
+/// leaves it (marked moving by a live re-queuer); the ring holds it once.
+#[test]
+fn two_requeuers_move_a_task_once() {
+    check_counted("two_requeuers_move_a_task_once", || {
+        let (buf, r) = ring_stash(2, 3, 1);
+        const LIVE2: u64 = 4 << 32 | 8;
+        let [d, l, l2] = entries(&r, &[(DEAD, 0), (LIVE, 0), (LIVE2, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, l, 7));
+        assert!(stash_recv(&r, d, DEAD).is_some());
+        let t = spawn_keeping(&buf, move || {
+            let mut out = Vec::new();
+            assert_eq!(
+                r.requeue_stashed(l2, LIVE2, 0..3, &alive, &mut out),
+                Ok(false)
+            );
+            out
+        });
+        let mut out = Vec::new();
+        assert_eq!(
+            r.requeue_stashed(l, LIVE, 0..3, &alive, &mut out),
+            Ok(false)
+        );
+        out.extend(t.join().unwrap());
+        assert_eq!(out, vec![((DEAD >> 32) as u32, 1)]);
+        assert_eq!(try_recv(&r, l), Ok(7));
+        assert!(try_recv(&r, l).is_err(), "once");
+        assert!(stash_is_empty(&r, 3, 1));
+        drop(buf);
+    });
+}
+
+/// A live consumer moves a task from the ring into its stash while a `join` counts:
+/// `unfinished` never reads 0 (the task is counted by the claim, then by the stash slot,
+/// with an overlap, never a gap), and reads 1 at the end.
+#[test]
+fn unfinished_counts_a_task_moving_into_the_stash() {
+    check_counted("unfinished_counts_a_task_moving_into_the_stash", || {
+        let (buf, r) = ring_stash(2, 2, 1);
+        let [c, l] = entries(&r, &[(LIVE, 0), (NEW, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, l, 3));
+        let t = spawn_keeping(&buf, move || stash_recv(&r, c, LIVE).is_some());
+        assert_ne!(r.unfinished(&alive), 0);
+        assert_ne!(r.unfinished(&alive), 0);
+        assert!(t.join().unwrap());
+        assert_eq!(r.unfinished(&alive), 1);
         drop(buf);
     });
 }

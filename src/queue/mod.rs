@@ -1080,14 +1080,16 @@ impl Core {
 
     /// Marks the task held in stash slot `slot` (if any) done.
     fn task_done_stashed(&self, slot: Option<usize>) -> Result<()> {
-        // Count first, then free the copy: a consumer killed in between leaves a task
-        // done and still stashed, which is re-queued (at-least-once), never one counted
-        // undone with no copy left.
-        let r = self.task_done();
-        if let Some(j) = slot {
-            self.ring.stash_clear(self.me, j, self.owner);
+        match slot {
+            // A stashed task is counted by its stash slot alone (see `Ring::stash_fill`).
+            // If a re-queuer took it meanwhile (it judged this handle gone), it is
+            // delivered again: at-least-once.
+            Some(j) => {
+                self.ring.stash_clear(self.me, j, self.owner);
+                Ok(())
+            }
+            None => self.task_done(),
         }
-        r
     }
 }
 

@@ -509,8 +509,6 @@ impl Ring {
                             self.note_death(cur);
                         }
                         self.detach_bits(old);
-                        // Stashed tasks are re-queued, not lost (see `requeue_stashed`).
-                        let lost = lost.saturating_sub(self.stashed_by(i, cur & !OWNER_DEAD));
                         if lost != 0 {
                             let _ = self.lost_tasks().fetch_update(
                                 Ordering::AcqRel,
@@ -689,7 +687,6 @@ impl Ring {
         is_alive: &dyn Fn(u64) -> bool,
         out: &mut Vec<(u32, u64)>,
     ) -> u64 {
-        let mut pending = 0;
         for i in 0..self.geo.max_handles {
             if self.tasks(i) == 0 {
                 continue;
@@ -709,13 +706,7 @@ impl Ring {
             while x & !COUNT_MASK == tag && x & COUNT_MASK != 0 {
                 match w.compare_exchange(x, tag, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
-                        // Tasks still stashed are re-queued later, not lost.
-                        let k = self.stashed_by(i, o & !OWNER_DEAD);
-                        pending += k;
-                        let n = (x & COUNT_MASK).saturating_sub(k);
-                        if n != 0 {
-                            out.push(((o >> 32) as u32, n));
-                        }
+                        out.push(((o >> 32) as u32, x & COUNT_MASK));
                         break;
                     }
                     Err(y) => x = y,
@@ -725,6 +716,22 @@ impl Ring {
         let n = self.lost_tasks().swap(0, Ordering::AcqRel);
         if n != 0 {
             out.push((0, n));
+        }
+        // Tasks dead consumers left in the stash are not lost: their number is returned,
+        // for the caller to re-queue them (`requeue_stashed`) before it reports.
+        let mut pending = 0;
+        for i in 0..self.geo.max_handles {
+            for j in 0..self.geo.stash {
+                let s = self.stash_state(i, j).load(Ordering::Acquire);
+                if s & STASH_FULL != 0 {
+                    let o = s & !(STASH_FULL | STASH_MOVING);
+                    if !is_alive(o)
+                        || (s & STASH_MOVING == 0 && o != self.owner(i).load(Ordering::Acquire))
+                    {
+                        pending += 1;
+                    }
+                }
+            }
         }
         pending
     }
@@ -1128,20 +1135,28 @@ impl Ring {
         (0..self.geo.stash).find(|&j| self.stash_state(me, j).load(Ordering::Acquire) == 0)
     }
 
-    /// Marks stash slot `j` of entry `me` as holding a task of `owner` (its data written).
+    /// Marks stash slot `j` of entry `me` as holding a task of `owner` (its data written),
+    /// and moves the task from the entry's outstanding count (where the claim counted
+    /// it) to the stash: a stashed task is counted by its FULL slot alone, so that a
+    /// re-queuer never touches a count. (Killed between the two stores, the task is
+    /// counted twice: reported lost and re-queued.)
     pub(crate) fn stash_fill(&self, me: usize, j: usize, owner: u64) {
         let o = owner & !(STASH_FULL | STASH_MOVING);
         self.stash_state(me, j)
             .store(o | STASH_FULL, Ordering::Release);
+        self.outstanding(me).fetch_sub(1, Ordering::Release);
     }
 
     /// Frees stash slot `j` of entry `me` (its task is done). False if it no longer held
     /// `owner`'s task (a re-queuer took it: at-least-once).
     pub(crate) fn stash_clear(&self, me: usize, j: usize, owner: u64) -> bool {
         let o = owner & !(STASH_FULL | STASH_MOVING);
-        self.stash_state(me, j)
+        let ok = self
+            .stash_state(me, j)
             .compare_exchange(o | STASH_FULL, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+            .is_ok();
+        self.join_wait().wake();
+        ok
     }
 
     /// Tasks of `owner` waiting in entry `i`'s stash (not being moved).
@@ -1150,21 +1165,6 @@ impl Ring {
         (0..self.geo.stash)
             .filter(|&j| self.stash_state(i, j).load(Ordering::Acquire) == want)
             .count() as u64
-    }
-
-    /// One task of `owner` left entry `i`'s outstanding count (re-queued): decrements it
-    /// if the word is still tagged with `owner`'s token (not once a `join` or a takeover
-    /// has taken the count: they did not count stashed tasks as lost).
-    fn untask(&self, i: usize, owner: u64) {
-        let w = self.outstanding(i);
-        let tag = (owner & TOKEN_MASK) << 32;
-        let mut x = w.load(Ordering::Acquire);
-        while x & !COUNT_MASK == tag && x & COUNT_MASK != 0 {
-            match w.compare_exchange(x, x - 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(y) => x = y,
-            }
-        }
     }
 
     /// Copies stash slot `(i, j)`'s data into the data of position `p` (both ours: the
@@ -1234,9 +1234,6 @@ impl Ring {
                         return other.map(|_| true);
                     }
                 };
-                if s & STASH_MOVING == 0 {
-                    self.untask(i, o);
-                }
                 self.copy_stash_to_slot(i, j, p);
                 self.mpmc_publish(me, p);
                 let _ = w.compare_exchange(mover, 0, Ordering::AcqRel, Ordering::Relaxed);
@@ -1267,11 +1264,14 @@ impl Ring {
             n = 0;
         }
         for i in 0..self.geo.max_handles {
-            let o = self.tasks(i);
+            let mut o = self.tasks(i);
+            let owner = self.owner(i).load(Ordering::Acquire);
+            if self.geo.stash > 0 {
+                o = o.saturating_add(self.stashed_by(i, owner));
+            }
             if o == 0 {
                 continue;
             }
-            let owner = self.owner(i).load(Ordering::Acquire);
             if Self::alive(owner, is_alive) {
                 n = n.saturating_add(o);
             }
@@ -1350,7 +1350,6 @@ mod tests {
 
     /// `Task::done` on the ring.
     fn task_done(r: &Ring, me: usize, owner: u64, j: usize) {
-        r.outstanding(me).fetch_sub(1, Ordering::Release);
         assert!(r.stash_clear(me, j, owner));
     }
 
@@ -1369,7 +1368,8 @@ mod tests {
         }
         let held: Vec<_> = (0..3).map(|_| recv_task(r, c, C).unwrap()).collect();
         task_done(r, c, C, held[0].1);
-        assert_eq!(r.tasks(c), 2);
+        assert_eq!(r.tasks(c), 0, "stashed tasks are counted by their slots");
+        assert_eq!(r.unfinished(&alive), 2);
         let mut out = Vec::new();
         // Alive and owning its entry: nothing moves.
         assert_eq!(r.requeue_stashed(p, P, 0..3, &alive, &mut out), Ok(false));
@@ -1382,7 +1382,7 @@ mod tests {
         );
         assert_eq!(r.requeue_stashed(p, P, 0..3, &alive, &mut out), Ok(false));
         assert_eq!(out, vec![(7, 2)]);
-        assert_eq!(r.tasks(c), 0, "re-queued tasks leave the dead count");
+        assert_eq!(r.unfinished(&alive), 2, "back in the ring");
         assert_eq!(recv(r, p), Ok(Some(2)));
         assert_eq!(recv(r, p), Ok(Some(3)));
         assert_eq!(recv(r, p), Ok(None));

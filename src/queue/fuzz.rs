@@ -296,6 +296,25 @@ impl Run<'_> {
                     self.send(m, p, flag && op % 16 == 0)?;
                 }
             }
+            1 | 3 if flag => {
+                // A batch receive (`Queue::recv_many`) of up to 1 + k % 4 messages.
+                if let Some(p) = self.live(m, k) {
+                    let count = op & 0x40 != 0;
+                    match r.mpmc_claim_recv_many(p.entry, 1 + k as u64 % 4, count)? {
+                        Ok((pos, n)) => {
+                            if n > 1 {
+                                r.mpmc_release_many(p.entry, pos, n);
+                            } else {
+                                r.mpmc_release(p.entry, pos);
+                            }
+                            for _ in 0..n {
+                                self.took(m, p, count);
+                            }
+                        }
+                        Err(b) => self.recover(b)?,
+                    }
+                }
+            }
             1 | 3 => {
                 if let Some(p) = self.live(m, k) {
                     self.recv(m, p, op & 0x40 != 0)?;
@@ -352,7 +371,14 @@ impl Run<'_> {
             11 => {
                 // Claim, then die before publishing / releasing.
                 if let Some(p) = self.live(m, k) {
-                    if flag {
+                    if flag && op & 0x40 != 0 {
+                        // A batch receive that dies holding its claim.
+                        if let Ok((_, n)) = r.mpmc_claim_recv_many(p.entry, 3, true)? {
+                            for _ in 0..n {
+                                self.took(m, p, true);
+                            }
+                        }
+                    } else if flag {
                         if let Ok(pos) = r.mpmc_claim_recv(p.entry, true)? {
                             self.took(m, p, true);
                             let _ = pos;

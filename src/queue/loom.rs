@@ -688,3 +688,114 @@ fn unfinished_counts_a_task_moving_into_the_stash() {
         drop(buf);
     });
 }
+
+// ---------------------------------------------------------------- batch receive (recv_many)
+
+/// A batch receive, as `Queue::recv_many` does it (nothing if blocked).
+fn try_recv_many(r: &Ring, me: usize, max: u64) -> Vec<u64> {
+    super::ring::tests::recv_many(r, me, max).unwrap()
+}
+
+/// A batch receive races a single receive and a producer refilling the ring: every
+/// message arrives exactly once, and the producer, blocked by the batch's claims, never
+/// recovers them while the batch's owner lives (its `recover` calls find the live
+/// announcement, single or batch).
+#[test]
+fn batch_receive_races_a_receive_and_a_producer() {
+    check_counted("batch_receive_races_a_receive_and_a_producer", || {
+        let (buf, r) = ring(2, 3);
+        let [p, b, s] = entries(&r, &[(LIVE, 0), (NEW, 0), (DEAD, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, p, 1));
+        assert!(try_send(&r, p, 2));
+        let batch = spawn_keeping(&buf, move || try_recv_many(&r, b, 2));
+        let single = spawn_keeping(&buf, move || try_recv(&r, s).ok());
+        // The producer sends two more messages into the slots the batch may hold,
+        // recovering nothing from live claimers (in particular not the batch's second
+        // position, which only the batch announcement names).
+        for v in [3, 4] {
+            loop {
+                match r.mpmc_claim_send(p).unwrap() {
+                    Ok(pos) => {
+                        // SAFETY: the claim gives this thread the slot's 8 data bytes.
+                        unsafe { r.data(pos).cast::<u64>().write(v) };
+                        r.mpmc_publish(p, pos);
+                        break;
+                    }
+                    Err(blocked) => {
+                        assert_eq!(r.recover(blocked, &|_| true), Ok(None));
+                        thread::yield_now();
+                    }
+                }
+            }
+        }
+        let mut got = batch.join().unwrap();
+        got.extend(single.join().unwrap());
+        loop {
+            let v = try_recv_many(&r, p, 2);
+            if v.is_empty() {
+                break;
+            }
+            got.extend(v);
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2, 3, 4], "each message once");
+        assert_eq!(r.peer_deaths().load(Ordering::SeqCst), 0);
+        drop(buf);
+    });
+}
+
+/// A batch receiver dies holding two claimed positions while a producer waits for the
+/// first slot and another receiver takes what is left: the producer recovers each
+/// position of the batch (the batch announcement names both), the death is counted
+/// once, and the ring keeps working.
+#[test]
+fn dead_batch_receiver_is_recovered_position_by_position() {
+    check_counted(
+        "dead_batch_receiver_is_recovered_position_by_position",
+        || {
+            let (buf, r) = ring(2, 3);
+            let [p, d, c] = entries(&r, &[(LIVE, 0), (DEAD, 0), (NEW, 0)])[..] else {
+                unreachable!()
+            };
+            assert!(try_send(&r, p, 1));
+            assert!(try_send(&r, p, 2));
+            let dies = spawn_keeping(&buf, move || {
+                // Claims both, then "dies" (never releases).
+                r.mpmc_claim_recv_many(d, 2, false).unwrap().ok()
+            });
+            let claimed = dies.join().unwrap();
+            let t = spawn_keeping(&buf, move || {
+                let mut sent = 0;
+                while sent < 2 {
+                    match r.mpmc_claim_send(p).unwrap() {
+                        Ok(pos) => {
+                            // SAFETY: as above.
+                            unsafe { r.data(pos).cast::<u64>().write(10 + sent) };
+                            r.mpmc_publish(p, pos);
+                            sent += 1;
+                        }
+                        Err(b) => {
+                            let _ = r.recover(b, &alive);
+                            thread::yield_now();
+                        }
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                let v = try_recv_many(&r, c, 2);
+                if v.is_empty() {
+                    thread::yield_now();
+                }
+                got.extend(v);
+            }
+            t.join().unwrap();
+            assert_eq!(claimed.map(|x| x.1), Some(2));
+            assert_eq!(got, vec![10, 11]);
+            assert_eq!(r.peer_deaths().load(Ordering::SeqCst), 1);
+            drop(buf);
+        },
+    );
+}

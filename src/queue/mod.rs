@@ -702,6 +702,40 @@ impl Core {
         }
     }
 
+    /// One attempt to claim up to `max` (≥ 1) consecutive messages: `(first, count)`.
+    #[inline]
+    fn try_claim_recv_many(
+        &self,
+        max: u64,
+    ) -> Result<std::result::Result<(Claim, u64), Blocked>, Fail> {
+        match self.mode {
+            Mode::Mpmc => match self.ring.mpmc_claim_recv_many(self.me, max, self.joinable) {
+                Ok(r) => Ok(r.map(|(p, k)| (Claim(p), k))),
+                Err(c) => Err(self.corrupt(c).into()),
+            },
+            Mode::Spsc => Ok(self.try_claim_recv()?.map(|c| {
+                // The consumer owns `head`: the messages after the first are ours to take.
+                let k = 1 + self.ring.spsc_run(c.0.wrapping_add(1), max - 1);
+                if self.joinable && k > 1 {
+                    self.ring
+                        .outstanding(self.me)
+                        .fetch_add(k - 1, Ordering::Relaxed);
+                }
+                (c, k)
+            })),
+        }
+    }
+
+    /// Releases `k` positions claimed by [`Self::try_claim_recv_many`].
+    #[inline]
+    fn release_many(&self, c: Claim, k: u64) {
+        match self.mode {
+            Mode::Mpmc if k > 1 => self.ring.mpmc_release_many(self.me, c.0, k),
+            Mode::Mpmc => self.ring.mpmc_release(self.me, c.0),
+            Mode::Spsc => self.release(Claim(c.0.wrapping_add(k - 1))),
+        }
+    }
+
     #[inline]
     fn release(&self, c: Claim) {
         match self.mode {
@@ -944,6 +978,14 @@ impl Core {
         // queue outlives its handles, and what fits waits for the next consumer.
         self.wait_for(timeout, Ring::space_wait, ROLE_RECEIVER, || {
             self.try_claim_send()
+        })
+    }
+
+    #[inline]
+    fn claim_recv_many(&self, timeout: Option<Duration>, max: u64) -> Result<(Claim, u64), Fail> {
+        self.ensure_attached(ROLE_RECEIVER);
+        self.wait_for(timeout, Ring::data_wait, ROLE_SENDER, || {
+            self.try_claim_recv_many(max)
         })
     }
 
@@ -1477,6 +1519,46 @@ impl<T: Pod> Queue<T> {
     /// [`RecvTimeoutError::Disconnected`] as soon as the producers are gone.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.recv_with(Some(timeout)).map_err(Fail::recv_timeout)
+    }
+
+    #[inline]
+    fn recv_many_with(&self, buf: &mut [T], timeout: Option<Duration>) -> Result<usize, Fail> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (c, k) = self.core.claim_recv_many(timeout, buf.len() as u64)?;
+        for (i, v) in buf.iter_mut().take(k as usize).enumerate() {
+            *v = self.read(Claim(c.0.wrapping_add(i as u64)));
+        }
+        self.core.release_many(c, k);
+        Ok(k as usize)
+    }
+
+    /// Receives up to `buf.len()` messages into `buf`, waiting while the queue is empty;
+    /// returns how many (at least one, unless `buf` is empty). Takes the run of messages
+    /// there now with one claim (one CAS of the shared head in MPMC mode, one store in
+    /// SPSC mode) and one wake-up check, where a loop of [`recv`](Self::recv) pays those
+    /// per message. Errors as [`recv`](Self::recv).
+    pub fn recv_many(&self, buf: &mut [T]) -> Result<usize, RecvError> {
+        self.recv_many_with(buf, None).map_err(Fail::recv)
+    }
+
+    /// [`recv_many`](Self::recv_many) if a message is there now
+    /// ([`TryRecvError::Empty`] otherwise).
+    #[inline]
+    pub fn try_recv_many(&self, buf: &mut [T]) -> Result<usize, TryRecvError> {
+        self.recv_many_with(buf, Some(Duration::ZERO))
+            .map_err(Fail::try_recv)
+    }
+
+    /// [`recv_many`](Self::recv_many), waiting at most `timeout`.
+    pub fn recv_many_timeout(
+        &self,
+        buf: &mut [T],
+        timeout: Duration,
+    ) -> Result<usize, RecvTimeoutError> {
+        self.recv_many_with(buf, Some(timeout))
+            .map_err(Fail::recv_timeout)
     }
 
     /// A blocking iterator over received messages; ends at a disconnection (or another
@@ -2114,6 +2196,42 @@ mod tests {
                 .anonymous_bytes(8)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn recv_many_takes_runs_in_both_modes() {
+        for mode in [Mode::Spsc, Mode::Mpmc] {
+            let rx = Queue::<u64>::options()
+                .mode(mode)
+                .capacity(8)
+                .joinable(true)
+                .anonymous()
+                .unwrap();
+            let tx = rx.try_clone().unwrap();
+            let mut buf = [0u64; 5];
+            assert!(rx.try_recv_many(&mut buf).unwrap_err().is_empty());
+            assert_eq!(rx.try_recv_many(&mut []).ok(), Some(0));
+            for v in 0..7 {
+                tx.send(v).unwrap();
+            }
+            assert_eq!(rx.recv_many(&mut buf).ok(), Some(5));
+            assert_eq!(buf, [0, 1, 2, 3, 4]);
+            assert_eq!(rx.unfinished(), 7, "{mode:?}: five tasks held, two queued");
+            assert_eq!(
+                rx.recv_many_timeout(&mut buf, Duration::from_secs(1)).ok(),
+                Some(2)
+            );
+            assert_eq!(buf[..2], [5, 6]);
+            for _ in 0..7 {
+                rx.task_done().unwrap();
+            }
+            assert!(rx.join(Some(Duration::from_secs(1))).unwrap().is_complete());
+            // Ends at the disconnection like recv.
+            tx.send(9).unwrap();
+            drop(tx);
+            assert_eq!(rx.recv_many(&mut buf).ok(), Some(1));
+            assert!(rx.recv_many(&mut buf).unwrap_err().is_disconnected());
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! | 384    | space wait point — producers sleep here |
 //! | 512    | join wait point — `join()` sleeps here |
 //! | 640    | `peer_deaths` (u64), `last_dead_pid` (u64), SPSC `producer`/`consumer` roles (u64 each), `senders`, `receivers` (peer counts, u64 each), `lost_tasks` (u64) |
-//! | 768    | participant table: `max_handles` entries of 128 bytes: `owner`, `intent`, `outstanding`, `roles` |
+//! | 768    | participant table: `max_handles` entries of 128 bytes: `owner`, `intent`, `outstanding`, `roles`, `intent_more` |
 //! | 768 + 128·max_handles | `capacity` slots of `stride` bytes: `seq` (u64) then the data |
 //!
 //! # Slot sequence numbers (Vyukov's bounded MPMC queue, doubled)
@@ -291,7 +291,7 @@ impl Ring {
             w64.insert(off, AtomicU64::new(0));
         }
         for i in 0..geo.max_handles {
-            for k in 0..4 {
+            for k in 0..5 {
                 w64.insert(OFF_PARTICIPANTS + LINE * i + 8 * k, AtomicU64::new(0));
             }
         }
@@ -397,6 +397,11 @@ impl Ring {
     pub(crate) fn roles(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i) + 24)
     }
+    /// How many positions after `intent` a batch receive ([`Ring::mpmc_claim_recv_many`])
+    /// claimed too (0 for a single claim).
+    pub(crate) fn intent_more(&self, i: usize) -> &AtomicU64 {
+        self.u64_at(self.entry(i) + 32)
+    }
     /// Tasks entry `i` received and has not marked done (the count half of its
     /// `outstanding` word; the high half is its owner's token, see `take_lost`).
     pub(crate) fn tasks(&self, i: usize) -> u64 {
@@ -428,6 +433,7 @@ impl Ring {
         for i in 0..self.geo.max_handles {
             self.owner(i).store(0, Ordering::Relaxed);
             self.intent(i).store(NO_INTENT, Ordering::Relaxed);
+            self.intent_more(i).store(0, Ordering::Relaxed);
             self.outstanding(i).store(0, Ordering::Relaxed);
             self.roles(i).store(0, Ordering::Relaxed);
         }
@@ -497,6 +503,7 @@ impl Ring {
                         continue;
                     }
                     self.intent(i).store(NO_INTENT, Ordering::Release);
+                    self.intent_more(i).store(0, Ordering::Release);
                     let lost = self
                         .outstanding(i)
                         .swap((me & TOKEN_MASK) << 32, Ordering::AcqRel)
@@ -535,6 +542,7 @@ impl Ring {
             );
         }
         self.intent(i).store(NO_INTENT, Ordering::Release);
+        self.intent_more(i).store(0, Ordering::Release);
         self.outstanding(i).store(0, Ordering::Release);
         let old = self.roles(i).swap(0, Ordering::AcqRel);
         self.detach_bits(old);
@@ -938,6 +946,90 @@ impl Ring {
         }
     }
 
+    /// Whether entry `i`, whose intent word reads `it`, announced a batch receive that
+    /// claimed `pos` after its first position. (A stale `intent_more` can only add a
+    /// false match, which delays a recovery while that entry's owner lives, or names
+    /// the wrong dead pid: the true claimer's entry always matches, and a live match
+    /// stops the recovery.)
+    fn in_batch(&self, i: usize, it: u64, pos: u64) -> bool {
+        if it == NO_INTENT || it & 1 == 0 {
+            return false;
+        }
+        let more = self.intent_more(i).load(Ordering::Acquire);
+        let d = pos.wrapping_sub(it >> 1) & (u64::MAX >> 1);
+        more < self.geo.cap && d >= 1 && d <= more
+    }
+
+    /// MPMC consumer: claims up to `max` consecutive published positions for entry `me`
+    /// with one CAS of `head` (a batch receive), as `(first, count)`. The claim is
+    /// announced as `intent` (the first position) and `intent_more` (count - 1), so that
+    /// a batch whose owner died is recovered position by position (see `recover`). Falls
+    /// back to [`Self::mpmc_claim_recv`] when fewer than two are ready.
+    pub(crate) fn mpmc_claim_recv_many(
+        &self,
+        me: usize,
+        max: u64,
+        count: bool,
+    ) -> Result<Result<(u64, u64), Blocked>, Corrupt> {
+        let max = max.min(self.geo.cap);
+        loop {
+            let p = self.head().load(Ordering::Acquire);
+            let mut k = 0;
+            while k < max
+                && self.seq(p.wrapping_add(k)).load(Ordering::Acquire) == full(p.wrapping_add(k))
+            {
+                k += 1;
+            }
+            if k < 2 {
+                return Ok(self.mpmc_claim_recv(me, count)?.map(|p| (p, 1)));
+            }
+            self.intent(me)
+                .store(p.wrapping_mul(2) | 1, Ordering::Relaxed);
+            self.intent_more(me).store(k - 1, Ordering::Relaxed);
+            if count {
+                self.outstanding(me).fetch_add(k, Ordering::Relaxed);
+            }
+            // Release: the intent is visible to whoever sees the new head.
+            if self
+                .head()
+                .compare_exchange(p, p.wrapping_add(k), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(Ok((p, k)));
+            }
+            if count {
+                self.outstanding(me).fetch_sub(k, Ordering::Relaxed);
+            }
+            self.intent_more(me).store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// MPMC consumer: releases the `k` positions from `p` of a batch receive (data read),
+    /// with one wake-up check.
+    pub(crate) fn mpmc_release_many(&self, me: usize, p: u64, k: u64) {
+        for i in 0..k {
+            let q = p.wrapping_add(i);
+            self.seq(q)
+                .store(empty(q.wrapping_add(self.geo.cap)), Ordering::Release);
+        }
+        self.intent_more(me).store(0, Ordering::Release);
+        self.intent(me).store(NO_INTENT, Ordering::Release);
+        self.space_wait().wake();
+    }
+
+    /// SPSC consumer: how many consecutive positions from `p` hold a message (at most
+    /// `max`; stops at anything else, such as a skipped slot).
+    pub(crate) fn spsc_run(&self, p: u64, max: u64) -> u64 {
+        let max = max.min(self.geo.cap);
+        let mut k = 0;
+        while k < max
+            && self.seq(p.wrapping_add(k)).load(Ordering::Acquire) == full(p.wrapping_add(k))
+        {
+            k += 1;
+        }
+        k
+    }
+
     /// MPMC consumer: releases position `p` (data read).
     #[inline]
     pub(crate) fn mpmc_release(&self, me: usize, p: u64) {
@@ -975,7 +1067,8 @@ impl Ring {
         let mut dead = None;
         for i in 0..self.geo.max_handles {
             // Acquire: an owner that finished and cleared its intent also published.
-            if self.intent(i).load(Ordering::Acquire) != want {
+            let it = self.intent(i).load(Ordering::Acquire);
+            if it != want && !(reader && self.in_batch(i, it, pos)) {
                 continue;
             }
             let owner = self.owner(i).load(Ordering::Acquire);
@@ -1281,7 +1374,7 @@ impl Ring {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
 
@@ -1460,6 +1553,76 @@ mod tests {
             let _ = r.take_lost(&|o| o == P, &mut out);
             let _ = r.register(3, &|_| false);
         }
+    }
+
+    /// A batch receive, as `Queue::recv_many` does it (also used by the loom models).
+    pub(crate) fn recv_many(r: &Ring, me: usize, max: u64) -> Result<Vec<u64>, Corrupt> {
+        match r.mpmc_claim_recv_many(me, max, false)? {
+            Ok((p, k)) => {
+                // SAFETY: 8 data bytes per slot.
+                let v = (0..k)
+                    .map(|i| unsafe { r.data(p + i).cast::<u64>().read() })
+                    .collect();
+                if k > 1 {
+                    r.mpmc_release_many(me, p, k);
+                } else {
+                    r.mpmc_release(me, p);
+                }
+                Ok(v)
+            }
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn batch_receive_takes_a_run_and_a_dead_batch_is_recovered() {
+        let t = test_ring(4, 3);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == 33 && dead.load(Ordering::Relaxed));
+        let prod = r.register(22, &alive).unwrap();
+        let cons = r.register(33, &alive).unwrap();
+        for v in 0..3 {
+            assert_eq!(send(r, prod, v), Ok(true));
+        }
+        assert_eq!(recv_many(r, prod, 8), Ok(vec![0, 1, 2]));
+        // A skipped slot ends a run.
+        assert_eq!(send(r, prod, 3), Ok(true));
+        let c = r.mpmc_claim_send(prod).unwrap().unwrap();
+        assert_eq!(send(r, prod, 4), Ok(true));
+        r.mpmc_cancel(prod, c);
+        assert_eq!(recv_many(r, prod, 8), Ok(vec![3]));
+        assert_eq!(recv_many(r, prod, 8), Ok(vec![4]));
+        assert_eq!(recv_many(r, prod, 8), Ok(vec![]));
+        // A consumer claims a batch of three and dies before releasing it.
+        for v in 10..14 {
+            assert_eq!(send(r, prod, v), Ok(true));
+        }
+        let (p, k) = r.mpmc_claim_recv_many(cons, 3, false).unwrap().unwrap();
+        assert_eq!(k, 3);
+        assert_eq!(recv(r, prod), Ok(Some(13)));
+        for i in 0..3 {
+            let b = r.mpmc_claim_send(prod).unwrap().unwrap_err();
+            assert_eq!(
+                b,
+                Blocked::InFlight {
+                    pos: p + i,
+                    reader: true
+                }
+            );
+            if i == 0 {
+                assert_eq!(r.recover(b, &alive), Ok(None), "live batch: wait");
+                dead.store(true, Ordering::Relaxed);
+            }
+            assert_eq!(
+                r.recover(b, &alive),
+                Ok(Some(33)),
+                "position {i} of the batch"
+            );
+            assert_eq!(send(r, prod, 20 + i), Ok(true));
+        }
+        assert_eq!(recv_many(r, prod, 2), Ok(vec![20, 21]));
+        assert_eq!(recv_many(r, prod, 2), Ok(vec![22]));
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! role belongs to one entry). Cost: one uncontended lock/unlock per send (~10–20 ns) on
 //! top of the handle's own send.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+#[cfg(shmkit_loom)]
+use loom::sync::atomic::AtomicU32;
+#[cfg(not(shmkit_loom))]
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,12 +38,13 @@ struct Pool<H> {
     slots: Box<[Mutex<Option<H>>]>,
     make: Box<dyn Fn() -> Result<H> + Send + Sync>,
     /// The queue's space wait point, for async sends (which sleep with no handle held).
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    #[cfg_attr(any(not(feature = "async"), shmkit_loom), allow(dead_code))]
     space: SpaceWait,
 }
 
 /// A queue's space wait point (futex word and sleeper count), usable from any thread:
 /// two atomics in the segment, which `_seg` keeps mapped.
+#[cfg_attr(any(not(feature = "async"), shmkit_loom), allow(dead_code))]
 struct SpaceWait {
     _seg: Arc<Segment>,
     word: *const AtomicU32,
@@ -67,7 +72,7 @@ impl SpaceWait {
         }
     }
 
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    #[cfg_attr(any(not(feature = "async"), shmkit_loom), allow(dead_code))]
     fn get(&self) -> WaitPoint<'_> {
         // SAFETY: both point to atomics inside the segment's mapping (taken from a ring
         // over it), which `_seg` keeps alive as long as `self`; shared memory words are

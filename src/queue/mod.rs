@@ -153,8 +153,13 @@ use ring::{
 use wait::{Next, WaitPoint, Waiter};
 
 /// Version of the ring layout, stored in `params[3]` (2: peer counts and role bits for
-/// disconnection; a version-1 process would not keep them).
-const RING_VERSION: u64 = 2;
+/// disconnection; a version-1 process would not keep them. 3: batch receives announce
+/// their claims in `intent_more`, which a version-2 process would not read when it
+/// recovers claims, so it must not open the ring; and the stash of `requeue_lost`).
+/// Version-2 rings are still opened, without batch claims (`recv_many` takes one
+/// message per claim) and without a stash.
+const RING_VERSION: u64 = 3;
+const RING_VERSION_NO_BATCH: u64 = 2;
 /// Header flag bits.
 const FLAG_MPMC: u32 = 1;
 const FLAG_JOINABLE: u32 = 2;
@@ -383,7 +388,8 @@ fn check_segment(
     if flags & !KNOWN_FLAGS != 0 {
         return Err(bad(format!("unknown queue flags {flags:#x}")));
     }
-    if raw.params[3] != RING_VERSION {
+    let version = raw.params[3];
+    if version != RING_VERSION && version != RING_VERSION_NO_BATCH {
         return Err(Error::Mismatch {
             resource: seg.resource(),
             what: "queue ring version",
@@ -418,13 +424,20 @@ fn check_segment(
     }
     let depth = u64::from((flags & STASH_BITS) >> STASH_SHIFT);
     if (flags & FLAG_REQUEUE != 0)
-        != (depth > 0 && flags & FLAG_JOINABLE != 0 && mode == Mode::Mpmc)
+        != (depth > 0
+            && flags & FLAG_JOINABLE != 0
+            && mode == Mode::Mpmc
+            && version == RING_VERSION)
         || (flags & FLAG_REQUEUE == 0 && depth != 0)
     {
         return Err(bad(format!("inconsistent queue flags {flags:#x}")));
     }
     let geo = Geometry::new(raw.params[0], raw.params[2], data_align, raw.params[1])
         .and_then(|g| g.with_stash(depth))
+        .map(|g| Geometry {
+            batch: version == RING_VERSION,
+            ..g
+        })
         .ok_or_else(|| {
             bad(format!(
                 "queue parameters {:?} (stash depth {depth}) are out of range",
@@ -709,6 +722,7 @@ impl Core {
         max: u64,
     ) -> Result<std::result::Result<(Claim, u64), Blocked>, Fail> {
         match self.mode {
+            Mode::Mpmc if !self.ring.geo.batch => Ok(self.try_claim_recv()?.map(|c| (c, 1))),
             Mode::Mpmc => match self.ring.mpmc_claim_recv_many(self.me, max, self.joinable) {
                 Ok(r) => Ok(r.map(|(p, k)| (Claim(p), k))),
                 Err(c) => Err(self.corrupt(c).into()),
@@ -2232,6 +2246,33 @@ mod tests {
             assert_eq!(rx.recv_many(&mut buf).ok(), Some(1));
             assert!(rx.recv_many(&mut buf).unwrap_err().is_disconnected());
         }
+    }
+
+    #[test]
+    fn version_2_rings_open_without_batch_claims() {
+        let opts = Queue::<u64>::options().capacity(4);
+        let (layout, geo) = opts.layout("<v2>").unwrap();
+        let layout = layout.with_params([4, 64, 8, RING_VERSION_NO_BATCH]);
+        let seg = SegmentOptions::default()
+            .anonymous(&layout, init_ring(geo))
+            .unwrap();
+        let q = opts.from_segment(seg).unwrap();
+        assert!(!q.core.ring.geo.batch);
+        for v in 0..3 {
+            q.send(v).unwrap();
+        }
+        let mut buf = [0u64; 4];
+        assert_eq!(q.try_recv_many(&mut buf).ok(), Some(1), "one per claim");
+        assert_eq!(q.try_recv_many(&mut buf).ok(), Some(1));
+        // A version-2 ring has no stash.
+        let stashed = geo.with_stash(1).unwrap();
+        let layout = layout
+            .with_flags(FLAG_MPMC | FLAG_JOINABLE | FLAG_REQUEUE | 1 << STASH_SHIFT)
+            .with_payload_len(stashed.total as u64);
+        let seg = SegmentOptions::default()
+            .anonymous(&layout, init_ring(stashed))
+            .unwrap();
+        assert!(opts.from_segment(seg).is_err());
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub(crate) struct Geometry {
     pub stash: usize,
     /// Offset of the stash (after the slots; `total` when there is none).
     pub stash_off: usize,
+    /// Batch receives allowed (ring version 3; an older ring may have version-2
+    /// processes attached, which would not see a batch's announcement).
+    pub batch: bool,
     /// Total bytes.
     pub total: usize,
 }
@@ -180,6 +183,7 @@ impl Geometry {
             slots_off: slots_off as usize,
             stash: 0,
             stash_off: total as usize,
+            batch: true,
             total: total as usize,
         })
     }

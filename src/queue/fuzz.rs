@@ -408,6 +408,7 @@ impl Run<'_> {
                     let full = r.requeue_stashed(
                         p.entry,
                         p.owner,
+                        false,
                         0..r.geo.max_handles,
                         self.alive,
                         &mut out,
@@ -441,8 +442,22 @@ impl Run<'_> {
             14 => match self.live(m, k) {
                 // A handle dropped, or a new one opened (taking a free or dead entry).
                 Some(p) => {
+                    // A handle's drop gives its stashed tasks back first (best effort).
+                    let mut out = Vec::new();
+                    let range = p.entry..p.entry + 1;
+                    let _ =
+                        r.requeue_stashed(p.entry, p.owner, true, range, self.alive, &mut out)?;
+                    let moved: u64 = out.iter().map(|&(_, n)| n).sum();
+                    let gone = m.orphaned + u64::from(p.stash.count_ones());
+                    if self.clean {
+                        assert!(
+                            moved <= gone,
+                            "re-queued {moved} of {gone} gone tasks: a live one's?"
+                        );
+                    }
                     r.unregister(p.entry);
-                    m.orphaned += u64::from(p.stash.count_ones());
+                    m.orphaned = gone.saturating_sub(moved);
+                    m.msgs += moved;
                     m.parts.retain(|q| q.entry != p.entry || !q.alive);
                 }
                 None => self.register(m, k),

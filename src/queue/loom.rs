@@ -619,7 +619,7 @@ fn requeue_races_takeover_and_the_new_owners_task() {
         });
         let mut out = Vec::new();
         assert_eq!(
-            r.requeue_stashed(l, LIVE, 0..2, &alive, &mut out),
+            r.requeue_stashed(l, LIVE, false, 0..2, &alive, &mut out),
             Ok(false)
         );
         t.join().unwrap();
@@ -650,14 +650,14 @@ fn two_requeuers_move_a_task_once() {
         let t = spawn_keeping(&buf, move || {
             let mut out = Vec::new();
             assert_eq!(
-                r.requeue_stashed(l2, LIVE2, 0..3, &alive, &mut out),
+                r.requeue_stashed(l2, LIVE2, false, 0..3, &alive, &mut out),
                 Ok(false)
             );
             out
         });
         let mut out = Vec::new();
         assert_eq!(
-            r.requeue_stashed(l, LIVE, 0..3, &alive, &mut out),
+            r.requeue_stashed(l, LIVE, false, 0..3, &alive, &mut out),
             Ok(false)
         );
         out.extend(t.join().unwrap());
@@ -798,4 +798,43 @@ fn dead_batch_receiver_is_recovered_position_by_position() {
             drop(buf);
         },
     );
+}
+
+/// A handle giving its stashed task back on drop (`mine`) races a `join`'s pass over a
+/// dead consumer's stash in the same entry table: each task is moved exactly once, the
+/// live handle's by itself (the join leaves a live owner's task alone), the dead one's by
+/// whichever gets it first.
+#[test]
+fn drop_gives_back_while_a_join_requeues() {
+    check_counted("drop_gives_back_while_a_join_requeues", || {
+        let (buf, r) = ring_stash(4, 3, 1);
+        let [d, h, j] = entries(&r, &[(DEAD, 0), (NEW, 0), (LIVE, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, j, 1));
+        assert!(try_send(&r, j, 2));
+        assert!(stash_recv(&r, d, DEAD).is_some());
+        assert!(stash_recv(&r, h, NEW).is_some());
+        let t = spawn_keeping(&buf, move || {
+            let mut out = Vec::new();
+            assert_eq!(
+                r.requeue_stashed(h, NEW, true, h..h + 1, &alive, &mut out),
+                Ok(false)
+            );
+            out
+        });
+        let mut out = Vec::new();
+        assert_eq!(
+            r.requeue_stashed(j, LIVE, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
+        let mine = t.join().unwrap();
+        assert_eq!(mine, vec![((NEW >> 32) as u32, 1)]);
+        assert_eq!(out, vec![((DEAD >> 32) as u32, 1)]);
+        let mut got = try_recv_many(&r, j, 4);
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2]);
+        assert!(stash_is_empty(&r, 3, 1));
+        drop(buf);
+    });
 }

@@ -1057,6 +1057,7 @@ impl Core {
                     .requeue_stashed(
                         self.me,
                         self.owner,
+                        false,
                         0..self.ring.geo.max_handles,
                         &alive,
                         &mut out.requeued,
@@ -1107,8 +1108,9 @@ impl Core {
         let _ = self.ring.requeue_stashed(
             self.me,
             self.owner,
+            true,
             self.me..self.me + 1,
-            &|_| false,
+            &|o| owner_alive(&self.seg, o),
             &mut moved,
         );
     }

@@ -1291,15 +1291,19 @@ impl Ring {
     /// claims a position, copies, publishes, and frees the slot; one that dies in between
     /// leaves the slot marked with its owner word, and the next re-queuer moves it again
     /// (at-least-once: a task may be delivered twice if a re-queuer dies after publishing).
-    /// Returns `Ok(true)` if the ring was full (some tasks stay stashed).
+    /// With `mine`, the tasks stashed by `me_owner` itself count as gone too (a handle
+    /// giving back its tasks on drop). Returns `Ok(true)` if the ring was full (some tasks
+    /// stay stashed).
     pub(crate) fn requeue_stashed(
         &self,
         me: usize,
         me_owner: u64,
+        mine: bool,
         entries: std::ops::Range<usize>,
         is_alive: &dyn Fn(u64) -> bool,
         out: &mut Vec<(u32, u64)>,
     ) -> Result<bool, Corrupt> {
+        let me_o = me_owner & !(STASH_FULL | STASH_MOVING);
         let mover = (me_owner & !(STASH_FULL | STASH_MOVING)) | STASH_FULL | STASH_MOVING;
         let end = entries.end.min(self.geo.max_handles);
         for i in entries.start.min(end)..end {
@@ -1315,7 +1319,9 @@ impl Ring {
                 } else {
                     // The owner word is read after the state: a new owner's task is seen
                     // only with the new owner word (it took the entry before stashing).
-                    o != self.owner(i).load(Ordering::Acquire) || !is_alive(o)
+                    (mine && o == me_o)
+                        || o != self.owner(i).load(Ordering::Acquire)
+                        || !is_alive(o)
                 };
                 if !gone
                     || w.compare_exchange(s, mover, Ordering::AcqRel, Ordering::Acquire)
@@ -1469,7 +1475,10 @@ pub(crate) mod tests {
         assert_eq!(r.unfinished(&alive), 2);
         let mut out = Vec::new();
         // Alive and owning its entry: nothing moves.
-        assert_eq!(r.requeue_stashed(p, P, 0..3, &alive, &mut out), Ok(false));
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
         assert!(out.is_empty());
         dead.store(true, Ordering::Relaxed);
         assert_eq!(
@@ -1477,7 +1486,10 @@ pub(crate) mod tests {
             0,
             "a dead consumer's tasks are not waited for"
         );
-        assert_eq!(r.requeue_stashed(p, P, 0..3, &alive, &mut out), Ok(false));
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
         assert_eq!(out, vec![(7, 2)]);
         assert_eq!(r.unfinished(&alive), 2, "back in the ring");
         assert_eq!(recv(r, p), Ok(Some(2)));
@@ -1488,7 +1500,10 @@ pub(crate) mod tests {
         assert!(lost.is_empty(), "{lost:?}");
         // Once only.
         out.clear();
-        assert_eq!(r.requeue_stashed(p, P, 0..3, &alive, &mut out), Ok(false));
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
         assert!(out.is_empty());
     }
 
@@ -1521,10 +1536,16 @@ pub(crate) mod tests {
         assert_eq!(send(r, p, 3), Ok(true));
         assert_eq!(send(r, p, 4), Ok(true));
         let mut out = Vec::new();
-        assert_eq!(r.requeue_stashed(p, P, 0..2, &alive, &mut out), Ok(true));
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..2, &alive, &mut out),
+            Ok(true)
+        );
         assert!(out.is_empty());
         assert_eq!(recv(r, p), Ok(Some(3)));
-        assert_eq!(r.requeue_stashed(p, P, 0..2, &alive, &mut out), Ok(false));
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..2, &alive, &mut out),
+            Ok(false)
+        );
         assert_eq!(out, vec![(7, 1)], "the dead task, not the new owner's");
         assert_eq!(recv(r, p), Ok(Some(4)));
         assert_eq!(recv(r, p), Ok(Some(1)));
@@ -1552,7 +1573,7 @@ pub(crate) mod tests {
             r.stash_state(p, k % 3)
                 .store(w.rotate_left(7), Ordering::Relaxed);
             let mut out = Vec::new();
-            let _ = r.requeue_stashed(p, P, 0..99, &|o| o == P, &mut out);
+            let _ = r.requeue_stashed(p, P, k % 2 == 0, 0..99, &|o| o == P, &mut out);
             let _ = r.stash_free(p);
             let _ = r.take_lost(&|o| o == P, &mut out);
             let _ = r.register(3, &|_| false);

@@ -413,7 +413,7 @@ impl Run<'_> {
                         self.alive,
                         &mut out,
                     )?;
-                    let moved: u64 = out.iter().map(|&(_, n)| n).sum();
+                    let moved: u64 = out.iter().fold(0u64, |a, &(_, n)| a.saturating_add(n));
                     if self.clean {
                         assert!(
                             moved <= m.orphaned,
@@ -433,7 +433,9 @@ impl Run<'_> {
             13 => {
                 let mut out = Vec::new();
                 let pending = r.take_lost(self.alive, &mut out);
-                m.reported += out.iter().map(|&(_, n)| n).sum::<u64>();
+                m.reported = m
+                    .reported
+                    .saturating_add(out.iter().fold(0u64, |a, &(_, n)| a.saturating_add(n)));
                 if self.clean {
                     assert_eq!(m.reported, m.dead_tasks, "lost tasks reported: {out:?}");
                     assert_eq!(pending, m.orphaned, "stashed tasks of the gone");
@@ -447,7 +449,7 @@ impl Run<'_> {
                     let range = p.entry..p.entry + 1;
                     let _ =
                         r.requeue_stashed(p.entry, p.owner, true, range, self.alive, &mut out)?;
-                    let moved: u64 = out.iter().map(|&(_, n)| n).sum();
+                    let moved: u64 = out.iter().fold(0u64, |a, &(_, n)| a.saturating_add(n));
                     let gone = m.orphaned + u64::from(p.stash.count_ones());
                     if self.clean {
                         assert!(

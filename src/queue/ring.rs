@@ -1319,9 +1319,14 @@ impl Ring {
                 } else {
                     // The owner word is read after the state: a new owner's task is seen
                     // only with the new owner word (it took the entry before stashing).
+                    let cur = self.owner(i).load(Ordering::Acquire);
                     (mine && o == me_o)
-                        || o != self.owner(i).load(Ordering::Acquire)
-                        || !is_alive(o)
+                        || o != cur
+                        || (!is_alive(o) && {
+                            // Counted in `peer_deaths` like any dead participant.
+                            self.note_dead_entry(i, cur);
+                            true
+                        })
                 };
                 if !gone
                     || w.compare_exchange(s, mover, Ordering::AcqRel, Ordering::Acquire)

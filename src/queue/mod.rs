@@ -6,8 +6,52 @@
 //! both in a [`Segment`] of kind [`Kind::Queue`] / [`Kind::ByteQueue`], in one of two
 //! [`Mode`]s (`Spsc`, `Mpmc`, recorded in the header and checked on open), with blocking,
 //! `try_` and `_timeout` forms, zero-copy slots ([`Queue::reserve`], [`Queue::recv_ref`]),
-//! Python's `JoinableQueue` semantics ([`Queue::task_done`], [`Queue::join`]) and a
-//! configurable [`WaitStrategy`] (spin, then sleep on a futex).
+//! batch receives ([`Queue::recv_many`]), Python's `JoinableQueue` semantics
+//! ([`Queue::task_done`], [`Queue::join`]; see "Joinable queues") and a configurable
+//! [`WaitStrategy`] (spin, then sleep on a futex).
+//!
+//! # Joinable queues
+//!
+//! Created with [`QueueOptions::joinable`]: every message received is a task, counted
+//! until the receiving handle marks it done ([`Queue::task_done`], or [`Task::done`] on
+//! the guard [`Queue::recv_task`] returns); [`Queue::join`] waits until every task sent
+//! has been received and done. A consumer that dies holding tasks does not make `join`
+//! wait forever: its tasks are not waited for, and the [`JoinOutcome`] says what
+//! happened to them, with the pids:
+//!
+//! - **lost** (the default): a received message is released from the ring before it is
+//!   processed, so its contents died with the consumer; the producer must send it again
+//!   if it matters;
+//! - **re-queued**, with [`QueueOptions::requeue_lost`]`(depth)` (MPMC `Queue<T>`):
+//!   [`Queue::recv_task`] keeps a copy of each task in the consumer's *stash* (`depth`
+//!   slots per handle, in the segment) until [`Task::done`], and `join` sends the tasks
+//!   of consumers that died back into the queue, then waits for others to do them.
+//!   Delivery is **at least once**: a task is delivered twice only if a process dies
+//!   in the middle of handing it back (a re-queuer after publishing it, or the consumer
+//!   between stashing it and updating its count, which also reports it lost), never
+//!   lost once stashed. A consumer killed in the few instructions between taking the
+//!   message and stashing it loses that one task (reported lost).
+//!
+//! A [`Task`] dropped without `done` stays not done, as a forgotten `task_done` does in
+//! Python (`join` waits for it); with a stash, its handle gives it back to the queue
+//! when dropped. A handle holds at most `depth` tasks not done: `recv_task` fails
+//! (`Other`) beyond that. Re-queued tasks go to the back of the queue. Re-queuing
+//! happens in `join` (a queue nobody joins keeps a dead consumer's tasks stashed until
+//! somebody does, or until a new handle takes over the dead one's entry), bounded by
+//! its timeout when the ring is full.
+//!
+//! ```
+//! use shmkit::queue::Queue;
+//! let q = Queue::<u64>::options().requeue_lost(8).anonymous()?;
+//! let worker = q.try_clone()?; // another process, normally
+//! q.send(41)?;
+//! let task = worker.recv_task()?;
+//! assert_eq!(*task + 1, 42);
+//! task.done()?;
+//! let outcome = q.join(None)?;
+//! assert!(outcome.is_complete() && outcome.requeued.is_empty());
+//! # Ok::<(), shmkit::Error>(())
+//! ```
 //!
 //! # Peers and disconnection
 //!

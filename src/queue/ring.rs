@@ -16,6 +16,19 @@
 //! | 640    | `peer_deaths` (u64), `last_dead_pid` (u64), SPSC `producer`/`consumer` roles (u64 each), `senders`, `receivers` (peer counts, u64 each), `lost_tasks` (u64) |
 //! | 768    | participant table: `max_handles` entries of 128 bytes: `owner`, `intent`, `outstanding`, `roles`, `intent_more` |
 //! | 768 + 128·max_handles | `capacity` slots of `stride` bytes: `seq` (u64) then the data |
+//! | `stash_off` = after the slots | stash (`requeue_lost(depth)` only): `max_handles × depth` slots of `stride` bytes: `state` (u64) then the data |
+//!
+//! A participant entry's fifth word, `intent_more`, is how many positions after `intent`
+//! a batch receive claimed ([`Ring::mpmc_claim_recv_many`]).
+//!
+//! # Stash (joinable queues with `requeue_lost`)
+//!
+//! A stash slot's `state` is 0 (free: only the entry's owner fills it), `owner |`
+//! [`STASH_FULL`] (holding a task of that owner word, which counts it: the claim's count
+//! in `outstanding` is moved to the slot by [`Ring::stash_fill`]), or `mover |
+//! STASH_FULL |` [`STASH_MOVING`] (a re-queuer is moving it back into the ring). See
+//! [`Ring::requeue_stashed`] and ARCHITECTURE.md, "Queue". Any state a hostile peer
+//! writes gives a garbage task or a refused `recv_task`: the data is `Pod`.
 //!
 //! # Slot sequence numbers (Vyukov's bounded MPMC queue, doubled)
 //!

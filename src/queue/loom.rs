@@ -580,9 +580,14 @@ fn stash_recv(r: &Ring, me: usize, owner: u64) -> Option<(u64, usize)> {
 
 /// `bounded().check(f)`, printing how many executions loom explored (for the record).
 fn check_counted(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    check_counted_by(4, name, f)
+}
+
+/// As [`check_counted`], with preemption bound `n`.
+fn check_counted_by(n: usize, name: &str, f: impl Fn() + Sync + Send + 'static) {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     RUNS.store(0, Ordering::SeqCst);
-    bounded().check(move || {
+    bounded_by(n).check(move || {
         RUNS.fetch_add(1, Ordering::SeqCst);
         f()
     });
@@ -599,7 +604,7 @@ fn stash_is_empty(r: &Ring, handles: usize, depth: usize) -> bool {
 /// new owner's task is never touched, and nothing is reported lost.
 #[test]
 fn requeue_races_takeover_and_the_new_owners_task() {
-    check_counted("requeue_races_takeover_and_the_new_owners_task", || {
+    check_counted_by(8, "requeue_races_takeover_and_the_new_owners_task", || {
         let (buf, r) = ring_stash(2, 2, 2);
         let [d, l] = entries(&r, &[(DEAD, 0), (LIVE, 0)])[..] else {
             unreachable!()
@@ -639,7 +644,7 @@ fn requeue_races_takeover_and_the_new_owners_task() {
 /// leaves it (marked moving by a live re-queuer); the ring holds it once.
 #[test]
 fn two_requeuers_move_a_task_once() {
-    check_counted("two_requeuers_move_a_task_once", || {
+    check_counted_by(8, "two_requeuers_move_a_task_once", || {
         let (buf, r) = ring_stash(2, 3, 1);
         const LIVE2: u64 = 4 << 32 | 8;
         let [d, l, l2] = entries(&r, &[(DEAD, 0), (LIVE, 0), (LIVE2, 0)])[..] else {
@@ -806,7 +811,7 @@ fn dead_batch_receiver_is_recovered_position_by_position() {
 /// whichever gets it first.
 #[test]
 fn drop_gives_back_while_a_join_requeues() {
-    check_counted("drop_gives_back_while_a_join_requeues", || {
+    check_counted_by(8, "drop_gives_back_while_a_join_requeues", || {
         let (buf, r) = ring_stash(4, 3, 1);
         let [d, h, j] = entries(&r, &[(DEAD, 0), (NEW, 0), (LIVE, 0)])[..] else {
             unreachable!()

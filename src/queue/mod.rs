@@ -1211,9 +1211,10 @@ pub struct JoinOutcome {
     /// Tasks received but never marked done by consumers that died, as `(pid, tasks)`;
     /// pid 0 for tasks whose dead holder's entry was taken over before a join saw it.
     pub lost: Vec<(u32, u64)>,
-    /// Tasks of consumers that died (or dropped their handle) before marking them done,
-    /// sent back into the queue by this join and since done by others, as `(pid,
-    /// tasks)`; pid 0 for tasks whose re-queuer died moving them.
+    /// Tasks of consumers that died before marking them done, sent back into the queue
+    /// by this join and since done by others, as `(pid, tasks)`; pid 0 for tasks whose
+    /// re-queuer died moving them. (Tasks a live handle gives back when it is dropped
+    /// are not reported: nothing was lost.)
     pub requeued: Vec<(u32, u64)>,
 }
 

@@ -721,3 +721,81 @@ mod semaphore {
         }
     }
 }
+
+#[test]
+fn shared_sender_send_async_from_many_tasks() {
+    const TASKS: u64 = 4;
+    const N: u64 = 500;
+    if let Some(_role) = common::role() {
+        // Every message once, in order per task, then Disconnected when the senders go.
+        let q = Queue::<u64>::open(&arg(0)).unwrap();
+        q.attach_consumer();
+        let mut next = [0u64; TASKS as usize];
+        loop {
+            match q.recv_timeout(LONG) {
+                Ok(v) => {
+                    let (t, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                    assert_eq!(next[t], i, "task {t} out of order");
+                    next[t] += 1;
+                }
+                Err(e) if e.is_disconnected() => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(next, [N; TASKS as usize]);
+        std::process::exit(0);
+    }
+    for (rt, tag) in [(multi_thread(), "mt"), (current_thread(), "ct")] {
+        let name = common::unique(&format!("aio-shared-{tag}"));
+        let _g = common::ShmGuard::new(&name);
+        let q = Queue::<u64>::create(&name, 4).unwrap();
+        let tx = q.sender().unwrap();
+        let mut c = common::child("shared_sender_send_async_from_many_tasks", "rx", &[&name])
+            .spawn()
+            .unwrap();
+        bounded(&rt, async {
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let tx = tx.clone();
+                    // Spawned: the future must be Send.
+                    tokio::spawn(async move {
+                        for i in 0..N {
+                            tx.send_async(t << 32 | i).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        assert_eq!(q.sleepers().1, 0, "no async sender left registered");
+        drop((tx, q));
+        common::wait_ok(&mut c, LONG);
+    }
+}
+
+#[test]
+fn dropped_shared_send_async_sends_nothing() {
+    let q = ByteQueue::options()
+        .capacity(2)
+        .anonymous_bytes(16)
+        .unwrap();
+    let tx = q.sender().unwrap();
+    q.attach_consumer();
+    tx.send(b"a").unwrap();
+    tx.send(b"b").unwrap();
+    // Full: the future registers and is dropped pending.
+    assert!(!poll_once(tx.send_async(b"c")));
+    assert_eq!(q.sleepers(), (0, 0), "no sleeper count left behind");
+    let mut buf = Vec::new();
+    q.recv(&mut buf).unwrap();
+    assert_eq!(buf, b"a");
+    let rt = current_thread();
+    bounded(&rt, tx.send_async(b"d")).unwrap();
+    q.recv(&mut buf).unwrap();
+    assert_eq!(buf, b"b");
+    q.recv(&mut buf).unwrap();
+    assert_eq!(buf, b"d", "the dropped send sent nothing");
+    assert!(q.try_recv(&mut buf).unwrap_err().is_empty());
+}

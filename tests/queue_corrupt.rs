@@ -153,3 +153,59 @@ fn random_garbage_never_panics_or_hangs() {
     }
     assert!(corrupt > 0, "garbage was never noticed");
 }
+
+#[test]
+fn garbage_in_the_stash_gives_garbage_tasks_or_errors_never_a_hang() {
+    // Queue<u64>, capacity 4, 2 handles, stash depth 2: slots of 16 bytes, then the stash
+    // (2 entries × 2 slots of 16 bytes: state, value).
+    let name = common::unique("qc-stash");
+    let _g = common::ShmGuard::new(&name);
+    let q = Queue::<u64>::options()
+        .requeue_lost(2)
+        .capacity(4)
+        .max_handles(2)
+        .create(&name)
+        .unwrap();
+    let raw = Segment::open(&name).unwrap();
+    let stash = slots_off(2) + 4 * 16;
+    assert_eq!(
+        raw.payload_len(),
+        stash + 2 * 2 * 16,
+        "layout as documented"
+    );
+    let limit = Duration::from_millis(20);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..32 {
+        for k in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = match round % 4 {
+                0 => x,
+                1 => x & 0xffff_ffff | 1 << 30,
+                2 => (x & 0x3fff_ffff) | 3 << 30,
+                _ => 0,
+            };
+            poke(&raw, stash + 16 * k, v);
+            poke(&raw, stash + 16 * k + 8, x);
+        }
+        let _ = q.try_send(round);
+        if let Ok(t) = q.try_recv_task() {
+            let _ = t.done();
+        }
+        let _ = q.join(Some(limit));
+        let _ = q.unfinished();
+        let c = q.try_clone().unwrap();
+        let _ = c.try_recv_task().map(|t| t.done());
+        drop(c);
+    }
+    // Cleared, the queue works again.
+    for k in 0..4 {
+        poke(&raw, stash + 16 * k, 0);
+    }
+    while q.try_recv().is_ok() {}
+    q.send(7).unwrap();
+    let t = q.recv_task().unwrap();
+    assert_eq!(*t, 7);
+    t.done().unwrap();
+}

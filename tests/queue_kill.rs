@@ -466,3 +466,79 @@ fn join_is_not_wedged_by_a_dead_worker() {
     assert!(tasks.join(Some(LONG)).unwrap().is_complete());
     assert_eq!(tasks.peer_deaths(), 1);
 }
+
+#[test]
+fn join_requeues_a_dead_workers_stashed_tasks() {
+    if let Some(role) = common::role() {
+        let tasks = Queue::<u64>::open(&arg(0)).unwrap();
+        let out = Queue::<u64>::open(&arg(1)).unwrap();
+        if role == "holder" {
+            // Takes three tasks and reports each, never marks them done: killed holding
+            // them (bounded).
+            let held: Vec<_> = (0..3)
+                .map(|_| tasks.recv_task_timeout(LONG).unwrap())
+                .collect();
+            for t in &held {
+                out.send_timeout(**t, LONG).unwrap();
+            }
+            let start = Instant::now();
+            while start.elapsed() < CHILD_LIFETIME {
+                std::hint::spin_loop();
+            }
+            std::process::exit(3);
+        }
+        // "worker": does tasks until the producers are gone, reporting each one done.
+        loop {
+            match tasks.recv_task_timeout(LONG) {
+                Ok(t) => {
+                    out.send_timeout(*t, LONG).unwrap();
+                    t.done().unwrap();
+                }
+                Err(e) if e.is_disconnected() => std::process::exit(0),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let tn = common::unique("qk-requeue");
+    let hn = common::unique("qk-requeue-held");
+    let dn = common::unique("qk-requeue-done");
+    let _g = (
+        common::ShmGuard::new(&tn),
+        common::ShmGuard::new(&hn),
+        common::ShmGuard::new(&dn),
+    );
+    let tasks = Queue::<u64>::options()
+        .requeue_lost(4)
+        .capacity(8)
+        .create(&tn)
+        .unwrap();
+    let held = Queue::<u64>::create(&hn, 4).unwrap();
+    let done = Queue::<u64>::create(&dn, 16).unwrap();
+    let test = "join_requeues_a_dead_workers_stashed_tasks";
+    let mut holder = common::child(test, "holder", &[&tn, &hn]).spawn().unwrap();
+    for v in 1..=3 {
+        tasks.send(v).unwrap();
+    }
+    let mut got: Vec<u64> = (0..3).map(|_| held.recv_timeout(LONG).unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, [1, 2, 3]);
+    for v in 4..=5 {
+        tasks.send(v).unwrap();
+    }
+    let pid = holder.id();
+    kill(&mut holder);
+    let mut worker = common::child(test, "worker", &[&tn, &dn]).spawn().unwrap();
+    // join sends the dead holder's three tasks back, then waits for the worker to do them.
+    let outcome = tasks.join(Some(LONG)).unwrap();
+    assert!(outcome.is_complete(), "{outcome:?}");
+    assert_eq!(outcome.requeued, vec![(pid, 3)]);
+    assert_eq!(outcome.requeued_tasks(), 3);
+    tasks.close();
+    common::wait_ok(&mut worker, LONG);
+    let mut did: Vec<u64> = done.try_iter().collect();
+    did.sort_unstable();
+    assert_eq!(did, [1, 2, 3, 4, 5], "every task done exactly once");
+    assert_eq!(tasks.unfinished(), 0);
+    assert_eq!(tasks.peer_deaths(), 1);
+    assert!(tasks.join(Some(LONG)).unwrap().is_complete());
+}

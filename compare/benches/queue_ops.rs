@@ -1,7 +1,8 @@
 //! Single-process costs of the queue's error paths against its fast path
 //! (`cargo bench -p shmkit-compare --bench queue_ops -- --noplot`): an empty `try_recv`
 //! (no allocation, no system call) versus a successful `send` + `recv` pair, for
-//! `Queue<u64>` in both modes and for `ByteQueue`.
+//! `Queue<u64>` in both modes and for `ByteQueue`; and draining 64 messages with a
+//! `try_recv` loop versus one `try_recv_many` (the 64 sends are in both).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use shmkit::queue::{ByteQueue, Mode, Queue};
@@ -24,6 +25,32 @@ fn ops(c: &mut Criterion) {
             b.iter(|| {
                 q.try_send(black_box(7)).ok();
                 black_box(q.try_recv().ok())
+            })
+        });
+        let fill = |q: &Queue<u64>| {
+            for i in 0..64 {
+                q.try_send(black_box(i)).ok();
+            }
+        };
+        g.bench_function(format!("drain64_try_recv_loop/{m}"), |b| {
+            b.iter(|| {
+                fill(&q);
+                let mut sum = 0;
+                while let Ok(v) = q.try_recv() {
+                    sum += v;
+                }
+                black_box(sum)
+            })
+        });
+        let mut buf = [0u64; 64];
+        g.bench_function(format!("drain64_try_recv_many/{m}"), |b| {
+            b.iter(|| {
+                fill(&q);
+                let mut sum = 0;
+                while let Ok(n) = q.try_recv_many(&mut buf) {
+                    sum += buf[..n].iter().sum::<u64>();
+                }
+                black_box(sum)
             })
         });
     }

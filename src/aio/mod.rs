@@ -9,6 +9,9 @@
 //!   [`reserve_async`](crate::Queue::reserve_async) /
 //!   [`recv_ref_async`](crate::Queue::recv_ref_async); the same four on
 //!   [`ByteQueue`](crate::ByteQueue::recv_async);
+//!   [`Sender::send_async`](crate::queue::Sender::send_async) and
+//!   [`ByteSender::send_async`](crate::queue::ByteSender::send_async) on the shared
+//!   senders (`&self`: many tasks send through one sender; the future is `Send`);
 //!   [`Semaphore::wait_async`](crate::sync::Semaphore::wait_async) /
 //!   [`wait_timeout_async`](crate::sync::Semaphore::wait_timeout_async) (and on
 //!   [`BoundedSemaphore`](crate::sync::BoundedSemaphore::wait_async));
@@ -119,6 +122,28 @@
 //! - After `fork`, the child starts its own waiter thread on first use. Do not fork while
 //!   another thread is registering a wait (the child could inherit a held lock).
 //!
+//! # No async condvar wait (or mutex lock)
+//!
+//! [`Condvar::wait`](crate::sync::Condvar) takes a [`MutexGuard`](crate::sync::MutexGuard)
+//! and gives it back relocked, so an async form would be `wait_async(guard).await`, and
+//! would need an async relock (`Mutex::lock_async`). The futex half fits this design
+//! (the lock word and the condvar's sequence word are futex words a future can sleep
+//! on, like a semaphore's). The guard does not: it is deliberately **not `Send`**,
+//! because the robust mutex records the owner's *thread id* (a thread of this process
+//! that locks again gets `EDEADLK` instead of deadlocking, and `owner()` names the
+//! thread). A `wait_async` future holds the guard before and after its await, so it
+//! could not be `Send` either: it could not be `tokio::spawn`ed on a multi-thread
+//! runtime, which this module promises for every operation, and every user future
+//! that awaits while holding a guard would inherit the restriction. Making the guard
+//! `Send` would let a task resume on another worker thread while the mutex names the
+//! first one: that thread's next `lock` would fail with a false `EDEADLK` instead of
+//! waiting, and the diagnostics would name the wrong thread. Dropping the thread id
+//! would lose the self-deadlock detection for every user. So there is none; in async
+//! code, wait for a change with [`Event`](crate::sync::Event) or
+//! [`Semaphore`](crate::sync::Semaphore) (both async), or a queue message, and take the
+//! mutex (briefly, without awaiting while holding it) in `spawn_blocking` or directly
+//! when it is uncontended (`try_lock`).
+//!
 //! # Cancellation safety
 //!
 //! Every future here completes its operation within a single poll (the one that returns
@@ -129,7 +154,7 @@
 //! | operation | dropped before completion |
 //! |-----------|---------------------------|
 //! | `Queue::recv_async`, `ByteQueue::recv_async` | no message taken: it stays for the next receiver |
-//! | `Queue::send_async`, `ByteQueue::send_async` | nothing sent (the value is dropped with the future) |
+//! | `Queue::send_async`, `ByteQueue::send_async`, `Sender::send_async`, `ByteSender::send_async` | nothing sent (the value is dropped with the future) |
 //! | `reserve_async`, `recv_ref_async` | no slot claimed: the claim is taken in the poll that returns the guard |
 //! | `Event::wait_async`, `wait_timeout_async` | nothing to undo |
 //! | `Latest::wait_for_update_async` (and `Board`'s) | nothing to undo (a read happens only in the poll that returns it) |

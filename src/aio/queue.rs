@@ -1,4 +1,5 @@
-//! `recv_async` / `send_async` for [`Queue`] and [`ByteQueue`].
+//! `recv_async` / `send_async` for [`Queue`] and [`ByteQueue`]; `send_async` for the
+//! shared senders [`Sender`] and [`ByteSender`].
 
 use std::sync::atomic::Ordering;
 
@@ -7,8 +8,8 @@ use bytemuck::Pod;
 use super::{Parked, Spot};
 use crate::error::Error;
 use crate::queue::{
-    ByteQueue, Claim, Queue, RecvBytes, RecvError, RecvSlot, SendBytes, SendError, SendSlot,
-    TryRecvError, TrySendError,
+    ByteQueue, ByteSender, Claim, Queue, RecvBytes, RecvError, RecvSlot, SendBytes, SendError,
+    SendSlot, Sender, TryRecvError, TrySendError,
 };
 
 /// A shared reference made from an exclusive one, kept by a future.
@@ -287,5 +288,108 @@ impl ByteQueue {
     /// (receivers, senders) counted as asleep on this queue: see [`Queue::sleepers`].
     pub fn sleepers(&self) -> (u32, u32) {
         sleepers(self.core())
+    }
+}
+
+/// Sends `v` through a shared sender: `try_once` borrows a handle of the sender's pool
+/// for one attempt only (a `try_send`; `Err(v)`: full, the value back), and between
+/// attempts the future sleeps on the queue's space wait point (`spot`) holding no handle,
+/// so other threads keep sending through the pool meanwhile. Cancellation-safe like
+/// [`Queue::send_async`]: the value is sent only in the poll that completes.
+async fn send_shared<'a, V, B: FnOnce() -> u32>(
+    spot: impl Fn() -> Spot<'a, B>,
+    v: V,
+    mut try_once: impl FnMut(V) -> Result<Result<(), SendError<V>>, V>,
+    recheck: impl Fn() -> Option<std::time::Duration>,
+) -> Result<(), SendError<V>> {
+    let mut v = Some(v);
+    let mut parked = Parked::default();
+    let r = std::future::poll_fn(|cx| {
+        parked.poll(
+            cx,
+            &spot,
+            || match try_once(v.take()?) {
+                Ok(r) => Some(r),
+                Err(x) => {
+                    v = Some(x);
+                    None
+                }
+            },
+            &recheck,
+            None,
+            || "queue sender".to_string(),
+        )
+    })
+    .await;
+    match (r, v) {
+        (Ok(Some(r)), _) => r,
+        // The value is taken only by an attempt that completed, and then `r` is Some.
+        (_, None) => Ok(()),
+        (Ok(None), Some(x)) => Err(SendError::Other(
+            x,
+            Box::new(Error::invalid(
+                "queue sender",
+                "async send",
+                "ended without a result",
+            )),
+        )),
+        (Err(e), Some(x)) => Err(SendError::Other(x, Box::new(e))),
+    }
+}
+
+/// One `try_send` through a pool handle, as a step of [`send_shared`]: a full queue whose
+/// consumers are all gone (by a rate-limited sweep) is tried once more, to report it.
+fn shared_step<H: Handle, V>(
+    q: &H,
+    v: V,
+    try_send: impl Fn(&H, V) -> Result<(), TrySendError<V>>,
+) -> Result<Result<(), SendError<V>>, V> {
+    match split(try_send(q, v)) {
+        Err(v) if q.core().gone_hook(true) => split(try_send(q, v)),
+        r => r,
+    }
+}
+
+/// A `try_send` result as "done (with this result)" or "full (the value back)".
+fn split<V>(r: Result<(), TrySendError<V>>) -> Result<Result<(), SendError<V>>, V> {
+    match r {
+        Ok(()) => Ok(Ok(())),
+        Err(TrySendError::Full(v)) => Err(v),
+        Err(TrySendError::Disconnected(v)) => Ok(Err(SendError::Disconnected(v))),
+        Err(TrySendError::Other(v, e)) => Ok(Err(SendError::Other(v, e))),
+    }
+}
+
+impl<T: Pod + Send> Sender<T> {
+    /// Sends `v` without blocking the thread: the async form of [`Sender::send`]. The
+    /// future is `Send` and borrows the sender shared (`&self`), so tasks and threads can
+    /// send through one sender at once; it holds a handle of the sender's pool only
+    /// during each attempt, never across an await.
+    ///
+    /// Cancellation-safe: the value is written only in the poll that completes, so a
+    /// future dropped while pending has sent nothing. (No `reserve_async`: a zero-copy
+    /// slot would hold a pool handle across awaits; use [`Queue::reserve_async`].)
+    pub async fn send_async(&self, v: T) -> Result<(), SendError<T>> {
+        send_shared(
+            || self.space_hook(),
+            v,
+            |v| self.with_hook(|q| shared_step(q, v, |q, v| q.try_send(v))),
+            || self.with_hook(|q| q.core().wait_hook(true).1),
+        )
+        .await
+    }
+}
+
+impl ByteSender {
+    /// Sends `msg` without blocking the thread: the async form of [`ByteSender::send`];
+    /// see [`Sender::send_async`].
+    pub async fn send_async<'m>(&self, msg: &'m [u8]) -> Result<(), SendError<&'m [u8]>> {
+        send_shared(
+            || self.space_hook(),
+            msg,
+            |m| self.with_hook(|q| shared_step(q, m, |q, m| q.try_send(m))),
+            || self.with_hook(|q| q.core().wait_hook(true).1),
+        )
+        .await
     }
 }

@@ -13,6 +13,13 @@
 //!   a `Disconnected` verdict (as `Core::check_gone` reaches it) only with no live
 //!   producer and no message left; every death counted at most once; `take_lost` reports
 //!   exactly the tasks dead consumers held, once.
+//!
+//! Flag bit 2 gives the ring a stash (`requeue_lost`): receives with a task count go
+//! through the stash (as `Queue::recv_task`), done frees the stash slot, and a re-queue
+//! operation moves gone consumers' stashed tasks back (hostile: from garbage states).
+//! Clean invariants: a re-queue moves exactly the stashed tasks of dead or departed
+//! consumers (all of them unless the ring is full), never a live one's; `take_lost`
+//! reports only unstashed tasks and returns the number still stashed by the gone.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -32,6 +39,8 @@ struct Part {
     roles: u64,
     /// Joinable tasks received and not marked done.
     tasks: u64,
+    /// Stash slots holding this participant's tasks (bit j: slot j).
+    stash: u64,
 }
 
 /// The model of a clean run.
@@ -48,6 +57,8 @@ struct Model {
     /// Tasks held by participants when they died / reported lost by `take_lost`.
     dead_tasks: u64,
     reported: u64,
+    /// Stashed tasks of dead or departed participants, not yet re-queued.
+    orphaned: u64,
 }
 
 impl Model {
@@ -72,7 +83,12 @@ pub fn fuzz_ring(data: &[u8]) {
     let flags = params.get(2).copied().unwrap_or(0);
     let spsc = flags & 1 == 1;
     let clean = flags & 2 == 2 && !spsc;
-    let Some(geo) = Geometry::new(cap, 8, 8, handles) else {
+    let depth = if flags & 4 == 4 && !spsc {
+        1 + u64::from(params.get(1).copied().unwrap_or(0) >> 4) % 3
+    } else {
+        0
+    };
+    let Some(geo) = Geometry::new(cap, 8, 8, handles).and_then(|g| g.with_stash(depth)) else {
         return;
     };
     let mut buf = vec![0u64; geo.total.div_ceil(8) + 16];
@@ -171,6 +187,7 @@ impl Run<'_> {
             alive: true,
             roles: 0,
             tasks: 0,
+            stash: 0,
         };
         let k = k % MAX_PARTS;
         if k < m.parts.len() && !m.parts[k].alive {
@@ -187,6 +204,7 @@ impl Run<'_> {
         p.alive = false;
         m.kills += 1;
         m.dead_tasks += p.tasks;
+        m.orphaned += u64::from(p.stash.count_ones());
         self.dead.borrow_mut().push(p.owner);
     }
 
@@ -209,12 +227,38 @@ impl Run<'_> {
 
     /// Receives through `p` (counting a task if `count`); `Ok(true)` if it got one.
     fn recv(&self, m: &mut Model, p: Part, count: bool) -> Result<bool, Corrupt> {
-        match self.ring.mpmc_claim_recv(p.entry, count)? {
+        let r = self.ring;
+        // A counted receive on a ring with a stash is `Queue::recv_task`.
+        let slot = if count && r.geo.stash > 0 {
+            match r.stash_free(p.entry) {
+                Some(j) => Some(j),
+                None => return Ok(false),
+            }
+        } else {
+            None
+        };
+        match r.mpmc_claim_recv(p.entry, count)? {
             Ok(pos) => {
                 // SAFETY: data(pos) is valid for 8 bytes.
-                let _ = unsafe { self.ring.data(pos).cast::<u64>().read() };
-                self.ring.mpmc_release(p.entry, pos);
-                self.took(m, p, count);
+                let v = unsafe { r.data(pos).cast::<u64>().read() };
+                if let Some(j) = slot {
+                    if self.clean {
+                        let s = r.stash_state(p.entry, j).load(Ordering::Relaxed);
+                        assert_eq!(
+                            s, 0,
+                            "stash slot {j} of entry {} handed out while used",
+                            p.entry
+                        );
+                    }
+                    // SAFETY: stash_data is valid for 8 bytes; the free slot is ours.
+                    unsafe { r.stash_data(p.entry, j).cast::<u64>().write(v) };
+                    r.stash_fill(p.entry, j, p.owner);
+                }
+                r.mpmc_release(p.entry, pos);
+                self.took(m, p, count && slot.is_none());
+                if let (Some(j), Some(q)) = (slot, self.part(m, p.entry)) {
+                    q.stash |= 1 << j;
+                }
                 Ok(true)
             }
             Err(b) => {
@@ -252,6 +296,25 @@ impl Run<'_> {
                     self.send(m, p, flag && op % 16 == 0)?;
                 }
             }
+            1 | 3 if flag => {
+                // A batch receive (`Queue::recv_many`) of up to 1 + k % 4 messages.
+                if let Some(p) = self.live(m, k) {
+                    let count = op & 0x40 != 0;
+                    match r.mpmc_claim_recv_many(p.entry, 1 + k as u64 % 4, count)? {
+                        Ok((pos, n)) => {
+                            if n > 1 {
+                                r.mpmc_release_many(p.entry, pos, n);
+                            } else {
+                                r.mpmc_release(p.entry, pos);
+                            }
+                            for _ in 0..n {
+                                self.took(m, p, count);
+                            }
+                        }
+                        Err(b) => self.recover(b)?,
+                    }
+                }
+            }
             1 | 3 => {
                 if let Some(p) = self.live(m, k) {
                     self.recv(m, p, op & 0x40 != 0)?;
@@ -259,7 +322,12 @@ impl Run<'_> {
             }
             4 => {
                 let n = r.unfinished(self.alive);
-                let held: u64 = m.parts.iter().filter(|p| p.alive).map(|p| p.tasks).sum();
+                let held: u64 = m
+                    .parts
+                    .iter()
+                    .filter(|p| p.alive)
+                    .map(|p| p.tasks + u64::from(p.stash.count_ones()))
+                    .sum();
                 if self.clean {
                     assert!(n >= held, "unfinished {n} below the {held} tasks held");
                 }
@@ -303,7 +371,14 @@ impl Run<'_> {
             11 => {
                 // Claim, then die before publishing / releasing.
                 if let Some(p) = self.live(m, k) {
-                    if flag {
+                    if flag && op & 0x40 != 0 {
+                        // A batch receive that dies holding its claim.
+                        if let Ok((_, n)) = r.mpmc_claim_recv_many(p.entry, 3, true)? {
+                            for _ in 0..n {
+                                self.took(m, p, true);
+                            }
+                        }
+                    } else if flag {
                         if let Ok(pos) = r.mpmc_claim_recv(p.entry, true)? {
                             self.took(m, p, true);
                             let _ = pos;
@@ -326,18 +401,65 @@ impl Run<'_> {
                     );
                 }
             }
+            13 if flag && r.geo.stash > 0 => {
+                // A join's re-queuing pass, through participant k.
+                if let Some(p) = self.live(m, k) {
+                    let mut out = Vec::new();
+                    let full = r.requeue_stashed(
+                        p.entry,
+                        p.owner,
+                        false,
+                        0..r.geo.max_handles,
+                        self.alive,
+                        &mut out,
+                    )?;
+                    let moved: u64 = out.iter().fold(0u64, |a, &(_, n)| a.saturating_add(n));
+                    if self.clean {
+                        assert!(
+                            moved <= m.orphaned,
+                            "re-queued {moved} of {} gone tasks: a live one's?",
+                            m.orphaned
+                        );
+                        assert!(
+                            full || moved == m.orphaned,
+                            "re-queued {moved} of {} gone tasks",
+                            m.orphaned
+                        );
+                    }
+                    m.orphaned = m.orphaned.saturating_sub(moved);
+                    m.msgs += moved;
+                }
+            }
             13 => {
                 let mut out = Vec::new();
-                r.take_lost(self.alive, &mut out);
-                m.reported += out.iter().map(|&(_, n)| n).sum::<u64>();
+                let pending = r.take_lost(self.alive, &mut out);
+                m.reported = m
+                    .reported
+                    .saturating_add(out.iter().fold(0u64, |a, &(_, n)| a.saturating_add(n)));
                 if self.clean {
                     assert_eq!(m.reported, m.dead_tasks, "lost tasks reported: {out:?}");
+                    assert_eq!(pending, m.orphaned, "stashed tasks of the gone");
                 }
             }
             14 => match self.live(m, k) {
                 // A handle dropped, or a new one opened (taking a free or dead entry).
                 Some(p) => {
+                    // A handle's drop gives its stashed tasks back first (best effort).
+                    let mut out = Vec::new();
+                    let range = p.entry..p.entry + 1;
+                    let _ =
+                        r.requeue_stashed(p.entry, p.owner, true, range, self.alive, &mut out)?;
+                    let moved: u64 = out.iter().fold(0u64, |a, &(_, n)| a.saturating_add(n));
+                    let gone = m.orphaned + u64::from(p.stash.count_ones());
+                    if self.clean {
+                        assert!(
+                            moved <= gone,
+                            "re-queued {moved} of {gone} gone tasks: a live one's?"
+                        );
+                    }
                     r.unregister(p.entry);
+                    m.orphaned = gone.saturating_sub(moved);
+                    m.msgs += moved;
                     m.parts.retain(|q| q.entry != p.entry || !q.alive);
                 }
                 None => self.register(m, k),
@@ -345,7 +467,14 @@ impl Run<'_> {
             _ => {
                 // A task marked done, then a receiver's disconnection check.
                 if let Some(p) = self.live(m, k) {
-                    if p.tasks > 0 {
+                    if p.stash != 0 {
+                        let j = p.stash.trailing_zeros() as usize;
+                        let ok = r.stash_clear(p.entry, j, p.owner);
+                        assert!(ok || !self.clean, "a live owner's stashed task was taken");
+                        if let Some(q) = self.part(m, p.entry) {
+                            q.stash &= !(1 << j);
+                        }
+                    } else if p.tasks > 0 {
                         r.outstanding(p.entry).fetch_sub(1, Ordering::Release);
                         if let Some(q) = self.part(m, p.entry) {
                             q.tasks -= 1;
@@ -447,6 +576,8 @@ mod tests {
         for _ in 0..runs {
             let mut data: Vec<u8> = (0..200).map(|_| xorshift(&mut x)).collect();
             data[2] = 2;
+            fuzz_ring(&data);
+            data[2] = 6; // with a stash
             fuzz_ring(&data);
         }
     }

@@ -19,7 +19,15 @@ use super::wait::WaitPoint;
 
 /// A ring over a heap buffer kept alive by the returned Arc.
 fn ring(cap: u64, handles: u64) -> (Arc<Vec<u64>>, Ring) {
-    let geo = Geometry::new(cap, 8, 8, handles).unwrap();
+    ring_stash(cap, handles, 0)
+}
+
+/// A ring with `depth` stash slots per entry.
+fn ring_stash(cap: u64, handles: u64, depth: u64) -> (Arc<Vec<u64>>, Ring) {
+    let geo = Geometry::new(cap, 8, 8, handles)
+        .unwrap()
+        .with_stash(depth)
+        .unwrap();
     let mut buf = vec![0u64; geo.total / 8 + 16];
     let raw = buf.as_mut_ptr() as usize;
     let pad = (raw.next_multiple_of(128) - raw) / 8;
@@ -546,6 +554,292 @@ fn take_lost_races_takeover_of_the_dead_entry() {
         let reported: u64 = out.iter().map(|&(_, n)| n).sum();
         assert_eq!(reported, 1, "{out:?}");
         assert_eq!(r.tasks(d), 1, "{out:?}");
+        drop(buf);
+    });
+}
+
+// ---------------------------------------------------------------- stash (requeue_lost)
+
+/// `Queue::recv_task` on the ring: claim (counted), copy into a free stash slot, mark it
+/// full (moving the task from the count to the stash), release. `None`: nothing there.
+fn stash_recv(r: &Ring, me: usize, owner: u64) -> Option<(u64, usize)> {
+    let j = r.stash_free(me).expect("a free stash slot");
+    let p = r.mpmc_claim_recv(me, true).unwrap().ok()?;
+    // SAFETY: the claim gives this thread the slot's 8 data bytes; the free stash slot is
+    // filled only by its entry's owner (this thread).
+    unsafe {
+        let v = r.data(p).cast::<u64>().read();
+        r.stash_data(me, j).cast::<u64>().write(v);
+    }
+    r.stash_fill(me, j, owner);
+    // SAFETY: as above.
+    let v = unsafe { r.data(p).cast::<u64>().read() };
+    r.mpmc_release(me, p);
+    Some((v, j))
+}
+
+/// `bounded().check(f)`, printing how many executions loom explored (for the record).
+fn check_counted(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    check_counted_by(4, name, f)
+}
+
+/// As [`check_counted`], with preemption bound `n`.
+fn check_counted_by(n: usize, name: &str, f: impl Fn() + Sync + Send + 'static) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    RUNS.store(0, Ordering::SeqCst);
+    bounded_by(n).check(move || {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        f()
+    });
+    eprintln!("loom {name}: {} executions", RUNS.load(Ordering::SeqCst));
+}
+
+fn stash_is_empty(r: &Ring, handles: usize, depth: usize) -> bool {
+    (0..handles).all(|i| (0..depth).all(|j| r.stash_state(i, j).load(Ordering::SeqCst) == 0))
+}
+
+/// A `join`'s re-queuing pass over a dead consumer's stash races a new process taking
+/// the dead entry over, receiving a task into the same entry's stash and marking it done:
+/// the dead task is moved back into the ring exactly once and reported with its pid, the
+/// new owner's task is never touched, and nothing is reported lost.
+#[test]
+fn requeue_races_takeover_and_the_new_owners_task() {
+    check_counted_by(8, "requeue_races_takeover_and_the_new_owners_task", || {
+        let (buf, r) = ring_stash(2, 2, 2);
+        let [d, l] = entries(&r, &[(DEAD, 0), (LIVE, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, l, 1));
+        assert_eq!(stash_recv(&r, d, DEAD).map(|x| x.0), Some(1));
+        assert!(try_send(&r, l, 2));
+        let t = spawn_keeping(&buf, move || {
+            let me = r.register(NEW, &alive).unwrap();
+            assert_eq!(me, d, "the only entry to take is the dead one");
+            let (v, k) = stash_recv(&r, me, NEW).expect("task 2 is there");
+            assert_eq!(v, 2);
+            assert!(
+                r.stash_clear(me, k, NEW),
+                "a live owner's task is never taken"
+            );
+        });
+        let mut out = Vec::new();
+        assert_eq!(
+            r.requeue_stashed(l, LIVE, false, 0..2, &alive, &mut out),
+            Ok(false)
+        );
+        t.join().unwrap();
+        assert_eq!(out, vec![((DEAD >> 32) as u32, 1)]);
+        assert_eq!(try_recv(&r, l), Ok(1), "the dead task, back in the ring");
+        assert!(try_recv(&r, l).is_err(), "once");
+        assert!(stash_is_empty(&r, 2, 2));
+        let mut lost = Vec::new();
+        assert_eq!(r.take_lost(&alive, &mut lost), 0);
+        assert!(lost.is_empty(), "{lost:?}");
+        assert_eq!(r.unfinished(&alive), 0);
+        drop(buf);
+    });
+}
+
+/// Two joins re-queue the same dead consumer's task at once: one moves it, the other
+/// leaves it (marked moving by a live re-queuer); the ring holds it once.
+#[test]
+fn two_requeuers_move_a_task_once() {
+    check_counted_by(8, "two_requeuers_move_a_task_once", || {
+        let (buf, r) = ring_stash(2, 3, 1);
+        const LIVE2: u64 = 4 << 32 | 8;
+        let [d, l, l2] = entries(&r, &[(DEAD, 0), (LIVE, 0), (LIVE2, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, l, 7));
+        assert!(stash_recv(&r, d, DEAD).is_some());
+        let t = spawn_keeping(&buf, move || {
+            let mut out = Vec::new();
+            assert_eq!(
+                r.requeue_stashed(l2, LIVE2, false, 0..3, &alive, &mut out),
+                Ok(false)
+            );
+            out
+        });
+        let mut out = Vec::new();
+        assert_eq!(
+            r.requeue_stashed(l, LIVE, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
+        out.extend(t.join().unwrap());
+        assert_eq!(out, vec![((DEAD >> 32) as u32, 1)]);
+        assert_eq!(try_recv(&r, l), Ok(7));
+        assert!(try_recv(&r, l).is_err(), "once");
+        assert!(stash_is_empty(&r, 3, 1));
+        drop(buf);
+    });
+}
+
+/// A live consumer moves a task from the ring into its stash while a `join` counts:
+/// `unfinished` never reads 0 (the task is counted by the claim, then by the stash slot,
+/// with an overlap, never a gap), and reads 1 at the end.
+#[test]
+fn unfinished_counts_a_task_moving_into_the_stash() {
+    check_counted("unfinished_counts_a_task_moving_into_the_stash", || {
+        let (buf, r) = ring_stash(2, 2, 1);
+        let [c, l] = entries(&r, &[(LIVE, 0), (NEW, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, l, 3));
+        let t = spawn_keeping(&buf, move || stash_recv(&r, c, LIVE).is_some());
+        assert_ne!(r.unfinished(&alive), 0);
+        assert_ne!(r.unfinished(&alive), 0);
+        assert!(t.join().unwrap());
+        assert_eq!(r.unfinished(&alive), 1);
+        drop(buf);
+    });
+}
+
+// ---------------------------------------------------------------- batch receive (recv_many)
+
+/// A batch receive, as `Queue::recv_many` does it (nothing if blocked).
+fn try_recv_many(r: &Ring, me: usize, max: u64) -> Vec<u64> {
+    super::ring::tests::recv_many(r, me, max).unwrap()
+}
+
+/// A batch receive races a single receive and a producer refilling the ring: every
+/// message arrives exactly once, and the producer, blocked by the batch's claims, never
+/// recovers them while the batch's owner lives (its `recover` calls find the live
+/// announcement, single or batch).
+#[test]
+fn batch_receive_races_a_receive_and_a_producer() {
+    check_counted("batch_receive_races_a_receive_and_a_producer", || {
+        let (buf, r) = ring(2, 3);
+        let [p, b, s] = entries(&r, &[(LIVE, 0), (NEW, 0), (DEAD, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, p, 1));
+        assert!(try_send(&r, p, 2));
+        let batch = spawn_keeping(&buf, move || try_recv_many(&r, b, 2));
+        let single = spawn_keeping(&buf, move || try_recv(&r, s).ok());
+        // The producer sends two more messages into the slots the batch may hold,
+        // recovering nothing from live claimers (in particular not the batch's second
+        // position, which only the batch announcement names).
+        for v in [3, 4] {
+            loop {
+                match r.mpmc_claim_send(p).unwrap() {
+                    Ok(pos) => {
+                        // SAFETY: the claim gives this thread the slot's 8 data bytes.
+                        unsafe { r.data(pos).cast::<u64>().write(v) };
+                        r.mpmc_publish(p, pos);
+                        break;
+                    }
+                    Err(blocked) => {
+                        assert_eq!(r.recover(blocked, &|_| true), Ok(None));
+                        thread::yield_now();
+                    }
+                }
+            }
+        }
+        let mut got = batch.join().unwrap();
+        got.extend(single.join().unwrap());
+        loop {
+            let v = try_recv_many(&r, p, 2);
+            if v.is_empty() {
+                break;
+            }
+            got.extend(v);
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2, 3, 4], "each message once");
+        assert_eq!(r.peer_deaths().load(Ordering::SeqCst), 0);
+        drop(buf);
+    });
+}
+
+/// A batch receiver dies holding two claimed positions while a producer waits for the
+/// first slot and another receiver takes what is left: the producer recovers each
+/// position of the batch (the batch announcement names both), the death is counted
+/// once, and the ring keeps working.
+#[test]
+fn dead_batch_receiver_is_recovered_position_by_position() {
+    check_counted(
+        "dead_batch_receiver_is_recovered_position_by_position",
+        || {
+            let (buf, r) = ring(2, 3);
+            let [p, d, c] = entries(&r, &[(LIVE, 0), (DEAD, 0), (NEW, 0)])[..] else {
+                unreachable!()
+            };
+            assert!(try_send(&r, p, 1));
+            assert!(try_send(&r, p, 2));
+            let dies = spawn_keeping(&buf, move || {
+                // Claims both, then "dies" (never releases).
+                r.mpmc_claim_recv_many(d, 2, false).unwrap().ok()
+            });
+            let claimed = dies.join().unwrap();
+            let t = spawn_keeping(&buf, move || {
+                let mut sent = 0;
+                while sent < 2 {
+                    match r.mpmc_claim_send(p).unwrap() {
+                        Ok(pos) => {
+                            // SAFETY: as above.
+                            unsafe { r.data(pos).cast::<u64>().write(10 + sent) };
+                            r.mpmc_publish(p, pos);
+                            sent += 1;
+                        }
+                        Err(b) => {
+                            let _ = r.recover(b, &alive);
+                            thread::yield_now();
+                        }
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                let v = try_recv_many(&r, c, 2);
+                if v.is_empty() {
+                    thread::yield_now();
+                }
+                got.extend(v);
+            }
+            t.join().unwrap();
+            assert_eq!(claimed.map(|x| x.1), Some(2));
+            assert_eq!(got, vec![10, 11]);
+            assert_eq!(r.peer_deaths().load(Ordering::SeqCst), 1);
+            drop(buf);
+        },
+    );
+}
+
+/// A handle giving its stashed task back on drop (`mine`) races a `join`'s pass over a
+/// dead consumer's stash in the same entry table: each task is moved exactly once, the
+/// live handle's by itself (the join leaves a live owner's task alone), the dead one's by
+/// whichever gets it first.
+#[test]
+fn drop_gives_back_while_a_join_requeues() {
+    check_counted_by(8, "drop_gives_back_while_a_join_requeues", || {
+        let (buf, r) = ring_stash(4, 3, 1);
+        let [d, h, j] = entries(&r, &[(DEAD, 0), (NEW, 0), (LIVE, 0)])[..] else {
+            unreachable!()
+        };
+        assert!(try_send(&r, j, 1));
+        assert!(try_send(&r, j, 2));
+        assert!(stash_recv(&r, d, DEAD).is_some());
+        assert!(stash_recv(&r, h, NEW).is_some());
+        let t = spawn_keeping(&buf, move || {
+            let mut out = Vec::new();
+            assert_eq!(
+                r.requeue_stashed(h, NEW, true, h..h + 1, &alive, &mut out),
+                Ok(false)
+            );
+            out
+        });
+        let mut out = Vec::new();
+        assert_eq!(
+            r.requeue_stashed(j, LIVE, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
+        let mine = t.join().unwrap();
+        assert_eq!(mine, vec![((NEW >> 32) as u32, 1)]);
+        assert_eq!(out, vec![((DEAD >> 32) as u32, 1)]);
+        let mut got = try_recv_many(&r, j, 4);
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2]);
+        assert!(stash_is_empty(&r, 3, 1));
         drop(buf);
     });
 }

@@ -6,8 +6,52 @@
 //! both in a [`Segment`] of kind [`Kind::Queue`] / [`Kind::ByteQueue`], in one of two
 //! [`Mode`]s (`Spsc`, `Mpmc`, recorded in the header and checked on open), with blocking,
 //! `try_` and `_timeout` forms, zero-copy slots ([`Queue::reserve`], [`Queue::recv_ref`]),
-//! Python's `JoinableQueue` semantics ([`Queue::task_done`], [`Queue::join`]) and a
-//! configurable [`WaitStrategy`] (spin, then sleep on a futex).
+//! batch receives ([`Queue::recv_many`]), Python's `JoinableQueue` semantics
+//! ([`Queue::task_done`], [`Queue::join`]; see "Joinable queues") and a configurable
+//! [`WaitStrategy`] (spin, then sleep on a futex).
+//!
+//! # Joinable queues
+//!
+//! Created with [`QueueOptions::joinable`]: every message received is a task, counted
+//! until the receiving handle marks it done ([`Queue::task_done`], or [`Task::done`] on
+//! the guard [`Queue::recv_task`] returns); [`Queue::join`] waits until every task sent
+//! has been received and done. A consumer that dies holding tasks does not make `join`
+//! wait forever: its tasks are not waited for, and the [`JoinOutcome`] says what
+//! happened to them, with the pids:
+//!
+//! - **lost** (the default): a received message is released from the ring before it is
+//!   processed, so its contents died with the consumer; the producer must send it again
+//!   if it matters;
+//! - **re-queued**, with [`QueueOptions::requeue_lost`]`(depth)` (MPMC `Queue<T>`):
+//!   [`Queue::recv_task`] keeps a copy of each task in the consumer's *stash* (`depth`
+//!   slots per handle, in the segment) until [`Task::done`], and `join` sends the tasks
+//!   of consumers that died back into the queue, then waits for others to do them.
+//!   Delivery is **at least once**: a task is delivered twice only if a process dies
+//!   in the middle of handing it back (a re-queuer after publishing it, or the consumer
+//!   between stashing it and updating its count, which also reports it lost), never
+//!   lost once stashed. A consumer killed in the few instructions between taking the
+//!   message and stashing it loses that one task (reported lost).
+//!
+//! A [`Task`] dropped without `done` stays not done, as a forgotten `task_done` does in
+//! Python (`join` waits for it); with a stash, its handle gives it back to the queue
+//! when dropped. A handle holds at most `depth` tasks not done: `recv_task` fails
+//! (`Other`) beyond that. Re-queued tasks go to the back of the queue. Re-queuing
+//! happens in `join` (a queue nobody joins keeps a dead consumer's tasks stashed until
+//! somebody does, or until a new handle takes over the dead one's entry), bounded by
+//! its timeout when the ring is full.
+//!
+//! ```
+//! use shmkit::queue::Queue;
+//! let q = Queue::<u64>::options().requeue_lost(8).anonymous()?;
+//! let worker = q.try_clone()?; // another process, normally
+//! q.send(41)?;
+//! let task = worker.recv_task()?;
+//! assert_eq!(*task + 1, 42);
+//! task.done()?;
+//! let outcome = q.join(None)?;
+//! assert!(outcome.is_complete() && outcome.requeued.is_empty());
+//! # Ok::<(), shmkit::Error>(())
+//! ```
 //!
 //! # Peers and disconnection
 //!
@@ -141,7 +185,7 @@ pub use errors::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 pub use fuzz::fuzz_ring;
-pub use ring::{Corrupt, MAX_CAPACITY, MAX_HANDLES};
+pub use ring::{Corrupt, MAX_CAPACITY, MAX_HANDLES, MAX_STASH};
 pub use sender::{ByteSender, POOL, Sender};
 pub use wait::WaitStrategy;
 
@@ -153,12 +197,21 @@ use ring::{
 use wait::{Next, WaitPoint, Waiter};
 
 /// Version of the ring layout, stored in `params[3]` (2: peer counts and role bits for
-/// disconnection; a version-1 process would not keep them).
-const RING_VERSION: u64 = 2;
+/// disconnection; a version-1 process would not keep them. 3: batch receives announce
+/// their claims in `intent_more`, which a version-2 process would not read when it
+/// recovers claims, so it must not open the ring; and the stash of `requeue_lost`).
+/// Version-2 rings are still opened, without batch claims (`recv_many` takes one
+/// message per claim) and without a stash.
+const RING_VERSION: u64 = 3;
+const RING_VERSION_NO_BATCH: u64 = 2;
 /// Header flag bits.
 const FLAG_MPMC: u32 = 1;
 const FLAG_JOINABLE: u32 = 2;
-const KNOWN_FLAGS: u32 = FLAG_MPMC | FLAG_JOINABLE;
+/// Joinable with a stash (`QueueOptions::requeue_lost`); its depth in bits 8..15.
+const FLAG_REQUEUE: u32 = 4;
+const STASH_SHIFT: u32 = 8;
+const STASH_BITS: u32 = 0x7f << STASH_SHIFT;
+const KNOWN_FLAGS: u32 = FLAG_MPMC | FLAG_JOINABLE | FLAG_REQUEUE | STASH_BITS;
 
 /// After how long a waiter blocked by another process's unfinished claim checks whether
 /// that process is still alive (and again every `RECOVER_EVERY`).
@@ -213,6 +266,7 @@ pub struct QueueOptions<T> {
     max_handles: u64,
     wait: WaitStrategy,
     joinable: bool,
+    stash: u64,
     segment: SegmentOptions,
     _t: PhantomData<fn() -> T>,
 }
@@ -225,6 +279,7 @@ impl<T> Default for QueueOptions<T> {
             max_handles: 64,
             wait: WaitStrategy::default(),
             joinable: false,
+            stash: 0,
             segment: SegmentOptions::default(),
             _t: PhantomData,
         }
@@ -266,6 +321,20 @@ impl<T> QueueOptions<T> {
         self
     }
 
+    /// Creates a joinable queue (implies [`joinable(true)`](Self::joinable); MPMC only)
+    /// whose tasks survive their consumer: a consumer that receives with
+    /// [`Queue::recv_task`] keeps a copy of each task it holds in its participant entry
+    /// (at most `depth`, 1..=[`MAX_STASH`]; `depth × max_handles` slots of extra
+    /// memory) until [`Task::done`], and [`Queue::join`] sends the tasks of consumers that
+    /// died back into the queue (see "Joinable queues" in the module docs). 0: off.
+    pub fn requeue_lost(mut self, depth: u64) -> Self {
+        self.stash = depth;
+        if depth > 0 {
+            self.joinable = true;
+        }
+        self
+    }
+
     /// Segment options (permission mode, open timeout, unlink on drop).
     pub fn segment(mut self, segment: SegmentOptions) -> Self {
         self.segment = segment;
@@ -303,7 +372,28 @@ impl<T> QueueOptions<T> {
             )
         })?;
         let mode = self.mode.unwrap_or(Mode::Mpmc);
-        let flags = mode.flags() | if self.joinable { FLAG_JOINABLE } else { 0 };
+        let mut flags = mode.flags() | if self.joinable { FLAG_JOINABLE } else { 0 };
+        let mut geo = geo;
+        if self.stash > 0 {
+            if mode != Mode::Mpmc || kind != Kind::Queue {
+                return Err(Error::invalid(
+                    resource,
+                    "create queue",
+                    "requeue_lost needs an MPMC Queue<T> (re-queuing sends through the joiner's entry)",
+                ));
+            }
+            geo = geo.with_stash(self.stash).ok_or_else(|| {
+                Error::invalid(
+                    resource,
+                    "create queue",
+                    format!(
+                        "requeue_lost depth {} is out of range 0..={MAX_STASH} (or the stash does not fit)",
+                        self.stash
+                    ),
+                )
+            })?;
+            flags |= FLAG_REQUEUE | (self.stash as u32) << STASH_SHIFT;
+        }
         let layout = Layout::new(kind, elem(cap))
             .with_payload_len(geo.total as u64)
             .with_flags(flags)
@@ -342,7 +432,8 @@ fn check_segment(
     if flags & !KNOWN_FLAGS != 0 {
         return Err(bad(format!("unknown queue flags {flags:#x}")));
     }
-    if raw.params[3] != RING_VERSION {
+    let version = raw.params[3];
+    if version != RING_VERSION && version != RING_VERSION_NO_BATCH {
         return Err(Error::Mismatch {
             resource: seg.resource(),
             what: "queue ring version",
@@ -375,14 +466,28 @@ fn check_segment(
             });
         }
     }
-    let geo = Geometry::new(raw.params[0], raw.params[2], data_align, raw.params[1]).ok_or_else(
-        || {
+    let depth = u64::from((flags & STASH_BITS) >> STASH_SHIFT);
+    if (flags & FLAG_REQUEUE != 0)
+        != (depth > 0
+            && flags & FLAG_JOINABLE != 0
+            && mode == Mode::Mpmc
+            && version == RING_VERSION)
+        || (flags & FLAG_REQUEUE == 0 && depth != 0)
+    {
+        return Err(bad(format!("inconsistent queue flags {flags:#x}")));
+    }
+    let geo = Geometry::new(raw.params[0], raw.params[2], data_align, raw.params[1])
+        .and_then(|g| g.with_stash(depth))
+        .map(|g| Geometry {
+            batch: version == RING_VERSION,
+            ..g
+        })
+        .ok_or_else(|| {
             bad(format!(
-                "queue parameters {:?} are out of range",
+                "queue parameters {:?} (stash depth {depth}) are out of range",
                 raw.params
             ))
-        },
-    )?;
+        })?;
     if geo.total as u64 != raw.payload_len || seg.payload_len() < geo.total {
         return Err(bad(format!(
             "ring needs {} bytes, payload has {}",
@@ -414,6 +519,8 @@ pub(crate) struct Core {
     joinable: bool,
     wait: WaitStrategy,
     me: usize,
+    /// The owner word `me` was registered with (tags this handle's stashed tasks).
+    owner: u64,
     /// The process that registered `me` (a forked child must not unregister it).
     pid: u32,
     /// SPSC positions, taken with the role on first use.
@@ -471,8 +578,9 @@ impl Core {
         wait::init_fences();
         let pid = std::process::id();
         let token = seg.liveness().token()?;
+        let owner = owner_word(pid, token);
         let me = ring
-            .register(owner_word(pid, token), &|o| owner_alive(&seg, o))
+            .register(owner, &|o| owner_alive(&seg, o))
             .ok_or_else(|| {
                 Error::invalid(
                     seg.resource(),
@@ -483,13 +591,14 @@ impl Core {
                     ),
                 )
             })?;
-        Ok(Core {
+        let core = Core {
             seg,
             ring,
             mode,
             joinable,
             wait,
             me,
+            owner,
             pid,
             send_pos: Cell::new(None),
             recv_pos: Cell::new(None),
@@ -498,7 +607,11 @@ impl Core {
             next_sweep: Cell::new(None),
             polls: Cell::new(0),
             attached: Cell::new(0),
-        })
+        };
+        // Tasks left in this entry's stash (by a dead previous owner, or by an earlier
+        // handle of this process that could not re-queue them) go back to the queue.
+        core.requeue_own();
+        Ok(core)
     }
 
     /// What a new handle on the same queue needs.
@@ -643,6 +756,41 @@ impl Core {
                     Err(c) => Err(self.corrupt(c).into()),
                 }
             }
+        }
+    }
+
+    /// One attempt to claim up to `max` (≥ 1) consecutive messages: `(first, count)`.
+    #[inline]
+    fn try_claim_recv_many(
+        &self,
+        max: u64,
+    ) -> Result<std::result::Result<(Claim, u64), Blocked>, Fail> {
+        match self.mode {
+            Mode::Mpmc if !self.ring.geo.batch => Ok(self.try_claim_recv()?.map(|c| (c, 1))),
+            Mode::Mpmc => match self.ring.mpmc_claim_recv_many(self.me, max, self.joinable) {
+                Ok(r) => Ok(r.map(|(p, k)| (Claim(p), k))),
+                Err(c) => Err(self.corrupt(c).into()),
+            },
+            Mode::Spsc => Ok(self.try_claim_recv()?.map(|c| {
+                // The consumer owns `head`: the messages after the first are ours to take.
+                let k = 1 + self.ring.spsc_run(c.0.wrapping_add(1), max - 1);
+                if self.joinable && k > 1 {
+                    self.ring
+                        .outstanding(self.me)
+                        .fetch_add(k - 1, Ordering::Relaxed);
+                }
+                (c, k)
+            })),
+        }
+    }
+
+    /// Releases `k` positions claimed by [`Self::try_claim_recv_many`].
+    #[inline]
+    fn release_many(&self, c: Claim, k: u64) {
+        match self.mode {
+            Mode::Mpmc if k > 1 => self.ring.mpmc_release_many(self.me, c.0, k),
+            Mode::Mpmc => self.ring.mpmc_release(self.me, c.0),
+            Mode::Spsc => self.release(Claim(c.0.wrapping_add(k - 1))),
         }
     }
 
@@ -892,6 +1040,14 @@ impl Core {
     }
 
     #[inline]
+    fn claim_recv_many(&self, timeout: Option<Duration>, max: u64) -> Result<(Claim, u64), Fail> {
+        self.ensure_attached(ROLE_RECEIVER);
+        self.wait_for(timeout, Ring::data_wait, ROLE_SENDER, || {
+            self.try_claim_recv_many(max)
+        })
+    }
+
+    #[inline]
     fn claim_recv(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
         self.ensure_attached(ROLE_RECEIVER);
         self.wait_for(timeout, Ring::data_wait, ROLE_SENDER, || {
@@ -933,21 +1089,45 @@ impl Core {
 
     fn join(&self, timeout: Option<Duration>) -> Result<JoinOutcome> {
         self.require_joinable("join")?;
+        let alive = |o| owner_alive(&self.seg, o);
         let mut w = Waiter::new(WaitStrategy::Park, timeout);
+        let mut out = JoinOutcome::default();
         loop {
-            if self.unfinished() == 0 {
-                return Ok(self.join_outcome());
+            // Dead consumers' stashed tasks go back into the queue first (they are not
+            // counted in `unfinished`); a full ring leaves some for the next round.
+            let full = self.ring.geo.stash > 0
+                && self
+                    .ring
+                    .requeue_stashed(
+                        self.me,
+                        self.owner,
+                        false,
+                        0..self.ring.geo.max_handles,
+                        &alive,
+                        &mut out.requeued,
+                    )
+                    .map_err(|c| self.corrupt(c))?;
+            let mut pending = 0;
+            if !full && self.unfinished() == 0 {
+                pending = self.ring.take_lost(&alive, &mut out.lost);
+                if pending == 0 {
+                    out.lost.sort_unstable();
+                    out.requeued.sort_unstable();
+                    return Ok(out);
+                }
             }
             match w.next() {
+                // A consumer died between the re-queuing pass and `take_lost`: go round.
+                Next::Park(_) if pending > 0 => std::thread::yield_now(),
                 Next::Park(d) => {
-                    if self
+                    let stash = self.ring.geo.stash > 0;
+                    // (With a stash, wake up now and then to re-queue what a full ring
+                    // refused or a consumer that died meanwhile left.)
+                    let d = if stash { d.min(RECOVER_EVERY) } else { d };
+                    let _ = self
                         .ring
                         .join_wait()
-                        .park(d, || (self.unfinished() == 0).then_some(()))
-                        .is_some()
-                    {
-                        return Ok(self.join_outcome());
-                    }
+                        .park(d, || (self.unfinished() == 0).then_some(()));
                 }
                 Next::Spin => {}
                 Next::TimedOut => {
@@ -961,29 +1141,81 @@ impl Core {
         }
     }
 
-    #[cold]
-    fn join_outcome(&self) -> JoinOutcome {
-        let mut lost = Vec::new();
-        self.ring
-            .take_lost(&|o| owner_alive(&self.seg, o), &mut lost);
-        JoinOutcome { lost }
+    /// Re-queues the tasks stashed in this handle's own entry (on open and on drop: left
+    /// by a dead previous owner, or by this handle's tasks dropped without `done`). Best
+    /// effort: what a full ring refuses stays for the next `join`.
+    fn requeue_own(&self) {
+        if self.ring.geo.stash == 0 || self.mode != Mode::Mpmc {
+            return;
+        }
+        let mut moved = Vec::new();
+        let _ = self.ring.requeue_stashed(
+            self.me,
+            self.owner,
+            true,
+            self.me..self.me + 1,
+            &|o| owner_alive(&self.seg, o),
+            &mut moved,
+        );
+    }
+
+    /// A free stash slot for the next task of this handle (`None`: no stash).
+    fn stash_slot(&self) -> Result<Option<usize>, Fail> {
+        self.require_joinable("recv_task")?;
+        if self.ring.geo.stash == 0 {
+            return Ok(None);
+        }
+        if let Some(j) = self.ring.stash_free(self.me) {
+            return Ok(Some(j));
+        }
+        Err(Error::invalid(
+            self.resource(),
+            "recv_task",
+            format!(
+                "this handle holds {} tasks not marked done (the queue's requeue_lost depth): \
+                 call Task::done on one first",
+                self.ring.geo.stash
+            ),
+        )
+        .into())
+    }
+
+    /// Marks the task held in stash slot `slot` (if any) done.
+    fn task_done_stashed(&self, slot: Option<usize>) -> Result<()> {
+        match slot {
+            // A stashed task is counted by its stash slot alone (see `Ring::stash_fill`).
+            // If a re-queuer took it meanwhile (it judged this handle gone), it is
+            // delivered again: at-least-once.
+            Some(j) => {
+                self.ring.stash_clear(self.me, j, self.owner);
+                Ok(())
+            }
+            None => self.task_done(),
+        }
     }
 }
 
 /// What [`Queue::join`] found once nothing was left unfinished.
 ///
 /// Python's `JoinableQueue.join` waits for every task; a consumer that dies holding tasks
-/// would make that wait forever, so shmkit abandons them and says so here. The tasks'
-/// contents are gone (a received message is released from the ring before it is
-/// processed), so they cannot be re-queued: the producer must send them again if they
-/// matter. Each lost task is reported by one `join` (the first to return after the death
-/// was noticed).
+/// would make that wait forever, so shmkit does not wait for them and says so here. A
+/// task received with [`Queue::recv_task`] from a queue created with
+/// [`QueueOptions::requeue_lost`] is kept in the consumer's stash until done, and `join`
+/// sends it back into the queue (`requeued`) and waits for another consumer to do it.
+/// Otherwise its contents are gone (a received message is released from the ring before
+/// it is processed) and it is `lost`: the producer must send it again if it matters.
+/// Each lost or re-queued task is reported by one `join` (the one that took it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use = "a join may have lost tasks to dead consumers"]
 pub struct JoinOutcome {
     /// Tasks received but never marked done by consumers that died, as `(pid, tasks)`;
     /// pid 0 for tasks whose dead holder's entry was taken over before a join saw it.
     pub lost: Vec<(u32, u64)>,
+    /// Tasks of consumers that died before marking them done, sent back into the queue
+    /// by this join and since done by others, as `(pid, tasks)`; pid 0 for tasks whose
+    /// re-queuer died moving them. (Tasks a live handle gives back when it is dropped
+    /// are not reported: nothing was lost.)
+    pub requeued: Vec<(u32, u64)>,
 }
 
 impl JoinOutcome {
@@ -995,6 +1227,11 @@ impl JoinOutcome {
     /// How many tasks were lost.
     pub fn lost_tasks(&self) -> u64 {
         self.lost.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// How many tasks this join re-queued.
+    pub fn requeued_tasks(&self) -> u64 {
+        self.requeued.iter().map(|&(_, n)| n).sum()
     }
 
     /// The pids of the dead consumers (known ones).
@@ -1023,6 +1260,7 @@ impl Drop for Core {
     fn drop(&mut self) {
         // A handle inherited through fork() belongs to the parent's entry.
         if std::process::id() == self.pid {
+            self.requeue_own();
             self.ring.unregister(self.me);
         }
     }
@@ -1344,6 +1582,46 @@ impl<T: Pod> Queue<T> {
         self.recv_with(Some(timeout)).map_err(Fail::recv_timeout)
     }
 
+    #[inline]
+    fn recv_many_with(&self, buf: &mut [T], timeout: Option<Duration>) -> Result<usize, Fail> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (c, k) = self.core.claim_recv_many(timeout, buf.len() as u64)?;
+        for (i, v) in buf.iter_mut().take(k as usize).enumerate() {
+            *v = self.read(Claim(c.0.wrapping_add(i as u64)));
+        }
+        self.core.release_many(c, k);
+        Ok(k as usize)
+    }
+
+    /// Receives up to `buf.len()` messages into `buf`, waiting while the queue is empty;
+    /// returns how many (at least one, unless `buf` is empty). Takes the run of messages
+    /// there now with one claim (one CAS of the shared head in MPMC mode, one store in
+    /// SPSC mode) and one wake-up check, where a loop of [`recv`](Self::recv) pays those
+    /// per message. Errors as [`recv`](Self::recv).
+    pub fn recv_many(&self, buf: &mut [T]) -> Result<usize, RecvError> {
+        self.recv_many_with(buf, None).map_err(Fail::recv)
+    }
+
+    /// [`recv_many`](Self::recv_many) if a message is there now
+    /// ([`TryRecvError::Empty`] otherwise).
+    #[inline]
+    pub fn try_recv_many(&self, buf: &mut [T]) -> Result<usize, TryRecvError> {
+        self.recv_many_with(buf, Some(Duration::ZERO))
+            .map_err(Fail::try_recv)
+    }
+
+    /// [`recv_many`](Self::recv_many), waiting at most `timeout`.
+    pub fn recv_many_timeout(
+        &self,
+        buf: &mut [T],
+        timeout: Duration,
+    ) -> Result<usize, RecvTimeoutError> {
+        self.recv_many_with(buf, Some(timeout))
+            .map_err(Fail::recv_timeout)
+    }
+
     /// A blocking iterator over received messages; ends at a disconnection (or another
     /// error: call [`recv`](Self::recv) to see it).
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
@@ -1439,6 +1717,69 @@ impl<T: Pod> Queue<T> {
         self.core.task_done()
     }
 
+    #[inline]
+    fn recv_task_with(&self, timeout: Option<Duration>) -> Result<Task<'_, T>, Fail> {
+        let slot = self.core.stash_slot()?;
+        let c = self.core.claim_recv(timeout)?;
+        let value = self.read(c);
+        if let Some(j) = slot {
+            // The copy is in the stash before the ring slot is released: from here on a
+            // death leaves the task for `join` to re-queue.
+            // SAFETY: the stash slot's data is `size_of::<T>()` bytes, aligned like a
+            // ring slot's; the slot is free and only this entry's owner fills it, and
+            // `value` is a local.
+            unsafe {
+                copy::store(
+                    (&raw const value).cast(),
+                    self.core.ring.stash_data(self.core.me, j),
+                    size_of::<T>(),
+                )
+            };
+            self.core.ring.stash_fill(self.core.me, j, self.core.owner);
+        }
+        self.core.release(c);
+        Ok(Task {
+            q: self,
+            value,
+            slot,
+            done: false,
+        })
+    }
+
+    /// Receives a task (joinable queues), waiting while the queue is empty: the value
+    /// in a [`Task`] guard to mark done with [`Task::done`]. With
+    /// [`QueueOptions::requeue_lost`], the task is kept in this handle's stash until
+    /// then, and re-queued by [`join`](Self::join) if this process dies first (or by
+    /// this handle's drop if the guard is dropped without `done`); without it, this is
+    /// [`recv`](Self::recv) plus a guard for [`task_done`](Self::task_done).
+    /// Fails (`Other`) if this handle already holds `depth` tasks not done.
+    ///
+    /// ```
+    /// use shmkit::queue::Queue;
+    /// let q = Queue::<u64>::options().requeue_lost(4).anonymous()?;
+    /// q.send(7)?;
+    /// let task = q.recv_task()?;
+    /// assert_eq!(*task, 7);
+    /// task.done()?;
+    /// assert!(q.join(None)?.is_complete());
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn recv_task(&self) -> Result<Task<'_, T>, RecvError> {
+        self.recv_task_with(None).map_err(Fail::recv)
+    }
+
+    /// [`recv_task`](Self::recv_task) if a task is there now.
+    pub fn try_recv_task(&self) -> Result<Task<'_, T>, TryRecvError> {
+        self.recv_task_with(Some(Duration::ZERO))
+            .map_err(Fail::try_recv)
+    }
+
+    /// [`recv_task`](Self::recv_task), waiting at most `timeout`.
+    pub fn recv_task_timeout(&self, timeout: Duration) -> Result<Task<'_, T>, RecvTimeoutError> {
+        self.recv_task_with(Some(timeout))
+            .map_err(Fail::recv_timeout)
+    }
+
     /// Waits until every message sent has been received and marked done (joinable
     /// queues), at most `timeout` (`None`: forever). Tasks held by a consumer that died
     /// are abandoned rather than waited for, and reported in the [`JoinOutcome`] (how
@@ -1514,6 +1855,52 @@ impl<T: Pod> QueueOptions<T> {
     /// Views an opened segment as a queue.
     pub fn from_segment(&self, seg: Segment) -> Result<Queue<T>> {
         Queue::from_parts(seg, self)
+    }
+}
+
+/// A task received with [`Queue::recv_task`]: the value (a private copy; derefs to it),
+/// to be marked done with [`done`](Self::done).
+///
+/// Dropping it without `done` leaves the task not done, as forgetting `task_done` does
+/// in Python: `join` keeps waiting for it. With [`QueueOptions::requeue_lost`] its stash
+/// copy stays too, and it is sent back into the queue when this handle is dropped (or by
+/// a `join` once this process has died), so a worker that panics mid-task gives the task
+/// back at the latest when its handle goes.
+#[must_use = "a task not marked done keeps `join` waiting: call `done`"]
+pub struct Task<'a, T: Pod> {
+    q: &'a Queue<T>,
+    value: T,
+    slot: Option<usize>,
+    done: bool,
+}
+
+impl<T: Pod> Task<'_, T> {
+    /// The task's value.
+    pub fn get(&self) -> T {
+        self.value
+    }
+
+    /// Marks the task done (and frees its stash copy).
+    pub fn done(mut self) -> Result<()> {
+        self.done = true;
+        self.q.core.task_done_stashed(self.slot)
+    }
+}
+
+impl<T: Pod> std::ops::Deref for Task<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Task<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("value", &self.value)
+            .field("stashed", &self.slot.is_some())
+            .field("done", &self.done)
+            .finish()
     }
 }
 
@@ -1815,6 +2202,124 @@ mod tests {
         assert!(q.join(Some(Duration::from_secs(1))).unwrap().is_complete());
         let plain = Queue::<u8>::anonymous(2).unwrap();
         assert!(plain.join(None).is_err());
+    }
+
+    #[test]
+    fn tasks_are_stashed_until_done_and_handed_back_by_a_dropped_handle() {
+        let q = Queue::<u64>::options()
+            .requeue_lost(2)
+            .capacity(4)
+            .anonymous()
+            .unwrap();
+        assert!(q.is_joinable());
+        let c = q.try_clone().unwrap();
+        for v in 1..=3 {
+            q.send(v).unwrap();
+        }
+        let t1 = c.recv_task().unwrap();
+        let t2 = c.try_recv_task().unwrap();
+        assert_eq!((*t1, t2.get()), (1, 2));
+        // The stash is full: refused before anything is taken.
+        assert!(matches!(c.try_recv_task(), Err(TryRecvError::Other(_))));
+        assert_eq!(q.len(), 1);
+        t1.done().unwrap();
+        drop(t2); // not done: still unfinished
+        assert_eq!(q.unfinished(), 2);
+        drop(c); // hands task 2 back
+        let mut got: Vec<u64> = std::iter::from_fn(|| {
+            let t = q.try_recv_task().ok()?;
+            let v = *t;
+            t.done().unwrap();
+            Some(v)
+        })
+        .collect();
+        got.sort_unstable();
+        assert_eq!(got, [2, 3]);
+        let out = q.join(Some(Duration::from_secs(5))).unwrap();
+        assert!(out.is_complete() && out.requeued.is_empty(), "{out:?}");
+        // Options that cannot hold a stash are refused.
+        assert!(
+            Queue::<u64>::options()
+                .mode(Mode::Spsc)
+                .requeue_lost(2)
+                .anonymous()
+                .is_err()
+        );
+        assert!(
+            Queue::<u64>::options()
+                .requeue_lost(65)
+                .anonymous()
+                .is_err()
+        );
+        assert!(
+            ByteQueue::options()
+                .requeue_lost(1)
+                .anonymous_bytes(8)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn recv_many_takes_runs_in_both_modes() {
+        for mode in [Mode::Spsc, Mode::Mpmc] {
+            let rx = Queue::<u64>::options()
+                .mode(mode)
+                .capacity(8)
+                .joinable(true)
+                .anonymous()
+                .unwrap();
+            let tx = rx.try_clone().unwrap();
+            let mut buf = [0u64; 5];
+            assert!(rx.try_recv_many(&mut buf).unwrap_err().is_empty());
+            assert_eq!(rx.try_recv_many(&mut []).ok(), Some(0));
+            for v in 0..7 {
+                tx.send(v).unwrap();
+            }
+            assert_eq!(rx.recv_many(&mut buf).ok(), Some(5));
+            assert_eq!(buf, [0, 1, 2, 3, 4]);
+            assert_eq!(rx.unfinished(), 7, "{mode:?}: five tasks held, two queued");
+            assert_eq!(
+                rx.recv_many_timeout(&mut buf, Duration::from_secs(1)).ok(),
+                Some(2)
+            );
+            assert_eq!(buf[..2], [5, 6]);
+            for _ in 0..7 {
+                rx.task_done().unwrap();
+            }
+            assert!(rx.join(Some(Duration::from_secs(1))).unwrap().is_complete());
+            // Ends at the disconnection like recv.
+            tx.send(9).unwrap();
+            drop(tx);
+            assert_eq!(rx.recv_many(&mut buf).ok(), Some(1));
+            assert!(rx.recv_many(&mut buf).unwrap_err().is_disconnected());
+        }
+    }
+
+    #[test]
+    fn version_2_rings_open_without_batch_claims() {
+        let opts = Queue::<u64>::options().capacity(4);
+        let (layout, geo) = opts.layout("<v2>").unwrap();
+        let layout = layout.with_params([4, 64, 8, RING_VERSION_NO_BATCH]);
+        let seg = SegmentOptions::default()
+            .anonymous(&layout, init_ring(geo))
+            .unwrap();
+        let q = opts.from_segment(seg).unwrap();
+        assert!(!q.core.ring.geo.batch);
+        for v in 0..3 {
+            q.send(v).unwrap();
+        }
+        let mut buf = [0u64; 4];
+        assert_eq!(q.try_recv_many(&mut buf).ok(), Some(1), "one per claim");
+        assert_eq!(q.try_recv_many(&mut buf).ok(), Some(1));
+        // A version-2 ring has no stash.
+        let stashed = geo.with_stash(1).unwrap();
+        let layout = layout
+            .with_flags(FLAG_MPMC | FLAG_JOINABLE | FLAG_REQUEUE | 1 << STASH_SHIFT)
+            .with_payload_len(stashed.total as u64);
+        let seg = SegmentOptions::default()
+            .anonymous(&layout, init_ring(stashed))
+            .unwrap();
+        assert!(opts.from_segment(seg).is_err());
     }
 
     #[test]

@@ -14,8 +14,21 @@
 //! | 384    | space wait point — producers sleep here |
 //! | 512    | join wait point — `join()` sleeps here |
 //! | 640    | `peer_deaths` (u64), `last_dead_pid` (u64), SPSC `producer`/`consumer` roles (u64 each), `senders`, `receivers` (peer counts, u64 each), `lost_tasks` (u64) |
-//! | 768    | participant table: `max_handles` entries of 128 bytes: `owner`, `intent`, `outstanding`, `roles` |
+//! | 768    | participant table: `max_handles` entries of 128 bytes: `owner`, `intent`, `outstanding`, `roles`, `intent_more` |
 //! | 768 + 128·max_handles | `capacity` slots of `stride` bytes: `seq` (u64) then the data |
+//! | `stash_off` = after the slots | stash (`requeue_lost(depth)` only): `max_handles × depth` slots of `stride` bytes: `state` (u64) then the data |
+//!
+//! A participant entry's fifth word, `intent_more`, is how many positions after `intent`
+//! a batch receive claimed ([`Ring::mpmc_claim_recv_many`]).
+//!
+//! # Stash (joinable queues with `requeue_lost`)
+//!
+//! A stash slot's `state` is 0 (free: only the entry's owner fills it), `owner |`
+//! [`STASH_FULL`] (holding a task of that owner word, which counts it: the claim's count
+//! in `outstanding` is moved to the slot by [`Ring::stash_fill`]), or `mover |
+//! STASH_FULL |` [`STASH_MOVING`] (a re-queuer is moving it back into the ring). See
+//! [`Ring::requeue_stashed`] and ARCHITECTURE.md, "Queue". Any state a hostile peer
+//! writes gives a garbage task or a refused `recv_task`: the data is `Pod`.
 //!
 //! # Slot sequence numbers (Vyukov's bounded MPMC queue, doubled)
 //!
@@ -81,6 +94,15 @@ pub(crate) const NO_INTENT: u64 = u64::MAX;
 pub const MAX_CAPACITY: u64 = 1 << 24;
 /// Largest number of handles that may have a queue open at once.
 pub const MAX_HANDLES: u64 = 4096;
+/// Most stash slots per participant entry (tasks a consumer of a re-queuing joinable
+/// queue may hold at once).
+pub const MAX_STASH: u64 = 64;
+/// In a stash state word: the slot holds a task (the rest of the word is the owner word
+/// of the consumer that holds it). Tokens are below 2^30, so bits 30 and 31 are free.
+pub(crate) const STASH_FULL: u64 = 1 << 30;
+/// In a stash state word (with [`STASH_FULL`]): a re-queuer (whose owner word the rest
+/// is) is moving the task back into the ring.
+pub(crate) const STASH_MOVING: u64 = 1 << 31;
 
 /// Role bits in a participant entry (SPSC).
 pub(crate) const ROLE_PRODUCER: u64 = 1;
@@ -120,6 +142,13 @@ pub(crate) struct Geometry {
     pub max_handles: usize,
     /// Offset of slot 0.
     pub slots_off: usize,
+    /// Stash slots per participant entry (0: no stash; see "Stash" in the module docs).
+    pub stash: usize,
+    /// Offset of the stash (after the slots; `total` when there is none).
+    pub stash_off: usize,
+    /// Batch receives allowed (ring version 3; an older ring may have version-2
+    /// processes attached, which would not see a batch's announcement).
+    pub batch: bool,
     /// Total bytes.
     pub total: usize,
 }
@@ -165,7 +194,30 @@ impl Geometry {
             stride: stride as usize,
             max_handles: max_handles as usize,
             slots_off: slots_off as usize,
+            stash: 0,
+            stash_off: total as usize,
+            batch: true,
             total: total as usize,
+        })
+    }
+
+    /// The same ring with `depth` stash slots (each `stride` bytes) per participant entry
+    /// after the slots; `None` if `depth` is out of `0..=MAX_STASH` or it is too large.
+    pub(crate) fn with_stash(self, depth: u64) -> Option<Geometry> {
+        if depth > MAX_STASH {
+            return None;
+        }
+        let extra = (self.stride as u64)
+            .checked_mul(depth)?
+            .checked_mul(self.max_handles as u64)?;
+        let total = (self.stash_off as u64).checked_add(extra)?;
+        if total > (1 << 40) {
+            return None;
+        }
+        Some(Geometry {
+            stash: depth as usize,
+            total: total as usize,
+            ..self
         })
     }
 }
@@ -256,12 +308,15 @@ impl Ring {
             w64.insert(off, AtomicU64::new(0));
         }
         for i in 0..geo.max_handles {
-            for k in 0..4 {
+            for k in 0..5 {
                 w64.insert(OFF_PARTICIPANTS + LINE * i + 8 * k, AtomicU64::new(0));
             }
         }
         for p in 0..geo.cap as usize {
             w64.insert(geo.slots_off + p * geo.stride, AtomicU64::new(0));
+        }
+        for k in 0..geo.max_handles * geo.stash {
+            w64.insert(geo.stash_off + k * geo.stride, AtomicU64::new(0));
         }
         let mut w32 = std::collections::BTreeMap::new();
         for off in [OFF_DATA_WAIT, OFF_SPACE_WAIT, OFF_JOIN_WAIT] {
@@ -359,6 +414,11 @@ impl Ring {
     pub(crate) fn roles(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i) + 24)
     }
+    /// How many positions after `intent` a batch receive ([`Ring::mpmc_claim_recv_many`])
+    /// claimed too (0 for a single claim).
+    pub(crate) fn intent_more(&self, i: usize) -> &AtomicU64 {
+        self.u64_at(self.entry(i) + 32)
+    }
     /// Tasks entry `i` received and has not marked done (the count half of its
     /// `outstanding` word; the high half is its owner's token, see `take_lost`).
     pub(crate) fn tasks(&self, i: usize) -> u64 {
@@ -390,11 +450,17 @@ impl Ring {
         for i in 0..self.geo.max_handles {
             self.owner(i).store(0, Ordering::Relaxed);
             self.intent(i).store(NO_INTENT, Ordering::Relaxed);
+            self.intent_more(i).store(0, Ordering::Relaxed);
             self.outstanding(i).store(0, Ordering::Relaxed);
             self.roles(i).store(0, Ordering::Relaxed);
         }
         for p in 0..self.geo.cap {
             self.seq(p).store(empty(p), Ordering::Relaxed);
+        }
+        for i in 0..self.geo.max_handles {
+            for j in 0..self.geo.stash {
+                self.stash_state(i, j).store(0, Ordering::Relaxed);
+            }
         }
     }
 
@@ -454,6 +520,7 @@ impl Ring {
                         continue;
                     }
                     self.intent(i).store(NO_INTENT, Ordering::Release);
+                    self.intent_more(i).store(0, Ordering::Release);
                     let lost = self
                         .outstanding(i)
                         .swap((me & TOKEN_MASK) << 32, Ordering::AcqRel)
@@ -492,6 +559,7 @@ impl Ring {
             );
         }
         self.intent(i).store(NO_INTENT, Ordering::Release);
+        self.intent_more(i).store(0, Ordering::Release);
         self.outstanding(i).store(0, Ordering::Release);
         let old = self.roles(i).swap(0, Ordering::AcqRel);
         self.detach_bits(old);
@@ -637,8 +705,13 @@ impl Ring {
 
     /// Dead consumers' abandoned tasks, taken (each is reported once): entries noted dead
     /// (or found dead now) with outstanding tasks, as `(pid, tasks)`, plus the count of
-    /// those whose entries were already taken over (pid unknown, `pid` 0).
-    pub(crate) fn take_lost(&self, is_alive: &dyn Fn(u64) -> bool, out: &mut Vec<(u32, u64)>) {
+    /// those whose entries were already taken over (pid unknown, `pid` 0). Tasks the dead
+    /// left in the stash are not lost: their number is returned (for `requeue_stashed`).
+    pub(crate) fn take_lost(
+        &self,
+        is_alive: &dyn Fn(u64) -> bool,
+        out: &mut Vec<(u32, u64)>,
+    ) -> u64 {
         for i in 0..self.geo.max_handles {
             if self.tasks(i) == 0 {
                 continue;
@@ -669,6 +742,23 @@ impl Ring {
         if n != 0 {
             out.push((0, n));
         }
+        // Tasks dead consumers left in the stash are not lost: their number is returned,
+        // for the caller to re-queue them (`requeue_stashed`) before it reports.
+        let mut pending = 0;
+        for i in 0..self.geo.max_handles {
+            for j in 0..self.geo.stash {
+                let s = self.stash_state(i, j).load(Ordering::Acquire);
+                if s & STASH_FULL != 0 {
+                    let o = s & !(STASH_FULL | STASH_MOVING);
+                    if !is_alive(o)
+                        || (s & STASH_MOVING == 0 && o != self.owner(i).load(Ordering::Acquire))
+                    {
+                        pending += 1;
+                    }
+                }
+            }
+        }
+        pending
     }
 
     /// SPSC: takes the producer or consumer role for entry `me`. Fails with the holder's
@@ -873,6 +963,90 @@ impl Ring {
         }
     }
 
+    /// Whether entry `i`, whose intent word reads `it`, announced a batch receive that
+    /// claimed `pos` after its first position. (A stale `intent_more` can only add a
+    /// false match, which delays a recovery while that entry's owner lives, or names
+    /// the wrong dead pid: the true claimer's entry always matches, and a live match
+    /// stops the recovery.)
+    fn in_batch(&self, i: usize, it: u64, pos: u64) -> bool {
+        if it == NO_INTENT || it & 1 == 0 {
+            return false;
+        }
+        let more = self.intent_more(i).load(Ordering::Acquire);
+        let d = pos.wrapping_sub(it >> 1) & (u64::MAX >> 1);
+        more < self.geo.cap && d >= 1 && d <= more
+    }
+
+    /// MPMC consumer: claims up to `max` consecutive published positions for entry `me`
+    /// with one CAS of `head` (a batch receive), as `(first, count)`. The claim is
+    /// announced as `intent` (the first position) and `intent_more` (count - 1), so that
+    /// a batch whose owner died is recovered position by position (see `recover`). Falls
+    /// back to [`Self::mpmc_claim_recv`] when fewer than two are ready.
+    pub(crate) fn mpmc_claim_recv_many(
+        &self,
+        me: usize,
+        max: u64,
+        count: bool,
+    ) -> Result<Result<(u64, u64), Blocked>, Corrupt> {
+        let max = max.min(self.geo.cap);
+        loop {
+            let p = self.head().load(Ordering::Acquire);
+            let mut k = 0;
+            while k < max
+                && self.seq(p.wrapping_add(k)).load(Ordering::Acquire) == full(p.wrapping_add(k))
+            {
+                k += 1;
+            }
+            if k < 2 {
+                return Ok(self.mpmc_claim_recv(me, count)?.map(|p| (p, 1)));
+            }
+            self.intent(me)
+                .store(p.wrapping_mul(2) | 1, Ordering::Relaxed);
+            self.intent_more(me).store(k - 1, Ordering::Relaxed);
+            if count {
+                self.outstanding(me).fetch_add(k, Ordering::Relaxed);
+            }
+            // Release: the intent is visible to whoever sees the new head.
+            if self
+                .head()
+                .compare_exchange(p, p.wrapping_add(k), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(Ok((p, k)));
+            }
+            if count {
+                self.outstanding(me).fetch_sub(k, Ordering::Relaxed);
+            }
+            self.intent_more(me).store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// MPMC consumer: releases the `k` positions from `p` of a batch receive (data read),
+    /// with one wake-up check.
+    pub(crate) fn mpmc_release_many(&self, me: usize, p: u64, k: u64) {
+        for i in 0..k {
+            let q = p.wrapping_add(i);
+            self.seq(q)
+                .store(empty(q.wrapping_add(self.geo.cap)), Ordering::Release);
+        }
+        self.intent_more(me).store(0, Ordering::Release);
+        self.intent(me).store(NO_INTENT, Ordering::Release);
+        self.space_wait().wake();
+    }
+
+    /// SPSC consumer: how many consecutive positions from `p` hold a message (at most
+    /// `max`; stops at anything else, such as a skipped slot).
+    pub(crate) fn spsc_run(&self, p: u64, max: u64) -> u64 {
+        let max = max.min(self.geo.cap);
+        let mut k = 0;
+        while k < max
+            && self.seq(p.wrapping_add(k)).load(Ordering::Acquire) == full(p.wrapping_add(k))
+        {
+            k += 1;
+        }
+        k
+    }
+
     /// MPMC consumer: releases position `p` (data read).
     #[inline]
     pub(crate) fn mpmc_release(&self, me: usize, p: u64) {
@@ -910,7 +1084,8 @@ impl Ring {
         let mut dead = None;
         for i in 0..self.geo.max_handles {
             // Acquire: an owner that finished and cleared its intent also published.
-            if self.intent(i).load(Ordering::Acquire) != want {
+            let it = self.intent(i).load(Ordering::Acquire);
+            if it != want && !(reader && self.in_batch(i, it, pos)) {
                 continue;
             }
             let owner = self.owner(i).load(Ordering::Acquire);
@@ -1041,6 +1216,163 @@ impl Ring {
         self.space_wait().wake();
     }
 
+    // ---------------------------------------------------------------- stash
+
+    /// Offset of stash slot `j` of entry `i` (only called when the ring has a stash).
+    #[inline]
+    fn stash_slot(&self, i: usize, j: usize) -> usize {
+        debug_assert!(self.geo.stash > 0);
+        let k = (i % self.geo.max_handles) * self.geo.stash + j % self.geo.stash.max(1);
+        self.geo.stash_off + k * self.geo.stride
+    }
+    /// State word of stash slot `j` of entry `i`: 0 free, `owner | STASH_FULL` holding a
+    /// task of that owner, `mover | STASH_FULL | STASH_MOVING` being re-queued.
+    pub(crate) fn stash_state(&self, i: usize, j: usize) -> &AtomicU64 {
+        self.u64_at(self.stash_slot(i, j))
+    }
+    /// Pointer to the data of stash slot `j` of entry `i` (`geo.data_len` bytes, aligned
+    /// like a ring slot's data).
+    pub(crate) fn stash_data(&self, i: usize, j: usize) -> *mut u8 {
+        // SAFETY: stash_slot(i, j) + data_off + data_len <= stash_off + max_handles *
+        // stash * stride = total (`Geometry::with_stash`).
+        unsafe { self.base.add(self.stash_slot(i, j) + self.geo.data_off) }
+    }
+
+    /// A free stash slot of entry `me`. Only the entry's owner fills a free slot, so it
+    /// stays free until the owner fills it.
+    pub(crate) fn stash_free(&self, me: usize) -> Option<usize> {
+        // Acquire: a re-queuer that freed the slot has finished reading its data.
+        (0..self.geo.stash).find(|&j| self.stash_state(me, j).load(Ordering::Acquire) == 0)
+    }
+
+    /// Marks stash slot `j` of entry `me` as holding a task of `owner` (its data written),
+    /// and moves the task from the entry's outstanding count (where the claim counted
+    /// it) to the stash: a stashed task is counted by its FULL slot alone, so that a
+    /// re-queuer never touches a count. (Killed between the two stores, the task is
+    /// counted twice: reported lost and re-queued.)
+    pub(crate) fn stash_fill(&self, me: usize, j: usize, owner: u64) {
+        let o = owner & !(STASH_FULL | STASH_MOVING);
+        self.stash_state(me, j)
+            .store(o | STASH_FULL, Ordering::Release);
+        self.outstanding(me).fetch_sub(1, Ordering::Release);
+    }
+
+    /// Frees stash slot `j` of entry `me` (its task is done). False if it no longer held
+    /// `owner`'s task (a re-queuer took it: at-least-once).
+    pub(crate) fn stash_clear(&self, me: usize, j: usize, owner: u64) -> bool {
+        let o = owner & !(STASH_FULL | STASH_MOVING);
+        let ok = self
+            .stash_state(me, j)
+            .compare_exchange(o | STASH_FULL, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        self.join_wait().wake();
+        ok
+    }
+
+    /// Tasks of `owner` waiting in entry `i`'s stash (not being moved).
+    fn stashed_by(&self, i: usize, owner: u64) -> u64 {
+        let want = (owner & !(STASH_FULL | STASH_MOVING)) | STASH_FULL;
+        (0..self.geo.stash)
+            .filter(|&j| self.stash_state(i, j).load(Ordering::Acquire) == want)
+            .count() as u64
+    }
+
+    /// Copies stash slot `(i, j)`'s data into the data of position `p` (both ours: the
+    /// stash slot is marked moving by us, `p` is claimed by us).
+    fn copy_stash_to_slot(&self, i: usize, j: usize, p: u64) {
+        let mut chunk = [0u64; 32];
+        let (src, dst) = (self.stash_data(i, j), self.data(p));
+        let mut off = 0;
+        while off < self.geo.data_len {
+            let n = (self.geo.data_len - off).min(size_of_val(&chunk));
+            // SAFETY: both areas are `data_len` bytes of this ring, 8-aligned (slot data
+            // offsets and strides are multiples of 8), `off` a multiple of 256; `chunk`
+            // is private and `n` bytes long at least.
+            unsafe {
+                super::copy::load(src.add(off), chunk.as_mut_ptr().cast(), n);
+                super::copy::store(chunk.as_ptr().cast(), dst.add(off), n);
+            }
+            off += n;
+        }
+    }
+
+    /// Moves the tasks stashed in entries `entries` by consumers that are gone back into
+    /// the ring, sending through entry `me` (owner word `me_owner`); appends `(pid, 1)` per
+    /// task moved to `out` (pid 0 if a re-queuer died moving it). A consumer is gone if
+    /// `is_alive` says so or it no longer owns the entry (released or taken over). A
+    /// re-queuer first marks the stash slot as moved by it (one CAS: one winner), then
+    /// claims a position, copies, publishes, and frees the slot; one that dies in between
+    /// leaves the slot marked with its owner word, and the next re-queuer moves it again
+    /// (at-least-once: a task may be delivered twice if a re-queuer dies after publishing).
+    /// With `mine`, the tasks stashed by `me_owner` itself count as gone too (a handle
+    /// giving back its tasks on drop). Returns `Ok(true)` if the ring was full (some tasks
+    /// stay stashed).
+    pub(crate) fn requeue_stashed(
+        &self,
+        me: usize,
+        me_owner: u64,
+        mine: bool,
+        entries: std::ops::Range<usize>,
+        is_alive: &dyn Fn(u64) -> bool,
+        out: &mut Vec<(u32, u64)>,
+    ) -> Result<bool, Corrupt> {
+        let me_o = me_owner & !(STASH_FULL | STASH_MOVING);
+        let mover = (me_owner & !(STASH_FULL | STASH_MOVING)) | STASH_FULL | STASH_MOVING;
+        let end = entries.end.min(self.geo.max_handles);
+        for i in entries.start.min(end)..end {
+            for j in 0..self.geo.stash {
+                let w = self.stash_state(i, j);
+                let s = w.load(Ordering::Acquire);
+                if s & STASH_FULL == 0 || s == mover {
+                    continue;
+                }
+                let o = s & !(STASH_FULL | STASH_MOVING);
+                let gone = if s & STASH_MOVING != 0 {
+                    !is_alive(o)
+                } else {
+                    // The owner word is read after the state: a new owner's task is seen
+                    // only with the new owner word (it took the entry before stashing).
+                    let cur = self.owner(i).load(Ordering::Acquire);
+                    (mine && o == me_o)
+                        || o != cur
+                        || (!is_alive(o) && {
+                            // Counted in `peer_deaths` like any dead participant.
+                            self.note_dead_entry(i, cur);
+                            true
+                        })
+                };
+                if !gone
+                    || w.compare_exchange(s, mover, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                {
+                    continue;
+                }
+                let p = match self.mpmc_claim_send(me) {
+                    Ok(Ok(p)) => p,
+                    other => {
+                        // Full (or corrupt): put the task back as it was.
+                        let _ = w.compare_exchange(mover, s, Ordering::AcqRel, Ordering::Relaxed);
+                        return other.map(|_| true);
+                    }
+                };
+                self.copy_stash_to_slot(i, j, p);
+                self.mpmc_publish(me, p);
+                let _ = w.compare_exchange(mover, 0, Ordering::AcqRel, Ordering::Relaxed);
+                let pid = if s & STASH_MOVING == 0 {
+                    (o >> 32) as u32
+                } else {
+                    0
+                };
+                match out.iter_mut().find(|(p, _)| *p == pid) {
+                    Some((_, n)) => *n += 1,
+                    None => out.push((pid, 1)),
+                }
+            }
+        }
+        self.join_wait().wake();
+        Ok(false)
+    }
+
     // ---------------------------------------------------------------- joinable
 
     /// Tasks received and not yet marked done by live participants, plus messages still
@@ -1053,11 +1385,14 @@ impl Ring {
             n = 0;
         }
         for i in 0..self.geo.max_handles {
-            let o = self.tasks(i);
+            let mut o = self.tasks(i);
+            let owner = self.owner(i).load(Ordering::Acquire);
+            if self.geo.stash > 0 {
+                o = o.saturating_add(self.stashed_by(i, owner));
+            }
             if o == 0 {
                 continue;
             }
-            let owner = self.owner(i).load(Ordering::Acquire);
             if Self::alive(owner, is_alive) {
                 n = n.saturating_add(o);
             }
@@ -1067,7 +1402,7 @@ impl Ring {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
 
@@ -1078,7 +1413,14 @@ mod tests {
     }
 
     pub(crate) fn test_ring(cap: u64, handles: u64) -> TestRing {
-        let geo = Geometry::new(cap, 8, 8, handles).unwrap();
+        test_ring_stash(cap, handles, 0)
+    }
+
+    pub(crate) fn test_ring_stash(cap: u64, handles: u64, depth: u64) -> TestRing {
+        let geo = Geometry::new(cap, 8, 8, handles)
+            .unwrap()
+            .with_stash(depth)
+            .unwrap();
         let mut buf = vec![0u64; geo.total / 8 + 16];
         let raw = buf.as_mut_ptr() as usize;
         let pad = (raw.next_multiple_of(128) - raw) / 8;
@@ -1111,6 +1453,219 @@ mod tests {
             }
             Err(_) => Ok(None),
         }
+    }
+
+    /// `Queue::recv_task` on the ring: claim (counted), copy into a free stash slot,
+    /// release.
+    fn recv_task(r: &Ring, me: usize, owner: u64) -> Option<(u64, usize)> {
+        let j = r.stash_free(me)?;
+        let p = r.mpmc_claim_recv(me, true).unwrap().ok()?;
+        // SAFETY: 8 data bytes per slot and per stash slot.
+        let v = unsafe { r.data(p).cast::<u64>().read() };
+        // SAFETY: as above.
+        unsafe { r.stash_data(me, j).cast::<u64>().write(v) };
+        r.stash_fill(me, j, owner);
+        r.mpmc_release(me, p);
+        Some((v, j))
+    }
+
+    /// `Task::done` on the ring.
+    fn task_done(r: &Ring, me: usize, owner: u64, j: usize) {
+        assert!(r.stash_clear(me, j, owner));
+    }
+
+    #[test]
+    fn stash_requeues_a_dead_consumers_tasks_once() {
+        const C: u64 = 7 << 32 | 33;
+        const P: u64 = 8 << 32 | 22;
+        let t = test_ring_stash(4, 3, 4);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == C && dead.load(Ordering::Relaxed));
+        let p = r.register(P, &alive).unwrap();
+        let c = r.register(C, &alive).unwrap();
+        for v in 1..=3 {
+            assert_eq!(send(r, p, v), Ok(true));
+        }
+        let held: Vec<_> = (0..3).map(|_| recv_task(r, c, C).unwrap()).collect();
+        task_done(r, c, C, held[0].1);
+        assert_eq!(r.tasks(c), 0, "stashed tasks are counted by their slots");
+        assert_eq!(r.unfinished(&alive), 2);
+        let mut out = Vec::new();
+        // Alive and owning its entry: nothing moves.
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
+        assert!(out.is_empty());
+        dead.store(true, Ordering::Relaxed);
+        assert_eq!(
+            r.unfinished(&alive),
+            0,
+            "a dead consumer's tasks are not waited for"
+        );
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
+        assert_eq!(out, vec![(7, 2)]);
+        assert_eq!(r.unfinished(&alive), 2, "back in the ring");
+        assert_eq!(recv(r, p), Ok(Some(2)));
+        assert_eq!(recv(r, p), Ok(Some(3)));
+        assert_eq!(recv(r, p), Ok(None));
+        let mut lost = Vec::new();
+        assert_eq!(r.take_lost(&alive, &mut lost), 0);
+        assert!(lost.is_empty(), "{lost:?}");
+        // Once only.
+        out.clear();
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..3, &alive, &mut out),
+            Ok(false)
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn stash_survives_takeover_and_a_full_ring() {
+        const C: u64 = 7 << 32 | 33;
+        const P: u64 = 8 << 32 | 22;
+        const NEW: u64 = 9 << 32 | 44;
+        let t = test_ring_stash(2, 2, 2);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == C && dead.load(Ordering::Relaxed));
+        let p = r.register(P, &alive).unwrap();
+        let c = r.register(C, &alive).unwrap();
+        assert_eq!(send(r, p, 1), Ok(true));
+        let (_, j) = recv_task(r, c, C).unwrap();
+        dead.store(true, Ordering::Relaxed);
+        // The new owner of the dead entry never uses the dead task's slot.
+        assert_eq!(r.register(NEW, &alive), Some(c));
+        assert_eq!(
+            r.lost_tasks().load(Ordering::Relaxed),
+            0,
+            "stashed: not lost"
+        );
+        assert_ne!(r.stash_free(c), Some(j));
+        assert_eq!(send(r, p, 2), Ok(true));
+        let (v, k) = recv_task(r, c, NEW).unwrap();
+        assert_eq!((v, r.stash_free(c)), (2, None));
+        // A full ring: the dead task stays stashed, unharmed.
+        assert_eq!(send(r, p, 3), Ok(true));
+        assert_eq!(send(r, p, 4), Ok(true));
+        let mut out = Vec::new();
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..2, &alive, &mut out),
+            Ok(true)
+        );
+        assert!(out.is_empty());
+        assert_eq!(recv(r, p), Ok(Some(3)));
+        assert_eq!(
+            r.requeue_stashed(p, P, false, 0..2, &alive, &mut out),
+            Ok(false)
+        );
+        assert_eq!(out, vec![(7, 1)], "the dead task, not the new owner's");
+        assert_eq!(recv(r, p), Ok(Some(4)));
+        assert_eq!(recv(r, p), Ok(Some(1)));
+        task_done(r, c, NEW, k);
+        assert_eq!(r.stash_free(c), Some(0));
+    }
+
+    #[test]
+    fn hostile_stash_states_are_errors_or_garbage_never_ub() {
+        const P: u64 = 8 << 32 | 22;
+        let t = test_ring_stash(2, 2, 3);
+        let r = &t.ring;
+        let p = r.register(P, &|_| true).unwrap();
+        for (k, w) in [
+            u64::MAX,
+            STASH_FULL,
+            12345,
+            STASH_FULL | STASH_MOVING | 5,
+            0,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r.stash_state(1, k % 3).store(w, Ordering::Relaxed);
+            r.stash_state(p, k % 3)
+                .store(w.rotate_left(7), Ordering::Relaxed);
+            let mut out = Vec::new();
+            let _ = r.requeue_stashed(p, P, k % 2 == 0, 0..99, &|o| o == P, &mut out);
+            let _ = r.stash_free(p);
+            let _ = r.take_lost(&|o| o == P, &mut out);
+            let _ = r.register(3, &|_| false);
+        }
+    }
+
+    /// A batch receive, as `Queue::recv_many` does it (also used by the loom models).
+    pub(crate) fn recv_many(r: &Ring, me: usize, max: u64) -> Result<Vec<u64>, Corrupt> {
+        match r.mpmc_claim_recv_many(me, max, false)? {
+            Ok((p, k)) => {
+                // SAFETY: 8 data bytes per slot.
+                let v = (0..k)
+                    .map(|i| unsafe { r.data(p + i).cast::<u64>().read() })
+                    .collect();
+                if k > 1 {
+                    r.mpmc_release_many(me, p, k);
+                } else {
+                    r.mpmc_release(me, p);
+                }
+                Ok(v)
+            }
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn batch_receive_takes_a_run_and_a_dead_batch_is_recovered() {
+        let t = test_ring(4, 3);
+        let r = &t.ring;
+        let dead = AtomicBool::new(false);
+        let alive = |o: u64| !(o == 33 && dead.load(Ordering::Relaxed));
+        let prod = r.register(22, &alive).unwrap();
+        let cons = r.register(33, &alive).unwrap();
+        for v in 0..3 {
+            assert_eq!(send(r, prod, v), Ok(true));
+        }
+        assert_eq!(recv_many(r, prod, 8), Ok(vec![0, 1, 2]));
+        // A skipped slot ends a run.
+        assert_eq!(send(r, prod, 3), Ok(true));
+        let c = r.mpmc_claim_send(prod).unwrap().unwrap();
+        assert_eq!(send(r, prod, 4), Ok(true));
+        r.mpmc_cancel(prod, c);
+        assert_eq!(recv_many(r, prod, 8), Ok(vec![3]));
+        assert_eq!(recv_many(r, prod, 8), Ok(vec![4]));
+        assert_eq!(recv_many(r, prod, 8), Ok(vec![]));
+        // A consumer claims a batch of three and dies before releasing it.
+        for v in 10..14 {
+            assert_eq!(send(r, prod, v), Ok(true));
+        }
+        let (p, k) = r.mpmc_claim_recv_many(cons, 3, false).unwrap().unwrap();
+        assert_eq!(k, 3);
+        assert_eq!(recv(r, prod), Ok(Some(13)));
+        for i in 0..3 {
+            let b = r.mpmc_claim_send(prod).unwrap().unwrap_err();
+            assert_eq!(
+                b,
+                Blocked::InFlight {
+                    pos: p + i,
+                    reader: true
+                }
+            );
+            if i == 0 {
+                assert_eq!(r.recover(b, &alive), Ok(None), "live batch: wait");
+                dead.store(true, Ordering::Relaxed);
+            }
+            assert_eq!(
+                r.recover(b, &alive),
+                Ok(Some(33)),
+                "position {i} of the batch"
+            );
+            assert_eq!(send(r, prod, 20 + i), Ok(true));
+        }
+        assert_eq!(recv_many(r, prod, 2), Ok(vec![20, 21]));
+        assert_eq!(recv_many(r, prod, 2), Ok(vec![22]));
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! role belongs to one entry). Cost: one uncontended lock/unlock per send (~10–20 ns) on
 //! top of the handle's own send.
 
+#[cfg(shmkit_loom)]
+use loom::sync::atomic::AtomicU32;
+#[cfg(not(shmkit_loom))]
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,8 +22,12 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::error::Result;
+use crate::segment::Segment;
 
-use super::{ByteQueue, Mode, Queue, SendError, SendTimeoutError, TrySendError, ring::ROLE_SENDER};
+use super::wait::WaitPoint;
+use super::{
+    ByteQueue, Core, Mode, Queue, SendError, SendTimeoutError, TrySendError, ring::ROLE_SENDER,
+};
 
 /// Most handles a shareable sender opens (threads sending at the same moment beyond this
 /// wait for one another).
@@ -29,7 +37,60 @@ pub const POOL: usize = 8;
 struct Pool<H> {
     slots: Box<[Mutex<Option<H>>]>,
     make: Box<dyn Fn() -> Result<H> + Send + Sync>,
+    /// The queue's space wait point, for async sends (which sleep with no handle held).
+    #[cfg_attr(any(not(feature = "async"), shmkit_loom), allow(dead_code))]
+    space: SpaceWait,
 }
+
+/// A queue's space wait point (futex word and sleeper count), usable from any thread:
+/// two atomics in the segment, which `_seg` keeps mapped.
+#[cfg_attr(any(not(feature = "async"), shmkit_loom), allow(dead_code))]
+struct SpaceWait {
+    _seg: Arc<Segment>,
+    word: *const AtomicU32,
+    sleepers: *const AtomicU32,
+}
+
+impl SpaceWait {
+    fn of(core: &Core) -> SpaceWait {
+        let wp = core.ring.space_wait();
+        SpaceWait {
+            _seg: core.seg.clone(),
+            word: wp.word,
+            sleepers: wp.sleepers,
+        }
+    }
+
+    /// Where an async sender sleeps.
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
+    fn spot(&self) -> crate::aio::Spot<'_, impl FnOnce() -> u32 + '_> {
+        let wp = self.get();
+        crate::aio::Spot {
+            word: wp.word,
+            sleepers: wp.sleepers,
+            begin: move || wp.begin_wait(),
+        }
+    }
+
+    #[cfg_attr(any(not(feature = "async"), shmkit_loom), allow(dead_code))]
+    fn get(&self) -> WaitPoint<'_> {
+        // SAFETY: both point to atomics inside the segment's mapping (taken from a ring
+        // over it), which `_seg` keeps alive as long as `self`; shared memory words are
+        // only ever accessed atomically.
+        unsafe {
+            WaitPoint {
+                word: &*self.word,
+                sleepers: &*self.sleepers,
+            }
+        }
+    }
+}
+
+// SAFETY: the pointers are to atomics (Sync by nature) in a mapping that `_seg` (Send +
+// Sync) owns; nothing else is shared.
+unsafe impl Send for SpaceWait {}
+// SAFETY: as above.
+unsafe impl Sync for SpaceWait {}
 
 impl<H> std::fmt::Debug for Pool<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,11 +115,16 @@ fn lock<H>(m: &Mutex<Option<H>>) -> MutexGuard<'_, Option<H>> {
 }
 
 impl<H> Pool<H> {
-    fn new(first: H, mode: Mode, make: Box<dyn Fn() -> Result<H> + Send + Sync>) -> Self {
+    fn new(
+        first: H,
+        space: SpaceWait,
+        mode: Mode,
+        make: Box<dyn Fn() -> Result<H> + Send + Sync>,
+    ) -> Self {
         let n = if mode == Mode::Spsc { 1 } else { POOL };
         let mut first = Some(first);
         let slots = (0..n).map(|_| Mutex::new(first.take())).collect();
-        Pool { slots, make }
+        Pool { slots, make, space }
     }
 
     /// Runs `f` on a handle of the pool that no other thread is using.
@@ -151,8 +217,9 @@ impl<T: Pod + Send> Sender<T> {
             q.attach_producer();
             Ok(q)
         });
+        let space = SpaceWait::of(&q.core);
         Sender {
-            pool: Arc::new(Pool::new(q, mode, make)),
+            pool: Arc::new(Pool::new(q, space, mode, make)),
         }
     }
 
@@ -221,8 +288,9 @@ impl ByteSender {
             q.attach_producer();
             Ok(q)
         });
+        let space = SpaceWait::of(&q.core);
         ByteSender {
-            pool: Arc::new(Pool::new(q, mode, make)),
+            pool: Arc::new(Pool::new(q, space, mode, make)),
         }
     }
 
@@ -264,5 +332,29 @@ impl std::io::Write for &ByteSender {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Hooks for `crate::aio` (async sends through a shared sender): one handle of the pool
+/// per attempt, and the queue's space wait point to sleep on with no handle held.
+#[cfg(all(feature = "async", not(shmkit_loom)))]
+impl<T: Pod + Send> Sender<T> {
+    pub(crate) fn with_hook<R>(&self, f: impl FnOnce(&Queue<T>) -> R) -> R {
+        self.pool.with(f)
+    }
+
+    pub(crate) fn space_hook(&self) -> crate::aio::Spot<'_, impl FnOnce() -> u32 + '_> {
+        self.pool.space.spot()
+    }
+}
+
+#[cfg(all(feature = "async", not(shmkit_loom)))]
+impl ByteSender {
+    pub(crate) fn with_hook<R>(&self, f: impl FnOnce(&ByteQueue) -> R) -> R {
+        self.pool.with(f)
+    }
+
+    pub(crate) fn space_hook(&self) -> crate::aio::Spot<'_, impl FnOnce() -> u32 + '_> {
+        self.pool.space.spot()
     }
 }

@@ -305,6 +305,7 @@ pub fn sizes() -> &'static [&'static str] {
         "pipe",
         "unix-socket",
         "shared_memory",
+        "iceoryx2-pubsub",
     ]
 }
 

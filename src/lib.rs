@@ -99,3 +99,29 @@ pub use value::{Array, Value};
 /// ```
 pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
+
+/// The Rust blocks of README.md and docs/*.md, compiled and run as doc tests
+/// (`cargo test --doc`), so that every example a reader copies works.
+#[cfg(doctest)]
+mod doc_guides {
+    #[doc = include_str!("../README.md")]
+    mod readme {}
+    #[doc = include_str!("../docs/cli.md")]
+    mod cli {}
+    #[doc = include_str!("../docs/development.md")]
+    mod development {}
+    #[doc = include_str!("../docs/guarantees.md")]
+    mod guarantees {}
+    #[doc = include_str!("../docs/latest.md")]
+    mod latest {}
+    #[doc = include_str!("../docs/processes.md")]
+    mod processes {}
+    #[doc = include_str!("../docs/queues.md")]
+    mod queues {}
+    #[doc = include_str!("../docs/sync.md")]
+    mod sync {}
+    #[doc = include_str!("../docs/transports.md")]
+    mod transports {}
+    #[doc = include_str!("../docs/trust-model.md")]
+    mod trust_model {}
+}

@@ -8,7 +8,7 @@
 //! region whose first 256 bytes are a validated [`segment::Header`] saying what the rest
 //! is. Typed views ([`Value`], [`Array`], ...) sit on top.
 //!
-//! | primitive | what it is | pick it when | cost (this machine, see README and compare/README.md) |
+//! | primitive | what it is | pick it when | cost (this machine, see README, docs/ and compare/README.md) |
 //! |-----------|------------|--------------|------|
 //! | [`Segment`] | named / file-backed / anonymous mapping with a header | you define the layout | one `mmap` |
 //! | [`Value`] | one `Pod` value, atomics for integers | a shared counter or flag | an atomic op |
@@ -19,8 +19,8 @@
 //! | [`SignalListener`](signal::SignalListener) | real-time signal + 64-bit payload via `signalfd` | wake a known pid, no shared object at all | one signal delivery |
 //! | [`Fifo`](fifo::Fifo) | named pipe, framed messages (atomic up to 4092 B) or bytes | many writers, one reader, any language | two copies + syscall per message |
 //! | [`Latest`](latest::Latest), [`Board`](latest::Board) | seqlock: one writer, lock-free readers, versioned | last-value state: quotes, configuration, sensor readings | a read of 8–64 B ~10 ns uncontended (`cargo bench -p shmkit-compare --bench latest`) |
-//! | [`Queue`], [`ByteQueue`] | bounded SPSC/MPMC ring, spin-then-park, zero-copy, joinable | the fast path between processes | 64-byte round trip 1.9–3x a shared cache line, spinning (README) |
-//! | `aio` (features `async`, `tokio`) | `recv_async`/`send_async`, `Event::wait_async`, `AsyncFd` wrappers of the kernel transports | `.await` instead of blocking a thread; cancellation-safe | nothing on the fast paths; a blocked wait is woken through a `futex_waitv` thread (README) |
+//! | [`Queue`], [`ByteQueue`] | bounded SPSC/MPMC ring, spin-then-park, zero-copy, joinable | the fast path between processes | 64-byte round trip 1.9–3x a shared cache line, spinning (docs/queues.md) |
+//! | `aio` (features `async`, `tokio`) | `recv_async`/`send_async`, `Event::wait_async`, `AsyncFd` wrappers of the kernel transports | `.await` instead of blocking a thread; cancellation-safe | nothing on the fast paths; a blocked wait is woken through a `futex_waitv` thread (docs/queues.md) |
 //! | `codec::Typed` (feature `serde`) | any serde value as one message of a `ByteQueue`, `Pipe`, `Fifo` or `MessageQueue` (postcard) | structs with strings, vectors, enums | an encode + a decode on top of the transport |
 //!
 //! shmkit is Linux-only (glibc, x86_64 and aarch64 are tested); it refuses to compile
@@ -99,3 +99,35 @@ pub use value::{Array, Value};
 /// ```
 pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
+
+/// The Rust blocks of README.md and docs/*.md, compiled and run as doc tests
+/// (`cargo test --doc`), so that every example a reader copies works.
+#[cfg(doctest)]
+mod doc_guides {
+    #[doc = include_str!("../README.md")]
+    mod readme {}
+    #[doc = include_str!("../docs/bridge.md")]
+    mod bridge {}
+    #[doc = include_str!("../docs/cli.md")]
+    mod cli {}
+    #[doc = include_str!("../docs/development.md")]
+    mod development {}
+    #[doc = include_str!("../docs/guarantees.md")]
+    mod guarantees {}
+    #[doc = include_str!("../docs/latest.md")]
+    mod latest {}
+    #[doc = include_str!("../docs/overview.md")]
+    mod overview {}
+    #[doc = include_str!("../docs/processes.md")]
+    mod processes {}
+    #[doc = include_str!("../docs/queues.md")]
+    mod queues {}
+    #[doc = include_str!("../docs/sync.md")]
+    mod sync {}
+    #[doc = include_str!("../docs/topics.md")]
+    mod topics {}
+    #[doc = include_str!("../docs/transports.md")]
+    mod transports {}
+    #[doc = include_str!("../docs/trust-model.md")]
+    mod trust_model {}
+}

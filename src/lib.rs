@@ -67,6 +67,7 @@ pub mod queue;
 pub mod segment;
 pub mod signal;
 pub mod sync;
+pub mod topic;
 pub mod value;
 
 pub use error::{Error, Result};

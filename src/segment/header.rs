@@ -141,6 +141,10 @@ pub enum Kind {
     ByteQueue,
     /// A user-defined layout.
     Custom,
+    /// A publish/subscribe topic of fixed-size messages.
+    Topic,
+    /// A publish/subscribe topic of variable-length byte messages.
+    ByteTopic,
     /// A kind this build does not know (written by a newer shmkit).
     Unknown(u32),
 }
@@ -161,6 +165,8 @@ impl Kind {
             Kind::Queue => 10,
             Kind::ByteQueue => 11,
             Kind::Custom => 12,
+            Kind::Topic => 14,
+            Kind::ByteTopic => 15,
             Kind::Unknown(n) => n,
         }
     }
@@ -180,6 +186,8 @@ impl Kind {
             10 => Kind::Queue,
             11 => Kind::ByteQueue,
             12 => Kind::Custom,
+            14 => Kind::Topic,
+            15 => Kind::ByteTopic,
             n => Kind::Unknown(n),
         }
     }
@@ -199,6 +207,8 @@ impl Kind {
             Kind::Queue => "queue".into(),
             Kind::ByteQueue => "bytequeue".into(),
             Kind::Custom => "custom".into(),
+            Kind::Topic => "topic".into(),
+            Kind::ByteTopic => "bytetopic".into(),
             Kind::Unknown(n) => format!("unknown({n})"),
         }
     }

@@ -10,6 +10,7 @@ mod out;
 mod queue;
 mod segments;
 mod sync;
+mod topic;
 mod transports;
 
 /// Inter-process communication toolkit for Linux.
@@ -37,6 +38,9 @@ enum Command {
     /// Create, feed, drain and inspect shared-memory queues.
     #[command(subcommand)]
     Queue(queue::Command),
+    /// Create, publish to, subscribe to and inspect publish/subscribe topics.
+    #[command(subcommand)]
+    Topic(topic::Command),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
             Command::Fifo(c) => transports::run_fifo(c, &mut out),
             Command::Bench(a) => bench::run(a, &mut out),
             Command::Queue(c) => queue::run(c, &mut out),
+            Command::Topic(c) => topic::run(c, &mut out),
         },
         // --help and --version go to stdout: through the checked writer.
         Err(e) if !e.use_stderr() => write!(out, "{}", e.render()),

@@ -71,6 +71,7 @@ pub mod shm;
 pub mod shmkit_async;
 pub mod shmkit_own;
 pub mod shmkit_queue;
+pub mod shmkit_topic;
 pub mod slot;
 pub mod suite;
 

@@ -144,10 +144,16 @@ impl Core {
         Ok(())
     }
 
+    #[inline]
     fn take_role(&self) -> Result<u64, Fail> {
-        if let Some(p) = self.pos.get() {
-            return Ok(p);
+        match self.pos.get() {
+            Some(p) => Ok(p),
+            None => self.take_role_slow(),
         }
+    }
+
+    #[cold]
+    fn take_role_slow(&self) -> Result<u64, Fail> {
         let r = self.ring.take_lock(self.me, &|_| true);
         let r = match r {
             Err(k) if !self.shape.multi || self.due(usize::MAX - k) => {
@@ -209,8 +215,17 @@ impl Core {
             }
         }
         self.stuck.set(None);
-        self.ring.begin_write(p);
+        if self.mark() {
+            self.ring.begin_write(p);
+        }
         Ok(p)
+    }
+
+    /// Whether a write marks its slot odd first: always, except for a single `Block`
+    /// publisher, whose slots nobody reads while it may rewrite them (`ring::subscribe`).
+    #[inline]
+    fn mark(&self) -> bool {
+        self.shape.policy == Policy::Overwrite || self.shape.multi
     }
 
     /// Publishes position `p` (claimed by `try_claim`).
@@ -237,8 +252,7 @@ impl Core {
 
     pub(crate) fn subscribe(&self, history: u64) {
         let c = self.ring.start(history);
-        self.cursor.set(c);
-        self.ring.subscribe(self.me, c);
+        self.cursor.set(self.ring.subscribe(self.me, c));
     }
 
     /// One attempt to read the message at the cursor: `read(data, seq)` copies it out
@@ -320,7 +334,22 @@ impl Core {
 
     /// Retries `attempt` until it does not return `Fail::Blocked`, spinning then parking
     /// on the data (`send == false`) or space wait point, at most `timeout`.
+    #[inline]
     pub(crate) fn wait_for<R>(
+        &self,
+        send: bool,
+        timeout: Option<Duration>,
+        mut attempt: impl FnMut() -> Result<R, Fail>,
+    ) -> Result<R, Fail> {
+        match attempt() {
+            Err(Fail::Blocked) => {}
+            r => return r,
+        }
+        self.wait_slow(send, timeout, attempt)
+    }
+
+    #[inline(never)]
+    fn wait_slow<R>(
         &self,
         send: bool,
         timeout: Option<Duration>,
@@ -328,10 +357,6 @@ impl Core {
     ) -> Result<R, Fail> {
         let mut w = Waiter::new(self.wait, timeout);
         loop {
-            match attempt() {
-                Err(Fail::Blocked) => {}
-                r => return r,
-            }
             match w.next() {
                 Next::Spin => {}
                 Next::Park(d) => {
@@ -348,6 +373,10 @@ impl Core {
                     }
                 }
                 Next::TimedOut => return Err(Fail::Timeout),
+            }
+            match attempt() {
+                Err(Fail::Blocked) => {}
+                r => return r,
             }
         }
     }

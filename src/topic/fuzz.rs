@@ -114,7 +114,7 @@ pub fn fuzz_topic(data: &[u8]) {
                 drawn += 2;
                 if let Some(e) = ring.register(drawn, &alive) {
                     let c = ring.start(k as u64 % cap);
-                    ring.subscribe(e, c);
+                    let c = ring.subscribe(e, c);
                     subs.push((e, drawn, c, true));
                 }
             }

@@ -385,6 +385,10 @@ impl Shared {
         Ok(core)
     }
 
+    fn subscribers(&self) -> u64 {
+        self.ring.peers(ROLE_SUB).load(Ordering::Acquire) & (ring::EVER - 1)
+    }
+
     fn stat(&self) -> TopicStat {
         let r = &self.ring;
         let tail = r.tail().load(Ordering::Acquire);
@@ -413,6 +417,7 @@ impl Shared {
         }
         TopicStat {
             capacity: r.geo.cap,
+            message_bytes: r.geo.data_len as u64,
             policy: self.shape.policy,
             multi_publisher: self.shape.multi,
             published: tail,
@@ -422,11 +427,33 @@ impl Shared {
     }
 }
 
+/// [`Topic::stat`] for a named topic of either form and any message type (what
+/// `shmkit topic stat` shows).
+pub fn stat(name: &str) -> Result<TopicStat> {
+    let seg = Segment::open(name)?;
+    let kind = seg.header().kind();
+    let align = match kind {
+        Kind::Topic => seg.header().raw.elem_align,
+        Kind::ByteTopic => 8,
+        other => {
+            return Err(Error::Mismatch {
+                resource: seg.resource(),
+                what: "kind",
+                expected: "topic or bytetopic".into(),
+                found: other.name(),
+            });
+        }
+    };
+    Ok(Shared::open(seg, kind, None, align, WaitStrategy::default())?.stat())
+}
+
 /// A snapshot of a topic's participants ([`Topic::stat`]); approximate while it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicStat {
     /// Slots.
     pub capacity: u64,
+    /// Bytes of message per slot (the type's size, or a byte topic's `max_message`).
+    pub message_bytes: u64,
     /// Slow-subscriber policy.
     pub policy: Policy,
     /// Whether several publishers are allowed.
@@ -495,6 +522,11 @@ impl<T: Pod> Topic<T> {
     /// Participants, their positions and liveness.
     pub fn stat(&self) -> TopicStat {
         self.shared.stat()
+    }
+    /// Subscribers attached now (one load; a subscriber that died counts until a
+    /// publisher or [`stat`](Self::stat) notices).
+    pub fn subscribers(&self) -> u64 {
+        self.shared.subscribers()
     }
     /// Slots.
     pub fn capacity(&self) -> u64 {
@@ -598,6 +630,11 @@ impl ByteTopic {
     /// Participants, their positions and liveness.
     pub fn stat(&self) -> TopicStat {
         self.shared.stat()
+    }
+    /// Subscribers attached now (one load; a subscriber that died counts until a
+    /// publisher or [`stat`](Self::stat) notices).
+    pub fn subscribers(&self) -> u64 {
+        self.shared.subscribers()
     }
     /// Slots.
     pub fn capacity(&self) -> u64 {

@@ -253,18 +253,22 @@ impl Ring {
         unsafe { &*(self.base.add(off) as *const AtomicU32) }
     }
 
+    #[inline]
     pub(crate) fn tail(&self) -> &AtomicU64 {
         self.u64_at(OFF_TAIL)
     }
+    #[inline]
     pub(crate) fn lock(&self) -> &AtomicU64 {
         self.u64_at(OFF_LOCK)
     }
+    #[inline]
     pub(crate) fn data_wait(&self) -> WaitPoint<'_> {
         WaitPoint {
             word: self.u32_at(OFF_DATA_WAIT),
             sleepers: self.u32_at(OFF_DATA_WAIT + 4),
         }
     }
+    #[inline]
     pub(crate) fn space_wait(&self) -> WaitPoint<'_> {
         WaitPoint {
             word: self.u32_at(OFF_SPACE_WAIT),
@@ -272,9 +276,11 @@ impl Ring {
         }
     }
     /// Peer count word of `role`.
+    #[inline]
     pub(crate) fn peers(&self, role: u64) -> &AtomicU64 {
         self.u64_at(OFF_STATS + if role == ROLE_PUB { 0 } else { 8 })
     }
+    #[inline]
     pub(crate) fn epoch(&self) -> &AtomicU64 {
         self.u64_at(OFF_STATS + 16)
     }
@@ -285,15 +291,21 @@ impl Ring {
         self.u64_at(OFF_STATS + 32)
     }
 
+    /// Offset of entry `i` (clamped into the table: callers pass their own index or one
+    /// checked against `entries`; no division on the hot path).
+    #[inline]
     fn entry(&self, i: usize) -> usize {
-        OFF_ENTRIES + LINE * (i % self.geo.entries)
+        OFF_ENTRIES + LINE * i.min(self.geo.entries - 1)
     }
+    #[inline]
     pub(crate) fn owner(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i))
     }
+    #[inline]
     pub(crate) fn roles(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i) + 8)
     }
+    #[inline]
     pub(crate) fn cursor(&self, i: usize) -> &AtomicU64 {
         self.u64_at(self.entry(i) + 16)
     }
@@ -525,7 +537,8 @@ impl Ring {
     }
 
     /// Starts writing position `p`: marks its slot odd, so a subscriber copying the
-    /// previous lap's message discards its copy.
+    /// previous lap's message discards its copy. (A single `Block` publisher skips it:
+    /// nobody reads a slot it may rewrite; see `subscribe`.)
     #[inline]
     pub(crate) fn begin_write(&self, p: u64) {
         self.seq(p).store(writing(p), Ordering::Relaxed);
@@ -550,11 +563,30 @@ impl Ring {
         t.wrapping_sub(k)
     }
 
-    /// Attaches entry `i` as a subscriber at `cursor`.
-    pub(crate) fn subscribe(&self, i: usize, cursor: u64) {
+    /// Attaches entry `i` as a subscriber at `cursor`; returns the cursor it starts at
+    /// (moved forward if the publisher may already be rewriting its first message).
+    ///
+    /// Handshake with a `Block` publisher, which writes without marking the slot odd:
+    /// the subscriber bumps `epoch` and then reads `tail`, with a full fence between
+    /// (`heavy_fence`: membarrier); the publisher stores `tail` (`finish_write`), then a
+    /// fence (the waker's `light_fence` in `wake`), then reads `epoch` before its next
+    /// claim. Either the publisher sees the new epoch, rescans and respects the cursor,
+    /// or the subscriber's `tail` read covers every position claimed without seeing it
+    /// (at most the one at `tail`, which overwrites `tail - cap`): the cursor then starts
+    /// after that position's previous lap.
+    pub(crate) fn subscribe(&self, i: usize, cursor: u64) -> u64 {
         self.cursor(i).store(cursor, Ordering::Release);
         self.attach(i, ROLE_SUB);
         let _ = self.epoch().fetch_add(1, Ordering::SeqCst);
+        crate::queue::wait::heavy_fence();
+        let t = self.tail().load(Ordering::SeqCst);
+        let oldest = t.wrapping_sub(self.geo.cap).wrapping_add(1);
+        if diff(oldest, cursor) > 0 {
+            self.cursor(i).store(oldest, Ordering::Release);
+            oldest
+        } else {
+            cursor
+        }
     }
 
     /// Looks at the slot for cursor `c`.

@@ -32,35 +32,56 @@ impl<T: Pod> Subscriber<T> {
         }
     }
 
+    /// Copies message `c` into `v` (an out-parameter: moving a large `T` through
+    /// `Result`s costs store-forwarding stalls on the hot path).
     #[inline]
-    fn read(ring: &Ring, c: u64) -> Result<T, Fail> {
-        let mut v = T::zeroed();
+    fn read(v: &mut T, ring: &Ring, c: u64) {
         // SAFETY: the slot's data is `size_of::<T>()` bytes, 8-aligned, inside the
         // mapping; `v` is a private `T` and any bytes are a valid `T` (Pod). The copy
         // uses volatile loads, so a concurrent rewrite only changes the bytes, which the
         // caller then discards (the sequence word changed).
-        unsafe { copy::load(ring.data(c), (&mut v as *mut T).cast(), size_of::<T>()) };
-        Ok(v)
+        unsafe { copy::load(ring.data(c), (v as *mut T).cast(), size_of::<T>()) };
     }
 
     /// The next message if there is one now.
     #[inline]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.core.try_read(Self::read).map_err(Fail::try_recv)
+        let mut v = T::zeroed();
+        match self.core.try_read(|r, c| {
+            Self::read(&mut v, r, c);
+            Ok(())
+        }) {
+            Ok(()) => Ok(v),
+            Err(f) => Err(f.try_recv()),
+        }
     }
 
     /// The next message, waiting as long as it takes.
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.core
-            .wait_for(false, None, || self.core.try_read(Self::read))
-            .map_err(Fail::recv)
+        let mut v = T::zeroed();
+        match self.core.wait_for(false, None, || {
+            self.core.try_read(|r, c| {
+                Self::read(&mut v, r, c);
+                Ok(())
+            })
+        }) {
+            Ok(()) => Ok(v),
+            Err(f) => Err(f.recv()),
+        }
     }
 
     /// The next message, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.core
-            .wait_for(false, Some(timeout), || self.core.try_read(Self::read))
-            .map_err(Fail::recv_timeout)
+        let mut v = T::zeroed();
+        match self.core.wait_for(false, Some(timeout), || {
+            self.core.try_read(|r, c| {
+                Self::read(&mut v, r, c);
+                Ok(())
+            })
+        }) {
+            Ok(()) => Ok(v),
+            Err(f) => Err(f.recv_timeout()),
+        }
     }
 
     /// The next message in place, if there is one now (`Block` policy only: under

@@ -259,6 +259,10 @@ fn table(rows: &[Row]) -> String {
                 "per task: wall time (trivial), overhead beyond 1 ms (1 ms tasks)",
                 "speed-up over python-mp-pool, bigger = faster",
             ),
+            Workload::Fanout => (
+                "publish to last subscriber; throughput = deliveries/s",
+                "x shmkit-queues (one queue per subscriber)",
+            ),
         };
         let _ = writeln!(out, "\n## {} (median {what}; ratio {ratio_to})", w.as_str());
         let header = [
@@ -352,6 +356,7 @@ fn svg(rows: &[Row]) -> String {
             Workload::Lock => "lock: time / cas-spinlock (longer = slower)",
             Workload::Wake => "wake: wake-up / spin-floor (longer = slower)",
             Workload::Pool => "pool: speed-up over python-mp-pool (longer = faster)",
+            Workload::Fanout => "fanout: latency / shmkit-queues (longer = slower)",
         };
         let _ = writeln!(
             body,

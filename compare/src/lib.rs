@@ -57,6 +57,7 @@
 
 pub mod bells;
 pub mod channel;
+pub mod fanout;
 pub mod fdchan;
 pub mod floor;
 pub mod ipcchan;

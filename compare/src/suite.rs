@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::channel::{ChannelSpec, Style};
+use crate::fanout;
 use crate::locks::LockSpec;
 use crate::measure::{self, Measurement};
 use crate::pool::{self, PYTHON_POOL, PoolKind, SHMKIT_POOL};
@@ -24,16 +25,19 @@ pub enum Workload {
     Wake,
     /// `Pool.map` over worker processes ([`crate::pool`]).
     Pool,
+    /// One publisher to 1..8 subscriber processes ([`crate::fanout`]).
+    Fanout,
 }
 
 impl Workload {
     /// All, in table order.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Rtt,
         Workload::Stream,
         Workload::Lock,
         Workload::Wake,
         Workload::Pool,
+        Workload::Fanout,
     ];
 
     /// `rtt`, `stream`, `lock`, `wake` or `pool`.
@@ -44,6 +48,7 @@ impl Workload {
             Workload::Lock => "lock",
             Workload::Wake => "wake",
             Workload::Pool => "pool",
+            Workload::Fanout => "fanout",
         }
     }
 
@@ -119,6 +124,8 @@ pub enum Job {
     LockContended(LockSpec),
     /// `Pool.map` of shmkit's pool (`false`) or Python's (`true`).
     Pool(PoolKind, bool),
+    /// One publisher to `subs` subscribers ([`crate::fanout`]).
+    Fanout(&'static str, usize, usize),
     /// Not runnable: the row carries the reason.
     Skip(String),
 }
@@ -288,6 +295,31 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                     }
                 }
             }
+            Workload::Fanout => {
+                // The topic and its baseline run together (also for `--only shmkit-topic-*`).
+                let ids = [
+                    fanout::TOPIC,
+                    fanout::QUEUES,
+                    "shmkit-topic-spin",
+                    "shmkit-topic-park",
+                ];
+                let wanted = ids.iter().any(|i| opts.wants(i));
+                for size in fanout::SIZES.into_iter().filter(|_| wanted) {
+                    for (subs, label) in fanout::SUBSCRIBERS {
+                        for id in [fanout::QUEUES, fanout::TOPIC] {
+                            tasks.push(Task {
+                                workload: w,
+                                mechanism: id.into(),
+                                size: Some(size),
+                                variant: Some(label),
+                                style: Some(Style::Sleeping),
+                                note: fanout::note(id).into(),
+                                job: Job::Fanout(id, subs, size),
+                            });
+                        }
+                    }
+                }
+            }
             Workload::Lock => {
                 for (variant, contended) in [("uncontended", false), ("contended", true)] {
                     for l in &locks {
@@ -385,6 +417,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             }
             .map_err(|e| e.to_string())
         }
+        Job::Fanout(id, subs, size) => fanout::run(id, *subs, *size, q).map_err(|e| e.to_string()),
         Job::Skip(reason) => Err(reason.clone()),
     };
     let mut row = Row {
@@ -473,6 +506,7 @@ pub fn add_ratios(rows: &mut [Row]) {
                 Workload::Stream => (MEMCPY, r.throughput_bytes_per_s),
                 Workload::Lock => (LOCK_FLOOR, r.median_ns),
                 Workload::Pool => (PYTHON_POOL, r.median_ns),
+                Workload::Fanout => (fanout::QUEUES, r.median_ns),
             };
             let baseline = r
                 .local_floor_ns

@@ -145,7 +145,7 @@ fn light_fence() {
 }
 
 #[cfg(shmkit_loom)]
-pub(crate) fn heavy_fence() {
+fn heavy_fence() {
     fence(Ordering::SeqCst);
 }
 
@@ -161,7 +161,7 @@ fn light_fence() {
 
 /// The sleeper's half: a full barrier here and on every CPU running a registered process.
 #[cfg(not(shmkit_loom))]
-pub(crate) fn heavy_fence() {
+fn heavy_fence() {
     fence(Ordering::SeqCst);
     // SAFETY: plain integer arguments, no user memory.
     let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };

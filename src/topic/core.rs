@@ -215,17 +215,8 @@ impl Core {
             }
         }
         self.stuck.set(None);
-        if self.mark() {
-            self.ring.begin_write(p);
-        }
+        self.ring.begin_write(p);
         Ok(p)
-    }
-
-    /// Whether a write marks its slot odd first: always, except for a single `Block`
-    /// publisher, whose slots nobody reads while it may rewrite them (`ring::subscribe`).
-    #[inline]
-    fn mark(&self) -> bool {
-        self.shape.policy == Policy::Overwrite || self.shape.multi
     }
 
     /// Publishes position `p` (claimed by `try_claim`).

@@ -537,8 +537,7 @@ impl Ring {
     }
 
     /// Starts writing position `p`: marks its slot odd, so a subscriber copying the
-    /// previous lap's message discards its copy. (A single `Block` publisher skips it:
-    /// nobody reads a slot it may rewrite; see `subscribe`.)
+    /// previous lap's message discards its copy.
     #[inline]
     pub(crate) fn begin_write(&self, p: u64) {
         self.seq(p).store(writing(p), Ordering::Relaxed);
@@ -563,30 +562,14 @@ impl Ring {
         t.wrapping_sub(k)
     }
 
-    /// Attaches entry `i` as a subscriber at `cursor`; returns the cursor it starts at
-    /// (moved forward if the publisher may already be rewriting its first message).
-    ///
-    /// Handshake with a `Block` publisher, which writes without marking the slot odd:
-    /// the subscriber bumps `epoch` and then reads `tail`, with a full fence between
-    /// (`heavy_fence`: membarrier); the publisher stores `tail` (`finish_write`), then a
-    /// fence (the waker's `light_fence` in `wake`), then reads `epoch` before its next
-    /// claim. Either the publisher sees the new epoch, rescans and respects the cursor,
-    /// or the subscriber's `tail` read covers every position claimed without seeing it
-    /// (at most the one at `tail`, which overwrites `tail - cap`): the cursor then starts
-    /// after that position's previous lap.
+    /// Attaches entry `i` as a subscriber at `cursor` (returned). A `Block` publisher
+    /// that has not seen the new `epoch` yet may still rewrite the oldest history slots:
+    /// their reads then fail the sequence check and report `Lagged`, never a torn copy.
     pub(crate) fn subscribe(&self, i: usize, cursor: u64) -> u64 {
         self.cursor(i).store(cursor, Ordering::Release);
         self.attach(i, ROLE_SUB);
         let _ = self.epoch().fetch_add(1, Ordering::SeqCst);
-        crate::queue::wait::heavy_fence();
-        let t = self.tail().load(Ordering::SeqCst);
-        let oldest = t.wrapping_sub(self.geo.cap).wrapping_add(1);
-        if diff(oldest, cursor) > 0 {
-            self.cursor(i).store(oldest, Ordering::Release);
-            oldest
-        } else {
-            cursor
-        }
+        cursor
     }
 
     /// Looks at the slot for cursor `c`.

@@ -19,6 +19,7 @@
 //! | [`SignalListener`](signal::SignalListener) | real-time signal + 64-bit payload via `signalfd` | wake a known pid, no shared object at all | one signal delivery |
 //! | [`Fifo`](fifo::Fifo) | named pipe, framed messages (atomic up to 4092 B) or bytes | many writers, one reader, any language | two copies + syscall per message |
 //! | [`Queue`], [`ByteQueue`] | bounded SPSC/MPMC ring, spin-then-park, zero-copy, joinable | the fast path between processes | 64-byte round trip 1.9–3x a shared cache line, spinning (README) |
+//! | [`topic`] | publish/subscribe ring: every subscriber gets every message; Block or Overwrite (`Lagged`) for slow subscribers | one writer, many readers (fan-out) | one write per message whatever the number of subscribers (`shmkit bench --workload fanout`) |
 //! | `aio` (features `async`, `tokio`) | `recv_async`/`send_async`, `Event::wait_async`, `AsyncFd` wrappers of the kernel transports | `.await` instead of blocking a thread; cancellation-safe | nothing on the fast paths; a blocked wait is woken through a `futex_waitv` thread (README) |
 //! | `codec::Typed` (feature `serde`) | any serde value as one message of a `ByteQueue`, `Pipe`, `Fifo` or `MessageQueue` (postcard) | structs with strings, vectors, enums | an encode + a decode on top of the transport |
 //!

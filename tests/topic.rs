@@ -504,3 +504,93 @@ fn hostile_writer_causes_errors_not_crashes_or_hangs() {
         Segment::unlink(&name).unwrap();
     }
 }
+
+#[test]
+fn async_forms() {
+    if let Some(role) = common::role() {
+        assert_eq!(role, "pub");
+        let t = Topic::<u64>::open(&arg(0)).unwrap();
+        let p = t.publisher().unwrap();
+        for i in 0..200 {
+            p.send_timeout(i, LONG).unwrap();
+        }
+        std::process::exit(0);
+    }
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let name = common::unique("topic-async");
+    let _g = common::ShmGuard::new(&name);
+    let t = Topic::<u64>::options()
+        .capacity(4)
+        .policy(Policy::Block)
+        .create(&name)
+        .unwrap();
+    let mut s = t.subscribe().unwrap();
+    let mut c = common::child("async_forms", "pub", &[&name])
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Every wait bounded: a hung future fails the test instead of hanging it.
+    let bounded = |f| {
+        rt.block_on(async {
+            tokio::time::timeout(LONG, f)
+                .await
+                .expect("async wait hung")
+        })
+    };
+    bounded(async {
+        for i in 0..200 {
+            assert_eq!(s.recv_async().await.unwrap(), i);
+        }
+        // The publisher process exits: the pending receive ends with Disconnected.
+        assert!(matches!(
+            s.recv_async().await,
+            Err(shmkit::topic::RecvError::Disconnected)
+        ));
+    });
+    common::wait_ok(&mut c, LONG);
+    drop((s, t));
+    Segment::unlink(&name).unwrap();
+
+    // send_async waits (Pending) while the topic is full for a live subscriber, and
+    // completes once it reads.
+    let t = Topic::<u64>::options()
+        .capacity(2)
+        .policy(Policy::Block)
+        .create(&name)
+        .unwrap();
+    let mut p = t.publisher().unwrap();
+    let s = t.subscribe().unwrap();
+    p.try_send(1).unwrap();
+    p.try_send(2).unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    {
+        let mut f = std::pin::pin!(p.send_async(3));
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(s.try_recv().unwrap(), 1);
+        let t0 = Instant::now();
+        loop {
+            if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+                r.unwrap();
+                break;
+            }
+            assert!(t0.elapsed() < LONG, "send_async never completed");
+            std::thread::yield_now();
+        }
+    }
+    assert_eq!(s.try_recv().unwrap(), 2);
+    let mut l = rt
+        .block_on(async { tokio::time::timeout(LONG, p.loan_async()).await })
+        .expect("loan_async hung")
+        .unwrap();
+    *l = 9;
+    drop(l); // unpublished: the position is reused
+    assert_eq!(s.try_recv().unwrap(), 3);
+    rt.block_on(async { tokio::time::timeout(LONG, p.send_async(4)).await })
+        .expect("send_async hung")
+        .unwrap();
+    assert_eq!(s.try_recv().unwrap(), 4);
+}

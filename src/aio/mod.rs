@@ -144,6 +144,7 @@ mod fd;
 mod queue;
 mod reactor;
 mod semaphore;
+mod topic;
 
 #[cfg(feature = "tokio")]
 mod fifo;

@@ -373,6 +373,28 @@ impl Core {
     }
 }
 
+#[cfg(all(feature = "async", not(shmkit_loom)))]
+impl Core {
+    /// Hook for `crate::aio`: the wait point a blocked publish (`send`) or receive
+    /// sleeps on, and how soon an async waiter should look again without a wake-up (a
+    /// dead peer wakes nobody).
+    pub(crate) fn wait_hook(&self, send: bool) -> (WaitPoint<'_>, Duration) {
+        if send {
+            (self.ring.space_wait(), RECOVER_EVERY)
+        } else {
+            (self.ring.data_wait(), RECOVER_EVERY * 10)
+        }
+    }
+
+    /// Hook for `crate::aio`: a rate-limited sweep for dead publishers (a receive that
+    /// found nothing; the next attempt then sees a disconnection).
+    pub(crate) fn sweep_hook(&self) {
+        if self.ring.publishers_ever() && !self.ring.publishers_gone() && self.sweep_due() {
+            self.ring.sweep(ROLE_PUB, &|o| self.alive(o));
+        }
+    }
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
         if self.pid == std::process::id() {

@@ -77,6 +77,14 @@
 //! the message in place; the slot stays protected until the view drops. Under Overwrite
 //! the publisher may reuse any slot at any time, so only the copying receive is offered.
 //!
+//! # Async (feature `async`)
+//!
+//! `Subscriber::recv_async`, `ByteSubscriber::recv_async`, `Publisher::send_async`,
+//! `Publisher::loan_async`, `BytePublisher::send_async`: std futures on the same futex
+//! words, woken through `crate::aio`'s waiter thread; no cost on the fast path (a future
+//! completes in its first poll when it can), cancellation-safe, `&mut self` so that the
+//! futures are `Send`.
+//!
 //! # Crash consistency
 //!
 //! Each slot carries a sequence word (a seqlock): odd while the publisher writes
@@ -103,7 +111,7 @@
 //! Handles are `Send`, not `Sync` (per-handle positions in `Cell`s): one handle per
 //! thread.
 
-mod core;
+pub(crate) mod core;
 mod errors;
 mod fuzz;
 #[cfg(all(test, shmkit_loom))]

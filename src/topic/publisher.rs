@@ -101,6 +101,12 @@ impl<T: Pod> Publisher<T> {
     pub fn published(&self) -> u64 {
         self.core.ring.tail().load(Ordering::Acquire)
     }
+
+    /// Hook for `crate::aio`.
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
 }
 
 /// A slot loaned for writing in place ([`Publisher::loan`]).
@@ -264,6 +270,12 @@ impl BytePublisher {
     /// Messages published on the topic so far (by anyone).
     pub fn published(&self) -> u64 {
         self.core.ring.tail().load(Ordering::Acquire)
+    }
+
+    /// Hook for `crate::aio`.
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
     }
 }
 

@@ -128,6 +128,12 @@ impl<T: Pod> Subscriber<T> {
         let t = self.core.ring.tail().load(Ordering::Acquire);
         t.saturating_sub(self.core.cursor.get())
     }
+
+    /// Hook for `crate::aio`.
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
 }
 
 /// (`try_read` with a reader that never succeeds only returns errors.)
@@ -241,5 +247,11 @@ impl ByteSubscriber {
     pub fn lag(&self) -> u64 {
         let t = self.core.ring.tail().load(Ordering::Acquire);
         t.saturating_sub(self.core.cursor.get())
+    }
+
+    /// Hook for `crate::aio`.
+    #[cfg(all(feature = "async", not(shmkit_loom)))]
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
     }
 }

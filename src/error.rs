@@ -123,6 +123,19 @@ pub enum Error {
         detail: Option<String>,
     },
 
+    /// A subscriber fell behind a topic's publisher and `skipped` messages were
+    /// overwritten before it read them (the `Overwrite` policy); it continues with the
+    /// oldest message still retained.
+    #[error("{op} {resource}: lagged: {skipped} messages were overwritten before they were read")]
+    Lagged {
+        /// The topic.
+        resource: String,
+        /// The operation.
+        op: &'static str,
+        /// How many messages this subscriber missed.
+        skipped: u64,
+    },
+
     /// A message does not fit the transport.
     #[error("{op} {resource}: message of {len} bytes exceeds the limit of {max} bytes{advice}", advice = Advice(advice))]
     MessageTooLarge {

@@ -20,6 +20,7 @@
 //! | [`Fifo`](fifo::Fifo) | named pipe, framed messages (atomic up to 4092 B) or bytes | many writers, one reader, any language | two copies + syscall per message |
 //! | [`Latest`](latest::Latest), [`Board`](latest::Board) | seqlock: one writer, lock-free readers, versioned | last-value state: quotes, configuration, sensor readings | a read of 8–64 B ~10 ns uncontended (`cargo bench -p shmkit-compare --bench latest`) |
 //! | [`Queue`], [`ByteQueue`] | bounded SPSC/MPMC ring, spin-then-park, zero-copy, joinable | the fast path between processes | 64-byte round trip 1.9–3x a shared cache line, spinning (docs/queues.md) |
+//! | [`topic`] | publish/subscribe ring: every subscriber gets every message; Block or Overwrite (`Lagged`) for slow subscribers | one writer, many readers (fan-out) | one write per message whatever the number of subscribers (`shmkit-bench --workload fanout`) |
 //! | `aio` (features `async`, `tokio`) | `recv_async`/`send_async`, `Event::wait_async`, `AsyncFd` wrappers of the kernel transports | `.await` instead of blocking a thread; cancellation-safe | nothing on the fast paths; a blocked wait is woken through a `futex_waitv` thread (docs/queues.md) |
 //! | `codec::Typed` (feature `serde`) | any serde value as one message of a `ByteQueue`, `Pipe`, `Fifo` or `MessageQueue` (postcard) | structs with strings, vectors, enums | an encode + a decode on top of the transport |
 //!
@@ -69,6 +70,7 @@ pub mod queue;
 pub mod segment;
 pub mod signal;
 pub mod sync;
+pub mod topic;
 pub mod value;
 
 pub use error::{Error, Result};

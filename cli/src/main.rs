@@ -12,6 +12,7 @@ mod out;
 mod queue;
 mod segments;
 mod sync;
+mod topic;
 mod transports;
 
 /// Inter-process communication toolkit for Linux.
@@ -51,6 +52,9 @@ enum Command {
     /// Last-value cells (one writer, lock-free readers): create, get, set.
     #[command(subcommand)]
     Latest(latest::Command),
+    /// Create, publish to, subscribe to and inspect publish/subscribe topics.
+    #[command(subcommand)]
+    Topic(topic::Command),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             }),
             Command::Queue(c) => queue::run(c, &mut out),
             Command::Latest(c) => latest::run(c, &mut out),
+            Command::Topic(c) => topic::run(c, &mut out),
         },
         // --help and --version go to stdout: through the checked writer.
         Err(e) if !e.use_stderr() => write!(out, "{}", e.render()),

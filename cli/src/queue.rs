@@ -262,7 +262,7 @@ fn recv(name: &str, count: usize, t: Duration, json: bool, out: &mut Out) -> Res
 }
 
 /// One message: a line of bytes, or an element of a JSON array written as it goes.
-fn write_message(out: &mut Out, m: &[u8], json: bool, first: bool) -> Result<(), Error> {
+pub(crate) fn write_message(out: &mut Out, m: &[u8], json: bool, first: bool) -> Result<(), Error> {
     if json {
         out.bytes(if first { b"[" } else { b"," })?;
         write!(out, "{}", json!(String::from_utf8_lossy(m)))

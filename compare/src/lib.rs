@@ -71,6 +71,7 @@
 
 pub mod bells;
 pub mod channel;
+pub mod fanout;
 pub mod fdchan;
 pub mod floor;
 pub mod iceoryx2;
@@ -91,6 +92,7 @@ pub mod shmem_ipc;
 pub mod shmkit_async;
 pub mod shmkit_own;
 pub mod shmkit_queue;
+pub mod shmkit_topic;
 pub mod slot;
 pub mod suite;
 

@@ -181,6 +181,20 @@ pub fn channels() -> Vec<ChannelSpec> {
             make: crate::shmkit_queue::queue_park,
         },
         ChannelSpec {
+            id: "shmkit-topic-spin",
+            style: Spinning,
+            max_msg: None,
+            note: "shmkit::topic::Topic<[u8; size]> Policy::Block, one subscriber, WaitStrategy::Spin both sides; loan+publish / recv_ref, one copy each way; 256 slots (rtt, wake), 8 (stream)",
+            make: crate::shmkit_topic::topic_spin,
+        },
+        ChannelSpec {
+            id: "shmkit-topic-park",
+            style: Sleeping,
+            max_msg: None,
+            note: "shmkit::topic::Topic<[u8; size]> as shmkit-topic-spin, WaitStrategy::Park both sides (futex, no spin)",
+            make: crate::shmkit_topic::topic_park,
+        },
+        ChannelSpec {
             id: "shmkit-queue-async",
             style: Sleeping,
             max_msg: None,

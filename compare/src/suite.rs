@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::channel::{ChannelSpec, Style};
+use crate::fanout;
 use crate::locks::LockSpec;
 use crate::measure::{self, Measurement};
 use crate::mpmc::{self, MpmcParams, MpmcSpec};
@@ -29,11 +30,13 @@ pub enum Workload {
     Mpmc,
     /// One-way throughput from 16 B to 16 MiB.
     Sizes,
+    /// One publisher to 1..8 subscriber processes ([`crate::fanout`]).
+    Fanout,
 }
 
 impl Workload {
     /// All, in table order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Rtt,
         Workload::Stream,
         Workload::Lock,
@@ -41,9 +44,10 @@ impl Workload {
         Workload::Pool,
         Workload::Mpmc,
         Workload::Sizes,
+        Workload::Fanout,
     ];
 
-    /// `rtt`, `stream`, `lock`, `wake`, `pool`, `mpmc` or `sizes`.
+    /// `rtt`, `stream`, `lock`, `wake`, `pool`, `mpmc`, `sizes` or `fanout`.
     pub fn as_str(self) -> &'static str {
         match self {
             Workload::Rtt => "rtt",
@@ -53,6 +57,7 @@ impl Workload {
             Workload::Pool => "pool",
             Workload::Mpmc => "mpmc",
             Workload::Sizes => "sizes",
+            Workload::Fanout => "fanout",
         }
     }
 
@@ -156,6 +161,8 @@ pub enum Job {
     /// rtt (`false`) or stream (`true`) of a Python `multiprocessing` mechanism
     /// ([`crate::python_mp`]) at a size.
     PythonMp(&'static str, bool, usize),
+    /// One publisher to `subs` subscribers ([`crate::fanout`]).
+    Fanout(&'static str, usize, usize),
     /// Not runnable: the row carries the reason.
     Skip(String),
 }
@@ -413,6 +420,31 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                     }
                 }
             }
+            Workload::Fanout => {
+                // The topic and its baseline run together (also for `--only shmkit-topic-*`).
+                let ids = [
+                    fanout::TOPIC,
+                    fanout::QUEUES,
+                    "shmkit-topic-spin",
+                    "shmkit-topic-park",
+                ];
+                let wanted = ids.iter().any(|i| opts.wants(i));
+                for size in fanout::SIZES.into_iter().filter(|_| wanted) {
+                    for (subs, label) in fanout::SUBSCRIBERS {
+                        for id in [fanout::QUEUES, fanout::TOPIC] {
+                            tasks.push(Task {
+                                workload: w,
+                                mechanism: id.into(),
+                                size: Some(size),
+                                variant: Some(label),
+                                style: Some(Style::Sleeping),
+                                note: fanout::note(id).into(),
+                                job: Job::Fanout(id, subs, size),
+                            });
+                        }
+                    }
+                }
+            }
             Workload::Lock => {
                 for (variant, contended) in [("uncontended", false), ("contended", true)] {
                     for l in &locks {
@@ -537,6 +569,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             };
             python_mp::stream(id, *size, target, reps, p).map_err(|e| e.to_string())
         }
+        Job::Fanout(id, subs, size) => fanout::run(id, *subs, *size, q).map_err(|e| e.to_string()),
         Job::Skip(reason) => Err(reason.clone()),
     };
     let mut row = Row {
@@ -637,6 +670,7 @@ pub fn add_ratios(rows: &mut [Row]) {
                         _ => (None, None),
                     };
                 }
+                Workload::Fanout => (fanout::QUEUES, r.median_ns),
             };
             let baseline = r
                 .local_floor_ns

@@ -172,6 +172,7 @@ mod fd;
 mod queue;
 mod reactor;
 mod semaphore;
+mod topic;
 
 #[cfg(feature = "tokio")]
 mod fifo;

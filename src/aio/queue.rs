@@ -18,7 +18,7 @@ use crate::queue::{
 /// future holding `&Queue` would not be `Send`. This one holds a `&Q` that came from a
 /// `&mut Q`: for its whole life nobody else can reach the handle, so moving it to another
 /// thread (with the future) is what moving the `&mut Q` would be.
-struct Exclusive<'a, Q>(&'a Q);
+pub(super) struct Exclusive<'a, Q>(&'a Q);
 
 // SAFETY: built only from `&'a mut Q` (see `Exclusive::new`), not Clone or Copy, so the
 // future that owns it is the only way to the handle during 'a; the handle is `Send`, and
@@ -26,12 +26,12 @@ struct Exclusive<'a, Q>(&'a Q);
 unsafe impl<Q: Send> Send for Exclusive<'_, Q> {}
 
 impl<'a, Q> Exclusive<'a, Q> {
-    fn new(q: &'a mut Q) -> Self {
+    pub(super) fn new(q: &'a mut Q) -> Self {
         Exclusive(q)
     }
 
     /// (A method, so that closures capture the whole wrapper, not its field.)
-    fn get(&self) -> &'a Q {
+    pub(super) fn get(&self) -> &'a Q {
         self.0
     }
 }

@@ -160,7 +160,7 @@
 //! are not trusted.
 
 mod bytes;
-mod copy;
+pub(crate) mod copy;
 mod errors;
 mod fuzz;
 #[cfg(all(test, shmkit_loom))]
@@ -500,7 +500,7 @@ fn check_segment(
 /// The owner word of a participant: its pid in the high half (a diagnostic, reported as
 /// `last_dead_peer`), its liveness token on this segment in the low half (what decides
 /// whether it is alive: see [`crate::liveness`]).
-fn owner_word(pid: u32, token: u32) -> u64 {
+pub(crate) fn owner_word(pid: u32, token: u32) -> u64 {
     u64::from(pid) << 32 | u64::from(token)
 }
 

@@ -143,6 +143,10 @@ pub enum Kind {
     Custom,
     /// A seqlock table of latest values (`Latest<T>`, `Board<T>`).
     Latest,
+    /// A publish/subscribe topic of fixed-size messages.
+    Topic,
+    /// A publish/subscribe topic of variable-length byte messages.
+    ByteTopic,
     /// A kind this build does not know (written by a newer shmkit).
     Unknown(u32),
 }
@@ -164,6 +168,8 @@ impl Kind {
             Kind::ByteQueue => 11,
             Kind::Custom => 12,
             Kind::Latest => 16,
+            Kind::Topic => 14,
+            Kind::ByteTopic => 15,
             Kind::Unknown(n) => n,
         }
     }
@@ -184,6 +190,8 @@ impl Kind {
             11 => Kind::ByteQueue,
             12 => Kind::Custom,
             16 => Kind::Latest,
+            14 => Kind::Topic,
+            15 => Kind::ByteTopic,
             n => Kind::Unknown(n),
         }
     }
@@ -204,6 +212,8 @@ impl Kind {
             Kind::ByteQueue => "bytequeue".into(),
             Kind::Custom => "custom".into(),
             Kind::Latest => "latest".into(),
+            Kind::Topic => "topic".into(),
+            Kind::ByteTopic => "bytetopic".into(),
             Kind::Unknown(n) => format!("unknown({n})"),
         }
     }

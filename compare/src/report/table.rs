@@ -139,6 +139,10 @@ pub(crate) fn table(rows: &[Row], with_baseline: bool) -> String {
                 "x the same mechanism at 1x1 in messages/s, bigger = faster",
             ),
             Workload::Sizes => ("per message", "x memcpy"),
+            Workload::Fanout => (
+                "publish to last subscriber; throughput = deliveries/s",
+                "x shmkit-queues (one queue per subscriber)",
+            ),
         };
         let _ = writeln!(
             out,

@@ -6,10 +6,22 @@
 //!   subscriber reads in place (`recv_ref`) and checks the payload;
 //! - [`QUEUES`] (`shmkit-queues`), the baseline: N SPSC `Queue<[u8; N]>`s (64 slots each),
 //!   the publisher sends every message into each (N copies), each subscriber drains its
-//!   own queue (`recv_ref`).
+//!   own queue (`recv_ref`);
+//! - [`ICEORYX2`] (`iceoryx2-pubsub`): one iceoryx2 publish/subscribe service of `[u8]`
+//!   slices ([`crate::iceoryx2::FanService`]: no safe overflow, history 0, subscriber
+//!   buffer 64, `RetryUntilDelivered` back-pressure, so no sample is dropped; every send
+//!   must reach all subscribers); the publisher loans a slice (`loan_slice_uninit`),
+//!   writes the message into it and sends it, each subscriber polls `receive()` and
+//!   checks the payload in the sample.
 //!
-//! Both use the default wait strategy (spin 50 µs, then sleep): up to 9 processes share
-//! the cores, so pure spinning would measure the scheduler. Subscribers are not pinned.
+//! The shmkit mechanisms use the default wait strategy (spin 50 µs, then sleep): up to 9
+//! processes share the cores, so pure spinning would measure the scheduler. The iceoryx2
+//! subscribers poll and yield the core every 1024 empty polls (iceoryx2's publisher
+//! retries on a full buffer with its own adaptive wait). Subscribers are not pinned.
+//! The publisher waits for the acknowledgements by spinning and yields every 1024 spins:
+//! a polling subscriber that shares its core (no wake-up to preempt it) runs only then,
+//! which is most of the 1-subscriber iceoryx2 latency when the scheduler puts both on
+//! one core (measured: ~27 µs with 1024, ~1 µs with 64 on the 2-core VM).
 //!
 //! Two phases per run, reported in one row:
 //! - **latency** (`median`, `p99`): messages published one at a time; for each, the time
@@ -23,7 +35,7 @@
 //! Payload: the publisher writes the whole message into the slot (a pattern, with the
 //! sequence number in the first 8 bytes and its complement in the last 8); every
 //! subscriber copies the whole message out of the slot (one copy, as the rtt adapters'
-//! receivers do) and checks both words.
+//! receivers do), checks both words and that the messages arrive in order, none missing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +45,7 @@ use shmkit::queue::{Mode, Queue};
 use shmkit::topic::{Policy, Topic};
 use shmkit::{Array, Error, Result};
 
+use crate::iceoryx2::{FanPublisher, FanService};
 use crate::measure::{Measurement, Timing, percentile, spread};
 use crate::proc::{Peer, Placement, cpu_ns, now_ns};
 use crate::slot::WAIT_LIMIT;
@@ -41,6 +54,10 @@ use crate::slot::WAIT_LIMIT;
 pub const TOPIC: &str = "shmkit-topic";
 /// Mechanism id: one SPSC queue per subscriber (the baseline).
 pub const QUEUES: &str = "shmkit-queues";
+/// Mechanism id: one iceoryx2 publish/subscribe service.
+pub const ICEORYX2: &str = "iceoryx2-pubsub";
+/// The mechanisms, baseline first.
+pub const MECHANISMS: [&str; 3] = [QUEUES, TOPIC, ICEORYX2];
 /// Subscriber counts, with their row labels.
 pub const SUBSCRIBERS: [(usize, &str); 4] =
     [(1, "1 sub"), (2, "2 subs"), (4, "4 subs"), (8, "8 subs")];
@@ -52,10 +69,12 @@ const CAPACITY: u64 = 64;
 const STRIDE: usize = 16;
 const DONE: u64 = u64::MAX;
 
-/// The notes of the two mechanisms.
+/// The notes of the mechanisms.
 pub fn note(id: &str) -> &'static str {
     if id == TOPIC {
         "one shmkit::topic::Topic<[u8; size]>, Policy::Block, 64 slots, default wait; loan+publish, subscribers read in place (recv_ref) and check the payload"
+    } else if id == ICEORYX2 {
+        "one iceoryx2 0.10 pub/sub service of [u8] slices, no safe overflow, history 0, subscriber buffer 64, RetryUntilDelivered; loan_slice_uninit+send, subscribers poll receive() (yield every 1024 polls) and check the payload in the sample"
     } else {
         "baseline: one SPSC shmkit::queue::Queue<[u8; size]> per subscriber, 64 slots, default wait; the publisher sends each message into every queue"
     }
@@ -69,6 +88,25 @@ pub fn run(id: &str, subs: usize, size: usize, quick: bool) -> Result<Measuremen
         (false, 64) => (3_000, 100_000),
         (false, _) => (1_000, 5_000),
     };
+    run_counts(id, subs, size, paced, stream)
+}
+
+/// Runs one fanout configuration with `paced` latency messages and a `stream` of them
+/// (the adapters' test uses few).
+pub fn run_counts(
+    id: &str,
+    subs: usize,
+    size: usize,
+    paced: u64,
+    stream: u64,
+) -> Result<Measurement> {
+    if !MECHANISMS.contains(&id) {
+        return Err(Error::invalid(
+            id,
+            "fanout",
+            format!("mechanisms are {MECHANISMS:?}"),
+        ));
+    }
     match size {
         64 => run_typed::<[u8; 64]>(id, subs, paced, stream),
         65536 => run_typed::<[u8; 65536]>(id, subs, paced, stream),
@@ -82,15 +120,30 @@ pub fn run(id: &str, subs: usize, size: usize, quick: bool) -> Result<Measuremen
 
 fn stamp<T: Pod>(m: &mut T, pattern: &T, seq: u64) {
     *m = *pattern;
-    let b = bytemuck::bytes_of_mut(m);
+    stamp_seq(bytemuck::bytes_of_mut(m), seq);
+}
+
+/// The sequence number in the first 8 bytes, its complement in the last 8.
+fn stamp_seq(b: &mut [u8], seq: u64) {
     let n = b.len();
     b[..8].copy_from_slice(&seq.to_le_bytes());
     b[n - 8..].copy_from_slice(&(!seq).to_le_bytes());
 }
 
 fn check<T: Pod>(m: &T, copy: &mut T) -> Result<u64> {
-    *copy = *m;
-    let b = bytemuck::bytes_of(&*copy);
+    check_bytes(bytemuck::bytes_of(m), copy)
+}
+
+/// Copies the message `m` into `copy` and returns its sequence number.
+fn check_bytes<T: Pod>(m: &[u8], copy: &mut T) -> Result<u64> {
+    let b = bytemuck::bytes_of_mut(copy);
+    if m.len() != b.len() {
+        return Err(Error::corrupt(
+            "fanout",
+            format!("received {} bytes, expected {}", m.len(), b.len()),
+        ));
+    }
+    b.copy_from_slice(m);
     let n = b.len();
     let seq = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
     let tail = u64::from_le_bytes(b[n - 8..].try_into().unwrap_or_default());
@@ -107,41 +160,47 @@ fn check<T: Pod>(m: &T, copy: &mut T) -> Result<u64> {
 enum Fan<T: Pod> {
     Topic(Topic<T>),
     Queues(Vec<Queue<T>>),
+    Iceoryx2(Box<FanService>),
 }
 
 impl<T: Pod> Fan<T> {
     fn subscriber_loop(&self, i: usize, report: &Array<u64>) -> Result<()> {
         let ack = report.atomic(1 + STRIDE * (1 + 2 * i))?;
         let ts = report.atomic(1 + STRIDE * (2 + 2 * i))?;
+        let ready = report.atomic(0)?;
         let mut copy = Box::new(T::zeroed());
-        let on = |seq: u64| {
+        // Every message, in order, none missing: 1, 2, ..., then DONE. Returns true at DONE.
+        let mut expect = 1u64;
+        let mut on = |seq: u64| -> Result<bool> {
+            if seq != expect && seq != DONE {
+                return Err(Error::corrupt(
+                    "fanout",
+                    format!("subscriber {i}: message {seq} arrived, expected {expect}"),
+                ));
+            }
+            expect = seq.wrapping_add(1);
             ts.store(now_ns(), Ordering::Relaxed);
             ack.store(seq, Ordering::Release);
+            Ok(seq == DONE)
         };
         match self {
             Fan::Topic(t) => {
                 let s = t.subscribe()?;
-                report.atomic(0)?.fetch_add(1, Ordering::AcqRel);
-                loop {
-                    let seq = check(&*s.recv_ref(Some(WAIT_LIMIT))?, &mut copy)?;
-                    on(seq);
-                    if seq == DONE {
-                        return Ok(());
-                    }
-                }
+                ready.fetch_add(1, Ordering::AcqRel);
+                while !on(check(&*s.recv_ref(Some(WAIT_LIMIT))?, &mut copy)?)? {}
             }
             Fan::Queues(qs) => {
                 let mut q = qs[i].try_clone()?;
-                report.atomic(0)?.fetch_add(1, Ordering::AcqRel);
-                loop {
-                    let seq = check(&*q.recv_ref(Some(WAIT_LIMIT))?, &mut copy)?;
-                    on(seq);
-                    if seq == DONE {
-                        return Ok(());
-                    }
-                }
+                ready.fetch_add(1, Ordering::AcqRel);
+                while !on(check(&*q.recv_ref(Some(WAIT_LIMIT))?, &mut copy)?)? {}
+            }
+            Fan::Iceoryx2(f) => {
+                let s = f.subscriber()?;
+                ready.fetch_add(1, Ordering::AcqRel);
+                while !on(s.receive(|m| check_bytes(m, &mut *copy))??)? {}
             }
         }
+        Ok(())
     }
 }
 
@@ -149,6 +208,7 @@ impl<T: Pod> Fan<T> {
 enum Pub<'a, T: Pod> {
     Topic(shmkit::topic::Publisher<T>, Box<T>),
     Queues(&'a mut [Queue<T>], Box<T>),
+    Iceoryx2(FanPublisher, Box<T>, usize),
 }
 
 impl<T: Pod> Pub<'_, T> {
@@ -164,6 +224,16 @@ impl<T: Pod> Pub<'_, T> {
                     let mut s = q.reserve(Some(WAIT_LIMIT))?;
                     stamp(&mut *s, pattern, seq);
                     s.commit();
+                }
+            }
+            Pub::Iceoryx2(p, pattern, subs) => {
+                let got = p.send(bytemuck::bytes_of(&**pattern), |b| stamp_seq(b, seq))?;
+                if got != *subs {
+                    return Err(Error::Disconnected {
+                        resource: "iceoryx2-pubsub".into(),
+                        op: "send",
+                        detail: Some(format!("message {seq} reached {got} of {subs} subscribers")),
+                    });
                 }
             }
         }
@@ -193,7 +263,13 @@ fn wait_until(what: &'static str, mut ok: impl FnMut() -> bool) -> Result<()> {
 
 fn run_typed<T: Pod>(id: &str, subs: usize, paced: u64, stream: u64) -> Result<Measurement> {
     let report = Array::<u64>::anonymous(1 + STRIDE * (1 + 2 * subs), 0)?;
-    let mut fan = if id == TOPIC {
+    let mut fan = if id == ICEORYX2 {
+        Fan::Iceoryx2(Box::new(FanService::new(
+            subs,
+            size_of::<T>(),
+            CAPACITY as usize,
+        )?))
+    } else if id == TOPIC {
         Fan::Topic(
             Topic::<T>::options()
                 .capacity(CAPACITY)
@@ -233,6 +309,7 @@ fn run_typed<T: Pod>(id: &str, subs: usize, paced: u64, stream: u64) -> Result<M
     let mut p = match &mut fan {
         Fan::Topic(t) => Pub::Topic(t.publisher()?, pattern),
         Fan::Queues(qs) => Pub::Queues(qs, pattern),
+        Fan::Iceoryx2(f) => Pub::Iceoryx2(f.publisher()?, pattern, subs),
     };
     let all_have = |seq: u64| acks.iter().all(|a| a.load(Ordering::Acquire) == seq);
     // Latency: one message at a time (the first tenth is warm-up).

@@ -1,6 +1,7 @@
 //! `iceoryx2` (peer crate, 0.10) in the comparison: `iceoryx2-pubsub` (publish/subscribe,
-//! polling receiver), `iceoryx2-pubsub-event` (the same, plus an event service to sleep
-//! on) and `iceoryx2-reqres` (request/response, polling, rtt and wake only).
+//! polling receiver; also in the `fanout` workload through [`FanService`]),
+//! `iceoryx2-pubsub-event` (the same, plus an event service to sleep on) and
+//! `iceoryx2-reqres` (request/response, polling, rtt and wake only).
 //!
 //! Each run gets its own iceoryx2 [`Config`]: a unique file prefix for the shared-memory
 //! objects in `/dev/shm` (`iox2_shmkit_<pid>_<n>_`) and a unique root directory for the
@@ -165,6 +166,54 @@ fn bounded_backpressure(info: &iceoryx2::port::BackpressureInfo) -> Backpressure
     }
 }
 
+/// Creates or opens a pub/sub service of `[u8]` slices that drops nothing: no safe
+/// overflow, history 0, subscriber buffers of up to `depth` samples, one publisher.
+fn pubsub_service(
+    node: &Node<Ipc>,
+    name: &ServiceName,
+    depth: usize,
+    subscribers: usize,
+    create: bool,
+) -> Result<PubSub> {
+    let b = node
+        .service_builder(name)
+        .publish_subscribe::<[u8]>()
+        .enable_safe_overflow(false)
+        .subscriber_max_buffer_size(depth)
+        .subscriber_max_borrowed_samples(1)
+        .history_size(0)
+        .max_publishers(1)
+        .max_subscribers(subscribers)
+        .max_nodes(subscribers + 1);
+    if create {
+        b.create().map_err(|e| err("pub/sub service", e))
+    } else {
+        b.open().map_err(|e| err("pub/sub service", e))
+    }
+}
+
+/// A publisher of `size`-byte slices, one loan at a time, waiting (bounded) on full
+/// subscriber buffers.
+fn publisher(service: &PubSub, size: usize) -> Result<Publisher<Ipc, [u8], ()>> {
+    service
+        .publisher_builder()
+        .initial_max_slice_len(size)
+        .max_loaned_samples(1)
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .set_backpressure_handler(bounded_backpressure)
+        .create()
+        .map_err(|e| err("create publisher", e))
+}
+
+/// A subscriber buffering up to `depth` samples.
+fn subscriber(service: &PubSub, depth: usize) -> Result<Subscriber<Ipc, [u8], ()>> {
+    service
+        .subscriber_builder()
+        .buffer_size(depth)
+        .create()
+        .map_err(|e| err("create subscriber", e))
+}
+
 // ---------------------------------------------------------------------------------------
 // publish/subscribe
 
@@ -234,21 +283,8 @@ impl PubSubChannel {
 
     fn services(&self, node: &Node<Ipc>, create: bool) -> Result<PubSubServices> {
         let data = |dir: &str| -> Result<PubSub> {
-            let b = node
-                .service_builder(&name(&format!("{}/{dir}", self.tag))?)
-                .publish_subscribe::<[u8]>()
-                .enable_safe_overflow(false)
-                .subscriber_max_buffer_size(self.depth)
-                .subscriber_max_borrowed_samples(1)
-                .history_size(0)
-                .max_publishers(1)
-                .max_subscribers(1)
-                .max_nodes(2);
-            if create {
-                b.create().map_err(|e| err("pub/sub service", e))
-            } else {
-                b.open().map_err(|e| err("pub/sub service", e))
-            }
+            let name = name(&format!("{}/{dir}", self.tag))?;
+            pubsub_service(node, &name, self.depth, 1, create)
         };
         let event = |dir: &str| -> Result<Event> {
             let b = node
@@ -290,19 +326,8 @@ impl Channel for PubSubChannel {
             None => &inner.parent.0,
         };
         let (out, back) = (side.index(), side.peer().index());
-        let tx = services.data[out]
-            .publisher_builder()
-            .initial_max_slice_len(self.size)
-            .max_loaned_samples(1)
-            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-            .set_backpressure_handler(bounded_backpressure)
-            .create()
-            .map_err(|e| err("create publisher", e))?;
-        let rx = services.data[back]
-            .subscriber_builder()
-            .buffer_size(self.depth)
-            .create()
-            .map_err(|e| err("create subscriber", e))?;
+        let tx = publisher(&services.data[out], self.size)?;
+        let rx = subscriber(&services.data[back], self.depth)?;
         let (notify, listen) = match &services.events {
             Some(ev) => (
                 Some(
@@ -430,6 +455,144 @@ impl Drop for PubSubChannel {
     fn drop(&mut self) {
         drop(self.inner.take());
         self.run.remove_files();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// fanout: one publisher, several subscriber processes
+
+/// The most subscribers a [`FanService`] takes (the fanout workload's largest count).
+pub const FAN_MAX_SUBSCRIBERS: usize = 8;
+
+/// `iceoryx2-pubsub` in the `fanout` workload ([`crate::fanout`]): one publish/subscribe
+/// service of `[u8]` slices, created by the publisher's process before the fork; each
+/// forked subscriber opens it with a node of its own ([`FanService::subscriber`]).
+///
+/// Configured so that no sample is dropped: no safe overflow, history 0, every
+/// subscriber's buffer holds `depth` samples, and the publisher's back-pressure is
+/// `RetryUntilDelivered` (bounded by [`WAIT_LIMIT`]). Unique names and cleanup as for the
+/// channel adapters ([`Run`]): `Drop` removes the run's files, also those of the
+/// `_exit`ed subscribers.
+pub struct FanService {
+    // Dropped first, then the run's files are removed.
+    inner: Option<(PubSub, Node<Ipc>)>,
+    run: Run,
+    size: usize,
+    depth: usize,
+    tag: String,
+}
+
+/// A subscriber of a [`FanService`] (in its own process).
+pub struct FanSubscriber {
+    // Field order is drop order.
+    rx: Subscriber<Ipc, [u8], ()>,
+    _own: (PubSub, Node<Ipc>),
+}
+
+/// The publisher of a [`FanService`].
+pub struct FanPublisher {
+    tx: Publisher<Ipc, [u8], ()>,
+}
+
+impl FanService {
+    /// Creates the service for `subs` subscribers of `size`-byte samples, each buffering
+    /// up to `depth` of them.
+    pub fn new(subs: usize, size: usize, depth: usize) -> Result<FanService> {
+        if subs > FAN_MAX_SUBSCRIBERS {
+            return Err(Error::invalid(
+                "iceoryx2-pubsub",
+                "fanout",
+                format!("at most {FAN_MAX_SUBSCRIBERS} subscribers, not {subs}"),
+            ));
+        }
+        let run = Run::new()?;
+        let mut fan = FanService {
+            inner: None,
+            tag: format!("shmkit/{}/fanout/{}", std::process::id(), run.prefix),
+            run,
+            size,
+            depth: depth.max(1),
+        };
+        let node = fan.run.node()?;
+        let service = fan.service(&node, true)?;
+        fan.inner = Some((service, node));
+        Ok(fan)
+    }
+
+    fn service(&self, node: &Node<Ipc>, create: bool) -> Result<PubSub> {
+        let name = name(&self.tag)?;
+        pubsub_service(node, &name, self.depth, FAN_MAX_SUBSCRIBERS, create)
+    }
+
+    /// Opens the service with a node of this process and subscribes (call in the forked
+    /// subscriber).
+    pub fn subscriber(&self) -> Result<FanSubscriber> {
+        let node = self.run.node()?;
+        let service = self.service(&node, false)?;
+        let rx = subscriber(&service, self.depth)?;
+        Ok(FanSubscriber {
+            rx,
+            _own: (service, node),
+        })
+    }
+
+    /// The publisher (call once every subscriber exists: a sample reaches only the
+    /// subscribers present when it is sent).
+    pub fn publisher(&self) -> Result<FanPublisher> {
+        let (service, _) = self
+            .inner
+            .as_ref()
+            .ok_or_else(|| disconnected("publisher", "service torn down"))?;
+        Ok(FanPublisher {
+            tx: publisher(service, self.size)?,
+        })
+    }
+}
+
+impl Drop for FanService {
+    fn drop(&mut self) {
+        drop(self.inner.take());
+        self.run.remove_files();
+    }
+}
+
+impl FanPublisher {
+    /// Loans a sample of `pattern.len()` bytes, writes `pattern` into it, lets `finish`
+    /// edit it in place, sends it and returns how many subscribers received it.
+    #[inline]
+    pub fn send(&self, pattern: &[u8], finish: impl FnOnce(&mut [u8])) -> Result<usize> {
+        let sample = self
+            .tx
+            .loan_slice_uninit(pattern.len())
+            .map_err(|e| err("loan_slice_uninit", e))?;
+        let mut sample = sample.write_from_slice(pattern);
+        finish(sample.payload_mut());
+        sample.send().map_err(|e| err("send", e))
+    }
+}
+
+impl FanSubscriber {
+    /// Polls `receive()` (bounded by [`WAIT_LIMIT`]) and hands the payload, in the
+    /// received sample, to `read`; the sample is released afterwards. Every 1024 empty
+    /// polls it yields the core (`sched_yield`): up to 9 processes share the cores, and a
+    /// poller that never yields holds one for a whole time slice.
+    #[inline]
+    pub fn receive<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if let Some(s) = self.rx.receive().map_err(|e| err("receive", e))? {
+                return Ok(read(s.payload()));
+            }
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins & 0x3FF == 0 {
+                if start.elapsed() > WAIT_LIMIT {
+                    return Err(timeout("receive"));
+                }
+                std::thread::yield_now();
+            }
+        }
     }
 }
 

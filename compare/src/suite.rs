@@ -421,23 +421,29 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                 }
             }
             Workload::Fanout => {
-                // The topic and its baseline run together (also for `--only shmkit-topic-*`).
+                // The mechanisms and their baseline run together (also for
+                // `--only shmkit-topic-*`).
                 let ids = [
                     fanout::TOPIC,
                     fanout::QUEUES,
+                    fanout::ICEORYX2,
                     "shmkit-topic-spin",
                     "shmkit-topic-park",
                 ];
                 let wanted = ids.iter().any(|i| opts.wants(i));
                 for size in fanout::SIZES.into_iter().filter(|_| wanted) {
                     for (subs, label) in fanout::SUBSCRIBERS {
-                        for id in [fanout::QUEUES, fanout::TOPIC] {
+                        for id in fanout::MECHANISMS {
                             tasks.push(Task {
                                 workload: w,
                                 mechanism: id.into(),
                                 size: Some(size),
                                 variant: Some(label),
-                                style: Some(Style::Sleeping),
+                                style: Some(if id == fanout::ICEORYX2 {
+                                    Style::Spinning
+                                } else {
+                                    Style::Sleeping
+                                }),
                                 note: fanout::note(id).into(),
                                 job: Job::Fanout(id, subs, size),
                             });

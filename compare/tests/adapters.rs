@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::kill;
+use shmkit_compare::fanout;
 use shmkit_compare::measure::{self, StreamShape, Timing};
 use shmkit_compare::mpmc::{self, MpmcChannel, MpmcParams, MpmcSpec, Role, ShmkitMpmc};
 use shmkit_compare::payload::Pattern;
@@ -63,6 +64,10 @@ fn main() {
             every_sizes_channel_streams,
         ),
         ("python_mp_peers_round_trip_and_stream", python_mp_peers),
+        (
+            "every_fanout_mechanism_delivers_every_message_to_every_subscriber",
+            every_fanout_mechanism_delivers,
+        ),
         (
             "iceoryx2_runs_leave_nothing_behind",
             iceoryx2_leaves_nothing_behind,
@@ -324,6 +329,18 @@ fn quick_plan_lists_everything() -> Result<(), String> {
             }
         }
     }
+    for id in fanout::MECHANISMS {
+        for (subs, label) in fanout::SUBSCRIBERS {
+            if !tasks.iter().any(|t| {
+                t.workload == Workload::Fanout
+                    && t.mechanism == id
+                    && t.variant == Some(label)
+                    && matches!(t.job, Job::Fanout(m, s, _) if m == id && s == subs)
+            }) {
+                return Err(format!("{id} {label} missing from fanout"));
+            }
+        }
+    }
     for u in registry::unavailable() {
         if !tasks.iter().any(|t| {
             t.mechanism == u.id && matches!(&t.job, Job::Skip(r) if r.starts_with("unavailable"))
@@ -482,6 +499,30 @@ fn python_mp_peers() -> Result<(), String> {
     Ok(())
 }
 
+fn every_fanout_mechanism_delivers() -> Result<(), String> {
+    // 2 subscribers, 64 B and 64 KiB, few messages. Each subscriber checks every payload
+    // (sequence number and its complement) and that every message arrives, in order; a
+    // failure ends the subscriber with an error, which the run reports. A bad id fails.
+    let (paced, stream) = (20, 300);
+    for id in fanout::MECHANISMS {
+        for size in fanout::SIZES {
+            let m = fanout::run_counts(id, 2, size, paced, stream)
+                .map_err(|e| format!("{id} fanout {size} B: {e}"))?;
+            let plausible = m.operations == paced + stream
+                && m.samples == (paced - paced / 10) as usize
+                && m.median_ns > 0.0
+                && m.ops_per_s.is_some_and(|v| v > 0.0);
+            if !plausible {
+                return Err(format!("{id} fanout {size} B: implausible {m:?}"));
+            }
+        }
+    }
+    match fanout::run_counts("no-such-mechanism", 2, 64, paced, stream) {
+        Err(_) => Ok(()),
+        Ok(m) => Err(format!("an unknown fanout mechanism ran: {m:?}")),
+    }
+}
+
 fn iceoryx2_leaves_nothing_behind() -> Result<(), String> {
     // Runs every iceoryx2 adapter once more (the rtt, stream and wake checks above ran
     // them too), then looks for the run's files: shared memory with iceoryx2's prefix for
@@ -492,6 +533,8 @@ fn iceoryx2_leaves_nothing_behind() -> Result<(), String> {
     {
         measure::rtt(&c, 64, 10, 128, placement()).map_err(|e| format!("{}: {e}", c.id))?;
     }
+    fanout::run_counts(fanout::ICEORYX2, 2, 64, 10, 100)
+        .map_err(|e| format!("{} fanout: {e}", fanout::ICEORYX2))?;
     let mut left: Vec<String> = std::fs::read_dir("/dev/shm")
         .map_err(|e| e.to_string())?
         .flatten()

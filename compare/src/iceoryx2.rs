@@ -471,7 +471,7 @@ pub const FAN_MAX_SUBSCRIBERS: usize = 8;
 /// Configured so that no sample is dropped: no safe overflow, history 0, every
 /// subscriber's buffer holds `depth` samples, and the publisher's back-pressure is
 /// `RetryUntilDelivered` (bounded by [`WAIT_LIMIT`]). Unique names and cleanup as for the
-/// channel adapters ([`Run`]): `Drop` removes the run's files, also those of the
+/// channel adapters (see the module docs): `Drop` removes the run's files, also those of the
 /// `_exit`ed subscribers.
 pub struct FanService {
     // Dropped first, then the run's files are removed.

@@ -317,14 +317,16 @@ impl Bridge {
         });
         Bridge(c, rx)
     }
-    fn wait_for(&self, what: &str) {
+    /// Waits (bounded) until every line of `want` was printed, in any order (a route
+    /// may report `matched` before the bridge prints `ready`).
+    fn wait_for(&self, want: &[&str]) {
+        let mut left: Vec<&str> = want.to_vec();
         let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.1.recv_timeout(left) {
-                Ok(l) if l == what => return,
-                Ok(_) => {}
-                Err(_) => panic!("bridge never printed `{what}`"),
+        while !left.is_empty() {
+            let t = end.saturating_duration_since(Instant::now());
+            match self.1.recv_timeout(t) {
+                Ok(l) => left.retain(|w| *w != l),
+                Err(_) => panic!("the bridge never printed {left:?}"),
             }
         }
     }
@@ -373,12 +375,11 @@ fn bridged(size: usize, c: &Counts) -> Result {
         .port();
     let ep = format!("tcp/127.0.0.1:{port}");
     let k = format!("bench/{pid}/{size}");
-    let arg = |s: String| s;
     // Host B: ping in, pong out, stream in. Host A: ping out, pong in, stream out.
     let b = Bridge::spawn(
         &exe,
         &[
-            arg("--listen".into()),
+            "--listen".into(),
             ep.clone(),
             "--in".into(),
             format!("{k}/ping=topic:{}", names[1]),
@@ -388,7 +389,6 @@ fn bridged(size: usize, c: &Counts) -> Result {
             format!("{k}/s=topic:{}", names[5]),
         ],
     );
-    b.wait_for("ready");
     let a = Bridge::spawn(
         &exe,
         &[
@@ -402,18 +402,9 @@ fn bridged(size: usize, c: &Counts) -> Result {
             format!("topic:{}={k}/s", names[4]),
         ],
     );
-    a.wait_for("ready");
-    // A's two out routes (0 and 2) and B's out route (1) must see their remote.
-    let mut seen = 0;
-    while seen < 2 {
-        let l =
-            a.1.recv_timeout(Duration::from_secs(20))
-                .expect("A matched");
-        if l.ends_with(" matched") {
-            seen += 1;
-        }
-    }
-    b.wait_for("route 1 matched");
+    // Every out route sees its remote subscriber.
+    a.wait_for(&["ready", "route 0 matched", "route 2 matched"]);
+    b.wait_for(&["ready", "route 1 matched"]);
     // Echo on host B: ping topic -> pong topic (copy out, publish from a loan).
     let ping_b = t[1].subscribe().unwrap();
     let pong_b = t[2].publisher().unwrap();

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
@@ -84,6 +84,7 @@ struct FileConfig {
     routes: Vec<RouteSpec>,
 }
 
+#[derive(Debug)]
 struct Settings {
     mode: String,
     listen: Vec<String>,
@@ -94,7 +95,7 @@ struct Settings {
     routes: Vec<RouteSpec>,
 }
 
-fn settings(cli: Cli) -> Result<Settings, String> {
+fn settings(cli: Cli, matches: &clap::ArgMatches) -> Result<Settings, String> {
     let file: FileConfig = match &cli.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -103,12 +104,16 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         }
         None => FileConfig::default(),
     };
+    // Routes are numbered in order: the file's, then the flags' as given.
     let mut routes = file.routes;
-    for s in &cli.outs {
-        routes.push(RouteSpec::parse(Dir::Out, s)?);
+    let mut flags: Vec<(usize, Dir, &String)> = Vec::new();
+    for (dir, id, values) in [(Dir::Out, "outs", &cli.outs), (Dir::In, "ins", &cli.ins)] {
+        let at = matches.indices_of(id).into_iter().flatten();
+        flags.extend(at.zip(values).map(|(i, v)| (i, dir, v)));
     }
-    for s in &cli.ins {
-        routes.push(RouteSpec::parse(Dir::In, s)?);
+    flags.sort_by_key(|f| f.0);
+    for (_, dir, s) in flags {
+        routes.push(RouteSpec::parse(dir, s)?);
     }
     if routes.is_empty() {
         return Err("no route: give --out, --in or a config file with routes".into());
@@ -252,8 +257,11 @@ fn start(
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let s = match settings(cli) {
+    let matches = Cli::command().get_matches();
+    let s = match Cli::from_arg_matches(&matches)
+        .map_err(|e| e.to_string())
+        .and_then(|cli| settings(cli, &matches))
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("shmkit-bridge: {e}");
@@ -330,4 +338,63 @@ async fn run(s: Settings) -> Result<(), String> {
         return Err("a route worker panicked".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(args: &[&str]) -> Result<Settings, String> {
+        let m = Cli::command()
+            .try_get_matches_from(std::iter::once("shmkit-bridge").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        settings(Cli::from_arg_matches(&m).map_err(|e| e.to_string())?, &m)
+    }
+
+    #[test]
+    fn routes_keep_the_order_given() {
+        let s = from(&[
+            "--in",
+            "k/a=topic:a",
+            "--out",
+            "queue:b=k/b",
+            "--in",
+            "k/c=queue:c",
+        ])
+        .unwrap();
+        let got: Vec<String> = s.routes.iter().map(|r| r.to_string()).collect();
+        assert_eq!(got, ["k/a -> topic:a", "queue:b -> k/b", "k/c -> queue:c"]);
+        assert_eq!((s.mode.as_str(), s.backlog, s.stats_ms), ("peer", 1024, 0));
+        assert!(from(&[]).is_err(), "no route");
+        assert!(from(&["--out", "topic:a=k", "--backlog", "0"]).is_err());
+        assert!(from(&["--out", "topic:a=k", "--mode", "router"]).is_err());
+    }
+
+    #[test]
+    fn config_file_then_flags() {
+        let p = std::env::temp_dir().join(format!("shmkit-bridge-cfg-{}", std::process::id()));
+        std::fs::write(
+            &p,
+            r#"{"connect": ["tcp/127.0.0.1:1"], "backlog": 7,
+                "routes": [{"dir": "in", "kind": "queue", "name": "q", "key": "k/q", "max_message": 9}]}"#,
+        )
+        .unwrap();
+        let s = from(&[
+            "--config",
+            p.to_str().unwrap(),
+            "--out",
+            "topic:t=k/t",
+            "--backlog",
+            "8",
+        ]);
+        let bad = std::fs::write(&p, r#"{"routes": [], "colour": 1}"#)
+            .map(|()| from(&["--config", p.to_str().unwrap()]));
+        let _ = std::fs::remove_file(&p);
+        let s = s.unwrap();
+        assert_eq!(s.connect, ["tcp/127.0.0.1:1"]);
+        assert_eq!(s.backlog, 8, "a flag overrides the file");
+        assert_eq!(s.routes.len(), 2);
+        assert_eq!(s.routes[0].max_message, Some(9));
+        assert!(bad.unwrap().unwrap_err().contains("unknown field"));
+    }
 }

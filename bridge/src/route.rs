@@ -293,8 +293,14 @@ impl Sink {
                     slot.commit();
                     Write::Done
                 }
-                // No room yet, or no consumer attached now (one may come back): wait.
-                Err(QSendTimeout::Timeout(())) | Err(QSendTimeout::Disconnected(())) => Write::Busy,
+                // No room yet: the reserve waited `POLL`.
+                Err(QSendTimeout::Timeout(())) => Write::Busy,
+                // Every consumer that attached is gone (one may come back): the reserve
+                // returned at once, so wait here.
+                Err(QSendTimeout::Disconnected(())) => {
+                    std::thread::sleep(POLL);
+                    Write::Busy
+                }
                 Err(e) => Write::Error(e.to_string()),
             },
         }

@@ -303,6 +303,8 @@ impl Bridge {
                 "1024",
                 "--max-message",
                 "65536",
+                "--stats",
+                "2000",
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -311,7 +313,11 @@ impl Bridge {
         let (tx, rx) = channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
+            let debug = std::env::var_os("BENCH_DEBUG").is_some();
             for l in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if debug {
+                    eprintln!("bridge: {l}");
+                }
                 let _ = tx.send(l);
             }
         });

@@ -204,16 +204,21 @@ fn zenoh_direct(size: usize, c: &Counts) -> Result {
         .congestion_control(CongestionControl::Block)
         .wait()
         .unwrap();
-    let _echo = b
-        .declare_subscriber(ping_k.clone())
-        .callback(move |s| {
-            pong_pub
-                .put(s.payload().to_bytes().into_owned())
-                .wait()
-                .unwrap();
-        })
-        .wait()
-        .unwrap();
+    // The echo runs in its own thread (a blocking put inside a subscriber callback
+    // stalls zenoh's receive path under load).
+    let ping_sub = b.declare_subscriber(ping_k.clone()).wait().unwrap();
+    let total = c.rtt + 1;
+    let echo = std::thread::spawn(move || {
+        for _ in 0..total {
+            match ping_sub.recv_timeout(Duration::from_secs(10)) {
+                Ok(Some(s)) => pong_pub
+                    .put(s.payload().to_bytes().into_owned())
+                    .wait()
+                    .unwrap(),
+                _ => break,
+            }
+        }
+    });
     let (ctx, crx) = channel::<()>();
     let want = c.stream;
     let mut got = 0u64;
@@ -269,6 +274,7 @@ fn zenoh_direct(size: usize, c: &Counts) -> Result {
     }
     let rtt = t.elapsed();
     let cpu_rtt = cpu_self() - t_cpu;
+    echo.join().unwrap();
     let t = Instant::now();
     for i in 0..c.stream {
         stream.put(payload(size, i)).wait().unwrap();
@@ -491,7 +497,8 @@ fn main() {
     );
     for size in SIZES {
         let c = counts(size, quick);
-        for r in [bridged(size, &c), zenoh_direct(size, &c), tcp(size, &c)] {
+        let rows = [bridged(size, &c), zenoh_direct(size, &c), tcp(size, &c)];
+        for r in rows {
             println!(
                 "{:<8} {:>8} {:>12.1} {:>14.0} {:>20.1} {:>6}",
                 r.path, r.size, r.rtt_us, r.msgs_per_s, r.cpu_us_per_msg, r.lost

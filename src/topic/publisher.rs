@@ -143,11 +143,10 @@ impl<'a, T: Pod> Loan<'a, T> {
 impl<T: Pod> Deref for Loan<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the slot's data is a `T`-sized, `T`-aligned region of the mapping that
-        // lives as long as the core; this handle holds the publisher role for position
-        // `p`, so under the protocol nobody else writes it (subscribers only read; the
-        // module docs, "Trust", say what a peer that breaks the protocol can do). Any bit
-        // pattern is a valid `T` (Pod).
+        // This handle holds the publisher role for position `p`: under the protocol nobody
+        // else writes it (module docs, "Trust": what a peer breaking it can do).
+        // SAFETY: a `T`-sized, `T`-aligned region of the mapping that lives as long as the
+        // core; any bit pattern is a valid `T` (Pod).
         unsafe { &*(self.core.ring.data(self.p) as *const T) }
     }
 }

@@ -36,10 +36,10 @@ impl<T: Pod> Subscriber<T> {
     /// `Result`s costs store-forwarding stalls on the hot path).
     #[inline]
     fn read(v: &mut T, ring: &Ring, c: u64) {
-        // SAFETY: the slot's data is `size_of::<T>()` bytes, 8-aligned, inside the
-        // mapping; `v` is a private `T` and any bytes are a valid `T` (Pod). The copy
-        // uses volatile loads, so a concurrent rewrite only changes the bytes, which the
-        // caller then discards (the sequence word changed).
+        // A concurrent rewrite only changes the bytes, which the caller then discards
+        // (the sequence word changed).
+        // SAFETY: the slot's data is `size_of::<T>()` bytes, 8-aligned, in the mapping;
+        // `v` is a private `T` and any bytes are a valid `T` (Pod).
         unsafe { copy::load(ring.data(c), (v as *mut T).cast(), size_of::<T>()) };
     }
 
@@ -154,11 +154,11 @@ pub struct View<'a, T: Pod> {
 impl<T: Pod> Deref for View<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
+        // Under Block the publisher writes this slot again (position `c + cap`) only once
+        // this subscriber's cursor is past `c`, when the view drops; a peer that breaks the
+        // protocol can change the bytes (module docs, "Trust").
         // SAFETY: a `T`-sized, `T`-aligned region of the mapping, alive as long as the
-        // core. Under the Block policy the publisher writes position `c + cap` (this slot)
-        // only once this subscriber's shared cursor is past `c`, which happens when the
-        // view drops; a peer that breaks the protocol can change the bytes (Pod: any bit
-        // pattern is a `T`), see the module docs, "Trust".
+        // core; any bit pattern is a valid `T` (Pod).
         unsafe { &*(self.core.ring.data(self.c) as *const T) }
     }
 }

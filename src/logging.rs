@@ -35,8 +35,10 @@
 //! # A full queue
 //! A producer waits at most [`LogOptions::full_wait`] (default 10 ms) for room, then
 //! drops the record and counts it; its next record that gets through carries the count,
-//! and the collector writes a line saying how many records that process dropped. Logging
-//! never blocks a program for long, and never silently loses records.
+//! and the collector writes a line saying how many records that process dropped (a
+//! process killed before it logs again cannot report its drops). Children started by
+//! `Process` or a `Pool` use the parent's `full_wait`. Logging never blocks a program for
+//! long.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -166,17 +168,24 @@ impl LogOptions {
 /// The descriptor children inherit (-1: logging not installed) and its settings.
 static CHILD_FD: AtomicI32 = AtomicI32::new(-1);
 static CHILD_LEVEL: AtomicI32 = AtomicI32::new(0);
+/// The full-queue wait children use, in microseconds (the parent's [`LogOptions::full_wait`]).
+static CHILD_WAIT_US: AtomicU64 = AtomicU64::new(10_000);
 
-/// For [`crate::process`]: the log queue's descriptor and level to hand to a child.
-pub(crate) fn for_child() -> Option<(RawFd, usize)> {
+/// For [`crate::process`]: the log queue's descriptor, level and full-queue wait (µs) to
+/// hand to a child.
+pub(crate) fn for_child() -> Option<(RawFd, usize, u64)> {
     match CHILD_FD.load(Ordering::Acquire) {
         -1 => None,
-        fd => Some((fd, CHILD_LEVEL.load(Ordering::Acquire) as usize)),
+        fd => Some((
+            fd,
+            CHILD_LEVEL.load(Ordering::Acquire) as usize,
+            CHILD_WAIT_US.load(Ordering::Acquire),
+        )),
     }
 }
 
 /// In a spawned child: installs the logger on the inherited queue descriptor.
-pub(crate) fn install_child(fd: OwnedFd, level: usize) -> Result<()> {
+pub(crate) fn install_child(fd: OwnedFd, level: usize, wait_us: Option<u64>) -> Result<()> {
     let level = match level {
         0 => log::LevelFilter::Off,
         1 => log::LevelFilter::Error,
@@ -186,7 +195,8 @@ pub(crate) fn install_child(fd: OwnedFd, level: usize) -> Result<()> {
         _ => log::LevelFilter::Trace,
     };
     let d = LogOptions::default();
-    install_logger(fd, level, d.full_wait, d.max_record)
+    let wait = wait_us.map_or(d.full_wait, Duration::from_micros);
+    install_logger(fd, level, wait, d.max_record)
 }
 
 fn install_logger(
@@ -196,6 +206,10 @@ fn install_logger(
     max_record: usize,
 ) -> Result<()> {
     CHILD_LEVEL.store(level as i32, Ordering::Release);
+    CHILD_WAIT_US.store(
+        u64::try_from(full_wait.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Release,
+    );
     CHILD_FD.store(fd.as_raw_fd(), Ordering::Release);
     let logger = QueueLogger {
         fd,

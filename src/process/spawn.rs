@@ -561,9 +561,11 @@ pub fn init(entries: &[&'static dyn Role]) {
         }
     };
     set_current(name.unwrap_or_else(|| "Process".into()), parent);
-    if let Some((fd, level)) = log.as_deref().and_then(|l| l.split_once(':')) {
+    // `FD:LEVEL:WAIT_US` (the wait may be absent: the default then).
+    if let Some((fd, rest)) = log.as_deref().and_then(|l| l.split_once(':')) {
+        let (level, wait) = rest.split_once(':').unwrap_or((rest, ""));
         if let (Ok(fd), Ok(level)) = (fd.parse::<RawFd>(), level.parse::<usize>()) {
-            adopt_log(fd, level);
+            adopt_log(fd, level, wait.parse::<u64>().ok());
         }
     }
     let (kind, entry) = role.split_once(':').unwrap_or(("process", role.as_str()));
@@ -577,7 +579,7 @@ pub fn init(entries: &[&'static dyn Role]) {
 }
 
 #[cfg(feature = "log")]
-fn adopt_log(fd: RawFd, level: usize) {
+fn adopt_log(fd: RawFd, level: usize, wait_us: Option<u64>) {
     // SAFETY: the parent passed this descriptor (its log queue) to this process; nothing
     // else here owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -585,13 +587,13 @@ fn adopt_log(fd: RawFd, level: usize) {
         &fd,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
-    if let Err(e) = crate::logging::install_child(fd, level) {
+    if let Err(e) = crate::logging::install_child(fd, level, wait_us) {
         eprintln!("shmkit: could not install the parent's logger: {e}");
     }
 }
 
 #[cfg(not(feature = "log"))]
-fn adopt_log(_fd: RawFd, _level: usize) {}
+fn adopt_log(_fd: RawFd, _level: usize, _wait_us: Option<u64>) {}
 
 fn set_current(name: String, parent: u32) {
     let p = Box::into_raw(Box::new(name));
@@ -868,15 +870,15 @@ fn spawn_exec(spec: Spec, theirs: Pipe) -> Result<u32> {
     keep.extend(spec.fds.iter().map(|f| f.as_raw_fd()));
     let extra: Vec<String> = keep[1..].iter().map(|f| f.to_string()).collect();
     #[cfg(feature = "log")]
-    let log_fd = crate::logging::for_child().and_then(|(fd, level)| {
+    let log_fd = crate::logging::for_child().and_then(|(fd, level, wait_us)| {
         // SAFETY: the logger's descriptor stays open for the life of the process.
         let owned = unsafe { BorrowedFd::borrow_raw(fd) }
             .try_clone_to_owned()
             .ok()?;
-        Some((owned, level))
+        Some((owned, level, wait_us))
     });
     #[cfg(not(feature = "log"))]
-    let log_fd: Option<(OwnedFd, usize)> = None;
+    let log_fd: Option<(OwnedFd, usize, u64)> = None;
     let mut cmd = std::process::Command::new("/proc/self/exe");
     if let Some(a0) = std::env::args_os().next() {
         cmd.arg0(a0);
@@ -887,8 +889,8 @@ fn spawn_exec(spec: Spec, theirs: Pipe) -> Result<u32> {
         .env(ENV_FDS, extra.join(","))
         .env(ENV_PARENT, parent.to_string())
         .env(ENV_NAME, &spec.name);
-    if let Some((fd, level)) = &log_fd {
-        cmd.env(ENV_LOG, format!("{}:{level}", fd.as_raw_fd()));
+    if let Some((fd, level, wait_us)) = &log_fd {
+        cmd.env(ENV_LOG, format!("{}:{level}:{wait_us}", fd.as_raw_fd()));
         keep.push(fd.as_raw_fd());
     }
     let owned = (theirs, spec.fds, log_fd);

@@ -63,7 +63,7 @@ pub enum StartMethod {
 ///
 /// The name identifies the function across `exec`; [`entry!`](crate::entry) builds it
 /// from the function's path. `A` travels to the child and `R` back in the entry's
-/// [`Codec`]: serde (postcard) for [`Entry::new`] / `entry!(f)`, the value's own bytes for
+/// codec: serde (postcard) for [`Entry::new`] / `entry!(f)`, the value's own bytes for
 /// [`Entry::pod`] / `entry!(pod f)`.
 pub struct Entry<A, R> {
     name: &'static str,

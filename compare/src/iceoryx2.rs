@@ -386,14 +386,23 @@ impl Channel for PubSubChannel {
             .as_ref()
             .and_then(|i| i.ports.as_ref())
             .ok_or_else(|| disconnected("send", "not attached"))?;
-        let sample = ports
-            .tx
-            .loan_slice_uninit(msg.len())
-            .map_err(|e| err("loan_slice_uninit", e))?;
-        let sample = sample.write_from_slice(msg);
-        let delivered = sample.send().map_err(|e| err("send", e))?;
-        if delivered == 0 {
-            return Err(disconnected("send", "no subscriber received the sample"));
+        // A sample no subscriber received went to nobody: sending it again cannot
+        // duplicate it. Under load iceoryx2 occasionally reports no connected subscriber
+        // for a moment after the attach handshake; retry, bounded by WAIT_LIMIT.
+        let start = Instant::now();
+        loop {
+            let sample = ports
+                .tx
+                .loan_slice_uninit(msg.len())
+                .map_err(|e| err("loan_slice_uninit", e))?;
+            let sample = sample.write_from_slice(msg);
+            if sample.send().map_err(|e| err("send", e))? > 0 {
+                break;
+            }
+            if start.elapsed() > WAIT_LIMIT {
+                return Err(disconnected("send", "no subscriber received the sample"));
+            }
+            std::thread::yield_now();
         }
         if let Some(n) = &ports.notify {
             n.notify().map_err(|e| err("notify", e))?;

@@ -361,11 +361,15 @@ impl Channel for PubSubChannel {
         // does not wait but drops the sample ("no connected receiver"), which the stream
         // workload's first burst would hit.
         let hello = vec![0u8; self.size];
-        tx.loan_slice_uninit(self.size)
-            .map_err(|e| err("loan_slice_uninit", e))?
-            .write_from_slice(&hello)
-            .send()
-            .map_err(|e| err("send", e))?;
+        poll_until("attach: hello reaches the peer's subscriber", || {
+            let delivered = tx
+                .loan_slice_uninit(self.size)
+                .map_err(|e| err("loan_slice_uninit", e))?
+                .write_from_slice(&hello)
+                .send()
+                .map_err(|e| err("send", e))?;
+            Ok(delivered > 0)
+        })?;
         poll_until("attach: handshake", || {
             Ok(rx.receive().map_err(|e| err("receive", e))?.is_some())
         })?;

@@ -594,3 +594,160 @@ fn async_forms() {
         .unwrap();
     assert_eq!(s.try_recv().unwrap(), 4);
 }
+
+/// A message of publisher `id`, its `i`-th: `id` in the top 16 bits of the sequence word.
+fn tagged(id: u64, i: u64) -> Msg {
+    msg(id << 48 | i)
+}
+
+/// Several publishers (`.publishers(n)`), one SIGKILLed while it holds the per-message
+/// publisher role (a loan taken, half written): the role passes to a live publisher,
+/// every message is intact, each publisher's messages arrive in order, the half-written
+/// slot is never delivered, and subscribers see `Disconnected` once the rest are gone.
+/// Then two publishers stream at once and one is killed at a random point: the other's
+/// messages all arrive (Block) and nothing is torn.
+#[test]
+fn several_publishers_one_killed_holding_the_role() {
+    if let Some(role) = common::role() {
+        let t = Topic::<Msg>::open(&arg(0)).unwrap();
+        let p = t.publisher().unwrap();
+        let id: u64 = arg(1).parse().unwrap();
+        if role == "hold" {
+            p.send(tagged(id, 0)).unwrap();
+            let mut loan = p.loan().unwrap();
+            loan[..4].copy_from_slice(&[7, 7, 7, 7]); // half a message
+            common::tell("holding");
+            wait_for_parent();
+            std::process::exit(0);
+        }
+        // "stream": `count` messages (0: until killed), then exit.
+        let count: u64 = arg(2).parse().unwrap();
+        common::tell("ready");
+        let mut i = 0;
+        while count == 0 || i < count {
+            p.send_timeout(tagged(id, i), LONG).unwrap();
+            i += 1;
+        }
+        common::tell("done");
+        std::process::exit(0);
+    }
+    const TEST: &str = "several_publishers_one_killed_holding_the_role";
+    let name = common::unique("topic-mpkill");
+    let _g = common::ShmGuard::new(&name);
+
+    // Per-publisher order check; returns how many messages each publisher delivered.
+    let drain = |s: shmkit::topic::Subscriber<Msg>, block: bool| -> [u64; 3] {
+        let mut next = [0u64; 3];
+        let mut got = [0u64; 3];
+        loop {
+            match s.recv_timeout(LONG) {
+                Ok(m) => {
+                    assert!(intact(&m), "torn message {m:?}");
+                    let (id, i) = ((m[0] >> 48) as usize, m[0] & 0xffff_ffff_ffff);
+                    assert!(id < 3, "unknown publisher in {m:?}");
+                    assert!(i >= next[id], "publisher {id}: {i} after {}", next[id]);
+                    if block {
+                        assert_eq!(i, next[id], "Block lost a message of publisher {id}");
+                    }
+                    next[id] = i + 1;
+                    got[id] += 1;
+                }
+                Err(RecvTimeoutError::Lagged(_)) if !block => {}
+                Err(RecvTimeoutError::Disconnected) => return got,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    };
+
+    for policy in [Policy::Block, Policy::Overwrite] {
+        let block = policy == Policy::Block;
+        // 1. The role holder dies with a loan out; the other publisher takes over.
+        let t = Topic::<Msg>::options()
+            .capacity(64)
+            .publishers(3)
+            .policy(policy)
+            .create(&name)
+            .unwrap();
+        let s = t.subscribe().unwrap();
+        // The subscriber drains on its own thread, so a Block publisher never waits on it.
+        let drained = std::thread::spawn(move || drain(s, block));
+        let (mut holder, hl) = common::spawn_talking(TEST, "hold", &[&name, "0"]);
+        assert_eq!(hl.next(LONG), "holding");
+        // While the holder lives, a second publisher cannot publish: a bounded wait ends
+        // with a timeout, as the caller asked.
+        let local = t.publisher().unwrap();
+        assert!(matches!(
+            local.send_timeout(tagged(2, 0), Duration::from_millis(50)),
+            Err(SendTimeoutError::Timeout)
+        ));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        // The dead holder's role is taken over (within the liveness recovery delay).
+        local.send_timeout(tagged(2, 0), LONG).unwrap();
+        let (mut streamer, sl) = common::spawn_talking(TEST, "stream", &[&name, "1", "500"]);
+        assert_eq!(sl.next(LONG), "ready");
+        for i in 1..500 {
+            local.send_timeout(tagged(2, i), LONG).unwrap();
+        }
+        drop(local);
+        assert_eq!(sl.next(LONG), "done");
+        common::wait_ok(&mut streamer, LONG);
+        let got = drained.join().unwrap();
+        if block {
+            assert_eq!(got, [1, 500, 500], "{policy:?}: the dead holder's half message too?");
+        } else {
+            assert!(got[0] <= 1 && got[1] <= 500 && got[2] <= 500, "{got:?}");
+        }
+        drop(t);
+        Segment::unlink(&name).unwrap();
+
+        // 2. Two publishers stream at once; one is killed at a random point.
+        for round in 0..3u64 {
+            let t = Topic::<Msg>::options()
+                .capacity(16)
+                .publishers(2)
+                .policy(policy)
+                .create(&name)
+                .unwrap();
+            let s = t.subscribe().unwrap();
+            let (mut victim, vl) = common::spawn_talking(TEST, "stream", &[&name, "0", "0"]);
+            let (mut survivor, su) = common::spawn_talking(TEST, "stream", &[&name, "1", "3000"]);
+            assert_eq!(vl.next(LONG), "ready");
+            assert_eq!(su.next(LONG), "ready");
+            let kill_at = 200 + round * 531;
+            let mut next = [0u64; 2];
+            let mut got = [0u64; 2];
+            let mut killed = false;
+            loop {
+                match s.recv_timeout(LONG) {
+                    Ok(m) => {
+                        assert!(intact(&m), "torn message {m:?}");
+                        let (id, i) = ((m[0] >> 48) as usize, m[0] & 0xffff_ffff_ffff);
+                        assert!(id < 2 && i >= next[id], "{m:?} after {next:?}");
+                        if block {
+                            assert_eq!(i, next[id], "Block lost a message of publisher {id}");
+                        }
+                        next[id] = i + 1;
+                        got[id] += 1;
+                        if !killed && got[0] + got[1] >= kill_at {
+                            victim.kill().unwrap();
+                            killed = true;
+                        }
+                    }
+                    Err(RecvTimeoutError::Lagged(_)) if !block => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert!(killed, "round {round}: the stream ended before the kill");
+            victim.wait().unwrap();
+            assert_eq!(su.next(LONG), "done");
+            common::wait_ok(&mut survivor, LONG);
+            if block {
+                assert_eq!(got[1], 3000, "{policy:?} round {round}: the survivor's messages");
+            }
+            drop((s, t));
+            Segment::unlink(&name).unwrap();
+        }
+    }
+}

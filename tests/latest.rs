@@ -3,7 +3,8 @@
 //! process, a writer SIGKILLed in the middle of a write (readers get the bounded error, a
 //! new writer takes over and repairs the value), a writer killed at random points of a
 //! write loop, and hostile processes that keep the sequence odd or flip it forever
-//! (reads fail after bounded retries, never hang).
+//! (reads fail after bounded retries, never hang). `KeyedBoard`: keys looked up in
+//! another process, a rewritten key table refused on open and harmless to open handles.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use shmkit::Error;
 use shmkit::Segment;
-use shmkit::latest::{Board, Latest};
+use shmkit::latest::{Board, KeyedBoard, Latest};
 
 const LONG: Duration = Duration::from_secs(60);
 /// Children stop by themselves after this, so a failing test leaves no orphans behind.
@@ -368,4 +369,103 @@ fn wait_for_update_async_is_woken_by_another_process() {
         0,
         "no registration left behind"
     );
+}
+
+/// Instrument ids, as a market-data board would key its quotes.
+type Key = [u8; 8];
+
+fn key(i: u32) -> Key {
+    let mut k = *b"INSTR000";
+    k[5..].copy_from_slice(format!("{i:03}").as_bytes());
+    k
+}
+
+#[test]
+fn keyed_board_across_processes() {
+    if let Some(role) = common::role() {
+        assert_eq!(role, "writer");
+        let mut b = KeyedBoard::<Key, u64>::open(&arg(0)).unwrap();
+        assert_eq!(b.keys(), (0..16).rev().map(key).collect::<Vec<_>>());
+        for i in 0..16 {
+            b.write(&key(i), &u64::from(i * 100)).unwrap();
+        }
+        assert!(b.write(&key(16), &0).is_err());
+        std::process::exit(0);
+    }
+    let name = common::unique("latest-keyed");
+    let _g = common::ShmGuard::new(&name);
+    // Slot order is the entries' order (here the reverse of the keys' numbers).
+    let entries: Vec<(Key, u64)> = (0..16).rev().map(|i| (key(i), 7)).collect();
+    let b = KeyedBoard::<Key, u64>::create(&name, &entries).unwrap();
+    let mut c = common::child("keyed_board_across_processes", "writer", &[&name])
+        .spawn()
+        .unwrap();
+    assert_eq!(b.wait_for_update(&key(15), 0, LONG).unwrap(), (1500, 1));
+    common::wait_ok(&mut c, LONG);
+    for i in 0..16 {
+        assert_eq!(b.read(&key(i)).unwrap(), (u64::from(i * 100), 1));
+        assert_eq!(b.slot(&key(i)), Some(15 - i));
+    }
+    // The slot view and the typed checks.
+    assert_eq!(
+        Board::<u64>::open(&name).unwrap().read(0).unwrap(),
+        (1500, 1)
+    );
+    assert!(matches!(
+        KeyedBoard::<u64, u64>::open(&name),
+        Err(Error::Mismatch { .. })
+    ));
+    assert!(matches!(
+        KeyedBoard::<Key, u32>::open(&name),
+        Err(Error::Mismatch { .. })
+    ));
+    let plain = common::unique("latest-unkeyed");
+    let _g2 = common::ShmGuard::new(&plain);
+    Board::<u64>::create(&plain, 4, 0).unwrap();
+    assert!(matches!(
+        KeyedBoard::<Key, u64>::open(&plain),
+        Err(Error::Mismatch { .. })
+    ));
+}
+
+#[test]
+fn keyed_board_rewritten_key_table_is_refused_and_harms_no_open_handle() {
+    if let Some(role) = common::role() {
+        assert_eq!(role, "hostile");
+        // A process with write access rewrites the key table: key 1 := key 0.
+        let seg = Segment::open(&arg(0)).unwrap();
+        let n = 4;
+        let off = seg.payload_len() - n * size_of::<Key>();
+        // SAFETY: off..payload_len is inside the payload (the key table is its end);
+        // this test process is the hostile writer the trust model describes.
+        unsafe {
+            let p = seg.payload_ptr().add(off);
+            std::ptr::copy_nonoverlapping(p, p.add(size_of::<Key>()), size_of::<Key>());
+        }
+        std::process::exit(0);
+    }
+    let name = common::unique("latest-keyhostile");
+    let _g = common::ShmGuard::new(&name);
+    let mut b = KeyedBoard::<Key, u64>::create(
+        &name,
+        &(0..4).map(|i| (key(i), u64::from(i))).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut c = common::child(
+        "keyed_board_rewritten_key_table_is_refused_and_harms_no_open_handle",
+        "hostile",
+        &[&name],
+    )
+    .spawn()
+    .unwrap();
+    common::wait_ok(&mut c, LONG);
+    // A new handle sees a key twice: an error naming the corruption, no panic.
+    match KeyedBoard::<Key, u64>::open(&name) {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("repeats"), "{detail}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // The handle opened before keeps its private index.
+    assert_eq!(b.read(&key(1)).unwrap(), (1, 0));
+    b.write(&key(1), &11).unwrap();
+    assert_eq!(b.board().read(1).unwrap(), (11, 1));
 }

@@ -694,7 +694,11 @@ fn several_publishers_one_killed_holding_the_role() {
         common::wait_ok(&mut streamer, LONG);
         let got = drained.join().unwrap();
         if block {
-            assert_eq!(got, [1, 500, 500], "{policy:?}: the dead holder's half message too?");
+            assert_eq!(
+                got,
+                [1, 500, 500],
+                "{policy:?}: the dead holder's half message too?"
+            );
         } else {
             assert!(got[0] <= 1 && got[1] <= 500 && got[2] <= 500, "{got:?}");
         }
@@ -744,7 +748,10 @@ fn several_publishers_one_killed_holding_the_role() {
             assert_eq!(su.next(LONG), "done");
             common::wait_ok(&mut survivor, LONG);
             if block {
-                assert_eq!(got[1], 3000, "{policy:?} round {round}: the survivor's messages");
+                assert_eq!(
+                    got[1], 3000,
+                    "{policy:?} round {round}: the survivor's messages"
+                );
             }
             drop((s, t));
             Segment::unlink(&name).unwrap();

@@ -8,7 +8,8 @@
 //! between operations. Reads must return a value or a read failure, never panic, touch
 //! memory outside the table or loop without bound. After a complete write by the writer,
 //! a read of that slot must return exactly what was written, with the version the write
-//! returned (nobody else writes in between).
+//! returned (nobody else writes in between). The input bytes are also indexed as a
+//! keyed board's key table (`keyed::index_keys`): keys or the first repeat, never a panic.
 
 use std::sync::atomic::Ordering;
 
@@ -75,6 +76,16 @@ pub fn fuzz_latest(data: &[u8]) {
     }
     // The waiter side of the wait point with hostile words: the wake must not fault.
     table.wait_point().wake();
+    // A keyed board's key table, as a hostile peer may leave it: the input itself, read
+    // as keys of two sizes. Indexing must give the keys or the first repeat, no panic.
+    for keys in [data, data.get(3..).unwrap_or_default()] {
+        if let Ok((k, index)) = super::keyed::index_keys::<[u8; 3]>(keys) {
+            assert_eq!(k.len(), index.len());
+        }
+        if let Err(i) = super::keyed::index_keys::<u16>(keys) {
+            assert!(i < keys.len() / 2);
+        }
+    }
     drop(buf);
 }
 

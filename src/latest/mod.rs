@@ -1,7 +1,7 @@
 //! Last-value state: [`Latest<T>`], one `T` that one writer keeps replacing and any
-//! number of readers copy, and [`Board<T>`], a fixed table of such values indexed by slot
-//! (iceoryx2's "blackboard"). Both are seqlocks in a [`Segment`] of kind
-//! [`Kind::Latest`].
+//! number of readers copy, [`Board<T>`], a fixed table of such values indexed by slot,
+//! and [`KeyedBoard<K, T>`], the same table named by keys fixed at creation (iceoryx2's
+//! "blackboard"). All are seqlocks in a [`Segment`] of kind [`Kind::Latest`].
 //!
 //! - **Readers never block the writer** and never see a torn value: [`Latest::read`]
 //!   copies the value and checks that no write overlapped the copy, retrying a bounded
@@ -89,6 +89,7 @@ use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 mod cell;
 #[cfg(not(shmkit_loom))]
 mod fuzz;
+mod keyed;
 #[cfg(all(test, shmkit_loom))]
 mod loom;
 
@@ -96,6 +97,7 @@ use cell::{Geometry, ReadFail, Table};
 pub use cell::{MAX_SLOTS, MAX_VALUE};
 #[cfg(not(shmkit_loom))]
 pub use fuzz::fuzz_latest;
+pub use keyed::KeyedBoard;
 
 /// Read attempts after the first before [`Latest::read`] gives up (changeable per handle
 /// with [`Latest::set_retries`]). The first 64 retries spin; later ones yield the CPU, so

@@ -187,7 +187,7 @@ pub use errors::{
 pub use fuzz::fuzz_ring;
 pub use ring::{Corrupt, MAX_CAPACITY, MAX_HANDLES, MAX_STASH};
 pub use sender::{ByteSender, POOL, Sender};
-pub use wait::WaitStrategy;
+pub use wait::{MIN_ADAPTIVE_SPIN, WaitStrategy};
 
 use errors::Fail;
 use ring::{
@@ -518,6 +518,8 @@ pub(crate) struct Core {
     mode: Mode,
     joinable: bool,
     wait: WaitStrategy,
+    /// This handle's adaptive spin budget, learned from its waits.
+    spin: wait::SpinHint,
     me: usize,
     /// The owner word `me` was registered with (tags this handle's stashed tasks).
     owner: u64,
@@ -597,6 +599,7 @@ impl Core {
             mode,
             joinable,
             wait,
+            spin: wait::SpinHint::default(),
             me,
             owner,
             pid,
@@ -907,7 +910,7 @@ impl Core {
         attempt: &mut impl FnMut() -> Result<std::result::Result<R, Blocked>, Fail>,
         blocked: &mut Blocked,
     ) -> Result<R, Fail> {
-        let mut w = Waiter::new(self.wait, timeout);
+        let mut w = Waiter::learning(self.wait, timeout, &self.spin);
         let mut spins = 0u32;
         loop {
             let next = w.next();

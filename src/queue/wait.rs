@@ -37,6 +37,7 @@
 
 #[cfg(shmkit_loom)]
 use loom::sync::atomic::{AtomicU32, fence};
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 #[cfg(not(shmkit_loom))]
@@ -68,11 +69,20 @@ pub enum WaitStrategy {
     /// Sleep on the futex at once: no CPU while waiting, a wake-up costs a system call on
     /// each side and tens of microseconds across cores.
     Park,
-    /// Spin for `spin`, then sleep. The default spins 50 µs: about two cross-core
-    /// wake-ups, so a peer that answers within that time is seen at spinning latency, and
-    /// an idle queue costs at most 50 µs of CPU per wait.
+    /// Spin for at most `spin`, then sleep. The default spins up to 50 µs: about two
+    /// cross-core wake-ups, so a peer that answers within that time is seen at spinning
+    /// latency, and an idle queue costs at most 50 µs of CPU per wait.
+    ///
+    /// Each handle adapts its budget within `spin` to how its waits end (as glibc's
+    /// adaptive mutexes adapt their spin count): a wait that ended within `spin` (while
+    /// spinning, or woken soon after parking) doubles the budget, one that lasted longer
+    /// halves it, down to [`MIN_ADAPTIVE_SPIN`]. A handle whose peer answers quickly keeps
+    /// spinning the whole budget; one whose peer is slower than `spin` stops paying for
+    /// spins that never catch anything, and its waits then cost about what
+    /// [`WaitStrategy::Park`]'s do. After a long quiet spell, the first quick answers are
+    /// seen at parked latency until the budget has doubled back (a few waits).
     Adaptive {
-        /// How long to spin before sleeping.
+        /// The most to spin before sleeping.
         spin: Duration,
     },
 }
@@ -82,6 +92,33 @@ impl Default for WaitStrategy {
         WaitStrategy::Adaptive {
             spin: Duration::from_micros(50),
         }
+    }
+}
+
+/// The least an adaptive wait spins before it sleeps, however long its recent waits were
+/// (a peer that is ready at once is still seen without a system call).
+pub const MIN_ADAPTIVE_SPIN: Duration = Duration::from_micros(2);
+
+/// What one handle learned from its waits: the spin budget an adaptive wait uses next
+/// (`None`: the strategy's full `spin`). Per handle (not shared), so no atomics.
+#[derive(Debug, Default)]
+pub(crate) struct SpinHint(Cell<Option<Duration>>);
+
+impl SpinHint {
+    fn budget(&self, max: Duration) -> Duration {
+        self.0.get().map_or(max, |b| b.min(max))
+    }
+
+    /// Records a wait that lasted `waited` under an adaptive strategy spinning at most
+    /// `max`.
+    fn learn(&self, max: Duration, waited: Duration) {
+        let cur = self.budget(max);
+        let next = if waited <= max {
+            cur.saturating_mul(2).clamp(MIN_ADAPTIVE_SPIN.min(max), max)
+        } else {
+            (cur / 2).max(MIN_ADAPTIVE_SPIN.min(max))
+        };
+        self.0.set(Some(next));
     }
 }
 
@@ -252,12 +289,15 @@ impl WaitPoint<'_> {
 ///
 /// The clock is read only every 64 spins, and not at all before the first 64: a peer
 /// that answers within a few hundred nanoseconds costs no `clock_gettime`.
-pub(crate) struct Waiter {
+pub(crate) struct Waiter<'h> {
     strategy: WaitStrategy,
     timeout: Option<Duration>,
-    /// (deadline, end of spinning), fixed at the first clock reading.
-    times: Option<(Option<Instant>, Option<Instant>)>,
+    /// (deadline, end of spinning), fixed at the first clock reading, and that reading.
+    times: Option<(Option<Instant>, Option<Instant>, Instant)>,
     spins: u32,
+    /// The handle's memory of its waits (adaptive strategy): read for the spin budget,
+    /// updated when this wait ends (on drop).
+    hint: Option<&'h SpinHint>,
 }
 
 /// What the waiter should do next.
@@ -270,13 +310,33 @@ pub(crate) enum Next {
     TimedOut,
 }
 
-impl Waiter {
+impl<'h> Waiter<'h> {
     pub(crate) fn new(strategy: WaitStrategy, timeout: Option<Duration>) -> Self {
         Waiter {
             strategy,
             timeout,
             times: None,
             spins: 0,
+            hint: None,
+        }
+    }
+
+    /// A waiter whose adaptive spin budget comes from, and is learned into, `hint`.
+    pub(crate) fn learning(
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+        hint: &'h SpinHint,
+    ) -> Self {
+        Waiter {
+            hint: Some(hint),
+            ..Waiter::new(strategy, timeout)
+        }
+    }
+
+    fn spin_budget(&self) -> Option<Duration> {
+        match (self.strategy, self.hint) {
+            (WaitStrategy::Adaptive { spin }, Some(h)) => Some(h.budget(spin)),
+            (s, _) => s.spin_budget(),
         }
     }
 
@@ -290,12 +350,16 @@ impl Waiter {
             return Next::Spin;
         }
         let now = Instant::now();
-        let (deadline, spin_until) = *self.times.get_or_insert_with(|| {
-            (
+        if self.times.is_none() {
+            self.times = Some((
                 self.timeout.map(|t| now + t),
-                self.strategy.spin_budget().map(|b| now + b),
-            )
-        });
+                self.spin_budget().map(|b| now + b),
+                now,
+            ));
+        }
+        let Some((deadline, spin_until, _)) = self.times else {
+            return Next::TimedOut; // (set just above)
+        };
         if deadline.is_some_and(|d| now >= d) {
             return Next::TimedOut;
         }
@@ -312,9 +376,60 @@ impl Waiter {
     }
 }
 
+impl Drop for Waiter<'_> {
+    /// Teaches the handle how long this wait took (adaptive strategy only). A wait that
+    /// never read the clock ended within its first 64 spins: short.
+    fn drop(&mut self) {
+        if let (Some(h), WaitStrategy::Adaptive { spin }) = (self.hint, self.strategy) {
+            let waited = self.times.map_or(Duration::ZERO, |(.., t0)| t0.elapsed());
+            h.learn(spin, waited);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adaptive_budget_halves_after_long_waits_and_doubles_back() {
+        let max = Duration::from_micros(50);
+        let h = SpinHint::default();
+        assert_eq!(h.budget(max), max);
+        for _ in 0..10 {
+            h.learn(max, Duration::from_millis(1));
+        }
+        assert_eq!(h.budget(max), MIN_ADAPTIVE_SPIN);
+        h.learn(max, Duration::from_micros(30));
+        assert_eq!(h.budget(max), 2 * MIN_ADAPTIVE_SPIN);
+        for _ in 0..10 {
+            h.learn(max, Duration::ZERO);
+        }
+        assert_eq!(h.budget(max), max);
+        // A smaller maximum caps a budget learned under a larger one.
+        assert_eq!(h.budget(Duration::from_micros(5)), Duration::from_micros(5));
+        // A budget below the minimum stays as small as the strategy asks.
+        let tiny = Duration::from_nanos(500);
+        h.learn(tiny, Duration::from_millis(1));
+        assert_eq!(h.budget(tiny), tiny);
+    }
+
+    #[test]
+    fn a_waiter_learns_on_drop() {
+        let max = Duration::from_micros(50);
+        let h = SpinHint::default();
+        let s = WaitStrategy::Adaptive { spin: max };
+        drop(Waiter::learning(s, None, &h)); // ended at once: stays at the maximum
+        assert_eq!(h.budget(max), max);
+        let mut w = Waiter::learning(s, Some(Duration::from_millis(2)), &h);
+        while !matches!(w.next(), Next::TimedOut) {} // spins 50 µs, then "parks" till 2 ms
+        drop(w);
+        assert_eq!(h.budget(max), max / 2);
+        // Park and Spin learn nothing.
+        let p = SpinHint::default();
+        drop(Waiter::learning(WaitStrategy::Park, None, &p));
+        assert_eq!(p.0.get(), None);
+    }
 
     #[test]
     fn wake_without_sleepers_is_a_no_op_and_park_returns_when_ready() {

@@ -12,7 +12,7 @@ use super::ring::{ROLE_PUB, Ring, Slot, diff};
 use super::{Policy, Shape};
 use crate::error::Error;
 use crate::queue::WaitStrategy;
-use crate::queue::wait::{self, Next, WaitPoint, Waiter};
+use crate::queue::wait::{self, Next, SpinHint, WaitPoint, Waiter};
 use crate::segment::Segment;
 
 /// After how long a blocked publisher checks whether what blocks it (the slowest
@@ -28,6 +28,8 @@ pub(crate) struct Core {
     pub(crate) ring: Ring,
     pub(crate) shape: Shape,
     pub(crate) wait: WaitStrategy,
+    /// This handle's adaptive spin budget, learned from its waits.
+    spin: SpinHint,
     pub(crate) me: usize,
     pid: u32,
     /// Publisher: the next position, while this handle holds the publisher role.
@@ -83,6 +85,7 @@ impl Core {
             ring,
             shape,
             wait,
+            spin: SpinHint::default(),
             me,
             pid,
             pos: Cell::new(None),
@@ -346,7 +349,7 @@ impl Core {
         timeout: Option<Duration>,
         mut attempt: impl FnMut() -> Result<R, Fail>,
     ) -> Result<R, Fail> {
-        let mut w = Waiter::new(self.wait, timeout);
+        let mut w = Waiter::learning(self.wait, timeout, &self.spin);
         loop {
             match w.next() {
                 Next::Spin => {}

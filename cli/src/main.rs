@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod latest;
 mod out;
 mod queue;
+#[path = "segments_split.rs"]
 mod segments;
 mod sync;
 mod topic;

@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 mod latest;
 mod out;
 mod queue;
-#[path = "segments_split.rs"]
 mod segments;
 mod sync;
 mod topic;

@@ -10,7 +10,7 @@ use shmkit::latest::{BYTES_TYPE, Latest, LatestBytes};
 use shmkit::{Error, Segment};
 
 use crate::out::{Out, mode_bits, utf8};
-use crate::segments::{ModeArg, Ty, parse_val, ty_name, ty_of, with_ty};
+use crate::values::{ModeArg, Ty, parse_val, ty_name, ty_of, with_ty};
 
 /// `shmkit latest ...`
 #[derive(Subcommand, Debug)]

@@ -14,6 +14,7 @@ mod segments;
 mod sync;
 mod topic;
 mod transports;
+mod values;
 
 /// Inter-process communication toolkit for Linux.
 #[derive(Parser, Debug)]
@@ -27,6 +28,12 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Segments(segments::Command),
+    /// Create, read and update a shared `Value`.
+    #[command(subcommand)]
+    Value(values::ValueCmd),
+    /// Create, update and dump a shared `Array`.
+    #[command(subcommand)]
+    Array(values::ArrayCmd),
     #[command(flatten)]
     Sync(sync::Command),
     /// POSIX message queues: create, send, recv, info, rm, ls.
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
     let result = match Cli::try_parse() {
         Ok(cli) => match cli.command {
             Command::Segments(c) => segments::run(c, &mut out),
+            Command::Value(c) => values::value(c, &mut out),
+            Command::Array(c) => values::array(c, &mut out),
             Command::Sync(c) => sync::run(c, &mut out),
             Command::Mq(c) => transports::run_mq(c, &mut out),
             Command::Fifo(c) => transports::run_fifo(c, &mut out),

@@ -56,8 +56,8 @@ pub enum Command {
         prefix: Option<OsString>,
         /// Also remove unused persistent objects created more than DURATION ago (by the
         /// header's creation time), e.g. 90s, 30m, 12h, 7d.
-        #[arg(long, value_name = "DURATION")]
-        older_than: Option<OsString>,
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+        older_than: Option<std::time::Duration>,
         /// Also remove unused persistent objects whatever their age.
         #[arg(long)]
         include_persistent: bool,
@@ -71,7 +71,7 @@ pub enum Command {
 pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
     match cmd {
         Command::Ls { json } => ls(json, out),
-        Command::Info { name, json } => info(&utf8("NAME", &name)?, json, out),
+        Command::Info { name, json } => info(&utf8("NAME", &name)?, json, "info", out),
         Command::Rm { names } => rm(&utf8_all("NAMES", &names)?, out),
         Command::Gc {
             dry_run,
@@ -84,7 +84,7 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             let persistent = if include_persistent {
                 Persistent::All
             } else if let Some(d) = older_than {
-                Persistent::OlderThan(parse_age(&utf8("--older-than", &d)?)?)
+                Persistent::OlderThan(d)
             } else {
                 Persistent::Keep
             };
@@ -208,17 +208,22 @@ fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
     j
 }
 
-fn print_json(out: &mut Out, j: &Json) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(j)
-        .map_err(|e| Error::invalid("stdout", "serialize JSON", e.to_string()))?;
-    writeln!(out, "{text}")
+/// Prints `rows` as `--json` records, one line each, with `"op": op` added.
+fn print_json(out: &mut Out, op: &str, rows: impl IntoIterator<Item = Json>) -> Result<(), Error> {
+    for mut j in rows {
+        if let Some(o) = j.as_object_mut() {
+            o.insert("op".into(), json!(op));
+        }
+        out.json(&j)?;
+    }
+    Ok(())
 }
 
 fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
     let maps = shmkit::process::mapped_files();
     let rows: Vec<Json> = shm_objects()?.iter().map(|p| describe(p, &maps)).collect();
     if as_json {
-        return print_json(out, &Json::Array(rows));
+        return print_json(out, "ls", rows);
     }
     writeln!(
         out,
@@ -337,7 +342,7 @@ fn has_payload_details(kind: &str) -> bool {
     .any(|k| k.name() == kind)
 }
 
-fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
+fn info(name: &str, as_json: bool, op: &str, out: &mut Out) -> Result<(), Error> {
     let n = Name::shm(name)?;
     let path = n.fs_path();
     // Surface a clear error (missing, not a file, symlink) before describing.
@@ -367,7 +372,7 @@ fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
     if let Some(err) = j.get("error").and_then(Json::as_str) {
         if j.get("kind").and_then(Json::as_str) == Some("corrupt") {
             if as_json {
-                print_json(out, &j)?;
+                print_json(out, op, [j.clone()])?;
             }
             return Err(Error::corrupt(
                 n.to_string(),
@@ -376,7 +381,7 @@ fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
         }
     }
     if as_json {
-        return print_json(out, &j);
+        return print_json(out, op, [j]);
     }
     if let Some(o) = j.as_object() {
         for (k, v) in o {
@@ -388,6 +393,83 @@ fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `KIND stat NAME`: what `info` shows, after checking that the object is one of `kinds`.
+pub(crate) fn stat_kind(
+    kinds: &[Kind],
+    name: &OsString,
+    json: bool,
+    out: &mut Out,
+) -> Result<(), Error> {
+    let name = utf8("NAME", name)?;
+    check_kind(kinds, &name)?;
+    info(&name, json, "stat", out)
+}
+
+/// `KIND rm NAMES`: `rm`, after checking that every object is one of `kinds`.
+pub(crate) fn rm_kind(kinds: &[Kind], names: &[OsString], out: &mut Out) -> Result<(), Error> {
+    let names = utf8_all("NAMES", names)?;
+    for n in &names {
+        check_kind(kinds, n)?;
+    }
+    rm(&names, out)
+}
+
+/// The object's header (read with `pread`) says it is one of `kinds`.
+fn check_kind(kinds: &[Kind], name: &str) -> Result<(), Error> {
+    let n = Name::shm(name)?;
+    let h = inspect_path(&n.fs_path())?
+        .header
+        .map_err(|source| Error::Header {
+            resource: n.to_string(),
+            source,
+        })?;
+    if kinds.contains(&h.kind()) {
+        return Ok(());
+    }
+    let expected: Vec<String> = kinds.iter().map(|k| k.name()).collect();
+    Err(Error::Mismatch {
+        resource: n.to_string(),
+        what: "kind",
+        expected: expected.join(" or "),
+        found: h.kind().name(),
+    })
+}
+
+/// `stat` and `rm` for kinds that have no other commands (rwlock, barrier, condvar).
+#[derive(Subcommand, Debug)]
+pub enum InspectCmd {
+    /// Show the object: what `shmkit info` shows (owner, state, counts...).
+    Stat(NameJson),
+    /// Remove objects of this kind (like `shmkit rm`, after checking the kind).
+    Rm(Names),
+}
+
+/// `NAME [--json]`.
+#[derive(clap::Args, Debug)]
+pub struct NameJson {
+    /// Name.
+    pub name: OsString,
+    /// Print JSON (one line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `NAMES...`.
+#[derive(clap::Args, Debug)]
+pub struct Names {
+    /// Names to remove.
+    #[arg(required = true)]
+    pub names: Vec<OsString>,
+}
+
+/// Runs `stat` or `rm` on an object of one of `kinds`.
+pub(crate) fn run_inspect(kinds: &[Kind], cmd: InspectCmd, out: &mut Out) -> Result<(), Error> {
+    match cmd {
+        InspectCmd::Stat(a) => stat_kind(kinds, &a.name, a.json, out),
+        InspectCmd::Rm(a) => rm_kind(kinds, &a.names, out),
+    }
 }
 
 fn rm(names: &[String], out: &mut Out) -> Result<(), Error> {
@@ -417,33 +499,6 @@ enum Persistent {
     OlderThan(std::time::Duration),
     /// Remove unused ones whatever their age.
     All,
-}
-
-/// `90`, `90s`, `30m`, `12h`, `7d`.
-fn parse_age(s: &str) -> Result<std::time::Duration, Error> {
-    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => 0,
-    };
-    num.parse::<u64>()
-        .ok()
-        .filter(|_| scale > 0)
-        .and_then(|n| n.checked_mul(scale))
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| {
-            Error::invalid(
-                "--older-than",
-                "parse",
-                format!("{s:?} is not a duration like 90s, 30m, 12h or 7d"),
-            )
-        })
 }
 
 /// Whether `gc` removes an object (`Ok(reason)`) or keeps it (`Err(reason)`).
@@ -518,8 +573,12 @@ fn gc(
         let attached = shmkit::process::file_id(&path)
             .and_then(|id| maps.get(&id).cloned())
             .unwrap_or_default();
+        let mut kind = None;
         let decision = match inspect_path(&path) {
-            Ok(ins) => gc_decision(&ins, &attached, &file_name, persistent),
+            Ok(ins) => {
+                kind = ins.header.as_ref().ok().map(|h| h.kind().name());
+                gc_decision(&ins, &attached, &file_name, persistent)
+            }
             Err(e) => Err(format!("cannot inspect it: {e}")),
         };
         let (action, reason) = match decision {
@@ -536,6 +595,7 @@ fn gc(
             },
         };
         rows.push(json!({
+            "kind": kind,
             "name": file_name,
             "action": action,
             "reason": reason,
@@ -543,7 +603,7 @@ fn gc(
         }));
     }
     if as_json {
-        return print_json(out, &Json::Array(rows));
+        return print_json(out, "gc", rows);
     }
     let mut any = false;
     for r in &rows {

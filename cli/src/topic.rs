@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
+use shmkit::segment::Kind;
 use shmkit::topic::{ByteTopic, Policy, RecvTimeoutError, stat};
 use shmkit::{Error, Segment};
 
-use crate::out::{Out, note, utf8};
+use crate::out::{Out, note, record, utf8};
+use crate::segments::{Names, rm_kind};
 
 /// Slow-subscriber policies, as the CLI spells them.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -53,9 +55,9 @@ pub enum Command {
         name: OsString,
         /// Messages (bytes, UTF-8 or not).
         messages: Vec<OsString>,
-        /// Give up after this many milliseconds of waiting for a slow subscriber (Block).
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
+        /// Give up after this long waiting for a slow subscriber (Block; e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "5s", alias = "timeout-ms")]
+        timeout: Duration,
     },
     /// Subscribe and print messages, one per line. Lost messages (Overwrite) are reported
     /// on stderr. Once every publisher has gone and nothing is left, returns with a
@@ -69,10 +71,10 @@ pub enum Command {
         /// Also receive up to this many messages published before subscribing.
         #[arg(long, default_value_t = 0)]
         history: u64,
-        /// Give up after this many milliseconds without a message.
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
-        /// Print JSON (one array of strings; bytes that are not UTF-8 are replaced).
+        /// Give up after this long without a message (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "5s", alias = "timeout-ms")]
+        timeout: Duration,
+        /// Print JSON: one line per message, as it is received.
         #[arg(long)]
         json: bool,
     },
@@ -81,10 +83,12 @@ pub enum Command {
     Stat {
         /// Topic name.
         name: OsString,
-        /// Print JSON.
+        /// Print JSON (one line).
         #[arg(long)]
         json: bool,
     },
+    /// Remove topics (byte or typed; checks the kind first).
+    Rm(Names),
 }
 
 /// Runs one topic command.
@@ -117,15 +121,15 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                 t.max_message()
             )
         }
+        Command::Rm(a) => rm_kind(&[Kind::Topic, Kind::ByteTopic], &a.names, out),
         Command::Pub {
             name,
             messages,
-            timeout_ms,
+            timeout: d,
         } => {
             let name = utf8("NAME", &name)?;
             let t = ByteTopic::open(&name)?;
             let p = t.publisher()?;
-            let d = Duration::from_millis(timeout_ms);
             if messages.is_empty() {
                 for line in std::io::stdin().lock().lines() {
                     let line =
@@ -143,16 +147,9 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             name,
             count,
             history,
-            timeout_ms,
+            timeout,
             json,
-        } => sub(
-            &utf8("NAME", &name)?,
-            count,
-            history,
-            Duration::from_millis(timeout_ms),
-            json,
-            out,
-        ),
+        } => sub(&utf8("NAME", &name)?, count, history, timeout, json, out),
         Command::Stat { name, json } => {
             let name = utf8("NAME", &name)?;
             let s = stat(&name)?;
@@ -172,11 +169,12 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                         })
                     })
                     .collect();
-                writeln!(
-                    out,
-                    "{}",
+                let kind = Segment::open(&name)?.header().kind().name();
+                out.json(&record(
+                    &kind,
+                    &name,
+                    "stat",
                     json!({
-                        "name": name,
                         "capacity": s.capacity,
                         "message_bytes": s.message_bytes,
                         "policy": format!("{:?}", s.policy).to_lowercase(),
@@ -184,8 +182,8 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                         "published": s.published,
                         "peer_deaths": s.peer_deaths,
                         "participants": parts,
-                    })
-                )
+                    }),
+                ))
             } else {
                 writeln!(
                     out,
@@ -248,7 +246,7 @@ fn sub(
         out.check_reader()?;
         match s.recv_timeout(&mut buf, t) {
             Ok(_) => {
-                crate::queue::write_message(out, &buf, json, i == 0)?;
+                crate::queue::write_message(out, "bytetopic", name, "sub", &buf, json)?;
                 out.flush()?;
                 i += 1;
             }
@@ -258,9 +256,6 @@ fn sub(
                 ));
             }
             Err(e) => {
-                if json && i > 0 {
-                    let _ = writeln!(out, "]");
-                }
                 return Err(match e {
                     RecvTimeoutError::Disconnected => Error::Disconnected {
                         resource: name.to_owned(),
@@ -278,12 +273,6 @@ fn sub(
                 });
             }
         }
-    }
-    if json {
-        if count == 0 {
-            out.bytes(b"[")?;
-        }
-        writeln!(out, "]")?;
     }
     Ok(())
 }

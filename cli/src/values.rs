@@ -5,12 +5,13 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{Value as Json, json};
+use serde_json::json;
+use shmkit::segment::SegmentOptions;
 use shmkit::segment::{Header, Kind, State, inspect_path};
 use shmkit::{Array, Error, Name, Segment, Value};
 
-use crate::out::{Out, mode_bits, utf8};
-use crate::segments::{errno_of, open_for_read};
+use crate::out::{Out, mode_bits, record, utf8};
+use crate::segments::{NameJson, Names, errno_of, open_for_read, rm_kind, stat_kind};
 
 /// Element types the CLI can handle.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -147,18 +148,7 @@ macro_rules! with_int_ty {
 #[derive(Subcommand, Debug)]
 pub enum ValueCmd {
     /// Create a value.
-    Create {
-        /// Name.
-        name: OsString,
-        /// Element type.
-        #[arg(long = "type", value_enum)]
-        ty: Ty,
-        /// Initial value (default 0).
-        #[arg(long, allow_hyphen_values = true)]
-        init: Option<String>,
-        #[command(flatten)]
-        mode: ModeArg,
-    },
+    Create(TypedCreate),
     /// Print the value (atomic load).
     Get {
         /// Name.
@@ -182,7 +172,14 @@ pub enum ValueCmd {
         /// Amount (may be negative for signed types).
         #[arg(allow_hyphen_values = true)]
         delta: String,
+        /// Print JSON (one line; `data` is the new value).
+        #[arg(long)]
+        json: bool,
     },
+    /// Show the object's header and state (what `shmkit info` shows).
+    Stat(NameJson),
+    /// Remove values (checks the kind first).
+    Rm(Names),
 }
 
 /// `shmkit array ...`
@@ -220,6 +217,9 @@ pub enum ArrayCmd {
         name: OsString,
         /// Index.
         index: usize,
+        /// Print JSON (one line: `index`, `data`).
+        #[arg(long)]
+        json: bool,
     },
     /// Print every element.
     Dump {
@@ -231,10 +231,50 @@ pub enum ArrayCmd {
         /// Element type (required with --raw).
         #[arg(long = "type", value_enum)]
         ty: Option<Ty>,
-        /// Print JSON.
+        /// Print JSON (one line; `data` is the array of elements).
         #[arg(long)]
         json: bool,
     },
+    /// Show the object's header and state (what `shmkit info` shows).
+    Stat(NameJson),
+    /// Remove arrays (checks the kind first).
+    Rm(Names),
+}
+
+/// `NAME --type T [--init V] [--mode M]`: creating one typed value (`value`, `mutex`).
+#[derive(Args, Debug)]
+pub struct TypedCreate {
+    /// Name.
+    pub(crate) name: OsString,
+    /// Element type.
+    #[arg(long = "type", value_enum)]
+    pub(crate) ty: Ty,
+    /// Initial value (default 0).
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) init: Option<String>,
+    #[command(flatten)]
+    pub(crate) mode: ModeArg,
+}
+
+impl TypedCreate {
+    /// The name, and the options of a persistent segment with `--mode`.
+    pub(crate) fn parts(&self) -> Result<(String, SegmentOptions), Error> {
+        let name = utf8("NAME", &self.name)?;
+        let opts = Segment::options()
+            .mode(mode_bits(&self.mode.mode)?)
+            .persistent(true);
+        Ok((name, opts))
+    }
+
+    /// `--init` as a `T` (default 0).
+    pub(crate) fn init<T: std::str::FromStr + Default>(&self, name: &str) -> Result<T, Error>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.init
+            .as_deref()
+            .map_or_else(|| Ok(T::default()), |s| parse_val(name, s))
+    }
 }
 
 /// `--mode` for creation commands.
@@ -272,17 +312,11 @@ pub(crate) fn ty_of(resource: &str, h: &Header) -> Result<Ty, Error> {
 
 pub fn value(cmd: ValueCmd, out: &mut Out) -> Result<(), Error> {
     match cmd {
-        ValueCmd::Create {
-            name,
-            ty,
-            init,
-            mode,
-        } => {
-            let name = utf8("NAME", &name)?;
-            let mode = mode_bits(&mode.mode)?;
+        ValueCmd::Create(c) => {
+            let (name, opts) = c.parts()?;
+            let ty = c.ty;
             with_ty!(ty, T => {
-                let v: T = match &init { Some(s) => parse_val(&name, s)?, None => T::default() };
-                let opts = Segment::options().mode(mode).persistent(true);
+                let v: T = c.init(&name)?;
                 Value::<T>::create_with(&opts, &name, v)?;
                 writeln!(out, "created {name}: {ty:?} = {v}")
             })
@@ -294,7 +328,7 @@ pub fn value(cmd: ValueCmd, out: &mut Out) -> Result<(), Error> {
             with_ty!(ty, T => {
                 let v = Value::<T>::from_segment(seg)?.load();
                 if json {
-                    writeln!(out, "{}", json!({ "name": name, "type": ty_name(ty), "value": v }))
+                    out.json(&record("value", &name, "get", json!({ "type": ty_name(ty), "data": v })))
                 } else {
                     writeln!(out, "{v}")
                 }
@@ -310,14 +344,20 @@ pub fn value(cmd: ValueCmd, out: &mut Out) -> Result<(), Error> {
                 Ok(())
             })
         }
-        ValueCmd::Add { name, delta } => {
+        ValueCmd::Stat(a) => stat_kind(&[Kind::Value], &a.name, a.json, out),
+        ValueCmd::Rm(a) => rm_kind(&[Kind::Value], &a.names, out),
+        ValueCmd::Add { name, delta, json } => {
             let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
             let ty = ty_of(&seg.resource(), seg.header())?;
             with_int_ty!(ty, name.clone(), T => {
                 let d: T = parse_val(&name, &delta)?;
-                let old = Value::<T>::from_segment(seg)?.fetch_add(d);
-                writeln!(out, "{}", old.wrapping_add(d))
+                let new = Value::<T>::from_segment(seg)?.fetch_add(d).wrapping_add(d);
+                if json {
+                    out.json(&record("value", &name, "add", json!({ "type": ty_name(ty), "data": new })))
+                } else {
+                    writeln!(out, "{new}")
+                }
             })
         }
     }
@@ -354,15 +394,22 @@ pub fn array(cmd: ArrayCmd, out: &mut Out) -> Result<(), Error> {
                 Array::<T>::from_segment(seg)?.store(index, v)
             })
         }
-        ArrayCmd::Get { name, index } => {
+        ArrayCmd::Get { name, index, json } => {
             let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
             let ty = ty_of(&seg.resource(), seg.header())?;
             with_ty!(ty, T => {
                 let v = Array::<T>::from_segment(seg)?.load(index)?;
-                writeln!(out, "{v}")
+                if json {
+                    let f = json!({ "type": ty_name(ty), "index": index, "data": v });
+                    out.json(&record("array", &name, "get", f))
+                } else {
+                    writeln!(out, "{v}")
+                }
             })
         }
+        ArrayCmd::Stat(a) => stat_kind(&[Kind::Array], &a.name, a.json, out),
+        ArrayCmd::Rm(a) => rm_kind(&[Kind::Array], &a.names, out),
         ArrayCmd::Dump {
             name,
             raw,
@@ -428,8 +475,10 @@ fn dump(name: &str, raw: bool, ty: Option<Ty>, json: bool, out: &mut Out) -> Res
     with_ty!(ty, T => {
         let mut sep = Separator::new(json);
         if json {
-            let name_json = Json::String(name.to_owned());
-            write!(out, "{{\"name\":{name_json},\"type\":\"{}\",\"values\":[", ty_name(ty))?;
+            // The record's head, then the elements as they are read (no copy of the array).
+            let head = record(if raw { "foreign" } else { "array" }, name, "dump", json!({ "type": ty_name(ty) })).to_string();
+            let head = head.strip_suffix('}').unwrap_or(&head);
+            write!(out, "{head},\"data\":[")?;
         }
         read_elems::<{ size_of::<T>() }>(&file, name, start, count, |b| {
             let v = T::from_ne_bytes(b);

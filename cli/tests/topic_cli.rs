@@ -43,8 +43,8 @@ fn create_pub_sub_stat() {
         "3",
         "--history",
         "2",
-        "--timeout-ms",
-        "60000",
+        "--timeout",
+        "60s",
     ]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "two\nthree\n");
     assert_eq!(o.status.code(), Some(3), "{o:?}");
@@ -65,7 +65,7 @@ fn create_pub_sub_stat() {
     ]);
     assert!(o.status.success(), "{o:?}");
     let mut sub = Command::new(env!("CARGO_BIN_EXE_shmkit"))
-        .args(["topic", "sub", &name, "-n", "1", "--timeout-ms", "20000"])
+        .args(["topic", "sub", &name, "-n", "1", "--timeout", "20s"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

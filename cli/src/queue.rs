@@ -57,8 +57,8 @@ pub enum Command {
     Send {
         /// Queue name.
         name: OsString,
-        /// Messages (bytes, UTF-8 or not; numbers on a typed queue).
-        #[arg(allow_hyphen_values = true)]
+        /// Messages (bytes, UTF-8 or not; numbers on a typed queue: negative ones after
+        /// `--`).
         messages: Vec<OsString>,
         /// Give up after this long of a full queue (e.g. 1.5s, 250ms).
         #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "5s", alias = "timeout-ms")]

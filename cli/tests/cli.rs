@@ -210,3 +210,32 @@ fn bench_with_the_feature_runs_the_driver() {
     let err = fails(&["bench", "--quick", "--only", "no-such-thing"]);
     assert!(err.contains("spin-floor"), "{err}");
 }
+
+/// `shmkit --help` states the conventions every subcommand follows.
+#[test]
+fn help_states_the_conventions() {
+    let help = ok(&["--help"]);
+    for needle in [
+        "Verbs",
+        "Durations",
+        "1.5s, 250ms",
+        "JSON Lines",
+        "--named",
+        "Exit",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in {help}");
+    }
+    // Every timeout flag says it takes a duration.
+    for cmd in [
+        &["queue", "recv", "--help"][..],
+        &["topic", "sub", "--help"],
+        &["mq", "recv", "--help"],
+        &["fifo", "send", "--help"],
+        &["event", "wait", "--help"],
+        &["sem", "wait", "--help"],
+        &["mutex", "get", "--help"],
+        &["latest", "get", "--help"],
+    ] {
+        assert!(ok(cmd).contains("--timeout <DURATION>"), "{cmd:?}");
+    }
+}

@@ -56,6 +56,13 @@ fn byte_queue_json_is_one_lossless_line_per_message() {
         (&"ff00".into(), &"hex".into(), &2.into())
     );
     assert_eq!(recs[1]["kind"], "bytequeue");
+    // Flags after the messages are flags, not messages.
+    ok(&["queue", "send", &name, "a", "--timeout", "1s"]);
+    assert_eq!(ok(&["queue", "recv", &name, "-n", "1"]), "a\n");
+    assert_eq!(
+        json_lines(&ok(&["queue", "stat", &name, "--json"]))[0]["len"],
+        0
+    );
     // --type on a byte queue: the mismatch says it holds bytes.
     assert!(fails(&["queue", "recv", &name, "--type", "u64"]).contains("byte queue"));
 }

@@ -18,7 +18,7 @@ use shmkit::{Error, Segment};
 
 use crate::out::{Out, message, record, utf8, with_note};
 use crate::segments::{Names, rm_kind};
-use crate::values::{Ty, parse_val, ty_name, ty_of, with_ty};
+use crate::values::{Ty, element_type, parse_messages, ty_name, with_ty};
 
 /// Queue modes, as the CLI spells them.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -154,7 +154,7 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             ty,
         } => {
             let name = utf8("NAME", &name)?;
-            if let Some(ty) = element_type(&name, ty)? {
+            if let Some(ty) = element_type(&name, Kind::Queue, ty)? {
                 return send_typed(&name, ty, &messages, t);
             }
             let q = ByteQueue::open(&name)?;
@@ -179,7 +179,7 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             json,
         } => {
             let name = utf8("NAME", &name)?;
-            match element_type(&name, ty)? {
+            match element_type(&name, Kind::Queue, ty)? {
                 Some(ty) => recv_typed(&name, ty, count, timeout, json, out),
                 None => recv(&name, count, timeout, json, out),
             }
@@ -311,39 +311,10 @@ pub(crate) fn write_message(
     }
 }
 
-/// The element type of a typed queue (`None`: a byte queue), checked against `--type`.
-fn element_type(name: &str, asserted: Option<Ty>) -> Result<Option<Ty>, Error> {
-    let seg = Segment::open(name)?;
-    let h = seg.header();
-    let found = match h.kind() {
-        Kind::Queue => Some(ty_of(&seg.resource(), h)?),
-        // Anything else: the open below reports the kind mismatch.
-        _ => None,
-    };
-    match (asserted, found) {
-        (Some(want), got) if got != Some(want) => Err(Error::Mismatch {
-            resource: seg.resource(),
-            what: "element type",
-            expected: ty_name(want),
-            found: got.map_or_else(|| "bytes (a byte queue)".into(), ty_name),
-        }),
-        _ => Ok(found),
-    }
-}
-
 /// `queue send` on a typed queue: every message is parsed before any is sent.
 fn send_typed(name: &str, ty: Ty, messages: &[OsString], t: Duration) -> Result<(), Error> {
-    let lines: Vec<String> = if messages.is_empty() {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::invalid(name, "read stdin", e.to_string()))?
-    } else {
-        crate::out::utf8_all("MESSAGES", messages)?
-    };
     with_ty!(ty, T => {
-        let values: Vec<T> = lines.iter().map(|l| parse_val(name, l)).collect::<Result<_, _>>()?;
+        let values: Vec<T> = parse_messages(name, messages)?;
         let q = Queue::<T>::open(name)?;
         for v in values {
             q.send_timeout(v, t)?;

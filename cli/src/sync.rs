@@ -65,6 +65,9 @@ pub enum EventCmd {
         /// Give up after this long (e.g. 1.5s, 250ms).
         #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s")]
         timeout: Duration,
+        /// Print JSON (one line; `data` is "set").
+        #[arg(long)]
+        json: bool,
     },
     /// Show the event (what `shmkit info` shows).
     Stat(NameJson),
@@ -174,6 +177,10 @@ pub enum MutexCmd {
         /// Give up after this long (e.g. 1.5s, 250ms).
         #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s")]
         timeout: Duration,
+        /// Print JSON (one line; `data`: "consistent" (nothing to do), "owner-died" or
+        /// "unrecoverable" (what was repaired)).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove mutexes (checks the kind first).
     Rm(Names),
@@ -215,7 +222,11 @@ fn event(c: EventCmd, out: &mut Out) -> Result<(), Error> {
         }
         EventCmd::Stat(a) => stat_kind(&[Kind::Event], &a.name, a.json, out)?,
         EventCmd::Rm(a) => rm_kind(&[Kind::Event], &a.names, out)?,
-        EventCmd::Wait { name, timeout: d } => {
+        EventCmd::Wait {
+            name,
+            timeout: d,
+            json,
+        } => {
             let name = utf8("NAME", &name)?;
             if !Event::open(&name)?.wait_timeout(d)? {
                 return Err(Error::Timeout {
@@ -224,7 +235,11 @@ fn event(c: EventCmd, out: &mut Out) -> Result<(), Error> {
                     timeout: d,
                 });
             }
-            writeln!(out, "set")?;
+            if json {
+                out.json(&record("event", &name, "wait", json!({ "data": "set" })))?;
+            } else {
+                writeln!(out, "set")?;
+            }
         }
     }
     Ok(())
@@ -338,25 +353,32 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
                 }
             }
         }
-        MutexCmd::Repair { name, timeout: d } => {
+        MutexCmd::Repair {
+            name,
+            timeout: d,
+            json,
+        } => {
             let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
             let raw = shmkit::sync::mutex::raw_mutex(&seg)?;
             // reset_unrecoverable locks like lock_timeout, and also brings back a mutex
             // that was given up (unrecoverable) as an inconsistent one.
             let was_unrecoverable = raw.owner().unrecoverable;
-            match raw.reset_unrecoverable(seg.liveness(), d) {
-                Ok(LockResult::Acquired(_)) => {
-                    writeln!(out, "{name}: consistent, nothing to repair")?
-                }
+            let (found, text) = match raw.reset_unrecoverable(seg.liveness(), d) {
+                Ok(LockResult::Acquired(_)) => ("consistent", "consistent, nothing to repair"),
                 Ok(LockResult::OwnerDied(mut g)) => {
                     g.make_consistent()?;
-                    let why = if was_unrecoverable {
-                        "was NOT RECOVERABLE (given up); reset"
+                    if was_unrecoverable {
+                        (
+                            "unrecoverable",
+                            "was NOT RECOVERABLE (given up); reset; marked consistent (data kept as is)",
+                        )
                     } else {
-                        "a holder had died"
-                    };
-                    writeln!(out, "{name}: {why}; marked consistent (data kept as is)")?;
+                        (
+                            "owner-died",
+                            "a holder had died; marked consistent (data kept as is)",
+                        )
+                    }
                 }
                 Err(Error::Timeout { op, timeout, .. }) => {
                     return Err(Error::Timeout {
@@ -366,6 +388,11 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
                     });
                 }
                 Err(e) => return Err(e),
+            };
+            if json {
+                out.json(&record("mutex", &name, "repair", json!({ "data": found })))?;
+            } else {
+                writeln!(out, "{name}: {text}")?;
             }
         }
     }

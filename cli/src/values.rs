@@ -277,6 +277,54 @@ impl TypedCreate {
     }
 }
 
+/// The element type of a typed queue or topic (`typed`: its kind; `None`: the byte
+/// variant, or another kind, which the open that follows reports), checked against the
+/// `--type` the user asserted.
+pub(crate) fn element_type(
+    name: &str,
+    typed: Kind,
+    asserted: Option<Ty>,
+) -> Result<Option<Ty>, Error> {
+    let seg = Segment::open(name)?;
+    let h = seg.header();
+    let found = if h.kind() == typed {
+        Some(ty_of(&seg.resource(), h)?)
+    } else {
+        None
+    };
+    match (asserted, found) {
+        (Some(want), got) if got != Some(want) => Err(Error::Mismatch {
+            resource: seg.resource(),
+            what: "element type",
+            expected: ty_name(want),
+            found: got.map_or_else(|| format!("bytes (a {})", h.kind().name()), ty_name),
+        }),
+        _ => Ok(found),
+    }
+}
+
+/// The values to send to a typed queue or topic: the arguments, or each line of stdin
+/// when there are none; all parsed before any is sent.
+pub(crate) fn parse_messages<T: std::str::FromStr>(
+    name: &str,
+    messages: &[OsString],
+) -> Result<Vec<T>, Error>
+where
+    T::Err: std::fmt::Display,
+{
+    let lines: Vec<String> = if messages.is_empty() {
+        use std::io::BufRead;
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::invalid(name, "read stdin", e.to_string()))?
+    } else {
+        crate::out::utf8_all("MESSAGES", messages)?
+    };
+    lines.iter().map(|l| parse_val(name, l)).collect()
+}
+
 /// `--mode` for creation commands.
 #[derive(Args, Debug)]
 pub struct ModeArg {

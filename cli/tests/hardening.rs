@@ -62,8 +62,15 @@ fn closed_or_full_stdout_is_one_line_and_exit_1_in_every_command() {
     ok(&["event", "create", &e]);
     ok(&["event", "set", &e]);
     ok(&["sem", "create", &s, "2"]);
-    let (m, tq, l) = (unique("out-m"), unique("out-tq"), unique("out-l"));
-    let _g2 = Guard(vec![m.clone(), tq.clone(), l.clone()]);
+    let (m, tq, l, tt) = (
+        unique("out-m"),
+        unique("out-tq"),
+        unique("out-l"),
+        unique("out-tt"),
+    );
+    let _g2 = Guard(vec![m.clone(), tq.clone(), l.clone(), tt.clone()]);
+    ok(&["topic", "create", &tt, "--type", "u16"]);
+    ok(&["topic", "pub", &tt, "7"]);
     ok(&["mutex", "create", &m, "--type", "u64", "--init", "5"]);
     ok(&["queue", "create", &tq, "--type", "u32"]);
     ok(&["queue", "send", &tq, "42"]);
@@ -102,6 +109,9 @@ fn closed_or_full_stdout_is_one_line_and_exit_1_in_every_command() {
         vec!["queue", "stat", &q, "--json"],
         vec!["latest", "get", &l, "--json"],
         vec!["latest", "stat", &l],
+        vec!["topic", "sub", &tt, "--history", "1", "--json"],
+        vec!["topic", "sub", &tt, "--history", "1"],
+        vec!["topic", "stat", &tt, "--json"],
         vec!["mq", "ls"],
         vec!["bench", "--help"],
         vec!["--help"],

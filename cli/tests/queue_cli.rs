@@ -64,7 +64,7 @@ fn byte_queue_json_is_one_lossless_line_per_message() {
         0
     );
     // --type on a byte queue: the mismatch says it holds bytes.
-    assert!(fails(&["queue", "recv", &name, "--type", "u64"]).contains("byte queue"));
+    assert!(fails(&["queue", "recv", &name, "--type", "u64"]).contains("bytes (a bytequeue)"));
 }
 
 #[test]

@@ -15,6 +15,10 @@ fn event_commands() {
     ok(&["event", "set", &n]);
     assert!(Event::open(&n).unwrap().is_set());
     assert_eq!(ok(&["event", "wait", &n]).trim(), "set");
+    assert_eq!(
+        json_one(&ok(&["event", "wait", &n, "--json"]))["data"],
+        "set"
+    );
     ok(&["event", "clear", &n]);
     assert!(!Event::open(&n).unwrap().is_set());
     assert_eq!(ok(&["event", "get", &n]), "clear\n");
@@ -121,7 +125,11 @@ fn mutex_status_and_repair_after_a_holder_died() {
         "{stat}"
     );
     assert!(ok(&["mutex", "repair", &n]).contains("had died"));
-    assert!(ok(&["mutex", "repair", &n]).contains("nothing to repair"));
+    let j = json_one(&ok(&["mutex", "repair", &n, "--json"]));
+    assert_eq!(
+        (&j["op"], &j["data"]),
+        (&"repair".into(), &"consistent".into())
+    );
     assert!(!m.lock().unwrap().owner_died());
     // Given up (unrecoverable): status says so, lockers fail, repair resets it in place.
     m.lock().unwrap().into_guard().mark_unrecoverable();

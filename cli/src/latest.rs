@@ -7,10 +7,12 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::json;
 use shmkit::latest::{BYTES_TYPE, Latest, LatestBytes};
+use shmkit::segment::Kind;
 use shmkit::{Error, Segment};
 
-use crate::out::{Out, mode_bits, utf8};
-use crate::segments::{ModeArg, Ty, parse_val, ty_name, ty_of, with_ty};
+use crate::out::{Out, message, mode_bits, record, utf8};
+use crate::segments::{NameJson, Names, rm_kind, stat_kind};
+use crate::values::{ModeArg, Ty, parse_val, ty_name, ty_of, with_ty};
 
 /// `shmkit latest ...`
 #[derive(Subcommand, Debug)]
@@ -43,10 +45,10 @@ pub enum Command {
         /// Wait for a version other than this one first (e.g. the last one seen).
         #[arg(long)]
         after: Option<u64>,
-        /// How long --after waits, in milliseconds.
-        #[arg(long, default_value_t = 10_000)]
-        timeout_ms: u64,
-        /// Print JSON: name, type, value, version.
+        /// How long --after waits (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s", alias = "timeout-ms")]
+        timeout: Duration,
+        /// Print JSON (one line): type, data, version.
         #[arg(long)]
         json: bool,
     },
@@ -58,7 +60,14 @@ pub enum Command {
         /// New value (a byte string: taken as it is).
         #[arg(allow_hyphen_values = true)]
         value: OsString,
+        /// Print JSON (one line; `version` is the new version).
+        #[arg(long)]
+        json: bool,
     },
+    /// Show the cell's header and state (what `shmkit info` shows).
+    Stat(NameJson),
+    /// Remove last-value cells (checks the kind first).
+    Rm(Names),
 }
 
 /// Runs a `latest` command.
@@ -91,12 +100,11 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
         Command::Get {
             name,
             after,
-            timeout_ms,
+            timeout,
             json,
         } => {
             let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
-            let timeout = Duration::from_millis(timeout_ms);
             if seg.header().type_name() == BYTES_TYPE {
                 let l = LatestBytes::from_segment(seg)?;
                 let mut buf = Vec::new();
@@ -105,12 +113,10 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                     None => l.read(&mut buf)?,
                 };
                 if json {
-                    let value = String::from_utf8_lossy(&buf);
-                    writeln!(
-                        out,
-                        "{}",
-                        json!({ "name": name, "type": "bytes", "value": value, "version": version })
-                    )
+                    let mut j = message("latest", &name, "get", &buf);
+                    j["type"] = json!("bytes");
+                    j["version"] = json!(version);
+                    out.json(&j)
                 } else {
                     out.bytes(&buf)?;
                     writeln!(out)
@@ -124,14 +130,16 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                         None => l.read()?,
                     };
                     if json {
-                        writeln!(out, "{}", json!({ "name": name, "type": ty_name(ty), "value": v, "version": version }))
+                        out.json(&record("latest", &name, "get", json!({ "type": ty_name(ty), "data": v, "version": version })))
                     } else {
                         writeln!(out, "{v}")
                     }
                 })
             }
         }
-        Command::Set { name, value } => {
+        Command::Stat(a) => stat_kind(&[Kind::Latest], &a.name, a.json, out),
+        Command::Rm(a) => rm_kind(&[Kind::Latest], &a.names, out),
+        Command::Set { name, value, json } => {
             let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
             let version = if seg.header().type_name() == BYTES_TYPE {
@@ -145,7 +153,16 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                     Latest::<T>::from_segment(seg)?.write(&v)?
                 })
             };
-            writeln!(out, "{version}")
+            if json {
+                out.json(&record(
+                    "latest",
+                    &name,
+                    "set",
+                    json!({ "version": version }),
+                ))
+            } else {
+                writeln!(out, "{version}")
+            }
         }
     }
 }

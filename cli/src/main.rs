@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod duration;
 mod latest;
 mod out;
 mod queue;
@@ -14,10 +15,38 @@ mod segments;
 mod sync;
 mod topic;
 mod transports;
+mod values;
+
+/// The conventions every subcommand follows (`shmkit --help`; docs/cli.md says the same).
+const CONVENTIONS: &str = "\
+Conventions:
+  Verbs      the same across kinds: create, get (read), set, send/recv (pub/sub on
+             topics), stat, rm; `shmkit ls` lists every object, `shmkit info` shows one.
+             Kinds: value array mutex sem event rwlock barrier condvar queue topic
+             latest (segments in /dev/shm), mq (POSIX message queues), fifo.
+  Durations  every --timeout (and gc --older-than) takes a number and a unit:
+             1.5s, 250ms, 10us, 2m, 12h, 7d (units ns us ms s m h d). A bare number
+             is refused (`--timeout 100` would be ambiguous). The old --timeout-ms
+             spelling is kept as a hidden alias and follows the same rule.
+  --json     on every command that prints data: JSON Lines, one object per line
+             (one line for one object; one per object for ls/gc; one per message
+             for recv/sub, written as each is received). Every object has \"kind\"
+             (as `ls` shows it, or mq, fifo, posix-semaphore), \"name\" and \"op\"
+             (the verb); read values are in \"data\" (a number, or a list for
+             arrays); messages carry \"len\", \"encoding\" (utf8 or hex) and \"data\".
+  --named    POSIX named semaphores (sem_open) instead of segment semaphores.
+  Exit       0 ok; 1 error (one line on stderr, also for a closed or full stdout);
+             2 usage error; 3 the peer is gone (no producer or writer left).";
 
 /// Inter-process communication toolkit for Linux.
 #[derive(Parser, Debug)]
-#[command(name = "shmkit", version, about, propagate_version = true)]
+#[command(
+    name = "shmkit",
+    version,
+    about,
+    propagate_version = true,
+    after_help = CONVENTIONS
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,9 +56,15 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Segments(segments::Command),
+    /// Create, read and update a shared `Value`.
+    #[command(subcommand)]
+    Value(values::ValueCmd),
+    /// Create, update and dump a shared `Array`.
+    #[command(subcommand)]
+    Array(values::ArrayCmd),
     #[command(flatten)]
     Sync(sync::Command),
-    /// POSIX message queues: create, send, recv, info, rm, ls.
+    /// POSIX message queues: create, send, recv, stat, rm, ls.
     #[command(subcommand)]
     Mq(transports::MqCommand),
     /// Named pipes (FIFOs): create, send, recv, rm.
@@ -46,13 +81,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
-    /// Create, feed, drain and inspect shared-memory queues.
+    /// Shared-memory queues (bytes or numbers): create, send, recv, stat, rm.
     #[command(subcommand)]
     Queue(queue::Command),
-    /// Last-value cells (one writer, lock-free readers): create, get, set.
+    /// Last-value cells (one writer, lock-free readers): create, get, set, stat, rm.
     #[command(subcommand)]
     Latest(latest::Command),
-    /// Create, publish to, subscribe to and inspect publish/subscribe topics.
+    /// Publish/subscribe topics: create, pub, sub, stat, rm.
     #[command(subcommand)]
     Topic(topic::Command),
 }
@@ -67,6 +102,8 @@ fn main() -> ExitCode {
     let result = match Cli::try_parse() {
         Ok(cli) => match cli.command {
             Command::Segments(c) => segments::run(c, &mut out),
+            Command::Value(c) => values::value(c, &mut out),
+            Command::Array(c) => values::array(c, &mut out),
             Command::Sync(c) => sync::run(c, &mut out),
             Command::Mq(c) => transports::run_mq(c, &mut out),
             Command::Fifo(c) => transports::run_fifo(c, &mut out),

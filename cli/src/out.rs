@@ -38,6 +38,12 @@ impl Out {
         self.0.write_all(b).map_err(|e| stdout_err(&e))
     }
 
+    /// Writes one `--json` record: one compact JSON object on one line (JSON Lines; see
+    /// the conventions in `main.rs`).
+    pub fn json(&mut self, v: &serde_json::Value) -> Result<(), Error> {
+        writeln!(self, "{v}")
+    }
+
     /// Pushes everything buffered to the file descriptor.
     pub fn flush(&mut self) -> Result<(), Error> {
         self.0.flush().map_err(|e| stdout_err(&e))
@@ -59,6 +65,31 @@ impl Out {
         }
         Ok(())
     }
+}
+
+/// The `--json` record for one object: `{"kind":..,"name":..,"op":..}` plus `fields`.
+pub fn record(kind: &str, name: &str, op: &str, fields: serde_json::Value) -> serde_json::Value {
+    let mut v = serde_json::json!({ "kind": kind, "name": name, "op": op });
+    if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fields) {
+        o.extend(f);
+    }
+    v
+}
+
+/// The `--json` record for one message (bytes): `len`, and `data` as text when it is
+/// UTF-8 (`"encoding":"utf8"`), else as lowercase hex (`"encoding":"hex"`): lossless.
+pub fn message(kind: &str, name: &str, op: &str, data: &[u8]) -> serde_json::Value {
+    let len = data.len();
+    let (encoding, data) = match std::str::from_utf8(data) {
+        Ok(text) => ("utf8", text.to_owned()),
+        Err(_) => ("hex", data.iter().map(|b| format!("{b:02x}")).collect()),
+    };
+    record(
+        kind,
+        name,
+        op,
+        serde_json::json!({ "len": len, "encoding": encoding, "data": data }),
+    )
 }
 
 /// The error for a failed write to stdout.

@@ -1,7 +1,9 @@
 //! `shmkit queue`: create, feed, drain and inspect shared-memory queues from the shell.
 //!
-//! Messages are bytes (a `ByteQueue`); `stat` and `rm` also work on typed queues made by
-//! programs (`Queue<T>`).
+//! A byte queue (`ByteQueue`) carries byte messages; a typed queue (`Queue<T>`, made by a
+//! program or by `create --type`) of an integer or float type carries numbers, and
+//! `send`/`recv` read its element type from its header (`--type` only asserts it), as
+//! `value get` does.
 
 use std::ffi::OsString;
 use std::io::BufRead;
@@ -10,10 +12,13 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
-use shmkit::queue::{ByteQueue, Mode, RecvTimeoutError, stats};
+use shmkit::queue::{ByteQueue, Mode, Queue, RecvTimeoutError, stats};
+use shmkit::segment::Kind;
 use shmkit::{Error, Segment};
 
-use crate::out::{Out, utf8, with_note};
+use crate::out::{Out, message, record, utf8, with_note};
+use crate::segments::{Names, rm_kind};
+use crate::values::{Ty, element_type, parse_messages, ty_name, with_ty};
 
 /// Queue modes, as the CLI spells them.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -27,16 +32,19 @@ pub enum CliMode {
 /// Queue commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a byte queue.
+    /// Create a byte queue, or with `--type` a typed queue of numbers.
     Create {
         /// Queue name.
         name: OsString,
         /// Number of messages it holds (rounded up to a power of two).
         #[arg(long, default_value_t = 64)]
         capacity: u64,
-        /// Largest message in bytes.
-        #[arg(long, default_value_t = 4096)]
+        /// Largest message in bytes (byte queues).
+        #[arg(long, default_value_t = 4096, conflicts_with = "ty")]
         max_message: usize,
+        /// A typed queue (`Queue<T>`) of this element type instead of a byte queue.
+        #[arg(long = "type", value_enum)]
+        ty: Option<Ty>,
         /// Mode.
         #[arg(long, value_enum, default_value_t = CliMode::Mpmc)]
         mode: CliMode,
@@ -45,14 +53,19 @@ pub enum Command {
         joinable: bool,
     },
     /// Send messages: each argument is one message; with none, each line of stdin is one.
+    /// On a typed queue each message is a number of its element type.
     Send {
         /// Queue name.
         name: OsString,
-        /// Messages (bytes, UTF-8 or not).
+        /// Messages (bytes, UTF-8 or not; numbers on a typed queue: negative ones after
+        /// `--`).
         messages: Vec<OsString>,
-        /// Give up after this many milliseconds of a full queue.
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
+        /// Give up after this long of a full queue (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "5s", alias = "timeout-ms")]
+        timeout: Duration,
+        /// Fail unless the queue is a typed queue of this element type.
+        #[arg(long = "type", value_enum)]
+        ty: Option<Ty>,
     },
     /// Receive messages and print them, one per line. A message is taken off the queue only
     /// once it is written and flushed to stdout; if the write fails, it is sent back (to the
@@ -65,10 +78,13 @@ pub enum Command {
         /// How many messages to receive.
         #[arg(long, short = 'n', default_value_t = 1)]
         count: usize,
-        /// Give up after this many milliseconds of an empty queue.
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
-        /// Print JSON (one array of strings; bytes that are not UTF-8 are replaced).
+        /// Give up after this long of an empty queue (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "5s", alias = "timeout-ms")]
+        timeout: Duration,
+        /// Fail unless the queue is a typed queue of this element type.
+        #[arg(long = "type", value_enum)]
+        ty: Option<Ty>,
+        /// Print JSON: one line per message, as it is received.
         #[arg(long)]
         json: bool,
     },
@@ -76,10 +92,12 @@ pub enum Command {
     Stat {
         /// Queue name.
         name: OsString,
-        /// Print JSON.
+        /// Print JSON (one line).
         #[arg(long)]
         json: bool,
     },
+    /// Remove queues (byte or typed; checks the kind first).
+    Rm(Names),
 }
 
 /// Runs one queue command.
@@ -89,6 +107,7 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             name,
             capacity,
             max_message,
+            ty,
             mode,
             joinable,
         } => {
@@ -97,6 +116,23 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                 CliMode::Spsc => Mode::Spsc,
                 CliMode::Mpmc => Mode::Mpmc,
             };
+            if let Some(ty) = ty {
+                return with_ty!(ty, T => {
+                    let q = Queue::<T>::options()
+                        .mode(mode)
+                        .capacity(capacity)
+                        .joinable(joinable)
+                        .segment(Segment::options().persistent(true))
+                        .create(&name)?;
+                    writeln!(
+                        out,
+                        "created {name}: {:?}, {} messages of type {}",
+                        q.mode(),
+                        q.capacity(),
+                        ty_name(ty)
+                    )
+                });
+            }
             let q = ByteQueue::options()
                 .mode(mode)
                 .capacity(capacity)
@@ -114,11 +150,14 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
         Command::Send {
             name,
             messages,
-            timeout_ms,
+            timeout: t,
+            ty,
         } => {
             let name = utf8("NAME", &name)?;
+            if let Some(ty) = element_type(&name, Kind::Queue, ty)? {
+                return send_typed(&name, ty, &messages, t);
+            }
             let q = ByteQueue::open(&name)?;
-            let t = Duration::from_millis(timeout_ms);
             if messages.is_empty() {
                 for line in std::io::stdin().lock().lines() {
                     let line =
@@ -135,27 +174,28 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
         Command::Recv {
             name,
             count,
-            timeout_ms,
+            timeout,
+            ty,
             json,
-        } => recv(
-            &utf8("NAME", &name)?,
-            count,
-            Duration::from_millis(timeout_ms),
-            json,
-            out,
-        ),
+        } => {
+            let name = utf8("NAME", &name)?;
+            match element_type(&name, Kind::Queue, ty)? {
+                Some(ty) => recv_typed(&name, ty, count, timeout, json, out),
+                None => recv(&name, count, timeout, json, out),
+            }
+        }
+        Command::Rm(a) => rm_kind(&[Kind::Queue, Kind::ByteQueue], &a.names, out),
         Command::Stat { name, json } => {
             let name = utf8("NAME", &name)?;
             let s = stats(&name)?;
             let seg = Segment::open(&name)?;
             let ty = seg.header().type_name().to_owned();
             if json {
-                writeln!(
-                    out,
-                    "{}",
+                out.json(&record(
+                    &s.kind.name(),
+                    &name,
+                    "stat",
                     json!({
-                        "name": name,
-                        "kind": s.kind.name(),
                         "type": ty,
                         "mode": format!("{:?}", s.mode).to_lowercase(),
                         "joinable": s.joinable,
@@ -169,8 +209,8 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                         "pids": s.pids,
                         "peer_deaths": s.peer_deaths,
                         "last_dead_peer": s.last_dead_peer,
-                    })
-                )
+                    }),
+                ))
             } else {
                 writeln!(out, "{name}: {} {ty}", s.kind)?;
                 writeln!(
@@ -207,35 +247,15 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
 /// place, so a message whose write fails is sent again, to the end of the queue.
 fn recv(name: &str, count: usize, t: Duration, json: bool, out: &mut Out) -> Result<(), Error> {
     let mut q = ByteQueue::open(name)?;
-    for i in 0..count {
+    for _ in 0..count {
         // A pipe whose reader has gone: fail before taking anything.
         out.check_reader()?;
         let m = match q.recv_ref(Some(t)) {
             Ok(m) => m,
-            Err(e) => {
-                // Close the array of what was delivered (best effort: we fail anyway).
-                if json && i > 0 {
-                    let _ = writeln!(out, "]");
-                }
-                return Err(match e {
-                    RecvTimeoutError::Disconnected => Error::Disconnected {
-                        resource: name.to_owned(),
-                        op: "queue recv",
-                        detail: Some(
-                            "the queue is empty and every producer has gone (closed, exited or died)"
-                                .into(),
-                        ),
-                    },
-                    RecvTimeoutError::Timeout => Error::Timeout {
-                        resource: name.to_owned(),
-                        op: "queue recv",
-                        timeout: t,
-                    },
-                    other => other.into(),
-                });
-            }
+            Err(e) => return Err(recv_error(name, e, t)),
         };
-        let written = write_message(out, &m, json, i == 0).and_then(|()| out.flush());
+        let written =
+            write_message(out, "bytequeue", name, "recv", &m, json).and_then(|()| out.flush());
         let Err(e) = written else {
             drop(m); // delivered: consume it
             continue;
@@ -252,22 +272,85 @@ fn recv(name: &str, count: usize, t: Duration, json: bool, out: &mut Out) -> Res
         };
         return Err(with_note(e, note));
     }
-    if json {
-        if count == 0 {
-            out.bytes(b"[")?;
-        }
-        writeln!(out, "]")?;
-    }
     Ok(())
 }
 
-/// One message: a line of bytes, or an element of a JSON array written as it goes.
-pub(crate) fn write_message(out: &mut Out, m: &[u8], json: bool, first: bool) -> Result<(), Error> {
+/// The error for a failed `queue recv`.
+fn recv_error(name: &str, e: RecvTimeoutError, t: Duration) -> Error {
+    match e {
+        RecvTimeoutError::Disconnected => Error::Disconnected {
+            resource: name.to_owned(),
+            op: "queue recv",
+            detail: Some(
+                "the queue is empty and every producer has gone (closed, exited or died)".into(),
+            ),
+        },
+        RecvTimeoutError::Timeout => Error::Timeout {
+            resource: name.to_owned(),
+            op: "queue recv",
+            timeout: t,
+        },
+        other => other.into(),
+    }
+}
+
+/// One message: a line of bytes, or (`--json`) one line with the message record.
+pub(crate) fn write_message(
+    out: &mut Out,
+    kind: &str,
+    name: &str,
+    op: &str,
+    m: &[u8],
+    json: bool,
+) -> Result<(), Error> {
     if json {
-        out.bytes(if first { b"[" } else { b"," })?;
-        write!(out, "{}", json!(String::from_utf8_lossy(m)))
+        out.json(&message(kind, name, op, m))
     } else {
         out.bytes(m)?;
         out.bytes(b"\n")
     }
+}
+
+/// `queue send` on a typed queue: every message is parsed before any is sent.
+fn send_typed(name: &str, ty: Ty, messages: &[OsString], t: Duration) -> Result<(), Error> {
+    with_ty!(ty, T => {
+        let values: Vec<T> = parse_messages(name, messages)?;
+        let q = Queue::<T>::open(name)?;
+        for v in values {
+            q.send_timeout(v, t)?;
+        }
+        Ok(())
+    })
+}
+
+/// `queue recv` on a typed queue: a value whose write fails is sent back (to the end).
+fn recv_typed(
+    name: &str,
+    ty: Ty,
+    count: usize,
+    t: Duration,
+    json: bool,
+    out: &mut Out,
+) -> Result<(), Error> {
+    with_ty!(ty, T => {
+        let q = Queue::<T>::open(name)?;
+        for _ in 0..count {
+            out.check_reader()?;
+            let v = q.recv_timeout(t).map_err(|e| recv_error(name, e, t))?;
+            let written = if json {
+                out.json(&record("queue", name, "recv", json!({ "type": ty_name(ty), "data": v })))
+            } else {
+                writeln!(out, "{v}")
+            }
+            .and_then(|()| out.flush());
+            if let Err(e) = written {
+                let note = match q.try_send(v).map_err(Error::from) {
+                    Ok(()) => format!("queue {name}: writing {v} failed and it was put back at the end of the queue"),
+                    Err(e2) => format!("queue {name}: writing {v} failed and it is LOST (putting it back failed: {e2})"),
+                };
+                return Err(with_note(e, note));
+            }
+        }
+        Ok(())
+    })
 }

@@ -1,18 +1,18 @@
-//! `ls`, `info`, `rm`, `gc`, `value`, `array`: segments in /dev/shm.
+//! `ls`, `info`, `rm`, `gc`: segments in /dev/shm (value and array commands: `values.rs`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::Subcommand;
 use serde_json::{Value as Json, json};
 use shmkit::process::FileId;
 use shmkit::segment::{
     Header, Inspection, Kind, Removal, SHM_DIR, State, inspect_path, remove_if_unused,
 };
-use shmkit::{Array, Error, Name, Segment, Value};
+use shmkit::{Error, Name, Segment};
 
-use crate::out::{Out, mode_bits, utf8, utf8_all, warn};
+use crate::out::{Out, utf8, utf8_all, warn};
 
 /// Segment commands.
 #[derive(Subcommand, Debug)]
@@ -56,8 +56,8 @@ pub enum Command {
         prefix: Option<OsString>,
         /// Also remove unused persistent objects created more than DURATION ago (by the
         /// header's creation time), e.g. 90s, 30m, 12h, 7d.
-        #[arg(long, value_name = "DURATION")]
-        older_than: Option<OsString>,
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+        older_than: Option<std::time::Duration>,
         /// Also remove unused persistent objects whatever their age.
         #[arg(long)]
         include_persistent: bool,
@@ -65,277 +65,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Create, read and update a shared `Value`.
-    #[command(subcommand)]
-    Value(ValueCmd),
-    /// Create, update and dump a shared `Array`.
-    #[command(subcommand)]
-    Array(ArrayCmd),
-}
-
-/// Element types the CLI can handle.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum Ty {
-    I8,
-    I16,
-    I32,
-    I64,
-    U8,
-    U16,
-    U32,
-    U64,
-    F32,
-    F64,
-}
-
-impl Ty {
-    fn from_type_name(name: &str) -> Option<Ty> {
-        Some(match name {
-            "i8" => Ty::I8,
-            "i16" => Ty::I16,
-            "i32" => Ty::I32,
-            "i64" => Ty::I64,
-            "u8" => Ty::U8,
-            "u16" => Ty::U16,
-            "u32" => Ty::U32,
-            "u64" => Ty::U64,
-            "f32" => Ty::F32,
-            "f64" => Ty::F64,
-            _ => return None,
-        })
-    }
-}
-
-/// Runs `$body` with `$T` bound to the Rust type for `$ty`.
-macro_rules! with_ty {
-    ($ty:expr, $T:ident => $body:expr) => {
-        match $ty {
-            Ty::I8 => {
-                type $T = i8;
-                $body
-            }
-            Ty::I16 => {
-                type $T = i16;
-                $body
-            }
-            Ty::I32 => {
-                type $T = i32;
-                $body
-            }
-            Ty::I64 => {
-                type $T = i64;
-                $body
-            }
-            Ty::U8 => {
-                type $T = u8;
-                $body
-            }
-            Ty::U16 => {
-                type $T = u16;
-                $body
-            }
-            Ty::U32 => {
-                type $T = u32;
-                $body
-            }
-            Ty::U64 => {
-                type $T = u64;
-                $body
-            }
-            Ty::F32 => {
-                type $T = f32;
-                $body
-            }
-            Ty::F64 => {
-                type $T = f64;
-                $body
-            }
-        }
-    };
-}
-
-pub(crate) use with_ty;
-
-/// Runs `$body` with `$T` bound to the integer type for `$ty`, or fails for floats.
-macro_rules! with_int_ty {
-    ($ty:expr, $res:expr, $T:ident => $body:expr) => {
-        match $ty {
-            Ty::I8 => {
-                type $T = i8;
-                $body
-            }
-            Ty::I16 => {
-                type $T = i16;
-                $body
-            }
-            Ty::I32 => {
-                type $T = i32;
-                $body
-            }
-            Ty::I64 => {
-                type $T = i64;
-                $body
-            }
-            Ty::U8 => {
-                type $T = u8;
-                $body
-            }
-            Ty::U16 => {
-                type $T = u16;
-                $body
-            }
-            Ty::U32 => {
-                type $T = u32;
-                $body
-            }
-            Ty::U64 => {
-                type $T = u64;
-                $body
-            }
-            Ty::F32 | Ty::F64 => {
-                return Err(Error::invalid(
-                    $res,
-                    "add",
-                    "atomic add is for integer types; use `value set` for floats",
-                ))
-            }
-        }
-    };
-}
-
-/// `shmkit value ...`
-#[derive(Subcommand, Debug)]
-pub enum ValueCmd {
-    /// Create a value.
-    Create {
-        /// Name.
-        name: OsString,
-        /// Element type.
-        #[arg(long = "type", value_enum)]
-        ty: Ty,
-        /// Initial value (default 0).
-        #[arg(long, allow_hyphen_values = true)]
-        init: Option<String>,
-        #[command(flatten)]
-        mode: ModeArg,
-    },
-    /// Print the value (atomic load).
-    Get {
-        /// Name.
-        name: OsString,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Store a value (atomic store).
-    Set {
-        /// Name.
-        name: OsString,
-        /// New value.
-        #[arg(allow_hyphen_values = true)]
-        value: String,
-    },
-    /// Add to an integer value atomically (wrapping); prints the new value.
-    Add {
-        /// Name.
-        name: OsString,
-        /// Amount (may be negative for signed types).
-        #[arg(allow_hyphen_values = true)]
-        delta: String,
-    },
-}
-
-/// `shmkit array ...`
-#[derive(Subcommand, Debug)]
-pub enum ArrayCmd {
-    /// Create an array.
-    Create {
-        /// Name.
-        name: OsString,
-        /// Element type.
-        #[arg(long = "type", value_enum)]
-        ty: Ty,
-        /// Number of elements.
-        #[arg(long)]
-        len: usize,
-        /// Initial value of every element (default 0).
-        #[arg(long, allow_hyphen_values = true)]
-        fill: Option<String>,
-        #[command(flatten)]
-        mode: ModeArg,
-    },
-    /// Store one element (atomic store).
-    Set {
-        /// Name.
-        name: OsString,
-        /// Index.
-        index: usize,
-        /// Value.
-        #[arg(allow_hyphen_values = true)]
-        value: String,
-    },
-    /// Print one element.
-    Get {
-        /// Name.
-        name: OsString,
-        /// Index.
-        index: usize,
-    },
-    /// Print every element.
-    Dump {
-        /// Name.
-        name: OsString,
-        /// The object is foreign (no shmkit header): read it as raw elements of `--type`.
-        #[arg(long, requires = "ty")]
-        raw: bool,
-        /// Element type (required with --raw).
-        #[arg(long = "type", value_enum)]
-        ty: Option<Ty>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// `--mode` for creation commands.
-#[derive(Args, Debug)]
-pub struct ModeArg {
-    /// Permission bits in octal, 0..=777 (default 600).
-    #[arg(long, default_value = "600")]
-    pub(crate) mode: OsString,
-}
-
-pub(crate) fn parse_val<T: std::str::FromStr>(res: &str, s: &str) -> Result<T, Error>
-where
-    T::Err: std::fmt::Display,
-{
-    s.trim().parse::<T>().map_err(|e| {
-        Error::invalid(
-            res,
-            "parse",
-            format!("{s:?} is not a {}: {e}", std::any::type_name::<T>()),
-        )
-    })
-}
-
-/// The element type recorded in a header.
-pub(crate) fn ty_of(resource: &str, h: &Header) -> Result<Ty, Error> {
-    let tn = h.type_name();
-    Ty::from_type_name(tn).ok_or_else(|| {
-        Error::invalid(
-            resource,
-            "open",
-            format!("element type {tn:?} is not one the CLI handles (i8..u64, f32, f64)"),
-        )
-    })
 }
 
 /// Runs a segment command.
 pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
     match cmd {
         Command::Ls { json } => ls(json, out),
-        Command::Info { name, json } => info(&utf8("NAME", &name)?, json, out),
+        Command::Info { name, json } => info(&utf8("NAME", &name)?, json, "info", out),
         Command::Rm { names } => rm(&utf8_all("NAMES", &names)?, out),
         Command::Gc {
             dry_run,
@@ -348,14 +84,12 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             let persistent = if include_persistent {
                 Persistent::All
             } else if let Some(d) = older_than {
-                Persistent::OlderThan(parse_age(&utf8("--older-than", &d)?)?)
+                Persistent::OlderThan(d)
             } else {
                 Persistent::Keep
             };
             gc(dry_run, prefix.as_deref(), persistent, json, out)
         }
-        Command::Value(c) => value(c, out),
-        Command::Array(c) => array(c, out),
     }
 }
 
@@ -474,17 +208,22 @@ fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
     j
 }
 
-fn print_json(out: &mut Out, j: &Json) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(j)
-        .map_err(|e| Error::invalid("stdout", "serialize JSON", e.to_string()))?;
-    writeln!(out, "{text}")
+/// Prints `rows` as `--json` records, one line each, with `"op": op` added.
+fn print_json(out: &mut Out, op: &str, rows: impl IntoIterator<Item = Json>) -> Result<(), Error> {
+    for mut j in rows {
+        if let Some(o) = j.as_object_mut() {
+            o.insert("op".into(), json!(op));
+        }
+        out.json(&j)?;
+    }
+    Ok(())
 }
 
 fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
     let maps = shmkit::process::mapped_files();
     let rows: Vec<Json> = shm_objects()?.iter().map(|p| describe(p, &maps)).collect();
     if as_json {
-        return print_json(out, &Json::Array(rows));
+        return print_json(out, "ls", rows);
     }
     writeln!(
         out,
@@ -603,7 +342,7 @@ fn has_payload_details(kind: &str) -> bool {
     .any(|k| k.name() == kind)
 }
 
-fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
+fn info(name: &str, as_json: bool, op: &str, out: &mut Out) -> Result<(), Error> {
     let n = Name::shm(name)?;
     let path = n.fs_path();
     // Surface a clear error (missing, not a file, symlink) before describing.
@@ -633,7 +372,7 @@ fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
     if let Some(err) = j.get("error").and_then(Json::as_str) {
         if j.get("kind").and_then(Json::as_str) == Some("corrupt") {
             if as_json {
-                print_json(out, &j)?;
+                print_json(out, op, [j.clone()])?;
             }
             return Err(Error::corrupt(
                 n.to_string(),
@@ -642,7 +381,7 @@ fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
         }
     }
     if as_json {
-        return print_json(out, &j);
+        return print_json(out, op, [j]);
     }
     if let Some(o) = j.as_object() {
         for (k, v) in o {
@@ -654,6 +393,83 @@ fn info(name: &str, as_json: bool, out: &mut Out) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `KIND stat NAME`: what `info` shows, after checking that the object is one of `kinds`.
+pub(crate) fn stat_kind(
+    kinds: &[Kind],
+    name: &OsString,
+    json: bool,
+    out: &mut Out,
+) -> Result<(), Error> {
+    let name = utf8("NAME", name)?;
+    check_kind(kinds, &name)?;
+    info(&name, json, "stat", out)
+}
+
+/// `KIND rm NAMES`: `rm`, after checking that every object is one of `kinds`.
+pub(crate) fn rm_kind(kinds: &[Kind], names: &[OsString], out: &mut Out) -> Result<(), Error> {
+    let names = utf8_all("NAMES", names)?;
+    for n in &names {
+        check_kind(kinds, n)?;
+    }
+    rm(&names, out)
+}
+
+/// The object's header (read with `pread`) says it is one of `kinds`.
+fn check_kind(kinds: &[Kind], name: &str) -> Result<(), Error> {
+    let n = Name::shm(name)?;
+    let h = inspect_path(&n.fs_path())?
+        .header
+        .map_err(|source| Error::Header {
+            resource: n.to_string(),
+            source,
+        })?;
+    if kinds.contains(&h.kind()) {
+        return Ok(());
+    }
+    let expected: Vec<String> = kinds.iter().map(|k| k.name()).collect();
+    Err(Error::Mismatch {
+        resource: n.to_string(),
+        what: "kind",
+        expected: expected.join(" or "),
+        found: h.kind().name(),
+    })
+}
+
+/// `stat` and `rm` for kinds that have no other commands (rwlock, barrier, condvar).
+#[derive(Subcommand, Debug)]
+pub enum InspectCmd {
+    /// Show the object: what `shmkit info` shows (owner, state, counts...).
+    Stat(NameJson),
+    /// Remove objects of this kind (like `shmkit rm`, after checking the kind).
+    Rm(Names),
+}
+
+/// `NAME [--json]`.
+#[derive(clap::Args, Debug)]
+pub struct NameJson {
+    /// Name.
+    pub name: OsString,
+    /// Print JSON (one line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `NAMES...`.
+#[derive(clap::Args, Debug)]
+pub struct Names {
+    /// Names to remove.
+    #[arg(required = true)]
+    pub names: Vec<OsString>,
+}
+
+/// Runs `stat` or `rm` on an object of one of `kinds`.
+pub(crate) fn run_inspect(kinds: &[Kind], cmd: InspectCmd, out: &mut Out) -> Result<(), Error> {
+    match cmd {
+        InspectCmd::Stat(a) => stat_kind(kinds, &a.name, a.json, out),
+        InspectCmd::Rm(a) => rm_kind(kinds, &a.names, out),
+    }
 }
 
 fn rm(names: &[String], out: &mut Out) -> Result<(), Error> {
@@ -683,33 +499,6 @@ enum Persistent {
     OlderThan(std::time::Duration),
     /// Remove unused ones whatever their age.
     All,
-}
-
-/// `90`, `90s`, `30m`, `12h`, `7d`.
-fn parse_age(s: &str) -> Result<std::time::Duration, Error> {
-    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => 0,
-    };
-    num.parse::<u64>()
-        .ok()
-        .filter(|_| scale > 0)
-        .and_then(|n| n.checked_mul(scale))
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| {
-            Error::invalid(
-                "--older-than",
-                "parse",
-                format!("{s:?} is not a duration like 90s, 30m, 12h or 7d"),
-            )
-        })
 }
 
 /// Whether `gc` removes an object (`Ok(reason)`) or keeps it (`Err(reason)`).
@@ -784,8 +573,12 @@ fn gc(
         let attached = shmkit::process::file_id(&path)
             .and_then(|id| maps.get(&id).cloned())
             .unwrap_or_default();
+        let mut kind = None;
         let decision = match inspect_path(&path) {
-            Ok(ins) => gc_decision(&ins, &attached, &file_name, persistent),
+            Ok(ins) => {
+                kind = ins.header.as_ref().ok().map(|h| h.kind().name());
+                gc_decision(&ins, &attached, &file_name, persistent)
+            }
             Err(e) => Err(format!("cannot inspect it: {e}")),
         };
         let (action, reason) = match decision {
@@ -802,6 +595,7 @@ fn gc(
             },
         };
         rows.push(json!({
+            "kind": kind,
             "name": file_name,
             "action": action,
             "reason": reason,
@@ -809,7 +603,7 @@ fn gc(
         }));
     }
     if as_json {
-        return print_json(out, &Json::Array(rows));
+        return print_json(out, "gc", rows);
     }
     let mut any = false;
     for r in &rows {
@@ -840,214 +634,12 @@ fn removal_reason(r: Removal) -> &'static str {
         Removal::Gone => "it was removed meanwhile",
     }
 }
-
-fn value(cmd: ValueCmd, out: &mut Out) -> Result<(), Error> {
-    match cmd {
-        ValueCmd::Create {
-            name,
-            ty,
-            init,
-            mode,
-        } => {
-            let name = utf8("NAME", &name)?;
-            let mode = mode_bits(&mode.mode)?;
-            with_ty!(ty, T => {
-                let v: T = match &init { Some(s) => parse_val(&name, s)?, None => T::default() };
-                let opts = Segment::options().mode(mode).persistent(true);
-                Value::<T>::create_with(&opts, &name, v)?;
-                writeln!(out, "created {name}: {ty:?} = {v}")
-            })
-        }
-        ValueCmd::Get { name, json } => {
-            let name = utf8("NAME", &name)?;
-            let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg.resource(), seg.header())?;
-            with_ty!(ty, T => {
-                let v = Value::<T>::from_segment(seg)?.load();
-                if json {
-                    writeln!(out, "{}", json!({ "name": name, "type": ty_name(ty), "value": v }))
-                } else {
-                    writeln!(out, "{v}")
-                }
-            })
-        }
-        ValueCmd::Set { name, value } => {
-            let name = utf8("NAME", &name)?;
-            let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg.resource(), seg.header())?;
-            with_ty!(ty, T => {
-                let v: T = parse_val(&name, &value)?;
-                Value::<T>::from_segment(seg)?.store(v);
-                Ok(())
-            })
-        }
-        ValueCmd::Add { name, delta } => {
-            let name = utf8("NAME", &name)?;
-            let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg.resource(), seg.header())?;
-            with_int_ty!(ty, name.clone(), T => {
-                let d: T = parse_val(&name, &delta)?;
-                let old = Value::<T>::from_segment(seg)?.fetch_add(d);
-                writeln!(out, "{}", old.wrapping_add(d))
-            })
-        }
-    }
-}
-
-pub(crate) fn ty_name(ty: Ty) -> String {
-    format!("{ty:?}").to_lowercase()
-}
-
-fn array(cmd: ArrayCmd, out: &mut Out) -> Result<(), Error> {
-    match cmd {
-        ArrayCmd::Create {
-            name,
-            ty,
-            len,
-            fill,
-            mode,
-        } => {
-            let name = utf8("NAME", &name)?;
-            let mode = mode_bits(&mode.mode)?;
-            with_ty!(ty, T => {
-                let v: T = match &fill { Some(s) => parse_val(&name, s)?, None => T::default() };
-                let opts = Segment::options().mode(mode).persistent(true);
-                Array::<T>::create_with(&opts, &name, len, v)?;
-                writeln!(out, "created {name}: [{ty:?}; {len}]")
-            })
-        }
-        ArrayCmd::Set { name, index, value } => {
-            let name = utf8("NAME", &name)?;
-            let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg.resource(), seg.header())?;
-            with_ty!(ty, T => {
-                let v: T = parse_val(&name, &value)?;
-                Array::<T>::from_segment(seg)?.store(index, v)
-            })
-        }
-        ArrayCmd::Get { name, index } => {
-            let name = utf8("NAME", &name)?;
-            let seg = Segment::open(&name)?;
-            let ty = ty_of(&seg.resource(), seg.header())?;
-            with_ty!(ty, T => {
-                let v = Array::<T>::from_segment(seg)?.load(index)?;
-                writeln!(out, "{v}")
-            })
-        }
-        ArrayCmd::Dump {
-            name,
-            raw,
-            ty,
-            json,
-        } => dump(&utf8("NAME", &name)?, raw, ty, json, out),
-    }
-}
-
-/// `array dump`: reads the object with `pread` (never a mapping, so a peer that shrinks
-/// the file meanwhile causes a short read, reported, not a SIGBUS) and prints it.
-fn dump(name: &str, raw: bool, ty: Option<Ty>, json: bool, out: &mut Out) -> Result<(), Error> {
-    let n = Name::shm(name)?;
-    let path = n.fs_path();
-    let file = open_for_read(&path)?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| Error::os(name, "fstat", errno_of(&e)))?
-        .len();
-    let (ty, start, count) = if raw {
-        let ty = ty.ok_or_else(|| Error::invalid(name, "dump --raw", "--type is required"))?;
-        let size = ty_size(ty) as u64;
-        if file_len == 0 || file_len % size != 0 {
-            return Err(Error::Mismatch {
-                resource: name.to_owned(),
-                what: "length",
-                expected: format!("a non-zero multiple of {size} bytes ({})", ty_name(ty)),
-                found: format!("{file_len} bytes"),
-            });
-        }
-        (ty, 0, file_len / size)
-    } else {
-        let h = read_header(name, &path)?;
-        if h.kind() != Kind::Array {
-            return Err(Error::Mismatch {
-                resource: name.to_owned(),
-                what: "kind",
-                expected: Kind::Array.name(),
-                found: h.kind().name(),
-            });
-        }
-        let found = ty_of(name, &h)?;
-        if let Some(t) = ty.filter(|t| *t != found) {
-            return Err(Error::Mismatch {
-                resource: name.to_owned(),
-                what: "element type",
-                expected: ty_name(t),
-                found: ty_name(found),
-            });
-        }
-        if h.raw.elem_size as usize != ty_size(found) {
-            return Err(Error::corrupt(
-                name,
-                format!(
-                    "element size {} does not match {}",
-                    h.raw.elem_size,
-                    ty_name(found)
-                ),
-            ));
-        }
-        (found, h.raw.payload_offset, h.raw.elem_count)
-    };
-    with_ty!(ty, T => {
-        let mut sep = Separator::new(json);
-        if json {
-            let name_json = Json::String(name.to_owned());
-            write!(out, "{{\"name\":{name_json},\"type\":\"{}\",\"values\":[", ty_name(ty))?;
-        }
-        read_elems::<{ size_of::<T>() }>(&file, name, start, count, |b| {
-            let v = T::from_ne_bytes(b);
-            sep.next(out)?;
-            if json {
-                write!(out, "{}", json!(v))
-            } else {
-                write!(out, "{v}")
-            }
-        })?;
-        if json {
-            writeln!(out, "]}}")
-        } else {
-            writeln!(out)
-        }
-    })
-}
-
-/// Writes `,` (JSON) or ` ` (text) before every element but the first.
-struct Separator {
-    first: bool,
-    json: bool,
-}
-
-impl Separator {
-    fn new(json: bool) -> Self {
-        Separator { first: true, json }
-    }
-
-    fn next(&mut self, out: &mut Out) -> Result<(), Error> {
-        if std::mem::take(&mut self.first) {
-            return Ok(());
-        }
-        out.bytes(if self.json { b"," } else { b" " })
-    }
-}
-
-fn ty_size(ty: Ty) -> usize {
-    with_ty!(ty, T => size_of::<T>())
-}
-
-fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
+pub(crate) fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
     nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Opens an object to read it: no symlinks, no blocking on a FIFO, regular files only.
-fn open_for_read(path: &Path) -> Result<std::fs::File, Error> {
+pub(crate) fn open_for_read(path: &Path) -> Result<std::fs::File, Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let resource = path.display().to_string();
     let file = std::fs::OpenOptions::new()
@@ -1062,67 +654,4 @@ fn open_for_read(path: &Path) -> Result<std::fs::File, Error> {
         return Err(Error::invalid(resource, "open", "not a regular file"));
     }
     Ok(file)
-}
-
-/// The object's validated header, read by [`inspect_path`]; it must be ready.
-fn read_header(name: &str, path: &Path) -> Result<Header, Error> {
-    let ins = inspect_path(path)?;
-    let initializing = ins.initializing;
-    let h = ins.header.map_err(|source| Error::Header {
-        resource: name.to_owned(),
-        source,
-    })?;
-    match h.state() {
-        State::Ready => Ok(h),
-        State::Abandoned if !initializing => Err(Error::Abandoned {
-            resource: name.to_owned(),
-            pid: h.raw.creator_pid,
-        }),
-        s => Err(Error::invalid(
-            name,
-            "dump",
-            format!("the segment is {s}, not ready: its creator is still initialising it"),
-        )),
-    }
-}
-
-/// Reads `count` elements of `N` bytes from `start` with `pread`, in bounded chunks, and
-/// hands each to `each`; a file that shrinks meanwhile is an error, not a signal.
-fn read_elems<const N: usize>(
-    file: &std::fs::File,
-    name: &str,
-    start: u64,
-    count: u64,
-    mut each: impl FnMut([u8; N]) -> Result<(), Error>,
-) -> Result<(), Error> {
-    use std::os::unix::fs::FileExt;
-    const CHUNK: u64 = 1 << 16;
-    let per_chunk = (CHUNK / N as u64).max(1);
-    let mut buf = vec![0u8; (per_chunk as usize) * N];
-    let mut done = 0u64;
-    while done < count {
-        let k = per_chunk.min(count - done);
-        let bytes = &mut buf[..(k as usize) * N];
-        let off = done
-            .checked_mul(N as u64)
-            .and_then(|b| b.checked_add(start))
-            .ok_or_else(|| Error::corrupt(name, "payload offset overflows"))?;
-        file.read_exact_at(bytes, off).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(
-                    name,
-                    "the object is shorter than its header says (shrunk while being read?)",
-                )
-            } else {
-                Error::os(name, "pread", errno_of(&e))
-            }
-        })?;
-        for c in bytes.chunks_exact(N) {
-            let mut a = [0u8; N];
-            a.copy_from_slice(c);
-            each(a)?;
-        }
-        done += k;
-    }
-    Ok(())
 }

@@ -1,27 +1,41 @@
-//! `event`, `sem`, `mutex`: operate shmkit synchronisation objects from the shell.
+//! `event`, `sem`, `mutex`, `rwlock`, `barrier`, `condvar`: operate shmkit
+//! synchronisation objects from the shell.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::Subcommand;
-use shmkit::sync::{Event, LockResult, NamedSemaphore, Semaphore};
+use serde_json::json;
+use shmkit::segment::Kind;
+use shmkit::sync::{Event, LockResult, MutexArray, NamedSemaphore, Semaphore};
 use shmkit::{Error, Segment};
 
-use crate::out::{Out, utf8};
+use crate::out::{Out, note, record, utf8, utf8_all};
+use crate::segments::{InspectCmd, NameJson, Names, rm_kind, run_inspect, stat_kind};
+use crate::values::{Ty, TypedCreate, ty_name, ty_of, with_ty};
 
 /// Synchronisation commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create, set, clear or wait for a shared `Event`.
+    /// Create, set, clear, read or wait for a shared `Event`.
     #[command(subcommand)]
     Event(EventCmd),
     /// Create, post, wait for or read a semaphore (in a segment, or `--named` for a POSIX
     /// named semaphore shared with C and Python's posix_ipc).
     #[command(subcommand)]
     Sem(SemCmd),
-    /// Inspect or repair a robust mutex.
+    /// Create, read (under the lock), inspect or repair a robust mutex.
     #[command(subcommand)]
     Mutex(MutexCmd),
+    /// Inspect or remove a reader-writer lock.
+    #[command(subcommand)]
+    Rwlock(InspectCmd),
+    /// Inspect or remove a barrier.
+    #[command(subcommand)]
+    Barrier(InspectCmd),
+    /// Inspect or remove a condition variable.
+    #[command(subcommand)]
+    Condvar(InspectCmd),
 }
 
 /// `shmkit event ...`
@@ -42,14 +56,23 @@ pub enum EventCmd {
         /// Segment name.
         name: OsString,
     },
+    /// Print whether the flag is set (`set` or `clear`), without waiting.
+    Get(NameJson),
     /// Wait until the flag is set; exits 1 on timeout.
     Wait {
         /// Segment name.
         name: OsString,
-        /// Give up after this many seconds (default: 10).
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        /// Give up after this long (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s")]
+        timeout: Duration,
+        /// Print JSON (one line; `data` is "set").
+        #[arg(long)]
+        json: bool,
     },
+    /// Show the event (what `shmkit info` shows).
+    Stat(NameJson),
+    /// Remove events (checks the kind first).
+    Rm(Names),
 }
 
 /// `shmkit sem ...`
@@ -73,26 +96,51 @@ pub enum SemCmd {
         #[arg(long)]
         named: bool,
     },
-    /// Decrement, waiting at most `--timeout` seconds; exits 1 on timeout.
+    /// Decrement, waiting at most `--timeout`; exits 1 on timeout.
     Wait {
         /// Name.
         name: OsString,
-        /// Give up after this many seconds (default: 10).
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        /// Give up after this long (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s")]
+        timeout: Duration,
         /// A POSIX named semaphore.
         #[arg(long)]
         named: bool,
     },
     /// Print the current count.
+    #[command(visible_alias = "get")]
     Value {
         /// Name.
         name: OsString,
         /// A POSIX named semaphore.
         #[arg(long)]
         named: bool,
+        /// Print JSON (one line; `data` is the count).
+        #[arg(long)]
+        json: bool,
     },
-    /// Remove a POSIX named semaphore (segments: `shmkit rm`).
+    /// Show the semaphore (what `shmkit info` shows; `--named`: its count).
+    Stat {
+        /// Name.
+        name: OsString,
+        /// A POSIX named semaphore.
+        #[arg(long)]
+        named: bool,
+        /// Print JSON (one line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove semaphores (`--named`: sem_unlink; else segments, after checking the kind).
+    Rm {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<OsString>,
+        /// POSIX named semaphores.
+        #[arg(long)]
+        named: bool,
+    },
+    /// Remove a POSIX named semaphore (the older spelling of `rm --named`).
+    #[command(hide = true)]
     Unlink {
         /// Name.
         name: OsString,
@@ -102,26 +150,40 @@ pub enum SemCmd {
 /// `shmkit mutex ...`
 #[derive(Subcommand, Debug)]
 pub enum MutexCmd {
-    /// Print the lock state: owner pid and whether it is alive.
-    Status {
-        /// Segment name.
+    /// Create a mutex protecting one value of `--type`.
+    Create(TypedCreate),
+    /// Print the protected data, read under the lock (waiting at most `--timeout`): the
+    /// value, or every element of a `MutexArray`. If a holder died, the data is printed,
+    /// a warning says it may be inconsistent, and the mutex stays marked so.
+    Get {
+        /// Name.
         name: OsString,
+        /// Give up after this long waiting for the lock (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s")]
+        timeout: Duration,
+        /// Print JSON (one line: `type`, `data`, `consistent`).
+        #[arg(long)]
+        json: bool,
     },
+    /// Print the lock state: owner pid and whether it is alive (read without locking).
+    #[command(visible_alias = "status")]
+    Stat(NameJson),
     /// Lock; if a holder died (or the mutex was given up: unrecoverable), mark the data
     /// consistent *as it is* (use only when you know the data needs no repair, or have
     /// repaired it by other means). Safe while other processes use the mutex.
     Repair {
         /// Segment name.
         name: OsString,
-        /// Give up after this many seconds (default: 10).
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        /// Give up after this long (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s")]
+        timeout: Duration,
+        /// Print JSON (one line; `data`: "consistent" (nothing to do), "owner-died" or
+        /// "unrecoverable" (what was repaired)).
+        #[arg(long)]
+        json: bool,
     },
-}
-
-fn secs(name: &str, t: f64) -> Result<Duration, Error> {
-    Duration::try_from_secs_f64(t)
-        .map_err(|_| Error::invalid(name, "--timeout", "not a non-negative number of seconds"))
+    /// Remove mutexes (checks the kind first).
+    Rm(Names),
 }
 
 /// Runs a synchronisation command.
@@ -130,6 +192,9 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
         Command::Event(c) => event(c, out),
         Command::Sem(c) => sem(c, out),
         Command::Mutex(c) => mutex(c, out),
+        Command::Rwlock(c) => run_inspect(&[Kind::RwLock], c, out),
+        Command::Barrier(c) => run_inspect(&[Kind::Barrier], c, out),
+        Command::Condvar(c) => run_inspect(&[Kind::Condvar], c, out),
     }
 }
 
@@ -142,9 +207,27 @@ fn event(c: EventCmd, out: &mut Out) -> Result<(), Error> {
         }
         EventCmd::Set { name } => Event::open(&utf8("NAME", &name)?)?.set(),
         EventCmd::Clear { name } => Event::open(&utf8("NAME", &name)?)?.clear(),
-        EventCmd::Wait { name, timeout } => {
+        EventCmd::Get(a) => {
+            let name = utf8("NAME", &a.name)?;
+            let state = if Event::open(&name)?.is_set() {
+                "set"
+            } else {
+                "clear"
+            };
+            if a.json {
+                out.json(&record("event", &name, "get", json!({ "data": state })))?;
+            } else {
+                writeln!(out, "{state}")?;
+            }
+        }
+        EventCmd::Stat(a) => stat_kind(&[Kind::Event], &a.name, a.json, out)?,
+        EventCmd::Rm(a) => rm_kind(&[Kind::Event], &a.names, out)?,
+        EventCmd::Wait {
+            name,
+            timeout: d,
+            json,
+        } => {
             let name = utf8("NAME", &name)?;
-            let d = secs(&name, timeout)?;
             if !Event::open(&name)?.wait_timeout(d)? {
                 return Err(Error::Timeout {
                     resource: name,
@@ -152,7 +235,11 @@ fn event(c: EventCmd, out: &mut Out) -> Result<(), Error> {
                     timeout: d,
                 });
             }
-            writeln!(out, "set")?;
+            if json {
+                out.json(&record("event", &name, "wait", json!({ "data": "set" })))?;
+            } else {
+                writeln!(out, "set")?;
+            }
         }
     }
     Ok(())
@@ -179,34 +266,69 @@ fn sem(c: SemCmd, out: &mut Out) -> Result<(), Error> {
         }
         SemCmd::Wait {
             name,
-            timeout,
+            timeout: d,
             named,
         } => {
             let name = utf8("NAME", &name)?;
-            let d = secs(&name, timeout)?;
             if named {
                 NamedSemaphore::open(&name)?.wait_timeout(d)?;
             } else {
                 Semaphore::open(&name)?.wait_timeout(d)?;
             }
         }
-        SemCmd::Value { name, named } => {
-            let name = utf8("NAME", &name)?;
-            let v = if named {
-                NamedSemaphore::open(&name)?.value()
-            } else {
-                Semaphore::open(&name)?.value()
-            };
-            writeln!(out, "{v}")?;
+        SemCmd::Value { name, named, json } => sem_value(&name, named, json, "get", out)?,
+        SemCmd::Stat { name, named, json } if named => sem_value(&name, named, json, "stat", out)?,
+        SemCmd::Stat { name, json, .. } => stat_kind(&[Kind::Semaphore], &name, json, out)?,
+        SemCmd::Rm { names, named } if named => {
+            for n in utf8_all("NAMES", &names)? {
+                NamedSemaphore::unlink(&n)?;
+                writeln!(out, "removed {n}")?;
+            }
         }
+        SemCmd::Rm { names, .. } => rm_kind(&[Kind::Semaphore], &names, out)?,
         SemCmd::Unlink { name } => NamedSemaphore::unlink(&utf8("NAME", &name)?)?,
     }
     Ok(())
 }
 
+/// `sem value` / `sem get`, and `sem stat --named`.
+fn sem_value(
+    name: &OsString,
+    named: bool,
+    json: bool,
+    op: &str,
+    out: &mut Out,
+) -> Result<(), Error> {
+    let name = utf8("NAME", name)?;
+    let (kind, v) = if named {
+        ("posix-semaphore", NamedSemaphore::open(&name)?.value())
+    } else {
+        ("semaphore", Semaphore::open(&name)?.value())
+    };
+    if json {
+        out.json(&record(kind, &name, op, json!({ "data": v })))
+    } else {
+        writeln!(out, "{v}")
+    }
+}
+
 fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
     match c {
-        MutexCmd::Status { name } => {
+        MutexCmd::Create(c) => {
+            let (name, opts) = c.parts()?;
+            with_ty!(c.ty, T => {
+                let v: T = c.init(&name)?;
+                shmkit::sync::Mutex::<T>::create_with(&opts, &name, v)?;
+                writeln!(out, "created mutex {name}: {} = {v}", ty_name(c.ty))?;
+            })
+        }
+        MutexCmd::Get {
+            name,
+            timeout,
+            json,
+        } => mutex_get(&utf8("NAME", &name)?, timeout, json, out)?,
+        MutexCmd::Rm(a) => rm_kind(&[Kind::Mutex], &a.names, out)?,
+        MutexCmd::Stat(NameJson { name, json }) => {
             let name = utf8("NAME", &name)?;
             // Read with pread, never a mapping (a peer resizing the file cannot kill us).
             let n = shmkit::name::Name::shm(&name)?;
@@ -218,30 +340,45 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
                 shmkit::sync::mutex::raw_mutex(&Segment::open(&name)?)?;
             }
             let details = crate::segments::sync_details(n.as_str(), &n.fs_path())?;
-            for (k, v) in details.unwrap_or_default() {
-                writeln!(out, "{k:<12} {v}")?;
+            if json {
+                let fields: serde_json::Map<String, serde_json::Value> = details
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, json!(v)))
+                    .collect();
+                out.json(&record("mutex", &name, "stat", fields.into()))?;
+            } else {
+                for (k, v) in details.unwrap_or_default() {
+                    writeln!(out, "{k:<12} {v}")?;
+                }
             }
         }
-        MutexCmd::Repair { name, timeout } => {
+        MutexCmd::Repair {
+            name,
+            timeout: d,
+            json,
+        } => {
             let name = utf8("NAME", &name)?;
             let seg = Segment::open(&name)?;
             let raw = shmkit::sync::mutex::raw_mutex(&seg)?;
-            let d = secs(&name, timeout)?;
             // reset_unrecoverable locks like lock_timeout, and also brings back a mutex
             // that was given up (unrecoverable) as an inconsistent one.
             let was_unrecoverable = raw.owner().unrecoverable;
-            match raw.reset_unrecoverable(seg.liveness(), d) {
-                Ok(LockResult::Acquired(_)) => {
-                    writeln!(out, "{name}: consistent, nothing to repair")?
-                }
+            let (found, text) = match raw.reset_unrecoverable(seg.liveness(), d) {
+                Ok(LockResult::Acquired(_)) => ("consistent", "consistent, nothing to repair"),
                 Ok(LockResult::OwnerDied(mut g)) => {
                     g.make_consistent()?;
-                    let why = if was_unrecoverable {
-                        "was NOT RECOVERABLE (given up); reset"
+                    if was_unrecoverable {
+                        (
+                            "unrecoverable",
+                            "was NOT RECOVERABLE (given up); reset; marked consistent (data kept as is)",
+                        )
                     } else {
-                        "a holder had died"
-                    };
-                    writeln!(out, "{name}: {why}; marked consistent (data kept as is)")?;
+                        (
+                            "owner-died",
+                            "a holder had died; marked consistent (data kept as is)",
+                        )
+                    }
                 }
                 Err(Error::Timeout { op, timeout, .. }) => {
                     return Err(Error::Timeout {
@@ -251,8 +388,45 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
                     });
                 }
                 Err(e) => return Err(e),
+            };
+            if json {
+                out.json(&record("mutex", &name, "repair", json!({ "data": found })))?;
+            } else {
+                writeln!(out, "{name}: {text}")?;
             }
         }
     }
     Ok(())
+}
+
+/// `mutex get`: locks (bounded), copies the data out, unlocks, then prints. A guard taken
+/// from a dead holder is dropped unrepaired, so the mutex stays marked inconsistent for
+/// the next locker (or `mutex repair`).
+fn mutex_get(name: &str, timeout: Duration, json: bool, out: &mut Out) -> Result<(), Error> {
+    let seg = Segment::open(name)?;
+    // The kind first, for the precise error (`ty_of` would complain about the type).
+    shmkit::sync::mutex::raw_mutex(&seg)?;
+    let ty = ty_of(&seg.resource(), seg.header())?;
+    with_ty!(ty, T => {
+        let m = MutexArray::<T>::from_segment(seg)?;
+        let (data, consistent) = match m.lock_timeout(timeout)? {
+            LockResult::Acquired(g) => (g.to_vec(), true),
+            LockResult::OwnerDied(g) => (g.to_vec(), false),
+        };
+        drop(m);
+        if !consistent {
+            note(format_args!(
+                "shmkit: warning: mutex {name}: a holder died while holding it; the data may be \
+                 inconsistent (left marked so; `shmkit mutex repair {name}` once it is checked)"
+            ));
+        }
+        let one = data.len() == 1;
+        if json {
+            let d = if one { json!(data[0]) } else { json!(data) };
+            out.json(&record("mutex", name, "get", json!({ "type": ty_name(ty), "data": d, "consistent": consistent })))
+        } else {
+            let text: Vec<String> = data.iter().map(|v| v.to_string()).collect();
+            writeln!(out, "{}", text.join(" "))
+        }
+    })
 }

@@ -1,7 +1,8 @@
 //! `shmkit topic`: create, publish to, subscribe to and inspect publish/subscribe topics.
 //!
-//! Messages are bytes (a `ByteTopic`); `stat` also works on typed topics made by programs
-//! (`Topic<T>`).
+//! A byte topic (`ByteTopic`) carries byte messages; a typed topic (`Topic<T>`, made by a
+//! program or by `create --type`) of an integer or float type carries numbers, and
+//! `pub`/`sub` read its element type from its header (`--type` only asserts it).
 
 use std::ffi::OsString;
 use std::io::BufRead;
@@ -10,10 +11,13 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
-use shmkit::topic::{ByteTopic, Policy, RecvTimeoutError, stat};
+use shmkit::segment::Kind;
+use shmkit::topic::{ByteTopic, Policy, RecvTimeoutError, Topic, TopicOptions, stat};
 use shmkit::{Error, Segment};
 
-use crate::out::{Out, note, utf8};
+use crate::out::{Out, note, record, utf8};
+use crate::segments::{Names, rm_kind};
+use crate::values::{Ty, element_type, parse_messages, ty_name, with_ty};
 
 /// Slow-subscriber policies, as the CLI spells them.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -27,16 +31,20 @@ pub enum CliPolicy {
 /// Topic commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a byte topic (it persists until `shmkit rm`).
+    /// Create a byte topic, or with `--type` a typed topic of numbers (it persists until
+    /// `shmkit rm`).
     Create {
         /// Topic name.
         name: OsString,
         /// Messages it retains (rounded up to a power of two, at least 2).
         #[arg(long, default_value_t = 64)]
         capacity: u64,
-        /// Largest message in bytes.
-        #[arg(long, default_value_t = 4096)]
+        /// Largest message in bytes (byte topics).
+        #[arg(long, default_value_t = 4096, conflicts_with = "ty")]
         max_message: usize,
+        /// A typed topic (`Topic<T>`) of this element type instead of a byte topic.
+        #[arg(long = "type", value_enum)]
+        ty: Option<Ty>,
         /// Most subscribers at once.
         #[arg(long, default_value_t = 16)]
         max_subscribers: u64,
@@ -53,9 +61,12 @@ pub enum Command {
         name: OsString,
         /// Messages (bytes, UTF-8 or not).
         messages: Vec<OsString>,
-        /// Give up after this many milliseconds of waiting for a slow subscriber (Block).
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
+        /// Give up after this long waiting for a slow subscriber (Block; e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "5s", alias = "timeout-ms")]
+        timeout: Duration,
+        /// Fail unless the topic is a typed topic of this element type.
+        #[arg(long = "type", value_enum)]
+        ty: Option<Ty>,
     },
     /// Subscribe and print messages, one per line. Lost messages (Overwrite) are reported
     /// on stderr. Once every publisher has gone and nothing is left, returns with a
@@ -69,10 +80,13 @@ pub enum Command {
         /// Also receive up to this many messages published before subscribing.
         #[arg(long, default_value_t = 0)]
         history: u64,
-        /// Give up after this many milliseconds without a message.
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
-        /// Print JSON (one array of strings; bytes that are not UTF-8 are replaced).
+        /// Give up after this long without a message (e.g. 1.5s, 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "5s", alias = "timeout-ms")]
+        timeout: Duration,
+        /// Fail unless the topic is a typed topic of this element type.
+        #[arg(long = "type", value_enum)]
+        ty: Option<Ty>,
+        /// Print JSON: one line per message, as it is received.
         #[arg(long)]
         json: bool,
     },
@@ -81,10 +95,30 @@ pub enum Command {
     Stat {
         /// Topic name.
         name: OsString,
-        /// Print JSON.
+        /// Print JSON (one line).
         #[arg(long)]
         json: bool,
     },
+    /// Remove topics (byte or typed; checks the kind first).
+    Rm(Names),
+}
+
+/// What `create` sets, for byte and typed topics alike.
+struct Params {
+    capacity: u64,
+    max_subscribers: u64,
+    publishers: u64,
+    policy: Policy,
+}
+
+impl Params {
+    fn apply<T>(&self, o: TopicOptions<T>) -> TopicOptions<T> {
+        o.capacity(self.capacity)
+            .max_subscribers(self.max_subscribers)
+            .publishers(self.publishers)
+            .policy(self.policy)
+            .segment(Segment::options().persistent(true))
+    }
 }
 
 /// Runs one topic command.
@@ -94,20 +128,36 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             name,
             capacity,
             max_message,
+            ty,
             max_subscribers,
             publishers,
             policy,
         } => {
             let name = utf8("NAME", &name)?;
-            let t = ByteTopic::options()
-                .capacity(capacity)
-                .max_subscribers(max_subscribers)
-                .publishers(publishers)
-                .policy(match policy {
-                    CliPolicy::Block => Policy::Block,
-                    CliPolicy::Overwrite => Policy::Overwrite,
-                })
-                .segment(Segment::options().persistent(true))
+            let policy = match policy {
+                CliPolicy::Block => Policy::Block,
+                CliPolicy::Overwrite => Policy::Overwrite,
+            };
+            let params = Params {
+                capacity,
+                max_subscribers,
+                publishers,
+                policy,
+            };
+            if let Some(ty) = ty {
+                return with_ty!(ty, T => {
+                    let t = params.apply(Topic::<T>::options()).create(&name)?;
+                    writeln!(
+                        out,
+                        "created {name}: {:?}, {} messages of type {}",
+                        t.policy(),
+                        t.capacity(),
+                        ty_name(ty)
+                    )
+                });
+            }
+            let t = params
+                .apply(ByteTopic::options())
                 .create_bytes(&name, max_message)?;
             writeln!(
                 out,
@@ -117,15 +167,26 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                 t.max_message()
             )
         }
+        Command::Rm(a) => rm_kind(&[Kind::Topic, Kind::ByteTopic], &a.names, out),
         Command::Pub {
             name,
             messages,
-            timeout_ms,
+            timeout: d,
+            ty,
         } => {
             let name = utf8("NAME", &name)?;
+            if let Some(ty) = element_type(&name, Kind::Topic, ty)? {
+                return with_ty!(ty, T => {
+                    let values: Vec<T> = parse_messages(&name, &messages)?;
+                    let p = Topic::<T>::open(&name)?.publisher()?;
+                    for v in values {
+                        p.send_timeout(v, d)?;
+                    }
+                    Ok(())
+                });
+            }
             let t = ByteTopic::open(&name)?;
             let p = t.publisher()?;
-            let d = Duration::from_millis(timeout_ms);
             if messages.is_empty() {
                 for line in std::io::stdin().lock().lines() {
                     let line =
@@ -143,16 +204,31 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
             name,
             count,
             history,
-            timeout_ms,
+            timeout,
+            ty,
             json,
-        } => sub(
-            &utf8("NAME", &name)?,
-            count,
-            history,
-            Duration::from_millis(timeout_ms),
-            json,
-            out,
-        ),
+        } => {
+            let name = utf8("NAME", &name)?;
+            match element_type(&name, Kind::Topic, ty)? {
+                Some(ty) => with_ty!(ty, T => {
+                    let s = Topic::<T>::open(&name)?.subscribe_with_history(history)?;
+                    sub_loop(&name, count, timeout, out, |out| {
+                        let v = match s.recv_timeout(timeout) {
+                            Ok(v) => v,
+                            Err(e) => return Ok(Some(e)),
+                        };
+                        if json {
+                            let f = json!({ "type": ty_name(ty), "data": v });
+                            out.json(&record("topic", &name, "sub", f))?;
+                        } else {
+                            writeln!(out, "{v}")?;
+                        }
+                        Ok(None)
+                    })
+                }),
+                None => sub(&name, count, history, timeout, json, out),
+            }
+        }
         Command::Stat { name, json } => {
             let name = utf8("NAME", &name)?;
             let s = stat(&name)?;
@@ -172,11 +248,12 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                         })
                     })
                     .collect();
-                writeln!(
-                    out,
-                    "{}",
+                let kind = Segment::open(&name)?.header().kind().name();
+                out.json(&record(
+                    &kind,
+                    &name,
+                    "stat",
                     json!({
-                        "name": name,
                         "capacity": s.capacity,
                         "message_bytes": s.message_bytes,
                         "policy": format!("{:?}", s.policy).to_lowercase(),
@@ -184,8 +261,8 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                         "published": s.published,
                         "peer_deaths": s.peer_deaths,
                         "participants": parts,
-                    })
-                )
+                    }),
+                ))
             } else {
                 writeln!(
                     out,
@@ -243,24 +320,38 @@ fn sub(
     let topic = ByteTopic::open(name)?;
     let s = topic.subscribe_with_history(history)?;
     let mut buf = Vec::with_capacity(topic.max_message());
+    sub_loop(name, count, t, out, |out| {
+        if let Err(e) = s.recv_timeout(&mut buf, t) {
+            return Ok(Some(e));
+        }
+        crate::queue::write_message(out, "bytetopic", name, "sub", &buf, json)?;
+        Ok(None)
+    })
+}
+
+/// Runs `step` (receive one message and print it: `Ok(None)`; or the receive error)
+/// until `count` messages are out; reports lost messages (Overwrite) on stderr.
+fn sub_loop(
+    name: &str,
+    count: usize,
+    t: Duration,
+    out: &mut Out,
+    mut step: impl FnMut(&mut Out) -> Result<Option<RecvTimeoutError>, Error>,
+) -> Result<(), Error> {
     let mut i = 0;
     while i < count {
         out.check_reader()?;
-        match s.recv_timeout(&mut buf, t) {
-            Ok(_) => {
-                crate::queue::write_message(out, &buf, json, i == 0)?;
+        match step(out)? {
+            None => {
                 out.flush()?;
                 i += 1;
             }
-            Err(RecvTimeoutError::Lagged(n)) => {
+            Some(RecvTimeoutError::Lagged(n)) => {
                 note(format_args!(
                     "topic {name}: {n} messages were overwritten before this subscriber read them"
                 ));
             }
-            Err(e) => {
-                if json && i > 0 {
-                    let _ = writeln!(out, "]");
-                }
+            Some(e) => {
                 return Err(match e {
                     RecvTimeoutError::Disconnected => Error::Disconnected {
                         resource: name.to_owned(),
@@ -278,12 +369,6 @@ fn sub(
                 });
             }
         }
-    }
-    if json {
-        if count == 0 {
-            out.bytes(b"[")?;
-        }
-        writeln!(out, "]")?;
     }
     Ok(())
 }

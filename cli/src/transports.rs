@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::io::BufRead;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -11,7 +11,7 @@ use shmkit::Error;
 use shmkit::fifo::Fifo;
 use shmkit::mq::{MessageQueue, MqOptions};
 
-use crate::out::{Out, mode_bits, utf8, utf8_all, warn, with_note};
+use crate::out::{Out, message, mode_bits, record, utf8, utf8_all, warn, with_note};
 
 /// Message-queue commands.
 #[derive(Subcommand, Debug)]
@@ -39,9 +39,9 @@ pub enum MqCommand {
         /// Priority (0 lowest .. 32767).
         #[arg(long, default_value_t = 0)]
         prio: u32,
-        /// Give up after this long when the queue is full (e.g. 2, 1.5s, 250ms); default:
-        /// wait forever; 0: do not wait.
-        #[arg(long, value_parser = parse_duration)]
+        /// Give up after this long when the queue is full (e.g. 1.5s, 250ms); default:
+        /// wait forever; 0s: do not wait.
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
         timeout: Option<Duration>,
     },
     /// Receive messages (highest priority first) and print them.
@@ -51,19 +51,20 @@ pub enum MqCommand {
         /// How many messages to receive.
         #[arg(long, short = 'n', default_value_t = 1)]
         count: usize,
-        /// Give up after this long per message (e.g. 2, 1.5s, 250ms); default: wait
-        /// forever; 0: do not wait.
-        #[arg(long, value_parser = parse_duration)]
+        /// Give up after this long per message (e.g. 1.5s, 250ms); default: wait
+        /// forever; 0s: do not wait.
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
         timeout: Option<Duration>,
-        /// Print one JSON object per message.
+        /// Print JSON: one line per message (with its `priority`), as it is received.
         #[arg(long)]
         json: bool,
     },
     /// Show a queue's attributes.
-    Info {
+    #[command(visible_alias = "info")]
+    Stat {
         /// Queue name.
         name: OsString,
-        /// Print JSON.
+        /// Print JSON (one line).
         #[arg(long)]
         json: bool,
     },
@@ -73,10 +74,10 @@ pub enum MqCommand {
         #[arg(required = true)]
         names: Vec<OsString>,
     },
-    /// List queues (/dev/mqueue; mounts the mqueue file system there if needed and
-    /// permitted).
+    /// List queues (from wherever the mqueue file system is mounted; if it is not, says
+    /// how to mount it: `mount -t mqueue none /dev/mqueue`).
     Ls {
-        /// Print JSON.
+        /// Print JSON (one line per queue).
         #[arg(long)]
         json: bool,
     },
@@ -100,9 +101,9 @@ pub enum FifoCommand {
         /// Messages (bytes).
         #[arg(required = true)]
         messages: Vec<OsString>,
-        /// Wait at most this long for a reader to open the FIFO and for room (e.g. 5,
-        /// 250ms); default 5s.
-        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        /// Wait at most this long for a reader to open the FIFO and for room (e.g. 1.5s,
+        /// 250ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "5s")]
         timeout: Duration,
     },
     /// Receive frames and print them, one per line.
@@ -112,14 +113,14 @@ pub enum FifoCommand {
         /// How many messages; default: until every writer has closed.
         #[arg(long, short = 'n')]
         count: Option<usize>,
-        /// Give up after this long per message; default: wait forever.
-        #[arg(long, value_parser = parse_duration)]
+        /// Give up after this long per message (e.g. 1.5s, 250ms); default: wait forever.
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
         timeout: Option<Duration>,
         /// Keep receiving when writers come and go (server mode) instead of stopping
         /// when the last writer closes.
         #[arg(long, short = 'f')]
         follow: bool,
-        /// Print one JSON object per message.
+        /// Print JSON: one line per message, as it is received.
         #[arg(long)]
         json: bool,
     },
@@ -130,49 +131,24 @@ pub enum FifoCommand {
     },
 }
 
-/// `2`, `1.5`, `2s`, `250ms`, `10us`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix("us") {
-        (n, 1e-6)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (s, 1.0)
-    };
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .and_then(|v| Duration::try_from_secs_f64(v * scale).ok())
-        .ok_or_else(|| format!("{s:?} is not a duration like 2, 1.5s or 250ms"))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A JSON object for one received message.
-fn message_json(data: &[u8], prio: Option<u32>) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "len": data.len(),
-        "text": std::str::from_utf8(data).ok(),
-        "hex": hex(data),
-    });
+/// One received message: a line of bytes, or (`--json`) one line with its record.
+fn print_message(
+    out: &mut Out,
+    kind: &str,
+    name: &str,
+    data: &[u8],
+    prio: Option<u32>,
+    json: bool,
+) -> Result<(), Error> {
+    if !json {
+        out.bytes(data)?;
+        return out.bytes(b"\n");
+    }
+    let mut v = message(kind, name, "recv", data);
     if let Some(p) = prio {
         v["priority"] = p.into();
     }
-    v
-}
-
-fn print_message(out: &mut Out, data: &[u8], prio: Option<u32>, json: bool) -> Result<(), Error> {
-    if json {
-        writeln!(out, "{}", message_json(data, prio))
-    } else {
-        out.bytes(data)?;
-        out.bytes(b"\n")
-    }
+    out.json(&v)
 }
 
 /// Runs an `mq` command.
@@ -228,8 +204,8 @@ pub fn run_mq(cmd: MqCommand, out: &mut Out) -> Result<(), Error> {
                     Some(d) if d.is_zero() => q.try_recv(&mut buf)?,
                     Some(d) => q.recv_timeout(&mut buf, d)?,
                 };
-                if let Err(e) =
-                    print_message(out, &buf[..n], Some(prio), json).and_then(|()| out.flush())
+                if let Err(e) = print_message(out, "mq", &name, &buf[..n], Some(prio), json)
+                    .and_then(|()| out.flush())
                 {
                     // Not delivered: send it back (behind the messages of its priority).
                     let note = match q.try_send(&buf[..n], prio) {
@@ -245,17 +221,16 @@ pub fn run_mq(cmd: MqCommand, out: &mut Out) -> Result<(), Error> {
             }
             Ok(())
         }
-        MqCommand::Info { name, json } => {
+        MqCommand::Stat { name, json } => {
             let q = MessageQueue::open(&utf8("NAME", &name)?)?;
             let a = q.attributes()?;
             if json {
                 let v = serde_json::json!({
-                    "name": q.name().as_str(),
                     "capacity": a.capacity,
                     "msg_size": a.msg_size,
                     "current": a.current,
                 });
-                writeln!(out, "{v}")
+                out.json(&record("mq", q.name().as_str(), "stat", v))
             } else {
                 writeln!(
                     out,
@@ -271,9 +246,12 @@ pub fn run_mq(cmd: MqCommand, out: &mut Out) -> Result<(), Error> {
             // Report every failure; the last one is returned (and printed by main).
             let mut last_err = None;
             for n in utf8_all("NAMES", &names)? {
-                if let Err(e) = MessageQueue::unlink(&n) {
-                    if let Some(prev) = last_err.replace(e) {
-                        warn(format_args!("{prev}"));
+                match MessageQueue::unlink(&n) {
+                    Ok(()) => writeln!(out, "removed {n}")?,
+                    Err(e) => {
+                        if let Some(prev) = last_err.replace(e) {
+                            warn(format_args!("{prev}"));
+                        }
                     }
                 }
             }
@@ -283,9 +261,14 @@ pub fn run_mq(cmd: MqCommand, out: &mut Out) -> Result<(), Error> {
     }
 }
 
-/// Where the mqueue file system is mounted, if anywhere.
+/// Where the mqueue file system is mounted, if anywhere (from `/proc/self/mounts`).
 fn mqueue_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mqueue_mount_in(&std::fs::read_to_string("/proc/self/mounts").ok()?)
+}
+
+/// The mount point of the first `mqueue` entry of a mounts table (fstab format, spaces
+/// in paths escaped as `\040`).
+fn mqueue_mount_in(mounts: &str) -> Option<PathBuf> {
     mounts.lines().find_map(|l| {
         let mut f = l.split_whitespace();
         let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
@@ -293,53 +276,21 @@ fn mqueue_mount() -> Option<PathBuf> {
     })
 }
 
-/// Mounts the mqueue file system on /dev/mqueue (root only).
-fn mount_mqueue() -> Result<PathBuf, Error> {
-    let dir = Path::new("/dev/mqueue");
-    let advice = "mount it yourself: `sudo mkdir -p /dev/mqueue && sudo mount -t mqueue none /dev/mqueue` (mq_open works without it; only listing needs it)";
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Unsupported {
-            what: "listing message queues",
-            reason: format!(
-                "the mqueue file system is not mounted and only root may mount it; {advice}"
-            ),
-        });
+/// `mq ls` without a mounted mqueue file system: says how to mount it (it does not mount
+/// anything itself: a listing command changes no system state).
+fn not_mounted() -> Error {
+    Error::Unsupported {
+        what: "listing message queues",
+        reason: "mqueue filesystem not mounted; mount it with `mount -t mqueue none /dev/mqueue` \
+                 (as root; `mkdir -p /dev/mqueue` first if needed). Queues work without it \
+                 (mq_open); only listing needs it"
+            .into(),
     }
-    if let Err(e) = std::fs::create_dir(dir) {
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(Error::os_with_advice(
-                "/dev/mqueue",
-                "mkdir",
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                advice,
-            ));
-        }
-    }
-    // SAFETY: all pointers are valid NUL-terminated strings (or null data), as mount(2)
-    // expects.
-    let r = unsafe {
-        libc::mount(
-            c"none".as_ptr(),
-            c"/dev/mqueue".as_ptr(),
-            c"mqueue".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    nix::errno::Errno::result(r)
-        .map_err(|e| Error::os_with_advice("/dev/mqueue", "mount -t mqueue", e, advice))?;
-    warn(format_args!(
-        "mounted the mqueue file system on /dev/mqueue"
-    ));
-    Ok(dir.to_owned())
 }
 
 fn mq_ls(out: &mut Out, json: bool) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
-    let dir = match mqueue_mount() {
-        Some(d) => d,
-        None => mount_mqueue()?,
-    };
+    let dir = mqueue_mount().ok_or_else(not_mounted)?;
     let res = dir.display().to_string();
     let rd = std::fs::read_dir(&dir).map_err(|e| {
         Error::os(
@@ -360,7 +311,9 @@ fn mq_ls(out: &mut Out, json: bool) -> Result<(), Error> {
         });
         let attrs = MessageQueue::open(&name).and_then(|q| q.attributes()).ok();
         rows.push(serde_json::json!({
+            "kind": "mq",
             "name": name,
+            "op": "ls",
             "mode": meta.as_ref().map(|m| format!("{:o}", m.mode() & 0o7777)),
             "uid": meta.as_ref().map(MetadataExt::uid),
             "queued_bytes": qsize,
@@ -371,7 +324,7 @@ fn mq_ls(out: &mut Out, json: bool) -> Result<(), Error> {
     }
     rows.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     if json {
-        return writeln!(out, "{}", serde_json::Value::Array(rows));
+        return rows.iter().try_for_each(|r| out.json(r));
     }
     let cell = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "?".to_owned(),
@@ -443,7 +396,7 @@ pub fn run_fifo(cmd: FifoCommand, out: &mut Out) -> Result<(), Error> {
                     Err(Error::Disconnected { .. }) if count.is_none() && got > 0 => break,
                     Err(e) => return Err(e),
                 }
-                print_message(out, &buf, None, json)?;
+                print_message(out, "fifo", &path.to_string_lossy(), &buf, None, json)?;
                 out.flush()?;
                 got += 1;
             }
@@ -457,11 +410,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("soon").is_err());
+    fn the_mqueue_mount_is_found_in_a_mounts_table() {
+        let t = "proc /proc proc rw 0 0\nmqueue /dev/mq\\040x mqueue rw,relatime 0 0\n";
+        assert_eq!(mqueue_mount_in(t), Some(PathBuf::from("/dev/mq x")));
+        assert_eq!(mqueue_mount_in("proc /proc proc rw 0 0\n"), None);
+        assert_eq!(mqueue_mount_in(""), None);
+    }
+
+    #[test]
+    fn not_mounted_says_how_to_mount_it() {
+        let e = not_mounted().to_string();
+        assert!(e.contains("mqueue filesystem not mounted"), "{e}");
+        assert!(e.contains("mount -t mqueue none /dev/mqueue"), "{e}");
     }
 }

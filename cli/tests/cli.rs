@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Guard, fails, ok, unique};
+use common::{Guard, fails, json_one, json_rows, ok, unique};
 
 #[test]
 fn value_commands() {
@@ -12,9 +12,19 @@ fn value_commands() {
     assert_eq!(ok(&["value", "add", &v, "7"]).trim(), "2");
     assert_eq!(ok(&["value", "add", &v, "-10"]).trim(), "-8");
     ok(&["value", "set", &v, "123"]);
-    let j: serde_json::Value = serde_json::from_str(&ok(&["value", "get", &v, "--json"])).unwrap();
-    assert_eq!(j["value"], 123);
+    let j = json_one(&ok(&["value", "get", &v, "--json"]));
+    assert_eq!(j["data"], 123);
     assert_eq!(j["type"], "i32");
+    assert_eq!((&j["kind"], &j["op"]), (&"value".into(), &"get".into()));
+    assert_eq!(
+        json_one(&ok(&["value", "add", &v, "1", "--json"]))["data"],
+        124
+    );
+    assert_eq!(
+        json_one(&ok(&["value", "stat", &v, "--json"]))["type"],
+        "i32"
+    );
+    ok(&["value", "set", &v, "123"]);
     assert!(fails(&["value", "set", &v, "1.5"]).contains("is not a i32"));
     assert!(fails(&["value", "create", &v, "--type", "u8"]).contains("EEXIST"));
     let f = unique("f");
@@ -38,6 +48,14 @@ fn array_commands_and_foreign_dump() {
     assert!(fails(&["array", "set", &a, "5", "1"]).contains("out of bounds"));
     assert!(fails(&["array", "set", &a, "0", "65536"]).contains("is not a u16"));
     assert!(fails(&["array", "dump", &a, "--type", "u32"]).contains("mismatch"));
+    let j = json_one(&ok(&["array", "dump", &a, "--json"]));
+    assert_eq!(j["data"], serde_json::json!([3, 3, 3, 3, 65535]));
+    assert_eq!(
+        (&j["kind"], &j["op"], &j["type"]),
+        (&"array".into(), &"dump".into(), &"u16".into())
+    );
+    let j = json_one(&ok(&["array", "get", &a, "4", "--json"]));
+    assert_eq!((&j["data"], &j["index"]), (&65535.into(), &4.into()));
     // Opened as a value: kind mismatch.
     assert!(fails(&["value", "get", &a]).contains("kind mismatch"));
     // A foreign object, read raw.
@@ -60,7 +78,7 @@ fn ls_info_rm_gc() {
     // `live` stays mapped by this test process; `dead` was made by a CLI process that exited.
     let _v = shmkit::Value::<u64>::create(&live, 1).unwrap();
     ok(&["array", "create", &dead, "--type", "u8", "--len", "3"]);
-    let rows: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    let rows = json_rows(&ok(&["ls", "--json"]));
     let row = |n: &str| {
         rows.as_array()
             .unwrap()
@@ -94,7 +112,7 @@ fn ls_info_rm_gc() {
         "{text}"
     );
 
-    let info: serde_json::Value = serde_json::from_str(&ok(&["info", &live, "--json"])).unwrap();
+    let info = json_one(&ok(&["info", &live, "--json"]));
     assert_eq!(info["state"], "ready");
     assert_eq!(info["mode"], "0600");
     assert!(fails(&["info", "no/such"]).contains("invalid name"));
@@ -107,7 +125,7 @@ fn ls_info_rm_gc() {
         let prefix = mine(n);
         let mut args = vec!["gc", "--dry-run", "--json", "--prefix", &prefix];
         args.extend_from_slice(extra);
-        let rows: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        let rows = json_rows(&ok(&args));
         rows.as_array()
             .unwrap()
             .iter()
@@ -142,7 +160,15 @@ fn ls_info_rm_gc() {
     assert!(!std::path::Path::new(&format!("/dev/shm/{dead}")).exists());
     ok(&["gc", "--include-persistent", "--prefix", &mine(&live)]);
     assert!(std::path::Path::new(&format!("/dev/shm/{live}")).exists());
-    assert!(fails(&["gc", "--older-than", "soon"]).contains("--older-than"));
+    // The one duration syntax: a usage error (exit 2), also for a bare number.
+    for bad in ["soon", "7"] {
+        let o = common::shmkit(&["gc", "--older-than", bad]);
+        assert_eq!(o.status.code(), Some(2), "{o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--older-than"),
+            "{o:?}"
+        );
+    }
 
     ok(&["rm", &live]);
     assert!(!std::path::Path::new(&format!("/dev/shm/{live}")).exists());
@@ -183,4 +209,33 @@ fn bench_without_the_feature_says_how_to_get_it() {
 fn bench_with_the_feature_runs_the_driver() {
     let err = fails(&["bench", "--quick", "--only", "no-such-thing"]);
     assert!(err.contains("spin-floor"), "{err}");
+}
+
+/// `shmkit --help` states the conventions every subcommand follows.
+#[test]
+fn help_states_the_conventions() {
+    let help = ok(&["--help"]);
+    for needle in [
+        "Verbs",
+        "Durations",
+        "1.5s, 250ms",
+        "JSON Lines",
+        "--named",
+        "Exit",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in {help}");
+    }
+    // Every timeout flag says it takes a duration.
+    for cmd in [
+        &["queue", "recv", "--help"][..],
+        &["topic", "sub", "--help"],
+        &["mq", "recv", "--help"],
+        &["fifo", "send", "--help"],
+        &["event", "wait", "--help"],
+        &["sem", "wait", "--help"],
+        &["mutex", "get", "--help"],
+        &["latest", "get", "--help"],
+    ] {
+        assert!(ok(cmd).contains("--timeout <DURATION>"), "{cmd:?}");
+    }
 }

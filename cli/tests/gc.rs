@@ -66,7 +66,7 @@ fn exists(name: &str) -> bool {
 fn plan(name: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["gc", "--dry-run", "--json", "--prefix", name];
     args.extend_from_slice(extra);
-    let rows: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    let rows = common::json_rows(&ok(&args));
     rows.as_array()
         .unwrap()
         .iter()
@@ -127,7 +127,7 @@ fn gc_in_a_pid_namespace_keeps_a_segment_held_outside() {
     ls.args([BIN, "ls", "--json"]);
     let o = run_bounded(ls);
     assert!(o.status.success(), "{o:?}");
-    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = common::json_rows(&String::from_utf8(o.stdout).unwrap());
     let row = rows
         .as_array()
         .unwrap()
@@ -278,8 +278,7 @@ fn ls_does_not_take_a_reused_pid_for_the_dead_creator() {
         .trim()
         .parse()
         .unwrap();
-    let rows: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("ls.json")).unwrap()).unwrap();
+    let rows = common::json_rows(&std::fs::read_to_string(dir.join("ls.json")).unwrap());
     let row = rows
         .as_array()
         .unwrap()

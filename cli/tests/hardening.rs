@@ -62,6 +62,19 @@ fn closed_or_full_stdout_is_one_line_and_exit_1_in_every_command() {
     ok(&["event", "create", &e]);
     ok(&["event", "set", &e]);
     ok(&["sem", "create", &s, "2"]);
+    let (m, tq, l, tt) = (
+        unique("out-m"),
+        unique("out-tq"),
+        unique("out-l"),
+        unique("out-tt"),
+    );
+    let _g2 = Guard(vec![m.clone(), tq.clone(), l.clone(), tt.clone()]);
+    ok(&["topic", "create", &tt, "--type", "u16"]);
+    ok(&["topic", "pub", &tt, "7"]);
+    ok(&["mutex", "create", &m, "--type", "u64", "--init", "5"]);
+    ok(&["queue", "create", &tq, "--type", "u32"]);
+    ok(&["queue", "send", &tq, "42"]);
+    ok(&["latest", "create", &l, "--type", "f32"]);
     let commands: Vec<Vec<&str>> = vec![
         vec!["ls"],
         vec!["ls", "--json"],
@@ -75,11 +88,30 @@ fn closed_or_full_stdout_is_one_line_and_exit_1_in_every_command() {
         vec!["array", "dump", &a],
         vec!["array", "dump", &a, "--json"],
         vec!["array", "dump", &a, "--raw", "--type", "u8"],
-        vec!["queue", "recv", &q, "--timeout-ms", "2000"],
-        vec!["queue", "recv", &q, "--json", "--timeout-ms", "2000"],
+        vec!["queue", "recv", &q, "--timeout", "2s"],
+        vec!["queue", "recv", &q, "--json", "--timeout", "2s"],
         vec!["queue", "stat", &q],
-        vec!["event", "wait", &e, "--timeout", "2"],
+        vec!["event", "wait", &e, "--timeout", "2s"],
         vec!["sem", "value", &s],
+        vec!["sem", "get", &s, "--json"],
+        vec!["sem", "stat", &s, "--json"],
+        vec!["event", "get", &e, "--json"],
+        vec!["event", "stat", &e],
+        vec!["value", "stat", &v, "--json"],
+        vec!["value", "add", &v, "1", "--json"],
+        vec!["array", "get", &a, "3", "--json"],
+        vec!["array", "stat", &a],
+        vec!["mutex", "get", &m],
+        vec!["mutex", "get", &m, "--json"],
+        vec!["mutex", "stat", &m, "--json"],
+        vec!["queue", "recv", &tq, "--timeout", "2s"],
+        vec!["queue", "recv", &tq, "--json", "--timeout", "2s"],
+        vec!["queue", "stat", &q, "--json"],
+        vec!["latest", "get", &l, "--json"],
+        vec!["latest", "stat", &l],
+        vec!["topic", "sub", &tt, "--history", "1", "--json"],
+        vec!["topic", "sub", &tt, "--history", "1"],
+        vec!["topic", "stat", &tt, "--json"],
         vec!["mq", "ls"],
         vec!["bench", "--help"],
         vec!["--help"],
@@ -101,7 +133,8 @@ fn closed_or_full_stdout_is_one_line_and_exit_1_in_every_command() {
         }
     }
     // Every undelivered message went back: still exactly one, intact.
-    assert_eq!(ok(&["queue", "recv", &q, "--timeout-ms", "2000"]), "kept\n");
+    assert_eq!(ok(&["queue", "recv", &q, "--timeout", "2s"]), "kept\n");
+    assert_eq!(ok(&["queue", "recv", &tq, "--timeout", "2s"]), "42\n");
 }
 
 #[test]
@@ -114,19 +147,16 @@ fn queue_recv_never_consumes_a_message_it_could_not_deliver() {
         serde_json::from_str(&ok(&["queue", "stat", q, "--json"])).unwrap()
     };
     // Closed pipe: refused before anything is taken.
-    let o = run_to(
-        Sink::ClosedPipe,
-        &["queue", "recv", &q, "--timeout-ms", "2000"],
-    );
+    let o = run_to(Sink::ClosedPipe, &["queue", "recv", &q, "--timeout", "2s"]);
     let err = one_line_failure("closed pipe", &o);
     assert!(err.contains("EPIPE"), "{err}");
     assert_eq!(stat(&q)["len"], 1);
     // Full device: taken, the write fails, put back, and the error says so.
-    let o = run_to(Sink::Full, &["queue", "recv", &q, "--timeout-ms", "2000"]);
+    let o = run_to(Sink::Full, &["queue", "recv", &q, "--timeout", "2s"]);
     let err = one_line_failure("/dev/full", &o);
     assert!(err.contains("ENOSPC") && err.contains("put back"), "{err}");
     assert_eq!(stat(&q)["len"], 1);
-    assert_eq!(ok(&["queue", "recv", &q, "--timeout-ms", "2000"]), "only\n");
+    assert_eq!(ok(&["queue", "recv", &q, "--timeout", "2s"]), "only\n");
     assert_eq!(stat(&q)["len"], 0);
 }
 

@@ -15,11 +15,10 @@ fn scalar_create_get_set() {
     // Each `set` is a new process: the previous writer is gone, its role is taken over.
     assert_eq!(ok(&["latest", "set", &name, "--", "-8"]), "1\n");
     assert_eq!(ok(&["latest", "set", &name, "9"]), "2\n");
-    let j: serde_json::Value =
-        serde_json::from_str(&ok(&["latest", "get", &name, "--json"])).unwrap();
+    let j = common::json_one(&ok(&["latest", "get", &name, "--json"]));
     assert_eq!(
         (
-            j["value"].as_i64(),
+            j["data"].as_i64(),
             j["version"].as_u64(),
             j["type"].as_str()
         ),
@@ -28,8 +27,7 @@ fn scalar_create_get_set() {
     // --after an old version returns at once; --after the current one times out.
     assert_eq!(ok(&["latest", "get", &name, "--after", "1"]), "9\n");
     assert!(
-        fails(&["latest", "get", &name, "--after", "2", "--timeout-ms", "20"])
-            .contains("timed out")
+        fails(&["latest", "get", &name, "--after", "2", "--timeout", "20ms"]).contains("timed out")
     );
     assert!(fails(&["latest", "set", &name, "x"]).contains("not a i32"));
     assert!(ok(&["ls"]).contains(&name));
@@ -45,6 +43,20 @@ fn byte_string_create_get_set() {
     assert_eq!(ok(&["latest", "get", &name]), "\n");
     assert_eq!(ok(&["latest", "set", &name, "hi there"]), "1\n");
     assert_eq!(ok(&["latest", "get", &name]), "hi there\n");
+    let j = common::json_one(&ok(&["latest", "get", &name, "--json"]));
+    assert_eq!(
+        (&j["data"], &j["encoding"], &j["version"]),
+        (&"hi there".into(), &"utf8".into(), &1.into())
+    );
+    assert_eq!(
+        common::json_one(&ok(&["latest", "set", &name, "x", "--json"]))["version"],
+        2
+    );
+    assert!(common::json_one(&ok(&["latest", "stat", &name, "--json"]))["kind"] == "latest");
+    assert!(fails(&["queue", "rm", &name]).contains("kind mismatch"));
+    assert!(ok(&["latest", "rm", &name]).contains("removed"));
+    ok(&["latest", "create", &name, "--bytes", "8"]);
+    ok(&["latest", "set", &name, "hi there"]);
     assert!(fails(&["latest", "set", &name, "123456789"]).contains("exceeds the limit of 8"));
     // --bytes with --type or --init is a usage error (clap: exit status 2).
     let o = common::shmkit(&[

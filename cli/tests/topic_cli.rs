@@ -43,8 +43,8 @@ fn create_pub_sub_stat() {
         "3",
         "--history",
         "2",
-        "--timeout-ms",
-        "60000",
+        "--timeout",
+        "60s",
     ]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "two\nthree\n");
     assert_eq!(o.status.code(), Some(3), "{o:?}");
@@ -65,7 +65,7 @@ fn create_pub_sub_stat() {
     ]);
     assert!(o.status.success(), "{o:?}");
     let mut sub = Command::new(env!("CARGO_BIN_EXE_shmkit"))
-        .args(["topic", "sub", &name, "-n", "1", "--timeout-ms", "20000"])
+        .args(["topic", "sub", &name, "-n", "1", "--timeout", "20s"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,4 +104,47 @@ fn create_pub_sub_stat() {
     assert!(sub.wait().unwrap().success());
     let o = shmkit(&["topic", "stat", "no-such-topic-anywhere"]);
     assert!(!o.status.success());
+}
+
+#[test]
+fn typed_topics_publish_and_deliver_numbers() {
+    let name = common::unique("typedtopic");
+    let _g = Guard(vec![name.clone()]);
+    common::ok(&["topic", "create", &name, "--type", "f64", "--capacity", "8"]);
+    common::ok(&["topic", "pub", &name, "--", "1.5", "-2", "3"]);
+    assert!(common::fails(&["topic", "pub", &name, "x"]).contains("is not a f64"));
+    let recs = common::json_lines(&common::ok(&[
+        "topic",
+        "sub",
+        &name,
+        "-n",
+        "2",
+        "--history",
+        "2",
+        "--json",
+    ]));
+    let data: Vec<_> = recs.iter().map(|r| r["data"].as_f64().unwrap()).collect();
+    assert_eq!(data, [-2.0, 3.0]);
+    assert_eq!(
+        (&recs[0]["kind"], &recs[0]["op"], &recs[0]["type"]),
+        (&"topic".into(), &"sub".into(), &"f64".into())
+    );
+    let out = common::ok(&[
+        "topic",
+        "sub",
+        &name,
+        "-n",
+        "1",
+        "--history",
+        "1",
+        "--type",
+        "f64",
+    ]);
+    assert_eq!(out, "3\n");
+    assert!(common::fails(&["topic", "sub", &name, "--type", "u8"]).contains("element type"));
+    assert_eq!(
+        common::json_one(&common::ok(&["topic", "stat", &name, "--json"]))["kind"],
+        "topic"
+    );
+    assert!(common::ok(&["topic", "rm", &name]).contains("removed"));
 }

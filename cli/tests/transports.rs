@@ -30,7 +30,7 @@ fn mq_commands() {
         "1s",
     ]);
     let info: serde_json::Value =
-        serde_json::from_str(&ok(&["mq", "info", &name, "--json"])).unwrap();
+        serde_json::from_str(&ok(&["mq", "stat", &name, "--json"])).unwrap();
     assert_eq!(info["capacity"], 4);
     assert_eq!(info["msg_size"], 64);
     assert_eq!(info["current"], 2);
@@ -39,9 +39,20 @@ fn mq_commands() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(msgs[0]["text"], "high");
+    assert_eq!(msgs[0]["data"], "high");
     assert_eq!(msgs[0]["priority"], 8);
-    assert_eq!(msgs[1]["text"], "low");
+    assert_eq!(msgs[1]["data"], "low");
+    assert_eq!(
+        (&msgs[1]["kind"], &msgs[1]["op"]),
+        (&"mq".into(), &"recv".into())
+    );
+    // A bare number is no duration: refused (usage error), whatever the command.
+    let o = shmkit(&["mq", "recv", &name, "--timeout", "100"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no unit"),
+        "{o:?}"
+    );
     // Empty queue: a bounded receive fails with a timeout message.
     let t = Instant::now();
     let o = shmkit(&["mq", "recv", &name, "--timeout", "100ms"]);
@@ -62,7 +73,7 @@ fn mq_commands() {
     // how to mount it otherwise.
     let o = shmkit(&["mq", "ls", "--json"]);
     if o.status.success() {
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+        let rows = common::json_lines(&String::from_utf8(o.stdout).unwrap());
         let row = rows
             .iter()
             .find(|r| r["name"] == name.as_str())
@@ -73,7 +84,7 @@ fn mq_commands() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("mount -t mqueue"), "{err}");
     }
-    ok(&["mq", "rm", &name]);
+    assert!(ok(&["mq", "rm", &name]).contains("removed"));
     assert!(!shmkit(&["mq", "info", &name]).status.success());
 }
 
@@ -97,8 +108,45 @@ fn fifo_commands() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0]["text"], "hello");
-    assert_eq!(lines[1]["text"], "wörld");
+    assert_eq!(lines[0]["data"], "hello");
+    assert_eq!(lines[1]["data"], "wörld");
+    assert_eq!(lines[1]["len"], "wörld".len());
+    assert_eq!(
+        (&lines[1]["kind"], &lines[1]["encoding"]),
+        (&"fifo".into(), &"utf8".into())
+    );
     ok(&["fifo", "rm", p]);
     assert!(!path.exists());
+}
+
+/// `mq ls` without the mqueue file system: says how to mount it, mounts nothing. Needs a
+/// private mount namespace to unmount it in (root, `unshare`); skipped otherwise.
+#[test]
+fn mq_ls_unmounted_says_how_to_mount_it() {
+    let script = r#"
+        while dir=$(awk '$3 == "mqueue" { print $2; exit }' /proc/self/mounts); [ -n "$dir" ]; do
+            umount -l "$dir" || exit 99
+        done
+        exec "$SHMKIT" mq ls
+    "#;
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("SHMKIT", env!("CARGO_BIN_EXE_shmkit"))
+        .stdin(Stdio::null())
+        .output();
+    let o = match o {
+        Ok(o)
+            if o.status.code() != Some(99)
+                && !String::from_utf8_lossy(&o.stderr).contains("unshare:") =>
+        {
+            o
+        }
+        other => {
+            eprintln!("skipped: no private mount namespace here ({other:?})");
+            return;
+        }
+    };
+    let err = common::one_line_failure("mq ls unmounted", &o);
+    assert!(err.contains("mqueue filesystem not mounted"), "{err}");
+    assert!(err.contains("mount -t mqueue none /dev/mqueue"), "{err}");
 }

@@ -26,6 +26,33 @@ impl Drop for Guard {
     }
 }
 
+/// Parses `--json` output: JSON Lines, one object per line (the CLI's one shape); each
+/// line must be a JSON object with `kind`, `name` and `op`.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            for k in ["kind", "name", "op"] {
+                assert!(v.get(k).is_some(), "no {k:?} in {l}");
+            }
+            v
+        })
+        .collect()
+}
+
+/// The one record of a `--json` output about one object.
+pub fn json_one(text: &str) -> serde_json::Value {
+    let mut v = json_lines(text);
+    assert_eq!(v.len(), 1, "not one line: {text}");
+    v.remove(0)
+}
+
+/// `--json` lines as one JSON array (for lists: `ls`, `gc`, `mq ls`).
+pub fn json_rows(text: &str) -> serde_json::Value {
+    serde_json::Value::Array(json_lines(text))
+}
+
 /// Runs the built `shmkit` with `args` (stdin closed).
 pub fn shmkit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shmkit"))

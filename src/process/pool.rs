@@ -33,11 +33,15 @@
 //! item; the caller decodes the results from it in order, straight into its `Vec`. Per
 //! item there is one encode, one decode and the call itself: no allocation, lock or
 //! wake-up. A plain-data entry (`entry!(pod f)`, argument and result
-//! [`bytemuck::Pod`]) goes further: its items travel back to back without framing, a
-//! worker runs a message's items in one tight loop, and the caller copies a message's
-//! results into its `Vec` in one pass; `shmkit bench --workload pool` measures both
-//! (`shmkit-pool`, `shmkit-pool-pod`) against Python's `multiprocessing.Pool`. The parent keeps each message's encoded arguments until its results are in,
-//! to run them again if its worker dies.
+//! [`bytemuck::Pod`]) goes further: its items travel back to back without framing; the
+//! caller gathers a few hundred arguments at a time in a small buffer of `A` and appends
+//! them to the message as bytes in one copy (no call or length check per item); a
+//! worker runs a message's items in one tight loop with `f` inlined (the macro generates
+//! the loop for `f`); and the caller copies a message's results into its `Vec` in one
+//! pass. `shmkit bench --workload pool` measures both (`shmkit-pool`,
+//! `shmkit-pool-pod`) against Python's `multiprocessing.Pool`. The parent keeps each
+//! message's encoded arguments until its results are in, to run them again if its
+//! worker dies.
 //!
 //! The parent keeps an in-flight table: every message, the worker it was given to, how
 //! many of its results came back. A supervisor thread receives results and watches each
@@ -54,7 +58,8 @@
 //! - **A task panics**: its result is [`Failure::Panicked`] with the message; the worker
 //!   catches the panic and goes on.
 //! - **Arguments or a result cannot be (de)serialised** (or one alone exceeds
-//!   [`PoolOptions::max_message`]): that item's result is [`Failure::Codec`]; the pool goes
+//!   [`PoolOptions::max_message`], a plain-data one included: the item still runs, its
+//!   result is not delivered): that item's result is [`Failure::Codec`]; the pool goes
 //!   on.
 //! - **A worker sends a malformed result message** (a bug, or a hostile process writing
 //!   the queue): it is killed and handled as a dead worker.
@@ -70,7 +75,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::spawn::{Codec, EncodeError, Proc, Spec, launch};
+use super::spawn::{Codec, EncodeError, Pack, Proc, Spec, launch};
 use super::{Entry, Failure, Role, StartMethod};
 use crate::error::{Error, Result};
 use crate::pipe::Pipe;
@@ -104,6 +109,8 @@ const WATCH: Duration = Duration::from_millis(20);
 const STRIDE: usize = 8;
 /// Result messages the supervisor receives before it takes the lock to file them.
 const DRAIN: usize = 32;
+/// Plain-data arguments gathered before they are appended to a message as bytes.
+const STAGE: usize = 512;
 
 /// Options of a [`Pool`].
 #[derive(Clone, Debug)]
@@ -385,16 +392,12 @@ impl<A: 'static, R: 'static> Pool<A, R> {
     ) -> Result<usize> {
         lock(&self.shared).check_open()?;
         let limit = self.shared.opts.max_message - TASK_HEADER;
-        let mut enc = Encoder {
-            shared: &self.shared,
-            job,
-            first,
-            count: 0,
-            buf: Vec::new(),
-            pos: 0,
-            expect: chunksize,
-            framed: self.shared.fixed.is_none(),
-        };
+        if let (Some(pack), Some((asize, _))) = (self.entry.arg.pack, self.shared.fixed)
+            && asize <= limit
+        {
+            return self.submit_packed(job, first, items, chunksize, pack, asize);
+        }
+        let mut enc = Encoder::new(&self.shared, job, first, chunksize, false);
         let mut n = 0;
         for a in items {
             let idx = first + n;
@@ -427,6 +430,47 @@ impl<A: 'static, R: 'static> Pool<A, R> {
                 enc.first = idx + 1;
             } else if enc.count >= chunksize {
                 enc.flush(idx + 1)?;
+            }
+        }
+        enc.flush(first + n)?;
+        Ok(n)
+    }
+
+    /// [`submit`](Self::submit) for plain-data arguments (`entry!(pod f)`): items are
+    /// gathered in a small buffer of `A` (it stays in cache) and appended to the message
+    /// as their bytes, one copy per [`STAGE`] items: no call or length check per item.
+    /// A message holds `chunksize` items, or as many as fit in `max_message`.
+    fn submit_packed(
+        &self,
+        job: u64,
+        first: usize,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+        pack: Pack<A>,
+        asize: usize,
+    ) -> Result<usize> {
+        let limit = self.shared.opts.max_message - TASK_HEADER;
+        let per = chunksize.min(limit.checked_div(asize).unwrap_or(usize::MAX));
+        let mut it = items.into_iter();
+        let mut stage: Vec<A> = Vec::with_capacity(STAGE.min(per));
+        let mut enc = Encoder::new(&self.shared, job, first, chunksize, true);
+        let mut n = 0;
+        loop {
+            stage.clear();
+            stage.extend(it.by_ref().take(STAGE.min(per - enc.count)));
+            if stage.is_empty() {
+                break;
+            }
+            if enc.count == 0 {
+                enc.buf.clear();
+                enc.buf.reserve(per.saturating_mul(asize));
+            }
+            pack(&stage, &mut enc.buf);
+            enc.pos = enc.buf.len();
+            enc.count += stage.len();
+            n += stage.len();
+            if enc.count >= per {
+                enc.flush(first + n)?;
             }
         }
         enc.flush(first + n)?;
@@ -658,9 +702,26 @@ struct Encoder<'a> {
     expect: usize,
     /// Each item is preceded by its length (not for an entry of fixed sizes).
     framed: bool,
+    /// Items are appended to `buf` ([`Pool::submit_packed`]): `buf` holds exactly the
+    /// items, and a reused buffer is handed over empty, not zeroed.
+    packed: bool,
 }
 
-impl Encoder<'_> {
+impl<'a> Encoder<'a> {
+    fn new(shared: &'a Shared, job: u64, first: usize, expect: usize, packed: bool) -> Self {
+        Encoder {
+            shared,
+            job,
+            first,
+            count: 0,
+            buf: Vec::new(),
+            pos: 0,
+            expect,
+            framed: shared.fixed.is_none(),
+            packed,
+        }
+    }
+
     /// Appends one item (nothing on error): its length (u32 LE), then its encoding.
     fn push<T>(
         &mut self,
@@ -724,8 +785,12 @@ impl Encoder<'_> {
             dispatch(self.shared, &mut st);
             // The next message reuses a finished one's buffer (already initialised).
             if let Some(mut b) = st.spare.pop() {
-                let cap = b.capacity();
-                b.resize(cap, 0);
+                if self.packed {
+                    b.clear();
+                } else {
+                    let cap = b.capacity();
+                    b.resize(cap, 0);
+                }
                 self.buf = b;
             }
         }
@@ -1530,6 +1595,22 @@ fn run_fixed(
     let body = &msg[TASK_HEADER..];
     if count.checked_mul(asize) != Some(body.len()) {
         return Ok(true);
+    }
+    if rsize > max - RES_HEADER {
+        // No result fits in a message: each item runs (into a scratch buffer) and fails
+        // with a codec error, as an oversized serde result does.
+        let mut scratch = vec![0u8; rsize];
+        for k in 0..count {
+            let arg = &body[k * asize..(k + 1) * asize];
+            let (_, failure) = role.call_fixed(arg, 1, &mut scratch, word, res.id, k);
+            res.switch(RES_RECORDS)?;
+            res.fail(failure.unwrap_or_else(|| {
+                Failure::Codec(format!(
+                    "the result ({rsize} bytes) exceeds the pool's max_message ({max} bytes)"
+                ))
+            }))?;
+        }
+        return Ok(false);
     }
     let mut k = 0;
     while k < count {

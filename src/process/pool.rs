@@ -27,7 +27,7 @@
 //!
 //! Work travels in batches, never item by item: the caller's thread encodes a chunk of
 //! [`chunksize`](Pool::map_chunked) arguments with postcard, back to back, into one
-//! buffer (a chunk whose encoding exceeds [`PoolOptions::max_message`] becomes several
+//! buffer (gathered a few hundred at a time and encoded by one call of the codec) (a chunk whose encoding exceeds [`PoolOptions::max_message`] becomes several
 //! messages); a worker runs a whole message and sends its results back in one message;
 //! the supervisor thread files that message, as received, under the index of its first
 //! item; the caller decodes the results from it in order, straight into its `Vec`. Per
@@ -75,7 +75,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::spawn::{Codec, EncodeError, Pack, Proc, Spec, launch};
+use super::spawn::{EncodeError, EncodeRun, Pack, Proc, Spec, launch};
 use super::{Entry, Failure, Role, StartMethod};
 use crate::error::{Error, Result};
 use crate::pipe::Pipe;
@@ -397,27 +397,42 @@ impl<A: 'static, R: 'static> Pool<A, R> {
         {
             return self.submit_packed(job, first, items, chunksize, pack, asize);
         }
+        // Arguments are gathered a few hundred at a time and encoded by one call of the
+        // codec (no call per item); an argument that does not fit after the others
+        // starts the next message, one that fails (or fits no message) alone is filed
+        // as that item's failure.
         let mut enc = Encoder::new(&self.shared, job, first, chunksize, false);
+        let encode = self.entry.arg.encode_run;
+        let mut it = items.into_iter();
+        let mut stage: Vec<A> = Vec::with_capacity(STAGE.min(chunksize));
         let mut n = 0;
-        for a in items {
-            let idx = first + n;
-            n += 1;
-            let mut r = enc.push(&a, &self.entry.arg, limit);
-            if matches!(r, Err(EncodeError::Full)) && enc.count > 0 {
-                // Does not fit after the others: it starts the next message.
-                enc.flush(idx)?;
-                r = enc.push(&a, &self.entry.arg, limit);
+        loop {
+            stage.clear();
+            let room = chunksize.saturating_sub(enc.count).max(1);
+            stage.extend(it.by_ref().take(STAGE.min(room)));
+            if stage.is_empty() {
+                break;
             }
-            let failure = match r {
-                Ok(()) => None,
-                Err(EncodeError::Full) => Some(format!(
-                    "the encoded argument {} exceeds the pool's max_message ({} bytes)",
-                    std::any::type_name::<A>(),
-                    self.shared.opts.max_message
-                )),
-                Err(EncodeError::Other(m)) => Some(m),
-            };
-            if let Some(m) = failure {
+            let mut k = 0;
+            while k < stage.len() {
+                let (done, err) = enc.push_run(&stage[k..], encode, limit);
+                k += done;
+                let Some(err) = err else {
+                    break;
+                };
+                let idx = first + n + k;
+                let m = match err {
+                    EncodeError::Full if enc.count > 0 => {
+                        enc.flush(idx)?;
+                        continue;
+                    }
+                    EncodeError::Full => format!(
+                        "the encoded argument {} exceeds the pool's max_message ({} bytes)",
+                        std::any::type_name::<A>(),
+                        self.shared.opts.max_message
+                    ),
+                    EncodeError::Other(m) => m,
+                };
                 enc.flush(idx)?;
                 let mut st = lock(&self.shared);
                 st.file(
@@ -428,8 +443,11 @@ impl<A: 'static, R: 'static> Pool<A, R> {
                 drop(st);
                 self.shared.changed.notify_all();
                 enc.first = idx + 1;
-            } else if enc.count >= chunksize {
-                enc.flush(idx + 1)?;
+                k += 1;
+            }
+            n += stage.len();
+            if enc.count >= chunksize {
+                enc.flush(first + n)?;
             }
         }
         enc.flush(first + n)?;
@@ -700,8 +718,6 @@ struct Encoder<'a> {
     pos: usize,
     /// Items expected per message, to size `buf` once the first item is encoded.
     expect: usize,
-    /// Each item is preceded by its length (not for an entry of fixed sizes).
-    framed: bool,
     /// Items are appended to `buf` ([`Pool::submit_packed`]): `buf` holds exactly the
     /// items, and a reused buffer is handed over empty, not zeroed.
     packed: bool,
@@ -717,48 +733,46 @@ impl<'a> Encoder<'a> {
             buf: Vec::new(),
             pos: 0,
             expect,
-            framed: shared.fixed.is_none(),
             packed,
         }
     }
 
-    /// Appends one item (nothing on error): its length (u32 LE), then its encoding.
-    fn push<T>(
+    /// Appends as many of `items` as fit before `limit` (growing the buffer up to it),
+    /// encoded by `run`; returns how many, and why the next one was not appended.
+    fn push_run<T>(
         &mut self,
-        a: &T,
-        codec: &Codec<T>,
+        items: &[T],
+        run: EncodeRun<T>,
         limit: usize,
-    ) -> std::result::Result<(), EncodeError> {
-        let prefix = if self.framed { 4 } else { 0 };
+    ) -> (usize, Option<EncodeError>) {
+        let mut total = 0;
         loop {
             // A reused buffer may be longer than a message may be: never past `limit`.
             let end = self.buf.len().min(limit);
-            let r = match self.buf.get_mut(self.pos + prefix..end) {
-                Some(room) => (codec.to_slice)(a, room),
-                None => Err(EncodeError::Full),
+            let before = self.count;
+            let (done, used, err) = match self.buf.get_mut(self.pos..end) {
+                Some(room) => run(&items[total..], room),
+                None => (0, 0, Some(EncodeError::Full)),
             };
-            match r {
-                Ok(used) => {
-                    if self.framed {
-                        self.buf[self.pos..self.pos + 4]
-                            .copy_from_slice(&(used as u32).to_le_bytes());
-                    }
-                    self.pos += prefix + used;
-                    self.count += 1;
-                    if self.count == 1 {
-                        // Size the buffer for the chunk from its first item.
-                        let want = (self.pos.saturating_mul(self.expect) / 8 * 9).min(limit);
-                        if want > self.buf.len() {
-                            self.buf.resize(want, 0);
-                        }
-                    }
-                    return Ok(());
+            self.pos += used;
+            self.count += done;
+            total += done;
+            if before == 0 && self.count > 0 {
+                // Size the buffer for the chunk from its first items.
+                let per = self.pos.div_ceil(self.count);
+                let want = (per.saturating_mul(self.expect) / 8 * 9).min(limit);
+                if want > self.buf.len() {
+                    self.buf.resize(want, 0);
                 }
-                Err(EncodeError::Full) if end < limit => {
+            }
+            match err {
+                Some(EncodeError::Full) if end < limit => {
                     let grown = (end * 2).clamp(256, limit);
-                    self.buf.resize(grown, 0);
+                    if grown > self.buf.len() {
+                        self.buf.resize(grown, 0);
+                    }
                 }
-                Err(e) => return Err(e),
+                e => return (total, e),
             }
         }
     }

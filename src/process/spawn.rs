@@ -83,6 +83,10 @@ pub type RunFixed<A, R> =
 type ExtendFrom<T> = fn(&[u8], usize, &mut Vec<T>);
 /// Appends the encodings of a run of fixed-size values back to back.
 pub(crate) type Pack<T> = fn(&[T], &mut Vec<u8>);
+/// Encodes a run of values from the start of the slice as a pool's task message holds
+/// them (postcard: each preceded by its length, u32 LE; plain data: back to back), and
+/// returns `(values encoded, bytes used, why the next one was not)`.
+pub(crate) type EncodeRun<T> = fn(&[T], &mut [u8]) -> (usize, usize, Option<EncodeError>);
 
 impl<A, R> Entry<A, R> {
     /// Its name.
@@ -199,6 +203,9 @@ pub(crate) struct Codec<T> {
     pub(crate) fixed: Option<usize>,
     /// Encodes at the start of the slice; returns the length.
     pub(crate) to_slice: fn(&T, &mut [u8]) -> std::result::Result<usize, EncodeError>,
+    /// A run of values, framed as a task message holds them (a pool's caller encodes its
+    /// arguments with it, a few hundred per call).
+    pub(crate) encode_run: EncodeRun<T>,
     /// Appends the encoding to the vector.
     pub(crate) to_vec: fn(&T, Vec<u8>) -> std::result::Result<Vec<u8>, Failure>,
     /// Decodes exactly these bytes.
@@ -223,11 +230,23 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
         Codec {
             name: "postcard",
             fixed: None,
-            to_slice: |v, out| {
-                encode_to_slice(v, out).map_err(|e| match e {
-                    postcard::Error::SerializeBufferFull => EncodeError::Full,
-                    e => EncodeError::Other(format!("encoding {}: {e}", type_name::<T>())),
-                })
+            to_slice: |v, out| encode_to_slice(v, out).map_err(encode_error::<T>),
+            encode_run: |vs, out| {
+                let mut pos = 0;
+                for (i, v) in vs.iter().enumerate() {
+                    let r = match out.get_mut(pos + 4..) {
+                        Some(room) => encode_to_slice(v, room),
+                        None => Err(postcard::Error::SerializeBufferFull),
+                    };
+                    match r {
+                        Ok(used) => {
+                            out[pos..pos + 4].copy_from_slice(&(used as u32).to_le_bytes());
+                            pos += 4 + used;
+                        }
+                        Err(e) => return (i, pos, Some(encode_error::<T>(e))),
+                    }
+                }
+                (vs.len(), pos, None)
             },
             to_vec: encode::<T>,
             from_bytes: decode::<T>,
@@ -251,6 +270,16 @@ impl<T: Pod> Codec<T> {
                     }
                     None => Err(EncodeError::Full),
                 }
+            },
+            encode_run: |vs, out| {
+                let size = std::mem::size_of::<T>();
+                let n = vs
+                    .len()
+                    .min(out.len().checked_div(size).unwrap_or(usize::MAX));
+                if size > 0 {
+                    out[..n * size].copy_from_slice(bytemuck::cast_slice(&vs[..n]));
+                }
+                (n, n * size, (n < vs.len()).then_some(EncodeError::Full))
             },
             to_vec: |v, mut out| {
                 out.extend_from_slice(bytemuck::bytes_of(v));
@@ -436,6 +465,14 @@ impl<A, R> Role for Entry<A, R> {
                 Some(Failure::Codec("not an entry of fixed sizes".into())),
             ),
         }
+    }
+}
+
+/// A postcard encoding error as the pool reports it.
+fn encode_error<T>(e: postcard::Error) -> EncodeError {
+    match e {
+        postcard::Error::SerializeBufferFull => EncodeError::Full,
+        e => EncodeError::Other(format!("encoding {}: {e}", type_name::<T>())),
     }
 }
 

@@ -27,10 +27,10 @@
 //!
 //! Work travels in batches, never item by item: the caller's thread encodes a chunk of
 //! [`chunksize`](Pool::map_chunked) arguments with postcard, back to back, into one
-//! buffer (gathered a few hundred at a time and encoded by one call of the codec) (a chunk whose encoding exceeds [`PoolOptions::max_message`] becomes several
-//! messages); a worker runs a whole message and sends its results back in one message;
-//! the supervisor thread files that message, as received, under the index of its first
-//! item; the caller decodes the results from it in order, straight into its `Vec`. Per
+//! buffer, a few hundred per call of the codec (a chunk whose encoding exceeds
+//! [`PoolOptions::max_message`] becomes several messages); a worker runs a whole
+//! message and sends its results back in one message; the supervisor thread files that
+//! message, as received, under the index of its first item; the caller decodes the results from it in order, straight into its `Vec`. Per
 //! item there is one encode, one decode and the call itself: no allocation, lock or
 //! wake-up. A plain-data entry (`entry!(pod f)`, argument and result
 //! [`bytemuck::Pod`]) goes further: its items travel back to back without framing; the
@@ -109,7 +109,8 @@ const WATCH: Duration = Duration::from_millis(20);
 const STRIDE: usize = 8;
 /// Result messages the supervisor receives before it takes the lock to file them.
 const DRAIN: usize = 32;
-/// Plain-data arguments gathered before they are appended to a message as bytes.
+/// Arguments gathered before one call encodes them into a message (plain data: one
+/// copy).
 const STAGE: usize = 512;
 
 /// Options of a [`Pool`].

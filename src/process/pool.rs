@@ -30,9 +30,9 @@
 //! buffer, a few hundred per call of the codec (a chunk whose encoding exceeds
 //! [`PoolOptions::max_message`] becomes several messages); a worker runs a whole
 //! message and sends its results back in one message; the supervisor thread files that
-//! message, as received, under the index of its first item; the caller decodes the results from it in order, straight into its `Vec`. Per
-//! item there is one encode, one decode and the call itself: no allocation, lock or
-//! wake-up. A plain-data entry (`entry!(pod f)`, argument and result
+//! message, as received, under the index of its first item; the caller decodes the
+//! results from it in order, straight into its `Vec`. Per item there is one encode, one
+//! decode and the call itself: no allocation, lock or wake-up. A plain-data entry (`entry!(pod f)`, argument and result
 //! [`bytemuck::Pod`]) goes further: its items travel back to back without framing; the
 //! caller gathers a few hundred arguments at a time in a small buffer of `A` and appends
 //! them to the message as bytes in one copy (no call or length check per item); a

@@ -32,16 +32,16 @@
 //! message and sends its results back in one message; the supervisor thread files that
 //! message, as received, under the index of its first item; the caller decodes the
 //! results from it in order, straight into its `Vec`. Per item there is one encode, one
-//! decode and the call itself: no allocation, lock or wake-up. A plain-data entry (`entry!(pod f)`, argument and result
-//! [`bytemuck::Pod`]) goes further: its items travel back to back without framing; the
-//! caller gathers a few hundred arguments at a time in a small buffer of `A` and appends
-//! them to the message as bytes in one copy (no call or length check per item); a
-//! worker runs a message's items in one tight loop with `f` inlined (the macro generates
-//! the loop for `f`); and the caller copies a message's results into its `Vec` in one
-//! pass. `shmkit bench --workload pool` measures both (`shmkit-pool`,
-//! `shmkit-pool-pod`) against Python's `multiprocessing.Pool`. The parent keeps each
-//! message's encoded arguments until its results are in, to run them again if its
-//! worker dies.
+//! decode and the call itself: no allocation, lock or wake-up. A plain-data entry
+//! (`entry!(pod f)`, argument and result [`bytemuck::Pod`]) goes further: its items
+//! travel back to back without framing; the caller gathers a few hundred arguments at a
+//! time in a small buffer of `A` and appends them to the message as bytes in one copy
+//! (no call or length check per item); a worker runs a message's items in one tight
+//! loop with `f` inlined (the macro generates the loop for `f`); and the caller copies
+//! a message's results into its `Vec` in one pass. `shmkit bench --workload pool`
+//! measures both (`shmkit-pool`, `shmkit-pool-pod`) against Python's
+//! `multiprocessing.Pool`. The parent keeps each message's encoded arguments until its
+//! results are in, to run them again if its worker dies.
 //!
 //! The parent keeps an in-flight table: every message, the worker it was given to, how
 //! many of its results came back. A supervisor thread receives results and watches each

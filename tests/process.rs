@@ -115,6 +115,13 @@ fn pod_block_once(x: u64) -> u64 {
     x
 }
 
+fn pod_big_result(x: u32) -> [u8; 2048] {
+    [x as u8; 2048]
+}
+fn pod_big_arg(a: [u8; 2048]) -> u32 {
+    u32::from(a[0])
+}
+
 /// Runs `f` on a thread of its own and waits for it at most [`LIMIT`]: a pool that hangs
 /// fails the test instead of hanging it.
 fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -166,6 +173,10 @@ static POD_PANIC: Entry<u32, [u32; 2]> = shmkit::entry!(pod pod_maybe_panic);
 static POD_BLOCK: Entry<u64, u64> = shmkit::entry!(pod pod_block_once);
 static ONE_POD: Entry<(), u32> = shmkit::entry!(pod one);
 static NOTHING_POD: Entry<u64, ()> = shmkit::entry!(pod nothing);
+/// [`SQUARE_POD`] built without the macro: its item loop calls through the pointer.
+static SQUARE_POD_PTR: Entry<u64, u64> = Entry::pod("process::square_pod (pointer)", square_pod);
+static POD_BIG_RESULT: Entry<u32, [u8; 2048]> = shmkit::entry!(pod pod_big_result);
+static POD_BIG_ARG: Entry<[u8; 2048], u32> = shmkit::entry!(pod pod_big_arg);
 
 fn starts_joins_and_names() {
     for method in [StartMethod::Spawn, StartMethod::Fork] {
@@ -376,6 +387,21 @@ fn wait_for_pid(a: &Array<u32>) -> u32 {
             pid => return pid,
         }
     }
+}
+
+/// Runs `f` on a thread of its own, SIGKILLs the worker whose blocking task reported its
+/// pid in `a` (see [`wait_for_pid`]), and returns that pid with `f`'s outcome.
+fn kill_blocked_worker<T: Send>(a: &Array<u32>, f: impl FnOnce() -> T + Send) -> (u32, T) {
+    std::thread::scope(|s| {
+        let h = s.spawn(f);
+        let pid = wait_for_pid(a);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+        (pid, h.join().unwrap())
+    })
 }
 
 fn pool_worker_sigkilled_mid_task() {
@@ -614,17 +640,8 @@ fn pool_pod_entries() {
     let a = Array::<u32>::create(&name, 2, 0).unwrap();
     let pool = Pool::new(&POD_BLOCK, 2).unwrap();
     let items: Vec<u64> = (0..50u64).map(|i| if i == 25 { 999 } else { i }).collect();
-    let outcomes = std::thread::scope(|s| {
-        let h = s.spawn(|| pool.imap(items.clone(), 10).collect::<Vec<_>>());
-        let pid = wait_for_pid(&a);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::SIGKILL,
-        )
-        .unwrap();
-        (pid, h.join().unwrap())
-    });
-    let (pid, outcomes) = outcomes;
+    let (pid, outcomes) =
+        kill_blocked_worker(&a, || pool.imap(items.clone(), 10).collect::<Vec<_>>());
     for (i, r) in outcomes.iter().enumerate() {
         match r {
             Ok(v) => assert_eq!(*v, items[i]),
@@ -634,6 +651,97 @@ fn pool_pod_entries() {
             }) => assert_eq!((i, *p), (25, pid)),
             Err(e) => panic!("{i}: {e}"),
         }
+    }
+}
+
+/// Asserts that every outcome is a codec error naming `max_message`.
+fn all_codec_errors<T: std::fmt::Debug>(outcomes: Vec<shmkit::Result<T>>, n: usize) {
+    assert_eq!(outcomes.len(), n);
+    for r in outcomes {
+        match r {
+            Err(Error::Failed {
+                failure: Failure::Codec(m),
+                ..
+            }) => assert!(m.contains("max_message"), "{m}"),
+            r => panic!("{r:?}"),
+        }
+    }
+}
+
+fn pool_pod_chunks_of_many_messages() {
+    within("plain-data chunks of many messages", || {
+        // One chunk of 20,000 u64 (160 kB) travels as messages of 4 KiB; the entry
+        // built without the macro gives the same results.
+        let want: Vec<u64> = (0..20_000u64).map(|x| x.wrapping_mul(x)).collect();
+        for entry in [&SQUARE_POD, &SQUARE_POD_PTR] {
+            let pool = PoolOptions::default()
+                .workers(2)
+                .max_message(4096)
+                .build(entry)
+                .unwrap();
+            assert_eq!(pool.map_chunked(0..20_000u64, 20_000).unwrap(), want);
+            // An input whose length is not known up front.
+            let odd = (0..40_000u64).filter(|x| x % 2 == 0).map(|x| x / 2);
+            assert_eq!(pool.map(odd).unwrap(), want);
+        }
+        // A plain-data result or argument larger than any message: each item fails
+        // with a codec error naming max_message; the workers go on.
+        let pool = PoolOptions::default()
+            .workers(2)
+            .max_message(1024)
+            .build(&POD_BIG_RESULT)
+            .unwrap();
+        let before = pool.pids();
+        all_codec_errors(pool.imap(0..5u32, 5).collect(), 5);
+        assert_eq!(pool.pids(), before);
+        let pool = PoolOptions::default()
+            .workers(2)
+            .max_message(1024)
+            .build(&POD_BIG_ARG)
+            .unwrap();
+        all_codec_errors(pool.imap(vec![[1u8; 2048]; 3], 3).collect(), 3);
+    });
+    // A worker SIGKILLed in the second message of a chunk of ten: the running item
+    // fails naming it, every other item arrives; with a retry, the map succeeds.
+    let name = pod_block_name(std::process::id());
+    let _g = common::ShmGuard::new(&name);
+    let a = Array::<u32>::create(&name, 2, 0).unwrap();
+    let items: Vec<u64> = (0..5000).collect();
+    for retries in [0, 1] {
+        a.store(0, 0).unwrap();
+        a.store(1, 0).unwrap();
+        let pool = PoolOptions::default()
+            .workers(2)
+            .max_message(4096)
+            .retries(retries)
+            .build(&POD_BLOCK)
+            .unwrap();
+        let t = Instant::now();
+        let (pid, outcomes) =
+            kill_blocked_worker(&a, || pool.imap(items.clone(), 5000).collect::<Vec<_>>());
+        assert!(t.elapsed() < LIMIT);
+        assert_eq!(outcomes.len(), items.len());
+        for (i, r) in outcomes.iter().enumerate() {
+            match r {
+                Ok(v) => assert_eq!(*v, items[i]),
+                Err(Error::Failed {
+                    failure: Failure::Died { pid: p, status },
+                    resource,
+                }) if retries == 0 => {
+                    assert_eq!((i, *p), (999, pid));
+                    assert_eq!(*status, ExitStatus::Signal(libc::SIGKILL));
+                    assert!(resource.contains(&format!(".999 (worker pid {pid})")));
+                }
+                Err(e) => panic!("{i}: {e}"),
+            }
+        }
+        assert_eq!(
+            outcomes.iter().filter(|r| r.is_err()).count(),
+            1 - retries as usize
+        );
+        assert!(!pool.pids().contains(&pid));
+        assert_eq!(pool.pids().len(), 2);
+        assert_eq!(pool.map_chunked(items.clone(), 5000).unwrap(), items);
     }
 }
 
@@ -684,6 +792,9 @@ fn main() {
         &POD_BLOCK,
         &ONE_POD,
         &NOTHING_POD,
+        &SQUARE_POD_PTR,
+        &POD_BIG_RESULT,
+        &POD_BIG_ARG,
     ]);
     let tests: &[(&str, fn())] = &[
         ("starts_joins_and_names", starts_joins_and_names),
@@ -717,6 +828,10 @@ fn main() {
             pool_reused_buffers_stay_within_max_message,
         ),
         ("pool_pod_entries", pool_pod_entries),
+        (
+            "pool_pod_chunks_of_many_messages",
+            pool_pod_chunks_of_many_messages,
+        ),
         (
             "pool_task_panic_is_an_error_and_the_worker_survives",
             pool_task_panic_is_an_error_and_the_worker_survives,

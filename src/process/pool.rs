@@ -27,17 +27,21 @@
 //!
 //! Work travels in batches, never item by item: the caller's thread encodes a chunk of
 //! [`chunksize`](Pool::map_chunked) arguments with postcard, back to back, into one
-//! buffer (a chunk whose encoding exceeds [`PoolOptions::max_message`] becomes several
-//! messages); a worker runs a whole message and sends its results back in one message;
-//! the supervisor thread files that message, as received, under the index of its first
-//! item; the caller decodes the results from it in order, straight into its `Vec`. Per
-//! item there is one encode, one decode and the call itself: no allocation, lock or
-//! wake-up. A plain-data entry (`entry!(pod f)`, argument and result
-//! [`bytemuck::Pod`]) goes further: its items travel back to back without framing, a
-//! worker runs a message's items in one tight loop, and the caller copies a message's
-//! results into its `Vec` in one pass; `shmkit bench --workload pool` measures both
-//! (`shmkit-pool`, `shmkit-pool-pod`) against Python's `multiprocessing.Pool`. The parent keeps each message's encoded arguments until its results are in,
-//! to run them again if its worker dies.
+//! buffer, a few hundred per call of the codec (a chunk whose encoding exceeds
+//! [`PoolOptions::max_message`] becomes several messages); a worker runs a whole
+//! message and sends its results back in one message; the supervisor thread files that
+//! message, as received, under the index of its first item; the caller decodes the
+//! results from it in order, straight into its `Vec`. Per item there is one encode, one
+//! decode and the call itself: no allocation, lock or wake-up. A plain-data entry
+//! (`entry!(pod f)`, argument and result [`bytemuck::Pod`]) goes further: its items
+//! travel back to back without framing; the caller gathers a few hundred arguments at a
+//! time in a small buffer of `A` and appends them to the message as bytes in one copy
+//! (no call or length check per item); a worker runs a message's items in one tight
+//! loop with `f` inlined (the macro generates the loop for `f`); and the caller copies
+//! a message's results into its `Vec` in one pass. `shmkit bench --workload pool`
+//! measures both (`shmkit-pool`, `shmkit-pool-pod`) against Python's
+//! `multiprocessing.Pool`. The parent keeps each message's encoded arguments until its
+//! results are in, to run them again if its worker dies.
 //!
 //! The parent keeps an in-flight table: every message, the worker it was given to, how
 //! many of its results came back. A supervisor thread receives results and watches each
@@ -54,7 +58,8 @@
 //! - **A task panics**: its result is [`Failure::Panicked`] with the message; the worker
 //!   catches the panic and goes on.
 //! - **Arguments or a result cannot be (de)serialised** (or one alone exceeds
-//!   [`PoolOptions::max_message`]): that item's result is [`Failure::Codec`]; the pool goes
+//!   [`PoolOptions::max_message`], a plain-data one included: the item still runs, its
+//!   result is not delivered): that item's result is [`Failure::Codec`]; the pool goes
 //!   on.
 //! - **A worker sends a malformed result message** (a bug, or a hostile process writing
 //!   the queue): it is killed and handled as a dead worker.
@@ -70,7 +75,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::spawn::{Codec, EncodeError, Proc, Spec, launch};
+use super::spawn::{EncodeError, EncodeRun, Pack, Proc, Spec, launch};
 use super::{Entry, Failure, Role, StartMethod};
 use crate::error::{Error, Result};
 use crate::pipe::Pipe;
@@ -104,6 +109,9 @@ const WATCH: Duration = Duration::from_millis(20);
 const STRIDE: usize = 8;
 /// Result messages the supervisor receives before it takes the lock to file them.
 const DRAIN: usize = 32;
+/// Arguments gathered before one call encodes them into a message (plain data: one
+/// copy).
+const STAGE: usize = 512;
 
 /// Options of a [`Pool`].
 #[derive(Clone, Debug)]
@@ -385,36 +393,47 @@ impl<A: 'static, R: 'static> Pool<A, R> {
     ) -> Result<usize> {
         lock(&self.shared).check_open()?;
         let limit = self.shared.opts.max_message - TASK_HEADER;
-        let mut enc = Encoder {
-            shared: &self.shared,
-            job,
-            first,
-            count: 0,
-            buf: Vec::new(),
-            pos: 0,
-            expect: chunksize,
-            framed: self.shared.fixed.is_none(),
-        };
+        if let (Some(pack), Some((asize, _))) = (self.entry.arg.pack, self.shared.fixed)
+            && asize <= limit
+        {
+            return self.submit_packed(job, first, items, chunksize, pack, asize);
+        }
+        // Arguments are gathered a few hundred at a time and encoded by one call of the
+        // codec (no call per item); an argument that does not fit after the others
+        // starts the next message, one that fails (or fits no message) alone is filed
+        // as that item's failure.
+        let mut enc = Encoder::new(&self.shared, job, first, chunksize, false);
+        let encode = self.entry.arg.encode_run;
+        let mut it = items.into_iter();
+        let mut stage: Vec<A> = Vec::with_capacity(STAGE.min(chunksize));
         let mut n = 0;
-        for a in items {
-            let idx = first + n;
-            n += 1;
-            let mut r = enc.push(&a, &self.entry.arg, limit);
-            if matches!(r, Err(EncodeError::Full)) && enc.count > 0 {
-                // Does not fit after the others: it starts the next message.
-                enc.flush(idx)?;
-                r = enc.push(&a, &self.entry.arg, limit);
+        loop {
+            stage.clear();
+            let room = chunksize.saturating_sub(enc.count).max(1);
+            stage.extend(it.by_ref().take(STAGE.min(room)));
+            if stage.is_empty() {
+                break;
             }
-            let failure = match r {
-                Ok(()) => None,
-                Err(EncodeError::Full) => Some(format!(
-                    "the encoded argument {} exceeds the pool's max_message ({} bytes)",
-                    std::any::type_name::<A>(),
-                    self.shared.opts.max_message
-                )),
-                Err(EncodeError::Other(m)) => Some(m),
-            };
-            if let Some(m) = failure {
+            let mut k = 0;
+            while k < stage.len() {
+                let (done, err) = enc.push_run(&stage[k..], encode, limit);
+                k += done;
+                let Some(err) = err else {
+                    break;
+                };
+                let idx = first + n + k;
+                let m = match err {
+                    EncodeError::Full if enc.count > 0 => {
+                        enc.flush(idx)?;
+                        continue;
+                    }
+                    EncodeError::Full => format!(
+                        "the encoded argument {} exceeds the pool's max_message ({} bytes)",
+                        std::any::type_name::<A>(),
+                        self.shared.opts.max_message
+                    ),
+                    EncodeError::Other(m) => m,
+                };
                 enc.flush(idx)?;
                 let mut st = lock(&self.shared);
                 st.file(
@@ -425,8 +444,52 @@ impl<A: 'static, R: 'static> Pool<A, R> {
                 drop(st);
                 self.shared.changed.notify_all();
                 enc.first = idx + 1;
-            } else if enc.count >= chunksize {
-                enc.flush(idx + 1)?;
+                k += 1;
+            }
+            n += stage.len();
+            if enc.count >= chunksize {
+                enc.flush(first + n)?;
+            }
+        }
+        enc.flush(first + n)?;
+        Ok(n)
+    }
+
+    /// [`submit`](Self::submit) for plain-data arguments (`entry!(pod f)`): items are
+    /// gathered in a small buffer of `A` (it stays in cache) and appended to the message
+    /// as their bytes, one copy per [`STAGE`] items: no call or length check per item.
+    /// A message holds `chunksize` items, or as many as fit in `max_message`.
+    fn submit_packed(
+        &self,
+        job: u64,
+        first: usize,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+        pack: Pack<A>,
+        asize: usize,
+    ) -> Result<usize> {
+        let limit = self.shared.opts.max_message - TASK_HEADER;
+        let per = chunksize.min(limit.checked_div(asize).unwrap_or(usize::MAX));
+        let mut it = items.into_iter();
+        let mut stage: Vec<A> = Vec::with_capacity(STAGE.min(per));
+        let mut enc = Encoder::new(&self.shared, job, first, chunksize, true);
+        let mut n = 0;
+        loop {
+            stage.clear();
+            stage.extend(it.by_ref().take(STAGE.min(per - enc.count)));
+            if stage.is_empty() {
+                break;
+            }
+            if enc.count == 0 {
+                enc.buf.clear();
+                enc.buf.reserve(per.saturating_mul(asize));
+            }
+            pack(&stage, &mut enc.buf);
+            enc.pos = enc.buf.len();
+            enc.count += stage.len();
+            n += stage.len();
+            if enc.count >= per {
+                enc.flush(first + n)?;
             }
         }
         enc.flush(first + n)?;
@@ -656,48 +719,61 @@ struct Encoder<'a> {
     pos: usize,
     /// Items expected per message, to size `buf` once the first item is encoded.
     expect: usize,
-    /// Each item is preceded by its length (not for an entry of fixed sizes).
-    framed: bool,
+    /// Items are appended to `buf` ([`Pool::submit_packed`]): `buf` holds exactly the
+    /// items, and a reused buffer is handed over empty, not zeroed.
+    packed: bool,
 }
 
-impl Encoder<'_> {
-    /// Appends one item (nothing on error): its length (u32 LE), then its encoding.
-    fn push<T>(
+impl<'a> Encoder<'a> {
+    fn new(shared: &'a Shared, job: u64, first: usize, expect: usize, packed: bool) -> Self {
+        Encoder {
+            shared,
+            job,
+            first,
+            count: 0,
+            buf: Vec::new(),
+            pos: 0,
+            expect,
+            packed,
+        }
+    }
+
+    /// Appends as many of `items` as fit before `limit` (growing the buffer up to it),
+    /// encoded by `run`; returns how many, and why the next one was not appended.
+    fn push_run<T>(
         &mut self,
-        a: &T,
-        codec: &Codec<T>,
+        items: &[T],
+        run: EncodeRun<T>,
         limit: usize,
-    ) -> std::result::Result<(), EncodeError> {
-        let prefix = if self.framed { 4 } else { 0 };
+    ) -> (usize, Option<EncodeError>) {
+        let mut total = 0;
         loop {
             // A reused buffer may be longer than a message may be: never past `limit`.
             let end = self.buf.len().min(limit);
-            let r = match self.buf.get_mut(self.pos + prefix..end) {
-                Some(room) => (codec.to_slice)(a, room),
-                None => Err(EncodeError::Full),
+            let before = self.count;
+            let (done, used, err) = match self.buf.get_mut(self.pos..end) {
+                Some(room) => run(&items[total..], room),
+                None => (0, 0, Some(EncodeError::Full)),
             };
-            match r {
-                Ok(used) => {
-                    if self.framed {
-                        self.buf[self.pos..self.pos + 4]
-                            .copy_from_slice(&(used as u32).to_le_bytes());
-                    }
-                    self.pos += prefix + used;
-                    self.count += 1;
-                    if self.count == 1 {
-                        // Size the buffer for the chunk from its first item.
-                        let want = (self.pos.saturating_mul(self.expect) / 8 * 9).min(limit);
-                        if want > self.buf.len() {
-                            self.buf.resize(want, 0);
-                        }
-                    }
-                    return Ok(());
+            self.pos += used;
+            self.count += done;
+            total += done;
+            if before == 0 && self.count > 0 {
+                // Size the buffer for the chunk from its first items.
+                let per = self.pos.div_ceil(self.count);
+                let want = (per.saturating_mul(self.expect) / 8 * 9).min(limit);
+                if want > self.buf.len() {
+                    self.buf.resize(want, 0);
                 }
-                Err(EncodeError::Full) if end < limit => {
+            }
+            match err {
+                Some(EncodeError::Full) if end < limit => {
                     let grown = (end * 2).clamp(256, limit);
-                    self.buf.resize(grown, 0);
+                    if grown > self.buf.len() {
+                        self.buf.resize(grown, 0);
+                    }
                 }
-                Err(e) => return Err(e),
+                e => return (total, e),
             }
         }
     }
@@ -724,8 +800,12 @@ impl Encoder<'_> {
             dispatch(self.shared, &mut st);
             // The next message reuses a finished one's buffer (already initialised).
             if let Some(mut b) = st.spare.pop() {
-                let cap = b.capacity();
-                b.resize(cap, 0);
+                if self.packed {
+                    b.clear();
+                } else {
+                    let cap = b.capacity();
+                    b.resize(cap, 0);
+                }
                 self.buf = b;
             }
         }
@@ -1530,6 +1610,22 @@ fn run_fixed(
     let body = &msg[TASK_HEADER..];
     if count.checked_mul(asize) != Some(body.len()) {
         return Ok(true);
+    }
+    if rsize > max - RES_HEADER {
+        // No result fits in a message: each item runs (into a scratch buffer) and fails
+        // with a codec error, as an oversized serde result does.
+        let mut scratch = vec![0u8; rsize];
+        for k in 0..count {
+            let arg = &body[k * asize..(k + 1) * asize];
+            let (_, failure) = role.call_fixed(arg, 1, &mut scratch, word, res.id, k);
+            res.switch(RES_RECORDS)?;
+            res.fail(failure.unwrap_or_else(|| {
+                Failure::Codec(format!(
+                    "the result ({rsize} bytes) exceeds the pool's max_message ({max} bytes)"
+                ))
+            }))?;
+        }
+        return Ok(false);
     }
     let mut k = 0;
     while k < count {

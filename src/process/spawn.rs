@@ -76,10 +76,17 @@ pub struct Entry<A, R> {
 
 /// `(f, args, count, out, progress word, message id, first index)` → `(items done, the
 /// failure of the next)`.
-type RunFixed<A, R> =
+#[doc(hidden)]
+pub type RunFixed<A, R> =
     fn(fn(A) -> R, &[u8], usize, &mut [u8], &AtomicU64, u64, usize) -> (usize, Option<Failure>);
 /// Decodes a run of `count` fixed-size values onto the vector.
 type ExtendFrom<T> = fn(&[u8], usize, &mut Vec<T>);
+/// Appends the encodings of a run of fixed-size values back to back.
+pub(crate) type Pack<T> = fn(&[T], &mut Vec<u8>);
+/// Encodes a run of values from the start of the slice as a pool's task message holds
+/// them (postcard: each preceded by its length, u32 LE; plain data: back to back), and
+/// returns `(values encoded, bytes used, why the next one was not)`.
+pub(crate) type EncodeRun<T> = fn(&[T], &mut [u8]) -> (usize, usize, Option<EncodeError>);
 
 impl<A, R> Entry<A, R> {
     /// Its name.
@@ -119,16 +126,34 @@ impl<A: Pod, R: Pod> Entry<A, R> {
             f,
             arg: Codec::pod(),
             ret: Codec::pod(),
-            run_fixed: Some(run_pod::<A, R>),
+            run_fixed: Some(run_pod_with::<A, R, fn(A) -> R>),
+        }
+    }
+
+    /// [`Entry::pod`] whose item loop is `run`, a copy of [`run_pod_with`] for `f`
+    /// itself that `entry!(pod f)` generates (`f` inlined; `run` ignores its first
+    /// argument). Not an API: public for the macro only.
+    #[doc(hidden)]
+    pub const fn pod_inlined(name: &'static str, f: fn(A) -> R, run: RunFixed<A, R>) -> Self {
+        Entry {
+            name,
+            f,
+            arg: Codec::pod(),
+            ret: Codec::pod(),
+            run_fixed: Some(run),
         }
     }
 }
 
 /// A plain-data entry over a run of arguments back to back, writing the results back to
 /// back into `out` (room for every one): per item the progress word, then the call (a
-/// panic stops the run and is returned with the count before it).
-fn run_pod<A: Pod, R: Pod>(
-    f: fn(A) -> R,
+/// panic stops the run and is returned with the count before it). Generic in `F`:
+/// `entry!(pod f)` instantiates it with the function item, so that `f` is inlined into
+/// the loop (no indirect call per item). Not an API: public for the macro only.
+#[doc(hidden)]
+#[inline(always)]
+pub fn run_pod_with<A: Pod, R: Pod, F: Fn(A) -> R>(
+    f: F,
     args: &[u8],
     count: usize,
     out: &mut [u8],
@@ -178,6 +203,9 @@ pub(crate) struct Codec<T> {
     pub(crate) fixed: Option<usize>,
     /// Encodes at the start of the slice; returns the length.
     pub(crate) to_slice: fn(&T, &mut [u8]) -> std::result::Result<usize, EncodeError>,
+    /// A run of values, framed as a task message holds them (a pool's caller encodes its
+    /// arguments with it, a few hundred per call).
+    pub(crate) encode_run: EncodeRun<T>,
     /// Appends the encoding to the vector.
     pub(crate) to_vec: fn(&T, Vec<u8>) -> std::result::Result<Vec<u8>, Failure>,
     /// Decodes exactly these bytes.
@@ -185,6 +213,9 @@ pub(crate) struct Codec<T> {
     /// Fixed sizes only: decodes a run of `count` values back to back (the length is
     /// `count` times the size) onto the vector.
     pub(crate) extend_from: Option<ExtendFrom<T>>,
+    /// Fixed sizes only: appends the encodings of a run of values back to back, in one
+    /// copy (a pool encodes a chunk of plain-data arguments with it).
+    pub(crate) pack: Option<Pack<T>>,
 }
 
 impl<T> Clone for Codec<T> {
@@ -199,15 +230,28 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
         Codec {
             name: "postcard",
             fixed: None,
-            to_slice: |v, out| {
-                encode_to_slice(v, out).map_err(|e| match e {
-                    postcard::Error::SerializeBufferFull => EncodeError::Full,
-                    e => EncodeError::Other(format!("encoding {}: {e}", type_name::<T>())),
-                })
+            to_slice: |v, out| encode_to_slice(v, out).map_err(encode_error::<T>),
+            encode_run: |vs, out| {
+                let mut pos = 0;
+                for (i, v) in vs.iter().enumerate() {
+                    let r = match out.get_mut(pos + 4..) {
+                        Some(room) => encode_to_slice(v, room),
+                        None => Err(postcard::Error::SerializeBufferFull),
+                    };
+                    match r {
+                        Ok(used) => {
+                            out[pos..pos + 4].copy_from_slice(&(used as u32).to_le_bytes());
+                            pos += 4 + used;
+                        }
+                        Err(e) => return (i, pos, Some(encode_error::<T>(e))),
+                    }
+                }
+                (vs.len(), pos, None)
             },
             to_vec: encode::<T>,
             from_bytes: decode::<T>,
             extend_from: None,
+            pack: None,
         }
     }
 }
@@ -226,6 +270,16 @@ impl<T: Pod> Codec<T> {
                     }
                     None => Err(EncodeError::Full),
                 }
+            },
+            encode_run: |vs, out| {
+                let size = std::mem::size_of::<T>();
+                let n = vs
+                    .len()
+                    .min(out.len().checked_div(size).unwrap_or(usize::MAX));
+                if size > 0 {
+                    out[..n * size].copy_from_slice(bytemuck::cast_slice(&vs[..n]));
+                }
+                (n, n * size, (n < vs.len()).then_some(EncodeError::Full))
             },
             to_vec: |v, mut out| {
                 out.extend_from_slice(bytemuck::bytes_of(v));
@@ -249,13 +303,21 @@ impl<T: Pod> Codec<T> {
                     out.extend(b.chunks_exact(size).map(bytemuck::pod_read_unaligned::<T>));
                 }
             }),
+            pack: Some(|v, out| {
+                if std::mem::size_of::<T>() > 0 {
+                    out.extend_from_slice(bytemuck::cast_slice(v));
+                }
+            }),
         }
     }
 }
 
 /// `Entry::new("path::to::f", f)`: an [`Entry`] named after the function's path;
 /// `entry!(pod f)`: `Entry::pod("path::to::f (pod)", f)`, for plain-data argument and
-/// result (both forms of one function can be registered side by side).
+/// result (both forms of one function can be registered side by side), with a pool
+/// worker's item loop generated for `f` itself, so that the call is inlined (a nested
+/// `fn` names `f`: give a path that resolves from the module, not `Self::f` or one
+/// using generic parameters of an enclosing item; [`Entry::pod`] takes any `fn`).
 ///
 /// ```
 /// fn square(x: i64) -> i64 { x * x }
@@ -267,7 +329,25 @@ impl<T: Pod> Codec<T> {
 #[macro_export]
 macro_rules! entry {
     (pod $f:path) => {
-        $crate::process::Entry::pod(concat!(module_path!(), "::", stringify!($f), " (pod)"), $f)
+        $crate::process::Entry::pod_inlined(
+            concat!(module_path!(), "::", stringify!($f), " (pod)"),
+            $f,
+            {
+                // The item loop with `$f` inlined (the pointer it is given is `$f`).
+                fn run<A, R>(
+                    _: fn(A) -> R,
+                    args: &[u8],
+                    count: usize,
+                    out: &mut [u8],
+                    word: &::core::sync::atomic::AtomicU64,
+                    id: u64,
+                    first: usize,
+                ) -> (usize, ::core::option::Option<$crate::process::Failure>) {
+                    $crate::process::run_pod_with($f, args, count, out, word, id, first)
+                }
+                run
+            },
+        )
     };
     ($f:path) => {
         $crate::process::Entry::new(concat!(module_path!(), "::", stringify!($f)), $f)
@@ -385,6 +465,14 @@ impl<A, R> Role for Entry<A, R> {
                 Some(Failure::Codec("not an entry of fixed sizes".into())),
             ),
         }
+    }
+}
+
+/// A postcard encoding error as the pool reports it.
+fn encode_error<T>(e: postcard::Error) -> EncodeError {
+    match e {
+        postcard::Error::SerializeBufferFull => EncodeError::Full,
+        e => EncodeError::Other(format!("encoding {}: {e}", type_name::<T>())),
     }
 }
 

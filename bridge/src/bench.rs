@@ -11,8 +11,8 @@
 //! paths on the same machine in the same run, not absolute.
 //!
 //! ```text
-//! cargo build --release -p shmkit-bridge --bins --examples
-//! target/release/examples/bench [--quick]
+//! cargo build --release -p shmkit-bridge
+//! target/release/shmkit-bridge-bench [--quick]
 //! ```
 
 use std::io::{Read, Write};
@@ -362,8 +362,6 @@ impl Drop for Unlink {
 
 fn bridged(size: usize, c: &Counts) -> Result {
     let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
         .unwrap()
         .parent()
         .unwrap()

@@ -590,9 +590,11 @@ impl Cores {
 
     /// Spawns `cmd` on side B's core: the child inherits this thread's mask at fork.
     fn spawn_b(&self, cmd: &mut Command) -> Result<Child, String> {
+        let before = sched_getaffinity(Pid::from_raw(0)).map_err(|e| format!("affinity: {e}"))?;
         pin(self.b)?;
         let child = cmd.spawn();
-        pin(self.a)?;
+        sched_setaffinity(Pid::from_raw(0), &before)
+            .map_err(|e| format!("restore affinity: {e}"))?;
         child.map_err(|e| format!("spawn {:?}: {e}", cmd.get_program()))
     }
 }

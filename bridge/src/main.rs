@@ -140,9 +140,30 @@ fn settings(cli: Cli, matches: &clap::ArgMatches) -> Result<Settings, String> {
     })
 }
 
+/// What zenoh may add to a sample's payload in a message (key expression, encoding,
+/// timestamp, extensions): the headroom of [`rx_limit`].
+const RX_HEADROOM: usize = 64 * 1024;
+
+/// zenoh's limit on one reassembled message (`transport/link/rx/max_message_size`, 1 GiB
+/// by default): the largest sample an in route accepts plus [`RX_HEADROOM`]. A remote's
+/// message above it is dropped by zenoh while being reassembled, before it reaches the
+/// bridge (so it is not in `dropped_oversize`); one between the route's limit and this
+/// reaches the route and is counted there.
+fn rx_limit(locals: &[Local]) -> usize {
+    let largest = locals
+        .iter()
+        .map(|l| match l {
+            Local::In(_, max) => *max,
+            Local::Out(..) => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    largest.saturating_add(RX_HEADROOM)
+}
+
 /// The zenoh configuration: only the endpoints named, no multicast scouting, connect
-/// retried quickly and forever.
-fn zenoh_config(s: &Settings) -> Result<zenoh::Config, String> {
+/// retried quickly and forever, reassembly bounded by `rx_max` bytes.
+fn zenoh_config(s: &Settings, rx_max: usize) -> Result<zenoh::Config, String> {
     let mut c = zenoh::Config::default();
     let json = |v: &Vec<String>| serde_json::to_string(v).expect("strings serialise");
     let mut set = |k: &str, v: String| {
@@ -160,6 +181,7 @@ fn zenoh_config(s: &Settings) -> Result<zenoh::Config, String> {
         "connect/retry",
         "{period_init_ms: 100, period_max_ms: 500, period_increase_factor: 2}".into(),
     )?;
+    set("transport/link/rx/max_message_size", rx_max.to_string())?;
     Ok(c)
 }
 
@@ -177,23 +199,47 @@ fn print_stats(routes: &[Running]) {
     }
 }
 
+/// A route's local end, opened (or created) before the zenoh session so that the
+/// session's receive limit can follow the routes' sizes; with its effective max_message.
+enum Local {
+    Out(Source, usize),
+    In(Sink, usize),
+}
+
+fn open_locals(s: &Settings) -> Result<Vec<Local>, String> {
+    let mut locals = Vec::new();
+    for (id, spec) in s.routes.iter().enumerate() {
+        let fail = |e: shmkit::Error| format!("route {id} ({spec}): local object: {e}");
+        let cap = |local_max: usize| spec.max_message.map_or(local_max, |m| m.min(local_max));
+        locals.push(match spec.dir {
+            Dir::Out => {
+                let (src, local_max) = Source::open(spec, s.sizes).map_err(fail)?;
+                Local::Out(src, cap(local_max))
+            }
+            Dir::In => {
+                let (sink, local_max) = Sink::open(spec, s.sizes).map_err(fail)?;
+                Local::In(sink, cap(local_max))
+            }
+        });
+    }
+    Ok(locals)
+}
+
 fn start(
     session: &zenoh::Session,
     s: &Settings,
+    locals: Vec<Local>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Vec<Running>, String> {
     let mut running = Vec::new();
-    for (id, spec) in s.routes.iter().enumerate() {
+    for ((id, spec), local) in s.routes.iter().enumerate().zip(locals) {
         let counters = Arc::new(Counters::default());
         let stop = stop.clone();
         let fail =
             |what: &str, e: &dyn std::fmt::Display| format!("route {id} ({spec}): {what}: {e}");
         let mut subscriber = None;
-        let worker = match spec.dir {
-            Dir::Out => {
-                let (src, local_max) =
-                    Source::open(spec, s.sizes).map_err(|e| fail("local object", &e))?;
-                let max = spec.max_message.map_or(local_max, |m| m.min(local_max));
+        let worker = match local {
+            Local::Out(src, max) => {
                 let publisher = session
                     .declare_publisher(spec.key.clone())
                     .congestion_control(CongestionControl::Block)
@@ -227,10 +273,7 @@ fn start(
                     })
                     .map_err(|e| fail("thread", &e))?
             }
-            Dir::In => {
-                let (sink, local_max) =
-                    Sink::open(spec, s.sizes).map_err(|e| fail("local object", &e))?;
-                let max = spec.max_message.map_or(local_max, |m| m.min(local_max));
+            Local::In(sink, max) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel(s.backlog);
                 let sub = session
                     .declare_subscriber(spec.key.clone())
@@ -293,12 +336,13 @@ async fn run(s: Settings) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-    let config = zenoh_config(&s)?;
+    let locals = open_locals(&s)?;
+    let config = zenoh_config(&s, rx_limit(&locals))?;
     let session = zenoh::open(config)
         .await
         .map_err(|e| format!("zenoh session: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let routes = match start(&session, &s, &stop) {
+    let routes = match start(&session, &s, locals, &stop) {
         Ok(r) => r,
         Err(e) => {
             stop.store(true, Ordering::Relaxed);

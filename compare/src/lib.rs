@@ -32,6 +32,11 @@
 //! rtt and stream through a script with both ends in Python ([`python_mp`]); it is not a
 //! [`Channel`], so it has no line in the registry.
 //!
+//! - **bridge**: shmkit through `shmkit-bridge` and zenoh (`shmkit-bridge`) against zenoh
+//!   used directly (`zenoh-pubsub`) and a TCP socket pair (`tcp-loopback`), rtt and
+//!   stream at 64 B and 64 KiB, measured by the bridge crate's own program run as an
+//!   external process so that zenoh stays out of this crate's build ([`bridge`]).
+//!
 //! ## Adding a mechanism
 //! 1. Write one adapter in a new file of `compare/src/`:
 //!    - a message mechanism whose bytes travel in shared memory and that only differs in
@@ -70,6 +75,7 @@
 #![warn(missing_docs)]
 
 pub mod bells;
+pub mod bridge;
 pub mod channel;
 pub mod fanout;
 pub mod fdchan;

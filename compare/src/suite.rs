@@ -10,7 +10,7 @@ use crate::measure::{self, Measurement};
 use crate::mpmc::{self, MpmcParams, MpmcSpec};
 use crate::pool::{self, PYTHON_POOL, PoolImpl, PoolKind};
 use crate::proc::Placement;
-use crate::{python_mp, registry};
+use crate::{bridge, python_mp, registry};
 
 /// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -32,11 +32,13 @@ pub enum Workload {
     Sizes,
     /// One publisher to 1..8 subscriber processes ([`crate::fanout`]).
     Fanout,
+    /// shmkit through shmkit-bridge and zenoh, against zenoh and TCP ([`crate::bridge`]).
+    Bridge,
 }
 
 impl Workload {
     /// All, in table order.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Rtt,
         Workload::Stream,
         Workload::Lock,
@@ -45,9 +47,10 @@ impl Workload {
         Workload::Mpmc,
         Workload::Sizes,
         Workload::Fanout,
+        Workload::Bridge,
     ];
 
-    /// `rtt`, `stream`, `lock`, `wake`, `pool`, `mpmc`, `sizes` or `fanout`.
+    /// `rtt`, `stream`, `lock`, `wake`, `pool`, `mpmc`, `sizes`, `fanout` or `bridge`.
     pub fn as_str(self) -> &'static str {
         match self {
             Workload::Rtt => "rtt",
@@ -58,6 +61,7 @@ impl Workload {
             Workload::Mpmc => "mpmc",
             Workload::Sizes => "sizes",
             Workload::Fanout => "fanout",
+            Workload::Bridge => "bridge",
         }
     }
 
@@ -163,6 +167,9 @@ pub enum Job {
     PythonMp(&'static str, bool, usize),
     /// One publisher to `subs` subscribers ([`crate::fanout`]).
     Fanout(&'static str, usize, usize),
+    /// Mechanism, variant (`rtt` / `stream`) and size of the bridge workload
+    /// ([`crate::bridge`]).
+    Bridge(&'static str, &'static str, usize),
     /// Not runnable: the row carries the reason.
     Skip(String),
 }
@@ -451,6 +458,36 @@ pub fn plan(opts: &Options) -> Vec<Task> {
                     }
                 }
             }
+            Workload::Bridge => {
+                // One external program measures all three (zenoh stays out of this
+                // crate); without it every row says how to build it.
+                // The TCP baseline runs whenever one of the three is asked for.
+                let found = bridge::program().is_some();
+                let any = bridge::MECHANISMS.iter().any(|m| opts.explicitly(m.0));
+                let wanted: Vec<_> = bridge::MECHANISMS
+                    .into_iter()
+                    .filter(|m| any && (m.0 == bridge::TCP || opts.explicitly(m.0)))
+                    .collect();
+                for size in bridge::SIZES {
+                    for variant in bridge::VARIANTS {
+                        for m in &wanted {
+                            tasks.push(Task {
+                                workload: w,
+                                mechanism: m.0.into(),
+                                size: Some(size),
+                                variant: Some(variant),
+                                style: Some(Style::Sleeping),
+                                note: m.2.into(),
+                                job: if found {
+                                    Job::Bridge(m.0, variant, size)
+                                } else {
+                                    Job::Skip(bridge::UNAVAILABLE.into())
+                                },
+                            });
+                        }
+                    }
+                }
+            }
             Workload::Lock => {
                 for (variant, contended) in [("uncontended", false), ("contended", true)] {
                     for l in &locks {
@@ -576,6 +613,9 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             python_mp::stream(id, *size, target, reps, p).map_err(|e| e.to_string())
         }
         Job::Fanout(id, subs, size) => fanout::run(id, *subs, *size, q).map_err(|e| e.to_string()),
+        Job::Bridge(id, variant, size) => {
+            bridge::measure(id, variant, *size, q, p).map_err(|e| e.to_string())
+        }
         Job::Skip(reason) => Err(reason.clone()),
     };
     let mut row = Row {
@@ -677,6 +717,7 @@ pub fn add_ratios(rows: &mut [Row]) {
                     };
                 }
                 Workload::Fanout => (fanout::QUEUES, r.median_ns),
+                Workload::Bridge => (bridge::TCP, r.median_ns),
             };
             let baseline = r
                 .local_floor_ns
@@ -832,6 +873,39 @@ mod tests {
         assert_eq!(measure::percentile(&v, 0.999), 999.0);
         assert_eq!(measure::percentile(&[7.0], 0.99), 7.0);
         assert!(measure::percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn bridge_rows_keep_their_tcp_baseline_and_ratio_to_it_per_variant() {
+        let opts = Options {
+            only: Some(vec!["shmkit-bridge".into()]),
+            workloads: vec![Workload::Bridge],
+            ..Options::new(true)
+        };
+        let tasks = plan(&opts);
+        // 2 sizes x 2 variants x (shmkit-bridge + its baseline).
+        assert_eq!(tasks.len(), 8);
+        assert!(tasks.iter().any(|t| t.mechanism == bridge::TCP));
+        for t in &tasks {
+            match &t.job {
+                Job::Bridge(..) => assert!(bridge::program().is_some()),
+                Job::Skip(r) => assert_eq!(r, bridge::UNAVAILABLE),
+                j => panic!("{j:?}"),
+            }
+        }
+        let mut rows = vec![
+            row(Workload::Bridge, bridge::TCP, Some(64), 40_000.0, None),
+            row(Workload::Bridge, "shmkit-bridge", Some(64), 400_000.0, None),
+            row(Workload::Bridge, bridge::TCP, Some(64), 5_000.0, None),
+            row(Workload::Bridge, "shmkit-bridge", Some(64), 20_000.0, None),
+        ];
+        for (r, v) in rows.iter_mut().zip(["rtt", "rtt", "stream", "stream"]) {
+            r.variant = Some(v);
+        }
+        add_ratios(&mut rows);
+        assert_eq!(rows[1].ratio, Some(10.0));
+        assert_eq!(rows[3].ratio, Some(4.0));
+        assert_eq!(rows[3].ratio_to, Some(bridge::TCP));
     }
 
     #[test]

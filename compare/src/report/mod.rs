@@ -47,8 +47,10 @@ pub struct Args {
     ///
     /// `mpmc`: P producer processes to C consumer processes (P, C in 1, 2, 4, 8; --quick:
     /// 1x1, 2x1, 2x2, 4x4), aggregate messages/s. `sizes`: one-way throughput from 16 B to
-    /// 16 MiB in powers of 4 (--quick: every other size).
-    #[arg(long, value_name = "rtt|stream|lock|wake|pool|mpmc|sizes", value_parser = parse_workload)]
+    /// 16 MiB in powers of 4 (--quick: every other size). `bridge`: shmkit through
+    /// shmkit-bridge and zenoh against zenoh and TCP, run by the shmkit-bridge-bench
+    /// program (cargo build --release -p shmkit-bridge; or SHMKIT_BRIDGE_BENCH=PATH).
+    #[arg(long, value_name = "rtt|stream|lock|wake|pool|mpmc|sizes|fanout|bridge", value_parser = parse_workload)]
     workload: Vec<Workload>,
 }
 

@@ -45,6 +45,7 @@ pub(crate) fn svg(rows: &[Row]) -> String {
             Workload::Wake => "wake: wake-up / spin-floor (longer = slower)",
             Workload::Pool => "pool: speed-up over python-mp-pool (longer = faster)",
             Workload::Fanout => "fanout: latency / shmkit-queues (longer = slower)",
+            Workload::Bridge => "bridge: time per message / tcp-loopback (longer = slower)",
             Workload::Mpmc | Workload::Sizes => continue,
         };
         let _ = writeln!(

@@ -143,6 +143,10 @@ pub(crate) fn table(rows: &[Row], with_baseline: bool) -> String {
                 "publish to last subscriber; throughput = deliveries/s",
                 "x shmkit-queues (one queue per subscriber)",
             ),
+            Workload::Bridge => (
+                "round trip (rtt) or per message (stream); cpu over all processes of the path",
+                "x tcp-loopback in the same variant and size, bigger = slower",
+            ),
         };
         let _ = writeln!(
             out,

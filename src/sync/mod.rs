@@ -121,6 +121,7 @@ pub mod futex;
 #[cfg(test)]
 mod model;
 pub mod mutex;
+pub mod raw_mutex;
 pub mod rwlock;
 pub mod semaphore;
 

@@ -331,15 +331,6 @@ impl Barrier {
     pub(super) fn layout_of(h: &crate::segment::Header) -> Option<Layout> {
         Some(Self::layout(u32::try_from(h.raw.params[2]).ok()?))
     }
-
-    /// Rows for `shmkit info` from the words of a [`RawBarrier`].
-    pub(super) fn describe_words(words: [u32; 3]) -> Vec<(String, String)> {
-        let (arrived, parties, generation) = RawBarrier::decode(words);
-        vec![(
-            "barrier".into(),
-            format!("{arrived}/{parties} arrived, generation {generation}"),
-        )]
-    }
 }
 
 #[cfg(test)]

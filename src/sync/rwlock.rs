@@ -754,51 +754,6 @@ pub(super) fn format_ok(h: &crate::segment::Header) -> bool {
         && h.raw.payload_len >= RW_SIZE as u64
 }
 
-/// Rows for `shmkit info`; `token_alive` tells whether the writer's token is held.
-pub(super) fn describe_state(
-    st: RwLockState,
-    token_alive: impl Fn(u32) -> bool,
-) -> Vec<(String, String)> {
-    let mut state = if st.write_locked {
-        let alive = token_alive(st.writer_token);
-        format!(
-            "write-locked by pid {} (thread {}), {}",
-            st.writer_pid,
-            st.writer_tid,
-            if alive {
-                "alive"
-            } else {
-                "DEAD: the next locker takes it over"
-            }
-        )
-    } else if st.readers > 0 {
-        format!(
-            "read-locked by {} reader(s) (readers that died holding it stay counted: \
-             writers then time out)",
-            st.readers
-        )
-    } else {
-        "unlocked".into()
-    };
-    if st.write_waiting {
-        state.push_str(", a writer waits");
-    }
-    let mut rows = vec![("lock".into(), state)];
-    if st.writer_died {
-        rows.push((
-            "consistency".into(),
-            "a writer DIED holding it: data may be half-written until a writer calls \
-             make_consistent"
-                .into(),
-        ));
-    }
-    rows.push((
-        "robustness".into(),
-        "a dead writer is taken over; a dead reader stays counted (writers time out)".into(),
-    ));
-    rows
-}
-
 impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RwLockReadGuard<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("RwLockReadGuard").field(&**self).finish()

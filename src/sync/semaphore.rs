@@ -478,23 +478,15 @@ impl Semaphore {
         Some(sem_layout(u32::try_from(h.raw.params[2]).ok()?))
     }
 
-    /// Rows for `shmkit info` from the words of a [`RawSemaphore`] (count, sleepers).
-    pub(super) fn describe_words(bound: u32, [v, sleepers]: [u32; 2]) -> Vec<(String, String)> {
-        let count = if v > SEM_VALUE_MAX || (bound != 0 && v > bound) {
-            format!("{v} (CORRUPT: above its limit; waits fail with a corrupt-state error)")
-        } else {
-            v.to_string()
-        };
-        let mut out = vec![("count".to_string(), count)];
-        if bound != 0 {
-            out.push(("bound".into(), bound.to_string()));
+    /// The state `shmkit info` shows, from the words of a [`RawSemaphore`] (count,
+    /// sleepers) and the bound in the header (0: none).
+    pub(super) fn state_of_words(bound: u32, [v, sleepers]: [u32; 2]) -> super::SyncState {
+        super::SyncState::Semaphore {
+            count: v,
+            bound: (bound != 0).then_some(bound),
+            sleepers,
+            corrupt: v > SEM_VALUE_MAX || (bound != 0 && v > bound),
         }
-        out.push(("sleepers".into(), sleepers.to_string()));
-        out.push((
-            "robustness".into(),
-            "none: permits held by dead processes are lost".into(),
-        ));
-        out
     }
 }
 
@@ -773,9 +765,15 @@ mod tests {
             Semaphore::open(&name),
             Err(Error::Mismatch { .. })
         ));
-        let rows = super::super::describe(b.segment()).unwrap();
-        assert_eq!(rows[0], ("count".to_string(), "2".to_string()));
-        assert_eq!(rows[1], ("bound".to_string(), "2".to_string()));
+        assert_eq!(
+            super::super::describe(b.segment()),
+            Some(super::super::SyncState::Semaphore {
+                count: 2,
+                bound: Some(2),
+                sleepers: 0,
+                corrupt: false
+            })
+        );
         Segment::unlink(&name).unwrap();
         assert!(BoundedSemaphore::anonymous(0).is_err());
     }

@@ -388,6 +388,7 @@ impl Table {
 /// A fresh table over a new heap buffer (64-aligned), for tests, Miri, loom and the fuzz
 /// driver. The table points into the returned buffer's heap allocation: keep the buffer
 /// alive (moving the `Vec` does not move it) for as long as the table is used.
+#[cfg(any(fuzzing, test))]
 #[cfg_attr(shmkit_loom, allow(dead_code))]
 pub(crate) fn heap_table(geo: Geometry) -> (Vec<u64>, Table) {
     let mut buf = vec![0u64; geo.total / 8 + 8];

@@ -87,14 +87,16 @@ use crate::queue::wait::{Next, Waiter};
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
 mod cell;
-#[cfg(not(shmkit_loom))]
+#[cfg(all(any(fuzzing, test), not(shmkit_loom)))]
 mod fuzz;
 #[cfg(all(test, shmkit_loom))]
 mod loom;
 
 use cell::{Geometry, ReadFail, Table};
 pub use cell::{MAX_SLOTS, MAX_VALUE};
-#[cfg(not(shmkit_loom))]
+/// The seqlock cell's fuzz driver (`fuzz/fuzz_targets/latest.rs`); built only for cargo fuzz
+/// (`--cfg fuzzing`) and this crate's tests: not part of the API.
+#[cfg(all(any(fuzzing, test), not(shmkit_loom)))]
 pub use fuzz::fuzz_latest;
 
 /// Read attempts after the first before [`Latest::read`] gives up (changeable per handle

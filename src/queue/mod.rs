@@ -162,6 +162,7 @@
 mod bytes;
 pub(crate) mod copy;
 mod errors;
+#[cfg(any(fuzzing, test))]
 mod fuzz;
 #[cfg(all(test, shmkit_loom))]
 mod loom;
@@ -186,18 +187,21 @@ pub use bytes::{ByteQueue, ByteReader, RecvBytes, SendBytes};
 pub use errors::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+/// The queue ring's fuzz driver (`fuzz/fuzz_targets/queue.rs`); built only for cargo fuzz
+/// (`--cfg fuzzing`) and this crate's tests: not part of the API.
+#[cfg(any(fuzzing, test))]
 pub use fuzz::fuzz_ring;
 pub use options::QueueOptions;
 use options::init_ring;
-pub use ring::{Corrupt, MAX_CAPACITY, MAX_HANDLES, MAX_STASH};
+pub use ring::{MAX_CAPACITY, MAX_HANDLES, MAX_STASH};
 pub use sender::{ByteSender, POOL, Sender};
 pub use stats::{QueueStats, stats};
 pub use wait::WaitStrategy;
 
 use errors::Fail;
 use ring::{
-    Blocked, Geometry, OWNER_DEAD, ROLE_CONSUMER, ROLE_PRODUCER, ROLE_RECEIVER, ROLE_SENDER, Ring,
-    after,
+    Blocked, Corrupt, Geometry, OWNER_DEAD, ROLE_CONSUMER, ROLE_PRODUCER, ROLE_RECEIVER,
+    ROLE_SENDER, Ring, after,
 };
 use wait::{Next, WaitPoint, Waiter};
 

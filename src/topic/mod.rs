@@ -113,6 +113,7 @@
 
 pub(crate) mod core;
 mod errors;
+#[cfg(any(fuzzing, test))]
 mod fuzz;
 #[cfg(all(test, shmkit_loom))]
 mod loom;
@@ -131,9 +132,12 @@ use crate::queue::WaitStrategy;
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
 pub use errors::{RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+/// The topic ring's fuzz driver (`fuzz/fuzz_targets/topic.rs`); built only for cargo fuzz
+/// (`--cfg fuzzing`) and this crate's tests: not part of the API.
+#[cfg(any(fuzzing, test))]
 pub use fuzz::fuzz_topic;
 pub use publisher::{ByteLoan, BytePublisher, Loan, Publisher};
-pub use ring::{Corrupt, MAX_CAPACITY, MAX_ENTRIES};
+pub use ring::{MAX_CAPACITY, MAX_ENTRIES};
 pub use subscriber::{ByteSubscriber, Subscriber, View};
 
 use self::core::{Core, owner_alive};

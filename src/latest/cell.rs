@@ -349,6 +349,7 @@ impl Table {
     ///
     /// # Safety
     /// As for [`Self::write`].
+    #[cfg(any(fuzzing, test, feature = "test-hooks"))]
     pub(crate) unsafe fn write_prefix(&self, slot: usize, src: *const u8, words: usize) {
         let seq = self.seq(slot);
         let s = seq.load(Ordering::Relaxed);

@@ -591,6 +591,7 @@ impl<T: Pod> Latest<T> {
     /// Test hook: claims the writer role, then starts a write of `v` and stops after
     /// `words` of its 64-bit words, leaving the sequence odd as a writer killed at that
     /// point would (kill tests call it, then get killed).
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn write_torn_for_test(&mut self, v: &T, words: usize) -> Result<()> {
         self.core.ensure_writer()?;

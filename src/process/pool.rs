@@ -896,6 +896,7 @@ impl Items {
 }
 
 /// The outcome of [`Pool::apply_async`].
+#[must_use = "the task runs anyway, but its result and any error are only seen through `get`"]
 pub struct AsyncResult<R> {
     shared: Arc<Shared>,
     job: u64,

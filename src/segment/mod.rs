@@ -237,6 +237,7 @@ impl SegmentOptions {
     ///
     /// `init` receives the zero-filled payload, exclusively: no other process uses the
     /// segment until it returns. If it fails, the segment is marked abandoned and removed.
+    #[doc(alias = "shm_open")]
     pub fn create(
         &self,
         name: &str,
@@ -248,6 +249,7 @@ impl SegmentOptions {
     }
 
     /// Opens an existing, initialised POSIX shm segment of any kind.
+    #[doc(alias = "shm_open")]
     pub fn open(&self, name: &str) -> Result<Segment> {
         let loc = Location::Shm(Name::shm(name)?);
         self.open_at(&loc)
@@ -256,6 +258,7 @@ impl SegmentOptions {
     /// Opens the segment if it exists, creates it otherwise. Returns the segment and
     /// whether this call created it. An abandoned segment (creator died while
     /// initialising) is re-initialised in place. An existing segment must match `layout`.
+    #[doc(alias = "shm_open")]
     pub fn open_or_create(
         &self,
         name: &str,
@@ -296,6 +299,7 @@ impl SegmentOptions {
 
     /// Creates an anonymous segment (a sealed `memfd`), shared with children forked after
     /// this call.
+    #[doc(alias = "memfd_create")]
     pub fn anonymous(
         &self,
         layout: &Layout,
@@ -363,6 +367,7 @@ impl Segment {
     }
 
     /// Creates a POSIX shm segment with default options. See [`SegmentOptions::create`].
+    #[doc(alias = "shm_open")]
     pub fn create(
         name: &str,
         layout: &Layout,
@@ -372,11 +377,13 @@ impl Segment {
     }
 
     /// Opens a POSIX shm segment with default options. See [`SegmentOptions::open`].
+    #[doc(alias = "shm_open")]
     pub fn open(name: &str) -> Result<Segment> {
         SegmentOptions::default().open(name)
     }
 
     /// Opens or creates with default options. See [`SegmentOptions::open_or_create`].
+    #[doc(alias = "shm_open")]
     pub fn open_or_create(
         name: &str,
         layout: &Layout,
@@ -386,6 +393,7 @@ impl Segment {
     }
 
     /// Creates an anonymous segment. See [`SegmentOptions::anonymous`].
+    #[doc(alias = "memfd_create")]
     pub fn anonymous(
         layout: &Layout,
         init: impl FnOnce(&mut [u8]) -> Result<()>,
@@ -394,6 +402,7 @@ impl Segment {
     }
 
     /// Removes a POSIX shm object by name (`shm_unlink`). Mappings stay valid.
+    #[doc(alias = "shm_unlink")]
     pub fn unlink(name: &str) -> Result<()> {
         let n = Name::shm(name)?;
         nix::sys::mman::shm_unlink(n.to_slashed().as_c_str())

@@ -186,12 +186,14 @@ impl RawBarrier {
     }
 
     /// Waits until all parties have arrived.
+    #[doc(alias = "pthread_barrier_wait")]
     pub fn wait(&self) -> Result<BarrierWaitResult> {
         self.wait_for(None, "barrier")?
             .ok_or_else(|| Error::corrupt("barrier", "unbounded barrier wait ended"))
     }
 
     /// Waits at most `timeout`; on [`Error::Timeout`] this arrival was withdrawn.
+    #[doc(alias = "pthread_barrier_wait")]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
         self.wait_for(Some(timeout), "barrier")?
             .ok_or_else(|| Error::Timeout {
@@ -299,6 +301,7 @@ impl Barrier {
     }
 
     /// Waits until all parties have arrived.
+    #[doc(alias = "pthread_barrier_wait")]
     pub fn wait(&self) -> Result<BarrierWaitResult> {
         self.raw()
             .wait_for(None, &self.resource)?
@@ -306,6 +309,7 @@ impl Barrier {
     }
 
     /// Waits at most `timeout`; on [`Error::Timeout`] this arrival was withdrawn.
+    #[doc(alias = "pthread_barrier_wait")]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
         self.raw()
             .wait_for(Some(timeout), &self.resource)?

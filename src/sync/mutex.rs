@@ -227,6 +227,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
 
     /// Marks the state consistent after an owner died (the data has been repaired).
     /// A no-op when it already is. Never fails (the `Result` is kept for API stability).
+    #[doc(alias = "pthread_mutex_consistent")]
     pub fn make_consistent(&mut self) -> Result<()> {
         self.mark_consistent();
         Ok(())
@@ -498,6 +499,7 @@ fn first<'a, T>(g: MutexGuard<'a, [T]>) -> MutexGuard<'a, T> {
 /// repair leaves the mutex inconsistent, never locked out: the next locker is told in turn
 /// (module docs, "No dead end").
 #[derive(Debug)]
+#[doc(alias = "pthread_mutex_t")]
 pub struct Mutex<T> {
     inner: Locked<T>,
 }
@@ -564,6 +566,7 @@ impl<T: Pod> Mutex<T> {
     /// Locks (blocking). `OwnerDied` hands over the guard of a lock whose holder died;
     /// [`lock_or_repair`](Self::lock_or_repair) is the shorter, safe form.
     #[inline(always)]
+    #[doc(alias = "pthread_mutex_lock")]
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, T>>> {
         Ok(self.inner.lock_in(Some(Deadline::after(None)))?.map(first))
     }
@@ -587,12 +590,14 @@ impl<T: Pod> Mutex<T> {
 
     /// Locks if free now; [`Error::WouldBlock`] if another thread or process holds it.
     #[inline]
+    #[doc(alias = "pthread_mutex_trylock")]
     pub fn try_lock(&self) -> Result<LockResult<MutexGuard<'_, T>>> {
         Ok(self.inner.lock_in(None)?.map(first))
     }
 
     /// Locks, waiting at most `timeout` on `CLOCK_MONOTONIC`; [`Error::Timeout`] after.
     #[inline]
+    #[doc(alias("pthread_mutex_timedlock", "pthread_mutex_clocklock"))]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, T>>> {
         Ok(self
             .inner
@@ -716,6 +721,7 @@ impl<T: Pod> MutexArray<T> {
 
     /// Locks (blocking). See [`lock_or_repair`](Self::lock_or_repair).
     #[inline(always)]
+    #[doc(alias = "pthread_mutex_lock")]
     pub fn lock(&self) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         self.inner.lock_in(Some(Deadline::after(None)))
     }
@@ -729,12 +735,14 @@ impl<T: Pod> MutexArray<T> {
 
     /// Locks if free now; [`Error::WouldBlock`] otherwise.
     #[inline]
+    #[doc(alias = "pthread_mutex_trylock")]
     pub fn try_lock(&self) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         self.inner.lock_in(None)
     }
 
     /// Locks, waiting at most `timeout`; [`Error::Timeout`] after.
     #[inline]
+    #[doc(alias("pthread_mutex_timedlock", "pthread_mutex_clocklock"))]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockResult<MutexGuard<'_, [T]>>> {
         self.inner.lock_in(Some(Deadline::after(Some(timeout))))
     }

@@ -62,6 +62,7 @@ pub(super) const CAS_BETWEEN_CHECKS: u32 = 64;
 /// ```
 #[repr(C)]
 #[derive(Default)]
+#[doc(alias = "pthread_mutex_t")]
 pub struct RawRobustMutex {
     pub(super) word: AtomicU32,
     pub(super) consistency: AtomicU32,
@@ -406,6 +407,7 @@ impl RawRobustMutex {
     /// Locks, blocking. See [`LockResult`] for the owner-died case. `live` is the
     /// liveness context of the segment holding this mutex ([`Segment::liveness`](crate::Segment::liveness)).
     #[inline]
+    #[doc(alias = "pthread_mutex_lock")]
     pub fn lock<'a>(&'a self, live: &'a Liveness) -> Result<LockResult<MutexGuard<'a, ()>>> {
         let died = self.lock_in(live, Some(Deadline::after(None)), RAW_RESOURCE)?;
         Ok(self.guard(live, died))
@@ -413,6 +415,7 @@ impl RawRobustMutex {
 
     /// Locks if free now (or if its owner died); [`Error::WouldBlock`] otherwise.
     #[inline]
+    #[doc(alias = "pthread_mutex_trylock")]
     pub fn try_lock<'a>(&'a self, live: &'a Liveness) -> Result<LockResult<MutexGuard<'a, ()>>> {
         let died = self.lock_in(live, None, RAW_RESOURCE)?;
         Ok(self.guard(live, died))
@@ -420,6 +423,7 @@ impl RawRobustMutex {
 
     /// Locks, waiting at most `timeout` (monotonic); [`Error::Timeout`] after.
     #[inline]
+    #[doc(alias = "pthread_mutex_timedlock")]
     pub fn lock_timeout<'a>(
         &'a self,
         live: &'a Liveness,

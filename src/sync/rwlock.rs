@@ -541,6 +541,7 @@ fn rw_init<T: Pod>(value: T) -> impl FnOnce(&mut [u8]) -> Result<()> {
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 #[derive(Debug)]
+#[doc(alias = "pthread_rwlock_t")]
 pub struct RwLock<T> {
     seg: Segment,
     resource: String,
@@ -640,33 +641,39 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Shared lock, blocking (a dead writer is taken over, see the [module docs](self)).
+    #[doc(alias = "pthread_rwlock_rdlock")]
     pub fn read(&self) -> Result<RwLockReadGuard<'_, T>> {
         self.read_with(Some(Deadline::after(None)), "read")
     }
 
     /// Shared lock if available now; [`Error::WouldBlock`] otherwise.
+    #[doc(alias = "pthread_rwlock_tryrdlock")]
     pub fn try_read(&self) -> Result<RwLockReadGuard<'_, T>> {
         self.read_with(None, "try_read")
     }
 
     /// Shared lock, waiting at most `timeout`; [`Error::Timeout`] after.
+    #[doc(alias = "pthread_rwlock_timedrdlock")]
     pub fn read_timeout(&self, timeout: Duration) -> Result<RwLockReadGuard<'_, T>> {
         self.read_with(Some(Deadline::after(Some(timeout))), "read")
     }
 
     /// Exclusive lock, blocking (a dead reader makes this wait forever: prefer
     /// [`write_timeout`](Self::write_timeout)).
+    #[doc(alias = "pthread_rwlock_wrlock")]
     pub fn write(&self) -> Result<RwLockWriteGuard<'_, T>> {
         self.write_with(Some(Deadline::after(None)), "write")
     }
 
     /// Exclusive lock if available now; [`Error::WouldBlock`] otherwise.
+    #[doc(alias = "pthread_rwlock_trywrlock")]
     pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>> {
         self.write_with(None, "try_write")
     }
 
     /// Exclusive lock, waiting at most `timeout`; [`Error::Timeout`] after (readers that
     /// died holding the lock show up this way).
+    #[doc(alias = "pthread_rwlock_timedwrlock")]
     pub fn write_timeout(&self, timeout: Duration) -> Result<RwLockWriteGuard<'_, T>> {
         self.write_with(Some(Deadline::after(Some(timeout))), "write")
     }

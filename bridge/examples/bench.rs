@@ -22,7 +22,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
-use shmkit::topic::{ByteTopic, Policy, TopicOptions};
+use shmkit::topic::{ByteTopic, Policy};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
@@ -373,10 +373,10 @@ fn bridged(size: usize, c: &Counts) -> Result {
     let names = [n("pa"), n("pb"), n("qb"), n("qa"), n("sa"), n("sb")];
     let _u = Unlink(names.to_vec());
     let topic = |name: &str| {
-        TopicOptions::<u8>::default()
+        ByteTopic::options()
             .capacity(1024)
             .policy(Policy::Block)
-            .create_bytes(name, 64 * 1024)
+            .create(name, 64 * 1024)
             .unwrap()
     };
     let t: Vec<ByteTopic> = names.iter().map(|x| topic(x)).collect();

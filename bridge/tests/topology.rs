@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use shmkit::queue::ByteQueue;
-use shmkit::topic::{ByteTopic, Policy, RecvTimeoutError, TopicOptions};
+use shmkit::topic::{ByteTopic, Policy, RecvTimeoutError};
 
 const BRIDGE: &str = env!("CARGO_BIN_EXE_shmkit-bridge");
 const WAIT: Duration = Duration::from_secs(30);
@@ -289,10 +289,10 @@ fn seq_of(m: &[u8]) -> Option<u64> {
 }
 
 fn byte_topic(name: &str, max: usize) -> ByteTopic {
-    TopicOptions::<u8>::default()
+    ByteTopic::options()
         .capacity(1024)
         .policy(Policy::Block)
-        .create_bytes(name, max)
+        .create(name, max)
         .expect("create topic")
 }
 

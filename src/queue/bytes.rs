@@ -58,10 +58,36 @@ pub struct ByteQueue {
     max: usize,
 }
 
-/// Options for byte queues are the same as for typed queues; the type parameter is `u8`.
-pub type ByteQueueOptions = QueueOptions<u8>;
+/// The type parameter of the options that build byte queues and byte topics
+/// ([`ByteQueueOptions`], [`ByteTopicOptions`](crate::topic::ByteTopicOptions)): a type with
+/// no values, so that their `create` and `open` return a [`ByteQueue`] (or
+/// [`ByteTopic`](crate::topic::ByteTopic)), not a `Queue<u8>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bytes {}
 
-impl QueueOptions<u8> {
+/// Options for byte queues: the setters of [`QueueOptions`], finished with
+/// [`create`](QueueOptions::<Bytes>::create) or [`open`](QueueOptions::<Bytes>::open),
+/// which return a [`ByteQueue`].
+///
+/// ```
+/// use shmkit::queue::{ByteQueue, Mode};
+/// let q: ByteQueue = ByteQueue::options().mode(Mode::Spsc).capacity(8).anonymous(100)?;
+/// q.send(b"hi")?;
+/// let mut got = Vec::new();
+/// q.recv(&mut got).unwrap();
+/// assert_eq!(got, b"hi");
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+///
+/// A `Queue<u8>` cannot come out of them by mistake:
+///
+/// ```compile_fail
+/// let q: shmkit::queue::Queue<u8> = shmkit::queue::ByteQueue::options().anonymous()?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub type ByteQueueOptions = QueueOptions<Bytes>;
+
+impl QueueOptions<Bytes> {
     fn bytes_layout(
         &self,
         resource: &str,
@@ -81,25 +107,25 @@ impl QueueOptions<u8> {
     }
 
     /// Creates a named byte queue whose messages are at most `max_message` bytes.
-    pub fn create_bytes(&self, name: &str, max_message: usize) -> Result<ByteQueue> {
+    pub fn create(&self, name: &str, max_message: usize) -> Result<ByteQueue> {
         let (layout, geo) = self.bytes_layout(name, max_message)?;
         let seg = self.segment.create(name, &layout, init_ring(geo))?;
         ByteQueue::from_parts(seg, self)
     }
 
     /// Opens a named byte queue.
-    pub fn open_bytes(&self, name: &str) -> Result<ByteQueue> {
+    pub fn open(&self, name: &str) -> Result<ByteQueue> {
         ByteQueue::from_parts(self.segment.open(name)?, self)
     }
 
     /// A byte queue over an existing segment (e.g. one from
     /// [`SegmentOptions::open_fd`](crate::segment::SegmentOptions::open_fd)).
-    pub fn bytes_from_segment(&self, seg: Segment) -> Result<ByteQueue> {
+    pub fn from_segment(&self, seg: Segment) -> Result<ByteQueue> {
         ByteQueue::from_parts(seg, self)
     }
 
     /// Creates an anonymous byte queue (shared with children forked afterwards).
-    pub fn anonymous_bytes(&self, max_message: usize) -> Result<ByteQueue> {
+    pub fn anonymous(&self, max_message: usize) -> Result<ByteQueue> {
         let (layout, geo) = self.bytes_layout("<anonymous byte queue>", max_message)?;
         let seg = self.segment.anonymous(&layout, init_ring(geo))?;
         ByteQueue::from_parts(seg, self)
@@ -114,7 +140,7 @@ impl ByteQueue {
     }
 
     /// Options (mode, capacity, wait strategy, ...); finish with
-    /// [`create_bytes`](QueueOptions::create_bytes) or [`open_bytes`](QueueOptions::open_bytes).
+    /// [`create`](QueueOptions::<Bytes>::create) or [`open`](QueueOptions::<Bytes>::open).
     pub fn options() -> ByteQueueOptions {
         QueueOptions::default()
     }
@@ -122,14 +148,12 @@ impl ByteQueue {
     /// Creates a named MPMC byte queue of `capacity` messages of at most `max_message`
     /// bytes each.
     pub fn create(name: &str, capacity: u64, max_message: usize) -> Result<Self> {
-        Self::options()
-            .capacity(capacity)
-            .create_bytes(name, max_message)
+        Self::options().capacity(capacity).create(name, max_message)
     }
 
     /// Opens a named byte queue.
     pub fn open(name: &str) -> Result<Self> {
-        Self::options().open_bytes(name)
+        Self::options().open(name)
     }
 
     fn from_parts(seg: Segment, opts: &ByteQueueOptions) -> Result<Self> {
@@ -419,7 +443,7 @@ impl ByteQueue {
     ///
     /// ```
     /// use shmkit::queue::ByteQueue;
-    /// let mut q = ByteQueue::options().anonymous_bytes(64)?;
+    /// let mut q = ByteQueue::options().anonymous(64)?;
     /// let mut m = q.reserve(3, None)?;
     /// m.copy_from_slice(b"abc");
     /// m.commit();

@@ -183,7 +183,7 @@ use bytemuck::Pod;
 use crate::error::{Error, Result};
 use crate::segment::{ElemInfo, Kind, Segment};
 
-pub use bytes::{ByteQueue, ByteReader, RecvBytes, SendBytes};
+pub use bytes::{ByteQueue, ByteQueueOptions, ByteReader, Bytes, RecvBytes, SendBytes};
 pub use errors::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
@@ -1863,10 +1863,7 @@ mod tests {
 
     #[test]
     fn byte_queue_copies_every_length() {
-        let mut q = ByteQueue::options()
-            .capacity(2)
-            .anonymous_bytes(700)
-            .unwrap();
+        let mut q = ByteQueue::options().capacity(2).anonymous(700).unwrap();
         let mut buf = vec![1, 2, 3];
         for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 255, 256, 257, 700] {
             let msg: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
@@ -1951,12 +1948,7 @@ mod tests {
                 .anonymous()
                 .is_err()
         );
-        assert!(
-            ByteQueue::options()
-                .requeue_lost(1)
-                .anonymous_bytes(8)
-                .is_err()
-        );
+        assert!(ByteQueue::options().requeue_lost(1).anonymous(8).is_err());
     }
 
     #[test]
@@ -2128,10 +2120,7 @@ mod tests {
     #[test]
     fn byte_queue_io_adapters() {
         use std::io::{Read, Write};
-        let rx = ByteQueue::options()
-            .capacity(64)
-            .anonymous_bytes(4)
-            .unwrap();
+        let rx = ByteQueue::options().capacity(64).anonymous(4).unwrap();
         let tx = rx.sender().unwrap();
         std::thread::scope(|s| {
             s.spawn(move || {

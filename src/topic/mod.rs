@@ -131,6 +131,7 @@ use crate::error::{Error, Result};
 use crate::queue::WaitStrategy;
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
+pub use crate::queue::Bytes;
 pub use errors::{RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 /// The topic ring's fuzz driver (`fuzz/fuzz_targets/topic.rs`); built only for cargo fuzz
 /// (`--cfg fuzzing`) and this crate's tests: not part of the API.
@@ -168,7 +169,7 @@ pub(crate) struct Shape {
     pub multi: bool,
 }
 
-/// Options for creating and opening topics (`T = u8` for byte topics).
+/// Options for creating and opening topics (`T = `[`Bytes`] for byte topics).
 #[derive(Clone, Debug)]
 pub struct TopicOptions<T> {
     capacity: u64,
@@ -600,7 +601,7 @@ impl<T: Pod> TopicOptions<T> {
 }
 
 /// Options for byte topics.
-pub type ByteTopicOptions = TopicOptions<u8>;
+pub type ByteTopicOptions = TopicOptions<Bytes>;
 
 /// A topic of variable-length byte messages.
 #[derive(Debug, Clone)]
@@ -610,19 +611,18 @@ pub struct ByteTopic {
 }
 
 impl ByteTopic {
-    /// Options; finish with [`TopicOptions::create_bytes`] or [`TopicOptions::open_bytes`].
+    /// Options; finish with [`create`](TopicOptions::<Bytes>::create) or
+    /// [`open`](TopicOptions::<Bytes>::open), which return a `ByteTopic`.
     pub fn options() -> ByteTopicOptions {
         TopicOptions::default()
     }
     /// Creates a named byte topic of `capacity` messages of at most `max_message` bytes.
     pub fn create(name: &str, capacity: u64, max_message: usize) -> Result<Self> {
-        Self::options()
-            .capacity(capacity)
-            .create_bytes(name, max_message)
+        Self::options().capacity(capacity).create(name, max_message)
     }
     /// Opens a named byte topic.
     pub fn open(name: &str) -> Result<Self> {
-        Self::options().open_bytes(name)
+        Self::options().open(name)
     }
     /// A publisher handle.
     pub fn publisher(&self) -> Result<BytePublisher> {
@@ -666,7 +666,7 @@ impl ByteTopic {
     }
 }
 
-impl TopicOptions<u8> {
+impl TopicOptions<Bytes> {
     fn bytes_layout(&self, resource: &str, max_message: usize) -> Result<(Layout, Geometry)> {
         if max_message > MAX_MESSAGE {
             return Err(Error::invalid(
@@ -690,16 +690,16 @@ impl TopicOptions<u8> {
         Ok(ByteTopic { shared, max })
     }
     /// Creates a named byte topic whose messages are at most `max_message` bytes.
-    pub fn create_bytes(&self, name: &str, max_message: usize) -> Result<ByteTopic> {
+    pub fn create(&self, name: &str, max_message: usize) -> Result<ByteTopic> {
         let (layout, geo) = self.bytes_layout(name, max_message)?;
         self.wrap_bytes(self.segment.create(name, &layout, init_ring(geo))?)
     }
     /// Opens a named byte topic.
-    pub fn open_bytes(&self, name: &str) -> Result<ByteTopic> {
+    pub fn open(&self, name: &str) -> Result<ByteTopic> {
         self.wrap_bytes(self.segment.open(name)?)
     }
     /// Creates an anonymous byte topic (shared with children forked afterwards).
-    pub fn anonymous_bytes(&self, max_message: usize) -> Result<ByteTopic> {
+    pub fn anonymous(&self, max_message: usize) -> Result<ByteTopic> {
         let (layout, geo) = self.bytes_layout("<anonymous byte topic>", max_message)?;
         self.wrap_bytes(self.segment.anonymous(&layout, init_ring(geo))?)
     }

@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::segment::{ElemInfo, Kind, Segment};
+use crate::segment::{ElemInfo, Kind, Segment, SegmentOptions};
 
 use super::errors::Fail;
 use super::ring::{ROLE_RECEIVER, ROLE_SENDER};
 use super::{
     ByteSender, Claim, Core, JoinOutcome, Mode, QueueOptions, RecvError, RecvTimeoutError,
-    SendError, SendTimeoutError, TryRecvError, TrySendError, check_segment, init_ring,
+    SendError, SendTimeoutError, TryRecvError, TrySendError, WaitStrategy, check_segment,
+    init_ring,
 };
 
 /// Bytes before the message in a slot's data (the length word and padding).
@@ -58,16 +59,10 @@ pub struct ByteQueue {
     max: usize,
 }
 
-/// The type parameter of the options that build byte queues and byte topics
-/// ([`ByteQueueOptions`], [`ByteTopicOptions`](crate::topic::ByteTopicOptions)): a type with
-/// no values, so that their `create` and `open` return a [`ByteQueue`] (or
-/// [`ByteTopic`](crate::topic::ByteTopic)), not a `Queue<u8>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bytes {}
-
-/// Options for byte queues: the setters of [`QueueOptions`], finished with
-/// [`create`](QueueOptions::<Bytes>::create) or [`open`](QueueOptions::<Bytes>::open),
-/// which return a [`ByteQueue`].
+/// Options for byte queues ([`ByteQueue::options`]): the setters of [`QueueOptions`],
+/// finished with [`create`](Self::create), [`open`](Self::open),
+/// [`anonymous`](Self::anonymous) or [`from_segment`](Self::from_segment), which return a
+/// [`ByteQueue`].
 ///
 /// ```
 /// use shmkit::queue::{ByteQueue, Mode};
@@ -82,12 +77,58 @@ pub enum Bytes {}
 /// A `Queue<u8>` cannot come out of them by mistake:
 ///
 /// ```compile_fail
-/// let q: shmkit::queue::Queue<u8> = shmkit::queue::ByteQueue::options().anonymous()?;
+/// let q: shmkit::queue::Queue<u8> = shmkit::queue::ByteQueue::options().anonymous(8)?;
 /// # Ok::<(), shmkit::Error>(())
 /// ```
-pub type ByteQueueOptions = QueueOptions<Bytes>;
+///
+/// Nor is there a `requeue_lost` (it needs an MPMC `Queue<T>`):
+///
+/// ```compile_fail
+/// let q = shmkit::queue::ByteQueue::options().requeue_lost(1).anonymous(8)?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ByteQueueOptions {
+    inner: QueueOptions<u8>,
+}
 
-impl QueueOptions<Bytes> {
+impl ByteQueueOptions {
+    fn with(self, set: impl FnOnce(QueueOptions<u8>) -> QueueOptions<u8>) -> Self {
+        ByteQueueOptions {
+            inner: set(self.inner),
+        }
+    }
+
+    /// See [`QueueOptions::mode`].
+    pub fn mode(self, mode: Mode) -> Self {
+        self.with(|o| o.mode(mode))
+    }
+
+    /// See [`QueueOptions::capacity`].
+    pub fn capacity(self, capacity: u64) -> Self {
+        self.with(|o| o.capacity(capacity))
+    }
+
+    /// See [`QueueOptions::max_handles`].
+    pub fn max_handles(self, n: u64) -> Self {
+        self.with(|o| o.max_handles(n))
+    }
+
+    /// See [`QueueOptions::wait`].
+    pub fn wait(self, wait: WaitStrategy) -> Self {
+        self.with(|o| o.wait(wait))
+    }
+
+    /// See [`QueueOptions::joinable`].
+    pub fn joinable(self, yes: bool) -> Self {
+        self.with(|o| o.joinable(yes))
+    }
+
+    /// See [`QueueOptions::segment`].
+    pub fn segment(self, segment: SegmentOptions) -> Self {
+        self.with(|o| o.segment(segment))
+    }
+
     fn bytes_layout(
         &self,
         resource: &str,
@@ -101,21 +142,22 @@ impl QueueOptions<Bytes> {
             ));
         }
         let data_len = (LEN_HEADER + max_message) as u64;
-        self.create_layout(resource, Kind::ByteQueue, data_len, 8, |cap| {
-            ElemInfo::bytes(cap * data_len)
-        })
+        self.inner
+            .create_layout(resource, Kind::ByteQueue, data_len, 8, |cap| {
+                ElemInfo::bytes(cap * data_len)
+            })
     }
 
     /// Creates a named byte queue whose messages are at most `max_message` bytes.
     pub fn create(&self, name: &str, max_message: usize) -> Result<ByteQueue> {
         let (layout, geo) = self.bytes_layout(name, max_message)?;
-        let seg = self.segment.create(name, &layout, init_ring(geo))?;
+        let seg = self.inner.segment.create(name, &layout, init_ring(geo))?;
         ByteQueue::from_parts(seg, self)
     }
 
     /// Opens a named byte queue.
     pub fn open(&self, name: &str) -> Result<ByteQueue> {
-        ByteQueue::from_parts(self.segment.open(name)?, self)
+        ByteQueue::from_parts(self.inner.segment.open(name)?, self)
     }
 
     /// A byte queue over an existing segment (e.g. one from
@@ -127,7 +169,7 @@ impl QueueOptions<Bytes> {
     /// Creates an anonymous byte queue (shared with children forked afterwards).
     pub fn anonymous(&self, max_message: usize) -> Result<ByteQueue> {
         let (layout, geo) = self.bytes_layout("<anonymous byte queue>", max_message)?;
-        let seg = self.segment.anonymous(&layout, init_ring(geo))?;
+        let seg = self.inner.segment.anonymous(&layout, init_ring(geo))?;
         ByteQueue::from_parts(seg, self)
     }
 }
@@ -140,9 +182,9 @@ impl ByteQueue {
     }
 
     /// Options (mode, capacity, wait strategy, ...); finish with
-    /// [`create`](QueueOptions::<Bytes>::create) or [`open`](QueueOptions::<Bytes>::open).
+    /// [`create`](ByteQueueOptions::create) or [`open`](ByteQueueOptions::open).
     pub fn options() -> ByteQueueOptions {
-        QueueOptions::default()
+        ByteQueueOptions::default()
     }
 
     /// Creates a named MPMC byte queue of `capacity` messages of at most `max_message`
@@ -158,13 +200,13 @@ impl ByteQueue {
 
     fn from_parts(seg: Segment, opts: &ByteQueueOptions) -> Result<Self> {
         seg.check_elements(Kind::ByteQueue, &ElemInfo::bytes(0), None)?;
-        let (mode, joinable, geo) = check_segment(&seg, None, 8, opts.mode)?;
+        let (mode, joinable, geo) = check_segment(&seg, None, 8, opts.inner.mode)?;
         if geo.data_len < LEN_HEADER {
             return Err(Error::corrupt(seg.resource(), "byte queue slots too small"));
         }
         let max = geo.data_len - LEN_HEADER;
         Ok(ByteQueue {
-            core: Core::new(Arc::new(seg), mode, joinable, geo, opts.wait)?,
+            core: Core::new(Arc::new(seg), mode, joinable, geo, opts.inner.wait)?,
             max,
         })
     }

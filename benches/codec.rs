@@ -51,7 +51,7 @@ fn queue() -> ByteQueue {
     ByteQueue::options()
         .mode(Mode::Spsc)
         .capacity(64)
-        .anonymous_bytes(256)
+        .anonymous(256)
         .unwrap()
 }
 

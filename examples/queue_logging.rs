@@ -66,7 +66,7 @@ fn main() -> shmkit::Result<()> {
     let _q = ByteQueue::options()
         .capacity(32)
         .segment(SegmentOptions::default().unlink_on_drop(true))
-        .create_bytes(&name, 256)?;
+        .create(&name, 256)?;
     let exe = std::env::current_exe().expect("current_exe");
     let mut writer = Command::new(&exe)
         .args(["writer", &name, &path])

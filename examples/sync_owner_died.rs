@@ -71,12 +71,13 @@ fn main() -> shmkit::Result<()> {
     println!("killing holder {} mid-transfer", holder.id());
     holder.kill_and_wait();
 
-    // What `shmkit info` shows now.
-    let rows = shmkit::sync::describe(bank.segment()).unwrap_or_default();
-    for (k, v) in &rows {
-        println!("  {k}: {v}");
-    }
-    assert!(rows[0].1.contains("DIED"), "{rows:?}");
+    // What `shmkit info` shows now (it builds its sentences from this state).
+    let state = shmkit::sync::describe(bank.segment());
+    println!("  state: {state:?}");
+    assert!(
+        matches!(state, Some(shmkit::sync::SyncState::Mutex(o)) if o.owner_died),
+        "{state:?}"
+    );
     match bank.lock_timeout(LIMIT)? {
         LockResult::Acquired(_) => panic!("the death should have been reported"),
         LockResult::OwnerDied(mut g) => {

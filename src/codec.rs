@@ -239,7 +239,7 @@ impl<T, R> Typed<ByteQueue, T, R> {
     /// ```
     /// use shmkit::codec::Typed;
     /// use shmkit::queue::ByteQueue;
-    /// let mut q = Typed::<_, (u8, String)>::new(ByteQueue::options().anonymous_bytes(64)?);
+    /// let mut q = Typed::<_, (u8, String)>::new(ByteQueue::options().anonymous(64)?);
     /// q.send(&(1, "one".to_owned()))?;
     /// // SAFETY: an anonymous queue that only this process maps.
     /// let msg = unsafe { q.recv_in_place(None)? };

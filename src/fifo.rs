@@ -133,6 +133,7 @@ impl Wait {
 impl Fifo {
     /// Creates a named pipe at `path` with permission bits `mode` (the umask applies);
     /// fails with `EEXIST` if anything is there (`mkfifo(3)`).
+    #[doc(alias = "mkfifo")]
     pub fn create(path: impl AsRef<Path>, mode: u32) -> Result<()> {
         let path = path.as_ref();
         crate::name::validate_path(path)?;

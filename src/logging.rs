@@ -116,7 +116,7 @@ impl LogOptions {
         let q = ByteQueue::options()
             .capacity(self.capacity.next_power_of_two())
             .max_handles(1024)
-            .anonymous_bytes(self.max_record)?;
+            .anonymous(self.max_record)?;
         let fd = q
             .segment()
             .as_fd()
@@ -265,7 +265,7 @@ impl QueueLogger {
                 };
                 let Ok(q) = SegmentOptions::default()
                     .open_fd(fd)
-                    .and_then(|s| ByteQueue::options().bytes_from_segment(s))
+                    .and_then(|s| ByteQueue::options().from_segment(s))
                 else {
                     return false;
                 };
@@ -348,8 +348,7 @@ impl Collector {
         let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
             .try_clone_to_owned()
             .map_err(|e| Error::os("log queue", "dup", crate::process::errno_of(&e)))?;
-        let q =
-            ByteQueue::options().bytes_from_segment(SegmentOptions::default().open_fd(owned)?)?;
+        let q = ByteQueue::options().from_segment(SegmentOptions::default().open_fd(owned)?)?;
         let mut m = vec![MARK];
         m.extend_from_slice(&seq.to_le_bytes());
         q.send_timeout(&m, timeout).map_err(|_| Error::Timeout {

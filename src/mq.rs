@@ -96,12 +96,14 @@ impl MqOptions {
     }
 
     /// Creates a new queue (`O_CREAT|O_EXCL`); fails with `EEXIST` if it exists.
+    #[doc(alias = "mq_open")]
     pub fn create(&self, name: &str) -> Result<MessageQueue> {
         MessageQueue::open_impl(name, Some(self), true)
     }
 
     /// Opens the queue, creating it with these options if it does not exist. An existing
     /// queue keeps its own capacity and message size (see [`MessageQueue::attributes`]).
+    #[doc(alias = "mq_open")]
     pub fn open_or_create(&self, name: &str) -> Result<MessageQueue> {
         MessageQueue::open_impl(name, Some(self), false)
     }
@@ -148,6 +150,7 @@ pub struct MqAttributes {
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 #[derive(Debug)]
+#[doc(alias = "mqd_t")]
 pub struct MessageQueue {
     name: Name,
     mqd: MqdT,
@@ -158,11 +161,13 @@ pub struct MessageQueue {
 impl MessageQueue {
     /// Creates a new queue of `capacity` messages of at most `msg_size` bytes, mode 0600
     /// (`mq_open(O_CREAT|O_EXCL|O_RDWR)`).
+    #[doc(alias = "mq_open")]
     pub fn create(name: &str, capacity: usize, msg_size: usize) -> Result<Self> {
         MqOptions::new(capacity, msg_size).create(name)
     }
 
     /// Opens an existing queue for sending and receiving (`mq_open(O_RDWR)`).
+    #[doc(alias = "mq_open")]
     pub fn open(name: &str) -> Result<Self> {
         Self::open_impl(name, None, false)
     }
@@ -183,11 +188,13 @@ impl MessageQueue {
     /// MessageQueue::unlink(&name)?;
     /// # Ok::<(), shmkit::Error>(())
     /// ```
+    #[doc(alias = "mq_open")]
     pub fn open_access(name: &str, access: MqAccess) -> Result<Self> {
         Self::open_flags(name, None, false, access)
     }
 
     /// Removes the queue's name (`mq_unlink`); open descriptors keep working.
+    #[doc(alias = "mq_unlink")]
     pub fn unlink(name: &str) -> Result<()> {
         let n = Name::mq(name)?;
         nix::mqueue::mq_unlink(n.to_slashed().as_c_str()).map_err(|e| match e {
@@ -273,6 +280,7 @@ impl MessageQueue {
     }
 
     /// Current attributes, including how many messages are queued (`mq_getattr`).
+    #[doc(alias = "mq_getattr")]
     pub fn attributes(&self) -> Result<MqAttributes> {
         let a = nix::mqueue::mq_getattr(&self.mqd)
             .map_err(|e| Error::os(self.name.as_str(), "mq_getattr", e))?;
@@ -285,6 +293,7 @@ impl MessageQueue {
     }
 
     /// Sends `msg` with priority `prio`, blocking while the queue is full (`mq_send`).
+    #[doc(alias = "mq_send")]
     pub fn send(&self, msg: &[u8], prio: u32) -> Result<()> {
         self.check_send(msg, prio)?;
         loop {
@@ -297,6 +306,7 @@ impl MessageQueue {
     }
 
     /// Sends without blocking: [`Error::WouldBlock`] when the queue is full.
+    #[doc(alias = "mq_send")]
     pub fn try_send(&self, msg: &[u8], prio: u32) -> Result<()> {
         self.check_send(msg, prio)?;
         self.send_expired(msg, prio)?
@@ -305,6 +315,7 @@ impl MessageQueue {
     }
 
     /// Sends, waiting at most `timeout` for room: [`Error::Timeout`] when none came.
+    #[doc(alias = "mq_timedsend")]
     pub fn send_timeout(&self, msg: &[u8], prio: u32, timeout: Duration) -> Result<()> {
         self.check_send(msg, prio)?;
         // A deadline beyond what Instant can represent is no deadline.
@@ -320,6 +331,7 @@ impl MessageQueue {
     /// Receives the oldest highest-priority message into `buf`, blocking while the queue
     /// is empty; returns its length and priority. `buf` must hold [`Self::msg_size`]
     /// bytes (the kernel refuses smaller buffers).
+    #[doc(alias = "mq_receive")]
     pub fn recv(&self, buf: &mut [u8]) -> Result<(usize, u32)> {
         self.check_buf(buf)?;
         let mut prio = 0;
@@ -333,6 +345,7 @@ impl MessageQueue {
     }
 
     /// Receives without blocking: [`Error::WouldBlock`] when the queue is empty.
+    #[doc(alias = "mq_receive")]
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<(usize, u32)> {
         self.check_buf(buf)?;
         self.recv_expired(buf)?
@@ -341,6 +354,7 @@ impl MessageQueue {
 
     /// Receives, waiting at most `timeout` for a message: [`Error::Timeout`] when none
     /// came.
+    #[doc(alias = "mq_timedreceive")]
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<(usize, u32)> {
         self.check_buf(buf)?;
         // A deadline beyond what Instant can represent is no deadline.
@@ -355,6 +369,7 @@ impl MessageQueue {
 
     /// Receives into a fresh `Vec` of the right length; `None` waits forever, `Some(d)` at
     /// most `d`.
+    #[doc(alias("mq_receive", "mq_timedreceive"))]
     pub fn recv_vec(&self, timeout: Option<Duration>) -> Result<(Vec<u8>, u32)> {
         let mut buf = vec![0u8; self.msg_size];
         let (n, prio) = match timeout {

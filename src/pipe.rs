@@ -100,6 +100,7 @@ impl Wait {
 
 impl Pipe {
     /// Creates a connected pair (`socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`).
+    #[doc(alias("pipe2", "pipe"))]
     pub fn pair() -> Result<(Pipe, Pipe)> {
         let (a, b) = socketpair(
             AddressFamily::Unix,

@@ -103,6 +103,7 @@ fn signal_name(signo: libc::c_int) -> String {
 /// assert!(shmkit::signal::is_blocked(5)?);
 /// # Ok::<(), shmkit::Error>(())
 /// ```
+#[doc(alias("sigprocmask", "pthread_sigmask"))]
 pub fn block(n: u32) -> Result<()> {
     let signo = rt_signal(n)?;
     let set = sigset_of(signo);
@@ -194,6 +195,7 @@ impl SignalNotifier {
     /// [`SignalListener`] for this signal (see the module docs). Errors: `pid` gone →
     /// [`Error::Disconnected`]; the receiver's queue full (`EAGAIN`) → [`Error::Os`]
     /// naming `RLIMIT_SIGPENDING`.
+    #[doc(alias = "sigqueue")]
     pub fn notify(&self, pid: u32, payload: u64) -> Result<()> {
         let resource = format!("pid {pid} ({})", signal_name(self.signo));
         let Ok(pid_t) = libc::pid_t::try_from(pid) else {
@@ -259,6 +261,7 @@ pub struct SignalListener {
 impl SignalListener {
     /// Blocks `SIGRTMIN+n` in the calling thread, checks that every thread of the
     /// process blocks it, and opens a `signalfd` for it (`SFD_NONBLOCK|SFD_CLOEXEC`).
+    #[doc(alias = "signalfd")]
     pub fn new(n: u32) -> Result<Self> {
         let signo = rt_signal(n)?;
         block(n)?;

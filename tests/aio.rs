@@ -777,10 +777,7 @@ fn shared_sender_send_async_from_many_tasks() {
 
 #[test]
 fn dropped_shared_send_async_sends_nothing() {
-    let q = ByteQueue::options()
-        .capacity(2)
-        .anonymous_bytes(16)
-        .unwrap();
+    let q = ByteQueue::options().capacity(2).anonymous(16).unwrap();
     let tx = q.sender().unwrap();
     q.attach_consumer();
     tx.send(b"a").unwrap();

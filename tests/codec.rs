@@ -199,7 +199,7 @@ fn byte_queue_oversized_leaves_both_modes_usable() {
         let q = ByteQueue::options()
             .mode(mode)
             .capacity(2)
-            .anonymous_bytes(64)
+            .anonymous(64)
             .unwrap();
         let mut q: Typed<ByteQueue, Record> = Typed::new(q);
         for _ in 0..3 {

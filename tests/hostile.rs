@@ -695,7 +695,7 @@ fn hostile_bytequeue() {
         ByteQueue::options()
             .capacity(QUEUE_CAP)
             .max_handles(QUEUE_HANDLES)
-            .create_bytes(n, MAX_MESSAGE)
+            .create(n, MAX_MESSAGE)
     });
 }
 
@@ -866,7 +866,7 @@ fn forged_headers_with_correct_checksums_are_refused() {
     }
     forged(
         "bytequeue-slot-bytes",
-        |n| ByteQueue::options().capacity(4).create_bytes(n, 64),
+        |n| ByteQueue::options().capacity(4).create(n, 64),
         |h, _| h.params[2] = 4,
         ByteQueue::open,
         false,

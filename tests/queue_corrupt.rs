@@ -82,7 +82,7 @@ fn bytequeue_length_larger_than_the_slot_is_reported_and_skipped() {
     let q = ByteQueue::options()
         .capacity(4)
         .max_handles(2)
-        .create_bytes(&name, 32)
+        .create(&name, 32)
         .unwrap();
     q.send(b"first").unwrap();
     q.send(b"second").unwrap();

@@ -203,7 +203,7 @@ fn bytequeue_every_length_between_processes() {
         let mut q = ByteQueue::options()
             .mode(mode)
             .capacity(8)
-            .create_bytes(&name, MAX)
+            .create(&name, MAX)
             .unwrap();
         assert_eq!(q.max_message(), MAX);
         let mut c = common::child("bytequeue_every_length_between_processes", "p", &[&name])

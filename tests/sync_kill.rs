@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shmkit::sync::{LockResult, MutexArray, MutexGuard};
+use shmkit::sync::{LockResult, MutexArray, MutexGuard, SyncState};
 use shmkit::{Array, Error};
 
 // Word indices of the ledger header.
@@ -309,17 +309,22 @@ fn unrepaired_owner_death_stays_recoverable_and_unrecoverable_can_be_reset() {
         common::wait_ok(&mut c, Duration::from_secs(30));
     }
     assert!(matches!(m.try_lock(), Err(Error::Unrecoverable { .. })));
-    let rows = shmkit::sync::describe(m.segment()).unwrap();
-    assert!(rows[0].1.contains("NOT RECOVERABLE"), "{rows:?}");
+    let st = shmkit::sync::describe(m.segment());
+    assert!(
+        matches!(st, Some(SyncState::Mutex(o)) if o.unrecoverable),
+        "{st:?}"
+    );
     let mut c = common::child(t, "reset", &[&name]).spawn().unwrap();
     common::wait_ok(&mut c, Duration::from_secs(30));
     match m.lock().unwrap() {
         LockResult::Acquired(g) => assert_eq!(g[0], 3),
         LockResult::OwnerDied(_) => panic!("still inconsistent after the reset"),
     }
-    let rows = shmkit::sync::describe(m.segment()).unwrap();
-    assert_eq!(rows[0].1, "unlocked", "{rows:?}");
-    assert!(!rows.iter().any(|(k, _)| k == "consistency"), "{rows:?}");
+    let st = shmkit::sync::describe(m.segment());
+    assert!(
+        matches!(st, Some(SyncState::Mutex(o)) if o.token == 0 && !o.inconsistent && !o.unrecoverable),
+        "{st:?}"
+    );
 }
 
 #[test]
@@ -366,8 +371,11 @@ fn waiter_blocked_on_a_killed_holder_gets_owner_died() {
     }
     killer.join().unwrap();
     let _ = c.wait();
-    let rows = shmkit::sync::describe(m.segment()).unwrap();
-    assert_eq!(rows[0].1, "unlocked", "{rows:?}");
+    let st = shmkit::sync::describe(m.segment());
+    assert!(
+        matches!(st, Some(SyncState::Mutex(o)) if o.token == 0),
+        "{st:?}"
+    );
     assert_eq!(m.lock().unwrap().into_guard()[0], 42);
     assert!(!m.lock().unwrap().owner_died());
 }
@@ -430,6 +438,9 @@ fn killed_rwlock_writers_are_taken_over_and_reported() {
         assert!(!r.writer_died());
         assert_eq!(*r, [round + 1, round + 1]);
     }
-    let rows = shmkit::sync::describe(l.segment()).unwrap();
-    assert_eq!(rows[0].1, "unlocked", "{rows:?}");
+    let st = shmkit::sync::describe(l.segment());
+    assert!(
+        matches!(st, Some(SyncState::RwLock { state, .. }) if !state.write_locked && state.readers == 0),
+        "{st:?}"
+    );
 }

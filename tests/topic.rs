@@ -329,7 +329,7 @@ fn byte_topic_between_processes() {
     let t = ByteTopic::options()
         .capacity(32)
         .policy(Policy::Block)
-        .create_bytes(&name, 300)
+        .create(&name, 300)
         .unwrap();
     let p = t.publisher().unwrap();
     let (mut c, l) = common::spawn_talking("byte_topic_between_processes", "sub", &[&name]);
@@ -456,7 +456,7 @@ fn hostile_writer_causes_errors_not_crashes_or_hangs() {
         let t = Topic::<Msg>::options().capacity(8).policy(policy);
         let bt = ByteTopic::options().capacity(8).policy(policy);
         let (typed, byte) = if bytes {
-            (None, Some(bt.create_bytes(&name, 100).unwrap()))
+            (None, Some(bt.create(&name, 100).unwrap()))
         } else {
             (Some(t.create(&name).unwrap()), None)
         };

@@ -60,7 +60,7 @@ use clap::Parser;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::unistd::Pid;
-use shmkit::topic::{BytePublisher, ByteSubscriber, Policy, TopicOptions};
+use shmkit::topic::{BytePublisher, ByteSubscriber, ByteTopic, Policy};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
@@ -291,8 +291,8 @@ struct Topics {
 impl Topics {
     fn open(out: &str, inp: &str) -> Result<Topics, String> {
         let open = |n: &str| {
-            TopicOptions::<u8>::default()
-                .open_bytes(n)
+            ByteTopic::options()
+                .open(n)
                 .map_err(|e| format!("topic {n}: {e}"))
         };
         let (o, i) = (open(out)?, open(inp)?);
@@ -728,10 +728,10 @@ fn measure(path: &str, what: &str, size: usize, quick: bool, cores: Cores) -> Re
                 .collect();
             let _u = Unlink(names.clone());
             for n in &names {
-                TopicOptions::<u8>::default()
+                ByteTopic::options()
                     .capacity(1024)
                     .policy(Policy::Block)
-                    .create_bytes(n, size.max(4096))
+                    .create(n, size.max(4096))
                     .map_err(|e| format!("topic {n}: {e}"))?;
             }
             // Side A's own topics, subscribed before anything can be published into them.

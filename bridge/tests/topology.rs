@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use shmkit::queue::ByteQueue;
-use shmkit::topic::{ByteTopic, Policy, RecvTimeoutError, TopicOptions};
+use shmkit::topic::{ByteTopic, Policy, RecvTimeoutError};
 
 const BRIDGE: &str = env!("CARGO_BIN_EXE_shmkit-bridge");
 const WAIT: Duration = Duration::from_secs(30);
@@ -289,10 +289,10 @@ fn seq_of(m: &[u8]) -> Option<u64> {
 }
 
 fn byte_topic(name: &str, max: usize) -> ByteTopic {
-    TopicOptions::<u8>::default()
+    ByteTopic::options()
         .capacity(1024)
         .policy(Policy::Block)
-        .create_bytes(name, max)
+        .create(name, max)
         .expect("create topic")
 }
 
@@ -542,10 +542,10 @@ fn zenoh_drops_a_message_above_the_receive_limit_before_reassembling_it() {
     let _g = (common::ShmGuard::new(&ta), common::ShmGuard::new(&tb));
     // A may send 1 MiB; B's route takes 100 B, so B's zenoh reassembles at most
     // 100 B + 64 KiB of headroom (`transport/link/rx/max_message_size`).
-    let topic_a = TopicOptions::<u8>::default()
+    let topic_a = ByteTopic::options()
         .capacity(8)
         .policy(Policy::Block)
-        .create_bytes(&ta, 1 << 20)
+        .create(&ta, 1 << 20)
         .expect("create topic");
     let topic_b = byte_topic(&tb, 100);
     let publisher = topic_a.publisher().unwrap();

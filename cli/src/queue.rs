@@ -138,7 +138,7 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                 .capacity(capacity)
                 .joinable(joinable)
                 .segment(Segment::options().persistent(true))
-                .create_bytes(&name, max_message)?;
+                .create(&name, max_message)?;
             writeln!(
                 out,
                 "created {name}: {:?}, {} messages of at most {} bytes",

@@ -10,6 +10,7 @@ use shmkit::process::FileId;
 use shmkit::segment::{
     Header, Inspection, Kind, Removal, SHM_DIR, State, inspect_path, remove_if_unused,
 };
+use shmkit::sync::SyncState;
 use shmkit::{Error, Name, Segment};
 
 use crate::out::{Out, utf8, utf8_all, warn};
@@ -323,9 +324,143 @@ pub(crate) fn sync_details(
     let want = shmkit::sync::snapshot_len(&h);
     let got = read(&mut snap[..want], h.raw.payload_offset)?;
     // A short read (the object shrank meanwhile) is describe_bytes' "changed" error.
-    shmkit::sync::describe_bytes(name, &h, &snap[..got], |t| {
+    let state = shmkit::sync::describe_bytes(name, &h, &snap[..got], |t| {
         shmkit::liveness::token_held(&file, t).unwrap_or(true)
-    })
+    })?;
+    Ok(state.map(|st| sync_rows(&h, st)))
+}
+
+/// The rows `info` prints for a synchronisation object's state: the sentences are built
+/// here, from the library's typed [`SyncState`].
+fn sync_rows(h: &Header, st: SyncState) -> Vec<(String, String)> {
+    let row = |k: &str, v: String| (k.to_string(), v);
+    match st {
+        SyncState::Mutex(o) => {
+            let state = if o.corrupt {
+                "CORRUPT consistency word (lockers get a corrupt-state error; recreate the object)"
+                    .to_string()
+            } else if o.unrecoverable {
+                "NOT RECOVERABLE (a holder gave up on the data with mark_unrecoverable; \
+                 `shmkit mutex repair` or Mutex::reset_unrecoverable resets it in place)"
+                    .into()
+            } else if o.token == 0 {
+                "unlocked".to_string()
+            } else if o.owner_died {
+                format!(
+                    "locked by pid {} (thread {}), but its process DIED (token {} no longer \
+                     held): the next locker gets OwnerDied and must repair",
+                    o.pid, o.tid, o.token
+                )
+            } else {
+                format!("locked by pid {} (thread {}), alive", o.pid, o.tid)
+            };
+            let mut rows = vec![row("lock", state)];
+            if o.inconsistent {
+                rows.push(row(
+                    "consistency",
+                    "inconsistent: an owner died and nobody has called make_consistent since; \
+                     the next locker gets OwnerDied"
+                        .into(),
+                ));
+            }
+            rows.push(row(
+                "data",
+                format!(
+                    "{} x {} ({} bytes each)",
+                    h.raw.elem_count,
+                    h.type_name(),
+                    h.raw.elem_size
+                ),
+            ));
+            rows
+        }
+        SyncState::Event { set, sleepers } => vec![row(
+            "event",
+            format!(
+                "{}, {sleepers} registered waiter(s)",
+                if set { "set" } else { "clear" }
+            ),
+        )],
+        SyncState::Condvar { waiters } => vec![row(
+            "condvar",
+            format!("{waiters} registered waiter(s) (waiters killed while waiting stay counted)"),
+        )],
+        SyncState::Semaphore {
+            count,
+            bound,
+            sleepers,
+            corrupt,
+        } => {
+            let count = if corrupt {
+                format!("{count} (CORRUPT: above its limit; waits fail with a corrupt-state error)")
+            } else {
+                count.to_string()
+            };
+            let mut rows = vec![row("count", count)];
+            if let Some(b) = bound {
+                rows.push(row("bound", b.to_string()));
+            }
+            rows.push(row("sleepers", sleepers.to_string()));
+            rows.push(row(
+                "robustness",
+                "none: permits held by dead processes are lost".into(),
+            ));
+            rows
+        }
+        SyncState::Barrier {
+            arrived,
+            parties,
+            generation,
+        } => vec![row(
+            "barrier",
+            format!("{arrived}/{parties} arrived, generation {generation}"),
+        )],
+        SyncState::RwLock {
+            state: st,
+            writer_alive,
+        } => {
+            let mut state = if st.write_locked {
+                format!(
+                    "write-locked by pid {} (thread {}), {}",
+                    st.writer_pid,
+                    st.writer_tid,
+                    if writer_alive {
+                        "alive"
+                    } else {
+                        "DEAD: the next locker takes it over"
+                    }
+                )
+            } else if st.readers > 0 {
+                format!(
+                    "read-locked by {} reader(s) (readers that died holding it stay counted: \
+                     writers then time out)",
+                    st.readers
+                )
+            } else {
+                "unlocked".into()
+            };
+            if st.write_waiting {
+                state.push_str(", a writer waits");
+            }
+            let mut rows = vec![row("lock", state)];
+            if st.writer_died {
+                rows.push(row(
+                    "consistency",
+                    "a writer DIED holding it: data may be half-written until a writer calls \
+                     make_consistent"
+                        .into(),
+                ));
+            }
+            rows.push(row(
+                "robustness",
+                "a dead writer is taken over; a dead reader stays counted (writers time out)"
+                    .into(),
+            ));
+            rows
+        }
+        // SyncState is non_exhaustive: a kind this CLI does not know yet shows its fields.
+        other => vec![row("state", format!("{other:?}"))],
+    }
 }
 
 /// Kinds whose `info` shows state read from the payload.

@@ -156,9 +156,13 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                     )
                 });
             }
-            let t = params
-                .apply(ByteTopic::options())
-                .create_bytes(&name, max_message)?;
+            let t = ByteTopic::options()
+                .capacity(params.capacity)
+                .max_subscribers(params.max_subscribers)
+                .publishers(params.publishers)
+                .policy(params.policy)
+                .segment(Segment::options().persistent(true))
+                .create(&name, max_message)?;
             writeln!(
                 out,
                 "created {name}: {:?}, {} messages of at most {} bytes",

@@ -54,7 +54,7 @@ fn ops(c: &mut Criterion) {
             })
         });
     }
-    let q = common::must(ByteQueue::options().capacity(64).anonymous_bytes(64), "bq");
+    let q = common::must(ByteQueue::options().capacity(64).anonymous(64), "bq");
     let mut buf = Vec::with_capacity(64);
     g.bench_function("empty_try_recv/bytequeue", |b| {
         b.iter(|| black_box(q.try_recv(&mut buf).is_err()))

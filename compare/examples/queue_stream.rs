@@ -58,7 +58,7 @@ fn queue(n: usize, zero_copy: bool) -> f64 {
         .mode(Mode::Spsc)
         .capacity(16)
         .wait(WaitStrategy::default());
-    let q = opts.anonymous_bytes(MSG).expect("queue");
+    let q = opts.anonymous(MSG).expect("queue");
     let src = vec![0x5au8; MSG];
     run(
         n,

@@ -168,7 +168,7 @@ impl ByteQueueChannel {
             id,
             zero_copy,
             size: p.size,
-            queues: [opts.anonymous_bytes(p.size)?, opts.anonymous_bytes(p.size)?],
+            queues: [opts.anonymous(p.size)?, opts.anonymous(p.size)?],
             scratch: Vec::with_capacity(p.size),
         }))
     }

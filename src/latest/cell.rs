@@ -349,6 +349,7 @@ impl Table {
     ///
     /// # Safety
     /// As for [`Self::write`].
+    #[cfg(any(fuzzing, test, feature = "test-hooks"))]
     pub(crate) unsafe fn write_prefix(&self, slot: usize, src: *const u8, words: usize) {
         let seq = self.seq(slot);
         let s = seq.load(Ordering::Relaxed);
@@ -388,6 +389,7 @@ impl Table {
 /// A fresh table over a new heap buffer (64-aligned), for tests, Miri, loom and the fuzz
 /// driver. The table points into the returned buffer's heap allocation: keep the buffer
 /// alive (moving the `Vec` does not move it) for as long as the table is used.
+#[cfg(any(fuzzing, test))]
 #[cfg_attr(shmkit_loom, allow(dead_code))]
 pub(crate) fn heap_table(geo: Geometry) -> (Vec<u64>, Table) {
     let mut buf = vec![0u64; geo.total / 8 + 8];

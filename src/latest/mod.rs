@@ -87,7 +87,7 @@ use crate::queue::wait::{Next, Waiter};
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
 mod cell;
-#[cfg(not(shmkit_loom))]
+#[cfg(all(any(fuzzing, test), not(shmkit_loom)))]
 mod fuzz;
 mod keyed;
 #[cfg(all(test, shmkit_loom))]
@@ -95,7 +95,9 @@ mod loom;
 
 use cell::{Geometry, ReadFail, Table};
 pub use cell::{MAX_SLOTS, MAX_VALUE};
-#[cfg(not(shmkit_loom))]
+/// The seqlock cell's fuzz driver (`fuzz/fuzz_targets/latest.rs`); built only for cargo fuzz
+/// (`--cfg fuzzing`) and this crate's tests: not part of the API.
+#[cfg(all(any(fuzzing, test), not(shmkit_loom)))]
 pub use fuzz::fuzz_latest;
 pub use keyed::KeyedBoard;
 
@@ -591,6 +593,7 @@ impl<T: Pod> Latest<T> {
     /// Test hook: claims the writer role, then starts a write of `v` and stops after
     /// `words` of its 64-bit words, leaving the sequence odd as a writer killed at that
     /// point would (kill tests call it, then get killed).
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn write_torn_for_test(&mut self, v: &T, words: usize) -> Result<()> {
         self.core.ensure_writer()?;

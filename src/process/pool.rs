@@ -313,7 +313,7 @@ impl<A: 'static, R: 'static> Pool<A, R> {
         let results = ByteQueue::options()
             .wait(WaitStrategy::Park)
             .capacity((opts.workers * 4).next_power_of_two() as u64)
-            .anonymous_bytes(opts.max_message)?;
+            .anonymous(opts.max_message)?;
         let results_fd = results
             .segment()
             .as_fd()
@@ -976,6 +976,7 @@ impl Items {
 }
 
 /// The outcome of [`Pool::apply_async`].
+#[must_use = "the task runs anyway, but its result and any error are only seen through `get`"]
 pub struct AsyncResult<R> {
     shared: Arc<Shared>,
     job: u64,
@@ -1104,7 +1105,7 @@ impl<A: 'static, R: 'static, I> Drop for Imap<'_, A, R, I> {
 fn spawn_worker(shared: &Shared, slot: usize) -> Result<Worker> {
     let tasks = ByteQueue::options()
         .capacity(4)
-        .anonymous_bytes(shared.opts.max_message)?;
+        .anonymous(shared.opts.max_message)?;
     let dup = |fd: BorrowedFd<'_>| {
         fd.try_clone_to_owned()
             .map_err(|e| Error::os("pool", "dup", super::spawn::errno_of(&e)))
@@ -1498,8 +1499,8 @@ fn worker_loop(role: &dyn Role, pipe: &mut Pipe, fds: &[RawFd]) -> Result<()> {
     };
     let tasks = ByteQueue::options()
         .wait(WaitStrategy::Park)
-        .bytes_from_segment(open(t)?)?;
-    let results = ByteQueue::options().bytes_from_segment(open(r)?)?;
+        .from_segment(open(t)?)?;
+    let results = ByteQueue::options().from_segment(open(r)?)?;
     let progress = Array::<u64>::from_segment(open(p)?)?;
     let slot_msg = pipe.recv()?;
     let slot = slot_msg

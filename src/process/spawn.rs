@@ -1304,6 +1304,7 @@ enum Reply {
 /// A started child process. Dropping it while the process runs kills it (`SIGKILL`) and
 /// reaps it.
 #[derive(Debug)]
+#[must_use = "dropping a Child kills the process at once: keep it and `join` it"]
 pub struct Child<R> {
     proc: Proc,
     reply: Reply,

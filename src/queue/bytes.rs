@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::segment::{ElemInfo, Kind, Segment};
+use crate::segment::{ElemInfo, Kind, Segment, SegmentOptions};
 
 use super::errors::Fail;
 use super::ring::{ROLE_RECEIVER, ROLE_SENDER};
 use super::{
     ByteSender, Claim, Core, JoinOutcome, Mode, QueueOptions, RecvError, RecvTimeoutError,
-    SendError, SendTimeoutError, TryRecvError, TrySendError, check_segment, init_ring,
+    SendError, SendTimeoutError, TryRecvError, TrySendError, WaitStrategy, check_segment,
+    init_ring,
 };
 
 /// Bytes before the message in a slot's data (the length word and padding).
@@ -58,10 +59,76 @@ pub struct ByteQueue {
     max: usize,
 }
 
-/// Options for byte queues are the same as for typed queues; the type parameter is `u8`.
-pub type ByteQueueOptions = QueueOptions<u8>;
+/// Options for byte queues ([`ByteQueue::options`]): the setters of [`QueueOptions`],
+/// finished with [`create`](Self::create), [`open`](Self::open),
+/// [`anonymous`](Self::anonymous) or [`from_segment`](Self::from_segment), which return a
+/// [`ByteQueue`].
+///
+/// ```
+/// use shmkit::queue::{ByteQueue, Mode};
+/// let q: ByteQueue = ByteQueue::options().mode(Mode::Spsc).capacity(8).anonymous(100)?;
+/// q.send(b"hi")?;
+/// let mut got = Vec::new();
+/// q.recv(&mut got).unwrap();
+/// assert_eq!(got, b"hi");
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+///
+/// A `Queue<u8>` cannot come out of them by mistake:
+///
+/// ```compile_fail
+/// let q: shmkit::queue::Queue<u8> = shmkit::queue::ByteQueue::options().anonymous(8)?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+///
+/// Nor is there a `requeue_lost` (it needs an MPMC `Queue<T>`):
+///
+/// ```compile_fail
+/// let q = shmkit::queue::ByteQueue::options().requeue_lost(1).anonymous(8)?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ByteQueueOptions {
+    inner: QueueOptions<u8>,
+}
 
-impl QueueOptions<u8> {
+impl ByteQueueOptions {
+    fn with(self, set: impl FnOnce(QueueOptions<u8>) -> QueueOptions<u8>) -> Self {
+        ByteQueueOptions {
+            inner: set(self.inner),
+        }
+    }
+
+    /// See [`QueueOptions::mode`].
+    pub fn mode(self, mode: Mode) -> Self {
+        self.with(|o| o.mode(mode))
+    }
+
+    /// See [`QueueOptions::capacity`].
+    pub fn capacity(self, capacity: u64) -> Self {
+        self.with(|o| o.capacity(capacity))
+    }
+
+    /// See [`QueueOptions::max_handles`].
+    pub fn max_handles(self, n: u64) -> Self {
+        self.with(|o| o.max_handles(n))
+    }
+
+    /// See [`QueueOptions::wait`].
+    pub fn wait(self, wait: WaitStrategy) -> Self {
+        self.with(|o| o.wait(wait))
+    }
+
+    /// See [`QueueOptions::joinable`].
+    pub fn joinable(self, yes: bool) -> Self {
+        self.with(|o| o.joinable(yes))
+    }
+
+    /// See [`QueueOptions::segment`].
+    pub fn segment(self, segment: SegmentOptions) -> Self {
+        self.with(|o| o.segment(segment))
+    }
+
     fn bytes_layout(
         &self,
         resource: &str,
@@ -75,33 +142,34 @@ impl QueueOptions<u8> {
             ));
         }
         let data_len = (LEN_HEADER + max_message) as u64;
-        self.create_layout(resource, Kind::ByteQueue, data_len, 8, |cap| {
-            ElemInfo::bytes(cap * data_len)
-        })
+        self.inner
+            .create_layout(resource, Kind::ByteQueue, data_len, 8, |cap| {
+                ElemInfo::bytes(cap * data_len)
+            })
     }
 
     /// Creates a named byte queue whose messages are at most `max_message` bytes.
-    pub fn create_bytes(&self, name: &str, max_message: usize) -> Result<ByteQueue> {
+    pub fn create(&self, name: &str, max_message: usize) -> Result<ByteQueue> {
         let (layout, geo) = self.bytes_layout(name, max_message)?;
-        let seg = self.segment.create(name, &layout, init_ring(geo))?;
+        let seg = self.inner.segment.create(name, &layout, init_ring(geo))?;
         ByteQueue::from_parts(seg, self)
     }
 
     /// Opens a named byte queue.
-    pub fn open_bytes(&self, name: &str) -> Result<ByteQueue> {
-        ByteQueue::from_parts(self.segment.open(name)?, self)
+    pub fn open(&self, name: &str) -> Result<ByteQueue> {
+        ByteQueue::from_parts(self.inner.segment.open(name)?, self)
     }
 
     /// A byte queue over an existing segment (e.g. one from
     /// [`SegmentOptions::open_fd`](crate::segment::SegmentOptions::open_fd)).
-    pub fn bytes_from_segment(&self, seg: Segment) -> Result<ByteQueue> {
+    pub fn from_segment(&self, seg: Segment) -> Result<ByteQueue> {
         ByteQueue::from_parts(seg, self)
     }
 
     /// Creates an anonymous byte queue (shared with children forked afterwards).
-    pub fn anonymous_bytes(&self, max_message: usize) -> Result<ByteQueue> {
+    pub fn anonymous(&self, max_message: usize) -> Result<ByteQueue> {
         let (layout, geo) = self.bytes_layout("<anonymous byte queue>", max_message)?;
-        let seg = self.segment.anonymous(&layout, init_ring(geo))?;
+        let seg = self.inner.segment.anonymous(&layout, init_ring(geo))?;
         ByteQueue::from_parts(seg, self)
     }
 }
@@ -114,33 +182,31 @@ impl ByteQueue {
     }
 
     /// Options (mode, capacity, wait strategy, ...); finish with
-    /// [`create_bytes`](QueueOptions::create_bytes) or [`open_bytes`](QueueOptions::open_bytes).
+    /// [`create`](ByteQueueOptions::create) or [`open`](ByteQueueOptions::open).
     pub fn options() -> ByteQueueOptions {
-        QueueOptions::default()
+        ByteQueueOptions::default()
     }
 
     /// Creates a named MPMC byte queue of `capacity` messages of at most `max_message`
     /// bytes each.
     pub fn create(name: &str, capacity: u64, max_message: usize) -> Result<Self> {
-        Self::options()
-            .capacity(capacity)
-            .create_bytes(name, max_message)
+        Self::options().capacity(capacity).create(name, max_message)
     }
 
     /// Opens a named byte queue.
     pub fn open(name: &str) -> Result<Self> {
-        Self::options().open_bytes(name)
+        Self::options().open(name)
     }
 
     fn from_parts(seg: Segment, opts: &ByteQueueOptions) -> Result<Self> {
         seg.check_elements(Kind::ByteQueue, &ElemInfo::bytes(0), None)?;
-        let (mode, joinable, geo) = check_segment(&seg, None, 8, opts.mode)?;
+        let (mode, joinable, geo) = check_segment(&seg, None, 8, opts.inner.mode)?;
         if geo.data_len < LEN_HEADER {
             return Err(Error::corrupt(seg.resource(), "byte queue slots too small"));
         }
         let max = geo.data_len - LEN_HEADER;
         Ok(ByteQueue {
-            core: Core::new(Arc::new(seg), mode, joinable, geo, opts.wait)?,
+            core: Core::new(Arc::new(seg), mode, joinable, geo, opts.inner.wait)?,
             max,
         })
     }
@@ -419,7 +485,7 @@ impl ByteQueue {
     ///
     /// ```
     /// use shmkit::queue::ByteQueue;
-    /// let mut q = ByteQueue::options().anonymous_bytes(64)?;
+    /// let mut q = ByteQueue::options().anonymous(64)?;
     /// let mut m = q.reserve(3, None)?;
     /// m.copy_from_slice(b"abc");
     /// m.commit();

@@ -162,11 +162,14 @@
 mod bytes;
 pub(crate) mod copy;
 mod errors;
+#[cfg(any(fuzzing, test))]
 mod fuzz;
 #[cfg(all(test, shmkit_loom))]
 mod loom;
+mod options;
 mod ring;
 mod sender;
+mod stats;
 pub(crate) mod wait;
 
 use std::cell::Cell;
@@ -178,21 +181,27 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::error::{Error, Result};
-use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
+use crate::segment::{ElemInfo, Kind, Segment};
 
-pub use bytes::{ByteQueue, ByteReader, RecvBytes, SendBytes};
+pub use bytes::{ByteQueue, ByteQueueOptions, ByteReader, RecvBytes, SendBytes};
 pub use errors::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+/// The queue ring's fuzz driver (`fuzz/fuzz_targets/queue.rs`); built only for cargo fuzz
+/// (`--cfg fuzzing`) and this crate's tests: not part of the API.
+#[cfg(any(fuzzing, test))]
 pub use fuzz::fuzz_ring;
-pub use ring::{Corrupt, MAX_CAPACITY, MAX_HANDLES, MAX_STASH};
+pub use options::QueueOptions;
+use options::init_ring;
+pub use ring::{MAX_CAPACITY, MAX_HANDLES, MAX_STASH};
 pub use sender::{ByteSender, POOL, Sender};
+pub use stats::{QueueStats, stats};
 pub use wait::{MIN_ADAPTIVE_SPIN, WaitStrategy};
 
 use errors::Fail;
 use ring::{
-    Blocked, Geometry, OWNER_DEAD, ROLE_CONSUMER, ROLE_PRODUCER, ROLE_RECEIVER, ROLE_SENDER, Ring,
-    after,
+    Blocked, Corrupt, Geometry, OWNER_DEAD, ROLE_CONSUMER, ROLE_PRODUCER, ROLE_RECEIVER,
+    ROLE_SENDER, Ring, after,
 };
 use wait::{Next, WaitPoint, Waiter};
 
@@ -239,183 +248,6 @@ impl Mode {
             Mode::Spsc => 0,
             Mode::Mpmc => FLAG_MPMC,
         }
-    }
-}
-
-/// Options for creating and opening queues.
-///
-/// ```
-/// use shmkit::queue::{Mode, Queue, WaitStrategy};
-/// let name = format!("doc-qopts-{}", std::process::id());
-/// let q: Queue<u64> = Queue::options()
-///     .mode(Mode::Spsc)
-///     .capacity(1024)
-///     .wait(WaitStrategy::Spin)
-///     .create(&name)?;
-/// assert_eq!(q.capacity(), 1024);
-/// assert_eq!(q.mode(), Mode::Spsc);
-/// // Opening with another mode is refused.
-/// assert!(Queue::<u64>::options().mode(Mode::Mpmc).open(&name).is_err());
-/// shmkit::Segment::unlink(&name)?;
-/// # Ok::<(), shmkit::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct QueueOptions<T> {
-    mode: Option<Mode>,
-    capacity: u64,
-    max_handles: u64,
-    wait: WaitStrategy,
-    joinable: bool,
-    stash: u64,
-    segment: SegmentOptions,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T> Default for QueueOptions<T> {
-    fn default() -> Self {
-        QueueOptions {
-            mode: None,
-            capacity: 256,
-            max_handles: 64,
-            wait: WaitStrategy::default(),
-            joinable: false,
-            stash: 0,
-            segment: SegmentOptions::default(),
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T> QueueOptions<T> {
-    /// The mode (default on create: [`Mode::Mpmc`]); on open, the mode the segment must
-    /// have (default: whatever it has).
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = Some(mode);
-        self
-    }
-
-    /// Number of slots, rounded up to a power of two (default 256, at most
-    /// [`MAX_CAPACITY`]).
-    pub fn capacity(mut self, capacity: u64) -> Self {
-        self.capacity = capacity;
-        self
-    }
-
-    /// How many handles may have the queue open at once (default 64, at most
-    /// [`MAX_HANDLES`]); each takes a 128-byte participant entry.
-    pub fn max_handles(mut self, n: u64) -> Self {
-        self.max_handles = n;
-        self
-    }
-
-    /// How this handle waits (default [`WaitStrategy::default`]: spin 50 µs, then sleep).
-    pub fn wait(mut self, wait: WaitStrategy) -> Self {
-        self.wait = wait;
-        self
-    }
-
-    /// Creates a joinable queue: consumers call [`Queue::task_done`], anyone can
-    /// [`Queue::join`]. Costs one uncontended store per receive.
-    pub fn joinable(mut self, yes: bool) -> Self {
-        self.joinable = yes;
-        self
-    }
-
-    /// Creates a joinable queue (implies [`joinable(true)`](Self::joinable); MPMC only)
-    /// whose tasks survive their consumer: a consumer that receives with
-    /// [`Queue::recv_task`] keeps a copy of each task it holds in its participant entry
-    /// (at most `depth`, 1..=[`MAX_STASH`]; `depth × max_handles` slots of extra
-    /// memory) until [`Task::done`], and [`Queue::join`] sends the tasks of consumers that
-    /// died back into the queue (see "Joinable queues" in the module docs). 0: off.
-    pub fn requeue_lost(mut self, depth: u64) -> Self {
-        self.stash = depth;
-        if depth > 0 {
-            self.joinable = true;
-        }
-        self
-    }
-
-    /// Segment options (permission mode, open timeout, unlink on drop).
-    pub fn segment(mut self, segment: SegmentOptions) -> Self {
-        self.segment = segment;
-        self
-    }
-
-    fn create_layout(
-        &self,
-        resource: &str,
-        kind: Kind,
-        data_len: u64,
-        data_align: u64,
-        elem: impl Fn(u64) -> ElemInfo,
-    ) -> Result<(Layout, Geometry)> {
-        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
-            return Err(Error::invalid(
-                resource,
-                "create queue",
-                format!(
-                    "capacity {} is out of range 1..={MAX_CAPACITY}",
-                    self.capacity
-                ),
-            ));
-        }
-        let cap = self.capacity.next_power_of_two();
-        let geo = Geometry::new(cap, data_len, data_align, self.max_handles).ok_or_else(|| {
-            Error::invalid(
-                resource,
-                "create queue",
-                format!(
-                    "no ring fits capacity {cap}, {data_len}-byte slots aligned to {data_align}, \
-                     {} handles (alignment at most 64, at most {MAX_HANDLES} handles, 1 TiB in total)",
-                    self.max_handles
-                ),
-            )
-        })?;
-        let mode = self.mode.unwrap_or(Mode::Mpmc);
-        let mut flags = mode.flags() | if self.joinable { FLAG_JOINABLE } else { 0 };
-        let mut geo = geo;
-        if self.stash > 0 {
-            if mode != Mode::Mpmc || kind != Kind::Queue {
-                return Err(Error::invalid(
-                    resource,
-                    "create queue",
-                    "requeue_lost needs an MPMC Queue<T> (re-queuing sends through the joiner's entry)",
-                ));
-            }
-            geo = geo.with_stash(self.stash).ok_or_else(|| {
-                Error::invalid(
-                    resource,
-                    "create queue",
-                    format!(
-                        "requeue_lost depth {} is out of range 0..={MAX_STASH} (or the stash does not fit)",
-                        self.stash
-                    ),
-                )
-            })?;
-            flags |= FLAG_REQUEUE | (self.stash as u32) << STASH_SHIFT;
-        }
-        let layout = Layout::new(kind, elem(cap))
-            .with_payload_len(geo.total as u64)
-            .with_flags(flags)
-            .with_params([cap, self.max_handles, data_len, RING_VERSION]);
-        Ok((layout, geo))
-    }
-}
-
-fn init_ring(geo: Geometry) -> impl FnOnce(&mut [u8]) -> Result<()> {
-    move |payload| {
-        if payload.len() < geo.total {
-            return Err(Error::invalid(
-                "<queue>",
-                "create queue",
-                "payload shorter than the ring",
-            ));
-        }
-        // SAFETY: the payload is ours alone during initialisation, `geo.total` bytes long
-        // and 64-byte aligned (segment payloads are).
-        let ring = unsafe { Ring::new(payload.as_mut_ptr(), geo) };
-        ring.init();
-        Ok(())
     }
 }
 
@@ -1269,96 +1101,6 @@ impl Drop for Core {
     }
 }
 
-/// What [`stats`] reports about a queue, read without joining it (no participant entry is
-/// taken, nothing is written).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueStats {
-    /// `Queue` or `ByteQueue`.
-    pub kind: Kind,
-    /// The mode recorded in the header.
-    pub mode: Mode,
-    /// Whether the queue is joinable.
-    pub joinable: bool,
-    /// Number of slots.
-    pub capacity: u64,
-    /// Bytes of data per slot (`size_of::<T>()`, or `8 + max_message` for a byte queue).
-    pub slot_bytes: u64,
-    /// Participant entries.
-    pub max_handles: u64,
-    /// Messages in the queue, approximately.
-    pub len: u64,
-    /// Total positions claimed by producers so far (`tail`).
-    pub sent: u64,
-    /// Total positions claimed by consumers so far (`head`).
-    pub received: u64,
-    /// Handles whose process is alive.
-    pub live_handles: u64,
-    /// Pids of the processes holding live handles.
-    pub pids: Vec<u32>,
-    /// Claims of dead processes recovered so far.
-    pub peer_deaths: u64,
-    /// Pid of the last dead peer whose claim was recovered.
-    pub last_dead_peer: Option<u32>,
-}
-
-/// Reads a named queue's state (any element type) for monitoring and the CLI.
-///
-/// ```
-/// use shmkit::queue::{ByteQueue, stats};
-/// let name = format!("doc-qstats-{}", std::process::id());
-/// let q = ByteQueue::create(&name, 8, 100)?;
-/// q.send(b"x")?;
-/// let s = stats(&name)?;
-/// assert_eq!((s.capacity, s.len, s.live_handles), (8, 1, 1));
-/// shmkit::Segment::unlink(&name)?;
-/// # Ok::<(), shmkit::Error>(())
-/// ```
-pub fn stats(name: &str) -> Result<QueueStats> {
-    let seg = Segment::open(name)?;
-    let kind = seg.header().kind();
-    let align = match kind {
-        Kind::Queue => seg.header().raw.elem_align,
-        Kind::ByteQueue => 8,
-        other => {
-            return Err(Error::Mismatch {
-                resource: seg.resource(),
-                what: "kind",
-                expected: "queue or bytequeue".into(),
-                found: other.name(),
-            });
-        }
-    };
-    let (mode, joinable, geo) = check_segment(&seg, None, align, None)?;
-    // SAFETY: as in Core::new: the payload holds the ring, validated above; we only read
-    // control words atomically.
-    let ring = unsafe { Ring::new(seg.payload_ptr(), geo) };
-    let mut pids = Vec::new();
-    for i in 0..geo.max_handles {
-        let o = ring.owner(i).load(Ordering::Acquire);
-        if o != 0 && owner_alive(&seg, o) {
-            pids.push((o >> 32) as u32);
-        }
-    }
-    Ok(QueueStats {
-        kind,
-        mode,
-        joinable,
-        capacity: geo.cap,
-        slot_bytes: geo.data_len as u64,
-        max_handles: geo.max_handles as u64,
-        len: ring.len(),
-        sent: ring.tail().load(Ordering::Acquire),
-        received: ring.head().load(Ordering::Acquire),
-        live_handles: pids.len() as u64,
-        pids,
-        peer_deaths: ring.peer_deaths().load(Ordering::Acquire),
-        last_dead_peer: match ring.last_dead_pid().load(Ordering::Acquire) {
-            0 => None,
-            p => Some(p as u32),
-        },
-    })
-}
-
 /// A bounded queue of `T: Pod` values in shared memory, between processes.
 ///
 /// A handle is `Send` but not `Sync`: each thread or process that uses the queue opens
@@ -1818,49 +1560,6 @@ impl<T: Pod> Queue<T> {
     }
 }
 
-impl<T: Pod> QueueOptions<T> {
-    fn layout(&self, resource: &str) -> Result<(Layout, Geometry)> {
-        self.create_layout(
-            resource,
-            Kind::Queue,
-            size_of::<T>() as u64,
-            align_of::<T>() as u64,
-            ElemInfo::of::<T>,
-        )
-    }
-
-    /// Creates a named queue (`O_EXCL`).
-    pub fn create(&self, name: &str) -> Result<Queue<T>> {
-        let (layout, geo) = self.layout(name)?;
-        let seg = self.segment.create(name, &layout, init_ring(geo))?;
-        Queue::from_parts(seg, self)
-    }
-
-    /// Opens a named queue.
-    pub fn open(&self, name: &str) -> Result<Queue<T>> {
-        Queue::from_parts(self.segment.open(name)?, self)
-    }
-
-    /// Opens the queue, or creates it with these options.
-    pub fn open_or_create(&self, name: &str) -> Result<(Queue<T>, bool)> {
-        let (layout, geo) = self.layout(name)?;
-        let (seg, created) = self.segment.open_or_create(name, &layout, init_ring(geo))?;
-        Ok((Queue::from_parts(seg, self)?, created))
-    }
-
-    /// Creates an anonymous queue (shared with children forked afterwards).
-    pub fn anonymous(&self) -> Result<Queue<T>> {
-        let (layout, geo) = self.layout("<anonymous queue>")?;
-        let seg = self.segment.anonymous(&layout, init_ring(geo))?;
-        Queue::from_parts(seg, self)
-    }
-
-    /// Views an opened segment as a queue.
-    pub fn from_segment(&self, seg: Segment) -> Result<Queue<T>> {
-        Queue::from_parts(seg, self)
-    }
-}
-
 /// A task received with [`Queue::recv_task`]: the value (a private copy; derefs to it),
 /// to be marked done with [`done`](Self::done).
 ///
@@ -2061,6 +1760,7 @@ impl<T: Pod> Queue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::SegmentOptions;
 
     #[test]
     fn cancelled_reservations_a_lap_apart_are_skipped() {
@@ -2166,10 +1866,7 @@ mod tests {
 
     #[test]
     fn byte_queue_copies_every_length() {
-        let mut q = ByteQueue::options()
-            .capacity(2)
-            .anonymous_bytes(700)
-            .unwrap();
+        let mut q = ByteQueue::options().capacity(2).anonymous(700).unwrap();
         let mut buf = vec![1, 2, 3];
         for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 255, 256, 257, 700] {
             let msg: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
@@ -2254,12 +1951,8 @@ mod tests {
                 .anonymous()
                 .is_err()
         );
-        assert!(
-            ByteQueue::options()
-                .requeue_lost(1)
-                .anonymous_bytes(8)
-                .is_err()
-        );
+        // Byte queues have no `requeue_lost` at all: a compile_fail doc test on
+        // ByteQueueOptions checks it.
     }
 
     #[test]
@@ -2431,10 +2124,7 @@ mod tests {
     #[test]
     fn byte_queue_io_adapters() {
         use std::io::{Read, Write};
-        let rx = ByteQueue::options()
-            .capacity(64)
-            .anonymous_bytes(4)
-            .unwrap();
+        let rx = ByteQueue::options().capacity(64).anonymous(4).unwrap();
         let tx = rx.sender().unwrap();
         std::thread::scope(|s| {
             s.spawn(move || {

@@ -224,7 +224,7 @@ impl Geometry {
 
 /// A shared-state inconsistency found by the ring (reported as `Error::Corrupt`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Corrupt(pub String);
+pub(crate) struct Corrupt(pub(crate) String);
 
 /// Why a claim could not be made now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -186,12 +186,14 @@ impl RawBarrier {
     }
 
     /// Waits until all parties have arrived.
+    #[doc(alias = "pthread_barrier_wait")]
     pub fn wait(&self) -> Result<BarrierWaitResult> {
         self.wait_for(None, "barrier")?
             .ok_or_else(|| Error::corrupt("barrier", "unbounded barrier wait ended"))
     }
 
     /// Waits at most `timeout`; on [`Error::Timeout`] this arrival was withdrawn.
+    #[doc(alias = "pthread_barrier_wait")]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
         self.wait_for(Some(timeout), "barrier")?
             .ok_or_else(|| Error::Timeout {
@@ -299,6 +301,7 @@ impl Barrier {
     }
 
     /// Waits until all parties have arrived.
+    #[doc(alias = "pthread_barrier_wait")]
     pub fn wait(&self) -> Result<BarrierWaitResult> {
         self.raw()
             .wait_for(None, &self.resource)?
@@ -306,6 +309,7 @@ impl Barrier {
     }
 
     /// Waits at most `timeout`; on [`Error::Timeout`] this arrival was withdrawn.
+    #[doc(alias = "pthread_barrier_wait")]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
         self.raw()
             .wait_for(Some(timeout), &self.resource)?
@@ -330,15 +334,6 @@ impl Barrier {
     /// parameters), to check the header against.
     pub(super) fn layout_of(h: &crate::segment::Header) -> Option<Layout> {
         Some(Self::layout(u32::try_from(h.raw.params[2]).ok()?))
-    }
-
-    /// Rows for `shmkit info` from the words of a [`RawBarrier`].
-    pub(super) fn describe_words(words: [u32; 3]) -> Vec<(String, String)> {
-        let (arrived, parties, generation) = RawBarrier::decode(words);
-        vec![(
-            "barrier".into(),
-            format!("{arrived}/{parties} arrived, generation {generation}"),
-        )]
     }
 }
 

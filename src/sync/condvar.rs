@@ -111,6 +111,7 @@ impl RawCondvar {
     }
 
     /// Wakes one waiter (no system call if none is registered).
+    #[doc(alias = "pthread_cond_signal")]
     pub fn notify_one(&self) {
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
@@ -119,6 +120,7 @@ impl RawCondvar {
     }
 
     /// Wakes every waiter in every process (no system call if none is registered).
+    #[doc(alias = "pthread_cond_broadcast")]
     pub fn notify_all(&self) {
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
@@ -139,6 +141,7 @@ impl RawCondvar {
     ///
     /// `Err` means the mutex could not be re-acquired (e.g. [`Error::Unrecoverable`]);
     /// the guard is then consumed without unlocking.
+    #[doc(alias = "pthread_cond_wait")]
     pub fn wait<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -152,6 +155,7 @@ impl RawCondvar {
     /// As with `std`, the timeout bounds the sleep; re-acquiring the mutex afterwards is
     /// not bounded. A holder that *died* is reported at once (`OwnerDied`); only a live
     /// holder that never unlocks can delay the return.
+    #[doc(alias("pthread_cond_timedwait", "pthread_cond_clockwait"))]
     pub fn wait_timeout<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -269,6 +273,7 @@ segment_object_handle!(
 
 impl Condvar {
     /// See [`RawCondvar::wait`].
+    #[doc(alias = "pthread_cond_wait")]
     pub fn wait<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -277,6 +282,7 @@ impl Condvar {
     }
 
     /// See [`RawCondvar::wait_timeout`].
+    #[doc(alias("pthread_cond_timedwait", "pthread_cond_clockwait"))]
     pub fn wait_timeout<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -305,11 +311,13 @@ impl Condvar {
     }
 
     /// Wakes one waiter.
+    #[doc(alias = "pthread_cond_signal")]
     pub fn notify_one(&self) {
         self.raw().notify_one()
     }
 
     /// Wakes every waiter.
+    #[doc(alias = "pthread_cond_broadcast")]
     pub fn notify_all(&self) {
         self.raw().notify_all()
     }

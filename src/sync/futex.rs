@@ -54,6 +54,7 @@ pub(crate) fn duration_to_timespec(d: Duration) -> libc::timespec {
 /// Returns [`WaitStatus::Woken`] when woken, when interrupted (`EINTR`) and when the word
 /// did not hold `expected` (`EAGAIN`); [`WaitStatus::TimedOut`] when the timeout elapsed.
 /// Other errors (`EFAULT`, `EINVAL`, `ENOSYS`) are returned as they are.
+#[doc(alias("futex", "FUTEX_WAIT"))]
 pub fn wait(
     word: &AtomicU32,
     expected: u32,
@@ -91,6 +92,7 @@ pub fn wait(
 
 /// `FUTEX_WAKE`: wakes at most `n` waiters sleeping on `word` (in any process) and returns
 /// how many were woken.
+#[doc(alias("futex", "FUTEX_WAKE"))]
 pub fn wake(word: &AtomicU32, n: i32) -> Result<usize, Errno> {
     // SAFETY: `word` is a valid, aligned 32-bit word; FUTEX_WAKE does not dereference the
     // timeout, uaddr2 or val3 arguments. Not private: see `wait`.

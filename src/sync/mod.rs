@@ -121,6 +121,7 @@ pub mod futex;
 #[cfg(test)]
 mod model;
 pub mod mutex;
+pub mod raw_mutex;
 pub mod rwlock;
 pub mod semaphore;
 
@@ -247,35 +248,55 @@ pub(crate) fn monotonic_deadline(timeout: Duration) -> libc::timespec {
     futex::duration_to_timespec(now.saturating_add(timeout))
 }
 
-fn describe_mutex(o: OwnerInfo) -> Vec<(String, String)> {
-    let state = if o.corrupt {
-        "CORRUPT consistency word (lockers get a corrupt-state error; recreate the object)"
-            .to_string()
-    } else if o.unrecoverable {
-        "NOT RECOVERABLE (a holder gave up on the data with mark_unrecoverable; \
-         `shmkit mutex repair` or Mutex::reset_unrecoverable resets it in place)"
-            .into()
-    } else if o.token == 0 {
-        "unlocked".to_string()
-    } else if o.owner_died {
-        format!(
-            "locked by pid {} (thread {}), but its process DIED (token {} no longer \
-             held): the next locker gets OwnerDied and must repair",
-            o.pid, o.tid, o.token
-        )
-    } else {
-        format!("locked by pid {} (thread {}), alive", o.pid, o.tid)
-    };
-    let mut out = vec![("lock".to_string(), state)];
-    if o.inconsistent {
-        out.push((
-            "consistency".into(),
-            "inconsistent: an owner died and nobody has called make_consistent since; the \
-             next locker gets OwnerDied"
-                .into(),
-        ));
-    }
-    out
+/// The state of a synchronisation object, decoded from its words by [`describe`] and
+/// [`describe_bytes`]: typed fields, for tools to render (`shmkit info` builds its sentences
+/// from them) or test. A racy snapshot: diagnostics, never a basis for recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncState {
+    /// A [`Mutex`] or [`MutexArray`]: its owner as the words say, with
+    /// [`OwnerInfo::owner_died`] filled in from the liveness query.
+    Mutex(OwnerInfo),
+    /// An [`Event`].
+    Event {
+        /// The flag is set.
+        set: bool,
+        /// Registered waiters.
+        sleepers: u32,
+    },
+    /// A [`Condvar`].
+    Condvar {
+        /// Registered waiters (waiters killed while waiting stay counted).
+        waiters: u32,
+    },
+    /// A [`Semaphore`] or [`BoundedSemaphore`].
+    Semaphore {
+        /// The count word as read.
+        count: u32,
+        /// The bound of a [`BoundedSemaphore`] (`None`: unbounded).
+        bound: Option<u32>,
+        /// Registered sleepers.
+        sleepers: u32,
+        /// The count is above `SEM_VALUE_MAX` or above the bound: waits fail with a
+        /// corrupt-state error.
+        corrupt: bool,
+    },
+    /// A [`Barrier`].
+    Barrier {
+        /// Parties arrived in the current generation.
+        arrived: u32,
+        /// Parties per generation.
+        parties: u32,
+        /// Generations completed.
+        generation: u32,
+    },
+    /// An [`RwLock`].
+    RwLock {
+        /// The lock words.
+        state: RwLockState,
+        /// Whether the writer's token is held (meaningful while `state.write_locked`).
+        writer_alive: bool,
+    },
 }
 
 /// The most payload bytes [`describe_bytes`] looks at: every object it decodes lies in
@@ -311,7 +332,7 @@ fn words<const N: usize>(b: &[u8]) -> Option<[u32; N]> {
     Some(w)
 }
 
-/// Human-readable state of a synchronisation object, decoded from a *snapshot* of its
+/// The state of a synchronisation object ([`SyncState`]), decoded from a *snapshot* of its
 /// payload's first bytes: lock owner pid and whether it is alive, semaphore count, event
 /// state... A pure function (no mapping, no system call of its own), for tools that read
 /// the bytes with `pread` (`shmkit info`), so that a process resizing the object cannot
@@ -333,8 +354,8 @@ fn words<const N: usize>(b: &[u8]) -> Option<[u32; N]> {
 /// ev.set();
 /// let h: &Header = ev.segment().header();
 /// let payload = [1u8, 0, 0, 0, 0, 0, 0, 0]; // the flag word set, no sleepers
-/// let rows = shmkit::sync::describe_bytes("ev", h, &payload, |_| true)?.unwrap();
-/// assert!(rows.iter().any(|(k, v)| k == "event" && v.starts_with("set")));
+/// let state = shmkit::sync::describe_bytes("ev", h, &payload, |_| true)?;
+/// assert_eq!(state, Some(shmkit::sync::SyncState::Event { set: true, sleepers: 0 }));
 /// assert!(shmkit::sync::describe_bytes("ev", h, &payload[..3], |_| true).is_err());
 /// # Ok::<(), shmkit::Error>(())
 /// ```
@@ -343,7 +364,7 @@ pub fn describe_bytes(
     header: &Header,
     payload: &[u8],
     token_alive: impl Fn(u32) -> bool,
-) -> Result<Option<Vec<(String, String)>>> {
+) -> Result<Option<SyncState>> {
     let want = snapshot_len(header);
     let Some(b) = payload.get(..want) else {
         return Err(Error::corrupt(
@@ -355,54 +376,34 @@ pub fn describe_bytes(
             ),
         ));
     };
-    let raw = &header.raw;
-    let rows = match header.kind() {
+    let state = match header.kind() {
         Kind::Mutex if mutex::format_ok(header) => {
             let Some(w) = words::<4>(b) else {
                 return Ok(None);
             };
             let mut o = OwnerInfo::from_words(w);
             o.owner_died = o.token != 0 && !token_alive(o.token);
-            let mut out = describe_mutex(o);
-            out.push((
-                "data".into(),
-                format!(
-                    "{} x {} ({} bytes each)",
-                    raw.elem_count,
-                    header.type_name(),
-                    raw.elem_size
-                ),
-            ));
-            out
+            SyncState::Mutex(o)
         }
         Kind::Event if header_fits(header, &Event::layout()) => {
             let Some(w) = words::<2>(b) else {
                 return Ok(None);
             };
             let (set, sleepers) = RawEvent::decode(w);
-            vec![(
-                "event".into(),
-                format!(
-                    "{}, {sleepers} registered waiter(s)",
-                    if set { "set" } else { "clear" }
-                ),
-            )]
+            SyncState::Event { set, sleepers }
         }
         Kind::Condvar if header_fits(header, &Condvar::layout()) => {
-            let Some([_seq, w]) = words::<2>(b) else {
+            let Some([_seq, waiters]) = words::<2>(b) else {
                 return Ok(None);
             };
-            vec![(
-                "condvar".into(),
-                format!("{w} registered waiter(s) (waiters killed while waiting stay counted)"),
-            )]
+            SyncState::Condvar { waiters }
         }
         Kind::Semaphore => match Semaphore::layout_of(header) {
             Some(l) if header_fits(header, &l) => {
                 let Some(w) = words::<2>(b) else {
                     return Ok(None);
                 };
-                Semaphore::describe_words(raw.params[2] as u32, w)
+                Semaphore::state_of_words(header.raw.params[2] as u32, w)
             }
             _ => return Ok(None),
         },
@@ -411,7 +412,12 @@ pub fn describe_bytes(
                 let Some(w) = words::<3>(b) else {
                     return Ok(None);
                 };
-                Barrier::describe_words(w)
+                let (arrived, parties, generation) = RawBarrier::decode(w);
+                SyncState::Barrier {
+                    arrived,
+                    parties,
+                    generation,
+                }
             }
             _ => return Ok(None),
         },
@@ -419,15 +425,19 @@ pub fn describe_bytes(
             let Some(w) = words::<6>(b) else {
                 return Ok(None);
             };
-            rwlock::describe_state(RwLockState::from_words(w), token_alive)
+            let state = RwLockState::from_words(w);
+            SyncState::RwLock {
+                state,
+                writer_alive: !state.write_locked || token_alive(state.writer_token),
+            }
         }
         _ => return Ok(None),
     };
-    Ok(Some(rows))
+    Ok(Some(state))
 }
 
-/// Human-readable state of a synchronisation segment (see [`describe_bytes`]): lock owner
-/// pid and whether it is alive, semaphore counts, event state... `None` if the segment is
+/// The state of a synchronisation segment ([`SyncState`], see [`describe_bytes`]): lock
+/// owner pid and whether it is alive, semaphore counts, event state... `None` if the segment is
 /// not one of this module's kinds (or its layout does not match).
 ///
 /// Reads are racy snapshots (atomic word loads through the mapping, never locking), so
@@ -437,11 +447,11 @@ pub fn describe_bytes(
 /// ```
 /// let ev = shmkit::sync::Event::anonymous()?;
 /// ev.set();
-/// let rows = shmkit::sync::describe(ev.segment()).unwrap();
-/// assert!(rows.iter().any(|(k, v)| k == "event" && v.starts_with("set")));
+/// let state = shmkit::sync::describe(ev.segment());
+/// assert_eq!(state, Some(shmkit::sync::SyncState::Event { set: true, sleepers: 0 }));
 /// # Ok::<(), shmkit::Error>(())
 /// ```
-pub fn describe(seg: &Segment) -> Option<Vec<(String, String)>> {
+pub fn describe(seg: &Segment) -> Option<SyncState> {
     let n = snapshot_len(seg.header()).min(seg.payload_len()) / 4;
     let mut snap = [0u8; SNAPSHOT_LEN];
     let base = seg.payload_ptr() as *const AtomicU32;
@@ -559,17 +569,18 @@ mod tests {
     fn describe_mutex_shows_owner_pid_alive() {
         let m = Mutex::<u64>::anonymous(0).unwrap();
         let g = m.lock().unwrap().into_guard();
-        let rows = describe(m.segment()).unwrap();
-        let lock = &rows.iter().find(|(k, _)| k == "lock").unwrap().1;
-        assert!(
-            lock.contains(&format!("pid {}", std::process::id())),
-            "{lock}"
-        );
-        assert!(lock.contains("alive"), "{lock}");
+        let Some(SyncState::Mutex(o)) = describe(m.segment()) else {
+            panic!("not a mutex state");
+        };
+        assert_eq!(o.pid, std::process::id());
+        assert!(o.token != 0 && !o.owner_died, "{o:?}");
         drop(g);
-        let rows = describe(m.segment()).unwrap();
-        assert_eq!(rows[0].1, "unlocked");
+        let Some(SyncState::Mutex(o)) = describe(m.segment()) else {
+            panic!("not a mutex state");
+        };
+        assert_eq!(o.token, 0, "{o:?}");
     }
+
     /// The snapshot of `words` (then zeros up to `len` bytes).
     fn bytes(words: &[u32], len: usize) -> Vec<u8> {
         let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
@@ -585,16 +596,20 @@ mod tests {
         let m = Mutex::<u64>::anonymous(0).unwrap();
         let h = m.segment().header();
         let locked = bytes(&[42 | 1 << 31, 1, 1234, 5678], SNAPSHOT_LEN);
-        let rows = describe_bytes("m", h, &locked, |t| t != 42)
-            .unwrap()
-            .unwrap();
-        let lock = &rows.iter().find(|(k, _)| k == "lock").unwrap().1;
-        assert!(lock.contains("pid 1234") && lock.contains("DIED"), "{lock}");
-        assert!(rows.iter().any(|(k, _)| k == "consistency"));
-        let rows = describe_bytes("m", h, &locked, |_| true).unwrap().unwrap();
-        assert!(rows[0].1.ends_with("alive"), "{:?}", rows[0]);
-        let corrupt = describe_bytes("m", h, &bytes(&[0, 9, 0, 0], SNAPSHOT_LEN), |_| true);
-        assert!(corrupt.unwrap().unwrap()[0].1.starts_with("CORRUPT"));
+        let mutex = |bytes: &[u8], alive: &dyn Fn(u32) -> bool| match describe_bytes(
+            "m", h, bytes, alive,
+        ) {
+            Ok(Some(SyncState::Mutex(o))) => o,
+            other => panic!("{other:?}"),
+        };
+        let o = mutex(&locked, &|t| t != 42);
+        assert!(
+            o.pid == 1234 && o.tid == 5678 && o.owner_died && o.inconsistent,
+            "{o:?}"
+        );
+        let o = mutex(&locked, &|_| true);
+        assert!(!o.owner_died, "{o:?}");
+        assert!(mutex(&bytes(&[0, 9, 0, 0], SNAPSHOT_LEN), &|_| true).corrupt);
         for short in [0, 3, 16, 31] {
             let e = describe_bytes("m", h, &locked[..short], |_| true).unwrap_err();
             assert!(
@@ -605,33 +620,47 @@ mod tests {
 
         let rw = RwLock::<u32>::anonymous(0).unwrap();
         let w = bytes(&[1 << 31 | 1 << 30, 7, 8, 9, 0, 1], SNAPSHOT_LEN);
-        let rows = describe_bytes("rw", rw.segment().header(), &w, |_| false)
-            .unwrap()
-            .unwrap();
-        assert!(rows[0].1.contains("pid 9 (thread 8)") && rows[0].1.contains("DEAD"));
-        assert!(rows[0].1.contains("a writer waits"));
+        let Some(SyncState::RwLock {
+            state,
+            writer_alive,
+        }) = describe_bytes("rw", rw.segment().header(), &w, |_| false).unwrap()
+        else {
+            panic!("not an rwlock state");
+        };
+        assert!(
+            state.write_locked && state.write_waiting && !writer_alive,
+            "{state:?}"
+        );
+        assert_eq!((state.writer_pid, state.writer_tid), (9, 8));
 
         let s = BoundedSemaphore::anonymous(3).unwrap();
-        let rows = describe_bytes("s", s.segment().header(), &bytes(&[5, 2], 0), |_| true)
-            .unwrap()
-            .unwrap();
-        assert!(
-            rows[0].1.contains("CORRUPT") && rows[1].1 == "3",
-            "{rows:?}"
+        assert_eq!(
+            describe_bytes("s", s.segment().header(), &bytes(&[5, 2], 0), |_| true).unwrap(),
+            Some(SyncState::Semaphore {
+                count: 5,
+                bound: Some(3),
+                sleepers: 2,
+                corrupt: true
+            })
         );
 
         let b = Barrier::anonymous(3).unwrap();
-        let rows = describe_bytes(
-            "b",
-            b.segment().header(),
-            &bytes(&[2 | 4 << 16, 0, 3], 0),
-            |_| true,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(rows[0].1, "2/3 arrived, generation 4");
+        assert_eq!(
+            describe_bytes(
+                "b",
+                b.segment().header(),
+                &bytes(&[2 | 4 << 16, 0, 3], 0),
+                |_| true,
+            )
+            .unwrap(),
+            Some(SyncState::Barrier {
+                arrived: 2,
+                parties: 3,
+                generation: 4
+            })
+        );
 
-        // Not a synchronisation kind: no rows, whatever the bytes.
+        // Not a synchronisation kind: no state, whatever the bytes.
         let v = crate::Value::<u64>::anonymous(0).unwrap();
         assert!(
             describe_bytes("v", v.segment().header(), &[0; 8], |_| true)

@@ -541,6 +541,7 @@ fn rw_init<T: Pod>(value: T) -> impl FnOnce(&mut [u8]) -> Result<()> {
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 #[derive(Debug)]
+#[doc(alias = "pthread_rwlock_t")]
 pub struct RwLock<T> {
     seg: Segment,
     resource: String,
@@ -640,33 +641,39 @@ impl<T: Pod> RwLock<T> {
     }
 
     /// Shared lock, blocking (a dead writer is taken over, see the [module docs](self)).
+    #[doc(alias = "pthread_rwlock_rdlock")]
     pub fn read(&self) -> Result<RwLockReadGuard<'_, T>> {
         self.read_with(Some(Deadline::after(None)), "read")
     }
 
     /// Shared lock if available now; [`Error::WouldBlock`] otherwise.
+    #[doc(alias = "pthread_rwlock_tryrdlock")]
     pub fn try_read(&self) -> Result<RwLockReadGuard<'_, T>> {
         self.read_with(None, "try_read")
     }
 
     /// Shared lock, waiting at most `timeout`; [`Error::Timeout`] after.
+    #[doc(alias = "pthread_rwlock_timedrdlock")]
     pub fn read_timeout(&self, timeout: Duration) -> Result<RwLockReadGuard<'_, T>> {
         self.read_with(Some(Deadline::after(Some(timeout))), "read")
     }
 
     /// Exclusive lock, blocking (a dead reader makes this wait forever: prefer
     /// [`write_timeout`](Self::write_timeout)).
+    #[doc(alias = "pthread_rwlock_wrlock")]
     pub fn write(&self) -> Result<RwLockWriteGuard<'_, T>> {
         self.write_with(Some(Deadline::after(None)), "write")
     }
 
     /// Exclusive lock if available now; [`Error::WouldBlock`] otherwise.
+    #[doc(alias = "pthread_rwlock_trywrlock")]
     pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>> {
         self.write_with(None, "try_write")
     }
 
     /// Exclusive lock, waiting at most `timeout`; [`Error::Timeout`] after (readers that
     /// died holding the lock show up this way).
+    #[doc(alias = "pthread_rwlock_timedwrlock")]
     pub fn write_timeout(&self, timeout: Duration) -> Result<RwLockWriteGuard<'_, T>> {
         self.write_with(Some(Deadline::after(Some(timeout))), "write")
     }
@@ -752,51 +759,6 @@ pub(super) fn format_ok(h: &crate::segment::Header) -> bool {
     h.raw.params[0] == RW_PARAMS_TAG
         && h.raw.params[1] == RW_SIZE as u64
         && h.raw.payload_len >= RW_SIZE as u64
-}
-
-/// Rows for `shmkit info`; `token_alive` tells whether the writer's token is held.
-pub(super) fn describe_state(
-    st: RwLockState,
-    token_alive: impl Fn(u32) -> bool,
-) -> Vec<(String, String)> {
-    let mut state = if st.write_locked {
-        let alive = token_alive(st.writer_token);
-        format!(
-            "write-locked by pid {} (thread {}), {}",
-            st.writer_pid,
-            st.writer_tid,
-            if alive {
-                "alive"
-            } else {
-                "DEAD: the next locker takes it over"
-            }
-        )
-    } else if st.readers > 0 {
-        format!(
-            "read-locked by {} reader(s) (readers that died holding it stay counted: \
-             writers then time out)",
-            st.readers
-        )
-    } else {
-        "unlocked".into()
-    };
-    if st.write_waiting {
-        state.push_str(", a writer waits");
-    }
-    let mut rows = vec![("lock".into(), state)];
-    if st.writer_died {
-        rows.push((
-            "consistency".into(),
-            "a writer DIED holding it: data may be half-written until a writer calls \
-             make_consistent"
-                .into(),
-        ));
-    }
-    rows.push((
-        "robustness".into(),
-        "a dead writer is taken over; a dead reader stays counted (writers time out)".into(),
-    ));
-    rows
 }
 
 impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RwLockReadGuard<'_, T> {

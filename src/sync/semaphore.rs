@@ -397,6 +397,7 @@ impl Semaphore {
     }
 
     /// Creates a named semaphore with count `value`.
+    #[doc(alias = "sem_open")]
     pub fn create(name: &str, value: u32) -> Result<Self> {
         Self::create_with(&Segment::options(), name, value)
     }
@@ -407,11 +408,13 @@ impl Semaphore {
     }
 
     /// Opens a named semaphore.
+    #[doc(alias = "sem_open")]
     pub fn open(name: &str) -> Result<Self> {
         Self::wrap(Segment::open(name)?, 0)
     }
 
     /// Opens or creates with count `value`; returns whether it was created.
+    #[doc(alias = "sem_open")]
     pub fn open_or_create(name: &str, value: u32) -> Result<(Self, bool)> {
         let (seg, created) = Segment::open_or_create(name, &sem_layout(0), sem_init(value))?;
         Ok((Self::wrap(seg, 0)?, created))
@@ -443,26 +446,31 @@ impl Semaphore {
     }
 
     /// Decrements, blocking while the count is 0.
+    #[doc(alias = "sem_wait")]
     pub fn wait(&self) -> Result<()> {
         self.raw().wait_in(None, &self.resource)
     }
 
     /// Decrements if positive; [`Error::WouldBlock`] otherwise.
+    #[doc(alias = "sem_trywait")]
     pub fn try_wait(&self) -> Result<()> {
         self.raw().try_wait_in(&self.resource)
     }
 
     /// Decrements, waiting at most `timeout`; [`Error::Timeout`] after.
+    #[doc(alias("sem_timedwait", "sem_clockwait"))]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.raw().wait_in(Some(timeout), &self.resource)
     }
 
     /// Increments, waking one waiter (a system call only if one sleeps).
+    #[doc(alias = "sem_post")]
     pub fn post(&self) -> Result<()> {
         self.raw().post_in(SEM_VALUE_MAX, &self.resource)
     }
 
     /// The current count (a snapshot).
+    #[doc(alias = "sem_getvalue")]
     pub fn value(&self) -> u32 {
         self.raw().value()
     }
@@ -478,23 +486,15 @@ impl Semaphore {
         Some(sem_layout(u32::try_from(h.raw.params[2]).ok()?))
     }
 
-    /// Rows for `shmkit info` from the words of a [`RawSemaphore`] (count, sleepers).
-    pub(super) fn describe_words(bound: u32, [v, sleepers]: [u32; 2]) -> Vec<(String, String)> {
-        let count = if v > SEM_VALUE_MAX || (bound != 0 && v > bound) {
-            format!("{v} (CORRUPT: above its limit; waits fail with a corrupt-state error)")
-        } else {
-            v.to_string()
-        };
-        let mut out = vec![("count".to_string(), count)];
-        if bound != 0 {
-            out.push(("bound".into(), bound.to_string()));
+    /// The state `shmkit info` shows, from the words of a [`RawSemaphore`] (count,
+    /// sleepers) and the bound in the header (0: none).
+    pub(super) fn state_of_words(bound: u32, [v, sleepers]: [u32; 2]) -> super::SyncState {
+        super::SyncState::Semaphore {
+            count: v,
+            bound: (bound != 0).then_some(bound),
+            sleepers,
+            corrupt: v > SEM_VALUE_MAX || (bound != 0 && v > bound),
         }
-        out.push(("sleepers".into(), sleepers.to_string()));
-        out.push((
-            "robustness".into(),
-            "none: permits held by dead processes are lost".into(),
-        ));
-        out
     }
 }
 
@@ -542,6 +542,7 @@ impl BoundedSemaphore {
     }
 
     /// Creates a named semaphore with count and bound `value`.
+    #[doc(alias = "sem_open")]
     pub fn create(name: &str, value: u32) -> Result<Self> {
         Self::check_bound(name, value)?;
         let seg = Segment::create(name, &sem_layout(value), sem_init(value))?;
@@ -549,6 +550,7 @@ impl BoundedSemaphore {
     }
 
     /// Opens a named bounded semaphore (the bound is read from the segment).
+    #[doc(alias = "sem_open")]
     pub fn open(name: &str) -> Result<Self> {
         Self::from_segment(Segment::open(name)?)
     }
@@ -582,27 +584,32 @@ impl BoundedSemaphore {
     }
 
     /// See [`Semaphore::wait`].
+    #[doc(alias = "sem_wait")]
     pub fn wait(&self) -> Result<()> {
         self.inner.wait()
     }
 
     /// See [`Semaphore::try_wait`].
+    #[doc(alias = "sem_trywait")]
     pub fn try_wait(&self) -> Result<()> {
         self.inner.try_wait()
     }
 
     /// See [`Semaphore::wait_timeout`].
+    #[doc(alias("sem_timedwait", "sem_clockwait"))]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.inner.wait_timeout(timeout)
     }
 
     /// Increments unless the count is at the bound ([`Error::InvalidArgument`]: released
     /// too many times).
+    #[doc(alias = "sem_post")]
     pub fn post(&self) -> Result<()> {
         self.inner.raw().post_in(self.bound, &self.inner.resource)
     }
 
     /// The current count.
+    #[doc(alias = "sem_getvalue")]
     pub fn value(&self) -> u32 {
         self.inner.value()
     }
@@ -634,6 +641,7 @@ impl BoundedSemaphore {
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 #[derive(Debug)]
+#[doc(alias = "sem_t")]
 pub struct NamedSemaphore {
     sem: NonNull<libc::sem_t>,
     name: Name,
@@ -679,11 +687,13 @@ impl NamedSemaphore {
     }
 
     /// Creates a new named semaphore with count `value` (`O_CREAT|O_EXCL`, mode 0600).
+    #[doc(alias = "sem_open")]
     pub fn create(name: &str, value: u32) -> Result<Self> {
         Self::create_with_mode(name, value, 0o600)
     }
 
     /// [`create`](Self::create) with permission bits (subject to the umask, as `sem_open`).
+    #[doc(alias = "sem_open")]
     pub fn create_with_mode(name: &str, value: u32, mode: u32) -> Result<Self> {
         Self::open_raw(
             name,
@@ -695,16 +705,19 @@ impl NamedSemaphore {
     }
 
     /// Opens an existing named semaphore.
+    #[doc(alias = "sem_open")]
     pub fn open(name: &str) -> Result<Self> {
         Self::open_raw(name, 0, 0, 0, "sem_open")
     }
 
     /// Opens the semaphore, creating it with count `value` if it does not exist.
+    #[doc(alias = "sem_open")]
     pub fn open_or_create(name: &str, value: u32) -> Result<Self> {
         Self::open_raw(name, libc::O_CREAT, 0o600, value, "sem_open(O_CREAT)")
     }
 
     /// Removes the name (`sem_unlink`); open handles keep working.
+    #[doc(alias = "sem_unlink")]
     pub fn unlink(name: &str) -> Result<()> {
         let n = Name::sem(name)?;
         let c = n.to_slashed();
@@ -722,28 +735,33 @@ impl NamedSemaphore {
     }
 
     /// Decrements, blocking while the count is 0.
+    #[doc(alias = "sem_wait")]
     pub fn wait(&self) -> Result<()> {
         ops::wait(self.sem.as_ptr()).map_err(|e| map_wait(self.name.as_str(), "sem_wait", e, None))
     }
 
     /// Decrements if positive; [`Error::WouldBlock`] otherwise.
+    #[doc(alias = "sem_trywait")]
     pub fn try_wait(&self) -> Result<()> {
         ops::try_wait(self.sem.as_ptr())
             .map_err(|e| map_wait(self.name.as_str(), "sem_trywait", e, None))
     }
 
     /// Decrements, waiting at most `timeout`; [`Error::Timeout`] after.
+    #[doc(alias("sem_timedwait", "sem_clockwait"))]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         ops::wait_timeout(self.sem.as_ptr(), timeout)
             .map_err(|e| map_wait(self.name.as_str(), "sem_clockwait", e, Some(timeout)))
     }
 
     /// Increments, waking one waiter.
+    #[doc(alias = "sem_post")]
     pub fn post(&self) -> Result<()> {
         ops::post(self.sem.as_ptr()).map_err(|e| map_post(self.name.as_str(), e))
     }
 
     /// The current count.
+    #[doc(alias = "sem_getvalue")]
     pub fn value(&self) -> u32 {
         ops::value(self.sem.as_ptr())
     }
@@ -773,9 +791,15 @@ mod tests {
             Semaphore::open(&name),
             Err(Error::Mismatch { .. })
         ));
-        let rows = super::super::describe(b.segment()).unwrap();
-        assert_eq!(rows[0], ("count".to_string(), "2".to_string()));
-        assert_eq!(rows[1], ("bound".to_string(), "2".to_string()));
+        assert_eq!(
+            super::super::describe(b.segment()),
+            Some(super::super::SyncState::Semaphore {
+                count: 2,
+                bound: Some(2),
+                sleepers: 0,
+                corrupt: false
+            })
+        );
         Segment::unlink(&name).unwrap();
         assert!(BoundedSemaphore::anonymous(0).is_err());
     }

@@ -113,6 +113,7 @@
 
 pub(crate) mod core;
 mod errors;
+#[cfg(any(fuzzing, test))]
 mod fuzz;
 #[cfg(all(test, shmkit_loom))]
 mod loom;
@@ -131,9 +132,12 @@ use crate::queue::WaitStrategy;
 use crate::segment::{ElemInfo, Kind, Layout, Segment, SegmentOptions};
 
 pub use errors::{RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+/// The topic ring's fuzz driver (`fuzz/fuzz_targets/topic.rs`); built only for cargo fuzz
+/// (`--cfg fuzzing`) and this crate's tests: not part of the API.
+#[cfg(any(fuzzing, test))]
 pub use fuzz::fuzz_topic;
 pub use publisher::{ByteLoan, BytePublisher, Loan, Publisher};
-pub use ring::{Corrupt, MAX_CAPACITY, MAX_ENTRIES};
+pub use ring::{MAX_CAPACITY, MAX_ENTRIES};
 pub use subscriber::{ByteSubscriber, Subscriber, View};
 
 use self::core::{Core, owner_alive};
@@ -164,7 +168,7 @@ pub(crate) struct Shape {
     pub multi: bool,
 }
 
-/// Options for creating and opening topics (`T = u8` for byte topics).
+/// Options for creating and opening topics ([`ByteTopicOptions`] for byte topics).
 #[derive(Clone, Debug)]
 pub struct TopicOptions<T> {
     capacity: u64,
@@ -595,8 +599,45 @@ impl<T: Pod> TopicOptions<T> {
     }
 }
 
-/// Options for byte topics.
-pub type ByteTopicOptions = TopicOptions<u8>;
+/// Options for byte topics ([`ByteTopic::options`]): the setters of [`TopicOptions`],
+/// finished with [`create`](Self::create), [`open`](Self::open) or
+/// [`anonymous`](Self::anonymous), which return a [`ByteTopic`].
+#[derive(Clone, Debug, Default)]
+pub struct ByteTopicOptions {
+    inner: TopicOptions<u8>,
+}
+
+impl ByteTopicOptions {
+    fn with(self, set: impl FnOnce(TopicOptions<u8>) -> TopicOptions<u8>) -> Self {
+        ByteTopicOptions {
+            inner: set(self.inner),
+        }
+    }
+    /// See [`TopicOptions::capacity`].
+    pub fn capacity(self, n: u64) -> Self {
+        self.with(|o| o.capacity(n))
+    }
+    /// See [`TopicOptions::max_subscribers`].
+    pub fn max_subscribers(self, n: u64) -> Self {
+        self.with(|o| o.max_subscribers(n))
+    }
+    /// See [`TopicOptions::publishers`].
+    pub fn publishers(self, n: u64) -> Self {
+        self.with(|o| o.publishers(n))
+    }
+    /// See [`TopicOptions::policy`].
+    pub fn policy(self, p: Policy) -> Self {
+        self.with(|o| o.policy(p))
+    }
+    /// See [`TopicOptions::wait`].
+    pub fn wait(self, w: WaitStrategy) -> Self {
+        self.with(|o| o.wait(w))
+    }
+    /// See [`TopicOptions::segment`].
+    pub fn segment(self, s: SegmentOptions) -> Self {
+        self.with(|o| o.segment(s))
+    }
+}
 
 /// A topic of variable-length byte messages.
 #[derive(Debug, Clone)]
@@ -606,19 +647,18 @@ pub struct ByteTopic {
 }
 
 impl ByteTopic {
-    /// Options; finish with [`TopicOptions::create_bytes`] or [`TopicOptions::open_bytes`].
+    /// Options; finish with [`create`](ByteTopicOptions::create) or
+    /// [`open`](ByteTopicOptions::open), which return a `ByteTopic`.
     pub fn options() -> ByteTopicOptions {
-        TopicOptions::default()
+        ByteTopicOptions::default()
     }
     /// Creates a named byte topic of `capacity` messages of at most `max_message` bytes.
     pub fn create(name: &str, capacity: u64, max_message: usize) -> Result<Self> {
-        Self::options()
-            .capacity(capacity)
-            .create_bytes(name, max_message)
+        Self::options().capacity(capacity).create(name, max_message)
     }
     /// Opens a named byte topic.
     pub fn open(name: &str) -> Result<Self> {
-        Self::options().open_bytes(name)
+        Self::options().open(name)
     }
     /// A publisher handle.
     pub fn publisher(&self) -> Result<BytePublisher> {
@@ -662,7 +702,7 @@ impl ByteTopic {
     }
 }
 
-impl TopicOptions<u8> {
+impl ByteTopicOptions {
     fn bytes_layout(&self, resource: &str, max_message: usize) -> Result<(Layout, Geometry)> {
         if max_message > MAX_MESSAGE {
             return Err(Error::invalid(
@@ -671,7 +711,7 @@ impl TopicOptions<u8> {
                 format!("max_message {max_message} exceeds {MAX_MESSAGE}"),
             ));
         }
-        self.layout(
+        self.inner.layout(
             resource,
             Kind::ByteTopic,
             max_message as u64,
@@ -681,23 +721,23 @@ impl TopicOptions<u8> {
     }
     fn wrap_bytes(&self, seg: Segment) -> Result<ByteTopic> {
         seg.check_elements(Kind::ByteTopic, &ElemInfo::bytes(0), None)?;
-        let shared = Shared::open(seg, Kind::ByteTopic, None, 8, self.wait)?;
+        let shared = Shared::open(seg, Kind::ByteTopic, None, 8, self.inner.wait)?;
         let max = shared.ring.geo.data_len;
         Ok(ByteTopic { shared, max })
     }
     /// Creates a named byte topic whose messages are at most `max_message` bytes.
-    pub fn create_bytes(&self, name: &str, max_message: usize) -> Result<ByteTopic> {
+    pub fn create(&self, name: &str, max_message: usize) -> Result<ByteTopic> {
         let (layout, geo) = self.bytes_layout(name, max_message)?;
-        self.wrap_bytes(self.segment.create(name, &layout, init_ring(geo))?)
+        self.wrap_bytes(self.inner.segment.create(name, &layout, init_ring(geo))?)
     }
     /// Opens a named byte topic.
-    pub fn open_bytes(&self, name: &str) -> Result<ByteTopic> {
-        self.wrap_bytes(self.segment.open(name)?)
+    pub fn open(&self, name: &str) -> Result<ByteTopic> {
+        self.wrap_bytes(self.inner.segment.open(name)?)
     }
     /// Creates an anonymous byte topic (shared with children forked afterwards).
-    pub fn anonymous_bytes(&self, max_message: usize) -> Result<ByteTopic> {
+    pub fn anonymous(&self, max_message: usize) -> Result<ByteTopic> {
         let (layout, geo) = self.bytes_layout("<anonymous byte topic>", max_message)?;
-        self.wrap_bytes(self.segment.anonymous(&layout, init_ring(geo))?)
+        self.wrap_bytes(self.inner.segment.anonymous(&layout, init_ring(geo))?)
     }
 }
 

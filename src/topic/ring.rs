@@ -155,7 +155,7 @@ impl Geometry {
 
 /// A shared-state inconsistency (reported as `Error::Corrupt`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Corrupt(pub String);
+pub(crate) struct Corrupt(pub(crate) String);
 
 /// What a subscriber finds at its cursor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -145,6 +145,7 @@ fn unreachable_view<'a, T: Pod>() -> View<'a, T> {
 /// A message read in place ([`Subscriber::recv_ref`]): derefs to the `T` in its slot,
 /// which the publisher does not rewrite until the view drops (`Block` policy). Trusts
 /// every process with write access to follow the protocol: see the module docs, "Trust".
+#[must_use = "dropping it at once releases the message unread"]
 pub struct View<'a, T: Pod> {
     core: &'a Core,
     c: u64,

@@ -1,5 +1,5 @@
 //! The `pool` workload: `Pool.map` over N worker processes, shmkit's
-//! [`Pool`](shmkit::process::Pool) against Python's `multiprocessing.Pool`.
+//! [`Pool`] against Python's `multiprocessing.Pool`.
 //!
 //! Unlike the other workloads this one is not two pinned processes: a pool is a parent
 //! and `workers` children (default: [`std::thread::available_parallelism`]) that the

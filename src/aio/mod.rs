@@ -165,6 +165,13 @@
 //! | `AsyncPipe::recv` | a partly received large message is kept for the next call |
 //! | `AsyncPipe::send` | one packet (at most [`crate::pipe::CHUNK`] bytes): all or nothing |
 //! | `AsyncSignalListener::recv` | the signal stays queued |
+//!
+// Without feature `tokio`, the links lead to this page.
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "[`AsyncMessageQueue`]: self\n[`AsyncFifoReader`]: self\n[`AsyncFifoWriter`]: self\n\
+           [`AsyncPipe`]: self\n[`AsyncSignalListener`]: self"
+)]
 
 mod event;
 #[cfg(feature = "tokio")]

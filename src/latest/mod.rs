@@ -70,6 +70,12 @@
 //! writer then fails with [`Error::WouldBlock`]: "writer role lost"). It cannot make a
 //! read hang, panic or touch memory outside the segment: the table's geometry comes from
 //! the validated header, never from shared words.
+//!
+// Without feature `async`, the link leads to the blocking form.
+#![cfg_attr(
+    not(feature = "async"),
+    doc = "[`Latest::wait_for_update_async`]: Latest::wait_for_update"
+)]
 
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;

@@ -62,6 +62,16 @@
 //! # Identity of any process
 //! [`ProcessId`] (pid + start time + boot id) is a diagnostic; no decision in shmkit rests
 //! on it (see [`crate::liveness`]).
+//!
+// Without the features, the links above lead to this page (whose headings name the
+// feature) rather than nowhere: `cargo doc` builds warning-free in every combination.
+#![cfg_attr(
+    not(feature = "process"),
+    doc = "[`Process`]: self\n[`Entry`]: self\n[`init`]: self\n[`StartMethod::Spawn`]: self\n\
+           [`StartMethod::Fork`]: self\n[`Child`]: self\n[`Child::is_alive`]: self\n\
+           [`Child::terminate`]: self\n[`Child::kill`]: self"
+)]
+#![cfg_attr(not(feature = "log"), doc = "[`crate::logging`]: self")]
 
 mod id;
 

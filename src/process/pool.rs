@@ -563,11 +563,13 @@ impl<A: 'static, R: 'static> Pool<A, R> {
                     },
                     Some(extend),
                 ) = (&batch, self.entry.ret.extend_from)
-                    && let Some(run) = msg.get(RES_HEADER..RES_HEADER + count * size)
                 {
-                    extend(run, *count, &mut out);
-                    next += count;
-                    continue;
+                    // (no let chain: the library builds at its MSRV, 1.85)
+                    if let Some(run) = msg.get(RES_HEADER..RES_HEADER + count * size) {
+                        extend(run, *count, &mut out);
+                        next += count;
+                        continue;
+                    }
                 }
                 let mut items = Items::new(job, next, batch);
                 while let Some((_, r)) = items.next(self.entry.ret.from_bytes) {
@@ -1343,10 +1345,10 @@ fn apply_results(st: &mut State, msg: Vec<u8>, fixed: Option<(usize, usize)>) {
     let (job, index) = (part.job, part.first + part.reported);
     part.reported += count;
     if part.reported == part.count {
-        if let Some(p) = st.parts.remove(&id)
-            && st.spare.len() < 2 * st.workers.len() + 2
-        {
-            st.spare.push(p.bytes);
+        if let Some(p) = st.parts.remove(&id) {
+            if st.spare.len() < 2 * st.workers.len() + 2 {
+                st.spare.push(p.bytes);
+            }
         }
         for w in st.workers.iter_mut().flatten() {
             if let Some(p) = w.assigned.iter().position(|&c| c == id) {

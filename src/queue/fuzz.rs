@@ -273,8 +273,10 @@ impl Run<'_> {
             assert!(m.msgs > 0, "received a message nobody sent");
         }
         m.msgs = m.msgs.saturating_sub(1);
-        if count && let Some(q) = self.part(m, p.entry) {
-            q.tasks += 1;
+        if count {
+            if let Some(q) = self.part(m, p.entry) {
+                q.tasks += 1;
+            }
         }
     }
 

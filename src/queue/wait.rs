@@ -133,18 +133,17 @@ impl WaitStrategy {
     }
 }
 
-#[cfg(not(shmkit_loom))]
 /// Sleeps on `word` while it holds `expected`, at most `timeout` ([`crate::sync::futex`]:
-/// shared, not `FUTEX_PRIVATE_FLAG`). Spurious returns are harmless: callers re-check
-/// their condition, so errors and early returns are deliberately ignored.
+/// shared, not `FUTEX_PRIVATE_FLAG`; in the loom build its model of the futex, without
+/// timeouts). Spurious returns are harmless: callers re-check their condition, so errors
+/// and early returns are deliberately ignored.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let _ = crate::sync::futex::wait(word, expected, Some(timeout));
+    let _ = crate::sync::futex::wait_on(word, expected, Some(timeout));
 }
 
-#[cfg(not(shmkit_loom))]
 /// Wakes every process sleeping on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    let _ = crate::sync::futex::wake(word, i32::MAX);
+    let _ = crate::sync::futex::wake_on(word, i32::MAX);
 }
 
 #[cfg(not(shmkit_loom))]
@@ -205,33 +204,6 @@ fn heavy_fence() {
     // On failure, wakers in registered processes may miss this sleeper; its sleep is
     // sliced (PARK_SLICE), so a wake-up can be late but never lost for good.
     let _ = r;
-}
-
-/// Loom: the futex as the kernel implements it — compare and sleep atomically with
-/// respect to wakers (the hash-bucket lock) — minus timeouts, so that a lost wake-up is a
-/// deadlock loom reports.
-#[cfg(shmkit_loom)]
-mod emulated {
-    use loom::sync::{Condvar, Mutex};
-    loom::lazy_static! {
-        pub(super) static ref BUCKET: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
-    }
-}
-
-#[cfg(shmkit_loom)]
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Duration) {
-    let (lock, cv) = &*emulated::BUCKET;
-    let g = lock.lock().unwrap_or_else(|e| e.into_inner());
-    if word.load(Ordering::SeqCst) == expected {
-        let _g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
-    }
-}
-
-#[cfg(shmkit_loom)]
-pub(crate) fn futex_wake_all(_word: &AtomicU32) {
-    let (lock, cv) = &*emulated::BUCKET;
-    let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
-    cv.notify_all();
 }
 
 /// A wait point in shared memory: the futex word and the sleeper count.

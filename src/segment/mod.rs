@@ -332,10 +332,13 @@ impl SegmentOptions {
 
     /// Opens the segment behind `fd`, a descriptor of its object that another process
     /// handed over (e.g. an anonymous segment inherited across `exec` by a
-    /// [`Pool`](crate::process::Pool) worker). This handle reopens the object through
+    /// [`Pool`][pool] worker). This handle reopens the object through
     /// `/proc/self/fd/N` (its own open file description, hence its own liveness locks)
     /// and closes `fd`. The header is validated as for [`open`](Self::open); a segment
     /// not yet `Ready` is an error.
+    ///
+    #[cfg_attr(feature = "process", doc = "[pool]: crate::process::Pool")]
+    #[cfg_attr(not(feature = "process"), doc = "[pool]: crate::process")]
     pub fn open_fd(&self, fd: std::os::fd::OwnedFd) -> Result<Segment> {
         use std::os::unix::fs::OpenOptionsExt;
         let resource = "<inherited segment>";

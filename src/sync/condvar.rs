@@ -20,18 +20,26 @@
 //! wake. No wake-up is lost. Wake-ups may be spurious (as with every condvar): use
 //! [`Condvar::wait_while`] / [`Condvar::wait_timeout_while`] or loop.
 //!
+//! loom checks this handshake on this code (`sync::loom`: `RawCondvar`'s waiter half and
+//! its notifies, with loom's atomics, its model of the futex and a loom mutex in place of
+//! the robust one, whose lock word `sync::model` checks).
+//!
 //! # Robustness
 //! A waiter killed while waiting leaves `waiters` one too high: later notifies make a
 //! harmless wake system call; nothing blocks. A mutex holder that dies is reported by the
 //! relock as [`LockResult::OwnerDied`](super::LockResult), as with `lock`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::segment::{Kind, Segment};
 
 use super::Deadline;
+// loom's atomics in the loom build, where `super::loom` model-checks this code.
+use super::futex::atomic::AtomicU32;
 use super::futex::{self, WaitStatus};
 use super::mutex::{LockResult, MutexGuard};
 
@@ -83,11 +91,7 @@ impl RawCondvar {
             // return at once (a spurious wake-up) and let the caller repair first.
             return Ok((false, true));
         }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let seen = self.seq.load(Ordering::SeqCst);
-        guard.lock.unlock_in(guard.live, false);
-        let slept = futex::wait(&self.seq, seen, timeout);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        let slept = self.sleep_unlocked(|| guard.lock.unlock_in(guard.live, false), timeout);
         // Relock before anything else: the guard must hold the lock when we return, even
         // on error paths (it unlocks on drop).
         let relock = guard
@@ -110,12 +114,29 @@ impl RawCondvar {
         }
     }
 
+    /// The waiter's half of the handshake, from holding the mutex to before relocking it:
+    /// registers, reads `seq`, releases the mutex (`unlock`), sleeps while `seq` is
+    /// unchanged (at most `timeout`), deregisters. Any mutex works with it (the loom
+    /// models, `super::loom`, run it with loom's).
+    pub(crate) fn sleep_unlocked(
+        &self,
+        unlock: impl FnOnce(),
+        timeout: Option<Duration>,
+    ) -> std::result::Result<WaitStatus, Errno> {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = self.seq.load(Ordering::SeqCst);
+        unlock();
+        let slept = futex::wait_on(&self.seq, seen, timeout);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        slept
+    }
+
     /// Wakes one waiter (no system call if none is registered).
     #[doc(alias = "pthread_cond_signal")]
     pub fn notify_one(&self) {
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
-            let _ = futex::wake(&self.seq, 1);
+            let _ = futex::wake_on(&self.seq, 1);
         }
     }
 
@@ -124,7 +145,7 @@ impl RawCondvar {
     pub fn notify_all(&self) {
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
-            let _ = futex::wake(&self.seq, i32::MAX);
+            let _ = futex::wake_on(&self.seq, i32::MAX);
         }
     }
 
@@ -328,7 +349,7 @@ impl Condvar {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(shmkit_loom)))]
 mod tests {
     use super::*;
     use crate::sync::Mutex;

@@ -15,14 +15,19 @@
 //! Robustness: a waiter killed while sleeping leaves `sleepers` one too high, which only
 //! costs later `set`s a (harmless) wake system call. Nobody ever waits for a waiter, so a
 //! dead process cannot block `set`.
+//!
+//! loom checks the handshake on this code (`sync::loom`, with loom's atomics and its model
+//! of the futex: `RUSTFLAGS="--cfg shmkit_loom" cargo test --release --lib sync::loom`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::segment::{Kind, Segment};
 
 use super::Deadline;
+// loom's atomics in the loom build, where `super::loom` model-checks this code.
+use super::futex::atomic::{self, AtomicU32};
 use super::futex::{self, WaitStatus};
 
 const SET: u32 = 1;
@@ -75,10 +80,11 @@ impl RawEvent {
                 Err(c) => cur = c,
             }
         }
+        atomic::seqcst_store_load();
         if self.sleepers.load(Ordering::SeqCst) != 0 {
             // Waking cannot fail on a valid word; a failure would only mean a spurious
             // time-out for a bounded waiter, never a hang for set().
-            let _ = futex::wake(&self.word, i32::MAX);
+            let _ = futex::wake_on(&self.word, i32::MAX);
         }
     }
 
@@ -113,6 +119,7 @@ impl RawEvent {
         }
         let deadline = Deadline::after(timeout);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        atomic::seqcst_store_load();
         let r = loop {
             let cur = self.word.load(Ordering::SeqCst);
             if cur & SET != 0 || (cur >> 1) != (start >> 1) {
@@ -121,7 +128,7 @@ impl RawEvent {
             let Some(left) = deadline.remaining() else {
                 break Ok(false);
             };
-            match futex::wait(&self.word, cur, left) {
+            match futex::wait_on(&self.word, cur, left) {
                 Ok(WaitStatus::Woken) => {}
                 Ok(WaitStatus::TimedOut) => {}
                 Err(e) => break Err(e),
@@ -212,7 +219,7 @@ impl Event {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(shmkit_loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

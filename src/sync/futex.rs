@@ -9,6 +9,17 @@
 //!
 //! `nix` has no futex API, hence the raw `libc::syscall` calls below.
 //!
+//! # The loom build
+//! With `RUSTFLAGS="--cfg shmkit_loom"`, the crate's `wait_on` and `wake_on` (the
+//! generic forms of [`wait`] and [`wake`]) also accept loom's `AtomicU32` and then run a
+//! model of the kernel's futex instead of the system call (`model` below): the compare and the enqueue are one step with respect to wakers (the
+//! hash-bucket lock), a wake of `n` wakes at most `n` waiters of that address, and there
+//! are no timeouts and no spurious returns, so a lost wake-up is a deadlock loom
+//! reports. The primitives whose protocols loom checks take their atomics from
+//! `futex::atomic` (std's, loom's in that build), so the models run their real code: the
+//! queue's wait points (`crate::queue`), [`Event`](super::Event) and
+//! [`Condvar`](super::Condvar) (`sync::loom`).
+//!
 //! ```
 //! use std::sync::atomic::AtomicU32;
 //! use std::time::Duration;
@@ -28,6 +39,69 @@ use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use nix::errno::Errno;
+
+/// The atomic type of futex words whose protocol loom checks: `std`'s, and loom's in the
+/// loom build (`cfg(shmkit_loom)`), where [`wait_on`] and [`wake_on`] model the futex.
+pub(crate) mod atomic {
+    #[cfg(shmkit_loom)]
+    pub(crate) use loom::sync::atomic::AtomicU32;
+    #[cfg(not(shmkit_loom))]
+    pub(crate) use std::sync::atomic::AtomicU32;
+
+    /// Between a `SeqCst` write of one word and a `SeqCst` read of another (each side of a
+    /// Dekker-style sleep/wake handshake). Nothing in the real build: the single total
+    /// order of `SeqCst` operations already forbids both sides reading the old value. A
+    /// `fence(SeqCst)` in the loom build: loom treats `SeqCst` accesses as `AcqRel` (its
+    /// README, "Unsupported features") and would report that outcome as a false alarm,
+    /// while it models `SeqCst` fences exactly.
+    #[inline(always)]
+    pub(crate) fn seqcst_store_load() {
+        #[cfg(shmkit_loom)]
+        loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A futex word: `std`'s [`AtomicU32`] (the system call) and, in the loom build, loom's
+/// (the model below). [`wait_on`] and [`wake_on`] take either.
+pub(crate) trait Word {
+    fn futex_wait(&self, expected: u32, timeout: Option<Duration>) -> Result<WaitStatus, Errno>;
+    fn futex_wake(&self, n: i32) -> Result<usize, Errno>;
+}
+
+impl Word for AtomicU32 {
+    fn futex_wait(&self, expected: u32, timeout: Option<Duration>) -> Result<WaitStatus, Errno> {
+        wait(self, expected, timeout)
+    }
+    fn futex_wake(&self, n: i32) -> Result<usize, Errno> {
+        wake(self, n)
+    }
+}
+
+#[cfg(shmkit_loom)]
+impl Word for loom::sync::atomic::AtomicU32 {
+    fn futex_wait(&self, expected: u32, _: Option<Duration>) -> Result<WaitStatus, Errno> {
+        Ok(model::wait(self, expected))
+    }
+    fn futex_wake(&self, n: i32) -> Result<usize, Errno> {
+        Ok(model::wake(self, n))
+    }
+}
+
+/// [`wait`] on a word of [`atomic::AtomicU32`]: the system call, or the futex model in the
+/// loom build (no timeout there).
+pub(crate) fn wait_on<W: Word>(
+    word: &W,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> Result<WaitStatus, Errno> {
+    word.futex_wait(expected, timeout)
+}
+
+/// [`wake`] on a word of [`atomic::AtomicU32`]: the system call, or the futex model in the
+/// loom build.
+pub(crate) fn wake_on<W: Word>(word: &W, n: i32) -> Result<usize, Errno> {
+    word.futex_wake(n)
+}
 
 /// How a [`wait`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +188,71 @@ pub fn wake(word: &AtomicU32, n: i32) -> Result<usize, Errno> {
     }
 }
 
-#[cfg(test)]
+/// The futex in the loom build, as the kernel implements it minus timeouts: one table of
+/// wait queues keyed by the word's address under one lock (the kernel's hash-bucket
+/// lock), so that a waiter's compare-and-enqueue is atomic with respect to wakers. A
+/// waiter leaves only when a wake picked it (no spurious returns, no timeouts): a lost
+/// wake-up leaves it asleep, which loom reports as a deadlock.
+#[cfg(shmkit_loom)]
+mod model {
+    use std::collections::{HashMap, HashSet, VecDeque};
+    use std::sync::atomic::Ordering;
+
+    use loom::sync::atomic::AtomicU32;
+    use loom::sync::{Condvar, Mutex};
+
+    use super::WaitStatus;
+
+    #[derive(Default)]
+    struct Table {
+        next_ticket: u64,
+        /// Address -> tickets of its sleepers, in arrival order.
+        queues: HashMap<usize, VecDeque<u64>>,
+        /// Tickets a wake picked that have not left yet.
+        woken: HashSet<u64>,
+    }
+
+    loom::lazy_static! {
+        static ref FUTEX: (Mutex<Table>, Condvar) = (Mutex::new(Table::default()), Condvar::new());
+    }
+
+    fn key(word: &AtomicU32) -> usize {
+        word as *const AtomicU32 as usize
+    }
+
+    pub(super) fn wait(word: &AtomicU32, expected: u32) -> WaitStatus {
+        let (lock, cv) = &*FUTEX;
+        let mut t = lock.lock().unwrap_or_else(|e| e.into_inner());
+        // The kernel reads the word under the bucket lock, after a full barrier.
+        if word.load(Ordering::SeqCst) != expected {
+            return WaitStatus::Woken; // EAGAIN
+        }
+        let me = t.next_ticket;
+        t.next_ticket += 1;
+        t.queues.entry(key(word)).or_default().push_back(me);
+        while !t.woken.remove(&me) {
+            t = cv.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+        WaitStatus::Woken
+    }
+
+    pub(super) fn wake(word: &AtomicU32, n: i32) -> usize {
+        let (lock, cv) = &*FUTEX;
+        let mut t = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(q) = t.queues.get_mut(&key(word)) else {
+            return 0;
+        };
+        let k = q.len().min(n.max(1) as usize);
+        let picked: Vec<u64> = q.drain(..k).collect();
+        t.woken.extend(picked);
+        if k > 0 {
+            cv.notify_all();
+        }
+        k
+    }
+}
+
+#[cfg(all(test, not(shmkit_loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

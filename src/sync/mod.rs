@@ -118,6 +118,8 @@ pub mod barrier;
 pub mod condvar;
 pub mod event;
 pub mod futex;
+#[cfg(all(test, shmkit_loom))]
+mod loom;
 #[cfg(test)]
 mod model;
 pub mod mutex;

@@ -163,7 +163,8 @@ const CAS_TRIES: u32 = 1 << 16;
 /// Sleep/wake handshake (no lost wake-up): a waiter registers in `sleepers` (SeqCst),
 /// re-reads the count and sleeps only while it is 0 (`FUTEX_WAIT` compares in the
 /// kernel); `post` increments the count (SeqCst) and then reads `sleepers`. Sequential
-/// consistency forbids both missing each other (checked in `model.rs`).
+/// consistency forbids both missing each other (the handshake of [`RawEvent`](super::RawEvent),
+/// which loom checks in `sync::loom`; this copy of it is not model-checked).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct RawSemaphore {

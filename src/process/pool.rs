@@ -393,10 +393,10 @@ impl<A: 'static, R: 'static> Pool<A, R> {
     ) -> Result<usize> {
         lock(&self.shared).check_open()?;
         let limit = self.shared.opts.max_message - TASK_HEADER;
-        if let (Some(pack), Some((asize, _))) = (self.entry.arg.pack, self.shared.fixed)
-            && asize <= limit
-        {
-            return self.submit_packed(job, first, items, chunksize, pack, asize);
+        if let (Some(pack), Some((asize, _))) = (self.entry.arg.pack, self.shared.fixed) {
+            if asize <= limit {
+                return self.submit_packed(job, first, items, chunksize, pack, asize);
+            }
         }
         // Arguments are gathered a few hundred at a time and encoded by one call of the
         // codec (no call per item); an argument that does not fit after the others

@@ -339,16 +339,14 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
                 // Not a mutex (or no longer one): open it for the precise mismatch error.
                 shmkit::sync::mutex::raw_mutex(&Segment::open(&name)?)?;
             }
-            let details = crate::segments::sync_details(n.as_str(), &n.fs_path())?;
+            let obj = shmkit::inspect::object(n.as_str(), shmkit::inspect::Reads::Snapshot)?;
+            let details = crate::segments::state_rows(&obj);
             if json {
-                let fields: serde_json::Map<String, serde_json::Value> = details
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, json!(v)))
-                    .collect();
+                let fields: serde_json::Map<String, serde_json::Value> =
+                    details.into_iter().map(|(k, v)| (k, json!(v))).collect();
                 out.json(&record("mutex", &name, "stat", fields.into()))?;
             } else {
-                for (k, v) in details.unwrap_or_default() {
+                for (k, v) in details {
                     writeln!(out, "{k:<12} {v}")?;
                 }
             }

@@ -134,13 +134,22 @@ pub struct Writer {
 
 /// Inspects the object called `name` in `/dev/shm` (see the [module docs](self)).
 ///
-/// Errors: an invalid name, a missing object (`ENOENT`) or one that is not a regular file,
-/// and an object that changed while being read (run it again). A foreign or corrupt
+/// Errors: an invalid name, a missing object (`ENOENT`, said of `name`) or one that is not
+/// a regular file, an object that changed while being read (run it again), and under
+/// [`Reads::Open`] what [`stats`] and [`stat`] return. A foreign or corrupt
 /// object is not an error: its [`Inspection::header`] says why, its state is
 /// [`ObjectState::Unknown`].
 pub fn object(name: &str, reads: Reads) -> Result<Object> {
     let n = Name::shm(name)?;
-    read_object(&n.fs_path(), n.as_str(), Some(n.as_str()), reads)
+    read_object(&n.fs_path(), n.as_str(), Some(n.as_str()), reads).map_err(|e| {
+        match e.errno() {
+            // Said of the name the caller gave, not of the path under /dev/shm.
+            Some(nix::errno::Errno::ENOENT) => {
+                Error::os(n.to_string(), "open", nix::errno::Errno::ENOENT)
+            }
+            _ => e,
+        }
+    })
 }
 
 /// [`object`] for a file-backed segment (or any path). Queues and topics outside

@@ -242,8 +242,10 @@ fn foreign_missing_and_file_backed_objects() {
     assert!(o.file.is_foreign());
     assert_eq!(o.state, ObjectState::Unknown);
 
-    let e = inspect::object(&unique("insp-missing"), Reads::Snapshot).unwrap_err();
+    let missing = unique("insp-missing");
+    let e = inspect::object(&missing, Reads::Snapshot).unwrap_err();
     assert_eq!(e.errno(), Some(nix::errno::Errno::ENOENT));
+    assert!(e.to_string().contains(&missing) && !e.to_string().contains("/dev/shm"));
     assert!(inspect::object("no/such", Reads::Snapshot).is_err());
 
     let dir = std::env::temp_dir().join(unique("insp-dir"));

@@ -459,13 +459,7 @@ fn info(name: &str, as_json: bool, op: &str, out: &mut Out) -> Result<(), Error>
     let n = Name::shm(name)?;
     let path = n.fs_path();
     // Header facts and kind-specific state, read with `pread`, never mapped.
-    let obj =
-        shmkit::inspect::object(n.as_str(), Reads::Snapshot).map_err(|e| match e.errno() {
-            Some(nix::errno::Errno::ENOENT) => {
-                Error::os(n.to_string(), "open", nix::errno::Errno::ENOENT)
-            }
-            _ => e,
-        })?;
+    let obj = shmkit::inspect::object(n.as_str(), Reads::Snapshot)?;
     let maps = shmkit::process::mapped_files();
     let rows = state_rows(&obj);
     let mut j = describe_file(&path, Ok(obj.file), &maps);

@@ -58,6 +58,7 @@ pub mod error;
 mod fdwait;
 pub mod fifo;
 pub mod frame;
+pub mod inspect;
 pub mod latest;
 pub mod liveness;
 #[cfg(feature = "log")]

@@ -187,9 +187,16 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
         Command::Rm(a) => rm_kind(&[Kind::Queue, Kind::ByteQueue], &a.names, out),
         Command::Stat { name, json } => {
             let name = utf8("NAME", &name)?;
-            let s = stats(&name)?;
-            let seg = Segment::open(&name)?;
-            let ty = seg.header().type_name().to_owned();
+            let obj = shmkit::inspect::object(&name, shmkit::inspect::Reads::Open)?;
+            // Not a queue (or no longer): `stats` gives the precise error.
+            let s = match obj.state {
+                shmkit::inspect::ObjectState::Queue(s) => s,
+                _ => stats(&name)?,
+            };
+            let ty = match &obj.file.header {
+                Ok(h) => h.type_name().to_owned(),
+                Err(_) => Segment::open(&name)?.header().type_name().to_owned(),
+            };
             if json {
                 out.json(&record(
                     &s.kind.name(),

@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use serde_json::{Value as Json, json};
+use shmkit::inspect::{Inspection, Object, ObjectState, Reads, SyncState, inspect_path};
 use shmkit::process::FileId;
-use shmkit::segment::{
-    Header, Inspection, Kind, Removal, SHM_DIR, State, inspect_path, remove_if_unused,
-};
-use shmkit::sync::SyncState;
+use shmkit::segment::{Header, Kind, Removal, SHM_DIR, remove_if_unused};
 use shmkit::{Error, Name, Segment};
 
 use crate::out::{Out, utf8, utf8_all, warn};
@@ -111,8 +109,17 @@ fn shm_objects() -> Result<Vec<PathBuf>, Error> {
     Ok(v)
 }
 
-/// A JSON description of one object, shared by `ls`, `info` and `gc`.
+/// A JSON description of one object for `ls`: its header and file facts, no state.
 fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
+    describe_file(path, inspect_path(path), maps)
+}
+
+/// A JSON description of one object's file and header facts, shared by `ls` and `info`.
+fn describe_file(
+    path: &Path,
+    ins: Result<Inspection, Error>,
+    maps: &HashMap<FileId, Vec<u32>>,
+) -> Json {
     let file_name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -121,7 +128,7 @@ fn describe(path: &Path, maps: &HashMap<FileId, Vec<u32>>) -> Json {
         .and_then(|id| maps.get(&id).cloned())
         .unwrap_or_default();
     attached.sort_unstable();
-    let ins = match inspect_path(path) {
+    let ins = match ins {
         Ok(i) => i,
         Err(e) => {
             return json!({ "name": file_name, "path": path, "error": e.to_string(),
@@ -280,54 +287,39 @@ fn ls(as_json: bool, out: &mut Out) -> Result<(), Error> {
     Ok(())
 }
 
-/// The state of a synchronisation object for `info`, from a `pread` snapshot of its header
-/// and its payload's first bytes (never a mapping: a peer that resizes the object
-/// meanwhile causes a clean error, not a SIGBUS); owner liveness from `F_OFD_GETLK` on
-/// the same open file. `None`: not (or no longer) a synchronisation object.
-pub(crate) fn sync_details(
-    name: &str,
-    path: &Path,
-) -> Result<Option<Vec<(String, String)>>, Error> {
-    use shmkit::segment::header::HEADER_LEN;
-    use std::os::unix::fs::FileExt;
-    let file = open_for_read(path)?;
-    // Reads up to `buf.len()` bytes at `off`; fewer only at the end of the file.
-    let read = |buf: &mut [u8], off: u64| -> Result<usize, Error> {
-        let mut got = 0;
-        while got < buf.len() {
-            match file.read_at(&mut buf[got..], off + got as u64) {
-                Ok(0) => break,
-                Ok(k) => got += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::os(name, "pread", errno_of(&e))),
+/// The rows `info` prints for an object's kind-specific state (lock owner and liveness,
+/// semaphore count, event state, latest version...), read by [`shmkit::inspect::object`]
+/// with `pread` snapshots, never mapped. Empty when there is nothing to add to the header
+/// facts (values, arrays, queues and topics: `queue stat` / `topic stat` read those).
+pub(crate) fn state_rows(obj: &Object) -> Vec<(String, String)> {
+    let Ok(h) = &obj.file.header else {
+        return Vec::new();
+    };
+    match &obj.state {
+        ObjectState::Sync(st) => sync_rows(h, *st),
+        ObjectState::Latest {
+            slots,
+            version,
+            writing,
+            writer,
+            ..
+        } => {
+            let writer = match writer {
+                None => "none (no handle holds the writer role)".to_string(),
+                Some(w) if w.alive => format!("pid {}, alive", w.pid),
+                Some(w) => format!("pid {}, DEAD: the next writer takes the role over", w.pid),
+            };
+            let mut version = format!("{version} (slot 0 of {slots})");
+            if *writing {
+                version.push_str(", a write is in progress (or its writer died mid-write)");
             }
+            vec![
+                ("version".to_string(), version),
+                ("writer".to_string(), writer),
+            ]
         }
-        Ok(got)
-    };
-    let changed = |what: String| {
-        Error::corrupt(
-            name,
-            format!("the object changed while being read ({what}); run `shmkit info` again"),
-        )
-    };
-    let mut head = [0u8; HEADER_LEN];
-    let got = read(&mut head, 0)?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| Error::os(name, "fstat", errno_of(&e)))?
-        .len();
-    let h = Header::parse(&head[..got], file_len).map_err(|e| changed(e.to_string()))?;
-    if h.state() != State::Ready {
-        return Err(changed(format!("now {}", h.state())));
+        _ => Vec::new(),
     }
-    let mut snap = [0u8; shmkit::sync::SNAPSHOT_LEN];
-    let want = shmkit::sync::snapshot_len(&h);
-    let got = read(&mut snap[..want], h.raw.payload_offset)?;
-    // A short read (the object shrank meanwhile) is describe_bytes' "changed" error.
-    let state = shmkit::sync::describe_bytes(name, &h, &snap[..got], |t| {
-        shmkit::liveness::token_held(&file, t).unwrap_or(true)
-    })?;
-    Ok(state.map(|st| sync_rows(&h, st)))
 }
 
 /// The rows `info` prints for a synchronisation object's state: the sentences are built
@@ -463,45 +455,17 @@ fn sync_rows(h: &Header, st: SyncState) -> Vec<(String, String)> {
     }
 }
 
-/// Kinds whose `info` shows state read from the payload.
-fn has_payload_details(kind: &str) -> bool {
-    [
-        Kind::Mutex,
-        Kind::Event,
-        Kind::Condvar,
-        Kind::RwLock,
-        Kind::Barrier,
-        Kind::Semaphore,
-    ]
-    .iter()
-    .any(|k| k.name() == kind)
-}
-
 fn info(name: &str, as_json: bool, op: &str, out: &mut Out) -> Result<(), Error> {
     let n = Name::shm(name)?;
     let path = n.fs_path();
-    // Surface a clear error (missing, not a file, symlink) before describing.
-    inspect_path(&path).map_err(|e| match e.errno() {
-        Some(nix::errno::Errno::ENOENT) => {
-            Error::os(n.to_string(), "open", nix::errno::Errno::ENOENT)
-        }
-        _ => e,
-    })?;
+    // Header facts and kind-specific state, read with `pread`, never mapped.
+    let obj = shmkit::inspect::object(n.as_str(), Reads::Snapshot)?;
     let maps = shmkit::process::mapped_files();
-    let mut j = describe(&path, &maps);
-    // Kind-specific state (lock owner and liveness, semaphore count, event state...): only
-    // for the synchronisation kinds, read with `pread`, never mapped.
-    let detailed = j.get("state").and_then(Json::as_str) == Some("ready")
-        && j.get("kind")
-            .and_then(Json::as_str)
-            .is_some_and(has_payload_details);
-    if detailed {
-        if let Some(details) = sync_details(n.as_str(), &path)? {
-            if let Some(o) = j.as_object_mut() {
-                for (k, v) in details {
-                    o.insert(k, json!(v));
-                }
-            }
+    let rows = state_rows(&obj);
+    let mut j = describe_file(&path, Ok(obj.file), &maps);
+    if let Some(o) = j.as_object_mut() {
+        for (k, v) in rows {
+            o.insert(k, json!(v));
         }
     }
     if let Some(err) = j.get("error").and_then(Json::as_str) {

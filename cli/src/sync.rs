@@ -331,24 +331,23 @@ fn mutex(c: MutexCmd, out: &mut Out) -> Result<(), Error> {
         MutexCmd::Stat(NameJson { name, json }) => {
             let name = utf8("NAME", &name)?;
             // Read with pread, never a mapping (a peer resizing the file cannot kill us).
-            let n = shmkit::name::Name::shm(&name)?;
-            let is_mutex = shmkit::segment::inspect_path(&n.fs_path())?
+            let obj = shmkit::inspect::object(&name, shmkit::inspect::Reads::Snapshot)?;
+            let is_mutex = obj
+                .file
                 .header
+                .as_ref()
                 .is_ok_and(|h| h.kind() == shmkit::segment::Kind::Mutex);
             if !is_mutex {
                 // Not a mutex (or no longer one): open it for the precise mismatch error.
                 shmkit::sync::mutex::raw_mutex(&Segment::open(&name)?)?;
             }
-            let details = crate::segments::sync_details(n.as_str(), &n.fs_path())?;
+            let details = crate::segments::state_rows(&obj);
             if json {
-                let fields: serde_json::Map<String, serde_json::Value> = details
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, json!(v)))
-                    .collect();
+                let fields: serde_json::Map<String, serde_json::Value> =
+                    details.into_iter().map(|(k, v)| (k, json!(v))).collect();
                 out.json(&record("mutex", &name, "stat", fields.into()))?;
             } else {
-                for (k, v) in details.unwrap_or_default() {
+                for (k, v) in details {
                     writeln!(out, "{k:<12} {v}")?;
                 }
             }

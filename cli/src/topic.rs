@@ -235,7 +235,12 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
         }
         Command::Stat { name, json } => {
             let name = utf8("NAME", &name)?;
-            let s = stat(&name)?;
+            let obj = shmkit::inspect::object(&name, shmkit::inspect::Reads::Open)?;
+            // Not a topic (or no longer): `stat` gives the precise error.
+            let s = match obj.state {
+                shmkit::inspect::ObjectState::Topic(s) => s,
+                _ => stat(&name)?,
+            };
             if json {
                 let parts: Vec<_> = s
                     .participants
@@ -252,7 +257,10 @@ pub fn run(cmd: Command, out: &mut Out) -> Result<(), Error> {
                         })
                     })
                     .collect();
-                let kind = Segment::open(&name)?.header().kind().name();
+                let kind = match &obj.file.header {
+                    Ok(h) => h.kind().name(),
+                    Err(_) => Segment::open(&name)?.header().kind().name(),
+                };
                 out.json(&record(
                     &kind,
                     &name,

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
+use shmkit::inspect::inspect_path;
 use shmkit::segment::SegmentOptions;
-use shmkit::segment::{Header, Kind, State, inspect_path};
+use shmkit::segment::{Header, Kind, State};
 use shmkit::{Array, Error, Name, Segment, Value};
 
 use crate::out::{Out, mode_bits, record, utf8};

@@ -107,6 +107,12 @@ pub use cell::{MAX_SLOTS, MAX_VALUE};
 pub use fuzz::fuzz_latest;
 pub use keyed::KeyedBoard;
 
+/// Payload offsets of the writer's owner word and of slot 0's sequence word, for the
+/// `pread` snapshots of [`crate::inspect`].
+pub(crate) fn snapshot_offsets() -> (usize, usize) {
+    (cell::OFF_WRITER, cell::OFF_SLOTS)
+}
+
 /// Read attempts after the first before [`Latest::read`] gives up (changeable per handle
 /// with [`Latest::set_retries`]). The first 64 retries spin; later ones yield the CPU, so
 /// a writer preempted in the middle of a write can finish. Measured on a 2-vCPU VM at

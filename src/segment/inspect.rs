@@ -55,7 +55,8 @@ impl Inspection {
     }
 }
 
-pub(super) fn open_for_inspection(
+/// Opens `path` to inspect it: no symlinks, no blocking on a FIFO, regular files only.
+pub(crate) fn open_for_inspection(
     path: &Path,
     resource: &str,
     flags: OFlag,
@@ -82,20 +83,11 @@ pub(super) fn open_for_inspection(
 /// the object meanwhile can make the read short or inconsistent (an error in `header`),
 /// never a `SIGBUS`.
 pub fn inspect_path(path: &Path) -> Result<Inspection> {
-    use std::os::unix::fs::FileExt;
     let resource = path.display().to_string();
     let (file, meta) = open_for_inspection(path, &resource, OFlag::O_RDONLY)?;
     let len = meta.len();
     let mut buf = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        match file.read_at(&mut buf[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::os(&resource, "pread", io_errno(&e))),
-        }
-    }
+    let got = pread_full(&file, &mut buf, 0, &resource)?;
     let header = if got < HEADER_LEN {
         Err(HeaderError::TooShort { len: got as u64 })
     } else {
@@ -128,4 +120,21 @@ pub fn inspect_path(path: &Path) -> Result<Inspection> {
         creator_holds,
         creator,
     })
+}
+
+/// Reads up to `buf.len()` bytes at `off` with `pread(2)` (retrying on `EINTR`); fewer only
+/// at the end of the file. Never a mapping: a file that shrinks meanwhile gives a short
+/// read, not a `SIGBUS`.
+pub(crate) fn pread_full(file: &File, buf: &mut [u8], off: u64, resource: &str) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::os(resource, "pread", io_errno(&e))),
+        }
+    }
+    Ok(got)
 }

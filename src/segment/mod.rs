@@ -83,7 +83,7 @@ use init::{
     Location, attach_creator, finish_init, map_existing, map_file, plan, size_and_reserve,
     write_header,
 };
-use inspect::open_for_inspection;
+pub(crate) use inspect::{open_for_inspection, pread_full};
 
 /// Where the POSIX shm objects of this system live (glibc's `shm_open` opens files here).
 pub const SHM_DIR: &str = "/dev/shm";

@@ -130,6 +130,20 @@ impl Wait {
     }
 }
 
+/// A named pipe's file facts ([`Fifo::stat`]). How many readers and writers have it open
+/// and how many bytes it holds are not visible without opening it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FifoStat {
+    /// Permission bits (with set-id and sticky bits).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Last modification (a write to the pipe updates it), when the file system says.
+    pub modified: Option<std::time::SystemTime>,
+}
+
 impl Fifo {
     /// Creates a named pipe at `path` with permission bits `mode` (the umask applies);
     /// fails with `EEXIST` if anything is there (`mkfifo(3)`).
@@ -142,6 +156,27 @@ impl Fifo {
             Mode::from_bits_truncate((mode & 0o777) as libc::mode_t),
         )
         .map_err(|e| Error::os(path.display().to_string(), "mkfifo", e))
+    }
+
+    /// What `lstat` says about the named pipe at `path` (never opens it: opening a FIFO's
+    /// read end would release a writer blocked in `open`); refuses anything that is not a
+    /// FIFO, and does not follow a symbolic link.
+    #[doc(alias = "lstat")]
+    pub fn stat(path: impl AsRef<Path>) -> Result<FifoStat> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let path = path.as_ref();
+        crate::name::validate_path(path)?;
+        let res = path.display().to_string();
+        let meta = std::fs::symlink_metadata(path).map_err(|e| io_err(&res, "lstat", e))?;
+        if !meta.file_type().is_fifo() {
+            return Err(Error::invalid(res, "stat FIFO", "not a FIFO"));
+        }
+        Ok(FifoStat {
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            modified: meta.modified().ok(),
+        })
     }
 
     /// Removes the named pipe at `path`; refuses to remove anything that is not a FIFO.

@@ -124,6 +124,14 @@ pub enum FifoCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show a named pipe's mode and owner (lstat only: never opens it).
+    Stat {
+        /// The FIFO.
+        path: PathBuf,
+        /// Print JSON (one line).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a named pipe (refuses anything else).
     Rm {
         /// The FIFO.
@@ -356,6 +364,24 @@ pub fn run_fifo(cmd: FifoCommand, out: &mut Out) -> Result<(), Error> {
     match cmd {
         FifoCommand::Create { path, mode } => Fifo::create(&path, mode_bits(&mode)?),
         FifoCommand::Rm { path } => Fifo::remove(&path),
+        FifoCommand::Stat { path, json } => {
+            let st = Fifo::stat(&path)?;
+            let shown = path.display().to_string();
+            if json {
+                let v = serde_json::json!({
+                    "mode": format!("{:o}", st.mode),
+                    "uid": st.uid,
+                    "gid": st.gid,
+                });
+                out.json(&record("fifo", &shown, "stat", v))
+            } else {
+                writeln!(
+                    out,
+                    "path  {shown}\nmode  {:o}\nuid   {}\ngid   {}",
+                    st.mode, st.uid, st.gid
+                )
+            }
+        }
         FifoCommand::Send {
             path,
             messages,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ok, shmkit};
+use common::{fails, json_one, ok, shmkit};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -115,8 +115,19 @@ fn fifo_commands() {
         (&lines[1]["kind"], &lines[1]["encoding"]),
         (&"fifo".into(), &"utf8".into())
     );
+    // stat: lstat only, mode 600 by default; --json one record.
+    let text = ok(&["fifo", "stat", p]);
+    assert!(text.contains("mode  600"), "{text}");
+    let v = json_one(&ok(&["fifo", "stat", p, "--json"]));
+    assert_eq!((&v["kind"], &v["op"]), (&"fifo".into(), &"stat".into()));
+    assert_eq!(v["mode"], "600");
     ok(&["fifo", "rm", p]);
     assert!(!path.exists());
+    // Not a FIFO (a regular file): refused, and left alone.
+    std::fs::write(&path, b"x").unwrap();
+    let err = fails(&["fifo", "stat", p]);
+    assert!(err.contains("not a FIFO"), "{err}");
+    std::fs::remove_file(&path).unwrap();
 }
 
 /// `mq ls` without the mqueue file system: says how to mount it, mounts nothing. Needs a

@@ -10,7 +10,7 @@
 //! | offset | contents |
 //! |-------:|----------|
 //! | 0      | `writer`: owner word of the writer role, `pid << 32 \| token` (0: none) |
-//! | 64     | wait point: futex word (u32), sleepers (u32) — `wait_for_update` sleeps here |
+//! | 64     | wait point: futex word (u32), sleepers (u32), armed (u32; `queue/wait.rs`) — `wait_for_update` sleeps here |
 //! | 128    | `slots` slots of `stride` bytes: `seq` (u64), then the value at `data_off` |
 //!
 //! A slot's value occupies `words = ceil(size / 8)` 64-bit words (the padding of the last
@@ -149,7 +149,7 @@ pub(crate) struct Table {
 #[derive(Debug)]
 struct Shadow {
     w64: std::collections::BTreeMap<usize, AtomicU64>,
-    w32: [AtomicU32; 2],
+    w32: [AtomicU32; 3],
 }
 
 // SAFETY: the table only hands out atomics over memory that is shared by design;
@@ -182,7 +182,7 @@ impl Table {
         }
         let shadow = Box::leak(Box::new(Shadow {
             w64,
-            w32: [AtomicU32::new(0), AtomicU32::new(0)],
+            w32: [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)],
         }));
         Table { base, geo, shadow }
     }
@@ -221,6 +221,7 @@ impl Table {
         self.writer().store(0, Ordering::Relaxed);
         self.u32_at(OFF_WAIT).store(0, Ordering::Relaxed);
         self.u32_at(OFF_WAIT + 4).store(0, Ordering::Relaxed);
+        self.u32_at(OFF_WAIT + 8).store(0, Ordering::Relaxed);
         for s in 0..self.geo.slots {
             self.seq(s).store(0, Ordering::Relaxed);
             for k in 0..self.geo.words {
@@ -247,6 +248,7 @@ impl Table {
         WaitPoint {
             word: self.u32_at(OFF_WAIT),
             sleepers: self.u32_at(OFF_WAIT + 4),
+            armed: self.u32_at(OFF_WAIT + 8),
         }
     }
 

@@ -99,6 +99,8 @@ fn hostile_store(table: &Table, i: usize, w: u64) {
         let wp = table.wait_point();
         wp.word.store(w as u32, Ordering::Relaxed);
         wp.sleepers.store((w >> 32) as u32, Ordering::Relaxed);
+    } else if off == 72 {
+        table.wait_point().armed.store(w as u32, Ordering::Relaxed);
     } else if off >= 128 {
         let slot = (off - 128) / g.stride;
         if slot < g.slots && (off - 128) % g.stride == 0 {

@@ -201,15 +201,29 @@ fn dead_producer_is_skipped() {
 #[test]
 fn no_lost_wake_up() {
     loom::model(|| {
-        let words = Arc::new((AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)));
+        let words = Arc::new((
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+        ));
         let w2 = words.clone();
         let t = thread::spawn(move || {
-            let (word, sleepers, flag) = &*w2;
+            let (word, sleepers, armed, flag) = &*w2;
             flag.store(1, Ordering::Release);
-            WaitPoint { word, sleepers }.wake();
+            WaitPoint {
+                word,
+                sleepers,
+                armed,
+            }
+            .wake();
         });
-        let (word, sleepers, flag) = &*words;
-        let wp = WaitPoint { word, sleepers };
+        let (word, sleepers, armed, flag) = &*words;
+        let wp = WaitPoint {
+            word,
+            sleepers,
+            armed,
+        };
         while wp
             .park(Duration::from_secs(1), || {
                 (flag.load(Ordering::Acquire) == 1).then_some(())
@@ -217,6 +231,69 @@ fn no_lost_wake_up() {
             .is_none()
         {}
         t.join().unwrap();
+    });
+}
+
+/// Wake-up once per sleep (`armed`): two sleepers, each waiting for its own flag, and two
+/// wakers, each publishing one flag and waking. A waker that skips `FUTEX_WAKE` because
+/// `armed` is older than `word` must never leave a sleeper asleep with its flag set (the
+/// emulated futex has no timeout: a lost wake-up is a deadlock loom reports).
+#[test]
+fn armed_wake_skips_only_redundant_wake_ups() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let words = Arc::new((
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            [AtomicU32::new(0), AtomicU32::new(0)],
+        ));
+        let mut threads = Vec::new();
+        for i in 0..2 {
+            let w = words.clone();
+            threads.push(thread::spawn(move || {
+                let (word, sleepers, armed, flags) = &*w;
+                flags[i].store(1, Ordering::Release);
+                WaitPoint {
+                    word,
+                    sleepers,
+                    armed,
+                }
+                .wake();
+            }));
+        }
+        let w = words.clone();
+        let sleeper = thread::spawn(move || {
+            let (word, sleepers, armed, flags) = &*w;
+            let wp = WaitPoint {
+                word,
+                sleepers,
+                armed,
+            };
+            while wp
+                .park(Duration::from_secs(1), || {
+                    (flags[1].load(Ordering::Acquire) == 1).then_some(())
+                })
+                .is_none()
+            {}
+        });
+        let (word, sleepers, armed, flags) = &*words;
+        let wp = WaitPoint {
+            word,
+            sleepers,
+            armed,
+        };
+        while wp
+            .park(Duration::from_secs(1), || {
+                (flags[0].load(Ordering::Acquire) == 1).then_some(())
+            })
+            .is_none()
+        {}
+        sleeper.join().unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
     });
 }
 

@@ -10,7 +10,7 @@
 //! |-------:|----------|
 //! | 0      | `tail`: next position a producer claims (u64) |
 //! | 128    | `head`: next position a consumer claims (u64) |
-//! | 256    | data wait point: futex word (u32), sleepers (u32) — consumers sleep here |
+//! | 256    | data wait point: futex word (u32), sleepers (u32), armed (u32; `wait.rs`) — consumers sleep here |
 //! | 384    | space wait point — producers sleep here |
 //! | 512    | join wait point — `join()` sleeps here |
 //! | 640    | `peer_deaths` (u64), `last_dead_pid` (u64), SPSC `producer`/`consumer` roles (u64 each), `senders`, `receivers` (peer counts, u64 each), `lost_tasks` (u64) |
@@ -322,6 +322,7 @@ impl Ring {
         for off in [OFF_DATA_WAIT, OFF_SPACE_WAIT, OFF_JOIN_WAIT] {
             w32.insert(off, AtomicU32::new(0));
             w32.insert(off + 4, AtomicU32::new(0));
+            w32.insert(off + 8, AtomicU32::new(0));
         }
         let shadow = Box::leak(Box::new(Shadow { w64, w32 }));
         Ring { base, geo, shadow }
@@ -366,18 +367,21 @@ impl Ring {
         super::wait::WaitPoint {
             word: self.u32_at(OFF_DATA_WAIT),
             sleepers: self.u32_at(OFF_DATA_WAIT + 4),
+            armed: self.u32_at(OFF_DATA_WAIT + 8),
         }
     }
     pub(crate) fn space_wait(&self) -> super::wait::WaitPoint<'_> {
         super::wait::WaitPoint {
             word: self.u32_at(OFF_SPACE_WAIT),
             sleepers: self.u32_at(OFF_SPACE_WAIT + 4),
+            armed: self.u32_at(OFF_SPACE_WAIT + 8),
         }
     }
     pub(crate) fn join_wait(&self) -> super::wait::WaitPoint<'_> {
         super::wait::WaitPoint {
             word: self.u32_at(OFF_JOIN_WAIT),
             sleepers: self.u32_at(OFF_JOIN_WAIT + 4),
+            armed: self.u32_at(OFF_JOIN_WAIT + 8),
         }
     }
     pub(crate) fn peer_deaths(&self) -> &AtomicU64 {

@@ -49,6 +49,7 @@ struct SpaceWait {
     _seg: Arc<Segment>,
     word: *const AtomicU32,
     sleepers: *const AtomicU32,
+    armed: *const AtomicU32,
 }
 
 impl SpaceWait {
@@ -58,6 +59,7 @@ impl SpaceWait {
             _seg: core.seg.clone(),
             word: wp.word,
             sleepers: wp.sleepers,
+            armed: wp.armed,
         }
     }
 
@@ -74,13 +76,14 @@ impl SpaceWait {
 
     #[cfg_attr(any(not(feature = "async"), shmkit_loom), allow(dead_code))]
     fn get(&self) -> WaitPoint<'_> {
-        // SAFETY: both point to atomics inside the segment's mapping (taken from a ring
+        // SAFETY: all three point to atomics inside the segment's mapping (taken from a ring
         // over it), which `_seg` keeps alive as long as `self`; shared memory words are
         // only ever accessed atomically.
         unsafe {
             WaitPoint {
                 word: &*self.word,
                 sleepers: &*self.sleepers,
+                armed: &*self.armed,
             }
         }
     }

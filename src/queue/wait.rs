@@ -1,24 +1,36 @@
 //! Waiting: spin, then sleep on a futex in shared memory.
 //!
-//! A *wait point* is two 32-bit words on their own cache line: `word`, the futex word
-//! that wakers bump, and `sleepers`, how many processes are (about to be) asleep on it.
+//! A *wait point* is three 32-bit words on their own cache line: `word`, the futex word
+//! that wakers bump; `sleepers`, how many processes are (about to be) asleep on it; and
+//! `armed`, the newest value of `word` a sleeper has gone to sleep on.
 //!
 //! The handshake (Dekker-style, no lost wake-up):
 //!
 //! ```text
 //! sleeper                                   waker
-//! sleepers += 1                             publish (store, Release)
-//! fence(SeqCst)                             fence(SeqCst)
-//! w = word                                  if sleepers != 0 {
-//! if condition holds: sleepers -= 1; done       word += 1
-//! futex_wait(word, w, slice)                    futex_wake(word, all)
-//! sleepers -= 1                             }
+//! w = word                                  publish (store, Release)
+//! sleepers += 1                             fence(SeqCst)
+//! armed = newest(armed, w)                  if sleepers != 0 {
+//! fence(SeqCst)                                 a = armed; v = word
+//! if condition holds: sleepers -= 1; done       if a == v and CAS(word, v, v + 1) {
+//! futex_wait(word, w, slice)                        futex_wake(word, all)
+//! sleepers -= 1                                 }
+//!                                           }
 //! ```
 //!
-//! Both sides store, fence, then load the other side's word, so at least one of them sees
-//! the other: either the waker sees `sleepers != 0` and wakes (a sleeper that read `w`
-//! before the bump gets `EAGAIN` from `futex_wait`), or the sleeper's re-check sees the
-//! published state. A waker that finds nobody asleep makes no system call.
+//! Both sides store, fence, then load the other side's words, so at least one of them
+//! sees the other. Either the sleeper's re-check sees the published state, or the waker
+//! sees the sleeper's `sleepers` and `armed` stores. In the second case, if `word` still
+//! holds `w`, then `armed == w` (no sleeper can arm a value newer than `word`), and the
+//! waker bumps and wakes; if `word` moved on, somebody bumped it after the sleeper read
+//! `w`, and that bump was followed by a wake, or the sleeper's `futex_wait` returns
+//! `EAGAIN` at once. A waker that finds nobody asleep makes no system call.
+//!
+//! `armed` makes the wake-up once per sleep: after a bump, `armed` is older than `word`
+//! until some sleeper goes to sleep again, so wakers that find the woken sleepers still
+//! counted (they have not run yet: on a busy machine that is many operations) skip the
+//! `FUTEX_WAKE` they would otherwise each make. A process writing garbage into `armed`
+//! can make wakers skip wake-ups; sleepers then notice the change within a sleep slice.
 //!
 //! # Asymmetric fences
 //!
@@ -211,6 +223,7 @@ fn heavy_fence() {
 pub(crate) struct WaitPoint<'a> {
     pub(crate) word: &'a AtomicU32,
     pub(crate) sleepers: &'a AtomicU32,
+    pub(crate) armed: &'a AtomicU32,
 }
 
 impl WaitPoint<'_> {
@@ -226,18 +239,45 @@ impl WaitPoint<'_> {
 
     #[cold]
     fn wake_slow(&self) {
-        self.word.fetch_add(1, Ordering::SeqCst);
-        futex_wake_all(self.word);
+        // `armed` first (Acquire): seeing a sleeper's arming of `w` then implies seeing a
+        // `word` at least `w` (the sleeper read it before arming).
+        let a = self.armed.load(Ordering::Acquire);
+        let v = self.word.load(Ordering::Relaxed);
+        if a != v {
+            // Everybody asleep was woken by a bump since (or is about to see it).
+            return;
+        }
+        if self
+            .word
+            .compare_exchange(v, v.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            futex_wake_all(self.word);
+        }
+        // (CAS failed: another waker bumped `word` just now, and wakes.)
     }
 
     /// Sleeper side, first half: counts this waiter as a sleeper and returns the word's
     /// value to sleep on; the caller re-checks its condition next, and finally undoes the
     /// count (`sleepers -= 1`). [`Self::park`] and the async waiters (`crate::aio`) use it.
     pub(crate) fn begin_wait(&self) -> u32 {
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        heavy_fence();
         // Acquire: a bumped word implies the waker's publication is visible.
-        self.word.load(Ordering::Acquire)
+        let w = self.word.load(Ordering::Acquire);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // `armed = newest(armed, w)` (wrapping order): a sleeper that read an older `w`
+        // never lowers it.
+        let mut a = self.armed.load(Ordering::Relaxed);
+        while (w.wrapping_sub(a) as i32) > 0 {
+            match self
+                .armed
+                .compare_exchange_weak(a, w, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => a = now,
+            }
+        }
+        heavy_fence();
+        w
     }
 
     /// Sleeper side: registers, re-checks with `ready`, sleeps at most `slice` unless the
@@ -407,9 +447,11 @@ mod tests {
     fn wake_without_sleepers_is_a_no_op_and_park_returns_when_ready() {
         let word = AtomicU32::new(0);
         let sleepers = AtomicU32::new(0);
+        let armed = AtomicU32::new(0);
         let wp = WaitPoint {
             word: &word,
             sleepers: &sleepers,
+            armed: &armed,
         };
         wp.wake();
         assert_eq!(word.load(Ordering::Relaxed), 0);
@@ -424,12 +466,14 @@ mod tests {
     fn park_is_woken_by_another_thread() {
         let word = AtomicU32::new(0);
         let sleepers = AtomicU32::new(0);
+        let armed = AtomicU32::new(0);
         let flag = AtomicU32::new(0);
         std::thread::scope(|s| {
             s.spawn(|| {
                 let wp = WaitPoint {
                     word: &word,
                     sleepers: &sleepers,
+                    armed: &armed,
                 };
                 let t = Instant::now();
                 loop {
@@ -453,6 +497,7 @@ mod tests {
             WaitPoint {
                 word: &word,
                 sleepers: &sleepers,
+                armed: &armed,
             }
             .wake();
         });

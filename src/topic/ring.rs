@@ -10,7 +10,7 @@
 //! |-------:|----------|
 //! | 0      | `tail`: the next position the publisher writes (u64; written by the publisher role only) |
 //! | 128    | `lock`: publisher role (entry index + 1, 0 = free) |
-//! | 256    | data wait point: futex word (u32), sleepers (u32) — subscribers sleep here |
+//! | 256    | data wait point: futex word (u32), sleepers (u32), armed (u32; `queue/wait.rs`) — subscribers sleep here |
 //! | 384    | space wait point — a `Block` publisher sleeps here |
 //! | 512    | `pubs`, `subs` (peer counts: bits 0..32 the count, bit 32 [`EVER`]), `epoch` (bumped by each subscribe), `peer_deaths`, `last_dead_pid` |
 //! | 640    | participant table: `entries` lines: `owner`, `roles`, `cursor` |
@@ -221,6 +221,7 @@ impl Ring {
         for off in [OFF_DATA_WAIT, OFF_SPACE_WAIT] {
             w32.insert(off, AtomicU32::new(0));
             w32.insert(off + 4, AtomicU32::new(0));
+            w32.insert(off + 8, AtomicU32::new(0));
         }
         let shadow = Box::leak(Box::new(Shadow { w64, w32 }));
         Ring { base, geo, shadow }
@@ -266,6 +267,7 @@ impl Ring {
         WaitPoint {
             word: self.u32_at(OFF_DATA_WAIT),
             sleepers: self.u32_at(OFF_DATA_WAIT + 4),
+            armed: self.u32_at(OFF_DATA_WAIT + 8),
         }
     }
     #[inline]
@@ -273,6 +275,7 @@ impl Ring {
         WaitPoint {
             word: self.u32_at(OFF_SPACE_WAIT),
             sleepers: self.u32_at(OFF_SPACE_WAIT + 4),
+            armed: self.u32_at(OFF_SPACE_WAIT + 8),
         }
     }
     /// Peer count word of `role`.

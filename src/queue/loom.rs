@@ -240,10 +240,27 @@ fn no_lost_wake_up() {
 /// emulated futex has no timeout: a lost wake-up is a deadlock loom reports).
 #[test]
 fn armed_wake_skips_only_redundant_wake_ups() {
+    type Words = (AtomicU32, AtomicU32, AtomicU32, [AtomicU32; 2]);
+    fn wait_point(w: &Words) -> WaitPoint<'_> {
+        WaitPoint {
+            word: &w.0,
+            sleepers: &w.1,
+            armed: &w.2,
+        }
+    }
+    /// Sleeps on the wait point until flag `i` is set.
+    fn sleep_for(w: &Words, i: usize) {
+        while wait_point(w)
+            .park(Duration::from_secs(1), || {
+                (w.3[i].load(Ordering::Acquire) == 1).then_some(())
+            })
+            .is_none()
+        {}
+    }
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(|| {
-        let words = Arc::new((
+        let words: Arc<Words> = Arc::new((
             AtomicU32::new(0),
             AtomicU32::new(0),
             AtomicU32::new(0),
@@ -253,43 +270,13 @@ fn armed_wake_skips_only_redundant_wake_ups() {
         for i in 0..2 {
             let w = words.clone();
             threads.push(thread::spawn(move || {
-                let (word, sleepers, armed, flags) = &*w;
-                flags[i].store(1, Ordering::Release);
-                WaitPoint {
-                    word,
-                    sleepers,
-                    armed,
-                }
-                .wake();
+                w.3[i].store(1, Ordering::Release);
+                wait_point(&w).wake();
             }));
         }
         let w = words.clone();
-        let sleeper = thread::spawn(move || {
-            let (word, sleepers, armed, flags) = &*w;
-            let wp = WaitPoint {
-                word,
-                sleepers,
-                armed,
-            };
-            while wp
-                .park(Duration::from_secs(1), || {
-                    (flags[1].load(Ordering::Acquire) == 1).then_some(())
-                })
-                .is_none()
-            {}
-        });
-        let (word, sleepers, armed, flags) = &*words;
-        let wp = WaitPoint {
-            word,
-            sleepers,
-            armed,
-        };
-        while wp
-            .park(Duration::from_secs(1), || {
-                (flags[0].load(Ordering::Acquire) == 1).then_some(())
-            })
-            .is_none()
-        {}
+        let sleeper = thread::spawn(move || sleep_for(&w, 1));
+        sleep_for(&words, 0);
         sleeper.join().unwrap();
         for t in threads {
             t.join().unwrap();

@@ -177,13 +177,7 @@ fn parse(
     size: usize,
     placement: Placement,
 ) -> Result<Measurement> {
-    let ns: Vec<f64> = v["ns"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-        .unwrap_or_default();
-    if ns.is_empty() {
-        return Err(Error::corrupt(id.to_string(), "no timings in the output"));
-    }
+    let ns = crate::python_mp::timings(id, v)?;
     let ops = v["ops"].as_u64().unwrap_or(ns.len() as u64);
     let mut m = if variant == "rtt" {
         let mut m = summarise(ns, ops, Timing::PerOp, placement);

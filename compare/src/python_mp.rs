@@ -76,6 +76,12 @@ fn run_script(id: &str, args: &[String]) -> Result<Vec<f64>> {
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::corrupt(id.to_string(), format!("output is not JSON: {e}")))?;
+    timings(id, &v)
+}
+
+/// The `ns` array of an external measuring program's JSON output (the Python scripts,
+/// `shmkit-bridge-bench`): one timing per sample, at least one.
+pub(crate) fn timings(id: &str, v: &serde_json::Value) -> Result<Vec<f64>> {
     let ns: Vec<f64> = v["ns"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())

@@ -25,7 +25,9 @@ enum Sink {
 fn run_to<S: AsRef<OsStr>>(sink: Sink, args: &[S]) -> Output {
     let stdout = match sink {
         Sink::ClosedPipe => {
-            let (r, w) = nix::unistd::pipe().expect("pipe");
+            // O_CLOEXEC: a command another test thread spawns meanwhile must not inherit
+            // the read end (it would keep the pipe readable, and the write would succeed).
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
             drop(r);
             Stdio::from(w)
         }

@@ -6,6 +6,8 @@ mod common;
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -37,6 +39,28 @@ fn multi_thread() -> tokio::runtime::Runtime {
 fn bounded<F: Future>(rt: &tokio::runtime::Runtime, f: F) -> F::Output {
     rt.block_on(async { tokio::time::timeout(LONG, f).await })
         .expect("async operation did not finish in time")
+}
+
+/// A waker that records that it was called.
+struct Flag(AtomicBool);
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A new MPMC `Queue<u64>` of `capacity` slots named `name`.
+fn mpmc_u64(name: &str, capacity: u64) -> Queue<u64> {
+    Queue::<u64>::options()
+        .mode(Mode::Mpmc)
+        .capacity(capacity)
+        .create(name)
+        .unwrap()
+}
+
+/// Opens the MPMC `Queue<u64>` named `name`.
+fn open_mpmc_u64(name: &str) -> Queue<u64> {
+    Queue::<u64>::options().mode(Mode::Mpmc).open(name).unwrap()
 }
 
 /// Polls `f` once with a waker that does nothing; returns whether it completed.
@@ -128,20 +152,13 @@ fn async_sender_sync_receiver_across_processes() {
 #[test]
 fn dropped_async_recv_leaves_the_queue_usable() {
     if let Some(_role) = common::role() {
-        let q = Queue::<u64>::options()
-            .mode(Mode::Mpmc)
-            .open(&arg(0))
-            .unwrap();
+        let q = open_mpmc_u64(&arg(0));
         q.send(7).unwrap();
         std::process::exit(0);
     }
     let name = common::unique("aio-drop");
     let _g = common::ShmGuard::new(&name);
-    let mut q = Queue::<u64>::options()
-        .mode(Mode::Mpmc)
-        .capacity(8)
-        .create(&name)
-        .unwrap();
+    let mut q = mpmc_u64(&name, 8);
     {
         let f = q.recv_async();
         let mut f = pin!(f);
@@ -254,10 +271,7 @@ impl CommitAsync for Queue<u64> {
 #[test]
 fn killed_async_waiter_does_not_block_the_sender() {
     if let Some(_role) = common::role() {
-        let mut q = Queue::<u64>::options()
-            .mode(Mode::Mpmc)
-            .open(&arg(0))
-            .unwrap();
+        let mut q = open_mpmc_u64(&arg(0));
         let rt = current_thread();
         rt.block_on(async {
             let mut f = pin!(q.recv_async());
@@ -276,11 +290,7 @@ fn killed_async_waiter_does_not_block_the_sender() {
     }
     let name = common::unique("aio-kill");
     let _g = common::ShmGuard::new(&name);
-    let q = Queue::<u64>::options()
-        .mode(Mode::Mpmc)
-        .capacity(8)
-        .create(&name)
-        .unwrap();
+    let q = mpmc_u64(&name, 8);
     let mut c = common::child(
         "killed_async_waiter_does_not_block_the_sender",
         "w",
@@ -610,9 +620,6 @@ mod transports {
 mod semaphore {
     use super::*;
     use shmkit::sync::{BoundedSemaphore, Semaphore};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     #[test]
     fn semaphore_async_across_processes() {
         if let Some(_role) = common::role() {
@@ -648,19 +655,6 @@ mod semaphore {
         assert!(e.is_timeout(), "{e}");
         b.post().unwrap();
         bounded(&rt, b.wait_timeout_async(LONG)).unwrap();
-    }
-
-    /// The scheduler state letter of a process (`S`: sleeping), from /proc.
-    fn sched_state(pid: u32) -> Option<u8> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(") ")?.1.bytes().next()
-    }
-
-    struct Flag(AtomicBool);
-    impl std::task::Wake for Flag {
-        fn wake(self: Arc<Self>) {
-            self.0.store(true, Ordering::SeqCst);
-        }
     }
 
     /// `post` wakes one sleeper. If it picks the async waiter, which is then dropped
@@ -701,7 +695,7 @@ mod semaphore {
                 .spawn()
                 .unwrap();
                 let t = std::time::Instant::now();
-                while s.raw().sleepers() < 2 || sched_state(c.id()) != Some(b'S') {
+                while s.raw().sleepers() < 2 || common::sched_state(c.id()) != Some(b'S') {
                     assert!(t.elapsed() < LONG, "the child never slept");
                     std::thread::yield_now();
                 }
@@ -795,4 +789,55 @@ fn dropped_shared_send_async_sends_nothing() {
     q.recv(&mut buf).unwrap();
     assert_eq!(buf, b"d", "the dropped send sent nothing");
     assert!(q.try_recv(&mut buf).unwrap_err().is_empty());
+}
+
+/// An async send asleep on a full queue (no consumer attached yet when it went to
+/// sleep) is woken for the slot a consumer in another process frees below the low-water
+/// mark, though no consumer wakes it: the consumer receives once and exits without
+/// closing. The future must call its waker (within a few 20 ms sleep slices; the bound
+/// is 5 s), then complete.
+#[test]
+fn async_send_on_a_full_queue_gets_a_slot_freed_below_the_low_water_mark() {
+    if let Some(_role) = common::role() {
+        let q = open_mpmc_u64(&arg(0));
+        assert_eq!(q.recv_timeout(LONG).unwrap(), 0);
+        std::process::exit(0); // without dropping `q`: nobody is told
+    }
+    let name = common::unique("aio-lowwater");
+    let _g = common::ShmGuard::new(&name);
+    let mut q = mpmc_u64(&name, 8);
+    for v in 0..8 {
+        q.try_send(v).unwrap();
+    }
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    {
+        let mut f = pin!(q.send_async(100));
+        let mut cx = Context::from_waker(&waker);
+        assert!(f.as_mut().poll(&mut cx).is_pending(), "the queue is full");
+        let mut c = common::child(
+            "async_send_on_a_full_queue_gets_a_slot_freed_below_the_low_water_mark",
+            "consumer",
+            &[&name],
+        )
+        .spawn()
+        .unwrap();
+        common::wait_ok(&mut c, LONG);
+        let t = std::time::Instant::now();
+        loop {
+            while !flag.0.swap(false, Ordering::SeqCst) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "the send was never woken"
+                );
+                std::thread::yield_now();
+            }
+            if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+                r.unwrap();
+                break;
+            }
+        }
+    }
+    let rest: Vec<u64> = std::iter::from_fn(|| q.try_recv().ok()).collect();
+    assert_eq!(rest, [1, 2, 3, 4, 5, 6, 7, 100]);
 }

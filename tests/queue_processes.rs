@@ -362,3 +362,63 @@ fn blocked_receiver_in_park_mode_is_woken_across_processes() {
     q.send(42).unwrap();
     common::wait_ok(&mut c, LONG);
 }
+
+/// A producer asleep on a full queue is woken once half the slots are free (the space
+/// low-water mark). A consumer that frees fewer and then stops receiving leaves it asleep
+/// only until its sleep slice ends: the send still succeeds, well within its timeout.
+/// Both modes, a child process asleep in `send_timeout` before the parent receives.
+#[test]
+fn a_sender_asleep_on_a_full_queue_gets_a_slot_freed_below_the_low_water_mark() {
+    if let Some(_role) = common::role() {
+        let mode = if arg(1) == "spsc" {
+            Mode::Spsc
+        } else {
+            Mode::Mpmc
+        };
+        let q = Queue::<u64>::options()
+            .mode(mode)
+            .wait(WaitStrategy::Park)
+            .open(&arg(0))
+            .unwrap();
+        q.send_timeout(100, LONG).unwrap();
+        std::process::exit(0);
+    }
+    for mode in ["spsc", "mpmc"] {
+        let name = common::unique("q-lowwater");
+        let _g = common::ShmGuard::new(&name);
+        let mode_of = || {
+            if mode == "spsc" {
+                Mode::Spsc
+            } else {
+                Mode::Mpmc
+            }
+        };
+        let filler = Queue::<u64>::options()
+            .mode(mode_of())
+            .capacity(8)
+            .create(&name)
+            .unwrap();
+        for v in 0..8 {
+            filler.try_send(v).unwrap();
+        }
+        drop(filler); // gives the (SPSC) producer role up for the child
+        let q = Queue::<u64>::options().mode(mode_of()).open(&name).unwrap();
+        let mut c = common::child(
+            "a_sender_asleep_on_a_full_queue_gets_a_slot_freed_below_the_low_water_mark",
+            "producer",
+            &[&name, mode],
+        )
+        .spawn()
+        .unwrap();
+        let t = std::time::Instant::now();
+        while common::sched_state(c.id()) != Some(b'S') {
+            assert!(t.elapsed() < LONG, "{mode}: the producer never slept");
+            std::thread::yield_now();
+        }
+        // One slot of eight freed: below the mark (four), so no wake-up is due.
+        assert_eq!(q.try_recv().unwrap(), 0);
+        common::wait_ok(&mut c, LONG);
+        let rest: Vec<u64> = std::iter::from_fn(|| q.try_recv().ok()).collect();
+        assert_eq!(rest, [1, 2, 3, 4, 5, 6, 7, 100], "{mode}");
+    }
+}

@@ -442,6 +442,91 @@ fn attach_send_close_races_a_blocked_receiver() {
     });
 }
 
+/// Sends `v` from entry `p`, sleeping on the space wait point while the ring is full (as
+/// `Core::claim_send` does; the emulated futex has no timeout, so a sender nobody wakes
+/// is a deadlock loom reports).
+fn send_parked(r: &Ring, p: usize, v: u64) {
+    while !try_send(r, p, v) {
+        if r.space_wait()
+            .park(Duration::from_secs(1), || try_send(r, p, v).then_some(()))
+            .is_some()
+        {
+            break;
+        }
+    }
+}
+
+/// The space low-water mark (`Ring::wake_space`): a sender asleep on a full ring of 4 is
+/// woken once two slots are free, whichever of two consumers releases last and in
+/// whichever order they claimed and released (one single release and one batch release
+/// of one message each: both paths).
+#[test]
+fn space_wakes_at_the_low_water_mark() {
+    bounded_by(3).check(|| {
+        let (buf, r) = ring(4, 3);
+        let [p, c1, c2] = entries(
+            &r,
+            &[(1, ROLE_SENDER), (2, ROLE_RECEIVER), (3, ROLE_RECEIVER)],
+        )[..] else {
+            unreachable!()
+        };
+        assert_eq!(r.space_low_water(), 2);
+        for v in 1..=4 {
+            assert!(try_send(&r, p, v));
+        }
+        let single = spawn_keeping(&buf, move || try_recv(&r, c1).unwrap());
+        let batch = spawn_keeping(&buf, move || {
+            let (pos, k) = r.mpmc_claim_recv_many(c2, 1, false).unwrap().unwrap();
+            // SAFETY: the claim gives this thread the slot's 8 data bytes.
+            let v = unsafe { r.data(pos).cast::<u64>().read() };
+            r.mpmc_release_many(c2, pos, k);
+            v
+        });
+        send_parked(&r, p, 5);
+        let mut got = [single.join().unwrap(), batch.join().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+        assert_eq!(r.len(), 3);
+        drop(buf);
+    });
+}
+
+/// The same mark in SPSC mode, where the consumer counts from its own position: one
+/// consumer frees two slots of four, one at a time, and the sleeping sender is woken.
+#[test]
+fn spsc_space_wakes_at_the_low_water_mark() {
+    bounded().check(|| {
+        let (buf, r) = ring(4, 2);
+        for v in 0..4 {
+            assert!(r.spsc_can_send(v, 0).unwrap());
+            // SAFETY: the producer owns position `v`'s slot until it publishes it.
+            unsafe { r.data(v).cast::<u64>().write(v) };
+            r.spsc_publish(v);
+        }
+        let consumer = spawn_keeping(&buf, move || {
+            for mut pos in 0..2 {
+                assert!(r.spsc_can_recv(&mut pos).unwrap());
+                r.spsc_release(pos);
+            }
+        });
+        // The producer at position 4 waits for `head` to pass 0.
+        let ready = || {
+            r.spsc_can_send(4, r.head().load(Ordering::Acquire))
+                .unwrap()
+        };
+        while !ready() {
+            if r.space_wait()
+                .park(Duration::from_secs(1), || ready().then_some(()))
+                .is_some()
+            {
+                break;
+            }
+        }
+        consumer.join().unwrap();
+        drop(buf);
+    });
+}
+
 /// A sender blocked on a full ring, a consumer that receives once and detaches: the
 /// sender either gets the freed slot or sees `Disconnected` (no consumer left), and is
 /// woken either way.

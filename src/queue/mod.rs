@@ -112,6 +112,18 @@
 //! position in the handle. See `ring.rs` and ARCHITECTURE.md, "Queue", for the slot state
 //! machine, the crash-recovery protocol and the sleep/wake handshake.
 //!
+//! # Waiting
+//!
+//! A blocked call spins, then sleeps on a futex in the segment, per its
+//! [`WaitStrategy`]; the default spins adaptively and, past its first [`YIELD_AFTER`],
+//! yields the core between spins (with more processes than cores, the process it waits
+//! for may need that core). A receiver asleep on an empty queue is woken by the next
+//! message. A sender asleep on a full queue is woken once **half** the slots are free
+//! (the low-water mark of a socket's send buffer), not at the first one: woken per slot,
+//! it would fill it and sleep again, two context switches per message when processes
+//! share cores. If consumers stop receiving with fewer slots free, a sleeping sender
+//! finds them when its sleep slice ends (at most 20 ms later).
+//!
 //! # Crash consistency
 //!
 //! A message becomes visible only when its sequence word is published, after the data is
@@ -196,7 +208,7 @@ use options::init_ring;
 pub use ring::{MAX_CAPACITY, MAX_HANDLES, MAX_STASH};
 pub use sender::{ByteSender, POOL, Sender};
 pub use stats::{QueueStats, stats};
-pub use wait::{MIN_ADAPTIVE_SPIN, WaitStrategy};
+pub use wait::{MIN_ADAPTIVE_SPIN, WaitStrategy, YIELD_AFTER};
 
 use errors::Fail;
 use ring::{
@@ -816,8 +828,10 @@ impl Core {
 
     /// Hook for `crate::aio`: the wait point a blocked send (`send`) or receive of this
     /// handle sleeps on, and how soon to look again without a wake-up: soon while it is
-    /// blocked by another process's unfinished claim, every [`ASYNC_SWEEP`] while peers
-    /// are attached (a peer that dies without closing wakes nobody), never otherwise.
+    /// blocked by another process's unfinished claim; a send every
+    /// [`wait::PARK_SLICE`] (free slots below the low-water mark wake nobody); a
+    /// receive every [`ASYNC_SWEEP`] while peers are attached (a peer that dies without
+    /// closing wakes nobody), never otherwise.
     #[cfg(all(feature = "async", not(shmkit_loom)))]
     pub(crate) fn wait_hook(&self, send: bool) -> (WaitPoint<'_>, Option<Duration>) {
         let (wp, peer) = if send {
@@ -828,6 +842,10 @@ impl Core {
         let w = self.ring.peers(peer).load(Ordering::Relaxed);
         let again = if self.stuck.get().is_some() {
             Some(RECOVER_EVERY)
+        } else if send {
+            // Consumers wake space sleepers only at the low-water mark
+            // (`Ring::wake_space`): like a blocking send, look again every slice.
+            Some(wait::PARK_SLICE)
         } else if w & ring::EVER != 0 && w != ring::EVER {
             Some(ASYNC_SWEEP)
         } else {

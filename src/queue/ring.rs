@@ -1035,7 +1035,7 @@ impl Ring {
         }
         self.intent_more(me).store(0, Ordering::Release);
         self.intent(me).store(NO_INTENT, Ordering::Release);
-        self.space_wait().wake();
+        self.wake_space(None);
     }
 
     /// SPSC consumer: how many consecutive positions from `p` hold a message (at most
@@ -1057,7 +1057,43 @@ impl Ring {
         self.seq(p)
             .store(empty(p.wrapping_add(self.geo.cap)), Ordering::Release);
         self.intent(me).store(NO_INTENT, Ordering::Release);
-        self.space_wait().wake();
+        self.wake_space(None);
+    }
+
+    /// Free slots that wake producers asleep on a full ring: half the capacity (at least
+    /// one), the low-water mark of a socket's send buffer (`sk_stream_write_space`). A
+    /// producer woken at the first free slot fills it and sleeps again; with several
+    /// processes to a core, every such wake-up is two context switches per message.
+    #[inline]
+    pub(crate) fn space_low_water(&self) -> u64 {
+        (self.geo.cap / 2).max(1)
+    }
+
+    /// Consumer side, after releasing: wakes the producers asleep on a full ring once at
+    /// least [`Self::space_low_water`] slots are free. `head` is the consumer's own next
+    /// position where it alone advances `head` (SPSC); `None` reads the shared `head`.
+    ///
+    /// Why no sleeper is left behind for good: the count is `tail - head` with `head`
+    /// read by a read-modify-write (the newest value; an older one would count the ring
+    /// fuller than it is and skip a due wake-up) and `tail` by a load (an older value
+    /// counts it emptier: an extra wake-up, harmless). Of the consumers whose releases
+    /// the sleeper did not see, the last to release counts every claim before its own
+    /// and sees the sleeper (the handshake in `wait.rs`), so once the ring is at the mark
+    /// for good, a wake-up is made. A consumer that stops receiving with the ring above
+    /// the mark leaves the producers asleep until their sleep slice ends (at most
+    /// [`super::wait::PARK_SLICE`]); they then find the free slots. Garbage in `head` or
+    /// `tail` makes wake-ups early or late by a slice, nothing else. The loom model
+    /// `queue::loom::space_wakes_at_the_low_water_mark` checks both cases.
+    #[inline]
+    pub(crate) fn wake_space(&self, head: Option<u64>) {
+        self.space_wait().wake_when(|| {
+            let h = match head {
+                Some(h) => h,
+                None => self.head().fetch_add(0, Ordering::AcqRel),
+            };
+            let used = self.tail().load(Ordering::Acquire).wrapping_sub(h) as i64;
+            used <= (self.geo.cap - self.space_low_water()) as i64
+        });
     }
 
     /// Recovers a claim that blocks us if its owner is dead. Returns the dead owner's word
@@ -1217,7 +1253,7 @@ impl Ring {
         // Release: the data was read before, and a joinable consumer's outstanding count
         // is visible with the new head.
         self.head().store(p.wrapping_add(1), Ordering::Release);
-        self.space_wait().wake();
+        self.wake_space(Some(p.wrapping_add(1)));
     }
 
     // ---------------------------------------------------------------- stash

@@ -93,6 +93,9 @@ pub enum WaitStrategy {
     /// spins that never catch anything, and its waits then cost about what
     /// [`WaitStrategy::Park`]'s do. After a long quiet spell, the first quick answers are
     /// seen at parked latency until the budget has doubled back (a few waits).
+    ///
+    /// Past its first [`YIELD_AFTER`] the spin calls `sched_yield` about once per
+    /// microsecond, so that a peer waiting for this core gets it.
     Adaptive {
         /// The most to spin before sleeping.
         spin: Duration,
@@ -110,6 +113,15 @@ impl Default for WaitStrategy {
 /// The least an adaptive wait spins before it sleeps, however long its recent waits were
 /// (a peer that is ready at once is still seen without a system call).
 pub const MIN_ADAPTIVE_SPIN: Duration = Duration::from_micros(2);
+
+/// How long an adaptive wait spins flat out; after that it calls `sched_yield` every 64
+/// spins (about one system call per microsecond of waiting). With more processes than
+/// cores, the process a spinner waits for may be runnable on the spinner's own core: a
+/// producer spinning on a full queue keeps the consumer that would empty it off the CPU
+/// until the spin budget or the time slice ends (measured: two producers and a consumer
+/// on two cores, the default wait fell to a tenth of one pair's throughput). Yielding
+/// hands it the core; alone on its core, `sched_yield` returns at once.
+pub const YIELD_AFTER: Duration = MIN_ADAPTIVE_SPIN;
 
 /// What one handle learned from its waits: the spin budget an adaptive wait uses next
 /// (`None`: the strategy's full `spin`). Per handle (not shared), so no atomics.
@@ -233,6 +245,19 @@ impl WaitPoint<'_> {
     pub(crate) fn wake(&self) {
         light_fence();
         if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake_slow();
+        }
+    }
+
+    /// Waker side with a condition: as [`Self::wake`], but a waker that finds sleepers
+    /// wakes them only if `worth_it()` (evaluated only then, so the fast path is
+    /// unchanged). The queue's consumers use it for the space wait point's low-water mark
+    /// (`Ring::wake_space`); a skipped wake-up is made by a later waker whose condition
+    /// holds, or the sleeper notices the change within its sleep slice.
+    #[inline]
+    pub(crate) fn wake_when(&self, worth_it: impl FnOnce() -> bool) {
+        light_fence();
+        if self.sleepers.load(Ordering::Relaxed) != 0 && worth_it() {
             self.wake_slow();
         }
     }
@@ -381,7 +406,15 @@ impl<'h> Waiter<'h> {
                 Next::Park(left.min(PARK_SLICE))
             }
             _ => {
-                std::hint::spin_loop();
+                if matches!(self.strategy, WaitStrategy::Adaptive { .. })
+                    && self.times.is_some_and(|(.., t0)| now - t0 >= YIELD_AFTER)
+                {
+                    // Past the first microseconds, spin politely: a peer we wait for
+                    // that shares our core runs only when we let it.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 Next::Spin
             }
         }

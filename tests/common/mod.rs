@@ -118,6 +118,12 @@ pub fn wait_bounded(c: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// The scheduler state letter of a process (`S`: sleeping), from `/proc/PID/stat`.
+pub fn sched_state(pid: u32) -> Option<u8> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.bytes().next()
+}
+
 /// Waits (bounded) and asserts success.
 pub fn wait_ok(c: &mut Child, limit: Duration) {
     let st = wait_bounded(c, limit);

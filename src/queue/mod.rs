@@ -196,6 +196,7 @@ use crate::error::{Error, Result};
 use crate::segment::{ElemInfo, Kind, Segment};
 
 pub use bytes::{ByteQueue, ByteQueueOptions, ByteReader, RecvBytes, SendBytes};
+pub use copy::{cache_bypass, set_cache_bypass};
 pub use errors::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };

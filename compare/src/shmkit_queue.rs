@@ -7,11 +7,14 @@
 //! [`Channel::attach`] (a handle inherited through `fork` belongs to the parent). The
 //! parent sends on queue 0 and receives on queue 1.
 //!
-//! Capacity: [`RTT_CAPACITY`] slots when the workload keeps one message in flight (rtt,
-//! wake: strict alternation, so more slots buffer nothing; 256 is the queue's default and
-//! the size of the reference C ring of issue 6), otherwise the workload's depth (stream:
-//! 8), like every other ring in the harness. Each slot holds one whole message of the
-//! channel's size (`ByteQueue`: `max_message` = the message size).
+//! Capacity: the workload's depth, like every other ring in the harness: [`RTT_CAPACITY`]
+//! (one slot) when it keeps one message in flight (rtt, wake: strict alternation, so more
+//! slots buffer nothing), 8 in the stream workload. (Runs up to December 2026 gave the
+//! queues 256 slots in rtt and wake, their default, while the harness's own rings had one:
+//! strict alternation then walks 256 slots, cold ones at 4 KiB (1 MiB per direction, the
+//! size of the L2), and the queues' 4 KiB round trip measured ~1.3 µs against ~0.95 µs with
+//! one slot.) Topics take at least 2, their minimum. Each slot holds one whole message of
+//! the channel's size (`ByteQueue`: `max_message` = the message size).
 //!
 //! Every wait is bounded by [`WAIT_LIMIT`] (`send_timeout` / `recv_timeout`, or the
 //! timeout of `reserve` / `recv_ref`); the queues also detect a dead peer's claims.
@@ -37,8 +40,9 @@ use shmkit::{Error, Result};
 use crate::channel::{Channel, ChannelParams, Side};
 use crate::slot::WAIT_LIMIT;
 
-/// Slots per queue when the workload has one message in flight (depth 1).
-pub const RTT_CAPACITY: u64 = 256;
+/// Slots per queue when the workload has one message in flight (depth 1): one, as in
+/// the harness's own rings.
+pub const RTT_CAPACITY: u64 = 1;
 
 /// Message sizes `Queue<[u8; N]>` is instantiated for (the harness's sizes and the
 /// payload minimum).

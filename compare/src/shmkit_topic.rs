@@ -7,8 +7,9 @@
 //! publisher role of the topic it writes, and waits (bounded) until the other side has
 //! subscribed, so that no message is published before its reader exists.
 //!
-//! Capacity as for the queue adapters ([`crate::shmkit_queue`]): 256 slots when one
-//! message is in flight (rtt, wake), the workload's depth otherwise (stream: 8).
+//! Capacity as for the queue adapters ([`crate::shmkit_queue`]): the workload's depth,
+//! at least 2 (a topic's minimum): 2 slots when one message is in flight (rtt, wake), 8
+//! in the stream workload.
 //!
 //! Payload: the sender copies the harness's bytes into a loaned slot (`loan_timeout` +
 //! `publish`), the receiver copies them out of `recv_ref` (zero-copy view) into its
@@ -78,7 +79,7 @@ pub fn await_subscribers<T: Pod>(topic: &Topic<T>, n: u64, id: &'static str) -> 
 impl<T: Pod> TopicChannel<T> {
     fn boxed(p: ChannelParams, wait: WaitStrategy, id: &'static str) -> Result<Box<dyn Channel>> {
         let cap = if p.depth <= 1 {
-            RTT_CAPACITY
+            RTT_CAPACITY.max(2) // a topic's minimum
         } else {
             (p.depth as u64).max(2)
         };

@@ -15,12 +15,13 @@
 //!
 //! # Long stores bypass the cache
 //!
-//! A store of [`cache_bypass`] bytes or more (default 16 KiB) into shared memory uses
-//! non-temporal stores on x86-64 (`movntdq`, or `vmovntdq` with AVX), then `sfence`; why
+//! A store into shared memory whose length is in [`cache_bypass`] (default 16 KiB up to
+//! 256 KiB) uses non-temporal stores on x86-64 (`movntdq`, or `vmovntdq` with AVX), then `sfence`; why
 //! and the numbers are in [`set_cache_bypass`]. The `sfence` orders the stores before the
 //! publication that follows (a `Release` store does not order non-temporal stores).
 //! Shorter stores, and other architectures, go through the cache.
 
+use std::ops::Range;
 use std::ptr::{read_unaligned, read_volatile, write_unaligned, write_volatile};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -45,7 +46,7 @@ pub(crate) unsafe fn load(src: *const u8, dst: *mut u8, len: usize) {
 #[inline(always)]
 pub(crate) unsafe fn store(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if len >= BYPASS_FROM.load(Ordering::Relaxed) {
+    if len >= BYPASS_FROM.load(Ordering::Relaxed) && len < BYPASS_BELOW.load(Ordering::Relaxed) {
         // SAFETY: the caller's contract (the same as `stream`'s); BYPASS_FROM >= 64.
         unsafe { x86::stream(src, dst, len) };
         return;
@@ -55,34 +56,52 @@ pub(crate) unsafe fn store(src: *const u8, dst: *mut u8, len: usize) {
     unsafe { copy::<false>(dst, src.cast_mut(), len) }
 }
 
-/// Stores into shared memory at least this long bypass the cache by default (x86-64; see
+/// The lengths whose stores into shared memory bypass the cache by default (x86-64; see
 /// the module docs and [`set_cache_bypass`]).
-pub(crate) const STREAM_FROM: usize = 16 * 1024;
+pub(crate) const DEFAULT_BYPASS: Range<usize> = 16 * 1024..256 * 1024;
 
-/// The threshold in force (`usize::MAX`: off).
+/// The range in force (empty, `usize::MAX..0`: off).
 static BYPASS_FROM: AtomicUsize = AtomicUsize::new(if cfg!(target_arch = "x86_64") {
-    STREAM_FROM
+    DEFAULT_BYPASS.start
 } else {
     usize::MAX
 });
+static BYPASS_BELOW: AtomicUsize = AtomicUsize::new(if cfg!(target_arch = "x86_64") {
+    DEFAULT_BYPASS.end
+} else {
+    0
+});
 
-/// Sets, for this process, from which message length queues and topics write messages
-/// into shared memory with non-temporal stores, around the cache (x86-64: `movntdq`, then
-/// `sfence`); `None` writes every message through the cache. The default is 16 KiB on
-/// x86-64 (elsewhere the setting has no effect: messages always go through the cache).
-/// Values below 64 count as 64.
+/// Sets, for this process, which message lengths queues and topics write into shared
+/// memory with non-temporal stores, around the cache (x86-64: `movntdq`/`vmovntdq`, then
+/// `sfence`); `None` writes every message through the cache. The default is
+/// `16 KiB..256 KiB` on x86-64; elsewhere the setting has no effect (messages always go
+/// through the cache). A start below 64 counts as 64. Meant to be set once, at start-up (a
+/// store racing with a change may go either way; both ways are correct).
 ///
 /// A message is for a process on another core. Written through the cache, its lines sit
 /// modified in the writer's L2 and the reader pulls them from there, line by line; written
-/// around it, they reach memory in full-line bursts and the reader streams them. Measured
-/// here (two vCPUs of an AMD EPYC that the hypervisor places in one core complex or in two,
-/// and moves between the two within minutes; `shmkit-bench --workload stream` and a
-/// two-thread ring of eight 64 KiB slots): at 64 KiB, 9 GB/s through the cache against
-/// 13-18 GB/s around it in one complex, and 2.3 against 22-27 GB/s in two. Turn it off
-/// when the reader shares the writer's core or its L2, or when messages are larger than
-/// the L2 and both sides share an L3: a 1 MiB message written through the cache spills to
-/// the shared L3 and is read from there at up to 49 GB/s here, against 17 GB/s around it
-/// (but 2.6 against 27 GB/s when the two sides do not share an L3).
+/// around it, they reach memory in full-line bursts and the reader streams them. Past a
+/// point, though, the writer's L2 overflows and its lines spill to the L3, from where a
+/// reader that shares the L3 takes them faster than from memory. Measured here (two vCPUs
+/// of an AMD EPYC with a 1 MiB L2 each, which the hypervisor places in one core complex,
+/// sharing an L3, or in two, and moves between the two within minutes; a two-thread ring
+/// of eight slots, and `shmkit-bench --workload stream`), GB/s through the cache against
+/// around it:
+///
+/// | message | one complex | two complexes |
+/// |--------:|------------:|--------------:|
+/// | 4 KiB   | 8.4 / 5.9   | 2.1 / 6.3     |
+/// | 16 KiB  | 8.8 / 10.0  | 2.2 / 11.4    |
+/// | 64 KiB  | 7.8-8.9 / 17.9-18.0 | 2.3 / 22.0 |
+/// | 128 KiB | 11.1 / 13.9 | 2.4 / 26.3    |
+/// | 256 KiB | 29.3 / 22.1 | 2.5 / 26.9    |
+/// | 1 MiB   | 47.9-49.0 / 17.2-20.4 | 2.6-3.0 / 27.3 |
+///
+/// The default takes the range where bypassing wins in both placements. Where the two
+/// sides never share an L3 (another core complex or socket), bypassing pays at every size
+/// from 4 KiB: `set_cache_bypass(Some(4096..usize::MAX))`. Where the reader shares the
+/// writer's core (or L2), it never pays: `None`.
 ///
 /// Zero-copy writes ([`super::Queue::reserve`], [`super::ByteQueue::reserve`]) are the
 /// caller's own stores and are not affected.
@@ -90,25 +109,31 @@ static BYPASS_FROM: AtomicUsize = AtomicUsize::new(if cfg!(target_arch = "x86_64
 /// ```
 /// use shmkit::queue::{cache_bypass, set_cache_bypass};
 /// let before = cache_bypass();
+/// set_cache_bypass(Some(4096..usize::MAX));
+/// assert_eq!(cache_bypass(), if cfg!(target_arch = "x86_64") { Some(4096..usize::MAX) } else { None });
 /// set_cache_bypass(None);
 /// assert_eq!(cache_bypass(), None);
 /// set_cache_bypass(before);
 /// ```
-pub fn set_cache_bypass(min_len: Option<usize>) {
-    let v = match min_len {
-        Some(n) if cfg!(target_arch = "x86_64") => n.max(64),
-        _ => usize::MAX,
+pub fn set_cache_bypass(lengths: Option<Range<usize>>) {
+    let (from, below) = match lengths {
+        Some(r) if cfg!(target_arch = "x86_64") && r.start.max(64) < r.end => {
+            (r.start.max(64), r.end)
+        }
+        _ => (usize::MAX, 0),
     };
-    BYPASS_FROM.store(v, Ordering::Relaxed);
+    BYPASS_BELOW.store(below, Ordering::Relaxed);
+    BYPASS_FROM.store(from, Ordering::Relaxed);
 }
 
-/// From which message length stores bypass the cache in this process (`None`: never);
-/// see [`set_cache_bypass`].
-pub fn cache_bypass() -> Option<usize> {
-    match BYPASS_FROM.load(Ordering::Relaxed) {
-        usize::MAX => None,
-        n => Some(n),
-    }
+/// Which message lengths bypass the cache in this process (`None`: none); see
+/// [`set_cache_bypass`].
+pub fn cache_bypass() -> Option<Range<usize>> {
+    let (from, below) = (
+        BYPASS_FROM.load(Ordering::Relaxed),
+        BYPASS_BELOW.load(Ordering::Relaxed),
+    );
+    (from < below).then_some(from..below)
 }
 
 /// Moves one `W` between `shared` and `private` (to private if `LOAD`), volatile on the
@@ -313,9 +338,10 @@ mod tests {
     fn long_stores_bypassing_the_cache_are_exact() {
         assert_eq!(
             cache_bypass(),
-            cfg!(target_arch = "x86_64").then_some(STREAM_FROM),
+            cfg!(target_arch = "x86_64").then_some(DEFAULT_BYPASS),
             "the default"
         );
+        const STREAM_FROM: usize = DEFAULT_BYPASS.start;
         let n = STREAM_FROM + 400;
         let src: Vec<u8> = (0..n + 8).map(|i| (i * 7 + i / 251) as u8).collect();
         for len in [

@@ -231,6 +231,12 @@ pub struct Row {
     /// between ~70 ns and ~300 ns), so a spinning mechanism's ratio is taken against this
     /// neighbour rather than against the `spin-floor` row measured minutes earlier.
     pub local_floor_ns: Option<f64>,
+    /// For stream and sizes rows: a 64 B `spin-floor` round trip measured right after the
+    /// row, which says where the host had the two vCPUs (here ~85-140 ns: one core
+    /// complex, sharing an L3; ~400 ns: two complexes). Through-the-cache bandwidth
+    /// between two cores depends on it several-fold, so two stream rows are comparable
+    /// only at similar probes. Not used for any ratio.
+    pub placement_probe_ns: Option<f64>,
     /// CPU time (user + system) of both processes per operation (round trip, message,
     /// wake-up, lock+unlock) over the measured interval, in nanoseconds; a spinning
     /// waiter's spin counts. Not measured for `pool` (its workers outlive the timed maps).
@@ -631,6 +637,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         ratio: None,
         ratio_to: None,
         local_floor_ns: None,
+        placement_probe_ns: None,
         cpu_ns_per_op: None,
         spread: None,
         change: None,
@@ -653,6 +660,9 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         && !(one_core && needs_two);
     if floor_neighbour {
         row.local_floor_ns = local_floor(task, opts);
+    }
+    if result.is_ok() && matches!(task.job, Job::Stream(..) | Job::Sizes(..)) && !one_core {
+        row.placement_probe_ns = placement_probe(opts);
     }
     match result {
         Ok(m) => {
@@ -683,6 +693,14 @@ fn local_floor(task: &Task, opts: &Options) -> Option<f64> {
         _ => return None,
     };
     m.ok().map(|m| m.median_ns)
+}
+
+/// [`Row::placement_probe_ns`]: a short 64 B `spin-floor` round trip (~10 ms).
+fn placement_probe(opts: &Options) -> Option<f64> {
+    let floor = registry::channels().into_iter().find(|c| c.id == FLOOR)?;
+    measure::rtt(&floor, 64, 2_000, 64 * 200, opts.placement)
+        .ok()
+        .map(|m| m.median_ns)
 }
 
 /// Fills in the ratios: rtt and wake to `spin-floor` at the same size (for spinning rows,
@@ -778,6 +796,7 @@ pub(crate) mod tests_support {
             ratio: None,
             ratio_to: None,
             local_floor_ns: None,
+            placement_probe_ns: None,
             cpu_ns_per_op: None,
             spread: None,
             change: None,

@@ -64,6 +64,9 @@ pub(crate) fn notes(r: &Row) -> String {
             "ratio to the floor measured next to it ({f:.0} ns)"
         ));
     }
+    if let Some(f) = r.placement_probe_ns {
+        n.push(format!("placement probe {f:.0} ns"));
+    }
     if !r.note.is_empty() {
         n.push(r.note.clone());
     }

@@ -52,6 +52,59 @@ pub struct Args {
     /// program (cargo build --release -p shmkit-bridge; or SHMKIT_BRIDGE_BENCH=PATH).
     #[arg(long, value_name = "rtt|stream|lock|wake|pool|mpmc|sizes|fanout|bridge", value_parser = parse_workload)]
     workload: Vec<Workload>,
+    /// Which message lengths shmkit's copying sends write around the cache in this run
+    /// (`shmkit::queue::set_cache_bypass`): `default` (16K..256K on x86-64), `off`, or a
+    /// range of bytes `FROM..TO` (suffixes K and M: KiB, MiB; `TO` may be empty: no limit).
+    /// Forked peers inherit it; the header line of the table says what was in force.
+    #[arg(long, value_name = "default|off|FROM..TO", value_parser = parse_bypass)]
+    cache_bypass: Option<Bypass>,
+}
+
+/// A `--cache-bypass` value.
+#[derive(Debug, Clone)]
+pub enum Bypass {
+    /// The library's default.
+    Default,
+    /// These lengths (`None`: none).
+    Lengths(Option<std::ops::Range<usize>>),
+}
+
+fn parse_bypass(s: &str) -> Result<Bypass, String> {
+    fn bytes(t: &str) -> Result<usize, String> {
+        let (num, mul) = match t.as_bytes().last() {
+            Some(b'K' | b'k') => (&t[..t.len() - 1], 1024),
+            Some(b'M' | b'm') => (&t[..t.len() - 1], 1024 * 1024),
+            _ => (t, 1),
+        };
+        num.parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(mul))
+            .ok_or_else(|| format!("{t:?} is not a byte count (e.g. 4096, 16K, 1M)"))
+    }
+    match s {
+        "default" => Ok(Bypass::Default),
+        "off" => Ok(Bypass::Lengths(None)),
+        _ => {
+            let (a, b) = s
+                .split_once("..")
+                .ok_or_else(|| format!("{s:?}: expected default, off or FROM..TO"))?;
+            let from = bytes(a)?;
+            let to = if b.is_empty() { usize::MAX } else { bytes(b)? };
+            if from >= to {
+                return Err(format!("{s:?}: an empty range"));
+            }
+            Ok(Bypass::Lengths(Some(from..to)))
+        }
+    }
+}
+
+/// The cache-bypass setting in force, for the header line.
+fn bypass_text() -> String {
+    match shmkit::queue::cache_bypass() {
+        None => "cache bypass off".into(),
+        Some(r) if r.end == usize::MAX => format!("cache bypass from {} B", r.start),
+        Some(r) => format!("cache bypass {}..{} B", r.start, r.end),
+    }
 }
 
 fn parse_workload(s: &str) -> Result<Workload, String> {
@@ -84,6 +137,9 @@ fn out_err(e: std::io::Error) -> shmkit::Error {
 
 /// Runs the suite and reports: the table goes to `out`, progress and notes to stderr.
 pub fn run(args: Args, out: &mut dyn Write) -> shmkit::Result<()> {
+    if let Some(Bypass::Lengths(r)) = &args.cache_bypass {
+        shmkit::queue::set_cache_bypass(r.clone());
+    }
     let placement = Placement::detect();
     let opts = Options {
         quick: args.quick,
@@ -151,13 +207,14 @@ pub fn run(args: Args, out: &mut dyn Write) -> shmkit::Result<()> {
     let _ = writeln!(
         text,
         "# shmkit bench{}: measuring process on core {}, peer on core {}; {} CPUs online; \
-         POSIX mq msgsize_max {} B, msg_max {}",
+         POSIX mq msgsize_max {} B, msg_max {}; {}",
         if opts.quick { " --quick" } else { "" },
         core(placement.parent),
         core(placement.child),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         crate::mq::msgsize_max(),
         crate::mq::msg_max(),
+        bypass_text(),
     );
     let _ = writeln!(
         text,
@@ -227,4 +284,33 @@ fn write(path: &PathBuf, text: &str) -> shmkit::Result<()> {
 
 fn core(c: Option<usize>) -> String {
     c.map_or("?".into(), |c| c.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_bypass_values_parse() {
+        assert!(matches!(parse_bypass("default"), Ok(Bypass::Default)));
+        assert!(matches!(parse_bypass("off"), Ok(Bypass::Lengths(None))));
+        match parse_bypass("16K..1M") {
+            Ok(Bypass::Lengths(Some(r))) => assert_eq!(r, 16 * 1024..1024 * 1024),
+            other => panic!("{other:?}"),
+        }
+        match parse_bypass("4096..") {
+            Ok(Bypass::Lengths(Some(r))) => assert_eq!(r, 4096..usize::MAX),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "",
+            "16K",
+            "1M..16K",
+            "x..1",
+            "1..y",
+            "99999999999999999999M..",
+        ] {
+            assert!(parse_bypass(bad).is_err(), "{bad}");
+        }
+    }
 }

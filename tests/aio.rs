@@ -695,7 +695,7 @@ mod semaphore {
                 .spawn()
                 .unwrap();
                 let t = std::time::Instant::now();
-                while s.raw().sleepers() < 2 || common::sched_state(c.id()) != Some(b'S') {
+                while s.raw().sleepers() < 2 || !common::test_thread_asleep(c.id()) {
                     assert!(t.elapsed() < LONG, "the child never slept");
                     std::thread::yield_now();
                 }

@@ -170,7 +170,7 @@ fn mpmc_every_message_exactly_once() {
     assert!(q.is_empty());
 }
 
-/// Every length up to `max` (300 B, and 40 KB: past `copy::STREAM_FROM`, where sends
+/// Every length up to `max` (300 B, and 40 KB: in `queue::cache_bypass()`, where sends
 /// bypass the cache and must be fenced before they are published), sent by copy and by
 /// zero-copy reservation, received by copy and in place; every byte checked.
 #[test]
@@ -419,7 +419,7 @@ fn a_sender_asleep_on_a_full_queue_gets_a_slot_freed_below_the_low_water_mark() 
         .spawn()
         .unwrap();
         let t = std::time::Instant::now();
-        while common::sched_state(c.id()) != Some(b'S') {
+        while !common::test_thread_asleep(c.id()) {
             assert!(t.elapsed() < LONG, "{mode}: the producer never slept");
             std::thread::yield_now();
         }

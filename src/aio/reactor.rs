@@ -267,6 +267,20 @@ impl Shard {
                         // no longer mapped is EFAULT, not a fault.
                         wake_shared(addr, 1);
                     }
+                    // futex_waitv reports one woken word (the last of the vector), but
+                    // wake-ups that raced for other words of it were taken too. A word
+                    // with waiters left shows its new value in the next snapshot (EAGAIN,
+                    // below); a word whose waiters all left would lose its wake-up, so
+                    // pass one on if its value moved (wakers change it first).
+                    for w in &waitv[1..] {
+                        let (a, val) = (w.uaddr as usize, w.val as u32);
+                        if a != addr
+                            && !st.entries.iter().any(|e| e.addr == a)
+                            && !still_equal(a, val)
+                        {
+                            wake_shared(a, 1);
+                        }
+                    }
                 }
                 Err(Errno::EAGAIN)
                     if u64::from(self.control.load(Ordering::Relaxed)) != waitv[0].val =>

@@ -122,7 +122,9 @@
 //! (the low-water mark of a socket's send buffer), not at the first one: woken per slot,
 //! it would fill it and sleep again, two context switches per message when processes
 //! share cores. If consumers stop receiving with fewer slots free, a sleeping sender
-//! finds them when its sleep slice ends (at most 20 ms later).
+//! finds them when its sleep slice ends (at most 20 ms later); the same holds when a
+//! spinning sender takes every freed slot before half are free, so a parked sender
+//! beside a spinning one gets a slot once per slice at best.
 //!
 //! # Crash consistency
 //!
@@ -830,7 +832,8 @@ impl Core {
     /// Hook for `crate::aio`: the wait point a blocked send (`send`) or receive of this
     /// handle sleeps on, and how soon to look again without a wake-up: soon while it is
     /// blocked by another process's unfinished claim; a send every
-    /// [`wait::PARK_SLICE`] (free slots below the low-water mark wake nobody); a
+    /// [`wait::PARK_SLICE`] (free slots below the low-water mark wake nobody; a pending
+    /// send on a full queue costs a look 50 times a second, consumer or not); a
     /// receive every [`ASYNC_SWEEP`] while peers are attached (a peer that dies without
     /// closing wakes nobody), never otherwise.
     #[cfg(all(feature = "async", not(shmkit_loom)))]

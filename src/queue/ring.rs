@@ -1076,14 +1076,20 @@ impl Ring {
     /// Why no sleeper is left behind for good: the count is `tail - head` with `head`
     /// read by a read-modify-write (the newest value; an older one would count the ring
     /// fuller than it is and skip a due wake-up) and `tail` by a load (an older value
-    /// counts it emptier: an extra wake-up, harmless). Of the consumers whose releases
-    /// the sleeper did not see, the last to release counts every claim before its own
-    /// and sees the sleeper (the handshake in `wait.rs`), so once the ring is at the mark
-    /// for good, a wake-up is made. A consumer that stops receiving with the ring above
+    /// counts it emptier: an extra wake-up, harmless). The sleeper's re-check looks at
+    /// its own slot only, so the handshake in `wait.rs` guarantees just that the
+    /// consumer releasing that slot sees the sleeper. If that consumer's count is still
+    /// above the mark, the claim that later brings the ring to the mark comes after its
+    /// read-modify-write in `head`'s modification order, so the consumer that made it
+    /// sees the sleeper too (the fences order its release after that consumer's) and
+    /// wakes it when it releases. A consumer that stops receiving with the ring above
     /// the mark leaves the producers asleep until their sleep slice ends (at most
-    /// [`super::wait::PARK_SLICE`]); they then find the free slots. Garbage in `head` or
-    /// `tail` makes wake-ups early or late by a slice, nothing else. The loom model
-    /// `queue::loom::space_wakes_at_the_low_water_mark` checks both cases.
+    /// [`super::wait::PARK_SLICE`]); they then find the free slots. So does a producer
+    /// that spins and takes every freed slot before the ring reaches the mark: a parked
+    /// producer beside it then sends once per slice at best. Garbage in `head` or `tail`
+    /// makes wake-ups early or late by a slice, nothing else. The loom models
+    /// `queue::loom::space_wakes_at_the_low_water_mark` (two consumers, either order)
+    /// and `spsc_space_wakes_at_the_low_water_mark` check the wake-up.
     #[inline]
     pub(crate) fn wake_space(&self, head: Option<u64>) {
         self.space_wait().wake_when(|| {

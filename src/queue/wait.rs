@@ -94,8 +94,8 @@ pub enum WaitStrategy {
     /// [`WaitStrategy::Park`]'s do. After a long quiet spell, the first quick answers are
     /// seen at parked latency until the budget has doubled back (a few waits).
     ///
-    /// Past its first [`YIELD_AFTER`] the spin calls `sched_yield` about once per
-    /// microsecond, so that a peer waiting for this core gets it.
+    /// Past its first [`YIELD_AFTER`] the spin calls `sched_yield` every 64 spins, so
+    /// that a peer waiting for this core gets it.
     Adaptive {
         /// The most to spin before sleeping.
         spin: Duration,
@@ -114,13 +114,17 @@ impl Default for WaitStrategy {
 /// (a peer that is ready at once is still seen without a system call).
 pub const MIN_ADAPTIVE_SPIN: Duration = Duration::from_micros(2);
 
-/// How long an adaptive wait spins flat out; after that it calls `sched_yield` every 64
-/// spins (about one system call per microsecond of waiting). With more processes than
+/// How long an adaptive wait spins flat out, counted from its first clock reading (after
+/// its first 64 spins); after that it calls `sched_yield` every 64 spins (one system
+/// call per few microseconds of waiting). With more processes than
 /// cores, the process a spinner waits for may be runnable on the spinner's own core: a
 /// producer spinning on a full queue keeps the consumer that would empty it off the CPU
 /// until the spin budget or the time slice ends (measured: two producers and a consumer
 /// on two cores, the default wait fell to a tenth of one pair's throughput). Yielding
-/// hands it the core; alone on its core, `sched_yield` returns at once.
+/// hands it the core; alone on its core, `sched_yield` returns at once. On a busy core
+/// a yield can keep the waiter off the CPU for a scheduler slice (milliseconds), so
+/// such a wait may end that much past its spin budget or timeout, as any preempted
+/// wait can.
 pub const YIELD_AFTER: Duration = MIN_ADAPTIVE_SPIN;
 
 /// What one handle learned from its waits: the spin budget an adaptive wait uses next

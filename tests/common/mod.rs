@@ -118,10 +118,27 @@ pub fn wait_bounded(c: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
-/// The scheduler state letter of a process (`S`: sleeping), from `/proc/PID/stat`.
-pub fn sched_state(pid: u32) -> Option<u8> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.bytes().next()
+/// Whether the thread running a child's test is asleep (`S`). A child re-executed as a
+/// test role runs it on a thread of the test harness while the main thread waits for
+/// that thread (asleep from the start): so with several threads, one other than the
+/// main thread must sleep.
+pub fn test_thread_asleep(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let tids: Vec<u32> = tasks
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let asleep = |tid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.bytes().next()))
+            == Some(b'S')
+    };
+    match tids[..] {
+        [only] => asleep(only),
+        _ => tids.iter().any(|&t| t != pid && asleep(t)),
+    }
 }
 
 /// Waits (bounded) and asserts success.

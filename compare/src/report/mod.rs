@@ -55,7 +55,8 @@ pub struct Args {
     /// Which message lengths shmkit's copying sends write around the cache in this run
     /// (`shmkit::queue::set_cache_bypass`): `default` (16K..256K on x86-64), `off`, or a
     /// range of bytes `FROM..TO` (suffixes K and M: KiB, MiB; `TO` may be empty: no limit).
-    /// Forked peers inherit it; the header line of the table says what was in force.
+    /// Forked peers inherit it; the header line of the table says what was in force. The
+    /// bridge rows' program (`shmkit-bridge-bench`) runs with the default.
     #[arg(long, value_name = "default|off|FROM..TO", value_parser = parse_bypass)]
     cache_bypass: Option<Bypass>,
 }

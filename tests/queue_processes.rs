@@ -171,8 +171,9 @@ fn mpmc_every_message_exactly_once() {
 }
 
 /// Every length up to `max` (300 B, and 40 KB: in `queue::cache_bypass()`, where sends
-/// bypass the cache and must be fenced before they are published), sent by copy and by
-/// zero-copy reservation, received by copy and in place; every byte checked.
+/// bypass the cache and must be fenced before they are published), sent by copy, by
+/// zero-copy reservation written in place and by reservation written with
+/// `write_from_slice`, received by copy and in place; every byte checked.
 #[test]
 fn bytequeue_every_length_between_processes() {
     fn body(i: usize, max: usize) -> Vec<u8> {
@@ -184,13 +185,27 @@ fn bytequeue_every_length_between_processes() {
         let mut q = ByteQueue::open(&arg(0)).unwrap();
         for i in 0..n {
             let b = body(i, max);
-            if i % 2 == 0 {
-                q.send_timeout(&b, LONG).unwrap();
-            } else {
-                let mut m = q.reserve(max, Some(LONG)).unwrap();
-                m[..b.len()].copy_from_slice(&b);
-                m.truncate(b.len());
-                m.commit();
+            match i % 3 {
+                0 => q.send_timeout(&b, LONG).unwrap(),
+                1 => {
+                    let mut m = q.reserve(max, Some(LONG)).unwrap();
+                    m[..b.len()].copy_from_slice(&b);
+                    m.truncate(b.len());
+                    m.commit();
+                }
+                _ => {
+                    if !b.is_empty() {
+                        // Longer than the reservation: refused, nothing written.
+                        let mut short = q.reserve(b.len() - 1, Some(LONG)).unwrap();
+                        let e = short.write_from_slice(&b).unwrap_err();
+                        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+                        drop(short);
+                    }
+                    let mut m = q.reserve(max, Some(LONG)).unwrap();
+                    m.write_from_slice(&b).unwrap();
+                    assert_eq!(m.len(), b.len());
+                    m.commit();
+                }
             }
         }
         let too_big: Error = q.send(&vec![0; max + 1]).unwrap_err().into();
@@ -218,7 +233,7 @@ fn bytequeue_every_length_between_processes() {
             .unwrap();
             let mut buf = Vec::new();
             for i in 0..n {
-                if i % 3 == 0 {
+                if i % 2 == 0 {
                     let m = q.recv_ref(Some(LONG)).unwrap();
                     assert_eq!(&*m, &body(i, max)[..], "message {i}");
                 } else {
@@ -429,4 +444,53 @@ fn a_sender_asleep_on_a_full_queue_gets_a_slot_freed_below_the_low_water_mark() 
         let rest: Vec<u64> = std::iter::from_fn(|| q.try_recv().ok()).collect();
         assert_eq!(rest, [1, 2, 3, 4, 5, 6, 7, 100], "{mode}");
     }
+}
+
+/// `SendSlot::send_ref` between processes with a `T` of 32 KiB (in `queue::cache_bypass()`
+/// by default: streaming stores, fenced before the publication) and of 64 B; every word
+/// checked, in order.
+#[test]
+fn typed_send_ref_between_processes() {
+    const N: u64 = 400;
+    fn big(i: u64) -> [u64; 4096] {
+        std::array::from_fn(|k| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k as u64)
+    }
+    fn small(i: u64) -> [u64; 8] {
+        std::array::from_fn(|k| i * 8 + k as u64)
+    }
+    if let Some(_role) = common::role() {
+        let mut qb = Queue::<[u64; 4096]>::open(&arg(0)).unwrap();
+        let mut qs = Queue::<[u64; 8]>::open(&arg(1)).unwrap();
+        let mut v = Box::new([0u64; 4096]);
+        for i in 0..N {
+            *v = big(i);
+            qb.reserve(Some(LONG)).unwrap().send_ref(&v);
+            qs.reserve(Some(LONG)).unwrap().send_ref(&small(i));
+        }
+        std::process::exit(0);
+    }
+    let (nb, ns) = (common::unique("sref-big"), common::unique("sref-small"));
+    let _g = (common::ShmGuard::new(&nb), common::ShmGuard::new(&ns));
+    let mut qb = Queue::<[u64; 4096]>::options()
+        .capacity(4)
+        .create(&nb)
+        .unwrap();
+    let qs = Queue::<[u64; 8]>::options()
+        .capacity(4)
+        .create(&ns)
+        .unwrap();
+    let mut c = common::child("typed_send_ref_between_processes", "p", &[&nb, &ns])
+        .spawn()
+        .unwrap();
+    for i in 0..N {
+        let m = qb.recv_ref(Some(LONG)).unwrap();
+        assert!(m.iter().eq(big(i).iter()), "big message {i}");
+        drop(m);
+        assert_eq!(
+            qs.recv_timeout(LONG).unwrap(),
+            small(i),
+            "small message {i}"
+        );
+    }
+    common::wait_ok(&mut c, LONG);
 }

@@ -163,7 +163,7 @@ pub fn channels() -> Vec<ChannelSpec> {
             id: "shmkit-queue-spin",
             style: Spinning,
             max_msg: None,
-            note: "shmkit::queue::Queue<[u8; size]> SPSC, WaitStrategy::Spin both sides; reserve+commit / recv_ref, one copy each way; 1 slot (rtt, wake), 8 (stream)",
+            note: "shmkit::queue::Queue<[u8; size]> SPSC, WaitStrategy::Spin both sides; reserve + SendSlot::send_ref / recv_ref, one copy each way; 1 slot (rtt, wake), 8 (stream)",
             make: crate::shmkit_queue::queue_spin,
         },
         ChannelSpec {
@@ -212,7 +212,7 @@ pub fn channels() -> Vec<ChannelSpec> {
             id: "shmkit-bytequeue-zc",
             style: Sleeping,
             max_msg: None,
-            note: "ByteQueue as shmkit-bytequeue, zero-copy: sender writes the payload into reserve(), receiver sums it in the slot (recv_ref), then releases",
+            note: "ByteQueue as shmkit-bytequeue, zero-copy: sender writes the payload into reserve() (SendBytes::write_from_slice), receiver sums it in the slot (recv_ref), then releases",
             make: crate::shmkit_queue::bytequeue_zc,
         },
         ChannelSpec {

@@ -21,7 +21,8 @@
 //!
 //! How the payload is touched, per adapter:
 //! - typed queues: the sender copies the harness's bytes into a reserved slot
-//!   (`reserve` + `commit`), the receiver copies them out of `recv_ref` into its buffer:
+//!   (`reserve` + `SendSlot::send_ref`: the copying send's store path, which bypasses the
+//!   cache for 16 KiB..256 KiB), the receiver copies them out of `recv_ref` into its buffer:
 //!   one copy in, one copy out, what `send(T)` / `recv()` do inside (claim, write,
 //!   publish / claim, read, release) without the stack temporary of a by-value `T`
 //!   (1 MiB at the largest size);
@@ -29,7 +30,8 @@
 //!   Vec<u8>)` (one copy out into the receiver's own `Vec`, which the workload checks
 //!   through [`Channel::recv_view`]: no extra copy into the harness's buffer);
 //! - `shmkit-bytequeue-zc`: `reserve(len)`, the sender writes the whole payload into the
-//!   slot (the harness's pattern, stamped), `commit`; `recv_ref`, the workload sums every
+//!   slot (the harness's pattern, stamped) with `SendBytes::write_from_slice` (the same
+//!   store path; iceoryx2's adapter fills its loan with its `write_from_slice`), `commit`; `recv_ref`, the workload sums every
 //!   byte in the slot, the slot is released. No copy on the receiving side at all.
 
 use bytemuck::Pod;
@@ -124,9 +126,11 @@ impl<T: Pod> Channel for QueueChannel<T> {
         if msg.len() != size_of::<T>() {
             return Err(wrong_len(self.id, msg.len(), size_of::<T>()));
         }
-        let mut slot = self.queues[side.index()].reserve(Some(WAIT_LIMIT))?;
-        bytemuck::bytes_of_mut(&mut *slot).copy_from_slice(msg);
-        slot.commit();
+        let v: &T = bytemuck::try_from_bytes(msg)
+            .map_err(|e| Error::invalid(self.id, "send", format!("{e:?}")))?;
+        self.queues[side.index()]
+            .reserve(Some(WAIT_LIMIT))?
+            .send_ref(v);
         Ok(())
     }
 
@@ -200,7 +204,7 @@ impl Channel for ByteQueueChannel {
         let q = &mut self.queues[side.index()];
         if self.zero_copy {
             let mut slot = q.reserve(msg.len(), Some(WAIT_LIMIT))?;
-            slot.copy_from_slice(msg);
+            slot.write_from_slice(msg)?;
             slot.commit();
             Ok(())
         } else {

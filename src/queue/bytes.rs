@@ -595,6 +595,43 @@ impl SendBytes<'_> {
         self.len = self.len.min(len);
     }
 
+    /// Copies `src` to the start of the reservation and shortens the message to
+    /// `src.len()`: a copying send's store path (volatile stores; a length in
+    /// [`cache_bypass`](super::cache_bypass) goes around the cache), for a message that
+    /// is ready in private memory but is sent through a reservation (a header written in
+    /// place first, say). An `src` longer than the reservation is
+    /// [`Error::InvalidArgument`] and writes nothing.
+    ///
+    /// ```
+    /// use shmkit::queue::ByteQueue;
+    /// let mut q = ByteQueue::options().anonymous(1 << 16)?;
+    /// let mut m = q.reserve(1 << 16, None)?;
+    /// m.write_from_slice(&[7u8; 40_000])?;
+    /// m.commit();
+    /// assert_eq!(q.recv_ref(None)?.len(), 40_000);
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    #[inline]
+    pub fn write_from_slice(&mut self, src: &[u8]) -> Result<()> {
+        if src.len() > self.len {
+            return Err(Error::invalid(
+                self.q.core.resource(),
+                "write_from_slice",
+                format!(
+                    "{} bytes do not fit the reservation of {}: reserve at least as many",
+                    src.len(),
+                    self.len
+                ),
+            ));
+        }
+        // SAFETY: the claim gives this guard the slot's body, `len <= max` bytes from an
+        // 8-aligned start (slot data is 8-aligned and LEN_HEADER is 8); `src` is private
+        // memory of `src.len() <= len` bytes, so the two do not overlap.
+        unsafe { super::copy::store(src.as_ptr(), self.q.body(self.claim), src.len()) };
+        self.len = src.len();
+        Ok(())
+    }
+
     /// Publishes the message.
     #[inline]
     pub fn commit(mut self) {

@@ -111,8 +111,10 @@ static BYPASS_BELOW: AtomicUsize = AtomicUsize::new(if cfg!(target_arch = "x86_6
 /// from 4 KiB: `set_cache_bypass(Some(4096..usize::MAX))`. Where the reader shares the
 /// writer's core (or L2), it never pays: `None`.
 ///
-/// Zero-copy writes ([`super::Queue::reserve`], [`super::ByteQueue::reserve`]) are the
-/// caller's own stores and are not affected.
+/// Zero-copy writes ([`super::Queue::reserve`], [`super::ByteQueue::reserve`]) through
+/// the guard's `DerefMut` are the caller's own stores and are not affected; a reservation
+/// filled from private memory with [`super::SendSlot::send_ref`] or
+/// [`super::SendBytes::write_from_slice`] takes the copying send's path, bypass included.
 ///
 /// ```
 /// use shmkit::queue::{cache_bypass, set_cache_bypass};

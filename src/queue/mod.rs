@@ -1653,6 +1653,35 @@ impl<T: Pod> SendSlot<'_, T> {
         self.q.write(self.claim, v);
         self.commit();
     }
+
+    /// Writes a copy of `*v` and publishes it: [`send`](Self::send) without moving a `T`
+    /// through the stack (a large `T` need not fit there). Volatile stores, and a `T`
+    /// whose size is in [`cache_bypass`] goes around the cache, as in a copying send.
+    ///
+    /// ```
+    /// use shmkit::queue::Queue;
+    /// let mut q = Queue::<[u8; 65536]>::anonymous(2)?;
+    /// let msg = vec![9u8; 65536];
+    /// let v: &[u8; 65536] = msg.as_slice().try_into().unwrap();
+    /// q.reserve(None)?.send_ref(v);
+    /// assert_eq!(q.recv_ref(None)?[65535], 9);
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    #[inline]
+    pub fn send_ref(self, v: &T) {
+        // SAFETY: the slot's data is `size_of::<T>()` bytes inside the ring, 8-aligned;
+        // `v` is a valid `&T`, readable for as many bytes, and it cannot overlap this
+        // guard's slot: the slot is reachable only through the guard, which was moved
+        // into this call (no borrow of it can be alive).
+        unsafe {
+            copy::store(
+                (v as *const T).cast(),
+                self.q.core.ring.data(self.claim.0),
+                size_of::<T>(),
+            )
+        };
+        self.commit();
+    }
 }
 
 impl<T: Pod> std::ops::Deref for SendSlot<'_, T> {

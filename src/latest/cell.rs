@@ -249,6 +249,7 @@ impl Table {
             word: self.u32_at(OFF_WAIT),
             sleepers: self.u32_at(OFF_WAIT + 4),
             armed: self.u32_at(OFF_WAIT + 8),
+            mode: None,
         }
     }
 

@@ -215,6 +215,7 @@ fn no_lost_wake_up() {
                 word,
                 sleepers,
                 armed,
+                mode: None,
             }
             .wake();
         });
@@ -223,6 +224,7 @@ fn no_lost_wake_up() {
             word,
             sleepers,
             armed,
+            mode: None,
         };
         while wp
             .park(Duration::from_secs(1), || {
@@ -232,6 +234,53 @@ fn no_lost_wake_up() {
         {}
         t.join().unwrap();
     });
+}
+
+/// Symmetric mode (`wait`, "Symmetric mode"): a parked sleeper on a wait point whose
+/// `mode` word starts at 0 (it switches it) or at `SYMMETRIC` (it skips the heavy fence),
+/// and a waker that loads `mode` after its publish. The sleeper must never sleep through
+/// the waker's flag (the emulated futex has no timeout: a lost wake-up is a deadlock).
+#[test]
+fn parked_sleeper_with_a_fence_mode_word_is_never_lost() {
+    use super::wait::SYMMETRIC;
+    for start in [0, SYMMETRIC] {
+        loom::model(move || {
+            let words = Arc::new((
+                AtomicU32::new(0),
+                AtomicU32::new(0),
+                AtomicU32::new(0),
+                AtomicU32::new(start),
+                AtomicU32::new(0),
+            ));
+            let w2 = words.clone();
+            let t = thread::spawn(move || {
+                let (word, sleepers, armed, mode, flag) = &*w2;
+                flag.store(1, Ordering::Release);
+                WaitPoint {
+                    word,
+                    sleepers,
+                    armed,
+                    mode: Some(mode),
+                }
+                .wake();
+            });
+            let (word, sleepers, armed, mode, flag) = &*words;
+            let wp = WaitPoint {
+                word,
+                sleepers,
+                armed,
+                mode: Some(mode),
+            };
+            while wp
+                .park_as(true, Duration::from_secs(1), || {
+                    (flag.load(Ordering::Acquire) == 1).then_some(())
+                })
+                .is_none()
+            {}
+            t.join().unwrap();
+            assert_eq!(mode.load(Ordering::Relaxed), SYMMETRIC);
+        });
+    }
 }
 
 /// Wake-up once per sleep (`armed`): two sleepers, each waiting for its own flag, and two
@@ -246,6 +295,7 @@ fn armed_wake_skips_only_redundant_wake_ups() {
             word: &w.0,
             sleepers: &w.1,
             armed: &w.2,
+            mode: None,
         }
     }
     /// Sleeps on the wait point until flag `i` is set.

@@ -224,9 +224,14 @@ use wait::{Next, WaitPoint, Waiter};
 /// disconnection; a version-1 process would not keep them. 3: batch receives announce
 /// their claims in `intent_more`, which a version-2 process would not read when it
 /// recovers claims, so it must not open the ring; and the stash of `requeue_lost`).
-/// Version-2 rings are still opened, without batch claims (`recv_many` takes one
-/// message per claim) and without a stash.
-const RING_VERSION: u64 = 3;
+/// 4: each wait point has a fence `mode` word, and a parked sleeper that finds it
+/// `SYMMETRIC` skips its `membarrier` (`wait`, "Symmetric mode"), which a version-3
+/// process's wakers would not honour.
+/// Version-3 rings are still opened, with asymmetric fences only; version-2 rings too,
+/// also without batch claims (`recv_many` takes one message per claim) and without a
+/// stash.
+const RING_VERSION: u64 = 4;
+const RING_VERSION_NO_FENCE_MODE: u64 = 3;
 const RING_VERSION_NO_BATCH: u64 = 2;
 /// Header flag bits.
 const FLAG_MPMC: u32 = 1;
@@ -280,7 +285,13 @@ fn check_segment(
         return Err(bad(format!("unknown queue flags {flags:#x}")));
     }
     let version = raw.params[3];
-    if version != RING_VERSION && version != RING_VERSION_NO_BATCH {
+    if ![
+        RING_VERSION,
+        RING_VERSION_NO_FENCE_MODE,
+        RING_VERSION_NO_BATCH,
+    ]
+    .contains(&version)
+    {
         return Err(Error::Mismatch {
             resource: seg.resource(),
             what: "queue ring version",
@@ -318,7 +329,7 @@ fn check_segment(
         != (depth > 0
             && flags & FLAG_JOINABLE != 0
             && mode == Mode::Mpmc
-            && version == RING_VERSION)
+            && version >= RING_VERSION_NO_FENCE_MODE)
         || (flags & FLAG_REQUEUE == 0 && depth != 0)
     {
         return Err(bad(format!("inconsistent queue flags {flags:#x}")));
@@ -326,7 +337,8 @@ fn check_segment(
     let geo = Geometry::new(raw.params[0], raw.params[2], data_align, raw.params[1])
         .and_then(|g| g.with_stash(depth))
         .map(|g| Geometry {
-            batch: version == RING_VERSION,
+            batch: version >= RING_VERSION_NO_FENCE_MODE,
+            fence_mode: version == RING_VERSION,
             ..g
         })
         .ok_or_else(|| {
@@ -773,7 +785,8 @@ impl Core {
                 Next::Park(d) => {
                     // The re-check includes the peer count: the last peer to leave wakes
                     // this wait point after its decrement (same handshake as a publish).
-                    let got = wp(&self.ring).park(d, || match attempt() {
+                    let parked = self.wait == WaitStrategy::Park;
+                    let got = wp(&self.ring).park_as(parked, d, || match attempt() {
                         Ok(Ok(r)) => Some(Ok(r)),
                         Ok(Err(b)) => {
                             *blocked = b;
@@ -2067,6 +2080,122 @@ mod tests {
             .anonymous(&layout, init_ring(stashed))
             .unwrap();
         assert!(opts.from_segment(seg).is_err());
+    }
+
+    #[test]
+    fn version_3_rings_open_with_asymmetric_fences_only() {
+        let opts = Queue::<u64>::options().capacity(4).wait(WaitStrategy::Park);
+        let (layout, geo) = opts.layout("<v3>").unwrap();
+        let layout = layout.with_params([4, 64, 8, RING_VERSION_NO_FENCE_MODE]);
+        let seg = SegmentOptions::default()
+            .anonymous(&layout, init_ring(geo))
+            .unwrap();
+        let q = opts.from_segment(seg).unwrap();
+        assert!(q.core.ring.geo.batch && !q.core.ring.geo.fence_mode);
+        assert!(q.core.ring.data_wait().mode.is_none());
+        assert!(q.core.ring.space_wait().mode.is_none());
+        // A parked wait works as before (and cannot switch anything).
+        assert!(q.recv_timeout(Duration::from_millis(2)).is_err());
+        q.send(5).unwrap();
+        assert_eq!(q.recv().unwrap(), 5);
+        // Version 5 is refused.
+        let (layout, geo) = opts.layout("<v5>").unwrap();
+        let layout = layout.with_params([4, 64, 8, RING_VERSION + 1]);
+        let seg = SegmentOptions::default()
+            .anonymous(&layout, init_ring(geo))
+            .unwrap();
+        assert!(matches!(
+            opts.from_segment(seg),
+            Err(Error::Mismatch {
+                what: "queue ring version",
+                ..
+            })
+        ));
+    }
+
+    /// A waiter with `WaitStrategy::Park` switches the wait point it sleeps on to
+    /// symmetric fences; the default (adaptive) strategy leaves it asymmetric even when it
+    /// ends up asleep; a parked producer switches the space wait point.
+    #[test]
+    fn a_parked_waiter_switches_its_wait_point_to_symmetric_fences() {
+        use super::wait::{SWITCHING, SYMMETRIC};
+        let mode = |q: &Queue<u64>, space: bool| {
+            let wp = if space {
+                q.core.ring.space_wait()
+            } else {
+                q.core.ring.data_wait()
+            };
+            wp.mode.expect("version-4 ring").load(Ordering::Relaxed)
+        };
+        let light = wait::init_fences();
+        for m in [Mode::Spsc, Mode::Mpmc] {
+            let q = Queue::<u64>::options()
+                .mode(m)
+                .capacity(1)
+                .anonymous()
+                .unwrap();
+            // Adaptive: spins 50 us, then sleeps for the rest of the 5 ms.
+            assert!(q.recv_timeout(Duration::from_millis(5)).is_err());
+            assert_eq!(mode(&q, false), 0, "{m:?}: adaptive waits stay asymmetric");
+            let q = Queue::<u64>::options()
+                .mode(m)
+                .capacity(1)
+                .wait(WaitStrategy::Park)
+                .anonymous()
+                .unwrap();
+            let producer = q.try_clone().unwrap();
+            assert!(q.recv_timeout(Duration::from_millis(2)).is_err());
+            let want = if light { SYMMETRIC } else { SWITCHING };
+            assert_eq!(mode(&q, false), want, "{m:?}: data wait point");
+            assert_eq!(mode(&q, true), 0, "{m:?}: nobody slept for space yet");
+            // Full (capacity 1): a parked send sleeps on the space wait point.
+            producer.send(1).unwrap();
+            assert!(producer.send_timeout(2, Duration::from_millis(2)).is_err());
+            assert_eq!(mode(&q, true), want, "{m:?}: space wait point");
+            // Both sides now fence fully; messages still flow, wake-ups still arrive.
+            let t = std::thread::spawn(move || {
+                for v in 0..200u64 {
+                    producer.send_timeout(v, Duration::from_secs(10)).unwrap();
+                }
+            });
+            assert_eq!(q.recv().unwrap(), 1);
+            for v in 0..200u64 {
+                assert_eq!(q.recv_timeout(Duration::from_secs(10)).unwrap(), v);
+            }
+            t.join().unwrap();
+        }
+    }
+
+    const SWITCHING_GARBAGE: u32 = 0x5eed_0001;
+
+    /// Garbage in the `mode` words (a hostile or buggy peer) costs at most extra fences or
+    /// a late wake-up within a sleep slice: parked waits still end, in time.
+    #[test]
+    fn garbage_in_the_fence_mode_words_is_harmless() {
+        for garbage in [SWITCHING_GARBAGE, u32::MAX, 0] {
+            let q = Queue::<u64>::options()
+                .mode(Mode::Mpmc)
+                .capacity(2)
+                .wait(WaitStrategy::Park)
+                .anonymous()
+                .unwrap();
+            let other = q.try_clone().unwrap();
+            for wp in [q.core.ring.data_wait(), q.core.ring.space_wait()] {
+                wp.mode.unwrap().store(garbage, Ordering::Relaxed);
+            }
+            let t = std::thread::spawn(move || {
+                for v in 0..300u64 {
+                    other.send_timeout(v, Duration::from_secs(10)).unwrap();
+                }
+            });
+            for v in 0..300u64 {
+                assert_eq!(q.recv_timeout(Duration::from_secs(10)).unwrap(), v);
+            }
+            t.join().unwrap();
+            let t = Instant::now();
+            assert!(q.recv_timeout(Duration::from_millis(30)).is_err());
+            assert!(t.elapsed() < Duration::from_secs(5));
+        }
     }
 
     #[test]

@@ -149,6 +149,9 @@ pub(crate) struct Geometry {
     /// Batch receives allowed (ring version 3; an older ring may have version-2
     /// processes attached, which would not see a batch's announcement).
     pub batch: bool,
+    /// Wait points have a fence `mode` word (ring version 4; see `wait`, "Symmetric
+    /// mode"). Older rings may have processes attached that never read it.
+    pub fence_mode: bool,
     /// Total bytes.
     pub total: usize,
 }
@@ -197,6 +200,7 @@ impl Geometry {
             stash: 0,
             stash_off: total as usize,
             batch: true,
+            fence_mode: true,
             total: total as usize,
         })
     }
@@ -363,11 +367,22 @@ impl Ring {
     pub(crate) fn head(&self) -> &AtomicU64 {
         self.u64_at(OFF_HEAD)
     }
+    /// The `mode` word of the wait point at `off` (version-4 rings; module docs of
+    /// `wait`, "Symmetric mode"). None in the loom build, whose fences are all `SeqCst`.
+    #[inline]
+    fn fence_mode_word(&self, off: usize) -> Option<&AtomicU32> {
+        if cfg!(shmkit_loom) || !self.geo.fence_mode {
+            None
+        } else {
+            Some(self.u32_at(off + 12))
+        }
+    }
     pub(crate) fn data_wait(&self) -> super::wait::WaitPoint<'_> {
         super::wait::WaitPoint {
             word: self.u32_at(OFF_DATA_WAIT),
             sleepers: self.u32_at(OFF_DATA_WAIT + 4),
             armed: self.u32_at(OFF_DATA_WAIT + 8),
+            mode: self.fence_mode_word(OFF_DATA_WAIT),
         }
     }
     pub(crate) fn space_wait(&self) -> super::wait::WaitPoint<'_> {
@@ -375,6 +390,7 @@ impl Ring {
             word: self.u32_at(OFF_SPACE_WAIT),
             sleepers: self.u32_at(OFF_SPACE_WAIT + 4),
             armed: self.u32_at(OFF_SPACE_WAIT + 8),
+            mode: self.fence_mode_word(OFF_SPACE_WAIT),
         }
     }
     pub(crate) fn join_wait(&self) -> super::wait::WaitPoint<'_> {
@@ -382,6 +398,7 @@ impl Ring {
             word: self.u32_at(OFF_JOIN_WAIT),
             sleepers: self.u32_at(OFF_JOIN_WAIT + 4),
             armed: self.u32_at(OFF_JOIN_WAIT + 8),
+            mode: self.fence_mode_word(OFF_JOIN_WAIT),
         }
     }
     pub(crate) fn peer_deaths(&self) -> &AtomicU64 {

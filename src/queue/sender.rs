@@ -84,6 +84,7 @@ impl SpaceWait {
                 word: &*self.word,
                 sleepers: &*self.sleepers,
                 armed: &*self.armed,
+                mode: None,
             }
         }
     }

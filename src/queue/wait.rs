@@ -44,6 +44,38 @@
 //! every CPU currently running a registered process. Where `membarrier` is unavailable
 //! (old kernel, seccomp) the process falls back to `SeqCst` fences on both sides.
 //!
+//! # Symmetric mode for sleep-heavy wait points
+//!
+//! The asymmetric split is right when sleeps are rare next to publishes. Where a waiter
+//! sleeps at every wait ([`WaitStrategy::Park`]), the bill turns around: each sleep's
+//! `membarrier` interrupts every core running a shmkit process, which on a VM is an
+//! inter-processor interrupt and an exit per core, at every sleep. (Measured here with
+//! `shmkit-bench --workload mpmc --only shmkit-queue-park`, P parked producers to C
+//! parked consumers over an MPMC queue on two vCPUs, four interleaved runs of each
+//! build: 2x1 went from 1.9-2.9 to 4.6-6.2 M messages/s and its CPU per message from
+//! 487-875 to 193-250 ns; 2x2 from 1.9-3.3 to 3.8-9.1 M/s.) So a queue
+//! ring (version 4) has a fourth word per wait point, `mode`, and a parked waiter
+//! switches its wait point to full fences on both sides, once, for the ring's life:
+//!
+//! - a waker loads `mode` after its publish: nonzero means a `SeqCst` fence before it
+//!   loads `sleepers` (zero: the compiler fence of the light path);
+//! - a parked sleeper that finds `mode` below [`SYMMETRIC`] stores [`SWITCHING`] (if it
+//!   was 0), sleeps the asymmetric way (its `membarrier` included), and stores
+//!   [`SYMMETRIC`]; one that finds [`SYMMETRIC`] needs only its own `SeqCst` fence.
+//!
+//! Why [`SYMMETRIC`] is enough: it is stored only after a `membarrier` that followed a
+//! nonzero `mode`. A waker's load of `mode` that comes after that barrier's point in the
+//! waker's program sees nonzero and fences; one that came before it, and saw 0, had
+//! published before it too (the publish precedes the load), and the barrier made that
+//! publish visible to every sleeper that checks afterwards. Either way the Dekker
+//! handshake above holds. The mode never goes back: wakers of a wait point a parked
+//! waiter has used pay a `SeqCst` fence per operation (~10-20 ns next to a spinning
+//! peer). Rings of versions 2 and 3 have no `mode` word; their wait points stay
+//! asymmetric. A process writing garbage into `mode` can only add fences (nonzero) or,
+//! by clearing [`SYMMETRIC`], make wakers skip wake-ups that the sleeper then notices
+//! within its sleep slice, as garbage in `armed` can. The loom build fences `SeqCst`
+//! on both sides always and gives its wait points no `mode` word.
+//!
 //! Sleeps are sliced (at most [`PARK_SLICE`]) so that a waiter also notices a peer that
 //! died in the middle of an operation (which wakes nobody) and its own deadline.
 
@@ -79,7 +111,11 @@ pub enum WaitStrategy {
     /// waiting. Timeouts and dead-peer detection still work.
     Spin,
     /// Sleep on the futex at once: no CPU while waiting, a wake-up costs a system call on
-    /// each side and tens of microseconds across cores.
+    /// each side and tens of microseconds across cores. A parked waiter switches the
+    /// wait point it sleeps on (a queue's data or space side) to symmetric fences, for
+    /// the queue's life: its sleeps then skip the `membarrier` that interrupts every core,
+    /// and every handle that wakes that side pays a `SeqCst` fence per operation instead
+    /// (ARCHITECTURE.md, "Symmetric mode for parked waiters").
     Park,
     /// Spin for at most `spin`, then sleep. The default spins up to 50 µs: about two
     /// cross-core wake-ups, so a peer that answers within that time is seen at spinning
@@ -201,6 +237,11 @@ pub(crate) fn init_fences() -> bool {
     })
 }
 
+/// `mode` word: a parked sleeper is switching the wait point to full fences.
+pub(crate) const SWITCHING: u32 = 1;
+/// `mode` word: every waker fences fully; sleepers need no `membarrier`.
+pub(crate) const SYMMETRIC: u32 = 2;
+
 /// The waker's half of the store-then-load handshake.
 #[cfg(shmkit_loom)]
 fn light_fence() {
@@ -209,8 +250,9 @@ fn light_fence() {
 }
 
 #[cfg(shmkit_loom)]
-fn heavy_fence() {
+fn heavy_fence() -> bool {
     fence(Ordering::SeqCst);
+    true
 }
 
 #[cfg(not(shmkit_loom))]
@@ -224,14 +266,15 @@ fn light_fence() {
 }
 
 /// The sleeper's half: a full barrier here and on every CPU running a registered process.
+/// Returns whether the `membarrier` succeeded.
 #[cfg(not(shmkit_loom))]
-fn heavy_fence() {
+fn heavy_fence() -> bool {
     fence(Ordering::SeqCst);
     // SAFETY: plain integer arguments, no user memory.
     let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
     // On failure, wakers in registered processes may miss this sleeper; its sleep is
     // sliced (PARK_SLICE), so a wake-up can be late but never lost for good.
-    let _ = r;
+    r == 0
 }
 
 /// A wait point in shared memory: the futex word and the sleeper count.
@@ -240,6 +283,8 @@ pub(crate) struct WaitPoint<'a> {
     pub(crate) word: &'a AtomicU32,
     pub(crate) sleepers: &'a AtomicU32,
     pub(crate) armed: &'a AtomicU32,
+    /// The fence mode word (module docs, "Symmetric mode"); `None`: always asymmetric.
+    pub(crate) mode: Option<&'a AtomicU32>,
 }
 
 impl WaitPoint<'_> {
@@ -247,7 +292,7 @@ impl WaitPoint<'_> {
     /// somebody sleeps.
     #[inline]
     pub(crate) fn wake(&self) {
-        light_fence();
+        self.waker_fence();
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake_slow();
         }
@@ -260,9 +305,19 @@ impl WaitPoint<'_> {
     /// holds, or the sleeper notices the change within its sleep slice.
     #[inline]
     pub(crate) fn wake_when(&self, worth_it: impl FnOnce() -> bool) {
-        light_fence();
+        self.waker_fence();
         if self.sleepers.load(Ordering::Relaxed) != 0 && worth_it() {
             self.wake_slow();
+        }
+    }
+
+    /// The waker's fence: light, unless a parked sleeper switched this wait point to
+    /// symmetric fences (`mode` nonzero; loaded after the caller's publish).
+    #[inline]
+    fn waker_fence(&self) {
+        match self.mode {
+            Some(m) if m.load(Ordering::Relaxed) != 0 => fence(Ordering::SeqCst),
+            _ => light_fence(),
         }
     }
 
@@ -289,7 +344,14 @@ impl WaitPoint<'_> {
     /// Sleeper side, first half: counts this waiter as a sleeper and returns the word's
     /// value to sleep on; the caller re-checks its condition next, and finally undoes the
     /// count (`sleepers -= 1`). [`Self::park`] and the async waiters (`crate::aio`) use it.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn begin_wait(&self) -> u32 {
+        self.begin_wait_as(false)
+    }
+
+    /// [`Self::begin_wait`] for a sleeper that sleeps at every wait (`parked`: it switches
+    /// the wait point to symmetric fences; module docs).
+    fn begin_wait_as(&self, parked: bool) -> u32 {
         // Acquire: a bumped word implies the waker's publication is visible.
         let w = self.word.load(Ordering::Acquire);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -305,18 +367,44 @@ impl WaitPoint<'_> {
                 Err(now) => a = now,
             }
         }
-        heavy_fence();
+        match self.mode {
+            Some(m) if parked => {
+                let mode = m.load(Ordering::Acquire);
+                if mode == SYMMETRIC {
+                    // Every waker fences (module docs); the `sleepers` RMW above is not
+                    // guaranteed to be a full fence on every architecture.
+                    fence(Ordering::SeqCst);
+                } else {
+                    if mode == 0 {
+                        m.store(SWITCHING, Ordering::SeqCst);
+                    }
+                    if heavy_fence() {
+                        m.store(SYMMETRIC, Ordering::Release);
+                    }
+                }
+            }
+            _ => {
+                heavy_fence();
+            }
+        }
         w
     }
 
     /// Sleeper side: registers, re-checks with `ready`, sleeps at most `slice` unless the
     /// check succeeded. Returns the check's result if it succeeded.
-    pub(crate) fn park<R>(
+    pub(crate) fn park<R>(&self, slice: Duration, ready: impl FnMut() -> Option<R>) -> Option<R> {
+        self.park_as(false, slice, ready)
+    }
+
+    /// [`Self::park`] for a waiter that sleeps at every wait ([`WaitStrategy::Park`]):
+    /// it switches the wait point to symmetric fences (module docs).
+    pub(crate) fn park_as<R>(
         &self,
+        parked: bool,
         slice: Duration,
         mut ready: impl FnMut() -> Option<R>,
     ) -> Option<R> {
-        let w = self.begin_wait();
+        let w = self.begin_wait_as(parked);
         let r = ready();
         if r.is_none() {
             futex_wait(self.word, w, slice);
@@ -489,6 +577,7 @@ mod tests {
             word: &word,
             sleepers: &sleepers,
             armed: &armed,
+            mode: None,
         };
         wp.wake();
         assert_eq!(word.load(Ordering::Relaxed), 0);
@@ -511,6 +600,7 @@ mod tests {
                     word: &word,
                     sleepers: &sleepers,
                     armed: &armed,
+                    mode: None,
                 };
                 let t = Instant::now();
                 loop {
@@ -535,6 +625,7 @@ mod tests {
                 word: &word,
                 sleepers: &sleepers,
                 armed: &armed,
+                mode: None,
             }
             .wake();
         });

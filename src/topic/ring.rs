@@ -268,6 +268,7 @@ impl Ring {
             word: self.u32_at(OFF_DATA_WAIT),
             sleepers: self.u32_at(OFF_DATA_WAIT + 4),
             armed: self.u32_at(OFF_DATA_WAIT + 8),
+            mode: None,
         }
     }
     #[inline]
@@ -276,6 +277,7 @@ impl Ring {
             word: self.u32_at(OFF_SPACE_WAIT),
             sleepers: self.u32_at(OFF_SPACE_WAIT + 4),
             armed: self.u32_at(OFF_SPACE_WAIT + 8),
+            mode: None,
         }
     }
     /// Peer count word of `role`.

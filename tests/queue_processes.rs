@@ -494,3 +494,61 @@ fn typed_send_ref_between_processes() {
     }
     common::wait_ok(&mut c, LONG);
 }
+
+/// Parked round trips between two processes on version-4 rings: the first parked sleep
+/// on each side switches its wait point to symmetric fences (ARCHITECTURE.md, "Symmetric
+/// mode for parked waiters"), and no wake-up may be lost after that. A lost wake-up is
+/// only late (the sleeper re-checks after its 20 ms slice), so the check is the total
+/// time: 2,000 round trips take ~0.1-0.5 s here; losing one wake-up in ten would add
+/// at least 4 s.
+#[test]
+fn parked_round_trips_between_processes_lose_no_wake_up() {
+    const N: u64 = 2_000;
+    const SLICE: Duration = Duration::from_millis(20);
+    if let Some(_role) = common::role() {
+        let req = Queue::<u64>::options()
+            .wait(WaitStrategy::Park)
+            .open(&arg(0))
+            .unwrap();
+        let rep = Queue::<u64>::options()
+            .wait(WaitStrategy::Park)
+            .open(&arg(1))
+            .unwrap();
+        for _ in 0..N {
+            let v = req.recv_timeout(LONG).unwrap();
+            rep.send_timeout(v + 1, LONG).unwrap();
+        }
+        std::process::exit(0);
+    }
+    let (a, b) = (common::unique("q-pp-req"), common::unique("q-pp-rep"));
+    let _g = (common::ShmGuard::new(&a), common::ShmGuard::new(&b));
+    let req = Queue::<u64>::options()
+        .wait(WaitStrategy::Park)
+        .capacity(1)
+        .create(&a)
+        .unwrap();
+    let rep = Queue::<u64>::options()
+        .mode(Mode::Mpmc)
+        .wait(WaitStrategy::Park)
+        .capacity(1)
+        .create(&b)
+        .unwrap();
+    let mut c = common::child(
+        "parked_round_trips_between_processes_lose_no_wake_up",
+        "c",
+        &[&a, &b],
+    )
+    .spawn()
+    .unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..N {
+        req.send_timeout(i, LONG).unwrap();
+        assert_eq!(rep.recv_timeout(LONG).unwrap(), i + 1);
+    }
+    let took = t.elapsed();
+    common::wait_ok(&mut c, LONG);
+    assert!(
+        took < SLICE * (N as u32) / 10,
+        "{N} parked round trips took {took:?}: wake-ups are being lost (each costs a {SLICE:?} slice)"
+    );
+}

@@ -599,8 +599,9 @@ impl SendBytes<'_> {
     /// `src.len()`: a copying send's store path (volatile stores; a length in
     /// [`cache_bypass`](super::cache_bypass) goes around the cache), for a message that
     /// is ready in private memory but is sent through a reservation (a header written in
-    /// place first, say). An `src` longer than the reservation is
-    /// [`Error::InvalidArgument`] and writes nothing.
+    /// place first, say). An `src` longer than the reservation (its current length,
+    /// after any [`truncate`](Self::truncate)) is [`Error::InvalidArgument`] and writes
+    /// nothing.
     ///
     /// ```
     /// use shmkit::queue::ByteQueue;
@@ -625,8 +626,10 @@ impl SendBytes<'_> {
             ));
         }
         // SAFETY: the claim gives this guard the slot's body, `len <= max` bytes from an
-        // 8-aligned start (slot data is 8-aligned and LEN_HEADER is 8); `src` is private
-        // memory of `src.len() <= len` bytes, so the two do not overlap.
+        // 8-aligned start (slot data is 8-aligned and LEN_HEADER is 8); `src` is valid
+        // for `src.len() <= len` bytes and cannot overlap the body: the body is reachable
+        // only through this guard, which `&mut self` borrows exclusively (another
+        // queue's guard or private memory are other bytes).
         unsafe { super::copy::store(src.as_ptr(), self.q.body(self.claim), src.len()) };
         self.len = src.len();
         Ok(())

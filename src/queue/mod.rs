@@ -295,7 +295,9 @@ fn check_segment(
         return Err(Error::Mismatch {
             resource: seg.resource(),
             what: "queue ring version",
-            expected: RING_VERSION.to_string(),
+            expected: format!(
+                "{RING_VERSION} (or {RING_VERSION_NO_FENCE_MODE}, {RING_VERSION_NO_BATCH})"
+            ),
             found: raw.params[3].to_string(),
         });
     }
@@ -2172,7 +2174,7 @@ mod tests {
     /// a late wake-up within a sleep slice: parked waits still end, in time.
     #[test]
     fn garbage_in_the_fence_mode_words_is_harmless() {
-        for garbage in [SWITCHING_GARBAGE, u32::MAX, 0] {
+        for garbage in [SWITCHING_GARBAGE, u32::MAX, 1, 3] {
             let q = Queue::<u64>::options()
                 .mode(Mode::Mpmc)
                 .capacity(2)

@@ -10,7 +10,7 @@
 //! |-------:|----------|
 //! | 0      | `tail`: next position a producer claims (u64) |
 //! | 128    | `head`: next position a consumer claims (u64) |
-//! | 256    | data wait point: futex word (u32), sleepers (u32), armed (u32; `wait.rs`) — consumers sleep here |
+//! | 256    | data wait point: futex word (u32), sleepers (u32), armed (u32), fence mode (u32, version 4; `wait.rs`) — consumers sleep here |
 //! | 384    | space wait point — producers sleep here |
 //! | 512    | join wait point — `join()` sleeps here |
 //! | 640    | `peer_deaths` (u64), `last_dead_pid` (u64), SPSC `producer`/`consumer` roles (u64 each), `senders`, `receivers` (peer counts, u64 each), `lost_tasks` (u64) |

@@ -2,7 +2,8 @@
 //!
 //! A *wait point* is three 32-bit words on their own cache line: `word`, the futex word
 //! that wakers bump; `sleepers`, how many processes are (about to be) asleep on it; and
-//! `armed`, the newest value of `word` a sleeper has gone to sleep on.
+//! `armed`, the newest value of `word` a sleeper has gone to sleep on; a queue ring's
+//! wait points (version 4) have a fourth, the fence `mode` (below).
 //!
 //! The handshake (Dekker-style, no lost wake-up):
 //!
@@ -59,22 +60,27 @@
 //!
 //! - a waker loads `mode` after its publish: nonzero means a `SeqCst` fence before it
 //!   loads `sleepers` (zero: the compiler fence of the light path);
-//! - a parked sleeper that finds `mode` below [`SYMMETRIC`] stores [`SWITCHING`] (if it
-//!   was 0), sleeps the asymmetric way (its `membarrier` included), and stores
-//!   [`SYMMETRIC`]; one that finds [`SYMMETRIC`] needs only its own `SeqCst` fence.
+//! - a parked sleeper that finds `mode` other than [`SYMMETRIC`] stores [`SWITCHING`]
+//!   (if it was 0), sleeps the asymmetric way (its `membarrier` included), and stores
+//!   [`SYMMETRIC`] if the `membarrier` succeeded; one that finds [`SYMMETRIC`] needs only
+//!   its own `SeqCst` fence.
 //!
 //! Why [`SYMMETRIC`] is enough: it is stored only after a `membarrier` that followed a
 //! nonzero `mode`. A waker's load of `mode` that comes after that barrier's point in the
 //! waker's program sees nonzero and fences; one that came before it, and saw 0, had
-//! published before it too (the publish precedes the load), and the barrier made that
-//! publish visible to every sleeper that checks afterwards. Either way the Dekker
+//! published before it too (the publish precedes the load in program order: a compiler
+//! fence keeps the compiler from hoisting the load above the publish), and the barrier
+//! made that publish visible to every sleeper that checks afterwards. Either way the Dekker
 //! handshake above holds. The mode never goes back: wakers of a wait point a parked
 //! waiter has used pay a `SeqCst` fence per operation (~10-20 ns next to a spinning
 //! peer). Rings of versions 2 and 3 have no `mode` word; their wait points stay
 //! asymmetric. A process writing garbage into `mode` can only add fences (nonzero) or,
 //! by clearing [`SYMMETRIC`], make wakers skip wake-ups that the sleeper then notices
 //! within its sleep slice, as garbage in `armed` can. The loom build fences `SeqCst`
-//! on both sides always and gives its wait points no `mode` word.
+//! on both sides always and gives its queue rings' wait points no `mode` word; its model
+//! `queue::loom::parked_sleeper_with_a_fence_mode_word_is_never_lost` checks the
+//! symmetric handshake's two fences (it deadlocks with no fence on the waker's symmetric
+//! path), not the switch, which rests on `membarrier`.
 //!
 //! Sleeps are sliced (at most [`PARK_SLICE`]) so that a waiter also notices a peer that
 //! died in the middle of an operation (which wakes nobody) and its own deadline.
@@ -315,6 +321,11 @@ impl WaitPoint<'_> {
     /// symmetric fences (`mode` nonzero; loaded after the caller's publish).
     #[inline]
     fn waker_fence(&self) {
+        // The `mode` load must stay after the caller's publish in program order (module
+        // docs, "Why SYMMETRIC is enough"); a Relaxed load may otherwise be hoisted above
+        // a Release store.
+        #[cfg(not(shmkit_loom))]
+        compiler_fence(Ordering::SeqCst);
         match self.mode {
             Some(m) if m.load(Ordering::Relaxed) != 0 => fence(Ordering::SeqCst),
             _ => light_fence(),

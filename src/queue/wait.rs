@@ -355,7 +355,7 @@ impl WaitPoint<'_> {
     /// Sleeper side, first half: counts this waiter as a sleeper and returns the word's
     /// value to sleep on; the caller re-checks its condition next, and finally undoes the
     /// count (`sleepers -= 1`). [`Self::park`] and the async waiters (`crate::aio`) use it.
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    #[cfg_attr(any(not(feature = "async"), shmkit_loom), allow(dead_code))]
     pub(crate) fn begin_wait(&self) -> u32 {
         self.begin_wait_as(false)
     }

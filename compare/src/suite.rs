@@ -593,8 +593,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             .map_err(|e| e.to_string())
         }
         Job::Mpmc(m, shape) => {
-            let (total, reps) = if q { (200_000, 3) } else { (200_000, 5) };
-            mpmc::measure(m, *shape, total, reps).map_err(|e| e.to_string())
+            mpmc::measure(m, *shape, 200_000, if q { 3 } else { 5 }).map_err(|e| e.to_string())
         }
         Job::Sizes(c, size) => {
             let (target, max_bytes, reps) = if q {

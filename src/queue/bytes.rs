@@ -327,15 +327,23 @@ impl ByteQueue {
     ) -> Result<(), Fail> {
         self.check_len(msg.len(), op)?;
         let c = self.core.claim_send(timeout)?;
-        // SAFETY: `msg.len() <= max` bytes fit the body, which is 8-aligned (slot data is,
-        // and LEN_HEADER is 8); the length word is aligned. Volatile stores: no `&mut [u8]`
-        // over bytes a peer that breaks the protocol might be writing.
-        unsafe {
-            super::copy::store(msg.as_ptr(), self.body(c), msg.len());
-            self.len_word(c).write_volatile(msg.len() as u32);
-        }
+        self.store_body(c, msg);
+        // SAFETY: the length word lies in the slot and is aligned; `msg.len() <= max`.
+        unsafe { self.len_word(c).write_volatile(msg.len() as u32) };
         self.core.publish(c);
         Ok(())
+    }
+
+    /// Copies `msg` into claimed slot `c`'s body with volatile stores (no `&mut [u8]` over
+    /// bytes a peer that breaks the protocol might be writing). Callers check the length
+    /// first; anything past `max` is cut.
+    #[inline]
+    fn store_body(&self, c: Claim, msg: &[u8]) {
+        let n = msg.len().min(self.max);
+        // SAFETY: `n <= max` bytes fit the body, 8-aligned (slot data is, LEN_HEADER is 8);
+        // `msg` is readable for `n` bytes and is not body `c`: callers pass bytes that
+        // cannot borrow `c`'s guard (a fresh claim, or the guard borrowed `&mut`).
+        unsafe { super::copy::store(msg.as_ptr(), self.body(c), n) };
     }
 
     /// Reads the (untrusted) length of a claimed message.
@@ -625,12 +633,8 @@ impl SendBytes<'_> {
                 ),
             ));
         }
-        // SAFETY: the claim gives this guard the slot's body, `len <= max` bytes from an
-        // 8-aligned start (slot data is 8-aligned and LEN_HEADER is 8); `src` is valid
-        // for `src.len() <= len` bytes and cannot overlap the body: the body is reachable
-        // only through this guard, which `&mut self` borrows exclusively (another
-        // queue's guard or private memory are other bytes).
-        unsafe { super::copy::store(src.as_ptr(), self.q.body(self.claim), src.len()) };
+        // `src` cannot borrow this guard's body: `&mut self` borrows the guard.
+        self.q.store_body(self.claim, src);
         self.len = src.len();
         Ok(())
     }

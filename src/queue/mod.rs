@@ -1274,12 +1274,18 @@ impl<T: Pod> Queue<T> {
     /// peer that breaks the protocol might be writing).
     #[inline]
     fn write(&self, c: Claim, v: T) {
-        // SAFETY: the slot's data is `size_of::<T>()` bytes inside the ring, 8-aligned
-        // (slot data always is: see `Geometry::new`); `v` is a local, readable for as many
-        // bytes and distinct from shared memory.
+        self.write_ref(c, &v);
+    }
+
+    /// [`Self::write`] from a reference (no `T` on the stack).
+    #[inline]
+    fn write_ref(&self, c: Claim, v: &T) {
+        // SAFETY: the slot's data is `size_of::<T>()` bytes, 8-aligned (`Geometry::new`);
+        // `v` is readable for as many bytes and is not slot `c`: callers pass a local or
+        // a reference that cannot borrow `c`'s guard (fresh claim, or guard consumed).
         unsafe {
             copy::store(
-                (&raw const v).cast(),
+                (v as *const T).cast(),
                 self.core.ring.data(c.0),
                 size_of::<T>(),
             )
@@ -1684,17 +1690,8 @@ impl<T: Pod> SendSlot<'_, T> {
     /// ```
     #[inline]
     pub fn send_ref(self, v: &T) {
-        // SAFETY: the slot's data is `size_of::<T>()` bytes inside the ring, 8-aligned;
-        // `v` is a valid `&T`, readable for as many bytes, and it cannot overlap this
-        // guard's slot: the slot is reachable only through the guard, which was moved
-        // into this call (no borrow of it can be alive).
-        unsafe {
-            copy::store(
-                (v as *const T).cast(),
-                self.q.core.ring.data(self.claim.0),
-                size_of::<T>(),
-            )
-        };
+        // `v` cannot borrow this guard's slot: the guard was moved into this call.
+        self.q.write_ref(self.claim, v);
         self.commit();
     }
 }

@@ -54,6 +54,41 @@ fn garbage_sequence_numbers_are_reported() {
 }
 
 #[test]
+fn spsc_sender_checks_a_slot_only_when_the_queue_looks_full() {
+    // Once `head` frees a slot, the SPSC producer owns it: it writes and publishes
+    // without reading the slot's state first (that load would cost a cache-line transfer
+    // per message). Garbage a peer writes into a free slot's state is overwritten by the
+    // publish; garbage in the slot that a full queue waits on is reported.
+    let name = common::unique("qc-spsc-free");
+    let _g = common::ShmGuard::new(&name);
+    let q = Queue::<u64>::options()
+        .mode(Mode::Spsc)
+        .capacity(4)
+        .max_handles(2)
+        .create(&name)
+        .unwrap();
+    let raw = Segment::open(&name).unwrap();
+    for v in 0..4 {
+        q.try_send(v).unwrap();
+        assert_eq!(q.try_recv().unwrap(), v);
+    }
+    // Position 4 is slot 0 (u64 slots are 16 bytes), free by `head`. The producer's
+    // cached limit is used up, so this send reads `head` again, and only `head`.
+    poke(&raw, slots_off(2), 0xdead_beef_dead_beef);
+    q.try_send(4).unwrap();
+    assert_eq!(q.try_recv().unwrap(), 4);
+    for v in 5..9 {
+        q.try_send(v).unwrap(); // positions 5..=8: full
+    }
+    // Position 9 waits for slot 1, which holds position 5's message.
+    poke(&raw, slots_off(2) + 16, 0xdead_beef_dead_beef);
+    let e: shmkit::Error = q.try_send(9).unwrap_err().into();
+    assert!(is_corrupt(&e), "{e}");
+    let e: shmkit::Error = q.try_recv().unwrap_err().into();
+    assert!(is_corrupt(&e), "{e}");
+}
+
+#[test]
 fn tail_behind_head_is_reported() {
     let name = common::unique("qc-tail");
     let _g = common::ShmGuard::new(&name);

@@ -903,6 +903,9 @@ impl Core {
 
     #[inline]
     fn claim_send(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
+        if let Some(c) = self.spsc_send_fast() {
+            return Ok(c);
+        }
         self.ensure_attached(ROLE_SENDER);
         // No consumer left is checked only when the queue is full (in `wait_for`): a named
         // queue outlives its handles, and what fits waits for the next consumer.
@@ -919,8 +922,44 @@ impl Core {
         })
     }
 
+    /// The SPSC fast path of a send: a free position with nothing else to do (the role
+    /// taken, the position known). Anything else (first use, a full queue, a slot in
+    /// another state) takes the general path, which waits, skips and validates.
+    #[inline(always)]
+    fn spsc_send_fast(&self) -> Option<Claim> {
+        if self.mode != Mode::Spsc || self.attached.get() & ROLE_SENDER == 0 {
+            return None;
+        }
+        let p = self.send_pos.get()?;
+        if after(self.send_limit.get(), p) {
+            return Some(Claim(p));
+        }
+        // Free by `head` alone: the slot's `seq` is validated only on the general path
+        // (when the queue looks full). Reading it here would cost a cache-line transfer
+        // per message: the consumer has just read the line, and a load before our stores
+        // makes two coherence transactions of one (see ARCHITECTURE.md, "Queue").
+        let h = self.ring.head().load(Ordering::Acquire);
+        let limit = h.wrapping_add(self.ring.geo.cap);
+        self.send_limit.set(limit);
+        after(limit, p).then_some(Claim(p))
+    }
+
+    /// The SPSC fast path of a receive: a published message at our position, on a queue
+    /// that is not joinable (whose receives also count tasks).
+    #[inline(always)]
+    fn spsc_recv_fast(&self) -> Option<Claim> {
+        if self.mode != Mode::Spsc || self.joinable || self.attached.get() & ROLE_RECEIVER == 0 {
+            return None;
+        }
+        let p = self.recv_pos.get()?;
+        self.ring.spsc_ready(p).then_some(Claim(p))
+    }
+
     #[inline]
     fn claim_recv(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
+        if let Some(c) = self.spsc_recv_fast() {
+            return Ok(c);
+        }
         self.ensure_attached(ROLE_RECEIVER);
         self.wait_for(timeout, Ring::data_wait, ROLE_SENDER, || {
             self.try_claim_recv()

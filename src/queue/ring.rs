@@ -1220,6 +1220,8 @@ impl Ring {
 
     /// SPSC producer: is position `p` free, given the consumer's `head`? (In SPSC mode the
     /// consumer frees slots by advancing `head` only; the slot keeps `full(p - cap)`.)
+    /// Validates the slot's state; the queue's send fast path trusts `head` alone and
+    /// comes here only when `head` says full (see ARCHITECTURE.md, "Queue").
     #[inline]
     pub(crate) fn spsc_can_send(&self, p: u64, head: u64) -> Result<bool, Corrupt> {
         let s = self.seq(p).load(Ordering::Acquire);
@@ -1228,6 +1230,14 @@ impl Ring {
         } else {
             Err(self.corrupt("send (spsc)", p, s))
         }
+    }
+
+    /// SPSC consumer fast path: whether the message at `p` is published. Any other state
+    /// (empty, skipped, garbage) is left to [`Self::spsc_can_recv`], which skips and
+    /// validates.
+    #[inline(always)]
+    pub(crate) fn spsc_ready(&self, p: u64) -> bool {
+        self.seq(p).load(Ordering::Acquire) == full(p)
     }
 
     /// SPSC producer: publishes `p`.

@@ -309,6 +309,11 @@ fn main() {
             0.0,
         ),
         (
+            "queue spsc spin (1 slot)",
+            queue_rt(batches, Mode::Spsc, spin, 1),
+            0.0,
+        ),
+        (
             "raw ring 256 slots, stride 72",
             raw_ring_rt(batches, 256, 72),
             0.0,

@@ -53,6 +53,24 @@ fn garbage_sequence_numbers_are_reported() {
     }
 }
 
+/// A 4-slot SPSC queue of u64 (16-byte slots) named `name` after one lap of sends and
+/// receives (positions 0..4): the producer's cached limit is used up, so its next send
+/// reads `head` again. Returns it with the raw segment.
+fn spsc_after_one_lap(name: &str) -> (Queue<u64>, Segment) {
+    let q = Queue::<u64>::options()
+        .mode(Mode::Spsc)
+        .capacity(4)
+        .max_handles(2)
+        .create(name)
+        .unwrap();
+    let raw = Segment::open(name).unwrap();
+    for v in 0..4 {
+        q.try_send(v).unwrap();
+        assert_eq!(q.try_recv().unwrap(), v);
+    }
+    (q, raw)
+}
+
 #[test]
 fn spsc_sender_checks_a_slot_only_when_the_queue_looks_full() {
     // Once `head` frees a slot, the SPSC producer owns it: it writes and publishes
@@ -61,19 +79,8 @@ fn spsc_sender_checks_a_slot_only_when_the_queue_looks_full() {
     // publish; garbage in the slot that a full queue waits on is reported.
     let name = common::unique("qc-spsc-free");
     let _g = common::ShmGuard::new(&name);
-    let q = Queue::<u64>::options()
-        .mode(Mode::Spsc)
-        .capacity(4)
-        .max_handles(2)
-        .create(&name)
-        .unwrap();
-    let raw = Segment::open(&name).unwrap();
-    for v in 0..4 {
-        q.try_send(v).unwrap();
-        assert_eq!(q.try_recv().unwrap(), v);
-    }
-    // Position 4 is slot 0 (u64 slots are 16 bytes), free by `head`. The producer's
-    // cached limit is used up, so this send reads `head` again, and only `head`.
+    let (q, raw) = spsc_after_one_lap(&name);
+    // Position 4 is slot 0, free by `head`: this send reads `head` again, and only `head`.
     poke(&raw, slots_off(2), 0xdead_beef_dead_beef);
     q.try_send(4).unwrap();
     assert_eq!(q.try_recv().unwrap(), 4);
@@ -86,6 +93,20 @@ fn spsc_sender_checks_a_slot_only_when_the_queue_looks_full() {
     assert!(is_corrupt(&e), "{e}");
     let e: shmkit::Error = q.try_recv().unwrap_err().into();
     assert!(is_corrupt(&e), "{e}");
+}
+
+#[test]
+fn spsc_head_past_the_producer_is_reported() {
+    // The consumer cannot pass the producer: a `head` beyond the producer's position is
+    // garbage, reported when the producer next reads it (not cached as a far-away limit
+    // that would let it overwrite every slot from then on).
+    let name = common::unique("qc-spsc-head");
+    let _g = common::ShmGuard::new(&name);
+    let (q, raw) = spsc_after_one_lap(&name);
+    poke(&raw, 128, 1_000); // head (ring offset 128); the producer is at position 4
+    let e: shmkit::Error = q.try_send(4).unwrap_err().into();
+    assert!(is_corrupt(&e), "{e}");
+    assert!(e.to_string().contains("past the producer"), "{e}");
 }
 
 #[test]

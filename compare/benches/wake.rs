@@ -14,7 +14,7 @@ fn wake(c: &mut Criterion) {
     for spec in registry::channels() {
         g.bench_function(BenchmarkId::from_parameter(spec.id), |b| {
             b.iter_custom(|iters| {
-                let m = common::must(measure::wake(&spec, 2, iters, placement), spec.id);
+                let m = common::must(measure::wake(&spec, 2, iters, placement, None), spec.id);
                 Duration::from_nanos(m.sum_ns as u64)
             })
         });

@@ -233,8 +233,16 @@ fn recv_checked(
 }
 
 /// The child's side of rtt and wake: receive, check, reply. In wake mode the reply carries
-/// the wake-up latency measured against the parent's timestamp.
-fn echo_loop(ch: &mut dyn Channel, id: &str, size: usize, total: u64, wake: bool) -> Result<()> {
+/// the wake-up latency measured against the parent's timestamp, and is sent `hold` after
+/// the receive when one is given (a peer that answers slowly).
+fn echo_loop(
+    ch: &mut dyn Channel,
+    id: &str,
+    size: usize,
+    total: u64,
+    wake: bool,
+    hold: Option<Duration>,
+) -> Result<()> {
     ch.attach(Side::Child, nix::unistd::getppid())?;
     let view = ch.has_recv_view();
     let mut pat = Pattern::new(size);
@@ -244,6 +252,9 @@ fn echo_loop(ch: &mut dyn Channel, id: &str, size: usize, total: u64, wake: bool
         // to every round trip and pull every rtt ratio towards 1.
         let (extra, t1) = recv_checked(ch, view, Side::Child, &pat, &mut buf, seq, id, wake)?;
         let reply = if wake { t1.wrapping_sub(extra) } else { 0 };
+        if let Some(h) = hold {
+            std::thread::sleep(h);
+        }
         ch.send(Side::Child, pat.stamp(seq, reply))?;
     }
     Ok(())
@@ -269,7 +280,7 @@ pub fn rtt(
     let _pin = Pinned::to(placement.parent)?;
     let id = spec.id;
     let peer = Peer::spawn(placement.child, || {
-        echo_loop(&mut *ch, id, size, total, false)
+        echo_loop(&mut *ch, id, size, total, false, None)
     })?;
     ch.attach(Side::Parent, peer.pid())?;
     let view = ch.has_recv_view();
@@ -331,7 +342,7 @@ pub fn rtt_total(
     let _pin = Pinned::to(placement.parent)?;
     let id = spec.id;
     let peer = Peer::spawn(placement.child, || {
-        echo_loop(&mut *ch, id, size, total, false)
+        echo_loop(&mut *ch, id, size, total, false, None)
     })?;
     ch.attach(Side::Parent, peer.pid())?;
     let view = ch.has_recv_view();
@@ -354,11 +365,16 @@ pub fn rtt_total(
 /// `/proc/PID/stat`, for sleeping mechanisms), writes CLOCK_MONOTONIC into the message and
 /// sends it; the peer reads the clock as soon as its receive returns and sends back the
 /// difference. `samples` wake-ups are measured after `warmup`.
+///
+/// With `hold`, the peer sleeps that long before each reply (its CPU does not run
+/// meanwhile): the parent's wait for the reply then outlasts an adaptive spin budget
+/// shorter than `hold`, and the row's CPU column shows what waiting on a slow peer costs.
 pub fn wake(
     spec: &ChannelSpec,
     warmup: u64,
     samples: u64,
     placement: Placement,
+    hold: Option<Duration>,
 ) -> Result<Measurement> {
     let size = 64;
     let mut ch = (spec.make)(ChannelParams { size, depth: 1 })?;
@@ -366,7 +382,7 @@ pub fn wake(
     let _pin = Pinned::to(placement.parent)?;
     let id = spec.id;
     let peer = Peer::spawn(placement.child, || {
-        echo_loop(&mut *ch, id, size, total, true)
+        echo_loop(&mut *ch, id, size, total, true, hold)
     })?;
     ch.attach(Side::Parent, peer.pid())?;
     let view = ch.has_recv_view();

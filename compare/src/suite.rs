@@ -97,6 +97,23 @@ pub const QUICK_SIZES: [usize; 6] = [16, 256, 4 << 10, 64 << 10, 1 << 20, 16 << 
 /// The mpmc ratios' baseline: the same mechanism with one producer and one consumer.
 pub const MPMC_BASE: &str = "1x1";
 
+/// How long the peer holds each message in the wake table's held rows: twice the default
+/// adaptive spin budget (50 µs), so that the measuring side's wait for the reply always
+/// outlasts it, the case where an adaptive wait should cost about what a parked one does.
+pub const WAKE_HOLD: Duration = Duration::from_micros(100);
+
+/// The variant label of the held wake rows.
+pub const WAKE_HOLD_VARIANT: &str = "peer holds 100 us";
+
+/// The mechanisms the wake table also measures with a held reply: the queue's adaptive
+/// and parked waits (typed and bytes) and the raw futex they are built on.
+pub const WAKE_HELD: [&str; 4] = [
+    "futex",
+    "shmkit-queue",
+    "shmkit-queue-park",
+    "shmkit-bytequeue",
+];
+
 /// The mechanism id every rtt and wake ratio is relative to.
 pub const FLOOR: &str = "spin-floor";
 /// The stream baseline's id.
@@ -150,8 +167,8 @@ pub enum Job {
     Stream(ChannelSpec, usize),
     /// The single-process memcpy baseline.
     Memcpy(usize),
-    /// Wake-up latency.
-    Wake(ChannelSpec),
+    /// Wake-up latency; with a hold, the peer answers that long after each wake-up.
+    Wake(ChannelSpec, Option<Duration>),
     /// Lock + unlock in one process.
     LockUncontended(LockSpec),
     /// Lock + unlock from two processes at once.
@@ -183,7 +200,8 @@ pub struct Task {
     pub mechanism: String,
     /// Message size, when the workload has one.
     pub size: Option<usize>,
-    /// `uncontended` / `contended` for locks, the task set for pools.
+    /// `uncontended` / `contended` for locks, the task set for pools, the shape for mpmc,
+    /// [`WAKE_HOLD_VARIANT`] for held wake-ups.
     pub variant: Option<&'static str>,
     /// Spinning or sleeping.
     pub style: Option<Style>,
@@ -203,7 +221,8 @@ pub struct Row {
     /// Message size in bytes (rtt, stream, wake).
     pub size: Option<usize>,
     /// Lock variant; pool task set (`100k trivial`, `1k x 1 ms`); mpmc shape
-    /// (`PxC`: producers x consumers).
+    /// (`PxC`: producers x consumers); wake: [`WAKE_HOLD_VARIANT`] when the peer held
+    /// its reply.
     pub variant: Option<&'static str>,
     /// Median per operation (ns): round trip, message, wake-up, lock+unlock; pool: wall
     /// time per task (trivial tasks) or overhead per task beyond its 1 ms (`workers *
@@ -361,7 +380,13 @@ pub fn plan(opts: &Options) -> Vec<Task> {
             }
             Workload::Wake => {
                 for c in &chans {
-                    tasks.push(task(w, c, Some(64), Job::Wake(*c)));
+                    tasks.push(task(w, c, Some(64), Job::Wake(*c, None)));
+                }
+                for c in chans.iter().filter(|c| WAKE_HELD.contains(&c.id)) {
+                    tasks.push(Task {
+                        variant: Some(WAKE_HOLD_VARIANT),
+                        ..task(w, c, Some(64), Job::Wake(*c, Some(WAKE_HOLD)))
+                    });
                 }
             }
             Workload::Mpmc => {
@@ -564,9 +589,9 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             *size,
             Duration::from_millis(if q { 20 } else { 200 }),
         )),
-        Job::Wake(c) => {
+        Job::Wake(c, hold) => {
             let n = if q { 300 } else { 3_000 };
-            measure::wake(c, 20, n, p).map_err(|e| e.to_string())
+            measure::wake(c, 20, n, p, *hold).map_err(|e| e.to_string())
         }
         Job::LockUncontended(l) => {
             let n = if q { 64 * 2_000 } else { 64 * 50_000 };
@@ -655,7 +680,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
     let fast = result.as_ref().is_ok_and(|m| m.median_ns < 10_000.0);
     let floor_neighbour = fast
         && task.mechanism != FLOOR
-        && matches!(task.job, Job::Rtt(..) | Job::Wake(_))
+        && matches!(task.job, Job::Rtt(..) | Job::Wake(..))
         && !(one_core && needs_two);
     if floor_neighbour {
         row.local_floor_ns = local_floor(task, opts);
@@ -688,7 +713,7 @@ fn local_floor(task: &Task, opts: &Options) -> Option<f64> {
     let p = opts.placement;
     let m = match task.job {
         Job::Rtt(_, size) => measure::rtt(&floor, size, 4_000, 64 * 400, p),
-        Job::Wake(_) => measure::wake(&floor, 20, 300, p),
+        Job::Wake(..) => measure::wake(&floor, 20, 300, p, None),
         _ => return None,
     };
     m.ok().map(|m| m.median_ns)
@@ -736,9 +761,15 @@ pub fn add_ratios(rows: &mut [Row]) {
                 Workload::Fanout => (fanout::QUEUES, r.median_ns),
                 Workload::Bridge => (bridge::TCP, r.median_ns),
             };
+            // A held wake-up is still a wake-up: compared with the floor's (no variant).
+            let variant = if r.workload == Workload::Wake {
+                None
+            } else {
+                r.variant
+            };
             let baseline = r
                 .local_floor_ns
-                .or_else(|| base(rows, r.workload, id, r.size, r.variant));
+                .or_else(|| base(rows, r.workload, id, r.size, variant));
             match (value, baseline) {
                 // Speed-up: the baseline's time per task over ours (both positive: an
                 // overhead measured as <= 0 has no meaningful ratio).
@@ -849,6 +880,22 @@ mod tests {
         assert_eq!(rows[5].ratio_to, Some(MEMCPY));
         // No wake floor in this run: no ratio rather than a wrong one.
         assert_eq!(rows[6].ratio, None);
+    }
+
+    #[test]
+    fn held_wake_rows_name_registered_channels_and_compare_with_the_plain_floor() {
+        let ids: Vec<&str> = registry::channels().iter().map(|c| c.id).collect();
+        for id in WAKE_HELD {
+            assert!(ids.contains(&id), "{id} is not a registered channel");
+        }
+        let mut rows = vec![
+            row(Workload::Wake, FLOOR, Some(64), 100.0, None),
+            row(Workload::Wake, "futex", Some(64), 20_000.0, None),
+        ];
+        rows[1].variant = Some(WAKE_HOLD_VARIANT);
+        add_ratios(&mut rows);
+        assert_eq!(rows[1].ratio, Some(200.0));
+        assert_eq!(rows[1].ratio_to, Some(FLOOR));
     }
 
     #[test]

@@ -513,7 +513,14 @@ impl Run<'_> {
             self.cp = r.spsc_consumer_start();
         }
         if send {
-            if r.spsc_can_send(self.sp, r.head().load(Ordering::Relaxed))? {
+            // Every other send decides as the queue's fast path does (by `head` alone, the
+            // slot unread), the others as its general path (the slot validated).
+            let h = r.head().load(Ordering::Relaxed);
+            let free = match r.spsc_free(self.sp, h) {
+                Some(free) if self.sp & 1 == 0 => free,
+                _ => r.spsc_can_send(self.sp, h)?,
+            };
+            if free {
                 // SAFETY: data(sp) is valid for data_len (8) bytes.
                 unsafe { r.data(self.sp).cast::<u64>().write(self.sp) };
                 r.spsc_publish(self.sp);

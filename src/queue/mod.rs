@@ -552,6 +552,8 @@ impl Core {
                             .spsc_producer_start()
                             .map_err(|c| self.corrupt(c))?;
                         self.send_pos.set(Some(p));
+                        // Nothing cached yet: the first send reads `head`.
+                        self.send_limit.set(p);
                         p
                     }
                 };
@@ -922,9 +924,10 @@ impl Core {
         })
     }
 
-    /// The SPSC fast path of a send: a free position with nothing else to do (the role
-    /// taken, the position known). Anything else (first use, a full queue, a slot in
-    /// another state) takes the general path, which waits, skips and validates.
+    /// The SPSC fast path of a send: a position `head` says is free, with nothing else to
+    /// do (the role taken, the position known). First use, a full queue and a `head`
+    /// past our position (corruption) take the general path, which starts, waits and
+    /// validates.
     #[inline(always)]
     fn spsc_send_fast(&self) -> Option<Claim> {
         if self.mode != Mode::Spsc || self.attached.get() & ROLE_SENDER == 0 {
@@ -939,9 +942,11 @@ impl Core {
         // per message: the consumer has just read the line, and a load before our stores
         // makes two coherence transactions of one (see ARCHITECTURE.md, "Queue").
         let h = self.ring.head().load(Ordering::Acquire);
-        let limit = h.wrapping_add(self.ring.geo.cap);
-        self.send_limit.set(limit);
-        after(limit, p).then_some(Claim(p))
+        // `None` (head past us: the consumer cannot pass the producer) is reported by the
+        // general path; nothing is cached from such a `head`.
+        let free = self.ring.spsc_free(p, h)?;
+        self.send_limit.set(h.wrapping_add(self.ring.geo.cap));
+        free.then_some(Claim(p))
     }
 
     /// The SPSC fast path of a receive: a published message at our position, on a queue

@@ -1220,10 +1220,17 @@ impl Ring {
 
     /// SPSC producer: is position `p` free, given the consumer's `head`? (In SPSC mode the
     /// consumer frees slots by advancing `head` only; the slot keeps `full(p - cap)`.)
-    /// Validates the slot's state; the queue's send fast path trusts `head` alone and
-    /// comes here only when `head` says full (see ARCHITECTURE.md, "Queue").
+    /// Validates the slot's state, and that `head` is not past `p` (the consumer cannot
+    /// pass the producer). The queue's send fast path trusts `head` alone; this check
+    /// runs on a producer's first send and whenever `head` says full or is past `p`
+    /// (see ARCHITECTURE.md, "Queue").
     #[inline]
     pub(crate) fn spsc_can_send(&self, p: u64, head: u64) -> Result<bool, Corrupt> {
+        if after(head, p) {
+            return Err(Corrupt(format!(
+                "send (spsc): head {head} is past the producer's position {p}"
+            )));
+        }
         let s = self.seq(p).load(Ordering::Acquire);
         if s == empty(p) || s == full(p.wrapping_sub(self.geo.cap)) {
             Ok(after(head.wrapping_add(self.geo.cap), p))
@@ -1238,6 +1245,17 @@ impl Ring {
     #[inline(always)]
     pub(crate) fn spsc_ready(&self, p: u64) -> bool {
         self.seq(p).load(Ordering::Acquire) == full(p)
+    }
+
+    /// SPSC producer, fast path: whether `p` is free by `head` alone, without reading the
+    /// slot (see ARCHITECTURE.md, "Queue"); `None` when `head` is past `p`, which the
+    /// general path ([`Self::spsc_can_send`]) reports as corruption.
+    #[inline(always)]
+    pub(crate) fn spsc_free(&self, p: u64, head: u64) -> Option<bool> {
+        if after(head, p) {
+            return None;
+        }
+        Some(after(head.wrapping_add(self.geo.cap), p))
     }
 
     /// SPSC producer: publishes `p`.
@@ -1270,7 +1288,9 @@ impl Ring {
             if s == empty(p.wrapping_add(self.geo.cap)) || s == full(p.wrapping_add(self.geo.cap)) {
                 // Skipped (cancelled), possibly refilled on the next lap.
                 *p = p.wrapping_add(1);
-                self.head().store(*p, Ordering::Relaxed);
+                // Release, as `spsc_release`: a producer that reads this `head` may reuse
+                // the slots before it, which this consumer has finished reading.
+                self.head().store(*p, Ordering::Release);
                 continue;
             }
             return Err(self.corrupt("recv (spsc)", *p, s));

@@ -544,7 +544,10 @@ impl Core {
             },
             Mode::Spsc => {
                 let p = match self.send_pos.get() {
-                    Some(p) => p,
+                    Some(p) => match self.spsc_claim_free(p) {
+                        Some(c) => return Ok(Ok(c)),
+                        None => p,
+                    },
                     None => {
                         self.role(ROLE_PRODUCER, "send")?;
                         let p = self
@@ -552,18 +555,19 @@ impl Core {
                             .spsc_producer_start()
                             .map_err(|c| self.corrupt(c))?;
                         self.send_pos.set(Some(p));
-                        // Nothing cached yet: the first send reads `head`.
+                        // Nothing cached: until a send succeeds, `head` is read again.
                         self.send_limit.set(p);
                         p
                     }
                 };
-                if after(self.send_limit.get(), p) {
-                    return Ok(Ok(Claim(p)));
-                }
+                // The first send, a queue full by `head`, or a `head` past us: the slot's
+                // state and `head` are validated.
                 let h = self.ring.head().load(Ordering::Acquire);
-                self.send_limit.set(h.wrapping_add(self.ring.geo.cap));
                 match self.ring.spsc_can_send(p, h) {
-                    Ok(true) => Ok(Ok(Claim(p))),
+                    Ok(true) => {
+                        self.send_limit.set(h.wrapping_add(self.ring.geo.cap));
+                        Ok(Ok(Claim(p)))
+                    }
                     Ok(false) => Ok(Err(Blocked::Idle)),
                     Err(c) => Err(self.corrupt(c).into()),
                 }
@@ -924,26 +928,30 @@ impl Core {
         })
     }
 
-    /// The SPSC fast path of a send: a position `head` says is free, with nothing else to
-    /// do (the role taken, the position known). First use, a full queue and a `head`
-    /// past our position (corruption) take the general path, which starts, waits and
-    /// validates.
+    /// The SPSC fast path of a send: the role taken and the position known, a claim if
+    /// `head` frees it ([`Self::spsc_claim_free`]). The first send, a full queue and a
+    /// `head` past our position (corruption) take the general path, which starts, waits
+    /// and validates.
     #[inline(always)]
     fn spsc_send_fast(&self) -> Option<Claim> {
         if self.mode != Mode::Spsc || self.attached.get() & ROLE_SENDER == 0 {
             return None;
         }
-        let p = self.send_pos.get()?;
+        self.spsc_claim_free(self.send_pos.get()?)
+    }
+
+    /// SPSC producer at position `p` (after its first send): a claim if `head`, cached or
+    /// read again when the cache says full, frees `p`. The slot is not read: reading it
+    /// would cost a cache-line transfer per message (the consumer has just read the line,
+    /// and a load before our stores makes two coherence transactions of one; see
+    /// ARCHITECTURE.md, "Queue"). `None` when `head` says full or is past `p` (nothing is
+    /// cached from such a `head`): [`Self::try_claim_send`] then validates.
+    #[inline(always)]
+    fn spsc_claim_free(&self, p: u64) -> Option<Claim> {
         if after(self.send_limit.get(), p) {
             return Some(Claim(p));
         }
-        // Free by `head` alone: the slot's `seq` is validated only on the general path
-        // (when the queue looks full). Reading it here would cost a cache-line transfer
-        // per message: the consumer has just read the line, and a load before our stores
-        // makes two coherence transactions of one (see ARCHITECTURE.md, "Queue").
         let h = self.ring.head().load(Ordering::Acquire);
-        // `None` (head past us: the consumer cannot pass the producer) is reported by the
-        // general path; nothing is cached from such a `head`.
         let free = self.ring.spsc_free(p, h)?;
         self.send_limit.set(h.wrapping_add(self.ring.geo.cap));
         free.then_some(Claim(p))
@@ -1867,7 +1875,7 @@ impl<T: Pod> Queue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::SegmentOptions;
+    use crate::segment::{Layout, SegmentOptions};
 
     #[test]
     fn cancelled_reservations_a_lap_apart_are_skipped() {
@@ -2098,14 +2106,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn version_2_rings_open_without_batch_claims() {
-        let opts = Queue::<u64>::options().capacity(4);
-        let (layout, geo) = opts.layout("<v2>").unwrap();
-        let layout = layout.with_params([4, 64, 8, RING_VERSION_NO_BATCH]);
+    /// An anonymous segment holding a fresh 4-slot ring of `opts` whose header says ring
+    /// `version`, with its layout and geometry.
+    fn ring_of_version(opts: &QueueOptions<u64>, version: u64) -> (Segment, Layout, Geometry) {
+        let (layout, geo) = opts.layout("<old version>").unwrap();
+        let layout = layout.with_params([4, 64, 8, version]);
         let seg = SegmentOptions::default()
             .anonymous(&layout, init_ring(geo))
             .unwrap();
+        (seg, layout, geo)
+    }
+
+    #[test]
+    fn version_2_rings_open_without_batch_claims() {
+        let opts = Queue::<u64>::options().capacity(4);
+        let (seg, layout, geo) = ring_of_version(&opts, RING_VERSION_NO_BATCH);
         let q = opts.from_segment(seg).unwrap();
         assert!(!q.core.ring.geo.batch);
         for v in 0..3 {
@@ -2128,11 +2143,7 @@ mod tests {
     #[test]
     fn version_3_rings_open_with_asymmetric_fences_only() {
         let opts = Queue::<u64>::options().capacity(4).wait(WaitStrategy::Park);
-        let (layout, geo) = opts.layout("<v3>").unwrap();
-        let layout = layout.with_params([4, 64, 8, RING_VERSION_NO_FENCE_MODE]);
-        let seg = SegmentOptions::default()
-            .anonymous(&layout, init_ring(geo))
-            .unwrap();
+        let (seg, ..) = ring_of_version(&opts, RING_VERSION_NO_FENCE_MODE);
         let q = opts.from_segment(seg).unwrap();
         assert!(q.core.ring.geo.batch && !q.core.ring.geo.fence_mode);
         assert!(q.core.ring.data_wait().mode.is_none());
@@ -2142,11 +2153,7 @@ mod tests {
         q.send(5).unwrap();
         assert_eq!(q.recv().unwrap(), 5);
         // Version 5 is refused.
-        let (layout, geo) = opts.layout("<v5>").unwrap();
-        let layout = layout.with_params([4, 64, 8, RING_VERSION + 1]);
-        let seg = SegmentOptions::default()
-            .anonymous(&layout, init_ring(geo))
-            .unwrap();
+        let (seg, ..) = ring_of_version(&opts, RING_VERSION + 1);
         assert!(matches!(
             opts.from_segment(seg),
             Err(Error::Mismatch {

@@ -1226,14 +1226,14 @@ impl Ring {
     /// (see ARCHITECTURE.md, "Queue").
     #[inline]
     pub(crate) fn spsc_can_send(&self, p: u64, head: u64) -> Result<bool, Corrupt> {
-        if after(head, p) {
+        let Some(free) = self.spsc_free(p, head) else {
             return Err(Corrupt(format!(
                 "send (spsc): head {head} is past the producer's position {p}"
             )));
-        }
+        };
         let s = self.seq(p).load(Ordering::Acquire);
         if s == empty(p) || s == full(p.wrapping_sub(self.geo.cap)) {
-            Ok(after(head.wrapping_add(self.geo.cap), p))
+            Ok(free)
         } else {
             Err(self.corrupt("send (spsc)", p, s))
         }

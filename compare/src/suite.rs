@@ -847,6 +847,24 @@ mod tests {
     use super::tests_support::row;
     use super::*;
 
+    /// The held wake rows' label says how long the peer holds, and the hold outlasts the
+    /// default adaptive spin budget (what those rows are for).
+    #[test]
+    fn the_held_wake_label_and_hold_agree() {
+        assert_eq!(
+            WAKE_HOLD_VARIANT,
+            format!("peer holds {} us", WAKE_HOLD.as_micros())
+        );
+        let shmkit::queue::WaitStrategy::Adaptive { spin } = shmkit::queue::WaitStrategy::default()
+        else {
+            panic!("the default wait strategy is no longer adaptive");
+        };
+        assert!(
+            WAKE_HOLD > spin,
+            "{WAKE_HOLD:?} does not outlast the {spin:?} spin budget"
+        );
+    }
+
     #[test]
     fn a_floor_measured_next_to_a_row_wins_over_the_early_one() {
         let mut rows = vec![

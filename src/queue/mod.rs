@@ -909,8 +909,15 @@ impl Core {
 
     #[inline]
     fn claim_send(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
-        if let Some(c) = self.spsc_send_fast() {
-            return Ok(c);
+        if let Some(p) = self.spsc_send_pos() {
+            if let Some(c) = self.spsc_claim_free(p) {
+                return Ok(c);
+            }
+            if let Some(c) =
+                wait::pre_spin(self.wait, timeout, &self.spin, || self.spsc_claim_free(p))
+            {
+                return Ok(c);
+            }
         }
         self.ensure_attached(ROLE_SENDER);
         // No consumer left is checked only when the queue is full (in `wait_for`): a named
@@ -928,16 +935,16 @@ impl Core {
         })
     }
 
-    /// The SPSC fast path of a send: the role taken and the position known, a claim if
-    /// `head` frees it ([`Self::spsc_claim_free`]). The first send, a full queue and a
-    /// `head` past our position (corruption) take the general path, which starts, waits
-    /// and validates.
+    /// Where the SPSC fast path of a send applies: the role taken and the position known
+    /// (then a claim if `head` frees the position, [`Self::spsc_claim_free`]). The first
+    /// send, a full queue and a `head` past our position (corruption) take the general
+    /// path, which starts, waits and validates.
     #[inline(always)]
-    fn spsc_send_fast(&self) -> Option<Claim> {
+    fn spsc_send_pos(&self) -> Option<u64> {
         if self.mode != Mode::Spsc || self.attached.get() & ROLE_SENDER == 0 {
             return None;
         }
-        self.spsc_claim_free(self.send_pos.get()?)
+        self.send_pos.get()
     }
 
     /// SPSC producer at position `p` (after its first send): a claim if `head`, cached or
@@ -957,21 +964,31 @@ impl Core {
         free.then_some(Claim(p))
     }
 
-    /// The SPSC fast path of a receive: a published message at our position, on a queue
-    /// that is not joinable (whose receives also count tasks).
+    /// Where the SPSC fast path of a receive applies: the role taken, the position known,
+    /// a queue that is not joinable (whose receives also count tasks). The path takes a
+    /// message published at that position ([`Ring::spsc_ready`]); anything else is left
+    /// to the general path.
     #[inline(always)]
-    fn spsc_recv_fast(&self) -> Option<Claim> {
+    fn spsc_recv_pos(&self) -> Option<u64> {
         if self.mode != Mode::Spsc || self.joinable || self.attached.get() & ROLE_RECEIVER == 0 {
             return None;
         }
-        let p = self.recv_pos.get()?;
-        self.ring.spsc_ready(p).then_some(Claim(p))
+        self.recv_pos.get()
     }
 
+    /// A blocking call's fast paths: the SPSC ones, polled again for a while
+    /// ([`wait::pre_spin`]) before the general wait, whose set-up costs about what a
+    /// spinning round trip leaves to wait.
     #[inline]
     fn claim_recv(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
-        if let Some(c) = self.spsc_recv_fast() {
-            return Ok(c);
+        if let Some(p) = self.spsc_recv_pos() {
+            let ready = || self.ring.spsc_ready(p).then_some(Claim(p));
+            if let Some(c) = ready() {
+                return Ok(c);
+            }
+            if let Some(c) = wait::pre_spin(self.wait, timeout, &self.spin, ready) {
+                return Ok(c);
+            }
         }
         self.ensure_attached(ROLE_RECEIVER);
         self.wait_for(timeout, Ring::data_wait, ROLE_SENDER, || {

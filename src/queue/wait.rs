@@ -104,6 +104,13 @@ pub(crate) const PARK_SLICE: Duration = Duration::from_millis(20);
 /// well under a microsecond; spinning first is what makes the queue fast, parking is what
 /// keeps an idle queue from burning a core.
 ///
+/// Under [`Spin`](Self::Spin) and [`Adaptive`](Self::Adaptive), a blocking send or
+/// receive on an SPSC queue that finds nothing ready first polls for the message (or the
+/// free slot) 64 more times, about a microsecond, before it sets up its general wait
+/// (deadline, liveness and recovery checks): a peer that answers within a round trip is
+/// then seen as soon as it does. A timeout counts from the end of those polls; timeouts
+/// under 20 µs skip them.
+///
 /// ```
 /// use shmkit::queue::WaitStrategy;
 /// use std::time::Duration;
@@ -190,6 +197,50 @@ impl SpinHint {
         };
         self.0.set(Some(next));
     }
+}
+
+/// How many times a blocking SPSC send or receive that finds nothing ready polls its fast
+/// path again (a `spin_loop` hint between polls; about 1 µs on the machine of the
+/// measurements below) before it enters the general wait. Setting that wait up (its
+/// waiter and deadline, the general claim with its validation, the liveness and
+/// recovery checks) takes tens of nanoseconds, about what a spinning round trip leaves
+/// each side to wait: a reply that arrives meanwhile is seen only once the set-up is
+/// done. The measurements are in ARCHITECTURE.md, "Waiting".
+///
+/// Not for [`WaitStrategy::Park`] (which sleeps at once), a call that may not wait (a
+/// zero timeout), or a timeout below [`PRE_SPIN_MIN_TIMEOUT`] (which the polls could
+/// overshoot).
+pub(crate) const PRE_SPIN_POLLS: u32 = 64;
+
+/// The shortest timeout a blocking call polls for [`PRE_SPIN_POLLS`] before it reads the
+/// clock.
+pub(crate) const PRE_SPIN_MIN_TIMEOUT: Duration = Duration::from_micros(20);
+
+/// Polls `poll` up to [`PRE_SPIN_POLLS`] times, a `spin_loop` hint before each, when the
+/// strategy and `timeout` allow a wait to spin first (see [`PRE_SPIN_POLLS`]); the first
+/// `Some` ends it. A wait that ends here is a short wait: under
+/// [`WaitStrategy::Adaptive`] it teaches `hint` so, as a wait that ended within its
+/// first spins of the general wait does.
+#[inline]
+pub(crate) fn pre_spin<R>(
+    strategy: WaitStrategy,
+    timeout: Option<Duration>,
+    hint: &SpinHint,
+    mut poll: impl FnMut() -> Option<R>,
+) -> Option<R> {
+    if strategy == WaitStrategy::Park || timeout.is_some_and(|t| t < PRE_SPIN_MIN_TIMEOUT) {
+        return None;
+    }
+    for _ in 0..PRE_SPIN_POLLS {
+        std::hint::spin_loop();
+        if let Some(r) = poll() {
+            if let WaitStrategy::Adaptive { spin } = strategy {
+                hint.learn(spin, Duration::ZERO);
+            }
+            return Some(r);
+        }
+    }
+    None
 }
 
 impl WaitStrategy {
@@ -538,6 +589,78 @@ impl Drop for Waiter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Polls `pre_spin` with a poll that succeeds on call `ready_at` (1-based; 0: never),
+    /// returning the result and how many polls were made.
+    fn polls(
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+        ready_at: u32,
+    ) -> (Option<u32>, u32) {
+        let hint = SpinHint::default();
+        let mut n = 0;
+        let r = pre_spin(strategy, timeout, &hint, || {
+            n += 1;
+            (n == ready_at).then_some(n)
+        });
+        (r, n)
+    }
+
+    #[test]
+    fn pre_spin_polls_a_bounded_number_of_times_and_stops_at_the_first_success() {
+        let adaptive = WaitStrategy::default();
+        assert_eq!(polls(WaitStrategy::Spin, None, 3), (Some(3), 3));
+        assert_eq!(
+            polls(adaptive, Some(Duration::from_secs(1)), 3),
+            (Some(3), 3)
+        );
+        assert_eq!(polls(WaitStrategy::Spin, None, 0), (None, PRE_SPIN_POLLS));
+        assert_eq!(
+            polls(WaitStrategy::Spin, None, PRE_SPIN_POLLS + 1),
+            (None, PRE_SPIN_POLLS)
+        );
+        assert_eq!(
+            polls(
+                WaitStrategy::Spin,
+                Some(PRE_SPIN_MIN_TIMEOUT),
+                PRE_SPIN_POLLS
+            ),
+            (Some(PRE_SPIN_POLLS), PRE_SPIN_POLLS)
+        );
+    }
+
+    #[test]
+    fn pre_spin_does_not_poll_when_the_call_must_not_spin() {
+        // Park sleeps at once; a zero or short timeout is not overshot.
+        assert_eq!(polls(WaitStrategy::Park, None, 1), (None, 0));
+        assert_eq!(
+            polls(WaitStrategy::Spin, Some(Duration::ZERO), 1),
+            (None, 0)
+        );
+        let short = PRE_SPIN_MIN_TIMEOUT - Duration::from_nanos(1);
+        assert_eq!(polls(WaitStrategy::default(), Some(short), 1), (None, 0));
+    }
+
+    #[test]
+    fn a_wait_that_ends_in_the_pre_spin_teaches_a_short_wait() {
+        let max = Duration::from_micros(50);
+        let h = SpinHint::default();
+        h.learn(max, 2 * max);
+        h.learn(max, 2 * max);
+        assert_eq!(h.budget(max), max / 4);
+        assert_eq!(
+            pre_spin(WaitStrategy::default(), None, &h, || Some(())),
+            Some(())
+        );
+        assert_eq!(h.budget(max), max / 2);
+        // Spin has no budget to teach.
+        let h = SpinHint::default();
+        assert_eq!(
+            pre_spin(WaitStrategy::Spin, None, &h, || Some(())),
+            Some(())
+        );
+        assert_eq!(h.0.get(), None);
+    }
 
     #[test]
     fn adaptive_budget_halves_after_long_waits_and_doubles_back() {

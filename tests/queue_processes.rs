@@ -75,6 +75,76 @@ fn spsc_between_processes_in_order() {
     assert_eq!(q.peer_deaths(), 0);
 }
 
+/// SPSC queues both ways, one slot each, the default (adaptive) wait: the child echoes
+/// every message, so each side's blocking call usually finds nothing ready and polls its
+/// fast path before it sets up a wait (`queue::wait::pre_spin`). Every reply must come
+/// back intact and in order; afterwards timeouts still hold on both the empty and the
+/// full queue. (Adaptive rather than spin: with other tests running, spinners on 2 cores
+/// would wait for each other's time slices.)
+#[test]
+fn ping_pong_between_processes_then_timeouts() {
+    if let Some(role) = common::role() {
+        assert_eq!(role, "echo");
+        let opts = Queue::<Msg>::options().mode(Mode::Spsc);
+        let ping = opts.clone().open(&arg(0)).unwrap();
+        let pong = opts.open(&arg(1)).unwrap();
+        let n: u64 = arg(2).parse().unwrap();
+        for _ in 0..n {
+            let m = ping.recv_timeout(LONG).unwrap();
+            pong.send_timeout(m, LONG).unwrap();
+        }
+        drop((ping, pong));
+        std::process::exit(0);
+    }
+    let (pn, qn) = (common::unique("q-ping"), common::unique("q-pong"));
+    let _g = (common::ShmGuard::new(&pn), common::ShmGuard::new(&qn));
+    let opts = Queue::<Msg>::options().mode(Mode::Spsc).capacity(1);
+    let ping = opts.clone().create(&pn).unwrap();
+    let pong = opts.clone().create(&qn).unwrap();
+    const N: u64 = 20_000;
+    let mut c = common::child(
+        "ping_pong_between_processes_then_timeouts",
+        "echo",
+        &[&pn, &qn, &N.to_string()],
+    )
+    .spawn()
+    .unwrap();
+    for i in 0..N {
+        ping.send_timeout(msg(3, i), LONG).unwrap();
+        assert_eq!(check(&pong.recv_timeout(LONG).unwrap()), (3, i));
+    }
+    common::wait_ok(&mut c, LONG);
+
+    // Both handles know their positions now, so the calls below take the polls first.
+    let rx = opts.clone().open(&pn).unwrap();
+    assert!(rx.try_recv().unwrap_err().is_empty());
+    ping.send(msg(4, 0)).unwrap();
+    let t = std::time::Instant::now();
+    let full = ping.send_timeout(msg(4, 1), Duration::from_millis(2));
+    assert!(full.unwrap_err().is_timeout(), "a full queue times out");
+    assert!(t.elapsed() >= Duration::from_millis(2));
+    assert_eq!(check(&rx.recv().unwrap()), (4, 0));
+    let t = std::time::Instant::now();
+    assert!(
+        rx.recv_timeout(Duration::from_millis(2))
+            .unwrap_err()
+            .is_timeout()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(2));
+    // A timeout shorter than the polls is still an error, not a hang.
+    assert!(
+        rx.recv_timeout(Duration::from_nanos(1))
+            .unwrap_err()
+            .is_timeout()
+    );
+    assert!(ping.send_timeout(msg(4, 2), Duration::ZERO).is_ok());
+    assert!(
+        ping.send_timeout(msg(4, 3), Duration::from_nanos(1))
+            .unwrap_err()
+            .is_timeout()
+    );
+}
+
 #[test]
 fn mpmc_every_message_exactly_once() {
     if let Some(role) = common::role() {

@@ -218,7 +218,7 @@ use ring::{
     Blocked, Corrupt, Geometry, OWNER_DEAD, ROLE_CONSUMER, ROLE_PRODUCER, ROLE_RECEIVER,
     ROLE_SENDER, Ring, after,
 };
-use wait::{Next, WaitPoint, Waiter};
+use wait::{Next, PreSpin, WaitPoint, Waiter};
 
 /// Version of the ring layout, stored in `params[3]` (2: peer counts and role bits for
 /// disconnection; a version-1 process would not keep them. 3: batch receives announce
@@ -678,11 +678,13 @@ impl Core {
     /// Runs `attempt` until it succeeds, waiting on `wp` between attempts, recovering
     /// claims of dead peers, up to `timeout` (`Some(ZERO)`: one attempt). `peer` is the
     /// role whose absence ends the wait with [`Fail::Disconnected`] ([`ROLE_SENDER`] for
-    /// a receive, [`ROLE_RECEIVER`] for a send).
+    /// a receive, [`ROLE_RECEIVER`] for a send). `polled`: the fast path was polled first
+    /// ([`wait::pre_spin`]), so the wait reads the clock at its first step.
     #[inline]
     fn wait_for<R>(
         &self,
         timeout: Option<Duration>,
+        polled: bool,
         wp: fn(&Ring) -> WaitPoint<'_>,
         peer: u64,
         mut attempt: impl FnMut() -> Result<std::result::Result<R, Blocked>, Fail>,
@@ -694,7 +696,7 @@ impl Core {
         if timeout == Some(Duration::ZERO) {
             return self.try_failed(blocked, peer, &mut attempt);
         }
-        self.wait_slow(timeout, wp, peer, &mut attempt, &mut blocked)
+        self.wait_slow(timeout, polled, wp, peer, &mut attempt, &mut blocked)
     }
 
     /// A `try_` call found the queue empty or full: recover a dead claim, check for a
@@ -772,12 +774,16 @@ impl Core {
     fn wait_slow<R>(
         &self,
         timeout: Option<Duration>,
+        polled: bool,
         wp: fn(&Ring) -> WaitPoint<'_>,
         peer: u64,
         attempt: &mut impl FnMut() -> Result<std::result::Result<R, Blocked>, Fail>,
         blocked: &mut Blocked,
     ) -> Result<R, Fail> {
         let mut w = Waiter::learning(self.wait, timeout, &self.spin);
+        if polled {
+            w = w.after_pre_spin();
+        }
         let mut spins = 0u32;
         loop {
             let next = w.next();
@@ -909,20 +915,21 @@ impl Core {
 
     #[inline]
     fn claim_send(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
+        let mut polled = false;
         if let Some(p) = self.spsc_send_pos() {
             if let Some(c) = self.spsc_claim_free(p) {
                 return Ok(c);
             }
-            if let Some(c) =
-                wait::pre_spin(self.wait, timeout, &self.spin, || self.spsc_claim_free(p))
-            {
-                return Ok(c);
+            match wait::pre_spin(self.wait, timeout, &self.spin, || self.spsc_claim_free(p)) {
+                PreSpin::Ready(c) => return Ok(c),
+                PreSpin::Polled => polled = true,
+                PreSpin::Skipped => {}
             }
         }
         self.ensure_attached(ROLE_SENDER);
         // No consumer left is checked only when the queue is full (in `wait_for`): a named
         // queue outlives its handles, and what fits waits for the next consumer.
-        self.wait_for(timeout, Ring::space_wait, ROLE_RECEIVER, || {
+        self.wait_for(timeout, polled, Ring::space_wait, ROLE_RECEIVER, || {
             self.try_claim_send()
         })
     }
@@ -930,7 +937,7 @@ impl Core {
     #[inline]
     fn claim_recv_many(&self, timeout: Option<Duration>, max: u64) -> Result<(Claim, u64), Fail> {
         self.ensure_attached(ROLE_RECEIVER);
-        self.wait_for(timeout, Ring::data_wait, ROLE_SENDER, || {
+        self.wait_for(timeout, false, Ring::data_wait, ROLE_SENDER, || {
             self.try_claim_recv_many(max)
         })
     }
@@ -981,17 +988,20 @@ impl Core {
     /// spinning round trip leaves to wait.
     #[inline]
     fn claim_recv(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
+        let mut polled = false;
         if let Some(p) = self.spsc_recv_pos() {
             let ready = || self.ring.spsc_ready(p).then_some(Claim(p));
             if let Some(c) = ready() {
                 return Ok(c);
             }
-            if let Some(c) = wait::pre_spin(self.wait, timeout, &self.spin, ready) {
-                return Ok(c);
+            match wait::pre_spin(self.wait, timeout, &self.spin, ready) {
+                PreSpin::Ready(c) => return Ok(c),
+                PreSpin::Polled => polled = true,
+                PreSpin::Skipped => {}
             }
         }
         self.ensure_attached(ROLE_RECEIVER);
-        self.wait_for(timeout, Ring::data_wait, ROLE_SENDER, || {
+        self.wait_for(timeout, polled, Ring::data_wait, ROLE_SENDER, || {
             self.try_claim_recv()
         })
     }

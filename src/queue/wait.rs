@@ -104,12 +104,15 @@ pub(crate) const PARK_SLICE: Duration = Duration::from_millis(20);
 /// well under a microsecond; spinning first is what makes the queue fast, parking is what
 /// keeps an idle queue from burning a core.
 ///
-/// Under [`Spin`](Self::Spin) and [`Adaptive`](Self::Adaptive), a blocking send or
-/// receive on an SPSC queue that finds nothing ready first polls for the message (or the
-/// free slot) 64 more times, about a microsecond, before it sets up its general wait
-/// (deadline, liveness and recovery checks): a peer that answers within a round trip is
-/// then seen as soon as it does. A timeout counts from the end of those polls; timeouts
-/// under 20 µs skip them.
+/// Under [`Spin`](Self::Spin) and [`Adaptive`](Self::Adaptive), a blocking
+/// single-message send or receive on an SPSC queue (not `recv_many`, nor a receive on a
+/// joinable queue) that finds nothing ready first polls for the message (or the free
+/// slot) 64 more times, a `spin_loop` hint before each poll, before it sets up its general
+/// wait (deadline, liveness and recovery checks): a peer that answers within a round trip
+/// is then seen as soon as it does. Those polls take the place of the general wait's
+/// first 64 spins, which do not read the clock either, so a timeout is overshot by no
+/// more than before (about 1 µs here; a `pause` costs several times more on recent Intel
+/// cores).
 ///
 /// ```
 /// use shmkit::queue::WaitStrategy;
@@ -201,35 +204,39 @@ impl SpinHint {
 
 /// How many times a blocking SPSC send or receive that finds nothing ready polls its fast
 /// path again (a `spin_loop` hint between polls; about 1 µs on the machine of the
-/// measurements below) before it enters the general wait. Setting that wait up (its
-/// waiter and deadline, the general claim with its validation, the liveness and
-/// recovery checks) takes tens of nanoseconds, about what a spinning round trip leaves
-/// each side to wait: a reply that arrives meanwhile is seen only once the set-up is
-/// done. The measurements are in ARCHITECTURE.md, "Waiting".
-///
-/// Not for [`WaitStrategy::Park`] (which sleeps at once), a call that may not wait (a
-/// zero timeout), or a timeout below [`PRE_SPIN_MIN_TIMEOUT`] (which the polls could
-/// overshoot).
+/// measurements) before it enters the general wait. Setting that wait up (its waiter and
+/// deadline, the general claim with its validation, the liveness and recovery checks)
+/// takes tens of nanoseconds, about what a spinning round trip leaves each side to wait:
+/// a reply that arrives meanwhile is seen only once the set-up is done. The measurements
+/// are in ARCHITECTURE.md, "Waiting". A wait that polled reads the clock at the first
+/// step of its [`Waiter`] ([`Waiter::after_pre_spin`]): the polls replace the waiter's
+/// first 64 spins, which do not read it either.
 pub(crate) const PRE_SPIN_POLLS: u32 = 64;
 
-/// The shortest timeout a blocking call polls for [`PRE_SPIN_POLLS`] before it reads the
-/// clock.
-pub(crate) const PRE_SPIN_MIN_TIMEOUT: Duration = Duration::from_micros(20);
+/// What [`pre_spin`] did.
+pub(crate) enum PreSpin<R> {
+    /// A poll succeeded.
+    Ready(R),
+    /// Every poll failed: the general wait follows, reading the clock at once.
+    Polled,
+    /// The call must not spin first ([`WaitStrategy::Park`], a zero timeout).
+    Skipped,
+}
 
 /// Polls `poll` up to [`PRE_SPIN_POLLS`] times, a `spin_loop` hint before each, when the
-/// strategy and `timeout` allow a wait to spin first (see [`PRE_SPIN_POLLS`]); the first
-/// `Some` ends it. A wait that ends here is a short wait: under
-/// [`WaitStrategy::Adaptive`] it teaches `hint` so, as a wait that ended within its
-/// first spins of the general wait does.
+/// strategy and `timeout` allow a wait to spin (see [`PRE_SPIN_POLLS`]); the first `Some`
+/// ends it. A wait that ends here is a short wait: under [`WaitStrategy::Adaptive`] it
+/// teaches `hint` so, as a wait that ended within the first spins of the general wait
+/// does.
 #[inline]
 pub(crate) fn pre_spin<R>(
     strategy: WaitStrategy,
     timeout: Option<Duration>,
     hint: &SpinHint,
     mut poll: impl FnMut() -> Option<R>,
-) -> Option<R> {
-    if strategy == WaitStrategy::Park || timeout.is_some_and(|t| t < PRE_SPIN_MIN_TIMEOUT) {
-        return None;
+) -> PreSpin<R> {
+    if strategy == WaitStrategy::Park || timeout == Some(Duration::ZERO) {
+        return PreSpin::Skipped;
     }
     for _ in 0..PRE_SPIN_POLLS {
         std::hint::spin_loop();
@@ -237,10 +244,10 @@ pub(crate) fn pre_spin<R>(
             if let WaitStrategy::Adaptive { spin } = strategy {
                 hint.learn(spin, Duration::ZERO);
             }
-            return Some(r);
+            return PreSpin::Ready(r);
         }
     }
-    None
+    PreSpin::Polled
 }
 
 impl WaitStrategy {
@@ -524,6 +531,13 @@ impl<'h> Waiter<'h> {
         }
     }
 
+    /// For a wait that [`pre_spin`] polled first: its first step reads the clock (the
+    /// polls stood in for the spins before it).
+    pub(crate) fn after_pre_spin(mut self) -> Self {
+        self.spins = 63;
+        self
+    }
+
     fn spin_budget(&self) -> Option<Duration> {
         match (self.strategy, self.hint) {
             (WaitStrategy::Adaptive { spin }, Some(h)) => Some(h.budget(spin)),
@@ -590,8 +604,9 @@ impl Drop for Waiter<'_> {
 mod tests {
     use super::*;
 
-    /// Polls `pre_spin` with a poll that succeeds on call `ready_at` (1-based; 0: never),
-    /// returning the result and how many polls were made.
+    /// Runs `pre_spin` with a poll that succeeds on call `ready_at` (1-based; 0: never):
+    /// `(Some(n), n)` for `Ready(n)`, `(None, PRE_SPIN_POLLS)` for `Polled`, `(None, 0)`
+    /// for `Skipped` (each checked against the number of polls made).
     fn polls(
         strategy: WaitStrategy,
         timeout: Option<Duration>,
@@ -603,7 +618,17 @@ mod tests {
             n += 1;
             (n == ready_at).then_some(n)
         });
-        (r, n)
+        match r {
+            PreSpin::Ready(k) => (Some(k), n),
+            PreSpin::Polled => {
+                assert_eq!(n, PRE_SPIN_POLLS, "Polled after every poll");
+                (None, n)
+            }
+            PreSpin::Skipped => {
+                assert_eq!(n, 0, "Skipped without polling");
+                (None, 0)
+            }
+        }
     }
 
     #[test]
@@ -619,10 +644,11 @@ mod tests {
             polls(WaitStrategy::Spin, None, PRE_SPIN_POLLS + 1),
             (None, PRE_SPIN_POLLS)
         );
+        // A short timeout polls too: the polls stand in for the waiter's untimed spins.
         assert_eq!(
             polls(
                 WaitStrategy::Spin,
-                Some(PRE_SPIN_MIN_TIMEOUT),
+                Some(Duration::from_nanos(1)),
                 PRE_SPIN_POLLS
             ),
             (Some(PRE_SPIN_POLLS), PRE_SPIN_POLLS)
@@ -631,14 +657,30 @@ mod tests {
 
     #[test]
     fn pre_spin_does_not_poll_when_the_call_must_not_spin() {
-        // Park sleeps at once; a zero or short timeout is not overshot.
+        // Park sleeps at once; a zero timeout is one attempt (try_*).
         assert_eq!(polls(WaitStrategy::Park, None, 1), (None, 0));
         assert_eq!(
             polls(WaitStrategy::Spin, Some(Duration::ZERO), 1),
             (None, 0)
         );
-        let short = PRE_SPIN_MIN_TIMEOUT - Duration::from_nanos(1);
-        assert_eq!(polls(WaitStrategy::default(), Some(short), 1), (None, 0));
+        assert_eq!(
+            polls(WaitStrategy::default(), Some(Duration::ZERO), 1),
+            (None, 0)
+        );
+    }
+
+    #[test]
+    fn a_waiter_after_a_pre_spin_reads_the_clock_at_its_first_step() {
+        // Without the polls a 1 ns timeout is noticed at the 64th step; after them, at
+        // the first, so the untimed spinning stays what it was.
+        let mut w = Waiter::new(WaitStrategy::Spin, Some(Duration::from_nanos(1)));
+        for _ in 0..63 {
+            assert!(matches!(w.next(), Next::Spin));
+        }
+        let mut w = Waiter::new(WaitStrategy::Spin, Some(Duration::from_nanos(1))).after_pre_spin();
+        assert!(w.times.is_none());
+        let _ = w.next();
+        assert!(w.times.is_some(), "the first step read the clock");
     }
 
     #[test]
@@ -648,17 +690,17 @@ mod tests {
         h.learn(max, 2 * max);
         h.learn(max, 2 * max);
         assert_eq!(h.budget(max), max / 4);
-        assert_eq!(
+        assert!(matches!(
             pre_spin(WaitStrategy::default(), None, &h, || Some(())),
-            Some(())
-        );
+            PreSpin::Ready(())
+        ));
         assert_eq!(h.budget(max), max / 2);
         // Spin has no budget to teach.
         let h = SpinHint::default();
-        assert_eq!(
+        assert!(matches!(
             pre_spin(WaitStrategy::Spin, None, &h, || Some(())),
-            Some(())
-        );
+            PreSpin::Ready(())
+        ));
         assert_eq!(h.0.get(), None);
     }
 

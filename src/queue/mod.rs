@@ -915,17 +915,13 @@ impl Core {
 
     #[inline]
     fn claim_send(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
-        let mut polled = false;
-        if let Some(p) = self.spsc_send_pos() {
-            if let Some(c) = self.spsc_claim_free(p) {
-                return Ok(c);
-            }
-            match wait::pre_spin(self.wait, timeout, &self.spin, || self.spsc_claim_free(p)) {
-                PreSpin::Ready(c) => return Ok(c),
-                PreSpin::Polled => polled = true,
-                PreSpin::Skipped => {}
-            }
-        }
+        let polled = match self.spsc_send_pos() {
+            Some(p) => match self.poll_fast(timeout, || self.spsc_claim_free(p)) {
+                Ok(c) => return Ok(c),
+                Err(polled) => polled,
+            },
+            None => false,
+        };
         self.ensure_attached(ROLE_SENDER);
         // No consumer left is checked only when the queue is full (in `wait_for`): a named
         // queue outlives its handles, and what fits waits for the next consumer.
@@ -983,23 +979,38 @@ impl Core {
         self.recv_pos.get()
     }
 
-    /// A blocking call's fast paths: the SPSC ones, polled again for a while
-    /// ([`wait::pre_spin`]) before the general wait, whose set-up costs about what a
-    /// spinning round trip leaves to wait.
+    /// The SPSC fast path of a blocking call: `poll` once, then, if the call may wait,
+    /// again for a while ([`wait::pre_spin`]) before the general wait, whose set-up costs
+    /// about what a spinning round trip leaves to wait. `Err(polled)` when the general
+    /// wait must follow; `polled`: it polled for a while, so the wait reads the clock at
+    /// once.
+    #[inline(always)]
+    fn poll_fast(
+        &self,
+        timeout: Option<Duration>,
+        mut poll: impl FnMut() -> Option<Claim>,
+    ) -> std::result::Result<Claim, bool> {
+        if let Some(c) = poll() {
+            return Ok(c);
+        }
+        match wait::pre_spin(self.wait, timeout, &self.spin, poll) {
+            PreSpin::Ready(c) => Ok(c),
+            PreSpin::Polled => Err(true),
+            PreSpin::Skipped => Err(false),
+        }
+    }
+
     #[inline]
     fn claim_recv(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
-        let mut polled = false;
-        if let Some(p) = self.spsc_recv_pos() {
-            let ready = || self.ring.spsc_ready(p).then_some(Claim(p));
-            if let Some(c) = ready() {
-                return Ok(c);
+        let polled = match self.spsc_recv_pos() {
+            Some(p) => {
+                match self.poll_fast(timeout, || self.ring.spsc_ready(p).then_some(Claim(p))) {
+                    Ok(c) => return Ok(c),
+                    Err(polled) => polled,
+                }
             }
-            match wait::pre_spin(self.wait, timeout, &self.spin, ready) {
-                PreSpin::Ready(c) => return Ok(c),
-                PreSpin::Polled => polled = true,
-                PreSpin::Skipped => {}
-            }
-        }
+            None => false,
+        };
         self.ensure_attached(ROLE_RECEIVER);
         self.wait_for(timeout, polled, Ring::data_wait, ROLE_SENDER, || {
             self.try_claim_recv()

@@ -326,11 +326,11 @@ impl ByteQueue {
         timeout: Option<Duration>,
     ) -> Result<(), Fail> {
         self.check_len(msg.len(), op)?;
-        let c = self.core.claim_send(timeout)?;
+        let c = self.core.claim_send_fast(timeout)?;
         self.store_body(c, msg);
         // SAFETY: the length word lies in the slot and is aligned; `msg.len() <= max`.
         unsafe { self.len_word(c).write_volatile(msg.len() as u32) };
-        self.core.publish(c);
+        self.core.publish_fast(c);
         Ok(())
     }
 
@@ -352,7 +352,7 @@ impl ByteQueue {
         let len = unsafe { self.len_word(c).read_volatile() } as usize;
         if len > self.max {
             // Give the slot back so the queue moves on, then report.
-            self.core.release(c);
+            self.core.release_fast(c);
             return Err(Error::corrupt(
                 self.core.resource(),
                 format!(
@@ -380,10 +380,10 @@ impl ByteQueue {
 
     #[inline]
     fn recv_with(&self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<(), Fail> {
-        let c = self.core.claim_recv(timeout)?;
+        let c = self.core.claim_recv_fast(timeout)?;
         let len = self.stored_len(c)?;
         self.copy_out(c, len, buf);
-        self.core.release(c);
+        self.core.release_fast(c);
         Ok(())
     }
 
@@ -511,7 +511,7 @@ impl ByteQueue {
         }
         let c = self
             .core
-            .claim_send(timeout)
+            .claim_send_fast(timeout)
             .map_err(|f| f.send_timeout(()))?;
         Ok(SendBytes {
             q: self,
@@ -533,7 +533,10 @@ impl ByteQueue {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<RecvBytes<'_>, RecvTimeoutError> {
-        let c = self.core.claim_recv(timeout).map_err(Fail::recv_timeout)?;
+        let c = self
+            .core
+            .claim_recv_fast(timeout)
+            .map_err(Fail::recv_timeout)?;
         let len = self
             .stored_len(c)
             .map_err(|e| RecvTimeoutError::Other(Box::new(e)))?;
@@ -646,7 +649,7 @@ impl SendBytes<'_> {
         // SAFETY: the length word lies in the slot and is aligned; len <= max (checked in
         // reserve).
         unsafe { self.q.len_word(self.claim).write_volatile(self.len as u32) };
-        self.q.core.publish(self.claim);
+        self.q.core.publish_fast(self.claim);
     }
 }
 
@@ -707,7 +710,7 @@ impl std::ops::Deref for RecvBytes<'_> {
 impl Drop for RecvBytes<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.q.core.release(self.claim);
+        self.q.core.release_fast(self.claim);
     }
 }
 

@@ -579,11 +579,15 @@ impl Core {
     fn publish(&self, c: Claim) {
         match self.mode {
             Mode::Mpmc => self.ring.mpmc_publish(self.me, c.0),
-            Mode::Spsc => {
-                self.ring.spsc_publish(c.0);
-                self.send_pos.set(Some(c.0.wrapping_add(1)));
-            }
+            Mode::Spsc => self.spsc_publish(c),
         }
+    }
+
+    /// SPSC: publishes `c` and moves the producer on.
+    #[inline(always)]
+    fn spsc_publish(&self, c: Claim) {
+        self.ring.spsc_publish(c.0);
+        self.send_pos.set(Some(c.0.wrapping_add(1)));
     }
 
     fn cancel(&self, c: Claim) {
@@ -668,11 +672,15 @@ impl Core {
     fn release(&self, c: Claim) {
         match self.mode {
             Mode::Mpmc => self.ring.mpmc_release(self.me, c.0),
-            Mode::Spsc => {
-                self.ring.spsc_release(c.0);
-                self.recv_pos.set(Some(c.0.wrapping_add(1)));
-            }
+            Mode::Spsc => self.spsc_release(c),
         }
+    }
+
+    /// SPSC: releases `c` and moves the consumer on.
+    #[inline(always)]
+    fn spsc_release(&self, c: Claim) {
+        self.ring.spsc_release(c.0);
+        self.recv_pos.set(Some(c.0.wrapping_add(1)));
     }
 
     /// Runs `attempt` until it succeeds, waiting on `wp` between attempts, recovering
@@ -1004,7 +1012,9 @@ impl Core {
     fn claim_recv(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
         let polled = match self.spsc_recv_pos() {
             Some(p) => {
-                match self.poll_fast(timeout, || self.ring.spsc_ready(p).then_some(Claim(p))) {
+                // The slot's `seq` word is located once: a poll is then one load.
+                let seq = self.ring.seq(p);
+                match self.poll_fast(timeout, || Ring::spsc_ready(seq, p).then_some(Claim(p))) {
                     Ok(c) => return Ok(c),
                     Err(polled) => polled,
                 }
@@ -1015,6 +1025,53 @@ impl Core {
         self.wait_for(timeout, polled, Ring::data_wait, ROLE_SENDER, || {
             self.try_claim_recv()
         })
+    }
+
+    /// [`Self::claim_send`] behind an SPSC fast path inlined into the caller: one poll
+    /// (the cached `head`, or one load of it). A miss, MPMC and the first send go to
+    /// [`Self::claim_send`], which polls again, pre-spins and waits. What runs between a
+    /// message's arrival and the next publication is then inline code, not calls that
+    /// return their result through memory (ARCHITECTURE.md, "Queue").
+    #[inline(always)]
+    fn claim_send_fast(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
+        if let Some(p) = self.spsc_send_pos() {
+            if let Some(c) = self.spsc_claim_free(p) {
+                return Ok(c);
+            }
+        }
+        self.claim_send(timeout)
+    }
+
+    /// [`Self::claim_recv`] behind an SPSC fast path inlined into the caller: one load
+    /// of the slot's `seq`; anything else goes to [`Self::claim_recv`].
+    #[inline(always)]
+    fn claim_recv_fast(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
+        if let Some(p) = self.spsc_recv_pos() {
+            if Ring::spsc_ready(self.ring.seq(p), p) {
+                return Ok(Claim(p));
+            }
+        }
+        self.claim_recv(timeout)
+    }
+
+    /// [`Self::publish`] with the SPSC case inlined into the caller (MPMC calls it).
+    #[inline(always)]
+    fn publish_fast(&self, c: Claim) {
+        if self.mode == Mode::Spsc {
+            self.spsc_publish(c);
+        } else {
+            self.publish(c);
+        }
+    }
+
+    /// [`Self::release`] with the SPSC case inlined into the caller (MPMC calls it).
+    #[inline(always)]
+    fn release_fast(&self, c: Claim) {
+        if self.mode == Mode::Spsc {
+            self.spsc_release(c);
+        } else {
+            self.release(c);
+        }
     }
 
     fn require_joinable(&self, op: &'static str) -> Result<()> {
@@ -1401,10 +1458,10 @@ impl<T: Pod> Queue<T> {
 
     #[inline]
     fn send_with(&self, v: T, timeout: Option<Duration>) -> Result<(), (T, Fail)> {
-        match self.core.claim_send(timeout) {
+        match self.core.claim_send_fast(timeout) {
             Ok(c) => {
                 self.write(c, v);
-                self.core.publish(c);
+                self.core.publish_fast(c);
                 Ok(())
             }
             Err(f) => Err((v, f)),
@@ -1413,9 +1470,9 @@ impl<T: Pod> Queue<T> {
 
     #[inline]
     fn recv_with(&self, timeout: Option<Duration>) -> Result<T, Fail> {
-        let c = self.core.claim_recv(timeout)?;
+        let c = self.core.claim_recv_fast(timeout)?;
         let v = self.read(c);
-        self.core.release(c);
+        self.core.release_fast(c);
         Ok(v)
     }
 
@@ -1565,7 +1622,7 @@ impl<T: Pod> Queue<T> {
     ) -> Result<SendSlot<'_, T>, SendTimeoutError<()>> {
         let c = self
             .core
-            .claim_send(timeout)
+            .claim_send_fast(timeout)
             .map_err(|f| f.send_timeout(()))?;
         Ok(SendSlot {
             q: self,
@@ -1586,7 +1643,10 @@ impl<T: Pod> Queue<T> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<RecvSlot<'_, T>, RecvTimeoutError> {
-        let c = self.core.claim_recv(timeout).map_err(Fail::recv_timeout)?;
+        let c = self
+            .core
+            .claim_recv_fast(timeout)
+            .map_err(Fail::recv_timeout)?;
         Ok(RecvSlot { q: self, claim: c })
     }
 
@@ -1598,7 +1658,7 @@ impl<T: Pod> Queue<T> {
     #[inline]
     fn recv_task_with(&self, timeout: Option<Duration>) -> Result<Task<'_, T>, Fail> {
         let slot = self.core.stash_slot()?;
-        let c = self.core.claim_recv(timeout)?;
+        let c = self.core.claim_recv_fast(timeout)?;
         let value = self.read(c);
         if let Some(j) = slot {
             // The copy is in the stash before the ring slot is released: from here on a
@@ -1615,7 +1675,7 @@ impl<T: Pod> Queue<T> {
             };
             self.core.ring.stash_fill(self.core.me, j, self.core.owner);
         }
-        self.core.release(c);
+        self.core.release_fast(c);
         Ok(Task {
             q: self,
             value,
@@ -1756,7 +1816,7 @@ impl<T: Pod> SendSlot<'_, T> {
     #[inline]
     pub fn commit(mut self) {
         self.done = true;
-        self.q.core.publish(self.claim);
+        self.q.core.publish_fast(self.claim);
     }
 
     /// Writes `v` and publishes it.
@@ -1846,7 +1906,7 @@ impl<T: Pod> std::ops::Deref for RecvSlot<'_, T> {
 impl<T: Pod> Drop for RecvSlot<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        self.q.core.release(self.claim);
+        self.q.core.release_fast(self.claim);
     }
 }
 

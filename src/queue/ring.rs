@@ -1239,12 +1239,13 @@ impl Ring {
         }
     }
 
-    /// SPSC consumer fast path: whether the message at `p` is published. Any other state
+    /// SPSC consumer fast path: whether the message at `p` is published (`seq`: the
+    /// slot's word, [`Self::seq`]`(p)`, located once by a caller that polls). Any other state
     /// (empty, skipped, garbage) is left to [`Self::spsc_can_recv`], which skips and
     /// validates.
     #[inline(always)]
-    pub(crate) fn spsc_ready(&self, p: u64) -> bool {
-        self.seq(p).load(Ordering::Acquire) == full(p)
+    pub(crate) fn spsc_ready(seq: &AtomicU64, p: u64) -> bool {
+        seq.load(Ordering::Acquire) == full(p)
     }
 
     /// SPSC producer, fast path: whether `p` is free by `head` alone, without reading the
@@ -1259,7 +1260,7 @@ impl Ring {
     }
 
     /// SPSC producer: publishes `p`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn spsc_publish(&self, p: u64) {
         self.seq(p).store(full(p), Ordering::Release);
         self.tail().store(p.wrapping_add(1), Ordering::Release);
@@ -1301,7 +1302,7 @@ impl Ring {
     /// SPSC consumer: releases `p` by advancing `head` (one store to a line only the
     /// consumer writes; the slot's own line is left alone, so the consumer's next store
     /// elsewhere is not queued behind a write to a line the producer is about to take).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn spsc_release(&self, p: u64) {
         // Release: the data was read before, and a joinable consumer's outstanding count
         // is visible with the new head.

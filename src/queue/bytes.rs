@@ -326,11 +326,11 @@ impl ByteQueue {
         timeout: Option<Duration>,
     ) -> Result<(), Fail> {
         self.check_len(msg.len(), op)?;
-        let c = self.core.claim_send_fast(timeout)?;
+        let c = self.core.claim_send(timeout)?;
         self.store_body(c, msg);
         // SAFETY: the length word lies in the slot and is aligned; `msg.len() <= max`.
         unsafe { self.len_word(c).write_volatile(msg.len() as u32) };
-        self.core.publish_fast(c);
+        self.core.publish(c);
         Ok(())
     }
 
@@ -352,7 +352,7 @@ impl ByteQueue {
         let len = unsafe { self.len_word(c).read_volatile() } as usize;
         if len > self.max {
             // Give the slot back so the queue moves on, then report.
-            self.core.release_fast(c);
+            self.core.release(c);
             return Err(Error::corrupt(
                 self.core.resource(),
                 format!(
@@ -380,10 +380,10 @@ impl ByteQueue {
 
     #[inline]
     fn recv_with(&self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<(), Fail> {
-        let c = self.core.claim_recv_fast(timeout)?;
+        let c = self.core.claim_recv(timeout)?;
         let len = self.stored_len(c)?;
         self.copy_out(c, len, buf);
-        self.core.release_fast(c);
+        self.core.release(c);
         Ok(())
     }
 

@@ -1029,9 +1029,11 @@ impl Core {
 
     /// [`Self::claim_send`] behind an SPSC fast path inlined into the caller: one poll
     /// (the cached `head`, or one load of it). A miss, MPMC and the first send go to
-    /// [`Self::claim_send`], which polls again, pre-spins and waits. What runs between a
-    /// message's arrival and the next publication is then inline code, not calls that
-    /// return their result through memory (ARCHITECTURE.md, "Queue").
+    /// [`Self::claim_send`], which polls again, pre-spins and waits. Used by the
+    /// zero-copy calls (`reserve`, `recv_ref` and their guards), where what runs between
+    /// a message's arrival and the next publication is then inline code, not calls that
+    /// return their result through memory; the copying calls keep the plain entries
+    /// (measured both ways: ARCHITECTURE.md, "Queue").
     #[inline(always)]
     fn claim_send_fast(&self, timeout: Option<Duration>) -> Result<Claim, Fail> {
         if let Some(p) = self.spsc_send_pos() {
@@ -1456,12 +1458,16 @@ impl<T: Pod> Queue<T> {
         }
     }
 
+    /// The copying send. It calls [`Core::claim_send`] and [`Core::publish`], not the
+    /// inlined entries the zero-copy calls use ([`Core::claim_send_fast`]), which
+    /// measured slower in the 1-slot `send`/`recv` ping-pong of `examples/queue_pingpong`
+    /// (ARCHITECTURE.md, "Queue").
     #[inline]
     fn send_with(&self, v: T, timeout: Option<Duration>) -> Result<(), (T, Fail)> {
-        match self.core.claim_send_fast(timeout) {
+        match self.core.claim_send(timeout) {
             Ok(c) => {
                 self.write(c, v);
-                self.core.publish_fast(c);
+                self.core.publish(c);
                 Ok(())
             }
             Err(f) => Err((v, f)),
@@ -1470,9 +1476,9 @@ impl<T: Pod> Queue<T> {
 
     #[inline]
     fn recv_with(&self, timeout: Option<Duration>) -> Result<T, Fail> {
-        let c = self.core.claim_recv_fast(timeout)?;
+        let c = self.core.claim_recv(timeout)?;
         let v = self.read(c);
-        self.core.release_fast(c);
+        self.core.release(c);
         Ok(v)
     }
 
@@ -1658,7 +1664,7 @@ impl<T: Pod> Queue<T> {
     #[inline]
     fn recv_task_with(&self, timeout: Option<Duration>) -> Result<Task<'_, T>, Fail> {
         let slot = self.core.stash_slot()?;
-        let c = self.core.claim_recv_fast(timeout)?;
+        let c = self.core.claim_recv(timeout)?;
         let value = self.read(c);
         if let Some(j) = slot {
             // The copy is in the stash before the ring slot is released: from here on a
@@ -1675,7 +1681,7 @@ impl<T: Pod> Queue<T> {
             };
             self.core.ring.stash_fill(self.core.me, j, self.core.owner);
         }
-        self.core.release_fast(c);
+        self.core.release(c);
         Ok(Task {
             q: self,
             value,

@@ -270,11 +270,25 @@ pub fn channels() -> Vec<ChannelSpec> {
             make: crate::ipmpsc::IpmpscChannel::boxed,
         },
         ChannelSpec {
+            id: "ipmpsc-spin",
+            style: Spinning,
+            max_msg: None,
+            note: "as ipmpsc, the receiver polls ZeroCopyContext::try_recv (spin_loop between polls) instead of sleeping; the send still takes the pshared mutex and broadcasts the condvar",
+            make: crate::ipmpsc::IpmpscChannel::spinning,
+        },
+        ChannelSpec {
             id: "shmem-ipc",
             style: Sleeping,
             max_msg: None,
             note: "peer crate shmem-ipc 0.3, two memfd byte rings with eventfd signals; send_raw / receive_raw copy in and out, poll on the eventfd when full / empty",
             make: crate::shmem_ipc::ShmemIpcChannel::boxed,
+        },
+        ChannelSpec {
+            id: "shmem-ipc-spin",
+            style: Spinning,
+            max_msg: None,
+            note: "as shmem-ipc, both sides poll the unsignalled ring ends (sender_mut().send / receiver_mut().recv, spin_loop between polls), no eventfd",
+            make: crate::shmem_ipc::ShmemIpcChannel::spinning,
         },
     ]
 }

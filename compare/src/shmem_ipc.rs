@@ -12,6 +12,11 @@
 //! eventfd and retries; the crate's own `block_until_*` calls would block without a
 //! bound, so the adapter does the same with a timeout ([`WAIT_LIMIT`]). Capacity: the
 //! workload's depth in messages (one for rtt and wake).
+//!
+//! Two rows: `shmem-ipc` as above; `shmem-ipc-spin` polls instead, through the crate's
+//! unsignalled ring ends (`Sender::sender_mut().send`, `Receiver::receiver_mut().recv`,
+//! the same copy in and out, no eventfd write on either side), with a `spin_loop` between
+//! polls: its lowest-latency use, for two processes that both spin.
 
 use std::fs::File;
 use std::io::Read;
@@ -24,7 +29,7 @@ use shmem_ipc::sharedring::{Receiver, Sender};
 use shmkit::{Error, Result};
 
 use crate::channel::{Channel, ChannelParams, Side};
-use crate::slot::WAIT_LIMIT;
+use crate::slot::{WAIT_LIMIT, spin_until};
 
 fn err(op: &'static str, e: impl std::fmt::Debug) -> Error {
     Error::invalid("shmem-ipc", op, format!("{e:?}"))
@@ -60,15 +65,35 @@ fn wait_signal(f: &File, start: Instant, op: &'static str) -> Result<()> {
     Ok(())
 }
 
+fn timeout(op: &'static str) -> Error {
+    Error::Timeout {
+        resource: "shmem-ipc".into(),
+        op,
+        timeout: WAIT_LIMIT,
+    }
+}
+
 /// Two shmem-ipc rings: 0 carries parent -> child, 1 child -> parent.
 pub struct ShmemIpcChannel {
     tx: [Sender<u8>; 2],
     rx: [Receiver<u8>; 2],
+    /// Poll the unsignalled ring ends instead of sleeping on the eventfds.
+    spin: bool,
 }
 
 impl ShmemIpcChannel {
-    /// Creates both rings with room for `depth` messages.
+    /// `shmem-ipc`: eventfd signals, sleeping in `poll`.
     pub fn boxed(p: ChannelParams) -> Result<Box<dyn Channel>> {
+        Self::with_wait(p, false)
+    }
+
+    /// `shmem-ipc-spin`: both sides poll.
+    pub fn spinning(p: ChannelParams) -> Result<Box<dyn Channel>> {
+        Self::with_wait(p, true)
+    }
+
+    /// Creates both rings with room for `depth` messages.
+    fn with_wait(p: ChannelParams, spin: bool) -> Result<Box<dyn Channel>> {
         let cap = p.size * p.depth.max(1);
         let pair = || -> Result<(Sender<u8>, Receiver<u8>)> {
             let tx = Sender::<u8>::new(cap).map_err(|e| err("Sender::new", e))?;
@@ -87,6 +112,7 @@ impl ShmemIpcChannel {
         Ok(Box::new(ShmemIpcChannel {
             tx: [t0, t1],
             rx: [r0, r1],
+            spin,
         }))
     }
 }
@@ -104,7 +130,7 @@ impl Channel for ShmemIpcChannel {
         while done < msg.len() {
             let rest = &msg[done..];
             let mut wrote = 0;
-            tx.send_raw(|p, count| {
+            let write = |p: *mut u8, count: usize| {
                 let n = count.min(rest.len());
                 // SAFETY: the crate passes a pointer to `count` writable bytes of the ring
                 // that the receiver does not read until this call publishes them; `rest`
@@ -112,11 +138,22 @@ impl Channel for ShmemIpcChannel {
                 unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), p, n) };
                 wrote = n;
                 n
-            })
-            .map_err(|e| err("send_raw", e))?;
+            };
+            if self.spin {
+                tx.sender_mut().send(write).map_err(|e| err("send", e))?;
+            } else {
+                tx.send_raw(write).map_err(|e| err("send_raw", e))?;
+            }
             done += wrote;
             if wrote == 0 {
-                wait_signal(tx.full_signal(), start, "send: wait for space")?;
+                if self.spin {
+                    let ring = tx.sender_mut();
+                    if !spin_until(|| ring.write_count().map_or(true, |n| n > 0)) {
+                        return Err(timeout("send: wait for space"));
+                    }
+                } else {
+                    wait_signal(tx.full_signal(), start, "send: wait for space")?;
+                }
             }
         }
         Ok(())
@@ -130,7 +167,7 @@ impl Channel for ShmemIpcChannel {
         while done < buf.len() {
             let rest = &mut buf[done..];
             let mut got = 0;
-            rx.receive_raw(|p, count| {
+            let read = |p: *const u8, count: usize| {
                 let n = count.min(rest.len());
                 // SAFETY: the crate passes a pointer to `count` readable bytes of the ring
                 // that the sender does not overwrite until this call releases them;
@@ -138,11 +175,22 @@ impl Channel for ShmemIpcChannel {
                 unsafe { std::ptr::copy_nonoverlapping(p, rest.as_mut_ptr(), n) };
                 got = n;
                 n
-            })
-            .map_err(|e| err("receive_raw", e))?;
+            };
+            if self.spin {
+                rx.receiver_mut().recv(read).map_err(|e| err("recv", e))?;
+            } else {
+                rx.receive_raw(read).map_err(|e| err("receive_raw", e))?;
+            }
             done += got;
             if got == 0 {
-                wait_signal(rx.empty_signal(), start, "recv: wait for data")?;
+                if self.spin {
+                    let ring = rx.receiver_mut();
+                    if !spin_until(|| ring.read_count().map_or(true, |n| n > 0)) {
+                        return Err(timeout("recv: wait for data"));
+                    }
+                } else {
+                    wait_signal(rx.empty_signal(), start, "recv: wait for data")?;
+                }
             }
         }
         Ok(())

@@ -24,6 +24,26 @@ use crate::shm::SharedMem;
 /// A wait that makes no progress for this long fails with [`Error::Timeout`].
 pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
+/// Polls `ready` with a `spin_loop` between polls until it returns true, for at most
+/// [`WAIT_LIMIT`] (the clock is read every 65536 polls only, so that it does not weigh on
+/// the latency measured); false if it timed out. For the peers' spinning adapters.
+#[inline]
+pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    let mut start: Option<Instant> = None;
+    let mut spins = 0u32;
+    while !ready() {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins & 0xFFFF == 0 {
+            let now = Instant::now();
+            if now.duration_since(*start.get_or_insert(now)) > WAIT_LIMIT {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// How long one doorbell sleep lasts at most before the waiter re-checks its deadline.
 pub const SLEEP_SLICE: Duration = Duration::from_millis(500);
 

@@ -260,8 +260,21 @@ fn echo_loop(
     Ok(())
 }
 
-/// Round-trip latency: `warmup` untimed round trips, then `iters` timed ones, in batches of
-/// [`BATCH`] for spinning mechanisms and one by one for sleeping ones.
+/// Channel instances an rtt row is measured on ([`rtt`]): as many as the parts
+/// [`spread`] splits the samples into, so a row's spread is the spread between instances.
+pub const RTT_INSTANCES: u64 = SPREAD_PARTS as u64;
+
+/// Round-trip latency over [`RTT_INSTANCES`] channel instances, one after the other: each
+/// a fresh channel and a fresh peer process, `warmup` untimed round trips, then its share of
+/// `iters` timed ones, in batches of [`BATCH`] for spinning mechanisms and one by one for
+/// sleeping ones. The samples of all instances are summarised together (in the order they
+/// were taken, so [`Measurement::spread`] compares the instances).
+///
+/// Why instances: on these VMs a spinning round trip is bimodal from one channel to the
+/// next (e.g. 88-92 ns or 110-140 ns at 64 B for the same code, placement and run), while
+/// the batches of one channel agree within ~2%; a row measured on one channel reports one
+/// draw of that and a spread that hides it. The median over the instances' samples is the
+/// typical channel's; the spread sizes the `--baseline` noise band honestly.
 pub fn rtt(
     spec: &ChannelSpec,
     size: usize,
@@ -269,11 +282,88 @@ pub fn rtt(
     iters: u64,
     placement: Placement,
 ) -> Result<Measurement> {
-    let batch = if spec.style == Style::Spinning {
+    rtt_on(spec, size, warmup, iters, placement, RTT_INSTANCES)
+}
+
+/// [`rtt`] on `instances` channel instances (at least one).
+pub fn rtt_on(
+    spec: &ChannelSpec,
+    size: usize,
+    warmup: u64,
+    iters: u64,
+    placement: Placement,
+    instances: u64,
+) -> Result<Measurement> {
+    let instances = instances.max(1);
+    let per = rtt_share_of(spec, iters, instances);
+    let mut samples = Vec::new();
+    let mut cpu = Some(0u64);
+    for _ in 0..instances {
+        let used = rtt_instance(spec, size, warmup, per, placement, &mut samples)?;
+        cpu = cpu.zip(used).map(|(a, b)| a + b);
+    }
+    let timing = if spec.style == Style::Spinning {
+        Timing::Batch
+    } else {
+        Timing::PerOp
+    };
+    Ok(rtt_summary(
+        samples,
+        per * instances,
+        cpu,
+        timing,
+        placement,
+    ))
+}
+
+/// Timed round trips of one of [`RTT_INSTANCES`] instances when a row's budget is `iters`:
+/// whole batches, at least one.
+pub fn rtt_share(spec: &ChannelSpec, iters: u64) -> u64 {
+    rtt_share_of(spec, iters, RTT_INSTANCES)
+}
+
+fn rtt_share_of(spec: &ChannelSpec, iters: u64, instances: u64) -> u64 {
+    let batch = rtt_batch(spec);
+    iters.div_ceil(batch * instances.max(1)).max(1) * batch
+}
+
+/// Round trips per sample: [`BATCH`] for spinning mechanisms, one for sleeping ones.
+fn rtt_batch(spec: &ChannelSpec) -> u64 {
+    if spec.style == Style::Spinning {
         BATCH as u64
     } else {
         1
-    };
+    }
+}
+
+/// The measurement of an rtt row from its instances' samples (in the order taken), timed
+/// round trips and CPU time.
+pub fn rtt_summary(
+    samples: Vec<f64>,
+    iters: u64,
+    cpu: Option<u64>,
+    timing: Timing,
+    placement: Placement,
+) -> Measurement {
+    let mut m = summarise(samples, iters, timing, placement);
+    m.cpu_ns_per_op = per_op(cpu, iters);
+    // Round trips per second over the whole timed run (the mean, not the median).
+    m.ops_per_s = (m.sum_ns > 0.0).then(|| m.samples as f64 * 1e9 / m.sum_ns);
+    m
+}
+
+/// One channel instance: a fresh channel and peer, `warmup` untimed round trips, then
+/// `iters` timed ones (whole batches: [`rtt_share`]), each batch's mean appended to
+/// `samples`; returns the CPU time both processes used over the timed part.
+pub fn rtt_instance(
+    spec: &ChannelSpec,
+    size: usize,
+    warmup: u64,
+    iters: u64,
+    placement: Placement,
+    samples: &mut Vec<f64>,
+) -> Result<Option<u64>> {
+    let batch = rtt_batch(spec);
     let iters = iters.div_ceil(batch) * batch;
     let mut ch = (spec.make)(ChannelParams { size, depth: 1 })?;
     let total = warmup + iters;
@@ -305,7 +395,6 @@ pub fn rtt(
         round_trip(&mut ch, seq)?;
         seq += 1;
     }
-    let mut samples = Vec::with_capacity((iters / batch) as usize);
     let cpu = CpuMark::now(Some(&peer));
     while seq < total {
         let t0 = Instant::now();
@@ -317,16 +406,7 @@ pub fn rtt(
     }
     let cpu = cpu.since(Some(&peer));
     peer.join(EXIT_WAIT)?;
-    let timing = if batch > 1 {
-        Timing::Batch
-    } else {
-        Timing::PerOp
-    };
-    let mut m = summarise(samples, iters, timing, placement);
-    m.cpu_ns_per_op = per_op(cpu, iters);
-    // Round trips per second over the whole timed run (the mean, not the median).
-    m.ops_per_s = (m.sum_ns > 0.0).then(|| m.samples as f64 * 1e9 / m.sum_ns);
-    Ok(m)
+    Ok(cpu)
 }
 
 /// Total time of `iters` round trips (after `warmup`), for criterion's `iter_custom`.

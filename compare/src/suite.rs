@@ -556,25 +556,41 @@ pub fn plan(opts: &Options) -> Vec<Task> {
 
 /// Runs one task. Errors become rows with `error` set.
 pub fn run(task: &Task, opts: &Options) -> Row {
-    let q = opts.quick;
+    let result = measure_task(task, opts);
+    to_row(task, opts, result, None)
+}
+
+/// Warm-up and timed round trips of an rtt row: `(warmup per instance, iterations over all
+/// instances)`.
+fn rtt_budget(quick: bool, spinning: bool) -> (u64, u64) {
+    match (quick, spinning) {
+        (true, true) => (4_000, 64 * 400),
+        (true, false) => (200, 2_000),
+        (false, true) => (50_000, 64 * 5_000),
+        (false, false) => (1_000, 20_000),
+    }
+}
+
+/// Whether `task` cannot run here: a spinning peer with only one core available.
+fn needs_missing_core(task: &Task, opts: &Options) -> bool {
     let p = opts.placement;
-    let spinning = task.style == Some(Style::Spinning);
     let one_core = p.parent.is_some() && p.parent == p.child;
     let needs_two = !matches!(
         task.job,
         Job::LockUncontended(_) | Job::Memcpy(_) | Job::Skip(_) | Job::Pool(..)
     );
-    let result: Result<Measurement, String> = match &task.job {
-        _ if spinning && one_core && needs_two => {
-            Err("not run: a spinning peer needs its own core and only one is available".into())
-        }
+    task.style == Some(Style::Spinning) && one_core && needs_two
+}
+
+/// The measurement of one task (run on its own, not in rtt rounds).
+fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
+    let q = opts.quick;
+    let p = opts.placement;
+    let spinning = task.style == Some(Style::Spinning);
+    match &task.job {
+        _ if needs_missing_core(task, opts) => Err(NO_SECOND_CORE.into()),
         Job::Rtt(c, size) => {
-            let (warm, iters) = match (q, spinning) {
-                (true, true) => (4_000, 64 * 400),
-                (true, false) => (200, 2_000),
-                (false, true) => (50_000, 64 * 5_000),
-                (false, false) => (1_000, 20_000),
-            };
+            let (warm, iters) = rtt_budget(q, spinning);
             measure::rtt(c, *size, warm, iters, p).map_err(|e| e.to_string())
         }
         Job::Stream(c, size) => {
@@ -647,7 +663,26 @@ pub fn run(task: &Task, opts: &Options) -> Row {
             bridge::measure(id, variant, *size, q, p).map_err(|e| e.to_string())
         }
         Job::Skip(reason) => Err(reason.clone()),
-    };
+    }
+}
+
+const NO_SECOND_CORE: &str =
+    "not run: a spinning peer needs its own core and only one is available";
+
+/// The row of `task` from its measurement; `floor`: the floor measured next to it
+/// already (rtt rounds), otherwise measured here when the row needs one.
+fn to_row(
+    task: &Task,
+    opts: &Options,
+    result: Result<Measurement, String>,
+    floor: Option<f64>,
+) -> Row {
+    let p = opts.placement;
+    let one_core = p.parent.is_some() && p.parent == p.child;
+    let needs_two = !matches!(
+        task.job,
+        Job::LockUncontended(_) | Job::Memcpy(_) | Job::Skip(_) | Job::Pool(..)
+    );
     let mut row = Row {
         workload: task.workload,
         mechanism: task.mechanism.clone(),
@@ -683,7 +718,7 @@ pub fn run(task: &Task, opts: &Options) -> Row {
         && matches!(task.job, Job::Rtt(..) | Job::Wake(..))
         && !(one_core && needs_two);
     if floor_neighbour {
-        row.local_floor_ns = local_floor(task, opts);
+        row.local_floor_ns = floor.or_else(|| local_floor(task, opts));
     }
     if result.is_ok() && matches!(task.job, Job::Stream(..) | Job::Sizes(..)) && !one_core {
         row.placement_probe_ns = placement_probe(opts);
@@ -719,10 +754,11 @@ fn local_floor(task: &Task, opts: &Options) -> Option<f64> {
     m.ok().map(|m| m.median_ns)
 }
 
-/// [`Row::placement_probe_ns`]: a short 64 B `spin-floor` round trip (~10 ms).
+/// [`Row::placement_probe_ns`]: a short 64 B `spin-floor` round trip (~10 ms) on one
+/// channel instance.
 fn placement_probe(opts: &Options) -> Option<f64> {
     let floor = registry::channels().into_iter().find(|c| c.id == FLOOR)?;
-    measure::rtt(&floor, 64, 2_000, 64 * 200, opts.placement)
+    measure::rtt_on(&floor, 64, 2_000, 64 * 200, opts.placement, 1)
         .ok()
         .map(|m| m.median_ns)
 }
@@ -790,15 +826,138 @@ pub fn add_ratios(rows: &mut [Row]) {
 
 /// Plans and runs everything, calling `progress` before each task; returns the rows with
 /// ratios.
+///
+/// The rtt rows (every `Job::Rtt`) run in [`measure::RTT_INSTANCES`] rounds instead of one
+/// after the other: each round measures one fresh channel instance of every rtt row, in plan
+/// order, followed for a row that answered within 10 µs by one instance of the floor (its
+/// [`Row::local_floor_ns`]); a row's figures pool its instances. The host moves the two
+/// vCPUs between placements within seconds, so rows measured one after the other in
+/// ~50 ms each could each see another placement; in rounds every row samples the same
+/// stretch of the run.
 pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) -> Vec<Row> {
     let tasks = plan(opts);
-    let mut rows = Vec::with_capacity(tasks.len());
+    let mut rows: Vec<Option<Row>> = vec![None; tasks.len()];
     for (i, t) in tasks.iter().enumerate() {
+        if rows[i].is_some() {
+            continue;
+        }
+        if matches!(t.job, Job::Rtt(..)) {
+            let group: Vec<usize> = (i..tasks.len())
+                .filter(|&j| matches!(tasks[j].job, Job::Rtt(..)))
+                .collect();
+            let n = tasks.len();
+            let done = run_rtt_rounds(&tasks, &group, opts, |j| progress(j, n, &tasks[j]));
+            for (j, row) in group.into_iter().zip(done) {
+                rows[j] = Some(row);
+            }
+            continue;
+        }
         progress(i, tasks.len(), t);
-        rows.push(run(t, opts));
+        rows[i] = Some(run(t, opts));
     }
+    let mut rows: Vec<Row> = rows.into_iter().flatten().collect();
     add_ratios(&mut rows);
     rows
+}
+
+/// What the rounds gathered for one rtt row.
+#[derive(Default)]
+struct RttRounds {
+    samples: Vec<f64>,
+    iters: u64,
+    cpu: Option<u64>,
+    floor: Vec<f64>,
+    floor_iters: u64,
+    error: Option<String>,
+}
+
+/// The rtt rows `group` (indices into `tasks`) measured in rounds (see [`run_all`]); the
+/// rows in the order of `group`.
+fn run_rtt_rounds(
+    tasks: &[Task],
+    group: &[usize],
+    opts: &Options,
+    mut progress: impl FnMut(usize),
+) -> Vec<Row> {
+    let p = opts.placement;
+    let floor_spec = registry::channels().into_iter().find(|c| c.id == FLOOR);
+    let mut acc: Vec<RttRounds> = group
+        .iter()
+        .map(|_| RttRounds {
+            cpu: Some(0),
+            ..RttRounds::default()
+        })
+        .collect();
+    for round in 0..measure::RTT_INSTANCES {
+        for (k, &i) in group.iter().enumerate() {
+            let t = &tasks[i];
+            let Job::Rtt(c, size) = &t.job else { continue };
+            let a = &mut acc[k];
+            if a.error.is_some() {
+                continue;
+            }
+            if needs_missing_core(t, opts) {
+                a.error = Some(NO_SECOND_CORE.into());
+                continue;
+            }
+            progress(i);
+            let spinning = t.style == Some(Style::Spinning);
+            let (warm, iters) = rtt_budget(opts.quick, spinning);
+            let per = measure::rtt_share(c, iters);
+            match measure::rtt_instance(c, *size, warm, per, p, &mut a.samples) {
+                Ok(cpu) => {
+                    a.iters += per;
+                    a.cpu = a.cpu.zip(cpu).map(|(x, y)| x + y);
+                }
+                Err(e) => {
+                    a.error = Some(e.to_string());
+                    continue;
+                }
+            }
+            // The floor next to a row that answered within 10 µs (decided on round 0's
+            // instance, then kept for every round).
+            let fast = round > 0 && !a.floor.is_empty()
+                || round == 0 && {
+                    let mut s = a.samples.clone();
+                    s.sort_by(|x, y| x.total_cmp(y));
+                    measure::percentile(&s, 0.5) < 10_000.0
+                };
+            if fast && c.id != FLOOR {
+                if let Some(f) = &floor_spec {
+                    let (fw, fi) = rtt_budget(opts.quick, true);
+                    let fper = measure::rtt_share(f, fi);
+                    if measure::rtt_instance(f, *size, fw, fper, p, &mut a.floor).is_ok() {
+                        a.floor_iters += fper;
+                    }
+                }
+            }
+        }
+    }
+    group
+        .iter()
+        .zip(acc)
+        .map(|(&i, a)| {
+            let t = &tasks[i];
+            let spinning = t.style == Some(Style::Spinning);
+            let result = match a.error {
+                Some(e) => Err(e),
+                None => {
+                    let timing = if spinning {
+                        measure::Timing::Batch
+                    } else {
+                        measure::Timing::PerOp
+                    };
+                    Ok(measure::rtt_summary(a.samples, a.iters, a.cpu, timing, p))
+                }
+            };
+            let floor = (!a.floor.is_empty()).then(|| {
+                let mut s = a.floor;
+                s.sort_by(|x, y| x.total_cmp(y));
+                measure::percentile(&s, 0.5)
+            });
+            to_row(t, opts, result, floor)
+        })
+        .collect()
 }
 
 /// Rows for unit tests (here and in the report).

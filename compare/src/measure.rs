@@ -613,34 +613,64 @@ pub fn stream_shaped(
     reps: usize,
     placement: Placement,
 ) -> Result<Measurement> {
-    let StreamShape {
-        depth,
-        probe,
-        min_msgs,
-    } = shape;
-    let (t, _) = stream_run(spec, size, depth, probe, placement)?;
-    let per_msg = (t.as_secs_f64() / probe as f64).max(1e-9);
-    let max_msgs = (max_bytes / size as u64).max(min_msgs);
-    let msgs = ((target.as_secs_f64() / per_msg) as u64).clamp(min_msgs, max_msgs);
+    let msgs = stream_calibrate(spec, size, shape, target, max_bytes, placement)?;
     let mut per_msg_ns = Vec::with_capacity(reps);
     let mut cpu = Some(0u64);
     for _ in 0..reps.max(1) {
-        let (t, c) = stream_run(spec, size, depth, msgs, placement)?;
-        per_msg_ns.push(t.as_nanos() as f64 / msgs as f64);
+        let (t, c) = stream_rep(spec, size, shape, msgs, placement)?;
+        per_msg_ns.push(t);
         cpu = cpu.zip(c).map(|(a, b)| a + b);
     }
-    let mut m = summarise(
-        per_msg_ns,
-        msgs * reps.max(1) as u64,
-        Timing::Total,
-        placement,
-    );
+    Ok(stream_summary(per_msg_ns, msgs, cpu, size, placement))
+}
+
+/// The calibration of a stream row: a run of `shape.probe` messages, from which the
+/// messages per timed run follow (`target` long, at most `max_bytes`, at least
+/// `shape.min_msgs`).
+pub fn stream_calibrate(
+    spec: &ChannelSpec,
+    size: usize,
+    shape: StreamShape,
+    target: Duration,
+    max_bytes: u64,
+    placement: Placement,
+) -> Result<u64> {
+    let (t, _) = stream_run(spec, size, shape.depth, shape.probe, placement)?;
+    let per_msg = (t.as_secs_f64() / shape.probe as f64).max(1e-9);
+    let max_msgs = (max_bytes / size as u64).max(shape.min_msgs);
+    Ok(((target.as_secs_f64() / per_msg) as u64).clamp(shape.min_msgs, max_msgs))
+}
+
+/// One timed run of a stream row (a fresh channel and peer): nanoseconds per message and
+/// the CPU time both processes used.
+pub fn stream_rep(
+    spec: &ChannelSpec,
+    size: usize,
+    shape: StreamShape,
+    msgs: u64,
+    placement: Placement,
+) -> Result<(f64, Option<u64>)> {
+    let (t, c) = stream_run(spec, size, shape.depth, msgs, placement)?;
+    Ok((t.as_nanos() as f64 / msgs as f64, c))
+}
+
+/// The measurement of a stream row from its runs' nanoseconds per message (in the order
+/// taken), `msgs` messages each, and the CPU time over all of them.
+pub fn stream_summary(
+    per_msg_ns: Vec<f64>,
+    msgs: u64,
+    cpu: Option<u64>,
+    size: usize,
+    placement: Placement,
+) -> Measurement {
+    let ops = msgs * per_msg_ns.len().max(1) as u64;
+    let mut m = summarise(per_msg_ns, ops, Timing::Total, placement);
     m.p99_ns = None;
     m.p999_ns = None;
-    m.cpu_ns_per_op = per_op(cpu, msgs * reps.max(1) as u64);
+    m.cpu_ns_per_op = per_op(cpu, ops);
     m.ops_per_s = Some(1e9 / m.median_ns);
     m.throughput_bytes_per_s = Some(size as f64 * 1e9 / m.median_ns);
-    Ok(m)
+    m
 }
 
 /// Single-process `memcpy` bandwidth at `size` (source and destination private, hot in

@@ -557,7 +557,25 @@ pub fn plan(opts: &Options) -> Vec<Task> {
 /// Runs one task. Errors become rows with `error` set.
 pub fn run(task: &Task, opts: &Options) -> Row {
     let result = measure_task(task, opts);
-    to_row(task, opts, result, None)
+    to_row(task, opts, result, Neighbours::default())
+}
+
+/// What rounds measured next to a row already (see [`run_all`]); `None`: measure it in
+/// [`to_row`] if the row needs it.
+#[derive(Default, Clone, Copy)]
+struct Neighbours {
+    /// [`Row::local_floor_ns`].
+    floor: Option<f64>,
+    /// [`Row::placement_probe_ns`].
+    probe: Option<f64>,
+}
+
+/// Median of unsorted values (`None` if there are none).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    (!v.is_empty()).then(|| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        measure::percentile(&v, 0.5)
+    })
 }
 
 /// Warm-up and timed round trips of an rtt row: `(warmup per instance, iterations over all
@@ -568,6 +586,16 @@ fn rtt_budget(quick: bool, spinning: bool) -> (u64, u64) {
         (true, false) => (200, 2_000),
         (false, true) => (50_000, 64 * 5_000),
         (false, false) => (1_000, 20_000),
+    }
+}
+
+/// Length and byte cap of a timed stream run, and runs per row: `(target, max_bytes,
+/// reps)`.
+fn stream_budget(quick: bool) -> (Duration, u64, usize) {
+    if quick {
+        (Duration::from_millis(25), 64 << 20, 3)
+    } else {
+        (Duration::from_millis(250), 1 << 30, 7)
     }
 }
 
@@ -594,11 +622,7 @@ fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
             measure::rtt(c, *size, warm, iters, p).map_err(|e| e.to_string())
         }
         Job::Stream(c, size) => {
-            let (target, max_bytes, reps) = if q {
-                (Duration::from_millis(25), 64 << 20, 3)
-            } else {
-                (Duration::from_millis(250), 1 << 30, 7)
-            };
+            let (target, max_bytes, reps) = stream_budget(q);
             measure::stream(c, *size, target, max_bytes, reps, p).map_err(|e| e.to_string())
         }
         Job::Memcpy(size) => Ok(measure::memcpy_bandwidth(
@@ -675,7 +699,7 @@ fn to_row(
     task: &Task,
     opts: &Options,
     result: Result<Measurement, String>,
-    floor: Option<f64>,
+    near: Neighbours,
 ) -> Row {
     let p = opts.placement;
     let one_core = p.parent.is_some() && p.parent == p.child;
@@ -718,10 +742,10 @@ fn to_row(
         && matches!(task.job, Job::Rtt(..) | Job::Wake(..))
         && !(one_core && needs_two);
     if floor_neighbour {
-        row.local_floor_ns = floor.or_else(|| local_floor(task, opts));
+        row.local_floor_ns = near.floor.or_else(|| local_floor(task, opts));
     }
     if result.is_ok() && matches!(task.job, Job::Stream(..) | Job::Sizes(..)) && !one_core {
-        row.placement_probe_ns = placement_probe(opts);
+        row.placement_probe_ns = near.probe.or_else(|| placement_probe(opts));
     }
     match result {
         Ok(m) => {
@@ -841,12 +865,20 @@ pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) ->
         if rows[i].is_some() {
             continue;
         }
-        if matches!(t.job, Job::Rtt(..)) {
-            let group: Vec<usize> = (i..tasks.len())
-                .filter(|&j| matches!(tasks[j].job, Job::Rtt(..)))
-                .collect();
+        let rounds: Option<fn(&Job) -> bool> = match t.job {
+            Job::Rtt(..) => Some(|j| matches!(j, Job::Rtt(..))),
+            Job::Stream(..) => Some(|j| matches!(j, Job::Stream(..))),
+            _ => None,
+        };
+        if let Some(same) = rounds {
+            let group: Vec<usize> = (i..tasks.len()).filter(|&j| same(&tasks[j].job)).collect();
             let n = tasks.len();
-            let done = run_rtt_rounds(&tasks, &group, opts, |j| progress(j, n, &tasks[j]));
+            let report = |j: usize| progress(j, n, &tasks[j]);
+            let done = if matches!(t.job, Job::Rtt(..)) {
+                run_rtt_rounds(&tasks, &group, opts, report)
+            } else {
+                run_stream_rounds(&tasks, &group, opts, report)
+            };
             for (j, row) in group.into_iter().zip(done) {
                 rows[j] = Some(row);
             }
@@ -860,15 +892,60 @@ pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) ->
     rows
 }
 
+/// Runs `rounds` rounds over the rows `group` (indices into `tasks`): in each, `step` once
+/// for every row, in table order, until the row fails (a row that cannot run here fails
+/// at once). Returns each row's gathered state and error, in the order of `group`.
+fn in_rounds<A: Default>(
+    tasks: &[Task],
+    group: &[usize],
+    opts: &Options,
+    rounds: u64,
+    mut progress: impl FnMut(usize),
+    mut step: impl FnMut(u64, &Task, &mut A) -> Result<(), String>,
+) -> Vec<(A, Option<String>)> {
+    let mut acc: Vec<(A, Option<String>)> = group.iter().map(|_| Default::default()).collect();
+    for round in 0..rounds {
+        for (&i, (a, error)) in group.iter().zip(acc.iter_mut()) {
+            if error.is_some() {
+                continue;
+            }
+            let t = &tasks[i];
+            if needs_missing_core(t, opts) {
+                *error = Some(NO_SECOND_CORE.into());
+                continue;
+            }
+            progress(i);
+            if let Err(e) = step(round, t, a) {
+                *error = Some(e);
+            }
+        }
+    }
+    acc
+}
+
+/// CPU nanoseconds summed over a row's instances or runs; `None` once one could not be
+/// read.
+struct CpuSum(Option<u64>);
+
+impl Default for CpuSum {
+    fn default() -> Self {
+        CpuSum(Some(0))
+    }
+}
+
+impl CpuSum {
+    fn add(&mut self, ns: Option<u64>) {
+        self.0 = self.0.zip(ns).map(|(a, b)| a + b);
+    }
+}
+
 /// What the rounds gathered for one rtt row.
 #[derive(Default)]
 struct RttRounds {
     samples: Vec<f64>,
     iters: u64,
-    cpu: Option<u64>,
+    cpu: CpuSum,
     floor: Vec<f64>,
-    floor_iters: u64,
-    error: Option<String>,
 }
 
 /// The rtt rows `group` (indices into `tasks`) measured in rounds (see [`run_all`]); the
@@ -877,85 +954,128 @@ fn run_rtt_rounds(
     tasks: &[Task],
     group: &[usize],
     opts: &Options,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Vec<Row> {
     let p = opts.placement;
     let floor_spec = registry::channels().into_iter().find(|c| c.id == FLOOR);
-    let mut acc: Vec<RttRounds> = group
-        .iter()
-        .map(|_| RttRounds {
-            cpu: Some(0),
-            ..RttRounds::default()
-        })
-        .collect();
-    for round in 0..measure::RTT_INSTANCES {
-        for (k, &i) in group.iter().enumerate() {
-            let t = &tasks[i];
-            let Job::Rtt(c, size) = &t.job else { continue };
-            let a = &mut acc[k];
-            if a.error.is_some() {
-                continue;
-            }
-            if needs_missing_core(t, opts) {
-                a.error = Some(NO_SECOND_CORE.into());
-                continue;
-            }
-            progress(i);
-            let spinning = t.style == Some(Style::Spinning);
-            let (warm, iters) = rtt_budget(opts.quick, spinning);
-            let per = measure::rtt_share(c, iters);
-            match measure::rtt_instance(c, *size, warm, per, p, &mut a.samples) {
-                Ok(cpu) => {
-                    a.iters += per;
-                    a.cpu = a.cpu.zip(cpu).map(|(x, y)| x + y);
-                }
-                Err(e) => {
-                    a.error = Some(e.to_string());
-                    continue;
-                }
-            }
-            // The floor next to a row that answered within 10 µs (decided on round 0's
-            // instance, then kept for every round).
-            let fast = round > 0 && !a.floor.is_empty()
-                || round == 0 && {
-                    let mut s = a.samples.clone();
-                    s.sort_by(|x, y| x.total_cmp(y));
-                    measure::percentile(&s, 0.5) < 10_000.0
-                };
-            if fast && c.id != FLOOR {
-                if let Some(f) = &floor_spec {
-                    let (fw, fi) = rtt_budget(opts.quick, true);
-                    let fper = measure::rtt_share(f, fi);
-                    if measure::rtt_instance(f, *size, fw, fper, p, &mut a.floor).is_ok() {
-                        a.floor_iters += fper;
-                    }
-                }
-            }
+    let step = |round: u64, t: &Task, a: &mut RttRounds| -> Result<(), String> {
+        let Job::Rtt(c, size) = &t.job else {
+            return Ok(());
+        };
+        let (warm, iters) = rtt_budget(opts.quick, t.style == Some(Style::Spinning));
+        let per = measure::rtt_share(c, iters);
+        let cpu = measure::rtt_instance(c, *size, warm, per, p, &mut a.samples)
+            .map_err(|e| e.to_string())?;
+        a.iters += per;
+        a.cpu.add(cpu);
+        // The floor next to a row that answered within 10 µs (decided on round 0's
+        // instance, then kept for every round).
+        let fast = if round == 0 {
+            median(a.samples.clone()).is_some_and(|m| m < 10_000.0)
+        } else {
+            !a.floor.is_empty()
+        };
+        if let Some(f) = floor_spec.as_ref().filter(|_| fast && c.id != FLOOR) {
+            let (fw, fi) = rtt_budget(opts.quick, true);
+            // A failed floor instance leaves the row without that neighbour sample.
+            let _ = measure::rtt_instance(f, *size, fw, measure::rtt_share(f, fi), p, &mut a.floor);
         }
-    }
+        Ok(())
+    };
+    let acc = in_rounds(tasks, group, opts, measure::RTT_INSTANCES, progress, step);
     group
         .iter()
         .zip(acc)
-        .map(|(&i, a)| {
+        .map(|(&i, (a, error))| {
             let t = &tasks[i];
-            let spinning = t.style == Some(Style::Spinning);
-            let result = match a.error {
-                Some(e) => Err(e),
-                None => {
-                    let timing = if spinning {
-                        measure::Timing::Batch
-                    } else {
-                        measure::Timing::PerOp
-                    };
-                    Ok(measure::rtt_summary(a.samples, a.iters, a.cpu, timing, p))
-                }
+            let timing = if t.style == Some(Style::Spinning) {
+                measure::Timing::Batch
+            } else {
+                measure::Timing::PerOp
             };
-            let floor = (!a.floor.is_empty()).then(|| {
-                let mut s = a.floor;
-                s.sort_by(|x, y| x.total_cmp(y));
-                measure::percentile(&s, 0.5)
-            });
-            to_row(t, opts, result, floor)
+            let result = match error {
+                Some(e) => Err(e),
+                None => Ok(measure::rtt_summary(a.samples, a.iters, a.cpu.0, timing, p)),
+            };
+            let near = Neighbours {
+                floor: median(a.floor),
+                probe: None,
+            };
+            to_row(t, opts, result, near)
+        })
+        .collect()
+}
+
+/// What the rounds gathered for one stream row.
+#[derive(Default)]
+struct StreamRounds {
+    msgs: u64,
+    per_msg_ns: Vec<f64>,
+    cpu: CpuSum,
+    probes: Vec<f64>,
+}
+
+/// The stream rows `group` (indices into `tasks`) measured in rounds, as rtt's (see
+/// [`run_all`]): round 0 calibrates each row and makes its first timed run, each later
+/// round one more run of every row (3 / 7 in all), each run a fresh channel and peer,
+/// followed by a placement probe; a row reports the median of its runs and of its probes.
+fn run_stream_rounds(
+    tasks: &[Task],
+    group: &[usize],
+    opts: &Options,
+    progress: impl FnMut(usize),
+) -> Vec<Row> {
+    let p = opts.placement;
+    let one_core = p.parent.is_some() && p.parent == p.child;
+    let (target, max_bytes, reps) = stream_budget(opts.quick);
+    let shape = measure::StreamShape {
+        depth: measure::STREAM_DEPTH,
+        probe: 64,
+        min_msgs: 16,
+    };
+    let step = |round: u64, t: &Task, a: &mut StreamRounds| -> Result<(), String> {
+        let Job::Stream(c, size) = &t.job else {
+            return Ok(());
+        };
+        let run = || -> shmkit::Result<(u64, (f64, Option<u64>))> {
+            let msgs = if round == 0 {
+                measure::stream_calibrate(c, *size, shape, target, max_bytes, p)?
+            } else {
+                a.msgs
+            };
+            Ok((msgs, measure::stream_rep(c, *size, shape, msgs, p)?))
+        };
+        let (msgs, (ns, cpu)) = run().map_err(|e| e.to_string())?;
+        a.msgs = msgs;
+        a.per_msg_ns.push(ns);
+        a.cpu.add(cpu);
+        if !one_core {
+            a.probes.extend(placement_probe(opts));
+        }
+        Ok(())
+    };
+    let acc = in_rounds(tasks, group, opts, reps as u64, progress, step);
+    group
+        .iter()
+        .zip(acc)
+        .map(|(&i, (a, error))| {
+            let t = &tasks[i];
+            let size = t.size.unwrap_or(0);
+            let result = match error {
+                Some(e) => Err(e),
+                None => Ok(measure::stream_summary(
+                    a.per_msg_ns,
+                    a.msgs,
+                    a.cpu.0,
+                    size,
+                    p,
+                )),
+            };
+            let near = Neighbours {
+                floor: None,
+                probe: median(a.probes),
+            };
+            to_row(t, opts, result, near)
         })
         .collect()
 }

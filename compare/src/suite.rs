@@ -693,8 +693,9 @@ fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
 const NO_SECOND_CORE: &str =
     "not run: a spinning peer needs its own core and only one is available";
 
-/// The row of `task` from its measurement; `floor`: the floor measured next to it
-/// already (rtt rounds), otherwise measured here when the row needs one.
+/// The row of `task` from its measurement; `near`: the floor and placement probe the
+/// rounds measured next to it already (otherwise they are measured here when the row
+/// needs them).
 fn to_row(
     task: &Task,
     opts: &Options,
@@ -854,10 +855,11 @@ pub fn add_ratios(rows: &mut [Row]) {
 /// The rtt rows (every `Job::Rtt`) run in [`measure::RTT_INSTANCES`] rounds instead of one
 /// after the other: each round measures one fresh channel instance of every rtt row, in plan
 /// order, followed for a row that answered within 10 µs by one instance of the floor (its
-/// [`Row::local_floor_ns`]); a row's figures pool its instances. The host moves the two
-/// vCPUs between placements within seconds, so rows measured one after the other in
-/// ~50 ms each could each see another placement; in rounds every row samples the same
-/// stretch of the run.
+/// [`Row::local_floor_ns`]); a row's figures pool its instances. The stream rows (every
+/// `Job::Stream`) run in rounds the same way, one timed run of every row per round
+/// (`run_stream_rounds`). The host moves the two vCPUs between placements within
+/// seconds, so rows measured one after the other in ~50 ms each could each see another
+/// placement; in rounds every row samples the same stretch of the run.
 pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) -> Vec<Row> {
     let tasks = plan(opts);
     let mut rows: Vec<Option<Row>> = vec![None; tasks.len()];

@@ -456,6 +456,31 @@ pub fn wake(
     placement: Placement,
     hold: Option<Duration>,
 ) -> Result<Measurement> {
+    let mut out = Vec::with_capacity(samples as usize);
+    let cpu = wake_instance(spec, warmup, samples, placement, hold, &mut out)?;
+    Ok(wake_summary(out, cpu, placement))
+}
+
+/// The measurement of a wake row from its wake-up latencies (in the order taken, over one
+/// or more instances) and the CPU time they cost.
+pub fn wake_summary(samples: Vec<f64>, cpu: Option<u64>, placement: Placement) -> Measurement {
+    let n = samples.len() as u64;
+    let mut m = summarise(samples, n, Timing::CrossProcess, placement);
+    m.cpu_ns_per_op = per_op(cpu, n);
+    m
+}
+
+/// One channel instance of [`wake`]: a fresh channel and peer, `warmup` untimed wake-ups,
+/// then `samples` timed ones appended to `out`; returns the CPU time both processes used
+/// for the timed ones.
+pub fn wake_instance(
+    spec: &ChannelSpec,
+    warmup: u64,
+    samples: u64,
+    placement: Placement,
+    hold: Option<Duration>,
+    out: &mut Vec<f64>,
+) -> Result<Option<u64>> {
     let size = 64;
     let mut ch = (spec.make)(ChannelParams { size, depth: 1 })?;
     let total = warmup + samples;
@@ -468,7 +493,6 @@ pub fn wake(
     let view = ch.has_recv_view();
     let mut pat = Pattern::new(size);
     let mut buf = vec![0u8; size];
-    let mut out = Vec::with_capacity(samples as usize);
     // CPU: the peer's over the timed part, and this process's only around each send and
     // receive (not while it polls /proc for the peer to fall asleep: that is harness).
     let (mut peer_start, mut own_cpu) = (None, Some(0u64));
@@ -496,9 +520,7 @@ pub fn wake(
     }
     let peer_cpu = peer_start.and_then(|s| peer.cpu_ns()?.checked_sub(s));
     peer.join(EXIT_WAIT)?;
-    let mut m = summarise(out, samples, Timing::CrossProcess, placement);
-    m.cpu_ns_per_op = per_op(own_cpu.zip(peer_cpu).map(|(a, b)| a + b), samples);
-    Ok(m)
+    Ok(own_cpu.zip(peer_cpu).map(|(a, b)| a + b))
 }
 
 /// One-way throughput: the parent sends `msgs` messages of `size` bytes (after a warm-up

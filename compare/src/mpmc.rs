@@ -378,15 +378,33 @@ fn wait_watching(
 /// The workload: `reps` runs of `total` messages split over the producers; the median
 /// run gives the aggregate rate, the CPU time is the mean over all runs.
 pub fn measure(spec: &MpmcSpec, shape: MpmcParams, total: u64, reps: usize) -> Result<Measurement> {
-    let per_producer = (total / shape.producers.max(1) as u64).max(1);
-    let msgs = per_producer * shape.producers as u64;
     let mut per_msg = Vec::with_capacity(reps);
     let mut cpu = Some(0u64);
     for _ in 0..reps.max(1) {
-        let (t, c) = run_once(spec, shape, per_producer)?;
-        per_msg.push(t.as_nanos() as f64 / msgs as f64);
+        let (ns, c) = measure_once(spec, shape, total)?;
+        per_msg.push(ns);
         cpu = cpu.zip(c).map(|(a, b)| a + b);
     }
+    Ok(summary(per_msg, messages(shape, total), cpu))
+}
+
+/// Messages one run of `shape` carries when asked for about `total`: a whole number per
+/// producer.
+pub fn messages(shape: MpmcParams, total: u64) -> u64 {
+    (total / shape.producers.max(1) as u64).max(1) * shape.producers as u64
+}
+
+/// One run of [`measure`] (fresh queue and processes): nanoseconds per message over all
+/// producers, and the CPU time of all the processes.
+pub fn measure_once(spec: &MpmcSpec, shape: MpmcParams, total: u64) -> Result<(f64, Option<u64>)> {
+    let per_producer = (total / shape.producers.max(1) as u64).max(1);
+    let (t, c) = run_once(spec, shape, per_producer)?;
+    Ok((t.as_nanos() as f64 / messages(shape, total) as f64, c))
+}
+
+/// The measurement of an mpmc row from its runs' nanoseconds per message (in the order
+/// taken), `msgs` messages each, and the CPU time over all of them.
+pub fn summary(per_msg: Vec<f64>, msgs: u64, cpu: Option<u64>) -> Measurement {
     let runs = per_msg.len() as u64;
     let mut m = summarise(
         per_msg,
@@ -401,7 +419,7 @@ pub fn measure(spec: &MpmcSpec, shape: MpmcParams, total: u64, reps: usize) -> R
     m.ops_per_s = Some(1e9 / m.median_ns);
     m.throughput_bytes_per_s = Some(SIZE as f64 * 1e9 / m.median_ns);
     m.cpu_ns_per_op = cpu.map(|c| c as f64 / (msgs * runs) as f64);
-    Ok(m)
+    m
 }
 
 // ------------------------------------------------------------------ adapters

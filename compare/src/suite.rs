@@ -599,6 +599,15 @@ fn stream_budget(quick: bool) -> (Duration, u64, usize) {
     }
 }
 
+/// Length and byte cap of a timed sizes run: `(target, max_bytes)`.
+fn sizes_budget(quick: bool) -> (Duration, u64) {
+    if quick {
+        (Duration::from_millis(10), 128 << 20)
+    } else {
+        (Duration::from_millis(100), 1 << 30)
+    }
+}
+
 /// Whether `task` cannot run here: a spinning peer with only one core available.
 fn needs_missing_core(task: &Task, opts: &Options) -> bool {
     let p = opts.placement;
@@ -630,8 +639,7 @@ fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
             Duration::from_millis(if q { 20 } else { 200 }),
         )),
         Job::Wake(c, hold) => {
-            let n = if q { 300 } else { 3_000 };
-            measure::wake(c, 20, n, p, *hold).map_err(|e| e.to_string())
+            measure::wake(c, WAKE_WARMUP, wake_samples(q), p, *hold).map_err(|e| e.to_string())
         }
         Job::LockUncontended(l) => {
             let n = if q { 64 * 2_000 } else { 64 * 50_000 };
@@ -657,16 +665,12 @@ fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
             }
             .map_err(|e| e.to_string())
         }
-        Job::Mpmc(m, shape) => {
-            mpmc::measure(m, *shape, 200_000, if q { 3 } else { 5 }).map_err(|e| e.to_string())
-        }
+        Job::Mpmc(m, shape) => mpmc::measure(m, *shape, MPMC_MESSAGES, runs(&task.job, q) as usize)
+            .map_err(|e| e.to_string()),
         Job::Sizes(c, size) => {
-            let (target, max_bytes, reps) = if q {
-                (Duration::from_millis(10), 128 << 20, 3)
-            } else {
-                (Duration::from_millis(100), 1 << 30, 5)
-            };
+            let (target, max_bytes) = sizes_budget(q);
             let shape = measure::StreamShape::for_size(*size, q);
+            let reps = runs(&task.job, q) as usize;
             measure::stream_shaped(c, *size, shape, target, max_bytes, reps, p)
                 .map_err(|e| e.to_string())
         }
@@ -852,14 +856,16 @@ pub fn add_ratios(rows: &mut [Row]) {
 /// Plans and runs everything, calling `progress` before each task; returns the rows with
 /// ratios.
 ///
-/// The rtt rows (every `Job::Rtt`) run in [`measure::RTT_INSTANCES`] rounds instead of one
-/// after the other: each round measures one fresh channel instance of every rtt row, in plan
-/// order, followed for a row that answered within 10 µs by one instance of the floor (its
-/// [`Row::local_floor_ns`]); a row's figures pool its instances. The stream rows (every
-/// `Job::Stream`) run in rounds the same way, one timed run of every row per round
-/// (`run_stream_rounds`). The host moves the two vCPUs between placements within
-/// seconds, so rows measured one after the other in ~50 ms each could each see another
-/// placement; in rounds every row samples the same stretch of the run.
+/// The rows of the workloads that compare mechanisms under the host's placement run in
+/// rounds instead of one after the other (`Rounds`): each round measures one fresh
+/// channel instance (rtt, wake) or one timed run (stream, sizes, mpmc) of every row of
+/// the workload, in plan order; a row's figures pool its instances or runs. A fast rtt or
+/// wake row is followed in each round by one instance of the floor (its
+/// [`Row::local_floor_ns`]), a stream or sizes run by a placement probe. The host moves
+/// the two vCPUs between placements within seconds, so rows measured one after the other
+/// in ~50 ms each could each see another placement; in rounds every row samples the same
+/// stretch of the run. Locks, pool, fan-out, bridge and Python rows run one after the
+/// other.
 pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) -> Vec<Row> {
     let tasks = plan(opts);
     let mut rows: Vec<Option<Row>> = vec![None; tasks.len()];
@@ -867,31 +873,46 @@ pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) ->
         if rows[i].is_some() {
             continue;
         }
-        let rounds: Option<fn(&Job) -> bool> = match t.job {
-            Job::Rtt(..) => Some(|j| matches!(j, Job::Rtt(..))),
-            Job::Stream(..) => Some(|j| matches!(j, Job::Stream(..))),
-            _ => None,
-        };
-        if let Some(same) = rounds {
-            let group: Vec<usize> = (i..tasks.len()).filter(|&j| same(&tasks[j].job)).collect();
-            let n = tasks.len();
+        let n = tasks.len();
+        if let Some(kind) = Rounds::of(&t.job) {
+            let group: Vec<usize> = (i..n)
+                .filter(|&j| Rounds::of(&tasks[j].job) == Some(kind))
+                .collect();
             let report = |j: usize| progress(j, n, &tasks[j]);
-            let done = if matches!(t.job, Job::Rtt(..)) {
-                run_rtt_rounds(&tasks, &group, opts, report)
-            } else {
-                run_stream_rounds(&tasks, &group, opts, report)
+            let done = match kind {
+                Rounds::Instances => run_instance_rounds(&tasks, &group, opts, report),
+                Rounds::Runs => run_repeated_rounds(&tasks, &group, opts, report),
             };
             for (j, row) in group.into_iter().zip(done) {
                 rows[j] = Some(row);
             }
             continue;
         }
-        progress(i, tasks.len(), t);
+        progress(i, n, t);
         rows[i] = Some(run(t, opts));
     }
     let mut rows: Vec<Row> = rows.into_iter().flatten().collect();
     add_ratios(&mut rows);
     rows
+}
+
+/// How a job runs in rounds ([`run_all`]); jobs of one workload share a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounds {
+    /// rtt and wake: [`measure::RTT_INSTANCES`] channel instances, the samples pooled.
+    Instances,
+    /// stream, sizes, mpmc: their usual number of timed runs, one per round.
+    Runs,
+}
+
+impl Rounds {
+    fn of(job: &Job) -> Option<Rounds> {
+        match job {
+            Job::Rtt(..) | Job::Wake(..) => Some(Rounds::Instances),
+            Job::Stream(..) | Job::Sizes(..) | Job::Mpmc(..) => Some(Rounds::Runs),
+            _ => None,
+        }
+    }
 }
 
 /// Runs `rounds` rounds over the rows `group` (indices into `tasks`): in each, `step` once
@@ -941,35 +962,54 @@ impl CpuSum {
     }
 }
 
-/// What the rounds gathered for one rtt row.
+/// What the rounds gathered for one rtt or wake row.
 #[derive(Default)]
-struct RttRounds {
+struct InstanceRounds {
     samples: Vec<f64>,
     iters: u64,
     cpu: CpuSum,
     floor: Vec<f64>,
 }
 
-/// The rtt rows `group` (indices into `tasks`) measured in rounds (see [`run_all`]); the
-/// rows in the order of `group`.
-fn run_rtt_rounds(
+/// Wake-ups of a wake row over all its instances.
+fn wake_samples(quick: bool) -> u64 {
+    if quick { 300 } else { 3_000 }
+}
+
+/// Untimed wake-ups before each instance's timed ones.
+const WAKE_WARMUP: u64 = 20;
+
+/// The rtt or wake rows `group` (indices into `tasks`) on [`measure::RTT_INSTANCES`]
+/// channel instances each, in rounds (see [`run_all`]); the rows in the order of `group`.
+fn run_instance_rounds(
     tasks: &[Task],
     group: &[usize],
     opts: &Options,
     progress: impl FnMut(usize),
 ) -> Vec<Row> {
     let p = opts.placement;
+    let parts = measure::RTT_INSTANCES;
     let floor_spec = registry::channels().into_iter().find(|c| c.id == FLOOR);
-    let step = |round: u64, t: &Task, a: &mut RttRounds| -> Result<(), String> {
-        let Job::Rtt(c, size) = &t.job else {
-            return Ok(());
+    let step = |round: u64, t: &Task, a: &mut InstanceRounds| -> Result<(), String> {
+        let c = match &t.job {
+            Job::Rtt(c, size) => {
+                let (warm, iters) = rtt_budget(opts.quick, t.style == Some(Style::Spinning));
+                let per = measure::rtt_share(c, iters);
+                let cpu = measure::rtt_instance(c, *size, warm, per, p, &mut a.samples)
+                    .map_err(|e| e.to_string())?;
+                a.iters += per;
+                a.cpu.add(cpu);
+                c
+            }
+            Job::Wake(c, hold) => {
+                let per = wake_samples(opts.quick).div_ceil(parts);
+                let cpu = measure::wake_instance(c, WAKE_WARMUP, per, p, *hold, &mut a.samples)
+                    .map_err(|e| e.to_string())?;
+                a.cpu.add(cpu);
+                c
+            }
+            _ => return Ok(()),
         };
-        let (warm, iters) = rtt_budget(opts.quick, t.style == Some(Style::Spinning));
-        let per = measure::rtt_share(c, iters);
-        let cpu = measure::rtt_instance(c, *size, warm, per, p, &mut a.samples)
-            .map_err(|e| e.to_string())?;
-        a.iters += per;
-        a.cpu.add(cpu);
         // The floor next to a row that answered within 10 µs (decided on round 0's
         // instance, then kept for every round).
         let fast = if round == 0 {
@@ -978,26 +1018,38 @@ fn run_rtt_rounds(
             !a.floor.is_empty()
         };
         if let Some(f) = floor_spec.as_ref().filter(|_| fast && c.id != FLOOR) {
-            let (fw, fi) = rtt_budget(opts.quick, true);
             // A failed floor instance leaves the row without that neighbour sample.
-            let _ = measure::rtt_instance(f, *size, fw, measure::rtt_share(f, fi), p, &mut a.floor);
+            let _ = match &t.job {
+                Job::Rtt(_, size) => {
+                    let (fw, fi) = rtt_budget(opts.quick, true);
+                    let per = measure::rtt_share(f, fi);
+                    measure::rtt_instance(f, *size, fw, per, p, &mut a.floor)
+                }
+                _ => {
+                    let per = wake_samples(true).div_ceil(parts);
+                    measure::wake_instance(f, WAKE_WARMUP, per, p, None, &mut a.floor)
+                }
+            };
         }
         Ok(())
     };
-    let acc = in_rounds(tasks, group, opts, measure::RTT_INSTANCES, progress, step);
+    let acc = in_rounds(tasks, group, opts, parts, progress, step);
     group
         .iter()
         .zip(acc)
         .map(|(&i, (a, error))| {
             let t = &tasks[i];
-            let timing = if t.style == Some(Style::Spinning) {
-                measure::Timing::Batch
-            } else {
-                measure::Timing::PerOp
-            };
-            let result = match error {
-                Some(e) => Err(e),
-                None => Ok(measure::rtt_summary(a.samples, a.iters, a.cpu.0, timing, p)),
+            let result = match (error, &t.job) {
+                (Some(e), _) => Err(e),
+                (None, Job::Rtt(..)) => {
+                    let timing = if t.style == Some(Style::Spinning) {
+                        measure::Timing::Batch
+                    } else {
+                        measure::Timing::PerOp
+                    };
+                    Ok(measure::rtt_summary(a.samples, a.iters, a.cpu.0, timing, p))
+                }
+                (None, _) => Ok(measure::wake_summary(a.samples, a.cpu.0, p)),
             };
             let near = Neighbours {
                 floor: median(a.floor),
@@ -1008,44 +1060,80 @@ fn run_rtt_rounds(
         .collect()
 }
 
-/// What the rounds gathered for one stream row.
+/// What the rounds gathered for one stream, sizes or mpmc row.
 #[derive(Default)]
-struct StreamRounds {
+struct RunRounds {
     msgs: u64,
     per_msg_ns: Vec<f64>,
     cpu: CpuSum,
     probes: Vec<f64>,
 }
 
-/// The stream rows `group` (indices into `tasks`) measured in rounds, as rtt's (see
-/// [`run_all`]): round 0 calibrates each row and makes its first timed run, each later
-/// round one more run of every row (3 / 7 in all), each run a fresh channel and peer,
-/// followed by a placement probe; a row reports the median of its runs and of its probes.
-fn run_stream_rounds(
+/// Timed runs of a stream, sizes or mpmc row.
+fn runs(job: &Job, quick: bool) -> u64 {
+    match (job, quick) {
+        (Job::Stream(..), _) => stream_budget(quick).2 as u64,
+        (_, true) => 3,
+        (_, false) => 5,
+    }
+}
+
+/// Messages asked of one mpmc run (split over the producers).
+const MPMC_MESSAGES: u64 = 200_000;
+
+/// The stream, sizes or mpmc rows `group` (indices into `tasks`, one workload) in rounds
+/// (see [`run_all`]): round 0 calibrates each stream or sizes row and makes its first timed
+/// run, each later round one more run of every row, each run a fresh channel and
+/// processes, a stream or sizes run followed by a placement probe; a row reports the median
+/// of its runs and of its probes.
+fn run_repeated_rounds(
     tasks: &[Task],
     group: &[usize],
     opts: &Options,
     progress: impl FnMut(usize),
 ) -> Vec<Row> {
     let p = opts.placement;
+    let q = opts.quick;
     let one_core = p.parent.is_some() && p.parent == p.child;
-    let (target, max_bytes, reps) = stream_budget(opts.quick);
-    let shape = measure::StreamShape {
-        depth: measure::STREAM_DEPTH,
-        probe: 64,
-        min_msgs: 16,
-    };
-    let step = |round: u64, t: &Task, a: &mut StreamRounds| -> Result<(), String> {
-        let Job::Stream(c, size) = &t.job else {
-            return Ok(());
+    let rounds = group.first().map_or(0, |&i| runs(&tasks[i].job, q));
+    let step = |round: u64, t: &Task, a: &mut RunRounds| -> Result<(), String> {
+        let (c, size, shape, target, max_bytes) = match &t.job {
+            Job::Stream(c, size) => {
+                let (target, max_bytes, _) = stream_budget(q);
+                let shape = measure::StreamShape {
+                    depth: measure::STREAM_DEPTH,
+                    probe: 64,
+                    min_msgs: 16,
+                };
+                (c, *size, shape, target, max_bytes)
+            }
+            Job::Sizes(c, size) => {
+                let (target, max_bytes) = sizes_budget(q);
+                (
+                    c,
+                    *size,
+                    measure::StreamShape::for_size(*size, q),
+                    target,
+                    max_bytes,
+                )
+            }
+            Job::Mpmc(m, shape) => {
+                let (ns, cpu) =
+                    mpmc::measure_once(m, *shape, MPMC_MESSAGES).map_err(|e| e.to_string())?;
+                a.msgs = mpmc::messages(*shape, MPMC_MESSAGES);
+                a.per_msg_ns.push(ns);
+                a.cpu.add(cpu);
+                return Ok(());
+            }
+            _ => return Ok(()),
         };
         let run = || -> shmkit::Result<(u64, (f64, Option<u64>))> {
             let msgs = if round == 0 {
-                measure::stream_calibrate(c, *size, shape, target, max_bytes, p)?
+                measure::stream_calibrate(c, size, shape, target, max_bytes, p)?
             } else {
                 a.msgs
             };
-            Ok((msgs, measure::stream_rep(c, *size, shape, msgs, p)?))
+            Ok((msgs, measure::stream_rep(c, size, shape, msgs, p)?))
         };
         let (msgs, (ns, cpu)) = run().map_err(|e| e.to_string())?;
         a.msgs = msgs;
@@ -1056,22 +1144,25 @@ fn run_stream_rounds(
         }
         Ok(())
     };
-    let acc = in_rounds(tasks, group, opts, reps as u64, progress, step);
+    let acc = in_rounds(tasks, group, opts, rounds, progress, step);
     group
         .iter()
         .zip(acc)
         .map(|(&i, (a, error))| {
             let t = &tasks[i];
-            let size = t.size.unwrap_or(0);
-            let result = match error {
-                Some(e) => Err(e),
-                None => Ok(measure::stream_summary(
-                    a.per_msg_ns,
-                    a.msgs,
-                    a.cpu.0,
-                    size,
-                    p,
-                )),
+            let result = match (error, &t.job) {
+                (Some(e), _) => Err(e),
+                (None, Job::Mpmc(..)) => Ok(mpmc::summary(a.per_msg_ns, a.msgs, a.cpu.0)),
+                (None, _) => {
+                    let size = t.size.unwrap_or(0);
+                    Ok(measure::stream_summary(
+                        a.per_msg_ns,
+                        a.msgs,
+                        a.cpu.0,
+                        size,
+                        p,
+                    ))
+                }
             };
             let near = Neighbours {
                 floor: None,

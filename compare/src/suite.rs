@@ -554,14 +554,18 @@ pub fn plan(opts: &Options) -> Vec<Task> {
     tasks
 }
 
-/// Runs one task. Errors become rows with `error` set.
+/// Runs one task (a task of a workload measured in rounds, see [`run_all`], in rounds of
+/// its own). Errors become rows with `error` set.
 pub fn run(task: &Task, opts: &Options) -> Row {
-    let result = measure_task(task, opts);
-    to_row(task, opts, result, Neighbours::default())
+    if let Some(kind) = Rounds::of(&task.job) {
+        if let Some(row) = run_rounds(kind, &[task], opts, |_| {}).pop() {
+            return row;
+        }
+    }
+    to_row(task, opts, measure_task(task, opts), Neighbours::default())
 }
 
-/// What rounds measured next to a row already (see [`run_all`]); `None`: measure it in
-/// [`to_row`] if the row needs it.
+/// What the rounds measured next to a row (see [`run_all`]).
 #[derive(Default, Clone, Copy)]
 struct Neighbours {
     /// [`Row::local_floor_ns`].
@@ -619,28 +623,19 @@ fn needs_missing_core(task: &Task, opts: &Options) -> bool {
     task.style == Some(Style::Spinning) && one_core && needs_two
 }
 
-/// The measurement of one task (run on its own, not in rtt rounds).
+/// The measurement of a task that does not run in rounds.
 fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
     let q = opts.quick;
     let p = opts.placement;
-    let spinning = task.style == Some(Style::Spinning);
     match &task.job {
         _ if needs_missing_core(task, opts) => Err(NO_SECOND_CORE.into()),
-        Job::Rtt(c, size) => {
-            let (warm, iters) = rtt_budget(q, spinning);
-            measure::rtt(c, *size, warm, iters, p).map_err(|e| e.to_string())
-        }
-        Job::Stream(c, size) => {
-            let (target, max_bytes, reps) = stream_budget(q);
-            measure::stream(c, *size, target, max_bytes, reps, p).map_err(|e| e.to_string())
+        Job::Rtt(..) | Job::Wake(..) | Job::Stream(..) | Job::Sizes(..) | Job::Mpmc(..) => {
+            Err("internal: this workload is measured in rounds (suite::run_rounds)".into())
         }
         Job::Memcpy(size) => Ok(measure::memcpy_bandwidth(
             *size,
             Duration::from_millis(if q { 20 } else { 200 }),
         )),
-        Job::Wake(c, hold) => {
-            measure::wake(c, WAKE_WARMUP, wake_samples(q), p, *hold).map_err(|e| e.to_string())
-        }
         Job::LockUncontended(l) => {
             let n = if q { 64 * 2_000 } else { 64 * 50_000 };
             measure::lock_uncontended(l, 10_000, n, p).map_err(|e| e.to_string())
@@ -665,15 +660,6 @@ fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
             }
             .map_err(|e| e.to_string())
         }
-        Job::Mpmc(m, shape) => mpmc::measure(m, *shape, MPMC_MESSAGES, runs(&task.job, q) as usize)
-            .map_err(|e| e.to_string()),
-        Job::Sizes(c, size) => {
-            let (target, max_bytes) = sizes_budget(q);
-            let shape = measure::StreamShape::for_size(*size, q);
-            let reps = runs(&task.job, q) as usize;
-            measure::stream_shaped(c, *size, shape, target, max_bytes, reps, p)
-                .map_err(|e| e.to_string())
-        }
         Job::PythonMp(id, false, size) => {
             let (warm, iters) = if q { (200, 2_000) } else { (1_000, 20_000) };
             python_mp::rtt(id, *size, warm, iters, p).map_err(|e| e.to_string())
@@ -697,9 +683,9 @@ fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
 const NO_SECOND_CORE: &str =
     "not run: a spinning peer needs its own core and only one is available";
 
-/// The row of `task` from its measurement; `near`: the floor and placement probe the
-/// rounds measured next to it already (otherwise they are measured here when the row
-/// needs them).
+/// The row of `task` from its measurement and what the rounds measured next to it (kept
+/// where the row has a use for it: the floor for a fast rtt or wake row, the probe for a
+/// stream or sizes row).
 fn to_row(
     task: &Task,
     opts: &Options,
@@ -747,10 +733,10 @@ fn to_row(
         && matches!(task.job, Job::Rtt(..) | Job::Wake(..))
         && !(one_core && needs_two);
     if floor_neighbour {
-        row.local_floor_ns = near.floor.or_else(|| local_floor(task, opts));
+        row.local_floor_ns = near.floor;
     }
     if result.is_ok() && matches!(task.job, Job::Stream(..) | Job::Sizes(..)) && !one_core {
-        row.placement_probe_ns = near.probe.or_else(|| placement_probe(opts));
+        row.placement_probe_ns = near.probe;
     }
     match result {
         Ok(m) => {
@@ -768,19 +754,6 @@ fn to_row(
         Err(e) => row.error = Some(e),
     }
     row
-}
-
-/// A short `spin-floor` measurement of the same workload and size, taken right after a
-/// spinning mechanism's own (same placement, seconds apart at most).
-fn local_floor(task: &Task, opts: &Options) -> Option<f64> {
-    let floor = registry::channels().into_iter().find(|c| c.id == FLOOR)?;
-    let p = opts.placement;
-    let m = match task.job {
-        Job::Rtt(_, size) => measure::rtt(&floor, size, 4_000, 64 * 400, p),
-        Job::Wake(..) => measure::wake(&floor, 20, 300, p, None),
-        _ => return None,
-    };
-    m.ok().map(|m| m.median_ns)
 }
 
 /// [`Row::placement_probe_ns`]: a short 64 B `spin-floor` round trip (~10 ms) on one
@@ -878,12 +851,10 @@ pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) ->
             let group: Vec<usize> = (i..n)
                 .filter(|&j| Rounds::of(&tasks[j].job) == Some(kind))
                 .collect();
-            let report = |j: usize| progress(j, n, &tasks[j]);
-            let done = match kind {
-                Rounds::Instances => run_instance_rounds(&tasks, &group, opts, report),
-                Rounds::Runs => run_repeated_rounds(&tasks, &group, opts, report),
-            };
-            for (j, row) in group.into_iter().zip(done) {
+            let members: Vec<&Task> = group.iter().map(|&j| &tasks[j]).collect();
+            let report = |k: usize| progress(group[k], n, &tasks[group[k]]);
+            let done = run_rounds(kind, &members, opts, report);
+            for (&j, row) in group.iter().zip(done) {
                 rows[j] = Some(row);
             }
             continue;
@@ -915,35 +886,58 @@ impl Rounds {
     }
 }
 
-/// Runs `rounds` rounds over the rows `group` (indices into `tasks`): in each, `step` once
-/// for every row, in table order, until the row fails (a row that cannot run here fails
-/// at once). Returns each row's gathered state and error, in the order of `group`.
+/// The rows `tasks` (one workload, all of kind `kind`) measured in rounds; one row per
+/// task, in order. `progress` gets a task's index before each of its steps.
+fn run_rounds(
+    kind: Rounds,
+    tasks: &[&Task],
+    opts: &Options,
+    progress: impl FnMut(usize),
+) -> Vec<Row> {
+    match kind {
+        Rounds::Instances => run_instance_rounds(tasks, opts, progress),
+        Rounds::Runs => run_repeated_rounds(tasks, opts, progress),
+    }
+}
+
+/// Runs `rounds` rounds over `tasks`: in each, `step` once for every task, in order, until
+/// the task fails (one that cannot run here fails at once); then makes each task's row
+/// from what `finish` makes of its gathered state, or from its error.
 fn in_rounds<A: Default>(
-    tasks: &[Task],
-    group: &[usize],
+    tasks: &[&Task],
     opts: &Options,
     rounds: u64,
     mut progress: impl FnMut(usize),
     mut step: impl FnMut(u64, &Task, &mut A) -> Result<(), String>,
-) -> Vec<(A, Option<String>)> {
-    let mut acc: Vec<(A, Option<String>)> = group.iter().map(|_| Default::default()).collect();
+    finish: impl Fn(&Task, A) -> (Measurement, Neighbours),
+) -> Vec<Row> {
+    let mut acc: Vec<(A, Option<String>)> = tasks.iter().map(|_| Default::default()).collect();
     for round in 0..rounds {
-        for (&i, (a, error)) in group.iter().zip(acc.iter_mut()) {
+        for (k, (t, (a, error))) in tasks.iter().zip(acc.iter_mut()).enumerate() {
             if error.is_some() {
                 continue;
             }
-            let t = &tasks[i];
             if needs_missing_core(t, opts) {
                 *error = Some(NO_SECOND_CORE.into());
                 continue;
             }
-            progress(i);
+            progress(k);
             if let Err(e) = step(round, t, a) {
                 *error = Some(e);
             }
         }
     }
-    acc
+    tasks
+        .iter()
+        .zip(acc)
+        .map(|(t, (a, error))| match error {
+            Some(e) => to_row(t, opts, Err(e), Neighbours::default()),
+            None => {
+                let (m, near) = finish(t, a);
+                to_row(t, opts, Ok(m), near)
+            }
+        })
+        .collect()
 }
 
 /// CPU nanoseconds summed over a row's instances or runs; `None` once one could not be
@@ -979,14 +973,9 @@ fn wake_samples(quick: bool) -> u64 {
 /// Untimed wake-ups before each instance's timed ones.
 const WAKE_WARMUP: u64 = 20;
 
-/// The rtt or wake rows `group` (indices into `tasks`) on [`measure::RTT_INSTANCES`]
-/// channel instances each, in rounds (see [`run_all`]); the rows in the order of `group`.
-fn run_instance_rounds(
-    tasks: &[Task],
-    group: &[usize],
-    opts: &Options,
-    progress: impl FnMut(usize),
-) -> Vec<Row> {
+/// The rtt or wake rows `tasks` on [`measure::RTT_INSTANCES`] channel instances each, in
+/// rounds (see [`run_all`]).
+fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usize)) -> Vec<Row> {
     let p = opts.placement;
     let parts = measure::RTT_INSTANCES;
     let floor_spec = registry::channels().into_iter().find(|c| c.id == FLOOR);
@@ -1033,31 +1022,24 @@ fn run_instance_rounds(
         }
         Ok(())
     };
-    let acc = in_rounds(tasks, group, opts, parts, progress, step);
-    group
-        .iter()
-        .zip(acc)
-        .map(|(&i, (a, error))| {
-            let t = &tasks[i];
-            let result = match (error, &t.job) {
-                (Some(e), _) => Err(e),
-                (None, Job::Rtt(..)) => {
-                    let timing = if t.style == Some(Style::Spinning) {
-                        measure::Timing::Batch
-                    } else {
-                        measure::Timing::PerOp
-                    };
-                    Ok(measure::rtt_summary(a.samples, a.iters, a.cpu.0, timing, p))
-                }
-                (None, _) => Ok(measure::wake_summary(a.samples, a.cpu.0, p)),
+    let finish = |t: &Task, a: InstanceRounds| {
+        let m = if matches!(t.job, Job::Rtt(..)) {
+            let timing = if t.style == Some(Style::Spinning) {
+                measure::Timing::Batch
+            } else {
+                measure::Timing::PerOp
             };
-            let near = Neighbours {
-                floor: median(a.floor),
-                probe: None,
-            };
-            to_row(t, opts, result, near)
-        })
-        .collect()
+            measure::rtt_summary(a.samples, a.iters, a.cpu.0, timing, p)
+        } else {
+            measure::wake_summary(a.samples, a.cpu.0, p)
+        };
+        let near = Neighbours {
+            floor: median(a.floor),
+            probe: None,
+        };
+        (m, near)
+    };
+    in_rounds(tasks, opts, parts, progress, step, finish)
 }
 
 /// What the rounds gathered for one stream, sizes or mpmc row.
@@ -1081,21 +1063,15 @@ fn runs(job: &Job, quick: bool) -> u64 {
 /// Messages asked of one mpmc run (split over the producers).
 const MPMC_MESSAGES: u64 = 200_000;
 
-/// The stream, sizes or mpmc rows `group` (indices into `tasks`, one workload) in rounds
-/// (see [`run_all`]): round 0 calibrates each stream or sizes row and makes its first timed
+/// The stream, sizes or mpmc rows `tasks` (one workload) in rounds (see [`run_all`]): round 0 calibrates each stream or sizes row and makes its first timed
 /// run, each later round one more run of every row, each run a fresh channel and
 /// processes, a stream or sizes run followed by a placement probe; a row reports the median
 /// of its runs and of its probes.
-fn run_repeated_rounds(
-    tasks: &[Task],
-    group: &[usize],
-    opts: &Options,
-    progress: impl FnMut(usize),
-) -> Vec<Row> {
+fn run_repeated_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usize)) -> Vec<Row> {
     let p = opts.placement;
     let q = opts.quick;
     let one_core = p.parent.is_some() && p.parent == p.child;
-    let rounds = group.first().map_or(0, |&i| runs(&tasks[i].job, q));
+    let rounds = tasks.first().map_or(0, |t| runs(&t.job, q));
     let step = |round: u64, t: &Task, a: &mut RunRounds| -> Result<(), String> {
         let (c, size, shape, target, max_bytes) = match &t.job {
             Job::Stream(c, size) => {
@@ -1144,33 +1120,19 @@ fn run_repeated_rounds(
         }
         Ok(())
     };
-    let acc = in_rounds(tasks, group, opts, rounds, progress, step);
-    group
-        .iter()
-        .zip(acc)
-        .map(|(&i, (a, error))| {
-            let t = &tasks[i];
-            let result = match (error, &t.job) {
-                (Some(e), _) => Err(e),
-                (None, Job::Mpmc(..)) => Ok(mpmc::summary(a.per_msg_ns, a.msgs, a.cpu.0)),
-                (None, _) => {
-                    let size = t.size.unwrap_or(0);
-                    Ok(measure::stream_summary(
-                        a.per_msg_ns,
-                        a.msgs,
-                        a.cpu.0,
-                        size,
-                        p,
-                    ))
-                }
-            };
-            let near = Neighbours {
-                floor: None,
-                probe: median(a.probes),
-            };
-            to_row(t, opts, result, near)
-        })
-        .collect()
+    let finish = |t: &Task, a: RunRounds| {
+        let m = if matches!(t.job, Job::Mpmc(..)) {
+            mpmc::summary(a.per_msg_ns, a.msgs, a.cpu.0)
+        } else {
+            measure::stream_summary(a.per_msg_ns, a.msgs, a.cpu.0, t.size.unwrap_or(0), p)
+        };
+        let near = Neighbours {
+            floor: None,
+            probe: median(a.probes),
+        };
+        (m, near)
+    };
+    in_rounds(tasks, opts, rounds, progress, step, finish)
 }
 
 /// Rows for unit tests (here and in the report).

@@ -309,10 +309,20 @@ os.close(fd)
         Err(Error::Disconnected { .. })
     ));
     drop(rx);
-    // We write frames, Python reads and checks them.
+    // We write frames, Python reads and checks them. The writer opens only once Python
+    // holds the read end: `open_writer` succeeds as soon as *any* process has it open, and
+    // a child that another test thread is forking holds copies of our descriptors until its
+    // `exec` closes them (the first reader's, too), so opening on a timer could reach that
+    // passing reader and see `EPIPE` when it goes. Python opens without blocking (a blocking
+    // open would wait for the writer), reports, and reads once told the writer is open:
+    // before that a read would see end-of-file.
     let reader = r#"
 import os, struct, sys
-f = open(sys.argv[1], "rb", buffering=0)
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+os.set_blocking(fd, True)
+print("@@shmkit@@ open", flush=True)
+assert sys.stdin.readline() == "go\n", "no go"
+f = os.fdopen(fd, "rb", buffering=0)
 def exact(n):
     b = b""
     while len(b) < n:
@@ -327,9 +337,18 @@ assert f.read(1) == b""
 "#;
     let mut c = std::process::Command::new("python3")
         .args(["-c", reader, p])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let told = common::Listener::new(c.stdout.take().unwrap());
+    assert_eq!(told.next(LIMIT), "open");
     let tx = Fifo::open_writer(&path, Some(LIMIT)).unwrap();
+    {
+        use std::io::Write;
+        let mut go = c.stdin.take().unwrap();
+        go.write_all(b"go\n").unwrap();
+    }
     for i in 0..100 {
         tx.send(format!("rs{i}").as_bytes()).unwrap();
     }

@@ -212,6 +212,14 @@ impl Fifo {
 
     /// Opens the write end, waiting at most `timeout` (`None`: forever) for a reader to
     /// open the FIFO (`open(O_WRONLY|O_NONBLOCK)` retried while it fails with `ENXIO`).
+    ///
+    /// Any open read end counts, whoever holds it. Readers here are opened `O_CLOEXEC`,
+    /// but a child another thread is spawning holds copies of this process's descriptors
+    /// from its `fork` (or `clone`) until its `exec`: if this process held a read end at
+    /// that moment, the writer can open through that passing copy and then get
+    /// [`Error::Disconnected`] on its first send, before the intended reader arrives. When a
+    /// process reads and later writes the same FIFO, let the reader announce itself (as
+    /// `tests/fifo.rs`, `interop_with_python`, does) rather than relying on the open alone.
     pub fn open_writer(path: impl AsRef<Path>, timeout: Option<Duration>) -> Result<FifoWriter> {
         let path = path.as_ref();
         let wait = Wait::from(timeout);

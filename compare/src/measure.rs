@@ -15,8 +15,18 @@ use crate::proc::{CpuMark, EXIT_WAIT, Peer, Pinned, Placement, now_ns};
 use crate::shm::SharedMem;
 use crate::slot::WAIT_LIMIT;
 
-/// Round trips per clock reading when timing spinning mechanisms.
+/// Round trips per clock reading when timing fast round trips ([`rtt_timing`]).
 pub const BATCH: u32 = 64;
+
+/// A round trip under this many nanoseconds is fast: timed in batches ([`rtt_timing`]) and
+/// compared with a floor measured next to it (no sleeping wake-up across cores is that
+/// fast on these machines).
+pub const FAST_RTT_NS: f64 = 10_000.0;
+
+/// Round trips of the untimed-then-timed pilot instance [`rtt_timing`] runs for a
+/// mechanism that is not labelled spinning.
+const PILOT_WARMUP: u64 = 16;
+const PILOT_ROUND_TRIPS: u64 = 64;
 
 /// Messages in flight per direction in the stream workload (ring slots / queue depth).
 pub const STREAM_DEPTH: usize = 8;
@@ -264,10 +274,41 @@ fn echo_loop(
 /// [`spread`] splits the samples into, so a row's spread is the spread between instances.
 pub const RTT_INSTANCES: u64 = SPREAD_PARTS as u64;
 
+/// How a mechanism's round trips of `size` bytes are timed: in batches of [`BATCH`] when
+/// they are fast, one by one otherwise. The rule is the speed, not the label: a clock
+/// pair costs about a quarter of a fast round trip, and every fast row must carry the
+/// same statistic (a median of batch means includes the slow round trips a median of
+/// single ones leaves out: 1.06-1.07x at 4 KiB for identical code). Spinning mechanisms
+/// are fast by definition; any other (an adaptive wait that answers while it still spins,
+/// a peer's event that polls first) gets a pilot instance, [`PILOT_ROUND_TRIPS`] round
+/// trips timed one by one after [`PILOT_WARMUP`] untimed, and is fast when their median
+/// is under [`FAST_RTT_NS`].
+pub fn rtt_timing(spec: &ChannelSpec, size: usize, placement: Placement) -> Result<Timing> {
+    if spec.style == Style::Spinning {
+        return Ok(Timing::Batch);
+    }
+    let mut pilot = Vec::new();
+    rtt_instance(
+        spec,
+        size,
+        PILOT_WARMUP,
+        PILOT_ROUND_TRIPS,
+        Timing::PerOp,
+        placement,
+        &mut pilot,
+    )?;
+    pilot.sort_by(|a, b| a.total_cmp(b));
+    Ok(if percentile(&pilot, 0.5) < FAST_RTT_NS {
+        Timing::Batch
+    } else {
+        Timing::PerOp
+    })
+}
+
 /// Round-trip latency over [`RTT_INSTANCES`] channel instances, one after the other: each
 /// a fresh channel and a fresh peer process, `warmup` untimed round trips, then its share of
-/// `iters` timed ones, in batches of [`BATCH`] for spinning mechanisms and one by one for
-/// sleeping ones. The samples of all instances are summarised together (in the order they
+/// `iters` timed ones, in batches of [`BATCH`] when they are fast and one by one otherwise
+/// ([`rtt_timing`]). The samples of all instances are summarised together (in the order they
 /// were taken, so [`Measurement::spread`] compares the instances).
 ///
 /// Why instances: on these VMs a spinning round trip is bimodal from one channel to the
@@ -295,18 +336,14 @@ pub fn rtt_on(
     instances: u64,
 ) -> Result<Measurement> {
     let instances = instances.max(1);
-    let per = rtt_share_of(spec, iters, instances);
+    let timing = rtt_timing(spec, size, placement)?;
+    let per = rtt_share_of(timing, iters, instances);
     let mut samples = Vec::new();
     let mut cpu = Some(0u64);
     for _ in 0..instances {
-        let used = rtt_instance(spec, size, warmup, per, placement, &mut samples)?;
+        let used = rtt_instance(spec, size, warmup, per, timing, placement, &mut samples)?;
         cpu = cpu.zip(used).map(|(a, b)| a + b);
     }
-    let timing = if spec.style == Style::Spinning {
-        Timing::Batch
-    } else {
-        Timing::PerOp
-    };
     Ok(rtt_summary(
         samples,
         per * instances,
@@ -318,18 +355,18 @@ pub fn rtt_on(
 
 /// Timed round trips of one of [`RTT_INSTANCES`] instances when a row's budget is `iters`:
 /// whole batches, at least one.
-pub fn rtt_share(spec: &ChannelSpec, iters: u64) -> u64 {
-    rtt_share_of(spec, iters, RTT_INSTANCES)
+pub fn rtt_share(timing: Timing, iters: u64) -> u64 {
+    rtt_share_of(timing, iters, RTT_INSTANCES)
 }
 
-fn rtt_share_of(spec: &ChannelSpec, iters: u64, instances: u64) -> u64 {
-    let batch = rtt_batch(spec);
+fn rtt_share_of(timing: Timing, iters: u64, instances: u64) -> u64 {
+    let batch = rtt_batch(timing);
     iters.div_ceil(batch * instances.max(1)).max(1) * batch
 }
 
-/// Round trips per sample: [`BATCH`] for spinning mechanisms, one for sleeping ones.
-fn rtt_batch(spec: &ChannelSpec) -> u64 {
-    if spec.style == Style::Spinning {
+/// Round trips per sample: [`BATCH`] for [`Timing::Batch`], otherwise one.
+fn rtt_batch(timing: Timing) -> u64 {
+    if timing == Timing::Batch {
         BATCH as u64
     } else {
         1
@@ -360,10 +397,11 @@ pub fn rtt_instance(
     size: usize,
     warmup: u64,
     iters: u64,
+    timing: Timing,
     placement: Placement,
     samples: &mut Vec<f64>,
 ) -> Result<Option<u64>> {
-    let batch = rtt_batch(spec);
+    let batch = rtt_batch(timing);
     let iters = iters.div_ceil(batch) * batch;
     let mut ch = (spec.make)(ChannelParams { size, depth: 1 })?;
     let total = warmup + iters;

@@ -582,10 +582,10 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// Warm-up and timed round trips of an rtt row: `(warmup per instance, iterations over all
-/// instances)`.
-fn rtt_budget(quick: bool, spinning: bool) -> (u64, u64) {
-    match (quick, spinning) {
+/// Warm-up and timed round trips of an rtt row timed in batches or one by one:
+/// `(warmup per instance, iterations over all instances)`.
+fn rtt_budget(quick: bool, batched: bool) -> (u64, u64) {
+    match (quick, batched) {
         (true, true) => (4_000, 64 * 400),
         (true, false) => (200, 2_000),
         (false, true) => (50_000, 64 * 5_000),
@@ -727,7 +727,9 @@ fn to_row(
     // Spinning mechanisms, and adaptive ones that answered while still spinning (under
     // 10 µs: no sleeping wake-up is that fast here), are compared with a floor measured
     // right next to them.
-    let fast = result.as_ref().is_ok_and(|m| m.median_ns < 10_000.0);
+    let fast = result
+        .as_ref()
+        .is_ok_and(|m| m.median_ns < measure::FAST_RTT_NS);
     let floor_neighbour = fast
         && task.mechanism != FLOOR
         && matches!(task.job, Job::Rtt(..) | Job::Wake(..))
@@ -959,6 +961,9 @@ impl CpuSum {
 /// What the rounds gathered for one rtt or wake row.
 #[derive(Default)]
 struct InstanceRounds {
+    /// How an rtt row is timed, decided before its first instance
+    /// ([`measure::rtt_timing`]).
+    timing: Option<measure::Timing>,
     samples: Vec<f64>,
     iters: u64,
     cpu: CpuSum,
@@ -982,9 +987,16 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
     let step = |round: u64, t: &Task, a: &mut InstanceRounds| -> Result<(), String> {
         let c = match &t.job {
             Job::Rtt(c, size) => {
-                let (warm, iters) = rtt_budget(opts.quick, t.style == Some(Style::Spinning));
-                let per = measure::rtt_share(c, iters);
-                let cpu = measure::rtt_instance(c, *size, warm, per, p, &mut a.samples)
+                let timing = match a.timing {
+                    Some(t) => t,
+                    None => {
+                        let t = measure::rtt_timing(c, *size, p).map_err(|e| e.to_string())?;
+                        *a.timing.insert(t)
+                    }
+                };
+                let (warm, iters) = rtt_budget(opts.quick, timing == measure::Timing::Batch);
+                let per = measure::rtt_share(timing, iters);
+                let cpu = measure::rtt_instance(c, *size, warm, per, timing, p, &mut a.samples)
                     .map_err(|e| e.to_string())?;
                 a.iters += per;
                 a.cpu.add(cpu);
@@ -1002,7 +1014,7 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
         // The floor next to a row that answered within 10 µs (decided on round 0's
         // instance, then kept for every round).
         let fast = if round == 0 {
-            median(a.samples.clone()).is_some_and(|m| m < 10_000.0)
+            median(a.samples.clone()).is_some_and(|m| m < measure::FAST_RTT_NS)
         } else {
             !a.floor.is_empty()
         };
@@ -1011,8 +1023,9 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
             let _ = match &t.job {
                 Job::Rtt(_, size) => {
                     let (fw, fi) = rtt_budget(opts.quick, true);
-                    let per = measure::rtt_share(f, fi);
-                    measure::rtt_instance(f, *size, fw, per, p, &mut a.floor)
+                    let per = measure::rtt_share(measure::Timing::Batch, fi);
+                    let batch = measure::Timing::Batch;
+                    measure::rtt_instance(f, *size, fw, per, batch, p, &mut a.floor)
                 }
                 _ => {
                     let per = wake_samples(true).div_ceil(parts);
@@ -1024,11 +1037,7 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
     };
     let finish = |t: &Task, a: InstanceRounds| {
         let m = if matches!(t.job, Job::Rtt(..)) {
-            let timing = if t.style == Some(Style::Spinning) {
-                measure::Timing::Batch
-            } else {
-                measure::Timing::PerOp
-            };
+            let timing = a.timing.unwrap_or(measure::Timing::PerOp);
             measure::rtt_summary(a.samples, a.iters, a.cpu.0, timing, p)
         } else {
             measure::wake_summary(a.samples, a.cpu.0, p)

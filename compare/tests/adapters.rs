@@ -108,16 +108,13 @@ fn every_channel_round_trips() -> Result<(), String> {
             }
             let m = measure::rtt(&c, size, 10, 128, placement())
                 .map_err(|e| format!("{} rtt {size}: {e}", c.id))?;
-            let expect = if c.style == Style::Spinning {
-                Timing::Batch
-            } else {
-                Timing::PerOp
+            // Spinning rows are timed in batches; the others by the speed of their pilot
+            // round trips (measure::rtt_timing), which a test cannot predict.
+            let timing_ok = match c.style {
+                Style::Spinning => m.timing == Timing::Batch,
+                Style::Sleeping => matches!(m.timing, Timing::Batch | Timing::PerOp),
             };
-            if m.timing != expect
-                || m.median_ns.is_nan()
-                || m.median_ns <= 0.0
-                || m.operations < 128
-            {
+            if !timing_ok || m.median_ns.is_nan() || m.median_ns <= 0.0 || m.operations < 128 {
                 return Err(format!("{} rtt {size}: implausible {m:?}", c.id));
             }
         }

@@ -219,8 +219,9 @@ pub fn run(args: Args, out: &mut dyn Write) -> shmkit::Result<()> {
     );
     let _ = writeln!(
         text,
-        "# timing: spinning mechanisms in batches of {} round trips per clock pair (p99 = p99 of \
-         batch means), sleeping ones per operation; wake = cross-process CLOCK_MONOTONIC stamps",
+        "# timing: round trips under 10 us (spinning mechanisms, and any other whose pilot \
+         round trips were) in batches of {} per clock pair (p99 = p99 of batch means), slower \
+         ones per operation; wake = cross-process CLOCK_MONOTONIC stamps",
         crate::measure::BATCH
     );
     if let Some(old) = &old {

@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use crate::channel::Style;
+use crate::measure::Timing;
 use crate::suite::{Row, Workload};
 
 pub(crate) fn fmt_size(n: usize) -> String {
@@ -58,6 +60,13 @@ pub(crate) fn notes(r: &Row) -> String {
     }
     if let Some(v) = r.variant {
         n.push(v.to_string());
+    }
+    if r.workload == Workload::Rtt
+        && r.style == Some(Style::Sleeping)
+        && r.timing == Some(Timing::Batch)
+    {
+        // Answered while still spinning: timed as the spinning rows are.
+        n.push("timed in batches (pilot round trips under 10 us)".into());
     }
     if let Some(f) = r.local_floor_ns {
         n.push(format!(

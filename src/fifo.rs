@@ -217,7 +217,8 @@ impl Fifo {
     /// but a child another thread is spawning holds copies of this process's descriptors
     /// from its `fork` (or `clone`) until its `exec`: if this process held a read end at
     /// that moment, the writer can open through that passing copy and then get
-    /// [`Error::Disconnected`] on its first send, before the intended reader arrives. When a
+    /// [`Error::Disconnected`] on a send made after the copy closed (at the child's `exec`)
+    /// and before the intended reader opened (frames sent earlier stay in the pipe). When a
     /// process reads and later writes the same FIFO, let the reader announce itself (as
     /// `tests/fifo.rs`, `interop_with_python`, does) rather than relying on the open alone.
     pub fn open_writer(path: impl AsRef<Path>, timeout: Option<Duration>) -> Result<FifoWriter> {

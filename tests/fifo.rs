@@ -312,8 +312,9 @@ os.close(fd)
     // We write frames, Python reads and checks them. The writer opens only once Python
     // holds the read end: `open_writer` succeeds as soon as *any* process has it open, and
     // a child that another test thread is forking holds copies of our descriptors until its
-    // `exec` closes them (the first reader's, too), so opening on a timer could reach that
-    // passing reader and see `EPIPE` when it goes. Python opens without blocking (a blocking
+    // `exec` closes them (the first reader's, too), so opening before Python reports
+    // could reach that passing reader, and a send made after it went and before Python
+    // opened would see `EPIPE`. Python opens without blocking (a blocking
     // open would wait for the writer), reports, and reads once told the writer is open:
     // before that a read would see end-of-file.
     let reader = r#"

@@ -23,10 +23,11 @@ pub const BATCH: u32 = 64;
 /// fast on these machines).
 pub const FAST_RTT_NS: f64 = 10_000.0;
 
-/// Round trips of the untimed-then-timed pilot instance [`rtt_timing`] runs for a
-/// mechanism that is not labelled spinning.
-const PILOT_WARMUP: u64 = 16;
-const PILOT_ROUND_TRIPS: u64 = 64;
+/// Untimed round trips of the pilot instance [`rtt_timing`] runs for a mechanism that is
+/// not labelled spinning.
+pub const PILOT_WARMUP: u64 = 16;
+/// Round trips the pilot instance then times one by one.
+pub const PILOT_ROUND_TRIPS: u64 = 64;
 
 /// Messages in flight per direction in the stream workload (ring slots / queue depth).
 pub const STREAM_DEPTH: usize = 8;

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::mqueue::MqdT;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
 use shmkit::queue::{Mode, Queue, WaitStrategy};
@@ -484,7 +483,7 @@ impl MpmcChannel for ShmkitMpmc {
 
 /// `posix-mq`: one queue, every producer sends to it and every consumer receives from it.
 pub struct MqMpmc {
-    queue: MqdT,
+    queue: crate::mq::OwnedMq,
 }
 
 impl MqMpmc {
@@ -504,15 +503,15 @@ impl MpmcChannel for MqMpmc {
     }
 
     fn send(&mut self, _: usize, msg: &[u8]) -> Result<()> {
-        crate::mq::send(&self.queue, msg)
+        crate::mq::send(self.queue.mqd(), msg)
     }
 
     fn recv(&mut self, _: usize, buf: &mut [u8]) -> Result<()> {
-        crate::mq::recv(&self.queue, buf)
+        crate::mq::recv(self.queue.mqd(), buf)
     }
 
     fn send_end(&mut self, _: usize, msg: &[u8]) -> Result<()> {
-        crate::mq::send(&self.queue, msg)
+        crate::mq::send(self.queue.mqd(), msg)
     }
 }
 

@@ -271,6 +271,9 @@ pub struct Row {
     pub noise_band: Option<f64>,
     /// With `--baseline`: the change lies outside the noise band.
     pub outside_noise: Option<bool>,
+    /// With `--baseline`: why the old run's row of the same name was not compared (the
+    /// two were timed differently, e.g. one in batches and one per round trip).
+    pub not_compared: Option<&'static str>,
     /// Spinning or sleeping.
     pub style: Option<Style>,
     /// How it was timed.
@@ -717,6 +720,7 @@ fn to_row(
         change: None,
         noise_band: None,
         outside_noise: None,
+        not_compared: None,
         style: task.style,
         timing: None,
         samples: None,
@@ -724,12 +728,10 @@ fn to_row(
         note: task.note.clone(),
         error: None,
     };
-    // Spinning mechanisms, and adaptive ones that answered while still spinning (under
-    // 10 µs: no sleeping wake-up is that fast here), are compared with a floor measured
-    // right next to them.
-    let fast = result
-        .as_ref()
-        .is_ok_and(|m| m.median_ns < measure::FAST_RTT_NS);
+    // Fast rows (spinning mechanisms, and others that answer while still spinning: rtt
+    // rows timed in batches, wake rows under measure::FAST_RTT_NS; decided once, where the
+    // rounds measured the floor next to them) are compared with that floor.
+    let fast = result.is_ok() && near.floor.is_some();
     let floor_neighbour = fast
         && task.mechanism != FLOOR
         && matches!(task.job, Job::Rtt(..) | Job::Wake(..))
@@ -1011,12 +1013,13 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
             }
             _ => return Ok(()),
         };
-        // The floor next to a row that answered within 10 µs (decided on round 0's
-        // instance, then kept for every round).
-        let fast = if round == 0 {
-            median(a.samples.clone()).is_some_and(|m| m < measure::FAST_RTT_NS)
-        } else {
-            !a.floor.is_empty()
+        // The floor next to a fast row, decided once per row and kept for every round: an
+        // rtt row timed in batches, as the floor is (measure::rtt_timing); a wake row
+        // whose round-0 instance answered within measure::FAST_RTT_NS.
+        let fast = match (&t.job, a.timing) {
+            (Job::Rtt(..), Some(timing)) => timing == measure::Timing::Batch,
+            _ if round == 0 => median(a.samples.clone()).is_some_and(|m| m < measure::FAST_RTT_NS),
+            _ => !a.floor.is_empty(),
         };
         if let Some(f) = floor_spec.as_ref().filter(|_| fast && c.id != FLOOR) {
             // A failed floor instance leaves the row without that neighbour sample.
@@ -1175,6 +1178,7 @@ pub(crate) mod tests_support {
             change: None,
             noise_band: None,
             outside_noise: None,
+            not_compared: None,
             style: None,
             timing: None,
             samples: None,

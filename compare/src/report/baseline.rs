@@ -38,6 +38,7 @@ pub struct OldRow {
     ratio: Option<f64>,
     ratio_to: Option<String>,
     spread: Option<f64>,
+    timing: Option<String>,
 }
 
 impl OldRow {
@@ -53,6 +54,7 @@ impl OldRow {
             ratio: f("ratio"),
             ratio_to: s("ratio_to"),
             spread: f("spread"),
+            timing: s("timing"),
         })
     }
 }
@@ -96,8 +98,24 @@ fn time_ratio(workload: Workload, ratio: f64) -> f64 {
     }
 }
 
+/// The JSON name of a row's timing (`batch`, `per_op`, ...), as `--json` writes it.
+fn timing_name(r: &Row) -> Option<String> {
+    let v = serde_json::to_value(r.timing?).ok()?;
+    v.as_str().map(str::to_string)
+}
+
+/// Whether the two rows were timed differently (one in batches, one per round trip): their
+/// medians are different statistics, so a change between them is not a regression.
+/// Rows of an old run without the field are compared as before.
+fn timing_differs(r: &Row, o: &OldRow) -> bool {
+    match (timing_name(r), o.timing.as_deref()) {
+        (Some(new), Some(old)) => new != old,
+        _ => false,
+    }
+}
+
 /// Sets `change`, `noise_band` and `outside_noise` of every row that has a counterpart in
-/// `old`.
+/// `old` timed the same way, and `not_compared` of one timed differently.
 pub fn compare(rows: &mut [Row], old: &[OldRow]) {
     let spread_of_new = |rows: &[Row], w: Workload, id: &str, r: &Row| {
         rows.iter()
@@ -110,6 +128,9 @@ pub fn compare(rows: &mut [Row], old: &[OldRow]) {
         .iter()
         .map(|r| {
             let o = old.iter().find(|o| same(r, o))?;
+            if timing_differs(r, o) {
+                return None;
+            }
             let by_ratio = ratio_baseline(r).filter(|b| {
                 o.ratio_to.as_deref() == Some(*b) && o.ratio.is_some() && r.ratio.is_some()
             });
@@ -143,7 +164,14 @@ pub fn compare(rows: &mut [Row], old: &[OldRow]) {
             Some((new / was - 1.0, band))
         })
         .collect();
-    for (r, res) in rows.iter_mut().zip(results) {
+    let skipped: Vec<bool> = rows
+        .iter()
+        .map(|r| old.iter().any(|o| same(r, o) && timing_differs(r, o)))
+        .collect();
+    for ((r, res), skip) in rows.iter_mut().zip(results).zip(skipped) {
+        if skip {
+            r.not_compared = Some("timed differently");
+        }
         if let Some((change, band)) = res {
             r.change = Some(change);
             r.noise_band = Some(band);
@@ -165,6 +193,7 @@ pub(crate) fn cell(r: &Row) -> String {
     match (r.change, r.outside_noise) {
         (Some(c), Some(out)) => format!("{:+.1}%{}", c * 100.0, if out { " !" } else { "" }),
         _ if r.error.is_some() => "-".into(),
+        _ if r.not_compared.is_some() => "timing".into(),
         _ => "new".into(),
     }
 }
@@ -181,6 +210,23 @@ pub(crate) fn summary(rows: &[Row], path: &Path) -> String {
         path.display(),
         flagged.len()
     );
+    let skipped: Vec<&Row> = rows.iter().filter(|r| r.not_compared.is_some()).collect();
+    if !skipped.is_empty() {
+        out.push_str(&format!(
+            "{} rows not compared, timed differently from the old run (in batches against one \
+             by one, or the reverse):",
+            skipped.len()
+        ));
+        for r in skipped {
+            out.push_str(&format!(
+                " {} {} {};",
+                r.workload.as_str(),
+                r.mechanism,
+                r.size.map(super::table::fmt_size).unwrap_or_default()
+            ));
+        }
+        out.push('\n');
+    }
     for r in flagged {
         let (Some(c), Some(b)) = (r.change, r.noise_band) else {
             continue;
@@ -225,6 +271,7 @@ mod tests {
             ratio: r.ratio,
             ratio_to: r.ratio_to.map(String::from),
             spread: r.spread,
+            timing: timing_name(r),
         }
     }
 
@@ -267,5 +314,36 @@ mod tests {
         compare(&mut now, &old);
         assert_eq!(now[0].noise_band, Some(DEFAULT_BAND));
         assert_eq!(now[0].outside_noise, Some(false));
+    }
+
+    #[test]
+    fn rows_timed_differently_are_not_compared() {
+        use crate::measure::Timing;
+        let timed = |median: f64, ratio: f64, t: Option<Timing>| {
+            let mut r = row(Workload::Rtt, "q", median, Some(ratio), Some(0.05));
+            r.timing = t;
+            r
+        };
+        let floor = row(Workload::Rtt, FLOOR, 100.0, Some(1.0), Some(0.05));
+        let before = [floor.clone(), timed(200.0, 2.0, Some(Timing::PerOp))];
+        let old: Vec<OldRow> = before.iter().map(old).collect();
+        assert_eq!(old[1].timing.as_deref(), Some("per_op"));
+        // Half the time, but a batch mean against a median of single round trips: no change.
+        let mut now = vec![floor.clone(), timed(100.0, 1.0, Some(Timing::Batch))];
+        compare(&mut now, &old);
+        assert_eq!(now[1].change, None);
+        assert_eq!(now[1].not_compared, Some("timed differently"));
+        assert_eq!(cell(&now[1]), "timing");
+        assert!(summary(&now, Path::new("old.json")).contains("timed differently"));
+        // The same timing compares as before; an old run without the field too.
+        let mut same = vec![floor.clone(), timed(100.0, 1.0, Some(Timing::PerOp))];
+        compare(&mut same, &old);
+        assert_eq!(same[1].not_compared, None);
+        assert!((same[1].change.unwrap() + 0.5).abs() < 1e-9);
+        let mut untimed = old.clone();
+        untimed[1].timing = None;
+        let mut now = vec![floor, timed(100.0, 1.0, Some(Timing::Batch))];
+        compare(&mut now, &untimed);
+        assert!(now[1].change.is_some());
     }
 }

@@ -219,9 +219,10 @@ pub fn run(args: Args, out: &mut dyn Write) -> shmkit::Result<()> {
     );
     let _ = writeln!(
         text,
-        "# timing: round trips under 10 us (spinning mechanisms, and any other whose pilot \
-         round trips were) in batches of {} per clock pair (p99 = p99 of batch means), slower \
-         ones per operation; wake = cross-process CLOCK_MONOTONIC stamps",
+        "# timing: round trips of spinning mechanisms, and of others whose pilot round trips' \
+         median was under {:.0} us, in batches of {} per clock pair (p99 = p99 of batch \
+         means), the rest per operation; wake = cross-process CLOCK_MONOTONIC stamps",
+        crate::measure::FAST_RTT_NS / 1000.0,
         crate::measure::BATCH
     );
     if let Some(old) = &old {

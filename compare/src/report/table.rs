@@ -66,7 +66,10 @@ pub(crate) fn notes(r: &Row) -> String {
         && r.timing == Some(Timing::Batch)
     {
         // Answered while still spinning: timed as the spinning rows are.
-        n.push("timed in batches (pilot round trips under 10 us)".into());
+        n.push(format!(
+            "timed in batches (pilot median under {:.0} us)",
+            crate::measure::FAST_RTT_NS / 1000.0
+        ));
     }
     if let Some(f) = r.local_floor_ns {
         n.push(format!(

@@ -1075,16 +1075,21 @@ fn runs(job: &Job, quick: bool) -> u64 {
 /// Messages asked of one mpmc run (split over the producers).
 const MPMC_MESSAGES: u64 = 200_000;
 
-/// The stream, sizes or mpmc rows `tasks` (one workload) in rounds (see [`run_all`]): round 0 calibrates each stream or sizes row and makes its first timed
-/// run, each later round one more run of every row, each run a fresh channel and
-/// processes, a stream or sizes run followed by a placement probe; a row reports the median
-/// of its runs and of its probes.
+/// The stream, sizes and mpmc rows `tasks` (one rounds group: [`run_all`] gathers every
+/// task of these workloads) in rounds: round 0 calibrates each stream or sizes row and
+/// makes its first timed run, each later round one more run of every row that has not
+/// had its [`runs`] yet (a full run gives stream rows 7, sizes and mpmc rows 5), each run
+/// a fresh channel and processes, a stream or sizes run followed by a placement probe; a
+/// row reports the median of its runs and of its probes.
 fn run_repeated_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usize)) -> Vec<Row> {
     let p = opts.placement;
     let q = opts.quick;
     let one_core = p.parent.is_some() && p.parent == p.child;
-    let rounds = tasks.first().map_or(0, |t| runs(&t.job, q));
+    let rounds = tasks.iter().map(|t| runs(&t.job, q)).max().unwrap_or(0);
     let step = |round: u64, t: &Task, a: &mut RunRounds| -> Result<(), String> {
+        if round >= runs(&t.job, q) {
+            return Ok(());
+        }
         let (c, size, shape, target, max_bytes) = match &t.job {
             Job::Stream(c, size) => {
                 let (target, max_bytes, _) = stream_budget(q);

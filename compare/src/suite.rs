@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::channel::{ChannelSpec, Style};
 use crate::fanout;
 use crate::locks::LockSpec;
-use crate::measure::{self, Measurement};
+use crate::measure::{self, Measurement, Timing};
 use crate::mpmc::{self, MpmcParams, MpmcSpec};
 use crate::pool::{self, PYTHON_POOL, PoolImpl, PoolKind};
 use crate::proc::Placement;
@@ -277,7 +277,7 @@ pub struct Row {
     /// Spinning or sleeping.
     pub style: Option<Style>,
     /// How it was timed.
-    pub timing: Option<measure::Timing>,
+    pub timing: Option<Timing>,
     /// Samples behind the percentiles.
     pub samples: Option<usize>,
     /// Cores of the measuring process and of the peer.
@@ -965,7 +965,10 @@ impl CpuSum {
 struct InstanceRounds {
     /// How an rtt row is timed, decided before its first instance
     /// ([`measure::rtt_timing`]).
-    timing: Option<measure::Timing>,
+    timing: Option<Timing>,
+    /// Whether the row gets a floor instance after each of its own, decided after its
+    /// first instance and kept.
+    floor_next: Option<bool>,
     samples: Vec<f64>,
     iters: u64,
     cpu: CpuSum,
@@ -986,7 +989,7 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
     let p = opts.placement;
     let parts = measure::RTT_INSTANCES;
     let floor_spec = registry::channels().into_iter().find(|c| c.id == FLOOR);
-    let step = |round: u64, t: &Task, a: &mut InstanceRounds| -> Result<(), String> {
+    let step = |_round: u64, t: &Task, a: &mut InstanceRounds| -> Result<(), String> {
         let c = match &t.job {
             Job::Rtt(c, size) => {
                 let timing = match a.timing {
@@ -996,7 +999,7 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
                         *a.timing.insert(t)
                     }
                 };
-                let (warm, iters) = rtt_budget(opts.quick, timing == measure::Timing::Batch);
+                let (warm, iters) = rtt_budget(opts.quick, timing == Timing::Batch);
                 let per = measure::rtt_share(timing, iters);
                 let cpu = measure::rtt_instance(c, *size, warm, per, timing, p, &mut a.samples)
                     .map_err(|e| e.to_string())?;
@@ -1013,22 +1016,26 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
             }
             _ => return Ok(()),
         };
-        // The floor next to a fast row, decided once per row and kept for every round: an
-        // rtt row timed in batches, as the floor is (measure::rtt_timing); a wake row
-        // whose round-0 instance answered within measure::FAST_RTT_NS.
-        let fast = match (&t.job, a.timing) {
-            (Job::Rtt(..), Some(timing)) => timing == measure::Timing::Batch,
-            _ if round == 0 => median(a.samples.clone()).is_some_and(|m| m < measure::FAST_RTT_NS),
-            _ => !a.floor.is_empty(),
+        // The floor next to a fast row, decided once per row: an rtt row timed in batches,
+        // as the floor is (measure::rtt_timing); a wake row whose first instance answered
+        // within measure::FAST_RTT_NS.
+        let fast = match a.floor_next {
+            Some(f) => f,
+            None => {
+                let f = match &t.job {
+                    Job::Rtt(..) => a.timing == Some(Timing::Batch),
+                    _ => median(a.samples.clone()).is_some_and(|m| m < measure::FAST_RTT_NS),
+                };
+                *a.floor_next.insert(f)
+            }
         };
         if let Some(f) = floor_spec.as_ref().filter(|_| fast && c.id != FLOOR) {
             // A failed floor instance leaves the row without that neighbour sample.
             let _ = match &t.job {
                 Job::Rtt(_, size) => {
                     let (fw, fi) = rtt_budget(opts.quick, true);
-                    let per = measure::rtt_share(measure::Timing::Batch, fi);
-                    let batch = measure::Timing::Batch;
-                    measure::rtt_instance(f, *size, fw, per, batch, p, &mut a.floor)
+                    let per = measure::rtt_share(Timing::Batch, fi);
+                    measure::rtt_instance(f, *size, fw, per, Timing::Batch, p, &mut a.floor)
                 }
                 _ => {
                     let per = wake_samples(true).div_ceil(parts);
@@ -1040,7 +1047,7 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
     };
     let finish = |t: &Task, a: InstanceRounds| {
         let m = if matches!(t.job, Job::Rtt(..)) {
-            let timing = a.timing.unwrap_or(measure::Timing::PerOp);
+            let timing = a.timing.unwrap_or(Timing::PerOp);
             measure::rtt_summary(a.samples, a.iters, a.cpu.0, timing, p)
         } else {
             measure::wake_summary(a.samples, a.cpu.0, p)

@@ -117,67 +117,74 @@ fn timing_differs(r: &Row, o: &OldRow) -> bool {
 /// Sets `change`, `noise_band` and `outside_noise` of every row that has a counterpart in
 /// `old` timed the same way, and `not_compared` of one timed differently.
 pub fn compare(rows: &mut [Row], old: &[OldRow]) {
-    let spread_of_new = |rows: &[Row], w: Workload, id: &str, r: &Row| {
-        rows.iter()
-            .find(|b| {
-                b.workload == w && b.mechanism == id && b.size == r.size && b.variant == r.variant
-            })
-            .and_then(|b| b.spread)
-    };
-    let results: Vec<Option<(f64, f64)>> = rows
+    // Per row: `Err(())` when its old counterpart was timed differently, `Ok(None)` when
+    // there is nothing to compare, else the change and the band.
+    let results: Vec<Result<Option<(f64, f64)>, ()>> = rows
         .iter()
         .map(|r| {
-            let o = old.iter().find(|o| same(r, o))?;
+            let Some(o) = old.iter().find(|o| same(r, o)) else {
+                return Ok(None);
+            };
             if timing_differs(r, o) {
-                return None;
+                return Err(());
             }
-            let by_ratio = ratio_baseline(r).filter(|b| {
-                o.ratio_to.as_deref() == Some(*b) && o.ratio.is_some() && r.ratio.is_some()
-            });
-            let (new, was, base_noise) = match by_ratio {
-                Some(b) => {
-                    let old_base = old
-                        .iter()
-                        .find(|x| {
-                            x.workload == o.workload
-                                && x.mechanism == b
-                                && x.size == o.size
-                                && x.variant == o.variant
-                        })
-                        .and_then(|x| x.spread);
-                    let new_base = spread_of_new(rows, r.workload, b, r);
-                    (
-                        time_ratio(r.workload, r.ratio?),
-                        time_ratio(r.workload, o.ratio?),
-                        max_opt(new_base, old_base).unwrap_or(0.0),
-                    )
-                }
-                None => (r.median_ns?, o.median_ns?, 0.0),
-            };
-            if !(new > 0.0 && was > 0.0) || r.error.is_some() {
-                return None;
-            }
-            let band = match max_opt(r.spread, o.spread) {
-                Some(s) => (s + base_noise).max(MIN_BAND),
-                None => DEFAULT_BAND,
-            };
-            Some((new / was - 1.0, band))
+            Ok(compared(rows, old, r, o))
         })
         .collect();
-    let skipped: Vec<bool> = rows
-        .iter()
-        .map(|r| old.iter().any(|o| same(r, o) && timing_differs(r, o)))
-        .collect();
-    for ((r, res), skip) in rows.iter_mut().zip(results).zip(skipped) {
-        if skip {
-            r.not_compared = Some("timed differently");
-        }
-        if let Some((change, band)) = res {
-            r.change = Some(change);
-            r.noise_band = Some(band);
-            r.outside_noise = Some(change.abs() > band);
+    for (r, res) in rows.iter_mut().zip(results) {
+        match res {
+            Err(()) => r.not_compared = Some("timed differently"),
+            Ok(Some((change, band))) => {
+                r.change = Some(change);
+                r.noise_band = Some(band);
+                r.outside_noise = Some(change.abs() > band);
+            }
+            Ok(None) => {}
         }
     }
+}
+
+/// The change of `r` against its old counterpart `o` (timed the same way) and the noise
+/// band it is judged against; `None` when either has no usable figure.
+fn compared(rows: &[Row], old: &[OldRow], r: &Row, o: &OldRow) -> Option<(f64, f64)> {
+    let by_ratio = ratio_baseline(r)
+        .filter(|b| o.ratio_to.as_deref() == Some(*b) && o.ratio.is_some() && r.ratio.is_some());
+    let (new, was, base_noise) = match by_ratio {
+        Some(b) => {
+            let old_base = old
+                .iter()
+                .find(|x| {
+                    x.workload == o.workload
+                        && x.mechanism == b
+                        && x.size == o.size
+                        && x.variant == o.variant
+                })
+                .and_then(|x| x.spread);
+            let new_base = rows
+                .iter()
+                .find(|x| {
+                    x.workload == r.workload
+                        && x.mechanism == b
+                        && x.size == r.size
+                        && x.variant == r.variant
+                })
+                .and_then(|x| x.spread);
+            (
+                time_ratio(r.workload, r.ratio?),
+                time_ratio(r.workload, o.ratio?),
+                max_opt(new_base, old_base).unwrap_or(0.0),
+            )
+        }
+        None => (r.median_ns?, o.median_ns?, 0.0),
+    };
+    if !(new > 0.0 && was > 0.0) || r.error.is_some() {
+        return None;
+    }
+    let band = match max_opt(r.spread, o.spread) {
+        Some(s) => (s + base_noise).max(MIN_BAND),
+        None => DEFAULT_BAND,
+    };
+    Some((new / was - 1.0, band))
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {

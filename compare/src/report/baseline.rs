@@ -71,8 +71,13 @@ pub fn load(path: &Path) -> Result<Vec<OldRow>> {
 }
 
 fn same(r: &Row, o: &OldRow) -> bool {
+    same_as(r, &r.mechanism, o)
+}
+
+/// Whether `o` is `mechanism`'s row in `r`'s workload, size and variant.
+fn same_as(r: &Row, mechanism: &str, o: &OldRow) -> bool {
     o.workload == r.workload.as_str()
-        && o.mechanism == r.mechanism
+        && o.mechanism == mechanism
         && o.size == r.size.map(|s| s as u64)
         && o.variant.as_deref() == r.variant
 }
@@ -151,22 +156,13 @@ fn compared(rows: &[Row], old: &[OldRow], r: &Row, o: &OldRow) -> Option<(f64, f
         .filter(|b| o.ratio_to.as_deref() == Some(*b) && o.ratio.is_some() && r.ratio.is_some());
     let (new, was, base_noise) = match by_ratio {
         Some(b) => {
-            let old_base = old
-                .iter()
-                .find(|x| {
-                    x.workload == o.workload
-                        && x.mechanism == b
-                        && x.size == o.size
-                        && x.variant == o.variant
-                })
-                .and_then(|x| x.spread);
+            // `o` is `r`'s counterpart, so `r` locates the baseline in both runs.
+            let old_base = old.iter().find(|x| same_as(r, b, x)).and_then(|x| x.spread);
             let new_base = rows
                 .iter()
                 .find(|x| {
-                    x.workload == r.workload
+                    (x.workload, x.size, x.variant) == (r.workload, r.size, r.variant)
                         && x.mechanism == b
-                        && x.size == r.size
-                        && x.variant == r.variant
                 })
                 .and_then(|x| x.spread);
             (

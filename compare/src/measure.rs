@@ -149,6 +149,37 @@ pub fn summarise(
     }
 }
 
+/// One measurement from a row's runs (in the order they were made): every figure is the
+/// median of the runs' figures (a percentile or rate that a run lacks is left out; a
+/// figure no run has stays `None`), CPU per operation the mean of the runs' (`None` if one
+/// could not read it), `spread` that of the runs' medians ([`spread`]: `(max - min) /
+/// median` for up to [`SPREAD_PARTS`] runs), samples and operations summed; timing and
+/// placement those of the first run. `None` without runs.
+pub fn median_of_runs(runs: Vec<Measurement>) -> Option<Measurement> {
+    let first = runs.first()?;
+    let med = |f: fn(&Measurement) -> Option<f64>| {
+        let mut v: Vec<f64> = runs.iter().filter_map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        (!v.is_empty()).then(|| percentile(&v, 0.5))
+    };
+    let medians: Vec<f64> = runs.iter().map(|m| m.median_ns).collect();
+    let cpu: Option<f64> = runs.iter().map(|m| m.cpu_ns_per_op).sum();
+    Some(Measurement {
+        median_ns: med(|m| Some(m.median_ns))?,
+        p99_ns: med(|m| m.p99_ns),
+        p999_ns: med(|m| m.p999_ns),
+        throughput_bytes_per_s: med(|m| m.throughput_bytes_per_s),
+        ops_per_s: med(|m| m.ops_per_s),
+        cpu_ns_per_op: cpu.map(|c| c / runs.len() as f64),
+        spread: spread(&medians),
+        samples: runs.iter().map(|m| m.samples).sum(),
+        sum_ns: runs.iter().map(|m| m.sum_ns).sum(),
+        operations: runs.iter().map(|m| m.operations).sum(),
+        timing: first.timing,
+        placement: first.placement,
+    })
+}
+
 /// A small shared control block: readiness and completion flags for the two processes.
 struct Control {
     mem: SharedMem,

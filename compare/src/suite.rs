@@ -626,33 +626,36 @@ fn needs_missing_core(task: &Task, opts: &Options) -> bool {
     task.style == Some(Style::Spinning) && one_core && needs_two
 }
 
-/// The measurement of a task that does not run in rounds.
+/// The measurement of a task that runs once (memcpy, Python's `multiprocessing` rows, a
+/// skipped row), or of one run of a lock, pool, fan-out or bridge row
+/// ([`run_repeat_rounds`], which calls this once per round).
 fn measure_task(task: &Task, opts: &Options) -> Result<Measurement, String> {
     let q = opts.quick;
     let p = opts.placement;
     match &task.job {
         _ if needs_missing_core(task, opts) => Err(NO_SECOND_CORE.into()),
-        Job::Rtt(..) | Job::Wake(..) | Job::Stream(..) | Job::Sizes(..) | Job::Mpmc(..) => {
-            Err("internal: this workload is measured in rounds (suite::run_rounds)".into())
-        }
+        Job::Rtt(..) | Job::Wake(..) | Job::Stream(..) | Job::Sizes(..) | Job::Mpmc(..) => Err(
+            "internal: this workload is measured in rounds of its own (suite::run_rounds)".into(),
+        ),
         Job::Memcpy(size) => Ok(measure::memcpy_bandwidth(
             *size,
             Duration::from_millis(if q { 20 } else { 200 }),
         )),
+        // Lock, pool, fan-out and bridge rows: one of the row's runs (see
+        // `run_repeat_rounds`), a fresh lock, pool or set of processes each.
         Job::LockUncontended(l) => {
-            let n = if q { 64 * 2_000 } else { 64 * 50_000 };
+            let n = if q { 64 * 1_000 } else { 64 * 10_000 };
             measure::lock_uncontended(l, 10_000, n, p).map_err(|e| e.to_string())
         }
         Job::LockContended(l) => {
-            let n = if q { 20_000 } else { 500_000 };
+            let n = if q { 20_000 } else { 100_000 };
             measure::lock_contended(l, n, p).map_err(|e| e.to_string())
         }
         Job::Pool(kind, imp) => {
             let reps = match (q, kind) {
-                (true, PoolKind::Trivial) => 5,
-                (true, PoolKind::Busy1ms) => 1,
-                (false, PoolKind::Trivial) => 20,
-                (false, PoolKind::Busy1ms) => 3,
+                (true, PoolKind::Trivial) => 2,
+                (false, PoolKind::Trivial) => 4,
+                (_, PoolKind::Busy1ms) => 1,
             };
             let workers = pool::workers();
             match imp {
@@ -836,13 +839,13 @@ pub fn add_ratios(rows: &mut [Row]) {
 /// The rows of the workloads that compare mechanisms under the host's placement run in
 /// rounds instead of one after the other (`Rounds`): each round measures one fresh
 /// channel instance (rtt, wake) or one timed run (stream, sizes, mpmc) of every row of
-/// the workload, in plan order; a row's figures pool its instances or runs. A fast rtt or
+/// the workload, in plan order, or one run of every lock, pool, fan-out and bridge row;
+/// a row's figures pool its instances or runs. A fast rtt or
 /// wake row is followed in each round by one instance of the floor (its
 /// [`Row::local_floor_ns`]), a stream or sizes run by a placement probe. The host moves
 /// the two vCPUs between placements within seconds, so rows measured one after the other
 /// in ~50 ms each could each see another placement; in rounds every row samples the same
-/// stretch of the run. Locks, pool, fan-out, bridge and Python rows run one after the
-/// other.
+/// stretch of the run. The memcpy and Python rows run once, one after the other.
 pub fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Task)) -> Vec<Row> {
     let tasks = plan(opts);
     let mut rows: Vec<Option<Row>> = vec![None; tasks.len()];
@@ -878,6 +881,8 @@ enum Rounds {
     Instances,
     /// stream, sizes, mpmc: their usual number of timed runs, one per round.
     Runs,
+    /// lock, pool, fan-out, bridge: [`repeats`] runs of [`measure_task`], one per round.
+    Repeats,
 }
 
 impl Rounds {
@@ -885,7 +890,12 @@ impl Rounds {
         match job {
             Job::Rtt(..) | Job::Wake(..) => Some(Rounds::Instances),
             Job::Stream(..) | Job::Sizes(..) | Job::Mpmc(..) => Some(Rounds::Runs),
-            _ => None,
+            Job::LockUncontended(..)
+            | Job::LockContended(..)
+            | Job::Pool(..)
+            | Job::Fanout(..)
+            | Job::Bridge(..) => Some(Rounds::Repeats),
+            Job::Memcpy(..) | Job::PythonMp(..) | Job::Skip(..) => None,
         }
     }
 }
@@ -901,6 +911,7 @@ fn run_rounds(
     match kind {
         Rounds::Instances => run_instance_rounds(tasks, opts, progress),
         Rounds::Runs => run_repeated_rounds(tasks, opts, progress),
+        Rounds::Repeats => run_repeat_rounds(tasks, opts, progress),
     }
 }
 
@@ -913,7 +924,7 @@ fn in_rounds<A: Default>(
     rounds: u64,
     mut progress: impl FnMut(usize),
     mut step: impl FnMut(u64, &Task, &mut A) -> Result<(), String>,
-    finish: impl Fn(&Task, A) -> (Measurement, Neighbours),
+    finish: impl Fn(&Task, A) -> Result<(Measurement, Neighbours), String>,
 ) -> Vec<Row> {
     let mut acc: Vec<(A, Option<String>)> = tasks.iter().map(|_| Default::default()).collect();
     for round in 0..rounds {
@@ -934,13 +945,12 @@ fn in_rounds<A: Default>(
     tasks
         .iter()
         .zip(acc)
-        .map(|(t, (a, error))| match error {
-            Some(e) => to_row(t, opts, Err(e), Neighbours::default()),
-            None => {
-                let (m, near) = finish(t, a);
-                to_row(t, opts, Ok(m), near)
-            }
-        })
+        .map(
+            |(t, (a, error))| match error.map_or_else(|| finish(t, a), Err) {
+                Err(e) => to_row(t, opts, Err(e), Neighbours::default()),
+                Ok((m, near)) => to_row(t, opts, Ok(m), near),
+            },
+        )
         .collect()
 }
 
@@ -1056,7 +1066,7 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
             floor: median(a.floor),
             probe: None,
         };
-        (m, near)
+        Ok((m, near))
     };
     in_rounds(tasks, opts, parts, progress, step, finish)
 }
@@ -1154,9 +1164,31 @@ fn run_repeated_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
             floor: None,
             probe: median(a.probes),
         };
-        (m, near)
+        Ok((m, near))
     };
     in_rounds(tasks, opts, rounds, progress, step, finish)
+}
+
+/// Runs of a lock, pool, fan-out or bridge row: 3 (`--quick`) or 5.
+fn repeats(quick: bool) -> u64 {
+    if quick { 3 } else { 5 }
+}
+
+/// The lock, pool, fan-out and bridge rows `tasks` in rounds: each round makes one run of
+/// every row ([`measure_task`]: a fresh lock, pool, topic or bridge path and fresh
+/// processes each time), [`repeats`] rounds in all; a row reports the median of its runs'
+/// figures ([`measure::median_of_runs`]).
+fn run_repeat_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usize)) -> Vec<Row> {
+    let step = |_round: u64, t: &Task, runs: &mut Vec<Measurement>| {
+        runs.push(measure_task(t, opts)?);
+        Ok(())
+    };
+    let finish = |_: &Task, runs: Vec<Measurement>| {
+        measure::median_of_runs(runs)
+            .map(|m| (m, Neighbours::default()))
+            .ok_or_else(|| "internal: no run was made".to_string())
+    };
+    in_rounds(tasks, opts, repeats(opts.quick), progress, step, finish)
 }
 
 /// Rows for unit tests (here and in the report).
@@ -1305,6 +1337,68 @@ mod tests {
         // Three repetitions: (max - min) / median.
         assert_eq!(measure::spread(&[90.0, 100.0, 110.0]), Some(0.2));
         assert_eq!(measure::spread(&[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn every_workload_that_compares_mechanisms_runs_in_rounds() {
+        let opts = Options {
+            workloads: Workload::ALL.to_vec(),
+            ..Options::new(true)
+        };
+        for t in plan(&opts) {
+            let expect = match (&t.job, t.workload) {
+                (Job::Memcpy(..) | Job::PythonMp(..) | Job::Skip(..), _) => None,
+                (_, Workload::Rtt | Workload::Wake) => Some(Rounds::Instances),
+                (_, Workload::Stream | Workload::Sizes | Workload::Mpmc) => Some(Rounds::Runs),
+                (_, Workload::Lock | Workload::Pool | Workload::Fanout | Workload::Bridge) => {
+                    Some(Rounds::Repeats)
+                }
+            };
+            assert_eq!(
+                Rounds::of(&t.job),
+                expect,
+                "{} {:?}",
+                t.mechanism,
+                t.workload
+            );
+        }
+    }
+
+    fn run_of(median: f64, p99: Option<f64>, ops: f64, cpu: Option<f64>) -> Measurement {
+        let placement = Options::new(true).placement;
+        let mut m = measure::summarise(vec![median; 3], 3, Timing::Total, placement);
+        m.p99_ns = p99;
+        m.ops_per_s = Some(ops);
+        m.cpu_ns_per_op = cpu;
+        m
+    }
+
+    #[test]
+    fn a_repeated_row_reports_the_median_of_its_runs() {
+        assert!(measure::median_of_runs(Vec::new()).is_none());
+        let m = measure::median_of_runs(vec![
+            run_of(10.0, Some(15.0), 1.0, Some(1.0)),
+            run_of(30.0, None, 3.0, Some(2.0)),
+            run_of(20.0, Some(25.0), 2.0, Some(6.0)),
+        ])
+        .unwrap();
+        assert_eq!(m.median_ns, 20.0);
+        // Of the runs that have one (nearest rank of two: the lower).
+        assert_eq!(m.p99_ns, Some(15.0));
+        assert_eq!(m.p999_ns, None);
+        assert_eq!(m.ops_per_s, Some(2.0));
+        assert_eq!(m.cpu_ns_per_op, Some(3.0));
+        // (30 - 10) / 20, over the runs' medians.
+        assert_eq!(m.spread, Some(1.0));
+        assert_eq!((m.samples, m.operations), (9, 9));
+        // A run without a CPU reading leaves the row without one.
+        let m = measure::median_of_runs(vec![
+            run_of(10.0, None, 1.0, Some(1.0)),
+            run_of(10.0, None, 1.0, None),
+        ])
+        .unwrap();
+        assert_eq!(m.cpu_ns_per_op, None);
+        assert_eq!(m.spread, None);
     }
 
     #[test]

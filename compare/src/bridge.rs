@@ -4,8 +4,8 @@
 //!
 //! zenoh stays out of this crate's build: the measuring program is the bridge crate's
 //! `shmkit-bridge-bench` (bridge/src/bench.rs, which has the method), run as an external
-//! process like the Python rows ([`crate::python_mp`]): one run per row with `--json`,
-//! its samples summarised here. It is found where a user has it: the path in
+//! process like the Python rows ([`crate::python_mp`]): one program run per run of a row
+//! (the harness makes 3 or 5, in rounds) with `--json`, its samples summarised here. It is found where a user has it: the path in
 //! `SHMKIT_BRIDGE_BENCH`, else next to the running executable (`target/release/` holds
 //! both after `cargo build --release -p shmkit-bridge`). Without it the rows say how to
 //! build it.
@@ -135,7 +135,7 @@ fn core(c: Option<usize>) -> String {
     c.map_or("-1".into(), |c| c.to_string())
 }
 
-/// One row: `variant` (`rtt` or `stream`) of mechanism `id` at `size`.
+/// One run of a row: `variant` (`rtt` or `stream`) of mechanism `id` at `size`.
 pub fn measure(
     id: &str,
     variant: &str,

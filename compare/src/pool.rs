@@ -15,7 +15,9 @@
 //!   milliseconds of work spread over `workers` workers take `tasks / workers` ms).
 //!
 //! Each timed `map` runs on a warm pool (started, and given one small map, before the
-//! clock starts); the row's value is the median over the repetitions.
+//! clock starts); a run's value is the median over its maps (an odd number of them, so
+//! that it is one map's figure), the row's the median of its runs' (the harness makes 3
+//! or 5 runs in rounds, each on a fresh pool).
 //!
 //! `shmkit-pool` starts its workers by re-executing the current program
 //! ([`StartMethod::Spawn`](shmkit::process::StartMethod::Spawn)): the program must call

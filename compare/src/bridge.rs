@@ -5,10 +5,10 @@
 //! zenoh stays out of this crate's build: the measuring program is the bridge crate's
 //! `shmkit-bridge-bench` (bridge/src/bench.rs, which has the method), run as an external
 //! process like the Python rows ([`crate::python_mp`]): one program run per run of a row
-//! (the harness makes 3 or 5, in rounds) with `--json`, its samples summarised here. It is found where a user has it: the path in
-//! `SHMKIT_BRIDGE_BENCH`, else next to the running executable (`target/release/` holds
-//! both after `cargo build --release -p shmkit-bridge`). Without it the rows say how to
-//! build it.
+//! (the harness makes 3 or 5, in rounds) with `--json`, its samples summarised here. It
+//! is found where a user has it: the path in `SHMKIT_BRIDGE_BENCH`, else next to the
+//! running executable (`target/release/` holds both after `cargo build --release -p
+//! shmkit-bridge`). Without it the rows say how to build it.
 //!
 //! Same rules as the other rows: each message written by its sender and checked (every
 //! byte) by its receiver; side A (the measuring process, with its bridge) on the

@@ -82,8 +82,8 @@ pub fn note(id: &str) -> &'static str {
 
 /// Runs one fanout configuration: one of a row's runs (the harness makes 3 with
 /// `--quick`, 5 without, in rounds). The committed runs before 2026-12-07 22:18 UTC made
-/// one run per row, in a full run of 3,000 paced and 100,000 streamed messages at 64 B, 1,000
-/// and 5,000 at 64 KiB.
+/// one run per row, in a full run of 3,000 paced and 100,000 streamed messages at 64 B,
+/// 1,000 and 5,000 at 64 KiB.
 pub fn run(id: &str, subs: usize, size: usize, quick: bool) -> Result<Measurement> {
     let (paced, stream) = match (quick, size) {
         (true, 64) => (300, 5_000),

@@ -149,6 +149,14 @@ pub fn summarise(
     }
 }
 
+/// Median of unsorted values (`None` if there are none).
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    (!v.is_empty()).then(|| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        percentile(&v, 0.5)
+    })
+}
+
 /// One measurement from a row's runs (in the order they were made): every figure is the
 /// median of the runs' figures (a percentile or rate that a run lacks is left out; a
 /// figure no run has stays `None`), CPU per operation the mean of the runs' (`None` if one
@@ -157,11 +165,7 @@ pub fn summarise(
 /// placement those of the first run. `None` without runs.
 pub fn median_of_runs(runs: Vec<Measurement>) -> Option<Measurement> {
     let first = runs.first()?;
-    let med = |f: fn(&Measurement) -> Option<f64>| {
-        let mut v: Vec<f64> = runs.iter().filter_map(f).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        (!v.is_empty()).then(|| percentile(&v, 0.5))
-    };
+    let med = |f: fn(&Measurement) -> Option<f64>| median(runs.iter().filter_map(f).collect());
     let medians: Vec<f64> = runs.iter().map(|m| m.median_ns).collect();
     let cpu: Option<f64> = runs.iter().map(|m| m.cpu_ns_per_op).sum();
     Some(Measurement {

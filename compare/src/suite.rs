@@ -577,14 +577,6 @@ struct Neighbours {
     probe: Option<f64>,
 }
 
-/// Median of unsorted values (`None` if there are none).
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    (!v.is_empty()).then(|| {
-        v.sort_by(|x, y| x.total_cmp(y));
-        measure::percentile(&v, 0.5)
-    })
-}
-
 /// Warm-up and timed round trips of an rtt row timed in batches or one by one:
 /// `(warmup per instance, iterations over all instances)`.
 fn rtt_budget(quick: bool, batched: bool) -> (u64, u64) {
@@ -883,7 +875,7 @@ enum Rounds {
     Instances,
     /// stream, sizes, mpmc: their usual number of timed runs, one per round.
     Runs,
-    /// lock, pool, fan-out, bridge: [`repeats`] runs of [`measure_task`], one per round.
+    /// lock, pool, fan-out, bridge: [`runs`] runs of [`measure_task`], one per round.
     Repeats,
 }
 
@@ -903,7 +895,8 @@ impl Rounds {
 }
 
 /// The rows `tasks` (every task of kind `kind`, of one or several workloads: [`run_all`]
-/// groups by kind) measured in rounds; one row per task, in order. `progress` gets a task's index before each of its steps.
+/// groups by kind) measured in rounds; one row per task, in order. `progress` gets a
+/// task's index before each of its steps.
 fn run_rounds(
     kind: Rounds,
     tasks: &[&Task],
@@ -1036,7 +1029,9 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
             None => {
                 let f = match &t.job {
                     Job::Rtt(..) => a.timing == Some(Timing::Batch),
-                    _ => median(a.samples.clone()).is_some_and(|m| m < measure::FAST_RTT_NS),
+                    _ => {
+                        measure::median(a.samples.clone()).is_some_and(|m| m < measure::FAST_RTT_NS)
+                    }
                 };
                 *a.floor_next.insert(f)
             }
@@ -1065,7 +1060,7 @@ fn run_instance_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
             measure::wake_summary(a.samples, a.cpu.0, p)
         };
         let near = Neighbours {
-            floor: median(a.floor),
+            floor: measure::median(a.floor),
             probe: None,
         };
         Ok((m, near))
@@ -1082,7 +1077,7 @@ struct RunRounds {
     probes: Vec<f64>,
 }
 
-/// Timed runs of a stream, sizes or mpmc row.
+/// Timed runs of a stream, sizes, mpmc, lock, pool, fan-out or bridge row.
 fn runs(job: &Job, quick: bool) -> u64 {
     match (job, quick) {
         (Job::Stream(..), _) => stream_budget(quick).2 as u64,
@@ -1164,22 +1159,17 @@ fn run_repeated_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usi
         };
         let near = Neighbours {
             floor: None,
-            probe: median(a.probes),
+            probe: measure::median(a.probes),
         };
         Ok((m, near))
     };
     in_rounds(tasks, opts, rounds, progress, step, finish)
 }
 
-/// Runs of a lock, pool, fan-out or bridge row: 3 (`--quick`) or 5.
-fn repeats(quick: bool) -> u64 {
-    if quick { 3 } else { 5 }
-}
-
 /// The lock, pool, fan-out and bridge rows `tasks` in rounds: each round makes one run of
 /// every row ([`measure_task`]: a fresh lock, pool, topic or bridge path and fresh
-/// processes each time), [`repeats`] rounds in all; a row reports the median of its runs'
-/// figures ([`measure::median_of_runs`]).
+/// processes each time), [`runs`] rounds in all (3 / 5); a row reports the median of its
+/// runs' figures ([`measure::median_of_runs`]).
 fn run_repeat_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usize)) -> Vec<Row> {
     let step = |_round: u64, t: &Task, runs: &mut Vec<Measurement>| {
         runs.push(measure_task(t, opts)?);
@@ -1190,7 +1180,12 @@ fn run_repeat_rounds(tasks: &[&Task], opts: &Options, progress: impl FnMut(usize
             .map(|m| (m, Neighbours::default()))
             .ok_or_else(|| "internal: no run was made".to_string())
     };
-    in_rounds(tasks, opts, repeats(opts.quick), progress, step, finish)
+    let rounds = tasks
+        .iter()
+        .map(|t| runs(&t.job, opts.quick))
+        .max()
+        .unwrap_or(0);
+    in_rounds(tasks, opts, rounds, progress, step, finish)
 }
 
 /// Rows for unit tests (here and in the report).
